@@ -1,0 +1,109 @@
+//! The `wharf` command line: argument parsing and the shared start-up steps (config,
+//! logging, store, runtime and plugins). One file per group of subcommands.
+
+mod failed;
+mod inspect;
+mod publish;
+mod run;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::plugins::PluginSet;
+use crate::runtime::Runtime;
+use crate::store::{self, Store};
+
+/// wharf: run message handlers shipped as WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML config file; `WHARF_*` environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume the inbox and run the plugins.
+    Run(run::RunArgs),
+    /// Publish sample orders and handle them with the example plugins, then exit.
+    Demo,
+    /// Put a message into an inbox queue.
+    Publish(publish::PublishArgs),
+    /// Inspect and recover failed messages (dead letters).
+    #[command(subcommand)]
+    Failed(failed::FailedCommand),
+    /// Depth of each queue: pending, in flight, scheduled for retry, failed.
+    Queues {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Loaded plugins.
+    #[command(subcommand)]
+    Plugins(inspect::PluginsCommand),
+}
+
+/// Parse the command line and run the command.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(args) => run::run(config, args).await,
+        Command::Demo => run::demo(config).await,
+        Command::Publish(args) => publish::publish(config, args).await,
+        Command::Failed(cmd) => failed::failed(config, cmd).await,
+        Command::Queues { json } => inspect::queues(config, json).await,
+        Command::Plugins(cmd) => inspect::plugins(config, cmd).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    store::open(&config.database.url)
+        .await
+        .with_context(|| format!("cannot open database {}", config.database.url))
+}
+
+/// Build the runtime and load the plugin directory, logging each refused file.
+async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
+    let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone())
+        .context("cannot start the WebAssembly runtime")?;
+    let dir = &config.plugins.dir;
+    let (plugins, errors) = PluginSet::load_dir(&runtime, dir).await.with_context(|| {
+        format!(
+            "cannot read plugin directory {}; set plugins.dir or WHARF_PLUGINS_DIR",
+            dir.display()
+        )
+    })?;
+    for error in &errors {
+        tracing::error!("plugin refused: {error}");
+    }
+    for plugin in plugins.iter() {
+        tracing::info!(
+            plugin = plugin.name(),
+            version = plugin.manifest.version,
+            subscriptions = ?plugin.manifest.subscriptions,
+            "plugin loaded"
+        );
+    }
+    if plugins.is_empty() {
+        tracing::warn!(dir = %dir.display(), "no plugins loaded: every message will fail with \"no handler\"");
+    }
+    Ok((Arc::new(runtime), plugins))
+}

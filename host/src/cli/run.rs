@@ -1,0 +1,82 @@
+//! `wharf run` and `wharf demo`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::envelope::NewMessage;
+use crate::worker::{StopWhen, Worker};
+
+/// Options of `wharf run` (Messenger-style stop options).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit after N messages.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Exit after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<u64>,
+    /// Exit once no message is due.
+    #[arg(long)]
+    until_idle: bool,
+}
+
+pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
+    let stop = StopWhen {
+        limit: args.limit,
+        time_limit: args.time_limit.map(Duration::from_secs),
+        until_idle: args.until_idle,
+    };
+    serve(config, stop).await
+}
+
+async fn serve(config: Config, stop: StopWhen) -> anyhow::Result<()> {
+    let store = super::open_store(&config).await?;
+    let (runtime, plugins) = super::load_plugins(&config).await?;
+    tracing::info!(database = config.database.url, plugins = plugins.len(), "wharf running");
+    let worker = Worker::new(store, runtime, Arc::new(plugins), Arc::new(config));
+    let report = worker.run(stop, crate::shutdown::on_signal()).await?;
+    let s = report.settled;
+    tracing::info!(
+        messages = report.messages,
+        handled = s.handled,
+        retried = s.retried,
+        failed = s.failed,
+        "wharf stopped"
+    );
+    Ok(())
+}
+
+pub async fn demo(config: Config) -> anyhow::Result<()> {
+    let store = super::open_store(&config).await?;
+    let orders = [
+        json!({"order_id": "1001", "customer_email": "ada@example.com",
+               "items": [{"sku": "KEYBOARD", "quantity": 2}, {"sku": "MOUSE", "quantity": 1}]}),
+        json!({"order_id": "1002", "customer_email": "grace@example.com",
+               "items": [{"sku": "KEYBOARD", "quantity": 95}]}),
+        json!({"order_id": "1003", "customer_email": "linus@example.com",
+               "items": [{"sku": "MONITOR", "quantity": 1}]}),
+    ];
+    let messages: Vec<NewMessage> = orders
+        .iter()
+        .map(|o| NewMessage::new("orders", "order.created", o.to_string().into_bytes()))
+        .collect();
+    store.enqueue(&messages).await?;
+    tracing::info!(
+        "published {} order.created messages to queue orders",
+        messages.len()
+    );
+    serve(
+        config,
+        StopWhen {
+            until_idle: true,
+            ..StopWhen::default()
+        },
+    )
+    .await?;
+    println!("\nDone. Try: wharf queues, wharf failed list, wharf plugins list");
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Typed configuration: one TOML file plus `WHARF_*` environment overrides, validated once
+//! at start. With no file, the documented defaults below run an embedded SQLite host.
+//!
+//! An environment variable names a key by its section and field joined with `_`:
+//! `WHARF_DATABASE_URL` sets `database.url`, `WHARF_RUNTIME_DEADLINE_MS` sets
+//! `runtime.deadline_ms`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::retry::RetryPolicy;
+
+/// Default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://wharf.db";
+/// Default directory scanned for `.wasm` plugins.
+pub const DEFAULT_PLUGINS_DIR: &str = "plugins.d";
+/// Default directory for compiled plugins.
+pub const DEFAULT_CACHE_DIR: &str = ".wharf/cache";
+/// Default AMQP broker.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where messages, ledger, outbox, state and failures live.
+    pub database: DatabaseConfig,
+    /// Where plugins come from.
+    pub plugins: PluginsConfig,
+    /// Sandbox limits and worker concurrency.
+    pub runtime: RuntimeConfig,
+    /// How the inbox is consumed.
+    pub inbox: InboxConfig,
+    /// Default retry policy, used when neither the plugin's manifest nor its
+    /// `[plugin.<name>]` section sets one.
+    pub retry: RetryPolicy,
+    /// The AMQP broker (used by the AMQP transport).
+    pub amqp: AmqpConfig,
+    /// Per-plugin operator settings, keyed by the plugin's manifest name.
+    pub plugin: BTreeMap<String, PluginConfig>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing).
+    pub url: String,
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directory whose `*.wasm` files are loaded at start.
+    pub dir: PathBuf,
+    /// Directory for compiled components, so a restart does not recompile.
+    pub cache_dir: PathBuf,
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Linear-memory cap of one plugin instance, in MiB.
+    pub memory_limit_mib: u64,
+    /// Wall-clock deadline of one `handle` call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Optional fuel (instruction budget) per call; unset means unmetered.
+    pub fuel: Option<u64>,
+    /// Handler calls running at once on this host.
+    pub concurrency: usize,
+    /// Instance slots the pooling allocator reserves (>= concurrency).
+    pub instance_pool: u32,
+}
+
+/// `[inbox]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// Queues to consume; empty means all.
+    pub queues: Vec<String>,
+    /// Messages claimed and settled together.
+    pub batch_size: u32,
+    /// Sleep between polls when nothing is due, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How long a claim is held before another worker may take the message, in ms.
+    pub lease_ms: u64,
+    /// Largest accepted payload, for `publish` and for handlers' publishes.
+    pub max_payload_bytes: usize,
+}
+
+/// `[amqp]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// Broker URL.
+    pub url: String,
+}
+
+/// `[plugin.<name>]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// Values the plugin reads through the `config` import.
+    pub config: BTreeMap<String, String>,
+    /// Retry policy that overrides the plugin's manifest.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_DATABASE_URL.to_owned(),
+        }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: DEFAULT_PLUGINS_DIR.into(),
+            cache_dir: DEFAULT_CACHE_DIR.into(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_mib: 64,
+            deadline_ms: 5_000,
+            fuel: None,
+            concurrency: 16,
+            instance_pool: 128,
+        }
+    }
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            queues: Vec::new(),
+            batch_size: 64,
+            poll_interval_ms: 200,
+            lease_ms: 30_000,
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_AMQP_URL.to_owned(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file named on the command line does not exist.
+    #[error("config file {0} not found")]
+    Missing(PathBuf),
+    /// A value has the wrong type or an unknown key was given.
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    /// A value is out of range.
+    #[error("invalid configuration: {key} {problem}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `WHARF_*` variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Missing(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("WHARF_")
+            .ignore(&["log"])
+            .map(|key| key.as_str().replacen('_', ".", 1).into());
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if !self.database.url.starts_with("sqlite:") {
+            return invalid(
+                "database.url",
+                "must start with sqlite: (the only store built so far)",
+            );
+        }
+        if self.runtime.memory_limit_mib == 0 || self.runtime.memory_limit_mib > 4096 {
+            return invalid("runtime.memory_limit_mib", "must be between 1 and 4096");
+        }
+        if self.runtime.deadline_ms == 0 {
+            return invalid("runtime.deadline_ms", "must be greater than 0");
+        }
+        if self.runtime.concurrency == 0 {
+            return invalid("runtime.concurrency", "must be greater than 0");
+        }
+        if (self.runtime.instance_pool as usize) < self.runtime.concurrency {
+            return invalid(
+                "runtime.instance_pool",
+                "must be at least runtime.concurrency",
+            );
+        }
+        if self.inbox.batch_size == 0 {
+            return invalid("inbox.batch_size", "must be greater than 0");
+        }
+        if self.inbox.lease_ms <= self.runtime.deadline_ms {
+            return invalid(
+                "inbox.lease_ms",
+                "must be longer than runtime.deadline_ms, or a slow call loses its claim",
+            );
+        }
+        self.retry.validate("retry")?;
+        for (name, plugin) in &self.plugin {
+            if let Some(policy) = &plugin.retry {
+                policy.validate("plugin.<name>.retry").map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "plugin.<name>.retry",
+                        problem: format!("(plugin {name}): {e}"),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The handler deadline as a duration.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.runtime.deadline_ms)
+    }
+}

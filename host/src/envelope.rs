@@ -1,0 +1,61 @@
+//! The envelope: one message as the host sees it between its source and the settler.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+/// A message to put into the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Producer-supplied id; duplicates of an id already received are dropped.
+    pub id: Uuid,
+    /// Inbox queue.
+    pub queue: String,
+    /// Message kind, used for routing.
+    pub kind: String,
+    /// Producer headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub payload: Vec<u8>,
+}
+
+impl NewMessage {
+    /// A message with a fresh UUID v7 id.
+    pub fn new(queue: &str, kind: &str, payload: Vec<u8>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            queue: queue.to_owned(),
+            kind: kind.to_owned(),
+            headers: BTreeMap::new(),
+            payload,
+        }
+    }
+}
+
+/// A message claimed from a source, on its way to the handlers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Message id.
+    pub id: Uuid,
+    /// Inbox queue it sits in.
+    pub queue: String,
+    /// Message kind.
+    pub kind: String,
+    /// Producer headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub payload: Vec<u8>,
+    /// Attempts already made (0 on first delivery).
+    pub attempts: u32,
+    /// The claim's fencing token: settling needs it to still be current.
+    pub lock_token: Uuid,
+    /// Plugins that already handled this message or dead-lettered it; not called again.
+    pub settled_plugins: BTreeSet<String>,
+}
+
+impl Envelope {
+    /// The source name shown to handlers and stored with failures.
+    pub fn source(&self) -> String {
+        format!("inbox:{}", self.queue)
+    }
+}

@@ -1,0 +1,30 @@
+//! # wharf: a host runtime for message handlers shipped as WebAssembly components
+//!
+//! The path of one message through this crate:
+//!
+//! ```text
+//! wharf publish / a handler's publish
+//!   -> store::Store::enqueue          dedup on arrival (message id), row in the inbox
+//!   -> worker::Worker::run_batch      claim a batch (lease + fencing token)
+//!   -> plugins::PluginSet::route      which plugins subscribe to the kind (router)
+//!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
+//!                                     effects buffered by the host imports (effects)
+//!   -> outcome::decide                ok | retry (backoff, retry) | dead letter
+//!   -> store::Store::settle           ONE transaction per batch: ledger rows + effects,
+//!                                     retries, failed messages with attempt history
+//! ```
+//!
+//! `cli` is the `wharf` binary's front end; `config` loads and validates its settings.
+
+pub mod cli;
+pub mod config;
+pub mod effects;
+pub mod envelope;
+pub mod outcome;
+pub mod plugins;
+pub mod retry;
+pub mod router;
+pub mod runtime;
+pub mod shutdown;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,251 @@
+//! The sandbox: the only module where wasmtime types appear.
+//!
+//! One [`Runtime`] owns the engine (pooling allocator, epoch interruption, optional fuel),
+//! the linker with the host imports, and the epoch ticker. A [`Plugin`] is a loaded
+//! component with its `InstancePre`; [`Runtime::call`] runs `handle` for one message in a
+//! fresh instance under the [`Limits`] and returns an [`Outcome`]. A trap (panic, memory
+//! cap, deadline, fuel) is an outcome like any other and never stops the host.
+//!
+//! Calls are async: the epoch callback yields to tokio every tick, so a long guest call
+//! does not hold a worker thread, and interrupts the call once its deadline has passed.
+
+mod bindings;
+mod cache;
+mod host_state;
+mod limits;
+mod plugin;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::config::RuntimeConfig;
+use crate::envelope::Envelope;
+use crate::outcome::Outcome;
+use bindings::wharf::plugin::types;
+use host_state::HostState;
+use limits::MemoryLimiter;
+
+pub use host_state::CallContext;
+pub use limits::Limits;
+pub use plugin::{LoadError, Manifest, Plugin};
+
+/// How often the epoch advances: the granularity of deadlines and of yields to tokio.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Bytes of guest stdout/stderr kept per call.
+const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
+
+/// The wasmtime engine and linker shared by every plugin of a host.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache_dir: PathBuf,
+    /// Stops the epoch ticker thread when the runtime is dropped.
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// An engine with the configured limits, caching compiled plugins in `cache_dir`.
+    pub fn new(config: &RuntimeConfig, cache_dir: PathBuf) -> anyhow::Result<Self> {
+        let limits = Limits::from_config(config);
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = config.instance_pool;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(limits.memory_bytes)
+            .max_memories_per_component(4)
+            .max_core_instances_per_component(16)
+            .max_tables_per_component(8);
+        let mut wasm = wasmtime::Config::new();
+        wasm.allocation_strategy(pool)
+            .epoch_interruption(true)
+            .consume_fuel(limits.fuel.is_some())
+            .concurrency_support(false)
+            // Keep each memory's reservation small: many slots fit in the address space.
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10);
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("wharf-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            ticker_stop,
+        })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn new_store(&self, call: CallContext) -> Store<HostState> {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        // Clocks and random only: no preopened directories, no env, no args, and the
+        // default socket policy refuses every address.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = HostState {
+            wasi,
+            table: Default::default(),
+            limiter: MemoryLimiter {
+                max_bytes: self.limits.memory_bytes,
+                exceeded: None,
+            },
+            stdout,
+            stderr,
+            effects: Default::default(),
+            call,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if let Some(fuel) = self.limits.fuel {
+            store
+                .set_fuel(fuel)
+                .expect("fuel is enabled in the engine when a budget is configured");
+        }
+        let deadline = Instant::now() + self.limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
+
+    /// Run `plugin`'s `handle` on `message` (attempt number `attempt`) in a fresh instance.
+    pub async fn call(
+        &self,
+        plugin: &Plugin,
+        message: &Envelope,
+        attempt: u32,
+        call: CallContext,
+    ) -> Outcome {
+        let mut store = self.new_store(call);
+        let input = types::Message {
+            id: message.id.to_string(),
+            kind: message.kind.clone(),
+            source: message.source(),
+            headers: message
+                .headers
+                .iter()
+                .map(|(k, v)| types::Header {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            payload: message.payload.clone(),
+            attempt,
+        };
+        let result = match plugin.pre().instantiate_async(&mut store).await {
+            Ok(instance) => instance.call_handle(&mut store, &input).await,
+            Err(e) => Err(e),
+        };
+        let state = store.into_data();
+        forward_stdio(&state);
+        match result {
+            Ok(Ok(())) => Outcome::Ok(state.effects),
+            Ok(Err(types::HandlerError::Retry(r))) => Outcome::Retry {
+                reason: r.reason,
+                delay: r.delay_ms.map(Duration::from_millis),
+            },
+            Ok(Err(types::HandlerError::Reject(reason))) => Outcome::Reject(reason),
+            Err(e) => Outcome::Trap(self.describe_trap(&e, &state)),
+        }
+    }
+
+    /// A one-line, actionable description of why a call trapped.
+    fn describe_trap(&self, error: &wasmtime::Error, state: &HostState) -> String {
+        if let Some(wanted) = state.limiter.exceeded {
+            return format!(
+                "memory limit of {} MiB exceeded (the guest tried to grow to {} MiB); raise runtime.memory_limit_mib if this is legitimate",
+                self.limits.memory_bytes >> 20,
+                wanted >> 20
+            );
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "deadline of {} ms exceeded; raise runtime.deadline_ms if the handler needs longer",
+                self.limits.deadline.as_millis()
+            ),
+            Some(Trap::OutOfFuel) => format!(
+                "fuel budget of {} exhausted",
+                self.limits.fuel.unwrap_or_default()
+            ),
+            _ => {
+                let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+                match stderr.lines().find(|l| l.contains("panicked at")) {
+                    Some(_) => format!("panicked: {}", panic_message(&stderr)),
+                    None => format!("{error:#}"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The message of a Rust panic as printed to stderr: the lines after "panicked at ...:".
+fn panic_message(stderr: &str) -> String {
+    let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at"));
+    let location = lines.next().unwrap_or_default();
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note:")).collect();
+    let location = location
+        .trim_start_matches("thread '<unnamed>' ")
+        .trim_start_matches("thread 'main' ")
+        .trim_end_matches(':');
+    format!("{} ({location})", message.join(" ").trim())
+}
+
+fn forward_stdio(state: &HostState) {
+    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let bytes = pipe.contents();
+        if !bytes.is_empty() {
+            tracing::info!(
+                plugin = &*state.call.plugin,
+                message_id = %state.call.message_id,
+                stream,
+                "{}",
+                String::from_utf8_lossy(&bytes).trim_end()
+            );
+        }
+    }
+}

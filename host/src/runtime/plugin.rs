@@ -1,0 +1,216 @@
+//! Loading one plugin: read the `.wasm`, compile (or load from the cache), check it
+//! implements the `wharf:plugin` world, read and validate its manifest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::bindings::PluginPre;
+use super::{CallContext, Runtime, cache};
+use crate::retry::RetryPolicy;
+use crate::router;
+
+/// Magic and version of a WebAssembly component binary.
+const COMPONENT_HEADER: &[u8] = b"\0asm\x0d\0\x01\0";
+/// Magic and version of a core WebAssembly module binary.
+const CORE_MODULE_HEADER: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A loaded plugin, ready to be instantiated per message.
+pub struct Plugin {
+    /// The manifest the component reported.
+    pub manifest: Manifest,
+    /// Hex sha256 of the `.wasm` file: with the manifest version, the exact version.
+    pub sha256: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Pre-linked component: instantiating it per message is cheap.
+    pre: PluginPre<super::HostState>,
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Identity.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Kind patterns it handles.
+    pub subscriptions: Vec<String>,
+    /// Its default retry policy, if it sets one.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Why a `.wasm` file was refused. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not a valid WebAssembly component.
+    #[error("{path}: not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// A component, but not of the `wharf:plugin/plugin` world.
+    #[error(
+        "{path}: does not implement the wharf:plugin/plugin@0.1.0 world ({reason}); build it with wharf-sdk's export! macro"
+    )]
+    WrongWorld {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or mismatched.
+        reason: String,
+    },
+    /// Another file already provides a plugin of this name.
+    #[error("{path}: plugin name {name:?} is already provided by {first}; plugin names must be unique")]
+    Duplicate {
+        /// The refused file.
+        path: PathBuf,
+        /// The name both claim.
+        name: String,
+        /// The file loaded first.
+        first: PathBuf,
+    },
+    /// `manifest()` trapped or returned something unusable.
+    #[error("{path}: invalid manifest: {reason}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Plugin {
+    pub(super) fn pre(&self) -> &PluginPre<super::HostState> {
+        &self.pre
+    }
+
+    /// Manifest name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Does this plugin subscribe to `kind`?
+    pub fn subscribes_to(&self, kind: &str) -> bool {
+        self.manifest
+            .subscriptions
+            .iter()
+            .any(|p| router::matches(p, kind))
+    }
+}
+
+impl Runtime {
+    /// Load the plugin in `path`.
+    pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load_bytes(path, &wasm).await
+    }
+
+    /// Load a plugin from its bytes; `path` names it in errors.
+    pub async fn load_bytes(&self, path: &Path, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        if !wasm.starts_with(COMPONENT_HEADER) {
+            return Err(invalid(if wasm.starts_with(CORE_MODULE_HEADER) {
+                "it is a core module; build it for the wasm32-wasip2 target".into()
+            } else {
+                "no WebAssembly component header".into()
+            }));
+        }
+        let component = cache::compile(&self.engine, &self.cache_dir, wasm, &sha256)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = PluginPre::new(instance_pre).map_err(wrong_world)?;
+        let manifest = self.read_manifest(&pre).await.map_err(|reason| LoadError::Manifest {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(Plugin {
+            manifest,
+            sha256,
+            path: path.to_owned(),
+            pre,
+        })
+    }
+
+    async fn read_manifest(&self, pre: &PluginPre<super::HostState>) -> Result<Manifest, String> {
+        let mut store = self.new_store(CallContext {
+            plugin: Arc::from("(loading)"),
+            message_id: Uuid::nil(),
+            config: Arc::new(BTreeMap::new()),
+            store: None,
+            max_payload_bytes: 0,
+        });
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+        let raw = instance
+            .call_manifest(&mut store)
+            .await
+            .map_err(|e| format!("manifest() trapped: {e:#}"))?;
+        let manifest = Manifest {
+            name: raw.name,
+            version: raw.version,
+            subscriptions: raw.subscriptions,
+            retry: raw.retry.map(|r| RetryPolicy {
+                max_retries: r.max_retries,
+                base_delay_ms: r.base_delay_ms,
+                multiplier: r.multiplier,
+                max_delay_ms: r.max_delay_ms,
+                jitter: r.jitter,
+            }),
+        };
+        let valid_name = !manifest.name.is_empty()
+            && manifest
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid_name {
+            return Err(format!(
+                "name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                manifest.name
+            ));
+        }
+        if manifest.subscriptions.is_empty() {
+            return Err(format!("{} subscribes to no message kinds", manifest.name));
+        }
+        if let Some(bad) = manifest
+            .subscriptions
+            .iter()
+            .find(|p| !router::is_valid_pattern(p))
+        {
+            return Err(format!(
+                "subscription {bad:?} is not a kind or pattern (words separated by '.', '*' and '#' as whole words)"
+            ));
+        }
+        if let Some(policy) = &manifest.retry {
+            policy
+                .validate("manifest retry")
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(manifest)
+    }
+}

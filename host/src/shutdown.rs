@@ -1,0 +1,30 @@
+//! Graceful shutdown: SIGTERM or SIGINT flips a watch channel; the worker stops taking
+//! messages, finishes and settles the batch in flight, and returns.
+
+use tokio::sync::watch;
+
+/// A receiver that turns `true` on the first SIGTERM/SIGINT.
+pub fn on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested: finishing the messages in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}

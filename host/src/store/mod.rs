@@ -1,0 +1,239 @@
+//! Stores: where the inbox, the dedup ledger, the outbox, plugin state and failed messages
+//! live. [`Store`] is the seam; `sqlite` is the embedded default. The store is the only
+//! writer of a message's final state: [`Store::settle`] applies a batch of verdicts in one
+//! transaction (ledger rows, effects, retries, dead letters).
+
+mod sqlite;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, NewMessage};
+use crate::outcome::Verdict;
+
+pub use sqlite::SqliteStore;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not decode.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The exact version of a plugin, recorded with everything it handles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginVersion {
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+    /// sha256 of the `.wasm`.
+    pub sha256: String,
+}
+
+/// The verdict of one plugin on one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginResult {
+    /// Who handled it.
+    pub plugin: PluginVersion,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// What to do.
+    pub verdict: Verdict,
+}
+
+/// Everything to settle for one claimed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    /// The claimed message (its lock token fences the settle).
+    pub message: Envelope,
+    /// One result per plugin that ran.
+    pub results: Vec<PluginResult>,
+    /// No loaded plugin subscribes to the message's kind.
+    pub no_handler: bool,
+}
+
+/// What a settle did, for progress output and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SettleSummary {
+    /// (message, plugin) pairs recorded as handled.
+    pub handled: u64,
+    /// Pairs scheduled for another attempt.
+    pub retried: u64,
+    /// Pairs moved to the failed messages.
+    pub failed: u64,
+    /// Pairs whose state reads were stale; re-run without counting an attempt.
+    pub conflicts: u64,
+    /// Messages whose claim had been taken over; nothing of theirs was written.
+    pub fenced: u64,
+}
+
+/// Status of a failed message, mirrored by a CHECK constraint in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailedStatus {
+    /// Recorded, waiting for an operator.
+    Pending,
+    /// Sent back to the inbox by `failed retry`.
+    Retrying,
+    /// Dead-lettered.
+    Failed,
+    /// Handled after a retry.
+    Resolved,
+}
+
+impl FailedStatus {
+    /// The SQL spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    /// Parse the SQL spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "retrying" => Self::Retrying,
+            "failed" => Self::Failed,
+            "resolved" => Self::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedMessage {
+    /// Row id, used by `wharf failed show|retry|delete`.
+    pub id: i64,
+    /// The message.
+    pub message_id: Uuid,
+    /// The plugin that failed it; empty when no plugin handles the kind.
+    pub plugin: String,
+    /// Its version.
+    pub plugin_version: String,
+    /// Where the message came from.
+    pub source: String,
+    /// Inbox queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// Headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Body, as text when it is UTF-8.
+    #[serde(serialize_with = "payload_text")]
+    pub payload: Vec<u8>,
+    /// The final error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Status.
+    pub status: FailedStatus,
+    /// When it failed (Unix ms).
+    pub failed_at: i64,
+    /// When an operator last retried it.
+    pub last_retry_at: Option<i64>,
+    /// When it was handled after a retry.
+    pub resolved_at: Option<i64>,
+}
+
+fn payload_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(payload))
+}
+
+/// One failed attempt in a message's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptError {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Its error.
+    pub error: String,
+    /// Wait scheduled before the next attempt; `None` for the final one.
+    pub delay_ms: Option<u64>,
+    /// When (Unix ms).
+    pub at: i64,
+}
+
+/// Depths of one inbox queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Due and not claimed.
+    pub pending: u64,
+    /// Claimed by a worker right now.
+    pub in_flight: u64,
+    /// Waiting for a retry delay.
+    pub scheduled: u64,
+    /// Dead letters not yet retried.
+    pub failed: u64,
+}
+
+/// Which failed messages `failed retry` sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrySelection {
+    /// One, by row id.
+    One(i64),
+    /// Every failed or pending one.
+    All,
+}
+
+/// The store seam. Implementations: [`SqliteStore`].
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Insert messages, skipping ids already received. Returns how many were new.
+    async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
+
+    /// Claim up to `limit` due messages of `queues` (all when empty) for `lease`.
+    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>>;
+
+    /// Apply a batch of settlements in one transaction.
+    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary>;
+
+    /// Committed value and version of a plugin's state key.
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>>;
+
+    /// Failed messages, newest first.
+    async fn failed_list(&self) -> Result<Vec<FailedMessage>>;
+
+    /// One failed message with its attempt history.
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>>;
+
+    /// Send failed messages back to the inbox. Returns how many went back.
+    async fn failed_retry(&self, which: RetrySelection) -> Result<u64>;
+
+    /// Delete a failed message and its history. Returns whether it existed.
+    async fn failed_delete(&self, id: i64) -> Result<bool>;
+
+    /// Depth of every queue that has messages or failures.
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+}
+
+/// Open the store named by a `database.url`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as i64
+}

@@ -1,0 +1,332 @@
+//! The embedded store on SQLite: one file, WAL mode, no server. Claims are leases
+//! (`locked_until` + `lock_token`): the handler runs outside any transaction, and a settle
+//! whose token is no longer current is refused (fencing). A crashed host's claims come back
+//! when their lease expires.
+
+mod settle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    AttemptError, FailedMessage, FailedStatus, QueueStats, Result, RetrySelection, SettleSummary,
+    Settlement, Store, StoreError, now_ms,
+};
+use crate::envelope::{Envelope, NewMessage};
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `url` (`sqlite://path`) and migrate it.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for tests and tools that inspect the tables.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+pub(super) fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("id {s:?}: {e}")))
+}
+
+pub(super) fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
+}
+
+pub(super) fn headers_json(headers: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(headers).expect("a string map always serialises")
+}
+
+/// Insert `message` unless its id was received before; true when inserted.
+pub(super) async fn insert_new(
+    conn: &mut sqlx::SqliteConnection,
+    message: &NewMessage,
+    now: i64,
+) -> Result<bool> {
+    let id = message.id.to_string();
+    let fresh = sqlx::query("INSERT INTO received (id, queue, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(&id)
+        .bind(&message.queue)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        == 1;
+    if fresh {
+        sqlx::query(
+            "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&message.queue)
+        .bind(&message.kind)
+        .bind(headers_json(&message.headers))
+        .bind(&message.payload)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(fresh)
+}
+
+fn failed_from_row(row: &SqliteRow) -> Result<FailedMessage> {
+    let status: String = row.get("status");
+    Ok(FailedMessage {
+        id: row.get("id"),
+        message_id: parse_uuid(row.get("message_id"))?,
+        plugin: row.get("plugin"),
+        plugin_version: row.get("plugin_version"),
+        source: row.get("source"),
+        queue: row.get("queue"),
+        kind: row.get("kind"),
+        headers: parse_headers(row.get("headers"))?,
+        payload: row.get("payload"),
+        error: row.get("error"),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        status: FailedStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        failed_at: row.get("failed_at"),
+        last_retry_at: row.get("last_retry_at"),
+        resolved_at: row.get("resolved_at"),
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted = 0;
+        for message in messages {
+            inserted += insert_new(&mut tx, message, now).await? as u64;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>> {
+        let now = now_ms();
+        let token = Uuid::now_v7();
+        let queues = serde_json::to_string(queues).expect("strings serialise");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE inbox SET locked_until = ?1, lock_token = ?2
+             WHERE id IN (
+                 SELECT id FROM inbox
+                 WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
+                   AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
+                 ORDER BY available_at LIMIT ?5)
+             RETURNING id, queue, kind, headers, payload, attempts",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(token.to_string())
+        .bind(now)
+        .bind(&queues)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push(Envelope {
+                id: parse_uuid(row.get("id"))?,
+                queue: row.get("queue"),
+                kind: row.get("kind"),
+                headers: parse_headers(row.get("headers"))?,
+                payload: row.get("payload"),
+                attempts: row.get::<i64, _>("attempts") as u32,
+                lock_token: token,
+                settled_plugins: BTreeSet::new(),
+            });
+        }
+        if !claimed.is_empty() {
+            let ids: Vec<String> = claimed.iter().map(|m| m.id.to_string()).collect();
+            let ids = serde_json::to_string(&ids).expect("strings serialise");
+            let done = sqlx::query(
+                "SELECT message_id, plugin FROM processed WHERE message_id IN (SELECT value FROM json_each(?1))
+                 UNION ALL
+                 SELECT message_id, plugin FROM failed_messages
+                 WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'pending')",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+            for row in &done {
+                by_id
+                    .entry(parse_uuid(row.get("message_id"))?)
+                    .or_default()
+                    .insert(row.get("plugin"));
+            }
+            for message in &mut claimed {
+                if let Some(plugins) = by_id.remove(&message.id) {
+                    message.settled_plugins = plugins;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let summary = settle::settle_batch(&mut tx, batch, now_ms()).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row = sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
+            .bind(plugin)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
+
+    async fn failed_list(&self) -> Result<Vec<FailedMessage>> {
+        let rows = sqlx::query("SELECT * FROM failed_messages ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(failed_from_row).collect()
+    }
+
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        let Some(row) = sqlx::query("SELECT * FROM failed_messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let failed = failed_from_row(&row)?;
+        let history = sqlx::query(
+            "SELECT attempt, error, delay_ms, at FROM attempt_errors
+             WHERE message_id = ? AND plugin = ? ORDER BY id",
+        )
+        .bind(failed.message_id.to_string())
+        .bind(&failed.plugin)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| AttemptError {
+            attempt: r.get::<i64, _>("attempt") as u32,
+            error: r.get("error"),
+            delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
+            at: r.get("at"),
+        })
+        .collect();
+        Ok(Some((failed, history)))
+    }
+
+    async fn failed_retry(&self, which: RetrySelection) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (all, id) = match which {
+            RetrySelection::All => (true, 0),
+            RetrySelection::One(id) => (false, id),
+        };
+        let rows = sqlx::query(
+            "UPDATE failed_messages SET status = 'retrying', last_retry_at = ?1
+             WHERE (?2 OR id = ?3) AND status IN ('failed', 'pending')
+             RETURNING message_id, queue, kind, headers, payload",
+        )
+        .bind(now)
+        .bind(all)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            sqlx::query(
+                "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
+                 ON CONFLICT (id) DO UPDATE SET available_at = MIN(available_at, excluded.available_at)",
+            )
+            .bind(row.get::<String, _>("message_id"))
+            .bind(row.get::<String, _>("queue"))
+            .bind(row.get::<String, _>("kind"))
+            .bind(row.get::<String, _>("headers"))
+            .bind(row.get::<Vec<u8>, _>("payload"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn failed_delete(&self, id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("DELETE FROM failed_messages WHERE id = ? RETURNING message_id, plugin")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = &row {
+            sqlx::query("DELETE FROM attempt_errors WHERE message_id = ? AND plugin = ?")
+                .bind(row.get::<String, _>("message_id"))
+                .bind(row.get::<String, _>("plugin"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let now = now_ms();
+        let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT queue,
+                    SUM(locked_until > ?1) AS in_flight,
+                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at <= ?1) AS pending,
+                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at > ?1) AS scheduled
+             FROM inbox GROUP BY queue",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let queue: String = row.get("queue");
+            let entry = stats.entry(queue.clone()).or_default();
+            entry.queue = queue;
+            entry.in_flight = row.get::<i64, _>("in_flight") as u64;
+            entry.pending = row.get::<i64, _>("pending") as u64;
+            entry.scheduled = row.get::<i64, _>("scheduled") as u64;
+        }
+        let rows = sqlx::query(
+            "SELECT queue, COUNT(*) AS failed FROM failed_messages
+             WHERE status IN ('failed', 'pending') GROUP BY queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let queue: String = row.get("queue");
+            let entry = stats.entry(queue.clone()).or_default();
+            entry.queue = queue;
+            entry.failed = row.get::<i64, _>("failed") as u64;
+        }
+        Ok(stats.into_values().collect())
+    }
+}

@@ -1,0 +1,219 @@
+//! The worker loop: claim a batch from the inbox, route each message to its plugins, call
+//! them concurrently in the sandbox, classify each outcome (`outcome::decide`), and hand
+//! the whole batch to the store's settle transaction.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::envelope::Envelope;
+use crate::outcome::{Outcome, Verdict, decide};
+use crate::plugins::PluginSet;
+use crate::retry::RetryPolicy;
+use crate::runtime::{CallContext, Plugin, Runtime};
+use crate::store::{PluginResult, PluginVersion, SettleSummary, Settlement, Store, StoreError};
+
+/// When [`Worker::run`] returns (besides a shutdown signal).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopWhen {
+    /// After this many messages were settled.
+    pub limit: Option<u64>,
+    /// After this much time.
+    pub time_limit: Option<Duration>,
+    /// As soon as nothing is due.
+    pub until_idle: bool,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages claimed and settled.
+    pub messages: u64,
+    /// What the settles did.
+    pub settled: SettleSummary,
+}
+
+impl RunReport {
+    fn add(&mut self, messages: u64, s: SettleSummary) {
+        self.messages += messages;
+        self.settled.handled += s.handled;
+        self.settled.retried += s.retried;
+        self.settled.failed += s.failed;
+        self.settled.conflicts += s.conflicts;
+        self.settled.fenced += s.fenced;
+    }
+}
+
+/// Consumes the inbox with one set of plugins.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+    plugins: Arc<PluginSet>,
+    config: Arc<Config>,
+}
+
+impl Worker {
+    /// A worker over `store` running `plugins`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        plugins: Arc<PluginSet>,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            store,
+            runtime,
+            plugins,
+            config,
+        }
+    }
+
+    /// Run until a stop condition or `shutdown` turns true; the batch in flight is always
+    /// finished and settled.
+    pub async fn run(
+        &self,
+        stop: StopWhen,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunReport, StoreError> {
+        let started = Instant::now();
+        let mut report = RunReport::default();
+        let mut last_progress = Instant::now();
+        let poll = Duration::from_millis(self.config.inbox.poll_interval_ms);
+        loop {
+            if *shutdown.borrow() || stop.time_limit.is_some_and(|t| started.elapsed() >= t) {
+                break;
+            }
+            let mut limit = self.config.inbox.batch_size;
+            if let Some(max) = stop.limit {
+                let left = max.saturating_sub(report.messages);
+                if left == 0 {
+                    break;
+                }
+                limit = limit.min(left.min(u32::MAX as u64) as u32);
+            }
+            let (claimed, summary) = self.run_batch(limit).await?;
+            report.add(claimed, summary);
+            if last_progress.elapsed() >= Duration::from_secs(5) {
+                tracing::info!(
+                    messages = report.messages,
+                    handled = report.settled.handled,
+                    retried = report.settled.retried,
+                    failed = report.settled.failed,
+                    "progress"
+                );
+                last_progress = Instant::now();
+            }
+            if claimed == 0 {
+                if stop.until_idle {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claim up to `limit` messages, handle them and settle them. Returns how many
+    /// messages were claimed and what the settle did.
+    pub async fn run_batch(&self, limit: u32) -> Result<(u64, SettleSummary), StoreError> {
+        let lease = Duration::from_millis(self.config.inbox.lease_ms);
+        let batch = self
+            .store
+            .claim(&self.config.inbox.queues, limit, lease)
+            .await?;
+        if batch.is_empty() {
+            return Ok((0, SettleSummary::default()));
+        }
+        let claimed = batch.len() as u64;
+        let settlements: Vec<Settlement> = futures::stream::iter(batch)
+            .map(|message| self.handle(message))
+            .buffer_unordered(self.config.runtime.concurrency)
+            .collect()
+            .await;
+        let summary = self.store.settle(&settlements).await?;
+        Ok((claimed, summary))
+    }
+
+    /// Run every plugin still owing a verdict on `message`.
+    async fn handle(&self, message: Envelope) -> Settlement {
+        let routed = self.plugins.route(&message.kind);
+        let no_handler = routed.is_empty();
+        let attempt = message.attempts + 1;
+        let pending: Vec<Arc<Plugin>> = routed
+            .into_iter()
+            .filter(|p| !message.settled_plugins.contains(p.name()))
+            .collect();
+        let calls = pending.iter().map(|p| self.call(p, &message, attempt));
+        let results = futures::future::join_all(calls).await;
+        if no_handler {
+            tracing::warn!(message_id = %message.id, kind = message.kind, "no plugin subscribes to this kind; moving it to the failed messages");
+        }
+        Settlement {
+            message,
+            results,
+            no_handler,
+        }
+    }
+
+    async fn call(&self, plugin: &Plugin, message: &Envelope, attempt: u32) -> PluginResult {
+        let name = plugin.name();
+        let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
+        async {
+            let context = CallContext {
+                plugin: Arc::from(name),
+                message_id: message.id,
+                config: Arc::new(
+                    self.config
+                        .plugin
+                        .get(name)
+                        .map(|c| c.config.clone())
+                        .unwrap_or_default(),
+                ),
+                store: Some(self.store.clone()),
+                max_payload_bytes: self.config.inbox.max_payload_bytes,
+            };
+            let started = Instant::now();
+            let outcome = self.runtime.call(plugin, message, attempt, context).await;
+            let elapsed = started.elapsed();
+            let verdict = decide(outcome.clone(), attempt, self.policy(plugin), &mut rand::rng());
+            match (&outcome, &verdict) {
+                (Outcome::Ok(_), _) => tracing::debug!(?elapsed, "handled"),
+                (_, Verdict::Retry { error, delay }) => {
+                    tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
+                }
+                (_, Verdict::Dead { error }) => {
+                    tracing::error!(?elapsed, "moved to the failed messages: {error}")
+                }
+                (_, Verdict::Handled(_)) => unreachable!("only an ok outcome is handled"),
+            }
+            PluginResult {
+                plugin: PluginVersion {
+                    name: name.to_owned(),
+                    version: plugin.manifest.version.clone(),
+                    sha256: plugin.sha256.clone(),
+                },
+                attempt,
+                verdict,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Operator config for the plugin wins, then the plugin's manifest, then the default.
+    fn policy<'a>(&'a self, plugin: &'a Plugin) -> &'a RetryPolicy {
+        self.config
+            .plugin
+            .get(plugin.name())
+            .and_then(|c| c.retry.as_ref())
+            .or(plugin.manifest.retry.as_ref())
+            .unwrap_or(&self.config.retry)
+    }
+}

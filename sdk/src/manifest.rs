@@ -1,0 +1,55 @@
+//! The plugin's self-description: name, version, subscriptions, default retry policy.
+
+use std::time::Duration;
+
+/// What the host learns about a plugin when it loads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Plugin identity, unique in a host or fleet.
+    pub name: String,
+    /// Plugin version, recorded with every message it handles.
+    pub version: String,
+    /// Message kinds to receive: exact names or patterns (`*` one word, `#` any words).
+    pub subscriptions: Vec<String>,
+    /// Default retry policy; operator config may override it.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Exponential backoff for retries: `base * multiplier^(retry-1)`, capped, with jitter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// Delay before the first retry.
+    pub base_delay: Duration,
+    /// Growth factor per retry.
+    pub multiplier: f64,
+    /// Cap for any delay.
+    pub max_delay: Duration,
+    /// Random spread, 0.0..=1.0.
+    pub jitter: f64,
+}
+
+impl Manifest {
+    /// A manifest with no subscriptions yet.
+    pub fn new(name: &str, version: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            subscriptions: Vec::new(),
+            retry: None,
+        }
+    }
+
+    /// Subscribe to a kind or pattern.
+    pub fn subscribe(mut self, pattern: &str) -> Self {
+        self.subscriptions.push(pattern.to_owned());
+        self
+    }
+
+    /// Set the plugin's default retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+}

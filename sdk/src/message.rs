@@ -1,0 +1,67 @@
+//! The message a handler receives, with typed JSON decoding and idempotency keys.
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// One message delivered to a handler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Unique id, stable across retries.
+    pub id: String,
+    /// Message kind, e.g. `order.created`.
+    pub kind: String,
+    /// Where it came from, e.g. `inbox:orders`.
+    pub source: String,
+    /// Producer-supplied headers.
+    pub headers: Vec<(String, String)>,
+    /// Raw body.
+    pub payload: Vec<u8>,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+}
+
+impl Message {
+    /// A first-attempt message with a JSON payload, for tests.
+    pub fn new(kind: &str, payload: &serde_json::Value) -> Self {
+        Self {
+            id: "00000000-0000-7000-8000-000000000001".to_owned(),
+            kind: kind.to_owned(),
+            source: "inbox:test".to_owned(),
+            headers: Vec::new(),
+            payload: serde_json::to_vec(payload).expect("serialising to a Vec cannot fail"),
+            attempt: 1,
+        }
+    }
+
+    /// Decode the payload as JSON. A payload that does not decode is a *reject* carrying
+    /// serde's message: retrying would not make it decode.
+    pub fn json<T: DeserializeOwned>(&self) -> crate::Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            crate::reject(format!(
+                "payload of {} message {} is not valid: {e}",
+                self.kind, self.id
+            ))
+        })
+    }
+
+    /// The value of a header, if present.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A key for an effect outside the host, derived from the message id and a label
+    /// naming the effect (`"charge-card"`). The same message and label always give the same
+    /// key, across retries and redeliveries, so a remote API that deduplicates on it
+    /// (e.g. an `Idempotency-Key` header) performs the effect once.
+    pub fn idempotency_key(&self, label: &str) -> String {
+        let digest = Sha256::new()
+            .chain_update(self.id.as_bytes())
+            .chain_update([0])
+            .chain_update(label.as_bytes())
+            .finalize();
+        hex::encode(&digest[..16])
+    }
+}

@@ -1,0 +1,188 @@
+//! A native test harness: run a handler's logic under plain `cargo test`, without wasm,
+//! against an in-memory host that behaves like wharf's — effects are buffered during the
+//! call and kept only when the handler returns `Ok`.
+//!
+//! ```ignore
+//! let mut host = TestHost::new().config("threshold", "5");
+//! host.handle::<UpdateStock>(&Message::new("order.created", &json!({...}))).unwrap();
+//! assert_eq!(host.published().len(), 1);
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::host::{Destination, Level};
+use crate::{Message, Plugin};
+
+/// A message the handler published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Where it goes.
+    pub destination: Destination,
+    /// Its kind.
+    pub kind: String,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub payload: Vec<u8>,
+}
+
+impl Published {
+    /// The payload decoded as JSON (panics when it is not JSON: this is test code).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("published payload is JSON")
+    }
+}
+
+/// A log line the handler wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Severity.
+    pub level: Level,
+    /// Text.
+    pub message: String,
+}
+
+/// An in-memory wharf host.
+#[derive(Debug, Default)]
+pub struct TestHost {
+    config: BTreeMap<String, String>,
+    state: BTreeMap<String, Vec<u8>>,
+    published: Vec<Published>,
+    logs: Vec<LogLine>,
+    /// Effects of the call in progress.
+    pending: Pending,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    published: Vec<Published>,
+    next_id: u64,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<TestHost>> = const { RefCell::new(None) };
+}
+
+/// Run `f` against the host of the call in progress on this thread.
+pub(crate) fn with_current<R>(f: impl FnOnce(&mut TestHost) -> R) -> R {
+    CURRENT.with(|c| {
+        let mut slot = c.borrow_mut();
+        let host = slot
+            .as_mut()
+            .expect("wharf_sdk host functions called outside TestHost::handle");
+        f(host)
+    })
+}
+
+impl TestHost {
+    /// An empty host: no config, no state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set a config value the plugin can read.
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Seed a committed state value.
+    pub fn state(mut self, key: &str, value: &[u8]) -> Self {
+        self.state.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Run `P::handle` on `message`. On `Ok` the call's state writes and publishes are
+    /// committed; on `Err` they are discarded, as the real host does.
+    pub fn handle<P: Plugin>(&mut self, message: &Message) -> crate::Result<()> {
+        let host = std::mem::take(self);
+        CURRENT.with(|c| *c.borrow_mut() = Some(host));
+        let outcome = P::handle(message);
+        *self = CURRENT
+            .with(|c| c.borrow_mut().take())
+            .expect("the host is still installed");
+        let pending = std::mem::take(&mut self.pending);
+        if outcome.is_ok() {
+            for (key, value) in pending.writes {
+                match value {
+                    Some(v) => self.state.insert(key, v),
+                    None => self.state.remove(&key),
+                };
+            }
+            self.published.extend(pending.published);
+        }
+        outcome
+    }
+
+    /// Committed state value.
+    pub fn state_value(&self, key: &str) -> Option<&[u8]> {
+        self.state.get(key).map(Vec::as_slice)
+    }
+
+    /// Committed state value decoded as JSON.
+    pub fn state_json(&self, key: &str) -> Option<serde_json::Value> {
+        self.state
+            .get(key)
+            .map(|v| serde_json::from_slice(v).expect("state value is JSON"))
+    }
+
+    /// Messages published by successful calls.
+    pub fn published(&self) -> &[Published] {
+        &self.published
+    }
+
+    /// Every log line, including those of failed calls.
+    pub fn logs(&self) -> &[LogLine] {
+        &self.logs
+    }
+
+    pub(crate) fn log(&mut self, level: Level, message: &str, _fields: &[(&str, &str)]) {
+        self.logs.push(LogLine {
+            level,
+            message: message.to_owned(),
+        });
+    }
+
+    pub(crate) fn publish(
+        &mut self,
+        destination: Destination,
+        kind: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> crate::Result<String> {
+        self.pending.next_id += 1;
+        self.pending.published.push(Published {
+            destination,
+            kind: kind.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            payload: payload.to_owned(),
+        });
+        Ok(format!("test-{}", self.pending.next_id))
+    }
+
+    pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.pending.writes.get(key) {
+            Some(written) => written.clone(),
+            None => self.state.get(key).cloned(),
+        }
+    }
+
+    pub(crate) fn state_set(&mut self, key: &str, value: &[u8]) {
+        self.pending
+            .writes
+            .insert(key.to_owned(), Some(value.to_owned()));
+    }
+
+    pub(crate) fn state_delete(&mut self, key: &str) {
+        self.pending.writes.insert(key.to_owned(), None);
+    }
+
+    pub(crate) fn config_get(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+}
