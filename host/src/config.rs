@@ -243,12 +243,12 @@ impl Config {
         self.retry.validate("retry")?;
         for (name, plugin) in &self.plugin {
             if let Some(policy) = &plugin.retry {
-                policy.validate("plugin.<name>.retry").map_err(|e| {
-                    ConfigError::Invalid {
+                policy
+                    .validate("plugin.<name>.retry")
+                    .map_err(|e| ConfigError::Invalid {
                         key: "plugin.<name>.retry",
                         problem: format!("(plugin {name}): {e}"),
-                    }
-                })?;
+                    })?;
             }
         }
         Ok(())

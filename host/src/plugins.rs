@@ -15,7 +15,10 @@ pub struct PluginSet {
 impl PluginSet {
     /// Load every `*.wasm` in `dir`. A file that cannot be loaded is reported and skipped;
     /// the others still load.
-    pub async fn load_dir(runtime: &Runtime, dir: &Path) -> std::io::Result<(Self, Vec<LoadError>)> {
+    pub async fn load_dir(
+        runtime: &Runtime,
+        dir: &Path,
+    ) -> std::io::Result<(Self, Vec<LoadError>)> {
         let mut files: Vec<_> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))

@@ -182,7 +182,12 @@ impl Worker {
             let started = Instant::now();
             let outcome = self.runtime.call(plugin, message, attempt, context).await;
             let elapsed = started.elapsed();
-            let verdict = decide(outcome.clone(), attempt, self.policy(plugin), &mut rand::rng());
+            let verdict = decide(
+                outcome.clone(),
+                attempt,
+                self.policy(plugin),
+                &mut rand::rng(),
+            );
             match (&outcome, &verdict) {
                 (Outcome::Ok(_), _) => tracing::debug!(?elapsed, "handled"),
                 (_, Verdict::Retry { error, delay }) => {

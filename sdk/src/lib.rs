@@ -157,7 +157,10 @@ pub mod state {
 
     /// Write a JSON value.
     pub fn set_json<T: serde::Serialize>(key: &str, value: &T) {
-        set(key, &serde_json::to_vec(value).expect("serialising to a Vec cannot fail"))
+        set(
+            key,
+            &serde_json::to_vec(value).expect("serialising to a Vec cannot fail"),
+        )
     }
 }
 

@@ -104,7 +104,12 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                     .delay_ms
                     .map(|d| format!(", retry in {d} ms"))
                     .unwrap_or_default();
-                println!("  attempt {} at {}{next}: {}", a.attempt, time(a.at), a.error);
+                println!(
+                    "  attempt {} at {}{next}: {}",
+                    a.attempt,
+                    time(a.at),
+                    a.error
+                );
             }
         }
         FailedCommand::Retry { id, all } => {
@@ -116,7 +121,9 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
             let n = store.failed_retry(which).await?;
             if n == 0 {
                 match id {
-                    Some(id) => bail!("no failed message {id} to retry (unknown, or already retrying/resolved); see `wharf failed list`"),
+                    Some(id) => bail!(
+                        "no failed message {id} to retry (unknown, or already retrying/resolved); see `wharf failed list`"
+                    ),
                     None => println!("no failed messages to retry"),
                 }
             } else {

@@ -69,7 +69,10 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     if store.enqueue(std::slice::from_ref(&message)).await? == 1 {
         println!("{}", message.id);
     } else {
-        println!("{} (duplicate: already received, not queued again)", message.id);
+        println!(
+            "{} (duplicate: already received, not queued again)",
+            message.id
+        );
     }
     Ok(())
 }

@@ -36,7 +36,11 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 async fn serve(config: Config, stop: StopWhen) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     let (runtime, plugins) = super::load_plugins(&config).await?;
-    tracing::info!(database = config.database.url, plugins = plugins.len(), "wharf running");
+    tracing::info!(
+        database = config.database.url,
+        plugins = plugins.len(),
+        "wharf running"
+    );
     let worker = Worker::new(store, runtime, Arc::new(plugins), Arc::new(config));
     let report = worker.run(stop, crate::shutdown::on_signal()).await?;
     let s = report.settled;

@@ -19,7 +19,9 @@ pub(super) fn compile(
     if path.exists() {
         match load_cached(engine, &path) {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached artifact is unusable: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "recompiling: cached artifact is unusable: {e}")
+            }
         }
     }
     let compiled = engine.precompile_component(wasm)?;

@@ -73,7 +73,9 @@ pub enum LoadError {
         reason: String,
     },
     /// Another file already provides a plugin of this name.
-    #[error("{path}: plugin name {name:?} is already provided by {first}; plugin names must be unique")]
+    #[error(
+        "{path}: plugin name {name:?} is already provided by {first}; plugin names must be unique"
+    )]
     Duplicate {
         /// The refused file.
         path: PathBuf,
@@ -141,12 +143,18 @@ impl Runtime {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = PluginPre::new(instance_pre).map_err(wrong_world)?;
-        let manifest = self.read_manifest(&pre).await.map_err(|reason| LoadError::Manifest {
-            path: path.to_owned(),
-            reason,
-        })?;
+        let manifest = self
+            .read_manifest(&pre)
+            .await
+            .map_err(|reason| LoadError::Manifest {
+                path: path.to_owned(),
+                reason,
+            })?;
         Ok(Plugin {
             manifest,
             sha256,

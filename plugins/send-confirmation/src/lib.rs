@@ -64,7 +64,10 @@ mod tests {
         };
         assert_eq!(email.kind, "email.requested");
         assert_eq!(email.json()["to"], "a@example.com");
-        assert_eq!(email.json()["body"], "Thank you! 3 item(s) are on their way.");
+        assert_eq!(
+            email.json()["body"],
+            "Thank you! 3 item(s) are on their way."
+        );
     }
 
     #[test]
@@ -73,7 +76,10 @@ mod tests {
         let err = host
             .handle::<SendConfirmation>(&Message::new("order.created", &json!({"order_id": 1})))
             .unwrap_err();
-        assert!(matches!(&err, wharf_sdk::Error::Reject(r) if r.contains("invalid type")), "{err}");
+        assert!(
+            matches!(&err, wharf_sdk::Error::Reject(r) if r.contains("invalid type")),
+            "{err}"
+        );
         assert!(host.published().is_empty());
     }
 }

@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn logs_the_mail() {
         let mut host = TestHost::new();
-        let msg = Message::new("email.requested", &json!({"to": "a@example.com", "subject": "Hi"}));
+        let msg = Message::new(
+            "email.requested",
+            &json!({"to": "a@example.com", "subject": "Hi"}),
+        );
         host.handle::<SendEmail>(&msg).unwrap();
         assert_eq!(host.logs()[0].message, "sending email to a@example.com: Hi");
     }

@@ -1,6 +1,7 @@
 //! Example plugin: on `order.created`, decrement the stock of each item (kept in plugin
 //! state as `stock:<sku>`, starting at the `initial_stock` config value) and publish
-//! `stock.low` to the `inventory` queue when a sku drops below `low_stock_threshold`.
+//! `stock.low` to the `inventory` AMQP exchange (through the outbox) when a sku drops
+//! below `low_stock_threshold`.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -36,8 +37,9 @@ impl Plugin for UpdateStock {
             let after = before - item.quantity;
             state::set_json(&key, &after);
             if after < threshold && before >= threshold {
-                wharf_sdk::publish(
+                wharf_sdk::publish_to_exchange(
                     "inventory",
+                    "stock.low",
                     "stock.low",
                     &json!({"sku": item.sku, "stock": after, "order_id": order.order_id}),
                 )?;

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
@@ -66,13 +68,15 @@ pub(super) async fn insert_new(
     now: i64,
 ) -> Result<bool> {
     let id = message.id.to_string();
-    let fresh = sqlx::query("INSERT INTO received (id, queue, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-        .bind(&id)
-        .bind(&message.queue)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
+    let fresh = sqlx::query(
+        "INSERT INTO received (id, queue, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&message.queue)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
         == 1;
     if fresh {
         sqlx::query(
@@ -198,11 +202,12 @@ impl Store for SqliteStore {
     }
 
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row = sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
-            .bind(plugin)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| (r.get("value"), r.get("version"))))
     }
 
@@ -279,10 +284,11 @@ impl Store for SqliteStore {
 
     async fn failed_delete(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("DELETE FROM failed_messages WHERE id = ? RETURNING message_id, plugin")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("DELETE FROM failed_messages WHERE id = ? RETURNING message_id, plugin")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(row) = &row {
             sqlx::query("DELETE FROM attempt_errors WHERE message_id = ? AND plugin = ?")
                 .bind(row.get::<String, _>("message_id"))

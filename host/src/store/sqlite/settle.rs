@@ -88,8 +88,16 @@ async fn settle_one(
                 summary.handled += 1;
             }
             Verdict::Retry { error, delay } => {
-                record_attempt(conn, message, &plugin.name, *attempt, error, Some(*delay), now)
-                    .await?;
+                record_attempt(
+                    conn,
+                    message,
+                    &plugin.name,
+                    *attempt,
+                    error,
+                    Some(*delay),
+                    now,
+                )
+                .await?;
                 summary.retried += 1;
                 schedule(*delay, true);
             }
