@@ -9,7 +9,7 @@
 //! HTTP call made by another service on the handler's behalf, say) use
 //! [`Message::idempotency_key`].
 //!
-//! ```ignore
+//! ```no_run
 //! use wharf_sdk::{Manifest, Message, Plugin, Result};
 //!
 //! struct Hello;

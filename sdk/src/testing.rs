@@ -2,7 +2,7 @@
 //! against an in-memory host that behaves like wharf's — effects are buffered during the
 //! call and kept only when the handler returns `Ok`.
 //!
-//! ```ignore
+//! ```text
 //! let mut host = TestHost::new().config("threshold", "5");
 //! host.handle::<UpdateStock>(&Message::new("order.created", &json!({...}))).unwrap();
 //! assert_eq!(host.published().len(), 1);
