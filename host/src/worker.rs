@@ -2,6 +2,7 @@
 //! them concurrently in the sandbox, classify each outcome (`outcome::decide`), and hand
 //! the whole batch to the store's settle transaction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::envelope::Envelope;
-use crate::outcome::{Outcome, Verdict, decide};
+use crate::outcome::{Verdict, decide};
 use crate::plugins::PluginSet;
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime};
@@ -38,7 +39,8 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn add(&mut self, messages: u64, s: SettleSummary) {
+    /// Add a batch (or another run) to the totals.
+    pub fn add(&mut self, messages: u64, s: SettleSummary) {
         self.messages += messages;
         self.settled.handled += s.handled;
         self.settled.retried += s.retried;
@@ -54,6 +56,8 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     plugins: Arc<PluginSet>,
     config: Arc<Config>,
+    /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
+    plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
 }
 
 impl Worker {
@@ -64,11 +68,17 @@ impl Worker {
         plugins: Arc<PluginSet>,
         config: Arc<Config>,
     ) -> Self {
+        let plugin_config = config
+            .plugin
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(c.config.clone())))
+            .collect();
         Self {
             store,
             runtime,
             plugins,
             config,
+            plugin_config,
         }
     }
 
@@ -169,34 +179,22 @@ impl Worker {
             let context = CallContext {
                 plugin: Arc::from(name),
                 message_id: message.id,
-                config: Arc::new(
-                    self.config
-                        .plugin
-                        .get(name)
-                        .map(|c| c.config.clone())
-                        .unwrap_or_default(),
-                ),
+                config: self.plugin_config.get(name).cloned().unwrap_or_default(),
                 store: Some(self.store.clone()),
                 max_payload_bytes: self.config.inbox.max_payload_bytes,
             };
             let started = Instant::now();
             let outcome = self.runtime.call(plugin, message, attempt, context).await;
             let elapsed = started.elapsed();
-            let verdict = decide(
-                outcome.clone(),
-                attempt,
-                self.policy(plugin),
-                &mut rand::rng(),
-            );
-            match (&outcome, &verdict) {
-                (Outcome::Ok(_), _) => tracing::debug!(?elapsed, "handled"),
-                (_, Verdict::Retry { error, delay }) => {
+            let verdict = decide(outcome, attempt, self.policy(plugin), &mut rand::rng());
+            match &verdict {
+                Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
+                Verdict::Retry { error, delay } => {
                     tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
                 }
-                (_, Verdict::Dead { error }) => {
+                Verdict::Dead { error } => {
                     tracing::error!(?elapsed, "moved to the failed messages: {error}")
                 }
-                (_, Verdict::Handled(_)) => unreachable!("only an ok outcome is handled"),
             }
             PluginResult {
                 plugin: PluginVersion {

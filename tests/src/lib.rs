@@ -112,11 +112,7 @@ impl Host {
                 )
                 .await
                 .unwrap();
-            total.messages += report.messages;
-            total.settled.handled += report.settled.handled;
-            total.settled.retried += report.settled.retried;
-            total.settled.failed += report.settled.failed;
-            total.settled.conflicts += report.settled.conflicts;
+            total.add(report.messages, report.settled);
             let consumed = serde_json::to_string(&self.config.inbox.queues).unwrap();
             let left: i64 = sqlx::query(
                 "SELECT COUNT(*) FROM inbox WHERE ?1 = '[]' OR queue IN (SELECT value FROM json_each(?1))",
