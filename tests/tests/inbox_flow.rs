@@ -183,6 +183,23 @@ async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message() {
 }
 
 #[tokio::test]
+async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_same_slots() {
+    let host = Host::start_with(&["fixture-memory-bomb", "fixture-noop"], |c| {
+        c.retry.max_retries = 0
+    })
+    .await;
+    host.publish("test", "test.alloc", json!({})).await;
+    for _ in 0..40 {
+        host.publish("test", "test.isolation", json!({})).await;
+    }
+    let report = host.drain().await;
+    // The fixture rejects when its static counter or heap marker survived an earlier call.
+    assert_eq!((report.settled.handled, report.settled.failed), (40, 1));
+    let failed = host.store.failed_list().await.unwrap();
+    assert_eq!(failed[0].kind, "test.alloc");
+}
+
+#[tokio::test]
 async fn effects_of_a_retried_attempt_are_discarded_and_committed_once_on_success() {
     let host = Host::start(&["fixture-effects-then-retry"]).await;
     host.publish("test", "test.effects", json!({})).await;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -38,6 +38,11 @@ pub use plugin::{LoadError, Manifest, Plugin};
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Per memory or table of a finished instance, how many dirty bytes are reset in place
+/// (copied back from the image) instead of being dropped with `madvise` and faulted in
+/// again by the next instance. Only used where `PAGEMAP_SCAN` (Linux >= 6.7) finds the
+/// dirty pages; without it wasmtime would reset this much from the start of memory.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// Bytes of guest stdout/stderr kept per call.
 const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
 
@@ -66,6 +71,25 @@ impl Runtime {
             .max_memories_per_component(4)
             .max_core_instances_per_component(16)
             .max_tables_per_component(8);
+        // The cost of a fresh instance is mostly the kernel's: decommitting the previous
+        // instance's pages and faulting them in again. With PAGEMAP_SCAN wasmtime copies
+        // back only the pages the guest wrote, and the slot stays resident (measured on
+        // the noop guest: 32 -> 13 us per message).
+        let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
+        if pagemap_scan {
+            pool.pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(KEEP_RESIDENT_BYTES);
+        }
+        tracing::debug!(
+            pagemap_scan,
+            "instance slots are reset {}",
+            if pagemap_scan {
+                "in place"
+            } else {
+                "with madvise"
+            }
+        );
         let mut wasm = wasmtime::Config::new();
         wasm.allocation_strategy(pool)
             .epoch_interruption(true)
