@@ -15,6 +15,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("sdk").display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    ensure_wasm_target(&plugins);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&plugins)
@@ -43,4 +44,33 @@ fn main() {
         "cargo:rustc-env=WHARF_PLUGINS_OUT={}",
         target_dir.join("wasm32-wasip2").join("release").display()
     );
+}
+
+/// rustup installs the targets of `rust-toolchain.toml` only together with a toolchain it
+/// installs; on a machine that already has stable, add the missing target here so a fresh
+/// clone's `cargo test` works.
+fn ensure_wasm_target(plugins: &std::path::Path) {
+    let libdir = Command::new("rustc")
+        .current_dir(plugins)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output();
+    let installed = match libdir {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).is_dir()
+        }
+        _ => false,
+    };
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    let added = Command::new("rustup")
+        .current_dir(plugins)
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
+    if !matches!(added, Ok(s) if s.success()) {
+        println!(
+            "cargo:warning=could not run `rustup target add wasm32-wasip2`; install the target by hand"
+        );
+    }
 }

@@ -83,13 +83,20 @@ async fn inbox_throughput() -> (f64, f64) {
     (enqueue_rate, rate)
 }
 
+/// `cargo bench -p wharf-tests [-- sandbox]`: a filter argument runs only the benches whose
+/// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let per_call = sandbox_cost().await;
     println!(
         "sandbox: fresh instance + handle(1 KiB JSON) + drop: {per_call:.1} us/message (target <= 20 us: {:.2}x of target)",
         per_call / 20.0
     );
+    if !wanted("inbox") {
+        return;
+    }
     let (enqueue, handled) = inbox_throughput().await;
     println!(
         "sqlite inbox: enqueue {enqueue:.0} msgs/s; claim + sandbox call + settle {handled:.0} msgs/s; ratio to the sandbox alone {:.2}x",
