@@ -49,7 +49,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` (created if missing).
+    /// `sqlite://path` (created if missing) or `postgres://user@host/db` (the schema is
+    /// the connection's `search_path`, e.g. `?options=-csearch_path%3Dwharf`).
     pub url: String,
 }
 
@@ -87,7 +88,8 @@ pub struct InboxConfig {
     pub queues: Vec<String>,
     /// Messages claimed and settled together.
     pub batch_size: u32,
-    /// Sleep between polls when nothing is due, in milliseconds.
+    /// Longest wait between polls when nothing is due, in milliseconds. PostgreSQL hosts
+    /// wake earlier: on a new message (NOTIFY) or when a scheduled retry comes due.
     pub poll_interval_ms: u64,
     /// How long a claim is held before another worker may take the message, in ms.
     pub lease_ms: u64,
@@ -210,10 +212,14 @@ impl Config {
                 problem: problem.to_owned(),
             })
         };
-        if !self.database.url.starts_with("sqlite:") {
+        let url = &self.database.url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
             return invalid(
                 "database.url",
-                "must start with sqlite: (the only store built so far)",
+                "must start with sqlite: (embedded) or postgres:// (fleet)",
             );
         }
         if self.runtime.memory_limit_mib == 0 || self.runtime.memory_limit_mib > 4096 {

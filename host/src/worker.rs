@@ -122,7 +122,7 @@ impl Worker {
                     break;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(poll) => {}
+                    woke = self.store.wait_for_work(&self.config.inbox.queues, poll) => woke?,
                     _ = shutdown.changed() => {}
                 }
             }

@@ -10,8 +10,7 @@ use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
 use wharf_host::runtime::{CallContext, Runtime};
-use wharf_host::store::Store;
-use wharf_tests::{Host, plugin_wasm, test_config};
+use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
 const SANDBOX_CALLS: u32 = 20_000;
 const INBOX_MESSAGES: usize = 20_000;
@@ -62,7 +61,7 @@ async fn sandbox_cost() -> f64 {
 }
 
 async fn inbox_throughput() -> (f64, f64) {
-    let host = Host::start_with(&["fixture-noop"], |c| {
+    let host = Host::start_with(Backend::Sqlite, &["fixture-noop"], |c| {
         c.inbox.queues = vec!["bench".into()];
         c.inbox.batch_size = 256;
     })

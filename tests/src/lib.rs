@@ -1,27 +1,118 @@
 //! Test harness for the end-to-end tests: fixture plugin paths (built by `build.rs`) and a
-//! [`Host`] that runs a real wharf worker on a fresh SQLite database in a temp directory.
+//! [`Host`] that runs a real wharf worker on a fresh database of either backend: an SQLite
+//! file in a temp directory, or a schema of its own in the real PostgreSQL (so tests run in
+//! parallel). [`conformance!`] runs one test body against both.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Connection, Row};
 use wharf_host::config::Config;
 use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::PluginSet;
 use wharf_host::runtime::Runtime;
-use wharf_host::store::{SqliteStore, Store};
+use wharf_host::store::{self, Store};
 use wharf_host::worker::{RunReport, StopWhen, Worker};
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, a file in the test's temp directory.
+    Sqlite,
+    /// The fleet store, a fresh schema in the PostgreSQL of `WHARF_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// Run a test body `async fn name(backend: Backend)` once per backend, as the tests
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+/// The PostgreSQL the tests use: `WHARF_TEST_POSTGRES_URL`, by default the local server.
+pub fn postgres_url() -> String {
+    std::env::var("WHARF_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Create an empty schema for one test and return a `database.url` that uses it. Schemas
+/// left by earlier test processes that are no longer running are dropped first.
+pub async fn fresh_postgres_schema() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let base = postgres_url();
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {base}: {e}. Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set WHARF_TEST_POSTGRES_URL"
+        )
+    });
+    SWEPT
+        .get_or_init(|| async {
+            let schemas: Vec<String> = sqlx::query_scalar(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'wharf\\_t\\_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for schema in schemas {
+                let pid = schema.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                }
+            }
+        })
+        .await;
+    let schema = format!(
+        "wharf_t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-csearch_path%3D{schema}")
+}
 
 /// Path of a built plugin, by crate name (`fixture-flaky`, `send-email`).
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     PathBuf::from(env!("WHARF_PLUGINS_OUT")).join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
-/// A wharf host on a temporary SQLite database with a chosen set of plugins.
+/// A wharf host on a fresh database with a chosen set of plugins.
 pub struct Host {
-    /// The store, with its pool for direct inspection.
-    pub store: Arc<SqliteStore>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// A second connection pool to the same database, for inspecting the tables with
+    /// portable SQL (cast uuid and jsonb columns to text).
+    pub db: AnyPool,
     /// The worker.
     pub worker: Worker,
     /// Config in use.
@@ -50,23 +141,41 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 impl Host {
-    /// A host serving the given plugins (crate names) with the test config.
-    pub async fn start(plugins: &[&str]) -> Host {
-        Self::start_with(plugins, |_| {}).await
+    /// A host on `backend` serving the given plugins (crate names) with the test config.
+    pub async fn start(backend: Backend, plugins: &[&str]) -> Host {
+        Self::start_with(backend, plugins, |_| {}).await
     }
 
     /// Like [`Host::start`], letting the test adjust the config first.
-    pub async fn start_with(plugins: &[&str], adjust: impl FnOnce(&mut Config)) -> Host {
+    pub async fn start_with(
+        backend: Backend,
+        plugins: &[&str],
+        adjust: impl FnOnce(&mut Config),
+    ) -> Host {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
+        if backend == Backend::Postgres {
+            config.database.url = fresh_postgres_schema().await;
+        }
         adjust(&mut config);
+        Self::start_on(config, plugins, dir).await
+    }
+
+    /// A host with exactly `config` (its database already chosen), keeping `dir` alive.
+    pub async fn start_on(config: Config, plugins: &[&str], dir: tempfile::TempDir) -> Host {
         std::fs::create_dir_all(&config.plugins.dir).unwrap();
         for name in plugins {
             let file = plugin_wasm(name);
             std::fs::copy(&file, config.plugins.dir.join(file.file_name().unwrap()))
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         }
-        let store = Arc::new(SqliteStore::open(&config.database.url).await.unwrap());
+        let store = store::open(&config.database.url).await.unwrap();
+        sqlx::any::install_default_drivers();
+        let db = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&config.database.url)
+            .await
+            .unwrap();
         let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone()).unwrap();
         let (set, errors) = PluginSet::load_dir(&runtime, &config.plugins.dir)
             .await
@@ -80,6 +189,7 @@ impl Host {
         );
         Host {
             store,
+            db,
             worker,
             config,
             dir,
@@ -113,15 +223,18 @@ impl Host {
                 .await
                 .unwrap();
             total.add(report.messages, report.settled);
-            let consumed = serde_json::to_string(&self.config.inbox.queues).unwrap();
-            let left: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM inbox WHERE ?1 = '[]' OR queue IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(consumed)
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap()
-            .get(0);
+            let left: u64 = self
+                .store
+                .queue_stats()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|q| {
+                    self.config.inbox.queues.is_empty()
+                        || self.config.inbox.queues.contains(&q.queue)
+                })
+                .map(|q| q.pending + q.in_flight + q.scheduled)
+                .sum();
             if left == 0 {
                 return total;
             }
@@ -132,10 +245,11 @@ impl Host {
 
     /// Run a scalar COUNT query.
     pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query(sql)
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap()
-            .get(0)
+        sqlx::query(sql).fetch_one(&self.db).await.unwrap().get(0)
+    }
+
+    /// Run a query (portable SQL) and return its rows.
+    pub async fn rows(&self, sql: &'static str) -> Vec<sqlx::any::AnyRow> {
+        sqlx::query(sql).fetch_all(&self.db).await.unwrap()
     }
 }

@@ -1,18 +1,14 @@
-//! End-to-end flows through the SQLite inbox with real plugins: dedup, retry, reject,
-//! exhaustion, traps, exactly-once effects, fan-out, `failed retry`.
+//! End-to-end flows through the inbox with real plugins, run against both stores (the
+//! conformance suite): dedup, retry, reject, exhaustion, traps, exactly-once effects,
+//! fan-out, `failed retry`.
 
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::store::{RetrySelection, Store};
-use wharf_tests::Host;
+use wharf_host::store::RetrySelection;
+use wharf_tests::{Backend, Host, conformance};
 
-async fn rows(host: &Host, sql: &'static str) -> Vec<sqlx::sqlite::SqliteRow> {
-    sqlx::query(sql).fetch_all(host.store.pool()).await.unwrap()
-}
-
-#[tokio::test]
-async fn the_same_message_id_twice_is_handled_once() {
-    let host = Host::start(&["fixture-noop"]).await;
+async fn the_same_message_id_twice_is_handled_once(backend: Backend) {
+    let host = Host::start(backend, &["fixture-noop"]).await;
     let message = host.publish("test", "test.noop", json!({})).await;
     assert_eq!(
         host.store
@@ -35,18 +31,15 @@ async fn the_same_message_id_twice_is_handled_once() {
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
 }
 
-#[tokio::test]
-async fn retry_until_attempt_n_succeeds_with_growing_delays() {
-    let host = Host::start(&["fixture-flaky"]).await;
+async fn retry_until_attempt_n_succeeds_with_growing_delays(backend: Backend) {
+    let host = Host::start(backend, &["fixture-flaky"]).await;
     host.publish("test", "test.flaky", json!({"succeed_on": 4}))
         .await;
     let report = host.drain().await;
     assert_eq!((report.settled.retried, report.settled.handled), (3, 1));
-    let history = rows(
-        &host,
-        "SELECT attempt, delay_ms, error FROM attempt_errors ORDER BY id",
-    )
-    .await;
+    let history = host
+        .rows("SELECT attempt, delay_ms, error FROM attempt_errors ORDER BY id")
+        .await;
     let seen: Vec<(i64, i64, String)> = history
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -60,20 +53,17 @@ async fn retry_until_attempt_n_succeeds_with_growing_delays() {
             (3, 40, "retry requested: not yet: attempt 3".to_owned()),
         ]
     );
-    let done = rows(
-        &host,
-        "SELECT kind, payload FROM inbox WHERE queue = 'results'",
-    )
-    .await;
+    let done = host
+        .rows("SELECT kind, payload FROM inbox WHERE queue = 'results'")
+        .await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].get::<String, _>(0), "test.done");
     assert_eq!(done[0].get::<Vec<u8>, _>(1), br#"{"attempt":4}"#);
     assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
 }
 
-#[tokio::test]
-async fn a_reject_goes_straight_to_the_failed_messages() {
-    let host = Host::start(&["fixture-always-reject"]).await;
+async fn a_reject_goes_straight_to_the_failed_messages(backend: Backend) {
+    let host = Host::start(backend, &["fixture-always-reject"]).await;
     let message = host.publish("test", "test.reject", json!({"n": 1})).await;
     let report = host.drain().await;
     assert_eq!((report.settled.failed, report.settled.retried), (1, 0));
@@ -98,9 +88,8 @@ async fn a_reject_goes_straight_to_the_failed_messages() {
     assert_eq!(history.len(), 1);
 }
 
-#[tokio::test]
-async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained() {
-    let host = Host::start_with(&["fixture-panic", "fixture-noop"], |c| {
+async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained(backend: Backend) {
+    let host = Host::start_with(backend, &["fixture-panic", "fixture-noop"], |c| {
         c.retry.max_retries = 2
     })
     .await;
@@ -143,9 +132,8 @@ async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained() {
     );
 }
 
-#[tokio::test]
-async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow() {
-    let host = Host::start_with(&["fixture-infinite-loop", "fixture-noop"], |c| {
+async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backend: Backend) {
+    let host = Host::start_with(backend, &["fixture-infinite-loop", "fixture-noop"], |c| {
         c.retry.max_retries = 0
     })
     .await;
@@ -164,9 +152,8 @@ async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow() {
     );
 }
 
-#[tokio::test]
-async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message() {
-    let host = Host::start_with(&["fixture-memory-bomb", "fixture-noop"], |c| {
+async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message(backend: Backend) {
+    let host = Host::start_with(backend, &["fixture-memory-bomb", "fixture-noop"], |c| {
         c.retry.max_retries = 0
     })
     .await;
@@ -182,9 +169,10 @@ async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message() {
     );
 }
 
-#[tokio::test]
-async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_same_slots() {
-    let host = Host::start_with(&["fixture-memory-bomb", "fixture-noop"], |c| {
+async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_same_slots(
+    backend: Backend,
+) {
+    let host = Host::start_with(backend, &["fixture-memory-bomb", "fixture-noop"], |c| {
         c.retry.max_retries = 0
     })
     .await;
@@ -199,13 +187,16 @@ async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_sam
     assert_eq!(failed[0].kind, "test.alloc");
 }
 
-#[tokio::test]
-async fn effects_of_a_retried_attempt_are_discarded_and_committed_once_on_success() {
-    let host = Host::start(&["fixture-effects-then-retry"]).await;
+async fn effects_of_a_retried_attempt_are_discarded_and_committed_once_on_success(
+    backend: Backend,
+) {
+    let host = Host::start(backend, &["fixture-effects-then-retry"]).await;
     host.publish("test", "test.effects", json!({})).await;
     let report = host.drain().await;
     assert_eq!((report.settled.retried, report.settled.handled), (1, 1));
-    let effects = rows(&host, "SELECT payload FROM inbox WHERE queue = 'effects'").await;
+    let effects = host
+        .rows("SELECT payload FROM inbox WHERE queue = 'effects'")
+        .await;
     assert_eq!(
         effects.len(),
         1,
@@ -221,9 +212,14 @@ async fn effects_of_a_retried_attempt_are_discarded_and_committed_once_on_succes
     assert_eq!((counter.as_slice(), version), (&b"1"[..], 1));
 }
 
-#[tokio::test]
-async fn fan_out_settles_per_plugin_and_a_retrying_plugin_does_not_rerun_the_other() {
-    let host = Host::start(&["send-confirmation", "fixture-effects-then-retry"]).await;
+async fn fan_out_settles_per_plugin_and_a_retrying_plugin_does_not_rerun_the_other(
+    backend: Backend,
+) {
+    let host = Host::start(
+        backend,
+        &["send-confirmation", "fixture-effects-then-retry"],
+    )
+    .await;
     let order = json!({"order_id": "o-1", "customer_email": "a@example.com",
                        "items": [{"sku": "A", "quantity": 1}]});
     host.publish("test", "order.created", order).await;
@@ -237,29 +233,30 @@ async fn fan_out_settles_per_plugin_and_a_retrying_plugin_does_not_rerun_the_oth
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 2);
 }
 
-#[tokio::test]
-async fn the_example_chain_runs_end_to_end_and_records_versions() {
-    let host = Host::start_with(&["send-confirmation", "update-stock", "send-email"], |c| {
-        c.inbox.queues.clear();
-        c.plugin
-            .entry("update-stock".into())
-            .or_default()
-            .config
-            .extend([
-                ("initial_stock".to_owned(), "10".to_owned()),
-                ("low_stock_threshold".to_owned(), "5".to_owned()),
-            ]);
-    })
+async fn the_example_chain_runs_end_to_end_and_records_versions(backend: Backend) {
+    let host = Host::start_with(
+        backend,
+        &["send-confirmation", "update-stock", "send-email"],
+        |c| {
+            c.inbox.queues.clear();
+            c.plugin
+                .entry("update-stock".into())
+                .or_default()
+                .config
+                .extend([
+                    ("initial_stock".to_owned(), "10".to_owned()),
+                    ("low_stock_threshold".to_owned(), "5".to_owned()),
+                ]);
+        },
+    )
     .await;
     let order = json!({"order_id": "o-7", "customer_email": "a@example.com",
                        "items": [{"sku": "A", "quantity": 6}]});
     host.publish("orders", "order.created", order).await;
     host.drain().await;
-    let handled = rows(
-        &host,
-        "SELECT plugin, plugin_version, plugin_sha256 FROM processed ORDER BY plugin",
-    )
-    .await;
+    let handled = host
+        .rows("SELECT plugin, plugin_version, plugin_sha256 FROM processed ORDER BY plugin")
+        .await;
     let plugins: Vec<String> = handled.iter().map(|r| r.get(0)).collect();
     assert_eq!(plugins, ["send-confirmation", "send-email", "update-stock"]);
     assert!(
@@ -274,7 +271,9 @@ async fn the_example_chain_runs_end_to_end_and_records_versions() {
         .unwrap()
         .unwrap();
     assert_eq!(stock, b"4");
-    let outbox = rows(&host, "SELECT exchange, routing_key, kind FROM outbox").await;
+    let outbox = host
+        .rows("SELECT exchange, routing_key, kind FROM outbox")
+        .await;
     assert_eq!(outbox.len(), 1);
     assert_eq!(
         (
@@ -287,9 +286,8 @@ async fn the_example_chain_runs_end_to_end_and_records_versions() {
     assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
 }
 
-#[tokio::test]
-async fn no_handler_fails_the_message_and_failed_retry_brings_it_back() {
-    let first = Host::start(&["fixture-always-reject"]).await;
+async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: Backend) {
+    let first = Host::start(backend, &["fixture-always-reject"]).await;
     let message = first.publish("test", "test.noop", json!({})).await;
     first.drain().await;
     let failed = first.store.failed_list().await.unwrap();
@@ -302,7 +300,7 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back() {
 
     // Deploy a plugin for the kind (a host with it on the same database), then retry.
     let url = first.config.database.url.clone();
-    let second = Host::start_with(&["fixture-noop"], |c| c.database.url = url).await;
+    let second = Host::start_with(backend, &["fixture-noop"], |c| c.database.url = url).await;
     assert_eq!(
         second
             .store
@@ -324,6 +322,22 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back() {
     let after = second.store.failed_list().await.unwrap();
     assert_eq!(after[0].status.as_str(), "resolved");
     assert!(after[0].resolved_at.is_some() && after[0].last_retry_at.is_some());
-    let ledger = rows(&second, "SELECT message_id FROM processed").await;
+    let ledger = second
+        .rows("SELECT CAST(message_id AS TEXT) FROM processed")
+        .await;
     assert_eq!(ledger[0].get::<String, _>(0), message.id.to_string());
 }
+
+conformance!(
+    the_same_message_id_twice_is_handled_once,
+    retry_until_attempt_n_succeeds_with_growing_delays,
+    a_reject_goes_straight_to_the_failed_messages,
+    exhaustion_records_every_attempts_error_and_a_panic_is_contained,
+    an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow,
+    a_memory_bomb_hits_the_cap_and_costs_only_its_own_message,
+    every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_same_slots,
+    effects_of_a_retried_attempt_are_discarded_and_committed_once_on_success,
+    fan_out_settles_per_plugin_and_a_retrying_plugin_does_not_rerun_the_other,
+    the_example_chain_runs_end_to_end_and_records_versions,
+    no_handler_fails_the_message_and_failed_retry_brings_it_back,
+);

@@ -1,8 +1,10 @@
 //! Stores: where the inbox, the dedup ledger, the outbox, plugin state and failed messages
-//! live. [`Store`] is the seam; `sqlite` is the embedded default. The store is the only
+//! live. [`Store`] is the seam; `sqlite` is the embedded default, `postgres` the fleet
+//! store that many hosts share. The store is the only
 //! writer of a message's final state: [`Store::settle`] applies a batch of verdicts in one
 //! transaction (ledger rows, effects, retries, dead letters).
 
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A store failure.
@@ -27,6 +30,19 @@ pub enum StoreError {
     /// A stored row does not decode.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database was migrated by a newer wharf.
+    #[error(
+        "the database schema is at migration {found}, newer than this wharf knows (up to {known}); upgrade wharf or point it at another database"
+    )]
+    SchemaTooNew {
+        /// Newest migration applied to the database.
+        found: i64,
+        /// Newest migration this binary carries.
+        known: i64,
+    },
+    /// `database.url` names no supported database.
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
 }
 
 /// Result alias for store calls.
@@ -194,7 +210,7 @@ pub enum RetrySelection {
     All,
 }
 
-/// The store seam. Implementations: [`SqliteStore`].
+/// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
@@ -205,6 +221,14 @@ pub trait Store: Send + Sync {
 
     /// Apply a batch of settlements in one transaction.
     async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary>;
+
+    /// Return when work may be due in `queues`: a new message arrived, a scheduled retry
+    /// came due, or `at_most` passed. The default just sleeps `at_most`.
+    async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
+        let _ = queues;
+        tokio::time::sleep(at_most).await;
+        Ok(())
+    }
 
     /// Committed value and version of a plugin's state key.
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>>;
@@ -225,9 +249,30 @@ pub trait Store: Send + Sync {
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
 }
 
-/// Open the store named by a `database.url`.
+/// Open the store named by a `database.url`, applying pending migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Apply `migrator`'s pending migrations, refusing a database migrated by a newer wharf.
+async fn migrate<'a, A>(migrator: &sqlx::migrate::Migrator, db: A) -> Result<()>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    migrator.run(db).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::VersionMissing(found) => {
+            StoreError::SchemaTooNew { found, known }
+        }
+        e => e.into(),
+    })
 }
 
 /// Now, in Unix milliseconds.

@@ -39,7 +39,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        super::migrate(&sqlx::migrate!("../migrations/sqlite"), &pool).await?;
         Ok(Self { pool })
     }
 

@@ -1,0 +1,401 @@
+//! The fleet store on PostgreSQL: many hosts share one inbox.
+//!
+//! Claims are leases: `FOR UPDATE SKIP LOCKED` picks due rows no other host holds, stamps
+//! them with `locked_until` and a fresh `lock_token`, and commits at once, so the handlers
+//! run outside any transaction. The settle transaction first re-takes every message whose
+//! token is still current (fencing): a host that lost its lease (it was slow, or presumed
+//! dead and its messages re-claimed) writes nothing. A crashed host's claims come back when
+//! the lease expires. Every statement of a settle is a bulk statement over the whole batch
+//! (`UNNEST` of arrays), so a batch costs a handful of round trips, not a few per message.
+//!
+//! Times come from the database clock (`wharf_now_ms()`), so hosts with skewed clocks
+//! agree on leases and due times. New messages `NOTIFY` the schema's channel so idle hosts
+//! wake up at once instead of polling.
+
+mod settle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::{
+    AttemptError, FailedMessage, FailedStatus, QueueStats, Result, RetrySelection, SettleSummary,
+    Settlement, Store, StoreError, migrate,
+};
+use crate::envelope::{Envelope, NewMessage};
+
+/// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
+const POOL_SIZE: u32 = 8;
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// `NOTIFY` channel of this schema: hosts on other schemas are not woken.
+    channel: String,
+    /// Opened on the first wait; kept so notifications between waits are not lost.
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl PostgresStore {
+    /// Connect to `url` (`postgres://...`; the schema comes from its `search_path`, e.g.
+    /// `?options=-csearch_path%3Dmyschema`) and bring the schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            channel: format!("wharf_inbox:{schema}"),
+            listener: Mutex::new(None),
+        })
+    }
+
+    /// The connection pool, for tests and tools that inspect the tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Insert the messages whose ids were not received before, in one statement; wakes idle
+/// hosts when any was new. Returns how many were new.
+pub(super) async fn insert_new(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &str,
+    messages: &[NewMessage],
+) -> Result<u64> {
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut queues = Vec::with_capacity(messages.len());
+    let mut kinds = Vec::with_capacity(messages.len());
+    let mut headers = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(m.id);
+        queues.push(m.queue.as_str());
+        kinds.push(m.kind.as_str());
+        headers.push(serde_json::to_string(&m.headers).expect("a string map always serialises"));
+        payloads.push(m.payload.as_slice());
+    }
+    // `received` remembers every id (dedup on arrival, also after the message left the
+    // inbox); only ids it did not know go into the inbox. DISTINCT ON keeps the first of
+    // an id given twice in one call.
+    let inserted = sqlx::query(
+        "WITH m AS (
+             SELECT DISTINCT ON (id) * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                 WITH ORDINALITY AS t(id, queue, kind, headers, payload, n)
+             ORDER BY id, n),
+         fresh AS (
+             INSERT INTO received (id, queue, received_at)
+             SELECT id, queue, wharf_now_ms() FROM m ORDER BY n
+             ON CONFLICT DO NOTHING RETURNING id)
+         INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+         SELECT m.id, m.queue, m.kind, m.headers::jsonb, m.payload, 0, wharf_now_ms(), wharf_now_ms()
+         FROM m JOIN fresh USING (id)",
+    )
+    .bind(&ids)
+    .bind(&queues)
+    .bind(&kinds)
+    .bind(&headers)
+    .bind(&payloads)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        notify(tx, channel).await?;
+    }
+    Ok(inserted)
+}
+
+/// Wake hosts waiting on `channel` when the transaction commits.
+pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
+}
+
+fn failed_from_row(row: &PgRow) -> Result<FailedMessage> {
+    let status: String = row.get("status");
+    Ok(FailedMessage {
+        id: row.get("id"),
+        message_id: row.get("message_id"),
+        plugin: row.get("plugin"),
+        plugin_version: row.get("plugin_version"),
+        source: row.get("source"),
+        queue: row.get("queue"),
+        kind: row.get("kind"),
+        headers: parse_headers(row.get("headers"))?,
+        payload: row.get("payload"),
+        error: row.get("error"),
+        attempts: row.get::<i32, _>("attempts") as u32,
+        status: FailedStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        failed_at: row.get("failed_at"),
+        last_retry_at: row.get("last_retry_at"),
+        resolved_at: row.get("resolved_at"),
+    })
+}
+
+const FAILED_COLUMNS: &str =
+    "id, message_id, plugin, plugin_version, source, queue, kind, headers::text AS headers,
+     payload, error, attempts, status, failed_at, last_retry_at, resolved_at";
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_new(&mut tx, &self.channel, messages).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>> {
+        let token = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE inbox SET locked_until = wharf_now_ms() + $1, lock_token = $2
+             WHERE id IN (
+                 SELECT id FROM inbox
+                 WHERE available_at <= wharf_now_ms()
+                   AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
+                   AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
+                 ORDER BY available_at LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, queue, kind, headers::text AS headers, payload, attempts",
+        )
+        .bind(lease.as_millis() as i64)
+        .bind(token)
+        .bind(queues)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push(Envelope {
+                id: row.get("id"),
+                queue: row.get("queue"),
+                kind: row.get("kind"),
+                headers: parse_headers(row.get("headers"))?,
+                payload: row.get("payload"),
+                attempts: row.get::<i32, _>("attempts") as u32,
+                lock_token: token,
+                settled_plugins: BTreeSet::new(),
+            });
+        }
+        if !claimed.is_empty() {
+            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+            let done = sqlx::query(
+                "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
+                 UNION ALL
+                 SELECT message_id, plugin FROM failed_messages
+                 WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+            for row in &done {
+                by_id
+                    .entry(row.get("message_id"))
+                    .or_default()
+                    .insert(row.get("plugin"));
+            }
+            for message in &mut claimed {
+                if let Some(plugins) = by_id.remove(&message.id) {
+                    message.settled_plugins = plugins;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary> {
+        let mut tx = self.pool.begin().await?;
+        let summary = settle::settle_batch(&mut tx, &self.channel, batch).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
+        // Sleep until the next scheduled retry is due, a new message is notified, or
+        // `at_most` passed (a safety net for a lost notification or an expired lease).
+        let next_due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(GREATEST(available_at, COALESCE(locked_until, 0))) - wharf_now_ms() FROM inbox
+             WHERE cardinality($1::text[]) = 0 OR queue = ANY($1)",
+        )
+        .bind(queues)
+        .fetch_one(&self.pool)
+        .await?;
+        let wait = match next_due {
+            Some(ms) if ms <= 0 => return Ok(()),
+            Some(ms) => at_most.min(Duration::from_millis(ms as u64)),
+            None => at_most,
+        };
+        let mut guard = self.listener.lock().await;
+        let listener = match &mut *guard {
+            Some(listener) => listener,
+            None => {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(&self.channel).await?;
+                guard.insert(listener)
+            }
+        };
+        match tokio::time::timeout(wait, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = $1 AND key = $2")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
+
+    async fn failed_list(&self) -> Result<Vec<FailedMessage>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(failed_from_row).collect()
+    }
+
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FAILED_COLUMNS} FROM failed_messages WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let failed = failed_from_row(&row)?;
+        let history = sqlx::query(
+            "SELECT attempt, error, delay_ms, at FROM attempt_errors
+             WHERE message_id = $1 AND plugin = $2 ORDER BY id",
+        )
+        .bind(failed.message_id)
+        .bind(&failed.plugin)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| AttemptError {
+            attempt: r.get::<i32, _>("attempt") as u32,
+            error: r.get("error"),
+            delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
+            at: r.get("at"),
+        })
+        .collect();
+        Ok(Some((failed, history)))
+    }
+
+    async fn failed_retry(&self, which: RetrySelection) -> Result<u64> {
+        let (all, id) = match which {
+            RetrySelection::All => (true, 0),
+            RetrySelection::One(id) => (false, id),
+        };
+        let mut tx = self.pool.begin().await?;
+        let retried: i64 = sqlx::query_scalar(
+            "WITH retried AS (
+                 UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
+                 WHERE ($1 OR id = $2) AND status IN ('failed', 'pending')
+                 RETURNING message_id, queue, kind, headers, payload),
+             back AS (
+                 INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+                 SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
+                        wharf_now_ms(), wharf_now_ms()
+                 FROM retried
+                 ON CONFLICT (id) DO UPDATE SET available_at = LEAST(inbox.available_at, excluded.available_at))
+             SELECT COUNT(*) FROM retried",
+        )
+        .bind(all)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if retried > 0 {
+            notify(&mut tx, &self.channel).await?;
+        }
+        tx.commit().await?;
+        Ok(retried as u64)
+    }
+
+    async fn failed_delete(&self, id: i64) -> Result<bool> {
+        let deleted: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM failed_messages WHERE id = $1 RETURNING message_id, plugin),
+             history AS (
+                 DELETE FROM attempt_errors a USING gone
+                 WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
+             SELECT COUNT(*) FROM gone",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT queue,
+                    COUNT(*) FILTER (WHERE locked_until > wharf_now_ms()) AS in_flight,
+                    COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
+                                       AND available_at <= wharf_now_ms()) AS pending,
+                    COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
+                                       AND available_at > wharf_now_ms()) AS scheduled
+             FROM inbox GROUP BY queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let queue: String = row.get("queue");
+            let entry = stats.entry(queue.clone()).or_default();
+            entry.queue = queue;
+            entry.in_flight = row.get::<i64, _>("in_flight") as u64;
+            entry.pending = row.get::<i64, _>("pending") as u64;
+            entry.scheduled = row.get::<i64, _>("scheduled") as u64;
+        }
+        let rows = sqlx::query(
+            "SELECT queue, COUNT(*) AS failed FROM failed_messages
+             WHERE status IN ('failed', 'pending') GROUP BY queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let queue: String = row.get("queue");
+            let entry = stats.entry(queue.clone()).or_default();
+            entry.queue = queue;
+            entry.failed = row.get::<i64, _>("failed") as u64;
+        }
+        Ok(stats.into_values().collect())
+    }
+}
