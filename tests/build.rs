@@ -41,7 +41,7 @@ fn main() {
         "building the plugins failed; run `cargo build --release --workspace --target wasm32-wasip2` in plugins/ to see why (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
     );
     println!(
-        "cargo:rustc-env=WHARF_PLUGINS_OUT={}",
+        "cargo:rustc-env=FIXTURE_PLUGINS_DIR={}",
         target_dir.join("wasm32-wasip2").join("release").display()
     );
 }

@@ -1,0 +1,148 @@
+//! Several hosts on one PostgreSQL database: the work is shared, each message is handled
+//! once, and a host killed with SIGKILL in the middle of a batch loses nothing and
+//! duplicates no effect (ledger row, outbox row, state write).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wharf_host::envelope::NewMessage;
+use wharf_tests::{Backend, Host, fresh_postgres_schema, plugin_wasm, test_config};
+
+fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {
+    (0..n)
+        .map(|_| {
+            NewMessage::new(
+                "test",
+                "test.once",
+                json!({ "spin_ms": spin_ms }).to_string().into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Every message of `n` handled exactly once, each effect committed exactly once.
+async fn assert_each_effect_once(host: &Host, n: i64) {
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, n);
+    assert_eq!(
+        host.count("SELECT COUNT(DISTINCT source_message_id) FROM outbox")
+            .await,
+        n
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM outbox").await, n);
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM plugin_state WHERE version = 1")
+            .await,
+        n
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM plugin_state").await, n);
+    assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
+    assert_eq!(host.count("SELECT COUNT(*) FROM inbox").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_10000_messages_and_handle_each_exactly_once() {
+    let a = Host::start_with(Backend::Postgres, &["fixture-once"], |c| {
+        c.inbox.batch_size = 100
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.database.url = a.config.database.url.clone();
+    config.inbox.batch_size = 100;
+    let b = Host::start_on(config, &["fixture-once"], dir).await;
+
+    for chunk in once_messages(10_000, 0).chunks(1_000) {
+        assert_eq!(a.store.enqueue(chunk).await.unwrap(), 1_000);
+    }
+    let (ra, rb) = tokio::join!(a.drain(), b.drain());
+    assert_eq!(ra.settled.handled + rb.settled.handled, 10_000);
+    assert!(
+        ra.settled.handled > 0 && rb.settled.handled > 0,
+        "both hosts take work: {} and {}",
+        ra.settled.handled,
+        rb.settled.handled
+    );
+    assert_eq!(ra.settled.fenced + rb.settled.fenced, 0);
+    assert_each_effect_once(&a, 10_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
+    const MESSAGES: usize = 400;
+    let url = fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let wasm = plugin_wasm("fixture-once");
+    std::fs::copy(&wasm, plugins.join(wasm.file_name().unwrap())).unwrap();
+
+    // The victim: a real `wharf run` process with a short lease.
+    let mut victim = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .arg("run")
+        .env("WHARF_DATABASE_URL", &url)
+        .env("WHARF_PLUGINS_DIR", &plugins)
+        .env("WHARF_PLUGINS_CACHE_DIR", dir.path().join("victim-cache"))
+        .env("WHARF_INBOX_BATCH_SIZE", "20")
+        .env("WHARF_INBOX_LEASE_MS", "1500")
+        .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
+        .env("WHARF_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the victim host");
+
+    let mut config = test_config(dir.path());
+    config.database.url = url;
+    config.inbox.lease_ms = 1_500;
+    config.runtime.deadline_ms = 1_000;
+    let survivor = Host::start_on(config, &["fixture-once"], tempfile::tempdir().unwrap()).await;
+    survivor
+        .store
+        .enqueue(&once_messages(MESSAGES, 5))
+        .await
+        .unwrap();
+
+    // Kill it once it has settled some batches and holds a claimed one: freeze it, look,
+    // and let it go on if it happens to hold nothing at that instant.
+    let pid = victim.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the victim host made no progress"
+        );
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "the victim host exited early"
+        );
+        if survivor.count("SELECT COUNT(*) FROM processed").await >= 100 {
+            signal("-STOP");
+            let claimed = survivor
+                .count("SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL")
+                .await;
+            if claimed > 0 {
+                break;
+            }
+            signal("-CONT");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let handled_by_victim = survivor.count("SELECT COUNT(*) FROM processed").await;
+    let orphaned = survivor
+        .count("SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL")
+        .await;
+    assert!(orphaned > 0, "the victim held a claimed batch when it died");
+
+    let report = survivor.drain().await;
+    assert_eq!(
+        report.settled.handled as i64,
+        MESSAGES as i64 - handled_by_victim
+    );
+    assert_each_effect_once(&survivor, MESSAGES as i64).await;
+}
