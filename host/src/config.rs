@@ -91,7 +91,8 @@ pub struct InboxConfig {
     /// Longest wait between polls when nothing is due, in milliseconds. PostgreSQL hosts
     /// wake earlier: on a new message (NOTIFY) or when a scheduled retry comes due.
     pub poll_interval_ms: u64,
-    /// How long a claim is held before another worker may take the message, in ms.
+    /// How long a claim lasts without renewal, in ms: the worker renews it every third of
+    /// this while handlers run, so it bounds how long a crashed host's messages wait.
     pub lease_ms: u64,
     /// Largest accepted payload, for `publish` and for handlers' publishes.
     pub max_payload_bytes: usize,
@@ -150,7 +151,7 @@ impl Default for InboxConfig {
             queues: Vec::new(),
             batch_size: 64,
             poll_interval_ms: 200,
-            lease_ms: 30_000,
+            lease_ms: 10_000,
             max_payload_bytes: 1 << 20,
         }
     }
@@ -240,10 +241,10 @@ impl Config {
         if self.inbox.batch_size == 0 {
             return invalid("inbox.batch_size", "must be greater than 0");
         }
-        if self.inbox.lease_ms <= self.runtime.deadline_ms {
+        if self.inbox.lease_ms < 30 {
             return invalid(
                 "inbox.lease_ms",
-                "must be longer than runtime.deadline_ms, or a slow call loses its claim",
+                "must be at least 30 (the lease is renewed every third of it)",
             );
         }
         self.retry.validate("retry")?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::envelope::Envelope;
@@ -142,13 +143,40 @@ impl Worker {
             return Ok((0, SettleSummary::default()));
         }
         let claimed = batch.len() as u64;
-        let settlements: Vec<Settlement> = futures::stream::iter(batch)
+        let claims: Vec<(Uuid, Uuid)> = batch.iter().map(|m| (m.id, m.lock_token)).collect();
+        let handling = futures::stream::iter(batch)
             .map(|message| self.handle(message))
             .buffer_unordered(self.config.runtime.concurrency)
-            .collect()
-            .await;
+            .collect::<Vec<Settlement>>();
+        let settlements = self.heartbeat(&claims, lease, handling).await;
         let summary = self.store.settle(&settlements).await?;
         Ok((claimed, summary))
+    }
+
+    /// Drive `work` while renewing the batch's lease every third of it, so handlers that
+    /// outlive one lease keep their claim; a host that stops renewing (crashed, frozen)
+    /// loses it within one lease.
+    async fn heartbeat<T>(
+        &self,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = beat.tick() => match self.store.extend_lease(claims, lease).await {
+                    Ok(held) if held < claims.len() as u64 => tracing::warn!(
+                        lost = claims.len() as u64 - held,
+                        "some claims of this batch were taken over; their results will be discarded"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("lease heartbeat failed (will retry): {e}"),
+                },
+            }
+        }
     }
 
     /// Run every plugin still owing a verdict on `message`.

@@ -103,7 +103,8 @@ pub async fn fresh_postgres_schema() -> String {
 
 /// Path of a built plugin, by crate name (`fixture-flaky`, `send-email`).
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
-    PathBuf::from(env!("FIXTURE_PLUGINS_DIR")).join(format!("{}.wasm", crate_name.replace('-', "_")))
+    PathBuf::from(env!("FIXTURE_PLUGINS_DIR"))
+        .join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
 /// A wharf host on a fresh database with a chosen set of plugins.

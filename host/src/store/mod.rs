@@ -222,6 +222,10 @@ pub trait Store: Send + Sync {
     /// Apply a batch of settlements in one transaction.
     async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary>;
 
+    /// Heartbeat: extend the lease of claimed messages (id, lock token) still held by that
+    /// token to `lease` from now. Returns how many were still held.
+    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64>;
+
     /// Return when work may be due in `queues`: a new message arrived, a scheduled retry
     /// came due, or `at_most` passed. The default just sleeps `at_most`.
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {

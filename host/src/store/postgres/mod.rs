@@ -237,6 +237,22 @@ impl Store for PostgresStore {
         Ok(summary)
     }
 
+    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64> {
+        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = claims.iter().copied().unzip();
+        let held = sqlx::query(
+            "UPDATE inbox i SET locked_until = wharf_now_ms() + $3
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS c(id, token)
+             WHERE i.id = c.id AND i.lock_token = c.token",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(lease.as_millis() as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(held)
+    }
+
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
         // Sleep until the next scheduled retry is due, a new message is notified, or
         // `at_most` passed (a safety net for a lost notification or an expired lease).

@@ -201,6 +201,24 @@ impl Store for SqliteStore {
         Ok(summary)
     }
 
+    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64> {
+        let until = now_ms() + lease.as_millis() as i64;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut held = 0;
+        for (id, token) in claims {
+            held +=
+                sqlx::query("UPDATE inbox SET locked_until = ? WHERE id = ? AND lock_token = ?")
+                    .bind(until)
+                    .bind(id.to_string())
+                    .bind(token.to_string())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
         let row =
             sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
