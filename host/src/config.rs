@@ -96,6 +96,11 @@ pub struct InboxConfig {
     pub lease_ms: u64,
     /// Largest accepted payload, for `publish` and for handlers' publishes.
     pub max_payload_bytes: usize,
+    /// PostgreSQL: when `runtime.deadline_ms` is at most this, a batch is claimed inside a
+    /// transaction held open while its handlers run and committed with its results (one
+    /// commit per batch; a crashed host's messages return at once). Longer handlers get
+    /// leases settled in a later transaction. 0 always leases. SQLite always leases.
+    pub hold_claims_up_to_ms: u64,
 }
 
 /// `[amqp]`
@@ -153,6 +158,7 @@ impl Default for InboxConfig {
             poll_interval_ms: 200,
             lease_ms: 10_000,
             max_payload_bytes: 1 << 20,
+            hold_claims_up_to_ms: 10_000,
         }
     }
 }

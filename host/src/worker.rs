@@ -17,7 +17,10 @@ use crate::outcome::{Verdict, decide};
 use crate::plugins::PluginSet;
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime};
-use crate::store::{PluginResult, PluginVersion, SettleSummary, Settlement, Store, StoreError};
+use crate::store::{
+    Claim, ClaimMode, Hold, PluginResult, PluginVersion, SettleSummary, Settlement, Store,
+    StoreError,
+};
 
 /// When [`Worker::run`] returns (besides a shutdown signal).
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,6 +62,21 @@ pub struct Worker {
     config: Arc<Config>,
     /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
     plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
+    /// How batches are claimed: see [`claim_mode`].
+    mode: ClaimMode,
+}
+
+/// Hold the claim transaction open while the handlers run when they are short (their
+/// deadline is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
+/// crashed host's messages return at once. Longer handlers get leases, so no
+/// transaction stays open for minutes (it would pin a connection and hold back
+/// vacuum). See the PostgreSQL store's module docs for the measurements.
+pub fn claim_mode(config: &Config) -> ClaimMode {
+    if config.runtime.deadline_ms <= config.inbox.hold_claims_up_to_ms {
+        ClaimMode::Transaction
+    } else {
+        ClaimMode::Lease
+    }
 }
 
 impl Worker {
@@ -78,6 +96,7 @@ impl Worker {
             store,
             runtime,
             plugins,
+            mode: claim_mode(&config),
             config,
             plugin_config,
         }
@@ -135,29 +154,43 @@ impl Worker {
     /// messages were claimed and what the settle did.
     pub async fn run_batch(&self, limit: u32) -> Result<(u64, SettleSummary), StoreError> {
         let lease = Duration::from_millis(self.config.inbox.lease_ms);
-        let batch = self
+        let Claim { messages, mut hold } = self
             .store
-            .claim(&self.config.inbox.queues, limit, lease)
+            .claim(&self.config.inbox.queues, limit, self.mode, lease)
             .await?;
-        if batch.is_empty() {
+        if messages.is_empty() {
             return Ok((0, SettleSummary::default()));
         }
-        let claimed = batch.len() as u64;
-        let claims: Vec<(Uuid, Uuid)> = batch.iter().map(|m| (m.id, m.lock_token)).collect();
-        let handling = futures::stream::iter(batch)
+        let claimed = messages.len() as u64;
+        let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
+        let handling = futures::stream::iter(messages)
             .map(|message| self.handle(message))
             .buffer_unordered(self.config.runtime.concurrency)
             .collect::<Vec<Settlement>>();
-        let settlements = self.heartbeat(&claims, lease, handling).await;
-        let summary = self.store.settle(&settlements).await?;
-        Ok((claimed, summary))
+        let settlements = self.heartbeat(&mut hold, &claims, lease, handling).await;
+        match self.store.settle(hold, &settlements).await {
+            Ok(summary) => Ok((claimed, summary)),
+            Err(StoreError::ClaimLost(e)) => {
+                tracing::warn!(
+                    messages = claimed,
+                    "the batch's claim was lost ({e}); its results are discarded and its messages will be handled again"
+                );
+                let summary = SettleSummary {
+                    fenced: claimed,
+                    ..SettleSummary::default()
+                };
+                Ok((claimed, summary))
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Drive `work` while renewing the batch's lease every third of it, so handlers that
-    /// outlive one lease keep their claim; a host that stops renewing (crashed, frozen)
-    /// loses it within one lease.
+    /// Drive `work` while renewing the batch's claim every third of `lease`, so handlers
+    /// that outlive one lease keep it; a host that stops renewing (crashed, frozen) loses
+    /// it within one lease.
     async fn heartbeat<T>(
         &self,
+        hold: &mut Hold,
         claims: &[(Uuid, Uuid)],
         lease: Duration,
         work: impl std::future::Future<Output = T>,
@@ -167,13 +200,13 @@ impl Worker {
         loop {
             tokio::select! {
                 done = &mut work => return done,
-                _ = beat.tick() => match self.store.extend_lease(claims, lease).await {
+                _ = beat.tick() => match self.store.renew(hold, claims, lease).await {
                     Ok(held) if held < claims.len() as u64 => tracing::warn!(
                         lost = claims.len() as u64 - held,
                         "some claims of this batch were taken over; their results will be discarded"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("lease heartbeat failed (will retry): {e}"),
+                    Err(e) => tracing::warn!("renewing the batch's claim failed (will retry): {e}"),
                 },
             }
         }

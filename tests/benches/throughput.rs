@@ -1,19 +1,25 @@
 //! Bench binary (`cargo bench -p wharf-tests`): the per-message sandbox cost (fresh
 //! instance from the `InstancePre` + `handle` with a 1 KiB JSON payload + drop) and
 //! end-to-end messages/s through the SQLite inbox with a trivial plugin, each printed with
-//! its target or baseline measured in the same run.
+//! its target or baseline measured in the same run; then the same through the PostgreSQL
+//! inbox against a raw claim+delete loop on the same database, and publish -> handled
+//! latency on an idle host.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
 use wharf_host::runtime::{CallContext, Runtime};
+use wharf_host::worker::StopWhen;
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
 const SANDBOX_CALLS: u32 = 20_000;
 const INBOX_MESSAGES: usize = 20_000;
+const PG_MESSAGES: usize = 20_000;
+const PG_BATCH: u32 = 100;
+const LATENCY_SAMPLES: usize = 200;
 
 fn payload_1k() -> Vec<u8> {
     let items: Vec<_> = (0..14)
@@ -82,6 +88,100 @@ async fn inbox_throughput() -> (f64, f64) {
     (enqueue_rate, rate)
 }
 
+/// Raw baseline: one `DELETE ... SKIP LOCKED RETURNING` statement (its own commit) per
+/// batch of `PG_BATCH`, until the queue is empty. Returns rows/s.
+async fn raw_claim_delete(pool: &sqlx::PgPool, queue: &str) -> f64 {
+    let started = Instant::now();
+    let mut total = 0usize;
+    loop {
+        let rows = sqlx::query(
+            "DELETE FROM inbox WHERE id IN (
+                 SELECT id FROM inbox WHERE queue = $1 AND available_at <= wharf_now_ms()
+                 ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, payload",
+        )
+        .bind(queue)
+        .bind(PG_BATCH as i64)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        total += rows.len();
+    }
+    assert_eq!(total, PG_MESSAGES);
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn messages(queue: &str, n: usize, payload: &[u8]) -> Vec<NewMessage> {
+    (0..n)
+        .map(|_| NewMessage::new(queue, "bench.noop", payload.to_vec()))
+        .collect()
+}
+
+/// End-to-end msgs/s through the PostgreSQL inbox vs the raw loop on the same database,
+/// then publish -> handled latency on an idle host (p50, p99 in ms).
+async fn postgres_inbox() -> (f64, f64, f64, f64) {
+    let host = Host::start_with(Backend::Postgres, &["fixture-noop"], |c| {
+        c.inbox.queues = vec!["bench".into()];
+        c.inbox.batch_size = PG_BATCH;
+        c.inbox.poll_interval_ms = 1_000;
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&host.config.database.url)
+        .await
+        .unwrap();
+    let payload = vec![b' '; 256];
+    for chunk in messages("bench", PG_MESSAGES, &payload).chunks(1_000) {
+        host.store.enqueue(chunk).await.unwrap();
+    }
+    let raw = raw_claim_delete(&pool, "bench").await;
+    for chunk in messages("bench", PG_MESSAGES, &payload).chunks(1_000) {
+        host.store.enqueue(chunk).await.unwrap();
+    }
+    let started = Instant::now();
+    let report = host.drain().await;
+    let wharf = PG_MESSAGES as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(report.settled.handled, PG_MESSAGES as u64);
+
+    let host = Arc::new(host);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn({
+        let host = host.clone();
+        async move { host.worker.run(StopWhen::default(), stopped).await }
+    });
+    let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let message = NewMessage::new("bench", "bench.noop", payload.clone());
+        let started = Instant::now();
+        host.store
+            .enqueue(std::slice::from_ref(&message))
+            .await
+            .unwrap();
+        loop {
+            let done: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE message_id = $1")
+                    .bind(message.id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            if done > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+    latencies.sort_by(f64::total_cmp);
+    let p50 = latencies[LATENCY_SAMPLES / 2];
+    let p99 = latencies[LATENCY_SAMPLES * 99 / 100];
+    (raw, wharf, p50, p99)
+}
+
 /// `cargo bench -p wharf-tests [-- sandbox]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
@@ -93,7 +193,17 @@ async fn main() {
         "sandbox: fresh instance + handle(1 KiB JSON) + drop: {per_call:.1} us/message (target <= 20 us: {:.2}x of target)",
         per_call / 20.0
     );
-    if !wanted("inbox") {
+    if wanted("postgres") {
+        let (raw, wharf, p50, p99) = postgres_inbox().await;
+        println!(
+            "postgres inbox, batch {PG_BATCH}, 256 B: raw claim+delete loop {raw:.0} rows/s; wharf claim + sandbox call + settle {wharf:.0} msgs/s: {:.2}x of raw (target >= 0.80x)",
+            wharf / raw
+        );
+        println!(
+            "postgres publish -> handled on an idle host: p50 {p50:.2} ms, p99 {p99:.2} ms (target p50 < 10 ms)"
+        );
+    }
+    if !wanted("sqlite") {
         return;
     }
     let (enqueue, handled) = inbox_throughput().await;

@@ -22,12 +22,15 @@ use wharf_host::worker::{RunReport, StopWhen, Worker};
 pub enum Backend {
     /// The embedded store, a file in the test's temp directory.
     Sqlite,
-    /// The fleet store, a fresh schema in the PostgreSQL of `WHARF_TEST_POSTGRES_URL`.
+    /// The fleet store, a fresh schema in the PostgreSQL of `WHARF_TEST_POSTGRES_URL`,
+    /// with the default claims: held in a transaction, as the test handlers are short.
     Postgres,
+    /// The same with leased claims (`inbox.hold_claims_up_to_ms = 0`).
+    PostgresLeased,
 }
 
 /// Run a test body `async fn name(backend: Backend)` once per backend, as the tests
-/// `sqlite::name` and `postgres::name`.
+/// `sqlite::name`, `postgres::name` and `postgres_leased::name`.
 #[macro_export]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -41,6 +44,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::Backend::Postgres).await
+            })*
+        }
+        mod postgres_leased {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::Backend::PostgresLeased).await
             })*
         }
     };
@@ -155,8 +164,13 @@ impl Host {
     ) -> Host {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
-        if backend == Backend::Postgres {
-            config.database.url = fresh_postgres_schema().await;
+        match backend {
+            Backend::Sqlite => {}
+            Backend::Postgres => config.database.url = fresh_postgres_schema().await,
+            Backend::PostgresLeased => {
+                config.database.url = fresh_postgres_schema().await;
+                config.inbox.hold_claims_up_to_ms = 0;
+            }
         }
         adjust(&mut config);
         Self::start_on(config, plugins, dir).await

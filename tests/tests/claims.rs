@@ -1,6 +1,7 @@
-//! Claims and leases, on both stores: a settle whose lease token is no longer current is
-//! refused (fencing), a handler that outlives its lease keeps it by heartbeat, and the
-//! same id given twice in one publish inserts one row.
+//! Claims, on both stores: a settle whose lease token is no longer current is refused
+//! (fencing), a handler that outlives its lease keeps its claim (leased or held in a
+//! transaction) by heartbeat, a held claim keeps other hosts off and is lost as a whole,
+//! and the same id given twice in one publish inserts one row.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
-use wharf_host::store::{PluginResult, PluginVersion, Settlement};
+use wharf_host::store::{ClaimMode, Hold, PluginResult, PluginVersion, Settlement, StoreError};
 use wharf_tests::{Backend, Host, conformance, test_config};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
@@ -46,22 +47,24 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     let queues = ["test".to_owned()];
     let slow = host
         .store
-        .claim(&queues, 10, Duration::from_millis(1))
+        .claim(&queues, 10, ClaimMode::Lease, Duration::from_millis(1))
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(slow.len(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let fast = host
         .store
-        .claim(&queues, 10, Duration::from_secs(30))
+        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(fast.len(), 1, "the expired lease lets another worker claim");
     assert_ne!(slow[0].lock_token, fast[0].lock_token);
 
     let late = host
         .store
-        .settle(&[handled(&slow[0], "slow")])
+        .settle(Hold::Lease, &[handled(&slow[0], "slow")])
         .await
         .unwrap();
     assert_eq!((late.fenced, late.handled), (1, 0));
@@ -75,13 +78,13 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
 
     let current = host
         .store
-        .settle(&[handled(&fast[0], "fast")])
+        .settle(Hold::Lease, &[handled(&fast[0], "fast")])
         .await
         .unwrap();
     assert_eq!((current.fenced, current.handled), (0, 1));
     let again = host
         .store
-        .settle(&[handled(&slow[0], "slow")])
+        .settle(Hold::Lease, &[handled(&slow[0], "slow")])
         .await
         .unwrap();
     assert_eq!((again.fenced, again.handled), (1, 0));
@@ -91,10 +94,20 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
 }
 
 async fn a_handler_outliving_its_lease_keeps_it_by_heartbeat(backend: Backend) {
-    // The lease is 150 ms; the handler spins for 600 ms.
+    heartbeat_keeps_the_claim(backend, 10_000).await
+}
+
+async fn a_leased_handler_outliving_its_lease_keeps_it_by_heartbeat(backend: Backend) {
+    heartbeat_keeps_the_claim(backend, 0).await
+}
+
+/// The lease is 150 ms; the handler spins for 600 ms, its claim held in a transaction
+/// (on PostgreSQL) when `hold_claims_up_to_ms` allows, else leased.
+async fn heartbeat_keeps_the_claim(backend: Backend, hold_claims_up_to_ms: u64) {
     let host = Host::start_with(backend, &["fixture-once"], |c| {
         c.inbox.lease_ms = 150;
         c.runtime.deadline_ms = 2_000;
+        c.inbox.hold_claims_up_to_ms = hold_claims_up_to_ms;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -113,9 +126,10 @@ async fn a_handler_outliving_its_lease_keeps_it_by_heartbeat(backend: Backend) {
             stolen.extend(
                 rival
                     .store
-                    .claim(&queues, 10, Duration::from_secs(30))
+                    .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
                     .await
-                    .unwrap(),
+                    .unwrap()
+                    .messages,
             );
         }
         stolen
@@ -138,7 +152,72 @@ async fn the_same_id_twice_in_one_publish_inserts_one_row(backend: Backend) {
     assert_eq!(host.drain().await.settled.handled, 1);
 }
 
+/// A claim held in a transaction: other hosts skip its messages, and when its host is
+/// gone (here: the claim is dropped, which rolls back like a dead connection) they are
+/// claimable at once, with no lease to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_claim_keeps_others_off_and_returns_its_messages_at_once_when_dropped() {
+    let host = Host::start(Backend::Postgres, &["fixture-noop"]).await;
+    host.publish("test", "test.noop", json!({})).await;
+    let queues = ["test".to_owned()];
+    let held = host
+        .store
+        .claim(&queues, 10, ClaimMode::Transaction, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(held.messages.len(), 1);
+    assert!(matches!(held.hold, Hold::Transaction(_)));
+    let rival = host
+        .store
+        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        rival.messages.is_empty(),
+        "a held message was claimed twice"
+    );
+    drop(held);
+    let rival = host
+        .store
+        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(rival.messages.len(), 1);
+}
+
+/// A held claim that is not renewed is ended by the server after its lease: the settle
+/// reports the claim lost, writes nothing, and the message is claimable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_claim_not_renewed_is_lost_and_its_settle_writes_nothing() {
+    let host = Host::start(Backend::Postgres, &["fixture-noop"]).await;
+    host.publish("test", "test.noop", json!({})).await;
+    let queues = ["test".to_owned()];
+    let claim = host
+        .store
+        .claim(
+            &queues,
+            10,
+            ClaimMode::Transaction,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let settled = host
+        .store
+        .settle(claim.hold, &[handled(&claim.messages[0], "late")])
+        .await;
+    assert!(
+        matches!(settled, Err(StoreError::ClaimLost(_))),
+        "{settled:?}"
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 0);
+    assert_eq!(host.store.state_get("noop", "last").await.unwrap(), None);
+    assert_eq!(host.drain().await.settled.handled, 1);
+}
+
 conformance!(
+    a_leased_handler_outliving_its_lease_keeps_it_by_heartbeat,
     a_late_settle_with_a_superseded_lease_token_is_refused,
     a_handler_outliving_its_lease_keeps_it_by_heartbeat,
     the_same_id_twice_in_one_publish_inserts_one_row,

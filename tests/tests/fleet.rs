@@ -69,6 +69,23 @@ async fn two_hosts_share_10000_messages_and_handle_each_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
+    killed_mid_batch("10000").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leasing_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
+    killed_mid_batch("0").await
+}
+
+/// Messages claimed by another host: leased, or held in its open transaction (their rows
+/// are locked).
+const CLAIMED_ELSEWHERE: &str = "SELECT (SELECT COUNT(*) FROM inbox)
+     - (SELECT COUNT(*) FROM (SELECT id FROM inbox WHERE locked_until IS NULL
+                              FOR KEY SHARE SKIP LOCKED) free)";
+
+/// Kill -9 a real `wharf run` holding a claimed batch, with claims held in a transaction
+/// or leased (`hold_claims_up_to_ms` 10000 or 0 against a 1000 ms deadline).
+async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
     const MESSAGES: usize = 400;
     let url = fresh_postgres_schema().await;
     let dir = tempfile::tempdir().unwrap();
@@ -86,6 +103,7 @@ async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
         .env("WHARF_INBOX_BATCH_SIZE", "20")
         .env("WHARF_INBOX_LEASE_MS", "1500")
         .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
+        .env("WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS", hold_claims_up_to_ms)
         .env("WHARF_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -121,9 +139,7 @@ async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
         );
         if survivor.count("SELECT COUNT(*) FROM processed").await >= 100 {
             signal("-STOP");
-            let claimed = survivor
-                .count("SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL")
-                .await;
+            let claimed = survivor.count(CLAIMED_ELSEWHERE).await;
             if claimed > 0 {
                 break;
             }
@@ -131,13 +147,11 @@ async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let orphaned = survivor.count(CLAIMED_ELSEWHERE).await;
+    assert!(orphaned > 0, "the victim holds a claimed batch");
     victim.kill().unwrap();
     victim.wait().unwrap();
     let handled_by_victim = survivor.count("SELECT COUNT(*) FROM processed").await;
-    let orphaned = survivor
-        .count("SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL")
-        .await;
-    assert!(orphaned > 0, "the victim held a claimed batch when it died");
 
     let report = survivor.drain().await;
     assert_eq!(

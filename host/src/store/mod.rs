@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
-pub use postgres::PostgresStore;
+pub use postgres::{HeldTransaction, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A store failure.
@@ -40,6 +40,11 @@ pub enum StoreError {
         /// Newest migration this binary carries.
         known: i64,
     },
+    /// A claim held in a transaction was lost with its connection (the database closed
+    /// it, e.g. `idle_in_transaction_session_timeout` after a missed heartbeat): nothing
+    /// of the batch was written and its messages are claimable again.
+    #[error("the claim's transaction was lost, nothing was written: {0}")]
+    ClaimLost(sqlx::Error),
     /// `database.url` names no supported database.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
@@ -57,6 +62,36 @@ pub struct PluginVersion {
     pub version: String,
     /// sha256 of the `.wasm`.
     pub sha256: String,
+}
+
+/// How a claim keeps other workers off its messages until they are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// Stamp the rows with a lease (`locked_until`) and a fencing token and commit at
+    /// once; the handlers run outside any transaction and settle is fenced on the token.
+    Lease,
+    /// Take the rows inside a transaction that stays open while the handlers run; settle
+    /// writes into it and commits. Stores that cannot hold a transaction cheaply (SQLite
+    /// has one writer) lease instead.
+    Transaction,
+}
+
+/// What holds a claimed batch until it is settled; handed back to [`Store::settle`].
+#[derive(Debug)]
+pub enum Hold {
+    /// The rows carry a lease and the messages' `lock_token`s.
+    Lease,
+    /// The rows are taken inside this open PostgreSQL transaction.
+    Transaction(HeldTransaction),
+}
+
+/// A claimed batch.
+#[derive(Debug)]
+pub struct Claim {
+    /// The messages, in due order.
+    pub messages: Vec<Envelope>,
+    /// What keeps other workers off them.
+    pub hold: Hold,
 }
 
 /// The verdict of one plugin on one message.
@@ -216,15 +251,26 @@ pub trait Store: Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
 
-    /// Claim up to `limit` due messages of `queues` (all when empty) for `lease`.
-    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>>;
+    /// Claim up to `limit` due messages of `queues` (all when empty), held as `mode` asks.
+    /// `lease` is how long the claim lasts without a [`Store::renew`]: the lease itself,
+    /// or how long a held transaction may sit idle before the database ends it.
+    async fn claim(
+        &self,
+        queues: &[String],
+        limit: u32,
+        mode: ClaimMode,
+        lease: Duration,
+    ) -> Result<Claim>;
 
-    /// Apply a batch of settlements in one transaction.
-    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary>;
+    /// Apply a batch of settlements in one transaction: the claim's own when it holds
+    /// one ([`StoreError::ClaimLost`] if that is gone), else a new one fenced on the
+    /// messages' lock tokens.
+    async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary>;
 
-    /// Heartbeat: extend the lease of claimed messages (id, lock token) still held by that
-    /// token to `lease` from now. Returns how many were still held.
-    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64>;
+    /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from
+    /// now. Returns how many are still held.
+    async fn renew(&self, hold: &mut Hold, claims: &[(Uuid, Uuid)], lease: Duration)
+    -> Result<u64>;
 
     /// Return when work may be due in `queues`: a new message arrived, a scheduled retry
     /// came due, or `at_most` passed. The default just sleeps `at_most`.

@@ -14,7 +14,7 @@
 
 mod settle;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,13 +24,29 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    AttemptError, FailedMessage, FailedStatus, QueueStats, Result, RetrySelection, SettleSummary,
-    Settlement, Store, StoreError, migrate,
+    AttemptError, Claim, ClaimMode, FailedMessage, FailedStatus, Hold, QueueStats, Result,
+    RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
 };
 use crate::envelope::{Envelope, NewMessage};
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
+
+/// A claim's open transaction: the batch's rows are deleted in it, uncommitted, so other
+/// hosts skip them; the settle writes into it and commits.
+pub struct HeldTransaction {
+    tx: Transaction<'static, Postgres>,
+    /// When each claimed message was enqueued, for those put back for another attempt.
+    created_at: HashMap<Uuid, i64>,
+}
+
+impl std::fmt::Debug for HeldTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldTransaction")
+            .field("messages", &self.created_at.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Debug)]
@@ -130,6 +146,68 @@ pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str) ->
     Ok(())
 }
 
+/// The due rows a claim takes: `$1` queues (all when empty), `$2` how many.
+macro_rules! due_rows {
+    () => {
+        "SELECT id FROM inbox
+         WHERE available_at <= wharf_now_ms()
+           AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
+           AND (cardinality($1::text[]) = 0 OR queue = ANY($1))
+         ORDER BY available_at LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    };
+}
+
+/// The claimed rows `c`, each with the plugins that already handled or dead-lettered it.
+macro_rules! claimed_rows {
+    () => {
+        "SELECT c.id, c.queue, c.kind, c.headers::text AS headers, c.payload, c.attempts,
+                c.created_at,
+                ARRAY(SELECT plugin FROM processed p WHERE p.message_id = c.id
+                      UNION
+                      SELECT plugin FROM failed_messages f
+                      WHERE f.message_id = c.id AND f.status IN ('failed', 'pending')) AS settled
+         FROM c ORDER BY c.available_at"
+    };
+}
+
+fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
+    rows.iter()
+        .map(|row| {
+            Ok(Envelope {
+                id: row.get("id"),
+                queue: row.get("queue"),
+                kind: row.get("kind"),
+                headers: parse_headers(row.get("headers"))?,
+                payload: row.get("payload"),
+                attempts: row.get::<i32, _>("attempts") as u32,
+                lock_token: token,
+                settled_plugins: row.get::<Vec<String>, _>("settled").into_iter().collect(),
+            })
+        })
+        .collect()
+}
+
+/// A claim held in a transaction fails as a whole when its connection is gone: the
+/// server rolled it back, so nothing was written and the messages are claimable again.
+fn claim_lost(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Database(e) if connection_gone(&e) => StoreError::ClaimLost(e),
+        e => e,
+    }
+}
+
+fn connection_gone(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        // Idle-in-transaction timeout, and the class of connection exceptions.
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c == "25P03" || c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
 }
@@ -169,75 +247,105 @@ impl Store for PostgresStore {
         Ok(inserted)
     }
 
-    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>> {
-        let token = Uuid::now_v7();
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE inbox SET locked_until = wharf_now_ms() + $1, lock_token = $2
-             WHERE id IN (
-                 SELECT id FROM inbox
-                 WHERE available_at <= wharf_now_ms()
-                   AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
-                   AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
-                 ORDER BY available_at LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING id, queue, kind, headers::text AS headers, payload, attempts",
-        )
-        .bind(lease.as_millis() as i64)
-        .bind(token)
-        .bind(queues)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            claimed.push(Envelope {
-                id: row.get("id"),
-                queue: row.get("queue"),
-                kind: row.get("kind"),
-                headers: parse_headers(row.get("headers"))?,
-                payload: row.get("payload"),
-                attempts: row.get::<i32, _>("attempts") as u32,
-                lock_token: token,
-                settled_plugins: BTreeSet::new(),
-            });
-        }
-        if !claimed.is_empty() {
-            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-            let done = sqlx::query(
-                "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
-                 UNION ALL
-                 SELECT message_id, plugin FROM failed_messages
-                 WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
-            for row in &done {
-                by_id
-                    .entry(row.get("message_id"))
-                    .or_default()
-                    .insert(row.get("plugin"));
+    async fn claim(
+        &self,
+        queues: &[String],
+        limit: u32,
+        mode: ClaimMode,
+        lease: Duration,
+    ) -> Result<Claim> {
+        match mode {
+            ClaimMode::Lease => {
+                let token = Uuid::now_v7();
+                let rows = sqlx::query(concat!(
+                    "WITH c AS (
+                         UPDATE inbox SET locked_until = wharf_now_ms() + $3, lock_token = $4
+                         WHERE id IN (",
+                    due_rows!(),
+                    ") RETURNING *)",
+                    claimed_rows!()
+                ))
+                .bind(queues)
+                .bind(i64::from(limit))
+                .bind(lease.as_millis() as i64)
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(Claim {
+                    messages: envelopes(&rows, token)?,
+                    hold: Hold::Lease,
+                })
             }
-            for message in &mut claimed {
-                if let Some(plugins) = by_id.remove(&message.id) {
-                    message.settled_plugins = plugins;
+            ClaimMode::Transaction => {
+                let mut tx = self.pool.begin().await?;
+                // A host that stops renewing (frozen, cut off) loses the claim after `lease`:
+                // the server ends the idle transaction and the rows are claimable again.
+                sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+                    .bind(lease.as_millis().to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = sqlx::query(concat!(
+                    "WITH c AS (DELETE FROM inbox WHERE id IN (",
+                    due_rows!(),
+                    ") RETURNING *)",
+                    claimed_rows!()
+                ))
+                .bind(queues)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(Claim {
+                        messages: Vec::new(),
+                        hold: Hold::Lease,
+                    });
                 }
+                let created_at = rows
+                    .iter()
+                    .map(|r| (r.get("id"), r.get("created_at")))
+                    .collect();
+                Ok(Claim {
+                    messages: envelopes(&rows, Uuid::nil())?,
+                    hold: Hold::Transaction(HeldTransaction { tx, created_at }),
+                })
             }
         }
-        tx.commit().await?;
-        Ok(claimed)
     }
 
-    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary> {
-        let mut tx = self.pool.begin().await?;
-        let summary = settle::settle_batch(&mut tx, &self.channel, batch).await?;
-        tx.commit().await?;
-        Ok(summary)
+    async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
+        match hold {
+            Hold::Lease => {
+                let mut tx = self.pool.begin().await?;
+                let summary = settle::settle_batch(&mut tx, &self.channel, batch, None).await?;
+                tx.commit().await?;
+                Ok(summary)
+            }
+            Hold::Transaction(HeldTransaction { mut tx, created_at }) => {
+                let summary =
+                    settle::settle_batch(&mut tx, &self.channel, batch, Some(&created_at))
+                        .await
+                        .map_err(claim_lost)?;
+                tx.commit().await.map_err(|e| claim_lost(e.into()))?;
+                Ok(summary)
+            }
+        }
     }
 
-    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64> {
+    async fn renew(
+        &self,
+        hold: &mut Hold,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+    ) -> Result<u64> {
+        if let Hold::Transaction(held) = hold {
+            // Any statement restarts the server's idle-in-transaction clock.
+            sqlx::query("SELECT 1")
+                .execute(&mut *held.tx)
+                .await
+                .map_err(|e| claim_lost(e.into()))?;
+            return Ok(claims.len() as u64);
+        }
         let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = claims.iter().copied().unzip();
         let held = sqlx::query(
             "UPDATE inbox i SET locked_until = wharf_now_ms() + $3
@@ -256,12 +364,14 @@ impl Store for PostgresStore {
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
         // Sleep until the next scheduled retry is due, a new message is notified, or
         // `at_most` passed (a safety net for a lost notification or an expired lease).
+        // Rows another host holds in a claim transaction are skipped: they are not due.
         let next_due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(GREATEST(available_at, COALESCE(locked_until, 0))) - wharf_now_ms() FROM inbox
-             WHERE cardinality($1::text[]) = 0 OR queue = ANY($1)",
+            "SELECT GREATEST(available_at, COALESCE(locked_until, 0)) - wharf_now_ms() FROM inbox
+             WHERE cardinality($1::text[]) = 0 OR queue = ANY($1)
+             ORDER BY 1 LIMIT 1 FOR KEY SHARE SKIP LOCKED",
         )
         .bind(queues)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
         let wait = match next_due {
             Some(ms) if ms <= 0 => return Ok(()),

@@ -12,55 +12,60 @@
 //!    message either its removal or its next due time.
 //! 4. Write each kind of row with one statement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::insert_new;
+use super::{insert_new, notify};
 use crate::effects::{Destination, Effects};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::store::{PluginResult, PluginVersion, Result, SettleSummary, Settlement};
 
-/// Apply `batch` inside the caller's transaction.
+/// Apply `batch` inside the caller's transaction. `held` is `None` for leased claims
+/// (fenced here), or the enqueue times of the messages this transaction claimed and
+/// deleted (only those needing another attempt go back).
 pub(super) async fn settle_batch(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
     batch: &[Settlement],
+    held: Option<&HashMap<Uuid, i64>>,
 ) -> Result<SettleSummary> {
     let mut summary = SettleSummary::default();
     if batch.is_empty() {
         return Ok(summary);
     }
-    let ours = fence(tx, batch).await?;
-    let batch: Vec<&Settlement> = batch
-        .iter()
-        .filter(|s| {
-            let ours = ours.contains(&s.message.id);
-            if !ours {
-                tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
-                summary.fenced += 1;
-            }
-            ours
-        })
-        .collect();
+    let batch: Vec<&Settlement> = match held {
+        Some(_) => batch.iter().collect(),
+        None => {
+            let ours = fence(tx, batch).await?;
+            batch
+                .iter()
+                .filter(|s| {
+                    let ours = ours.contains(&s.message.id);
+                    if !ours {
+                        tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
+                        summary.fenced += 1;
+                    }
+                    ours
+                })
+                .collect()
+        }
+    };
     let mut versions = lock_state(tx, &batch).await?;
     let mut plan = Plan::default();
     for s in &batch {
         plan.add(s, &mut versions, &mut summary);
     }
-    plan.write(tx, channel, &versions).await?;
+    plan.write(tx, channel, &versions, held).await?;
     Ok(summary)
 }
 
 /// Clear the claims still held by these settlements' tokens; returns their message ids.
-async fn fence(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &[Settlement],
-) -> Result<std::collections::HashSet<Uuid>> {
+async fn fence(tx: &mut Transaction<'_, Postgres>, batch: &[Settlement]) -> Result<HashSet<Uuid>> {
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
     let tokens: Vec<Uuid> = batch.iter().map(|s| s.message.lock_token).collect();
     let rows = sqlx::query(
@@ -134,7 +139,7 @@ fn lock_id(plugin: &str, key: &str) -> i64 {
 /// Rows to write, gathered from the whole batch; each table's rows as one array per
 /// column, ready for `UNNEST`.
 #[derive(Default)]
-struct Plan {
+struct Plan<'a> {
     ledger: Vec<(Uuid, PluginVersion)>,
     publishes: Vec<NewMessage>,
     outbox: OutboxRows,
@@ -144,7 +149,9 @@ struct Plan {
     resolved: Vec<(Uuid, String)>,
     attempt_errors: AttemptRows,
     dead: DeadRows,
-    again: AgainRows,
+    /// Messages that stay for another attempt: (message, whether the attempt counts,
+    /// delay in ms).
+    again: Vec<(&'a Envelope, i32, i64)>,
     done: Vec<Uuid>,
 }
 
@@ -219,19 +226,10 @@ impl DeadRows {
     }
 }
 
-/// Messages that stay in the inbox for another attempt.
-#[derive(Default)]
-struct AgainRows {
-    message: Vec<Uuid>,
-    /// 1 when the attempt counts, 0 for a re-run after a state conflict.
-    counts: Vec<i32>,
-    delay_ms: Vec<i64>,
-}
-
-impl Plan {
+impl<'a> Plan<'a> {
     fn add(
         &mut self,
-        s: &Settlement,
+        s: &'a Settlement,
         versions: &mut BTreeMap<Key, i64>,
         summary: &mut SettleSummary,
     ) {
@@ -299,9 +297,8 @@ impl Plan {
         }
         match again {
             Some((delay, counts)) => {
-                self.again.message.push(message.id);
-                self.again.counts.push(counts as i32);
-                self.again.delay_ms.push(delay.as_millis() as i64);
+                self.again
+                    .push((message, counts as i32, delay.as_millis() as i64))
             }
             None => self.done.push(message.id),
         }
@@ -357,6 +354,7 @@ impl Plan {
         tx: &mut Transaction<'_, Postgres>,
         channel: &str,
         versions: &BTreeMap<Key, i64>,
+        held: Option<&HashMap<Uuid, i64>>,
     ) -> Result<()> {
         if !self.ledger.is_empty() {
             let (ids, plugins): (Vec<Uuid>, Vec<&PluginVersion>) =
@@ -426,27 +424,93 @@ impl Plan {
             .await?;
         }
         write_dead(tx, self.dead).await?;
-        if !self.again.message.is_empty() {
-            let a = self.again;
-            sqlx::query(
-                "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay
-                 FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
-                 WHERE i.id = a.id",
-            )
-            .bind(a.message)
-            .bind(a.counts)
-            .bind(a.delay_ms)
-            .execute(&mut **tx)
-            .await?;
+        match held {
+            None => {
+                write_again_leased(tx, &self.again).await?;
+                if !self.done.is_empty() {
+                    sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
+                        .bind(&self.done)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            // The claim deleted every message; done ones simply stay deleted.
+            Some(created_at) => write_again_held(tx, &self.again, created_at).await?,
         }
-        if !self.done.is_empty() {
-            sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
-                .bind(&self.done)
-                .execute(&mut **tx)
-                .await?;
+        if !self.again.is_empty() {
+            // Hosts waiting for work recompute when the next attempt is due.
+            notify(tx, channel).await?;
         }
         Ok(())
     }
+}
+
+/// Leased messages that stay: count the attempt and set when the next one is due.
+async fn write_again_leased(
+    tx: &mut Transaction<'_, Postgres>,
+    again: &[(&Envelope, i32, i64)],
+) -> Result<()> {
+    if again.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = again.iter().map(|(m, _, _)| m.id).collect();
+    let counts: Vec<i32> = again.iter().map(|a| a.1).collect();
+    let delays: Vec<i64> = again.iter().map(|a| a.2).collect();
+    sqlx::query(
+        "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay
+         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
+         WHERE i.id = a.id",
+    )
+    .bind(ids)
+    .bind(counts)
+    .bind(delays)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Messages a held claim deleted that stay: put them back with the attempt counted and
+/// their next due time.
+async fn write_again_held(
+    tx: &mut Transaction<'_, Postgres>,
+    again: &[(&Envelope, i32, i64)],
+    created_at: &HashMap<Uuid, i64>,
+) -> Result<()> {
+    if again.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&Envelope) -> String| -> Vec<String> {
+        again.iter().map(|(m, _, _)| f(m)).collect()
+    };
+    let ids: Vec<Uuid> = again.iter().map(|(m, _, _)| m.id).collect();
+    let payloads: Vec<&[u8]> = again.iter().map(|(m, _, _)| m.payload.as_slice()).collect();
+    let attempts: Vec<i32> = again
+        .iter()
+        .map(|(m, c, _)| m.attempts as i32 + c)
+        .collect();
+    let delays: Vec<i64> = again.iter().map(|a| a.2).collect();
+    let created: Vec<Option<i64>> = ids.iter().map(|id| created_at.get(id).copied()).collect();
+    sqlx::query(
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+         SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
+                COALESCE(created, wharf_now_ms())
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
+                     $7::bigint[], $8::bigint[])
+             AS t(id, queue, kind, headers, payload, attempts, delay, created)",
+    )
+    .bind(&ids)
+    .bind(column(&|m| m.queue.clone()))
+    .bind(column(&|m| m.kind.clone()))
+    .bind(column(&|m| {
+        serde_json::to_string(&m.headers).expect("a string map serialises")
+    }))
+    .bind(payloads)
+    .bind(attempts)
+    .bind(delays)
+    .bind(created)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Upsert the final value of every written key with its new version; delete the others.

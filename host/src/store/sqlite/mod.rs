@@ -1,7 +1,8 @@
-//! The embedded store on SQLite: one file, WAL mode, no server. Claims are leases
-//! (`locked_until` + `lock_token`): the handler runs outside any transaction, and a settle
-//! whose token is no longer current is refused (fencing). A crashed host's claims come back
-//! when their lease expires.
+//! The embedded store on SQLite: one file, WAL mode, no server. Claims are always leases
+//! (`locked_until` + `lock_token`), whatever [`ClaimMode`] asks: SQLite has one writer, so
+//! a transaction held while handlers run would stall every publish. The handler runs
+//! outside any transaction, and a settle whose token is no longer current is refused
+//! (fencing). A crashed host's claims come back when their lease expires.
 
 mod settle;
 
@@ -16,8 +17,8 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AttemptError, FailedMessage, FailedStatus, QueueStats, Result, RetrySelection, SettleSummary,
-    Settlement, Store, StoreError, now_ms,
+    AttemptError, Claim, ClaimMode, FailedMessage, FailedStatus, Hold, QueueStats, Result,
+    RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
 
@@ -131,7 +132,13 @@ impl Store for SqliteStore {
         Ok(inserted)
     }
 
-    async fn claim(&self, queues: &[String], limit: u32, lease: Duration) -> Result<Vec<Envelope>> {
+    async fn claim(
+        &self,
+        queues: &[String],
+        limit: u32,
+        _mode: ClaimMode,
+        lease: Duration,
+    ) -> Result<Claim> {
         let now = now_ms();
         let token = Uuid::now_v7();
         let queues = serde_json::to_string(queues).expect("strings serialise");
@@ -191,17 +198,25 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(claimed)
+        Ok(Claim {
+            messages: claimed,
+            hold: Hold::Lease,
+        })
     }
 
-    async fn settle(&self, batch: &[Settlement]) -> Result<SettleSummary> {
+    async fn settle(&self, _hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let summary = settle::settle_batch(&mut tx, batch, now_ms()).await?;
         tx.commit().await?;
         Ok(summary)
     }
 
-    async fn extend_lease(&self, claims: &[(Uuid, Uuid)], lease: Duration) -> Result<u64> {
+    async fn renew(
+        &self,
+        _hold: &mut Hold,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+    ) -> Result<u64> {
         let until = now_ms() + lease.as_millis() as i64;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut held = 0;
