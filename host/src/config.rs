@@ -88,6 +88,9 @@ pub struct InboxConfig {
     pub queues: Vec<String>,
     /// Messages claimed and settled together.
     pub batch_size: u32,
+    /// Batches a host works on at once: while one is being settled, the next one's
+    /// handlers run. `runtime.concurrency` bounds the calls across all of them.
+    pub batches_in_flight: usize,
     /// Longest wait between polls when nothing is due, in milliseconds. PostgreSQL hosts
     /// wake earlier: on a new message (NOTIFY) or when a scheduled retry comes due.
     pub poll_interval_ms: u64,
@@ -155,6 +158,7 @@ impl Default for InboxConfig {
         Self {
             queues: Vec::new(),
             batch_size: 64,
+            batches_in_flight: 2,
             poll_interval_ms: 200,
             lease_ms: 10_000,
             max_payload_bytes: 1 << 20,
@@ -243,6 +247,9 @@ impl Config {
                 "runtime.instance_pool",
                 "must be at least runtime.concurrency",
             );
+        }
+        if self.inbox.batches_in_flight == 0 {
+            return invalid("inbox.batches_in_flight", "must be greater than 0");
         }
         if self.inbox.batch_size == 0 {
             return invalid("inbox.batch_size", "must be greater than 0");

@@ -3,11 +3,12 @@
 //! the whole batch to the store's settle transaction.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -54,6 +55,53 @@ impl RunReport {
     }
 }
 
+/// Totals shared by the lanes of one [`Worker::run`].
+struct Progress {
+    started: Instant,
+    /// The totals, and when progress was last logged.
+    report: Mutex<(RunReport, Instant)>,
+    /// Messages claimed or being claimed, against [`StopWhen::limit`].
+    reserved: AtomicU64,
+}
+
+impl Progress {
+    /// How many messages the next claim may take: a batch, or what is left of `limit`.
+    fn reserve(&self, batch: u32, limit: Option<u64>) -> Option<u32> {
+        let Some(limit) = limit else {
+            return Some(batch);
+        };
+        let mut taken = 0;
+        self.reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |reserved| {
+                taken = limit.saturating_sub(reserved).min(u64::from(batch));
+                Some(reserved + taken)
+            })
+            .expect("the update always succeeds");
+        (taken > 0).then_some(taken as u32)
+    }
+
+    /// Give back reserved messages that were not claimed.
+    fn release(&self, n: u64) {
+        self.reserved.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    fn add(&self, messages: u64, summary: SettleSummary) {
+        let mut guard = self.report.lock().expect("no lane panicked");
+        let (report, last_logged) = &mut *guard;
+        report.add(messages, summary);
+        if last_logged.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(
+                messages = report.messages,
+                handled = report.settled.handled,
+                retried = report.settled.retried,
+                failed = report.settled.failed,
+                "progress"
+            );
+            *last_logged = Instant::now();
+        }
+    }
+}
+
 /// Consumes the inbox with one set of plugins.
 pub struct Worker {
     store: Arc<dyn Store>,
@@ -64,6 +112,8 @@ pub struct Worker {
     plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// How batches are claimed: see [`claim_mode`].
     mode: ClaimMode,
+    /// `runtime.concurrency` permits, shared by the batches in flight.
+    calls: Semaphore,
 }
 
 /// Hold the claim transaction open while the handlers run when they are short (their
@@ -97,49 +147,63 @@ impl Worker {
             runtime,
             plugins,
             mode: claim_mode(&config),
+            calls: Semaphore::new(config.runtime.concurrency),
             config,
             plugin_config,
         }
     }
 
-    /// Run until a stop condition or `shutdown` turns true; the batch in flight is always
-    /// finished and settled.
+    /// Run until a stop condition or `shutdown` turns true; the batches in flight are
+    /// always finished and settled. `inbox.batches_in_flight` batches run at once, so one
+    /// is handled while another is claimed or settled.
     pub async fn run(
         &self,
         stop: StopWhen,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<RunReport, StoreError> {
-        let started = Instant::now();
-        let mut report = RunReport::default();
-        let mut last_progress = Instant::now();
+        let progress = Progress {
+            started: Instant::now(),
+            report: Mutex::new((RunReport::default(), Instant::now())),
+            reserved: AtomicU64::new(0),
+        };
+        let lanes = (0..self.config.inbox.batches_in_flight)
+            .map(|_| self.lane(stop, shutdown.clone(), &progress));
+        futures::future::try_join_all(lanes).await?;
+        let (report, _) = progress.report.into_inner().expect("no lane panicked");
+        Ok(report)
+    }
+
+    /// One claim -> handle -> settle loop of [`Worker::run`].
+    async fn lane(
+        &self,
+        stop: StopWhen,
+        mut shutdown: watch::Receiver<bool>,
+        progress: &Progress,
+    ) -> Result<(), StoreError> {
         let poll = Duration::from_millis(self.config.inbox.poll_interval_ms);
         loop {
-            if *shutdown.borrow() || stop.time_limit.is_some_and(|t| started.elapsed() >= t) {
-                break;
+            if *shutdown.borrow()
+                || stop
+                    .time_limit
+                    .is_some_and(|t| progress.started.elapsed() >= t)
+            {
+                return Ok(());
             }
-            let mut limit = self.config.inbox.batch_size;
-            if let Some(max) = stop.limit {
-                let left = max.saturating_sub(report.messages);
-                if left == 0 {
-                    break;
+            let Some(limit) = progress.reserve(self.config.inbox.batch_size, stop.limit) else {
+                return Ok(());
+            };
+            let (claimed, summary) = match self.run_batch(limit).await {
+                Ok(done) => done,
+                Err(e) => {
+                    progress.release(limit.into());
+                    return Err(e);
                 }
-                limit = limit.min(left.min(u32::MAX as u64) as u32);
-            }
-            let (claimed, summary) = self.run_batch(limit).await?;
-            report.add(claimed, summary);
-            if last_progress.elapsed() >= Duration::from_secs(5) {
-                tracing::info!(
-                    messages = report.messages,
-                    handled = report.settled.handled,
-                    retried = report.settled.retried,
-                    failed = report.settled.failed,
-                    "progress"
-                );
-                last_progress = Instant::now();
-            }
+            };
+            progress.release(u64::from(limit) - claimed);
+            progress.add(claimed, summary);
             if claimed == 0 {
                 if stop.until_idle {
-                    break;
+                    return Ok(());
                 }
                 tokio::select! {
                     woke = self.store.wait_for_work(&self.config.inbox.queues, poll) => woke?,
@@ -147,7 +211,6 @@ impl Worker {
                 }
             }
         }
-        Ok(report)
     }
 
     /// Claim up to `limit` messages, handle them and settle them. Returns how many
@@ -245,7 +308,14 @@ impl Worker {
                 max_payload_bytes: self.config.inbox.max_payload_bytes,
             };
             let started = Instant::now();
-            let outcome = self.runtime.call(plugin, message, attempt, context).await;
+            let outcome = {
+                let _permit = self
+                    .calls
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                self.runtime.call(plugin, message, attempt, context).await
+            };
             let elapsed = started.elapsed();
             let verdict = decide(outcome, attempt, self.policy(plugin), &mut rand::rng());
             match &verdict {
