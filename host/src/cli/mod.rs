@@ -1,6 +1,7 @@
 //! The `wharf` command line: argument parsing and the shared start-up steps (config,
 //! logging, store, runtime and plugins). One file per group of subcommands.
 
+mod cleanup;
 mod failed;
 mod inspect;
 mod publish;
@@ -50,6 +51,8 @@ enum Command {
     Plugins(inspect::PluginsCommand),
     /// Bring the database schema up to date (`run` does this on start too).
     Migrate,
+    /// Retention: delete finished rows older than a duration.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Parse the command line and run the command.
@@ -64,6 +67,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Failed(cmd) => failed::failed(config, cmd).await,
         Command::Queues { json } => inspect::queues(config, json).await,
         Command::Plugins(cmd) => inspect::plugins(config, cmd).await,
+        Command::Cleanup(args) => cleanup::cleanup(config, args).await,
         Command::Migrate => {
             open_store(&config).await?;
             println!("database {} is up to date", config.database.url);

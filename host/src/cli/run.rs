@@ -22,6 +22,13 @@ pub struct RunArgs {
     /// Exit once no message is due.
     #[arg(long)]
     until_idle: bool,
+    /// Retention: while running, delete finished rows older than this (`7d`), as `wharf
+    /// cleanup --older-than` does; at start and then every `--cleanup-every`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    cleanup_older_than: Option<Duration>,
+    /// How often the cleanup runs.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h", requires = "cleanup_older_than")]
+    cleanup_every: Duration,
 }
 
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
@@ -30,11 +37,20 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         time_limit: args.time_limit.map(Duration::from_secs),
         until_idle: args.until_idle,
     };
-    serve(config, stop).await
+    let cleanup = args
+        .cleanup_older_than
+        .map(|older_than| (older_than, args.cleanup_every));
+    serve(config, stop, cleanup).await
 }
 
-async fn serve(config: Config, stop: StopWhen) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    stop: StopWhen,
+    cleanup: Option<(Duration, Duration)>,
+) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
+    let cleaning = cleanup
+        .map(|(older_than, every)| super::cleanup::periodic(store.clone(), older_than, every));
     let (runtime, plugins) = super::load_plugins(&config).await?;
     tracing::info!(
         database = config.database.url,
@@ -42,7 +58,11 @@ async fn serve(config: Config, stop: StopWhen) -> anyhow::Result<()> {
         "wharf running"
     );
     let worker = Worker::new(store, runtime, Arc::new(plugins), Arc::new(config));
-    let report = worker.run(stop, crate::shutdown::on_signal()).await?;
+    let report = worker.run(stop, crate::shutdown::on_signal()).await;
+    if let Some(task) = cleaning {
+        task.abort();
+    }
+    let report = report?;
     let s = report.settled;
     tracing::info!(
         messages = report.messages,
@@ -79,6 +99,7 @@ pub async fn demo(config: Config) -> anyhow::Result<()> {
             until_idle: true,
             ..StopWhen::default()
         },
+        None,
     )
     .await?;
     println!("\nDone. Try: wharf queues, wharf failed list, wharf plugins list");

@@ -236,6 +236,22 @@ pub struct QueueStats {
     pub failed: u64,
 }
 
+/// What a [`Store::cleanup`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Cleaned {
+    /// Dedup rows of messages no longer in the inbox: a duplicate of one of these ids
+    /// arriving later is accepted and handled again.
+    pub received: u64,
+    /// Ledger rows of messages no longer in the inbox.
+    pub processed: u64,
+    /// Outbox rows already sent.
+    pub outbox: u64,
+    /// Failed messages handled after a retry (`resolved`).
+    pub failed: u64,
+    /// Attempt errors of messages no longer in the inbox or the pending dead letters.
+    pub attempt_errors: u64,
+}
+
 /// Which failed messages `failed retry` sends back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetrySelection {
@@ -297,6 +313,12 @@ pub trait Store: Send + Sync {
 
     /// Depth of every queue that has messages or failures.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+
+    /// Retention: delete, in one transaction, what is older than `older_than` and
+    /// finished: dedup and ledger rows of messages no longer in the inbox, sent outbox
+    /// rows, resolved failures, and attempt errors nothing refers to any more. Dead
+    /// letters still waiting for an operator are kept whatever their age.
+    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned>;
 }
 
 /// Open the store named by a `database.url`, applying pending migrations.

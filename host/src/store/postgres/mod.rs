@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, FailedMessage, FailedStatus, Hold, QueueStats, Result,
+    AttemptError, Claim, ClaimMode, Cleaned, FailedMessage, FailedStatus, Hold, QueueStats, Result,
     RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
 };
 use crate::envelope::{Envelope, NewMessage};
@@ -487,6 +487,46 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(deleted > 0)
+    }
+
+    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+        let row = sqlx::query(
+            "WITH cut AS (SELECT wharf_now_ms() - $1 AS t),
+             received_gone AS (
+                 DELETE FROM received r USING cut WHERE r.received_at < cut.t
+                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = r.id)
+                 RETURNING 1),
+             processed_gone AS (
+                 DELETE FROM processed p USING cut WHERE p.handled_at < cut.t
+                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = p.message_id)
+                 RETURNING 1),
+             outbox_gone AS (
+                 DELETE FROM outbox o USING cut WHERE o.sent_at < cut.t RETURNING 1),
+             failed_gone AS (
+                 DELETE FROM failed_messages f USING cut
+                 WHERE f.status = 'resolved' AND f.resolved_at < cut.t RETURNING 1),
+             errors_gone AS (
+                 DELETE FROM attempt_errors a USING cut WHERE a.at < cut.t
+                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = a.message_id)
+                   AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                                   WHERE f.message_id = a.message_id AND f.plugin = a.plugin
+                                     AND f.status <> 'resolved')
+                 RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM received_gone), (SELECT COUNT(*) FROM processed_gone),
+                    (SELECT COUNT(*) FROM outbox_gone), (SELECT COUNT(*) FROM failed_gone),
+                    (SELECT COUNT(*) FROM errors_gone)",
+        )
+        .bind(older_than.as_millis() as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(Cleaned {
+            received: n(0),
+            processed: n(1),
+            outbox: n(2),
+            failed: n(3),
+            attempt_errors: n(4),
+        })
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

@@ -17,7 +17,7 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, FailedMessage, FailedStatus, Hold, QueueStats, Result,
+    AttemptError, Claim, ClaimMode, Cleaned, FailedMessage, FailedStatus, Hold, QueueStats, Result,
     RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
@@ -331,6 +331,42 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(row.is_some())
+    }
+
+    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+        let cut = now_ms() - older_than.as_millis() as i64;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut deleted = [0u64; 5];
+        let statements = [
+            "DELETE FROM received WHERE received_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)",
+            "DELETE FROM processed WHERE handled_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
+            "DELETE FROM outbox WHERE sent_at < ?1",
+            // Attempt errors before failures: a resolved failure's history goes with it.
+            "DELETE FROM attempt_errors WHERE at < ?1
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
+               AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                               WHERE f.message_id = attempt_errors.message_id
+                                 AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
+            "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ?1",
+        ];
+        for (n, sql) in deleted.iter_mut().zip(statements) {
+            *n = sqlx::query(sql)
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        let [received, processed, outbox, attempt_errors, failed] = deleted;
+        Ok(Cleaned {
+            received,
+            processed,
+            outbox,
+            failed,
+            attempt_errors,
+        })
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

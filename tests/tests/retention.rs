@@ -1,0 +1,99 @@
+//! Retention on both stores: `cleanup` deletes only rows that are old and finished (dedup
+//! and ledger rows of messages that left the inbox, sent outbox rows, resolved failures),
+//! keeps dead letters waiting for an operator, and a duplicate arriving after its dedup
+//! row was deleted is handled again (the documented dedup window).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use wharf_host::store::{Cleaned, RetrySelection};
+use wharf_tests::{Backend, Host, conformance};
+
+async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backend: Backend) {
+    // A host without a plugin for test.noop dead-letters it; test.reject is rejected.
+    let first = Host::start(backend, &["fixture-always-reject"]).await;
+    let orphan = first.publish("test", "test.noop", json!({})).await;
+    first.publish("test", "test.reject", json!({})).await;
+    first.publish("parked", "test.noop", json!({})).await;
+    first.drain().await;
+
+    // A host with the plugins: the orphan is retried and resolved, two more are handled,
+    // one of them publishing to an exchange (an outbox row, marked sent as a relay would).
+    let url = first.config.database.url.clone();
+    let second = Host::start_with(backend, &["fixture-noop", "fixture-once"], |c| {
+        c.database.url = url
+    })
+    .await;
+    let failed = second.store.failed_list().await.unwrap();
+    let orphan_row = failed.iter().find(|f| f.message_id == orphan.id).unwrap();
+    second
+        .store
+        .failed_retry(RetrySelection::One(orphan_row.id))
+        .await
+        .unwrap();
+    let handled = second.publish("test", "test.noop", json!({})).await;
+    second
+        .publish("test", "test.once", json!({"spin_ms": 0}))
+        .await;
+    assert_eq!(second.drain().await.settled.handled, 3);
+    sqlx::query("UPDATE outbox SET sent_at = created_at")
+        .execute(&second.db)
+        .await
+        .unwrap();
+    let again = || second.store.enqueue(std::slice::from_ref(&handled));
+    assert_eq!(again().await.unwrap(), 0, "a duplicate is dropped");
+
+    assert_eq!(
+        second
+            .store
+            .cleanup(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        Cleaned::default(),
+        "nothing is an hour old"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cleaned = second.store.cleanup(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        cleaned,
+        Cleaned {
+            received: 4,
+            processed: 3,
+            outbox: 1,
+            failed: 1,
+            attempt_errors: 0,
+        }
+    );
+    assert_eq!(
+        second.count("SELECT COUNT(*) FROM received").await,
+        1,
+        "the parked message, still in the inbox, keeps its dedup row"
+    );
+    let left = second.store.failed_list().await.unwrap();
+    assert_eq!(left.len(), 1, "the rejected message waits for an operator");
+    assert_eq!(left[0].status.as_str(), "failed");
+    let (_, history) = second.store.failed_get(left[0].id).await.unwrap().unwrap();
+    assert_eq!(history.len(), 1, "with its attempt history");
+
+    assert_eq!(
+        again().await.unwrap(),
+        1,
+        "past the dedup window the same id is accepted again"
+    );
+    assert_eq!(second.drain().await.settled.handled, 1);
+
+    let cli = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .args(["cleanup", "--older-than", "7d"])
+        .env("WHARF_DATABASE_URL", &second.config.database.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{cli:?}");
+    assert!(
+        stdout.starts_with("deleted rows older than 7days: 0 dedup, 0 ledger"),
+        "{stdout}"
+    );
+}
+
+conformance!(cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window);
