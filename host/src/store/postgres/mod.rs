@@ -1,16 +1,32 @@
 //! The fleet store on PostgreSQL: many hosts share one inbox.
 //!
-//! Claims are leases: `FOR UPDATE SKIP LOCKED` picks due rows no other host holds, stamps
-//! them with `locked_until` and a fresh `lock_token`, and commits at once, so the handlers
-//! run outside any transaction. The settle transaction first re-takes every message whose
-//! token is still current (fencing): a host that lost its lease (it was slow, or presumed
-//! dead and its messages re-claimed) writes nothing. A crashed host's claims come back when
-//! the lease expires. Every statement of a settle is a bulk statement over the whole batch
-//! (`UNNEST` of arrays), so a batch costs a handful of round trips, not a few per message.
+//! A claim picks due rows no other host holds with `FOR UPDATE SKIP LOCKED`, in one of two
+//! ways ([`ClaimMode`]; the worker picks one from the handlers' deadline):
 //!
-//! Times come from the database clock (`wharf_now_ms()`), so hosts with skewed clocks
-//! agree on leases and due times. New messages `NOTIFY` the schema's channel so idle hosts
-//! wake up at once instead of polling.
+//! - **Held transaction**: `DELETE ... SKIP LOCKED RETURNING` inside a transaction that
+//!   stays open while the handlers run; the settle writes the batch's results into it and
+//!   commits. One commit per batch, no fencing needed (the rows are ours until we commit or
+//!   the connection drops), and a crashed host's messages are claimable the moment its
+//!   connection closes. Messages that need another attempt are inserted back. A frozen
+//!   host is cut off by `idle_in_transaction_session_timeout` (set to the lease), which
+//!   the heartbeat resets.
+//! - **Lease**: the rows get `locked_until` and a fresh `lock_token` and the claim commits
+//!   at once, so handlers run outside any transaction. The settle transaction first
+//!   re-takes every message whose token is still current (fencing): a host that lost its
+//!   lease writes nothing. A crashed host's claims come back when the lease expires.
+//!
+//! Held transactions are the default for short handlers: measured here (PostgreSQL 15,
+//! 2 cores, batch 100, 256 B, trivial plugin, `cargo bench -p wharf-tests -- postgres`)
+//! they settle ~28k msgs/s against ~18k for leases, whose claim is an UPDATE that writes a
+//! new row version and whose settle adds the fencing statement. Past
+//! `inbox.hold_claims_up_to_ms` of handler deadline, leases take over: a transaction open
+//! for minutes pins a connection and holds back vacuum on every table.
+//!
+//! Every statement of a settle is a bulk statement over the whole batch (`UNNEST` of
+//! arrays), so a batch costs a handful of round trips, not a few per message. Times come
+//! from the database clock (`wharf_now_ms()`), so hosts with skewed clocks agree on leases
+//! and due times. New messages `NOTIFY` the schema's channel so idle hosts wake up at once
+//! instead of polling.
 
 mod settle;
 
