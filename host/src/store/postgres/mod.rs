@@ -28,9 +28,12 @@
 //! and due times. New messages `NOTIFY` the schema's channel so idle hosts wake up at once
 //! instead of polling.
 
+mod claim;
 mod settle;
 
-use std::collections::{BTreeMap, HashMap};
+pub use claim::HeldTransaction;
+
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,26 +46,11 @@ use super::{
     AttemptError, Claim, ClaimMode, Cleaned, FailedMessage, FailedStatus, Hold, QueueStats, Result,
     RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
 };
-use crate::envelope::{Envelope, NewMessage};
+use crate::envelope::NewMessage;
+use claim::claim_lost;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
-
-/// A claim's open transaction: the batch's rows are deleted in it, uncommitted, so other
-/// hosts skip them; the settle writes into it and commits.
-pub struct HeldTransaction {
-    tx: Transaction<'static, Postgres>,
-    /// When each claimed message was enqueued, for those put back for another attempt.
-    created_at: HashMap<Uuid, i64>,
-}
-
-impl std::fmt::Debug for HeldTransaction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeldTransaction")
-            .field("messages", &self.created_at.len())
-            .finish_non_exhaustive()
-    }
-}
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Debug)]
@@ -162,68 +150,6 @@ pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str) ->
     Ok(())
 }
 
-/// The due rows a claim takes: `$1` queues (all when empty), `$2` how many.
-macro_rules! due_rows {
-    () => {
-        "SELECT id FROM inbox
-         WHERE available_at <= wharf_now_ms()
-           AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
-           AND (cardinality($1::text[]) = 0 OR queue = ANY($1))
-         ORDER BY available_at LIMIT $2
-         FOR UPDATE SKIP LOCKED"
-    };
-}
-
-/// The claimed rows `c`, each with the plugins that already handled or dead-lettered it.
-macro_rules! claimed_rows {
-    () => {
-        "SELECT c.id, c.queue, c.kind, c.headers::text AS headers, c.payload, c.attempts,
-                c.created_at,
-                ARRAY(SELECT plugin FROM processed p WHERE p.message_id = c.id
-                      UNION
-                      SELECT plugin FROM failed_messages f
-                      WHERE f.message_id = c.id AND f.status IN ('failed', 'pending')) AS settled
-         FROM c ORDER BY c.available_at"
-    };
-}
-
-fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
-    rows.iter()
-        .map(|row| {
-            Ok(Envelope {
-                id: row.get("id"),
-                queue: row.get("queue"),
-                kind: row.get("kind"),
-                headers: parse_headers(row.get("headers"))?,
-                payload: row.get("payload"),
-                attempts: row.get::<i32, _>("attempts") as u32,
-                lock_token: token,
-                settled_plugins: row.get::<Vec<String>, _>("settled").into_iter().collect(),
-            })
-        })
-        .collect()
-}
-
-/// A claim held in a transaction fails as a whole when its connection is gone: the
-/// server rolled it back, so nothing was written and the messages are claimable again.
-fn claim_lost(e: StoreError) -> StoreError {
-    match e {
-        StoreError::Database(e) if connection_gone(&e) => StoreError::ClaimLost(e),
-        e => e,
-    }
-}
-
-fn connection_gone(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        // Idle-in-transaction timeout, and the class of connection exceptions.
-        sqlx::Error::Database(e) => e
-            .code()
-            .is_some_and(|c| c == "25P03" || c.starts_with("08") || c.starts_with("57P")),
-        _ => false,
-    }
-}
-
 fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
 }
@@ -270,63 +196,7 @@ impl Store for PostgresStore {
         mode: ClaimMode,
         lease: Duration,
     ) -> Result<Claim> {
-        match mode {
-            ClaimMode::Lease => {
-                let token = Uuid::now_v7();
-                let rows = sqlx::query(concat!(
-                    "WITH c AS (
-                         UPDATE inbox SET locked_until = wharf_now_ms() + $3, lock_token = $4
-                         WHERE id IN (",
-                    due_rows!(),
-                    ") RETURNING *)",
-                    claimed_rows!()
-                ))
-                .bind(queues)
-                .bind(i64::from(limit))
-                .bind(lease.as_millis() as i64)
-                .bind(token)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(Claim {
-                    messages: envelopes(&rows, token)?,
-                    hold: Hold::Lease,
-                })
-            }
-            ClaimMode::Transaction => {
-                let mut tx = self.pool.begin().await?;
-                // A host that stops renewing (frozen, cut off) loses the claim after `lease`:
-                // the server ends the idle transaction and the rows are claimable again.
-                sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-                    .bind(lease.as_millis().to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                let rows = sqlx::query(concat!(
-                    "WITH c AS (DELETE FROM inbox WHERE id IN (",
-                    due_rows!(),
-                    ") RETURNING *)",
-                    claimed_rows!()
-                ))
-                .bind(queues)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?;
-                if rows.is_empty() {
-                    tx.rollback().await?;
-                    return Ok(Claim {
-                        messages: Vec::new(),
-                        hold: Hold::Lease,
-                    });
-                }
-                let created_at = rows
-                    .iter()
-                    .map(|r| (r.get("id"), r.get("created_at")))
-                    .collect();
-                Ok(Claim {
-                    messages: envelopes(&rows, Uuid::nil())?,
-                    hold: Hold::Transaction(HeldTransaction { tx, created_at }),
-                })
-            }
-        }
+        claim::claim(&self.pool, queues, limit, mode, lease).await
     }
 
     async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
@@ -354,27 +224,7 @@ impl Store for PostgresStore {
         claims: &[(Uuid, Uuid)],
         lease: Duration,
     ) -> Result<u64> {
-        if let Hold::Transaction(held) = hold {
-            // Any statement restarts the server's idle-in-transaction clock.
-            sqlx::query("SELECT 1")
-                .execute(&mut *held.tx)
-                .await
-                .map_err(|e| claim_lost(e.into()))?;
-            return Ok(claims.len() as u64);
-        }
-        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = claims.iter().copied().unzip();
-        let held = sqlx::query(
-            "UPDATE inbox i SET locked_until = wharf_now_ms() + $3
-             FROM UNNEST($1::uuid[], $2::uuid[]) AS c(id, token)
-             WHERE i.id = c.id AND i.lock_token = c.token",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(lease.as_millis() as i64)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(held)
+        claim::renew(&self.pool, hold, claims, lease).await
     }
 
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
