@@ -30,6 +30,7 @@
 
 mod claim;
 mod settle;
+mod writes;
 
 pub use claim::HeldTransaction;
 
