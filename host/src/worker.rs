@@ -116,6 +116,15 @@ pub struct Worker {
     calls: Semaphore,
 }
 
+/// Waits between tries after the database failed: 100 ms doubling up to 10 s.
+const STORE_BACKOFF: RetryPolicy = RetryPolicy {
+    max_retries: u32::MAX,
+    base_delay_ms: 100,
+    multiplier: 2.0,
+    max_delay_ms: 10_000,
+    jitter: 0.2,
+};
+
 /// Hold the claim transaction open while the handlers run when they are short (their
 /// deadline is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
 /// crashed host's messages return at once. Longer handlers get leases, so no
@@ -181,6 +190,7 @@ impl Worker {
         progress: &Progress,
     ) -> Result<(), StoreError> {
         let poll = Duration::from_millis(self.config.inbox.poll_interval_ms);
+        let mut failures = 0;
         loop {
             if *shutdown.borrow()
                 || stop
@@ -192,25 +202,61 @@ impl Worker {
             let Some(limit) = progress.reserve(self.config.inbox.batch_size, stop.limit) else {
                 return Ok(());
             };
-            let (claimed, summary) = match self.run_batch(limit).await {
-                Ok(done) => done,
+            let batch = self.run_batch(limit).await;
+            let claimed = match batch {
+                Ok((claimed, summary)) => {
+                    progress.release(u64::from(limit) - claimed);
+                    progress.add(claimed, summary);
+                    claimed
+                }
                 Err(e) => {
                     progress.release(limit.into());
-                    return Err(e);
+                    self.back_off(e, &mut failures, &mut shutdown).await?;
+                    continue;
                 }
             };
-            progress.release(u64::from(limit) - claimed);
-            progress.add(claimed, summary);
             if claimed == 0 {
                 if stop.until_idle {
                     return Ok(());
                 }
                 tokio::select! {
-                    woke = self.store.wait_for_work(&self.config.inbox.queues, poll) => woke?,
+                    woke = self.store.wait_for_work(&self.config.inbox.queues, poll) => {
+                        if let Err(e) = woke {
+                            self.back_off(e, &mut failures, &mut shutdown).await?;
+                            continue;
+                        }
+                    }
                     _ = shutdown.changed() => {}
                 }
             }
+            failures = 0;
         }
+    }
+
+    /// After a store error: give up on one an operator must fix, else wait (growing
+    /// from 100 ms to 10 s with the `failures` in a row) and let the lane go on. A batch
+    /// whose settle failed was not written; its messages return when their claim ends.
+    async fn back_off(
+        &self,
+        error: StoreError,
+        failures: &mut u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        if !error.is_transient() {
+            return Err(error);
+        }
+        *failures += 1;
+        let delay = STORE_BACKOFF.delay(*failures, &mut rand::rng());
+        tracing::warn!(
+            failures = *failures,
+            ?delay,
+            "the database failed ({error}); is it up? retrying"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+        Ok(())
     }
 
     /// Claim up to `limit` messages, handle them and settle them. Returns how many

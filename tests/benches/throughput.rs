@@ -88,6 +88,68 @@ async fn inbox_throughput() -> (f64, f64) {
     (enqueue_rate, rate)
 }
 
+/// CPU seconds used so far by this process and by every PostgreSQL process (the server's
+/// backends and background workers), from `/proc` (USER_HZ = 100 on Linux).
+fn cpu_seconds() -> (f64, f64) {
+    fn ticks(stat: &str) -> Option<u64> {
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    }
+    let own = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+    let mut server = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let dir = entry.path();
+        let is_postgres =
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "postgres");
+        if let (true, Ok(stat)) = (is_postgres, std::fs::read_to_string(dir.join("stat"))) {
+            server += ticks(&stat).unwrap_or(0);
+        }
+    }
+    (own as f64 / 100.0, server as f64 / 100.0)
+}
+
+/// CPU used by `work`, client and server, in ms per 1,000 messages of `PG_MESSAGES`.
+struct CpuCost {
+    client: f64,
+    server: f64,
+}
+
+impl CpuCost {
+    async fn of<T>(work: impl std::future::Future<Output = T>) -> (T, CpuCost) {
+        let (client, server) = cpu_seconds();
+        let done = work.await;
+        let (client_after, server_after) = cpu_seconds();
+        let per_1000 = 1e6 / PG_MESSAGES as f64;
+        let cost = CpuCost {
+            client: (client_after - client) * per_1000,
+            server: (server_after - server) * per_1000,
+        };
+        (done, cost)
+    }
+
+    fn total(&self) -> f64 {
+        self.client + self.server
+    }
+
+    /// Messages/s if this work had both cores of the machine to itself.
+    fn ceiling(&self) -> f64 {
+        2.0 * 1e6 / self.total()
+    }
+}
+
+impl std::fmt::Display for CpuCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} ms CPU per 1,000 (server {:.0} + client {:.0}; 2-core ceiling {:.0}/s)",
+            self.total(),
+            self.server,
+            self.client,
+            self.ceiling()
+        )
+    }
+}
+
 /// Raw baseline: claim and delete a batch of `PG_BATCH` with one `DELETE ... SKIP LOCKED
 /// RETURNING` until the queue is empty, either as its own statement (autocommit) or inside
 /// `BEGIN ... COMMIT` as a consumer that commits its work with the claim would. Rows/s.
@@ -141,6 +203,11 @@ async fn fill(host: &Host, payload: &[u8]) {
 /// Msgs/s through a PostgreSQL host's inbox: claim, call the trivial plugin, settle.
 async fn wharf_drain(host: &Host, payload: &[u8]) -> f64 {
     fill(host, payload).await;
+    wharf_drain_filled(host).await
+}
+
+/// [`wharf_drain`] of an inbox already filled.
+async fn wharf_drain_filled(host: &Host) -> f64 {
     let started = Instant::now();
     let report = host.drain().await;
     assert_eq!(report.settled.handled, PG_MESSAGES as u64);
@@ -199,8 +266,9 @@ async fn postgres_inbox() {
     fill(&held, &payload).await;
     let raw_autocommit = raw_claim_delete(&pool, "bench", false).await;
     fill(&held, &payload).await;
-    let raw = raw_claim_delete(&pool, "bench", true).await;
-    let held_rate = wharf_drain(&held, &payload).await;
+    let (raw, raw_cpu) = CpuCost::of(raw_claim_delete(&pool, "bench", true)).await;
+    fill(&held, &payload).await;
+    let (held_rate, held_cpu) = CpuCost::of(wharf_drain_filled(&held)).await;
     let leased_rate = wharf_drain(&leased, &payload).await;
     println!(
         "postgres raw loop, batch {PG_BATCH}, 256 B: DELETE ... SKIP LOCKED RETURNING {raw_autocommit:.0} rows/s as its own statement, {raw:.0} rows/s inside BEGIN/COMMIT"
@@ -211,6 +279,7 @@ async fn postgres_inbox() {
         held_rate / raw_autocommit,
         leased_rate / raw
     );
+    println!("postgres CPU: raw loop in a transaction {raw_cpu}; wharf held {held_cpu}");
     let (p50, p99) = publish_to_handled(held, &pool, &payload).await;
     println!(
         "postgres publish -> handled on an idle host: p50 {p50:.2} ms, p99 {p99:.2} ms (target p50 < 10 ms)"

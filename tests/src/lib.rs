@@ -61,7 +61,8 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// Create an empty schema for one test and return a `database.url` that uses it. Schemas
+/// Create an empty schema for one test and return a `database.url` that uses it, with the
+/// schema's name as `application_name` (so a test can find its connections). Schemas
 /// left by earlier test processes that are no longer running are dropped first.
 pub async fn fresh_postgres_schema() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -107,7 +108,7 @@ pub async fn fresh_postgres_schema() -> String {
     .await
     .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-csearch_path%3D{schema}")
+    format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
 /// Path of a built plugin, by crate name (`fixture-flaky`, `send-email`).

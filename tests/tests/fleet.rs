@@ -1,13 +1,16 @@
 //! Several hosts on one PostgreSQL database: the work is shared, each message is handled
 //! once, and a host killed with SIGKILL in the middle of a batch loses nothing and
-//! duplicates no effect (ledger row, outbox row, state write).
+//! duplicates no effect (ledger row, outbox row, state write); nor does a host whose
+//! database connections are cut while it works.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wharf_host::envelope::NewMessage;
-use wharf_tests::{Backend, Host, fresh_postgres_schema, plugin_wasm, test_config};
+use wharf_host::worker::StopWhen;
+use wharf_tests::{Backend, Host, fresh_postgres_schema, plugin_wasm, postgres_url, test_config};
 
 fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {
     (0..n)
@@ -159,4 +162,78 @@ async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
         MESSAGES as i64 - handled_by_victim
     );
     assert_each_effect_once(&survivor, MESSAGES as i64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_run_lose_nothing_and_duplicate_no_effect() {
+    connections_cut(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_run_of_a_leasing_host_lose_nothing_and_duplicate_no_effect() {
+    connections_cut(Backend::PostgresLeased).await
+}
+
+/// Terminate every connection of a working host (pool, held claims, listener) again and
+/// again, as a database restart or a failover would: the host rides it out, and every
+/// message is still handled once with each effect committed once.
+async fn connections_cut(backend: Backend) {
+    const MESSAGES: i64 = 2_000;
+    let host = Arc::new(
+        Host::start_with(backend, &["fixture-once"], |c| {
+            c.inbox.batch_size = 20;
+            c.inbox.lease_ms = 300;
+        })
+        .await,
+    );
+    for chunk in once_messages(MESSAGES as usize, 0).chunks(1_000) {
+        host.store.enqueue(chunk).await.unwrap();
+    }
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&host.db)
+        .await
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut running = tokio::spawn({
+        let host = host.clone();
+        async move { host.worker.run(StopWhen::default(), stopped).await }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut cuts = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "not drained within 60 s: {} of {MESSAGES} handled",
+            host.count("SELECT COUNT(*) FROM processed").await
+        );
+        if running.is_finished() {
+            panic!("the worker stopped: {:?}", (&mut running).await);
+        }
+        let handled = host.count("SELECT COUNT(*) FROM processed").await;
+        if handled == MESSAGES {
+            break;
+        }
+        if handled >= (cuts + 1) * MESSAGES / 5 && cuts < 4 {
+            let cut: i64 = sqlx::query_scalar(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1",
+            )
+            .bind(&schema)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            assert!(cut > 0, "the host has connections to cut");
+            cuts += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(cuts, 4);
+    stop.send(true).unwrap();
+    running
+        .await
+        .unwrap()
+        .expect("the worker rode out the cut connections");
+    assert_each_effect_once(&host, MESSAGES).await;
 }

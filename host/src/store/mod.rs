@@ -50,6 +50,45 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// May the same call succeed if tried again later? True when the database went
+    /// away or is restarting (connection errors, admin shutdown, pool timeout), was
+    /// briefly out of resources, or rolled the transaction back to break a deadlock or a
+    /// serialization conflict; false for what needs an operator (schema, corrupt rows,
+    /// bad SQL, bad URL).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) | Self::ClaimLost(e) => transient(e),
+            Self::Migrate(_) | Self::Corrupt(_) | Self::SchemaTooNew { .. } => false,
+            Self::UnsupportedUrl(_) => false,
+        }
+    }
+}
+
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // Connection exceptions, transaction rollbacks, insufficient resources,
+                // operator intervention (shutdown, crash, cannot connect now).
+                ["08", "40", "53", "57P"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+            } else {
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
+        }),
+        _ => false,
+    }
+}
+
 /// Result alias for store calls.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -168,22 +168,24 @@ fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
         .collect()
 }
 
-/// A claim held in a transaction fails as a whole when its connection is gone: the
-/// server rolled it back, so nothing was written and the messages are claimable again.
+/// A claim held in a transaction fails as a whole when its connection is gone or the
+/// server rolled the transaction back (a deadlock or serialization conflict with another
+/// writer): nothing was written and the messages are claimable again.
 pub(super) fn claim_lost(e: StoreError) -> StoreError {
     match e {
-        StoreError::Database(e) if connection_gone(&e) => StoreError::ClaimLost(e),
+        StoreError::Database(e) if rolled_back(&e) => StoreError::ClaimLost(e),
         e => e,
     }
 }
 
-fn connection_gone(e: &sqlx::Error) -> bool {
+fn rolled_back(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        // Idle-in-transaction timeout, and the class of connection exceptions.
-        sqlx::Error::Database(e) => e
-            .code()
-            .is_some_and(|c| c == "25P03" || c.starts_with("08") || c.starts_with("57P")),
+        // Idle-in-transaction timeout, connection exceptions, transaction rollbacks,
+        // operator intervention.
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+            c == "25P03" || ["08", "40", "57P"].iter().any(|class| c.starts_with(class))
+        }),
         _ => false,
     }
 }
