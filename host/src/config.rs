@@ -14,6 +14,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
+use crate::transport::amqp::topology::{ExchangeSpec, QueueSpec};
+use crate::transport::amqp::{ConsumeSpec, MissingMessageId};
 
 /// Default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://wharf.db";
@@ -112,6 +114,20 @@ pub struct InboxConfig {
 pub struct AmqpConfig {
     /// Broker URL.
     pub url: String,
+    /// Exchanges declared on start.
+    pub exchanges: Vec<ExchangeSpec>,
+    /// Queues (with their bindings) declared on start.
+    pub queues: Vec<QueueSpec>,
+    /// Queues this host consumes.
+    pub consume: Vec<ConsumeSpec>,
+    /// A delivery without a `message_id`: `fail` or `body-hash`.
+    pub missing_message_id: MissingMessageId,
+    /// Record handled messages in the dedup ledger and skip redeliveries found there. Off,
+    /// a handler that publishes or writes state still commits through the ledger, but
+    /// one with no effects touches no database (at-least-once).
+    pub ledger: bool,
+    /// Deliveries settled and acknowledged together (`multiple=true`).
+    pub batch_size: usize,
 }
 
 /// `[plugin.<name>]`
@@ -171,6 +187,12 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_AMQP_URL.to_owned(),
+            exchanges: Vec::new(),
+            queues: Vec::new(),
+            consume: Vec::new(),
+            missing_message_id: MissingMessageId::default(),
+            ledger: true,
+            batch_size: 50,
         }
     }
 }
@@ -259,6 +281,20 @@ impl Config {
                 "inbox.lease_ms",
                 "must be at least 30 (the lease is renewed every third of it)",
             );
+        }
+        if self.amqp.batch_size == 0 {
+            return invalid("amqp.batch_size", "must be greater than 0");
+        }
+        for c in &self.amqp.consume {
+            if c.consumers == 0 || c.prefetch == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "amqp.consume",
+                    problem: format!(
+                        "(queue {}): consumers and prefetch must be greater than 0",
+                        c.queue
+                    ),
+                });
+            }
         }
         self.retry.validate("retry")?;
         for (name, plugin) in &self.plugin {

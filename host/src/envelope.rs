@@ -51,11 +51,42 @@ pub struct Envelope {
     pub lock_token: Uuid,
     /// Plugins that already handled this message or dead-lettered it; not called again.
     pub settled_plugins: BTreeSet<String>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// The source a message was taken from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// A row of the inbox table (`queue` is the inbox queue).
+    #[default]
+    Inbox,
+    /// A delivery from an AMQP queue (`queue` is the AMQP queue).
+    Amqp {
+        /// Exchange it was published to (empty: the default exchange).
+        exchange: String,
+        /// Its routing key.
+        routing_key: String,
+    },
 }
 
 impl Envelope {
     /// The source name shown to handlers and stored with failures.
     pub fn source(&self) -> String {
-        format!("inbox:{}", self.queue)
+        match self.origin {
+            Origin::Inbox => format!("inbox:{}", self.queue),
+            Origin::Amqp { .. } => format!("amqp:{}", self.queue),
+        }
+    }
+
+    /// Exchange and routing key of a message that came from AMQP.
+    pub fn amqp_route(&self) -> Option<(&str, &str)> {
+        match &self.origin {
+            Origin::Inbox => None,
+            Origin::Amqp {
+                exchange,
+                routing_key,
+            } => Some((exchange, routing_key)),
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! ```text
 //! wharf publish / a handler's publish
 //!   -> store::Store::enqueue          dedup on arrival (message id), row in the inbox
-//!   -> worker::Worker::run_batch      claim a batch (lease + fencing token)
+//!   -> worker::Worker::run_batch      claim a batch (held transaction or lease + token)
+//!   -> dispatch::Dispatcher::handle   route, call, classify; the host-wide call budget
 //!   -> plugins::PluginSet::route      which plugins subscribe to the kind (router)
 //!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
 //!                                     effects buffered by the host imports (effects)
@@ -14,10 +15,13 @@
 //!                                     retries, failed messages with attempt history
 //! ```
 //!
-//! `cli` is the `wharf` binary's front end; `config` loads and validates its settings.
+//! Messages from RabbitMQ take `transport::amqp` instead of the inbox claim, through the
+//! same dispatch and settle. `cli` is the `wharf` binary's front end; `config` loads and
+//! validates its settings.
 
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod effects;
 pub mod envelope;
 pub mod outcome;
@@ -27,4 +31,5 @@ pub mod router;
 pub mod runtime;
 pub mod shutdown;
 pub mod store;
+pub mod transport;
 pub mod worker;

@@ -1,27 +1,19 @@
-//! The worker loop: claim a batch from the inbox, route each message to its plugins, call
-//! them concurrently in the sandbox, classify each outcome (`outcome::decide`), and hand
-//! the whole batch to the store's settle transaction.
+//! The inbox worker loop: claim a batch from the inbox, dispatch its messages to their
+//! plugins concurrently (`dispatch`), and hand the whole batch to the store's settle
+//! transaction; a heartbeat keeps the claim while the handlers run.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::{Semaphore, watch};
-use tracing::Instrument;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::envelope::Envelope;
-use crate::outcome::{Verdict, decide};
-use crate::plugins::PluginSet;
+use crate::dispatch::{Delays, Dispatcher};
 use crate::retry::RetryPolicy;
-use crate::runtime::{CallContext, Plugin, Runtime};
-use crate::store::{
-    Claim, ClaimMode, Hold, PluginResult, PluginVersion, SettleSummary, Settlement, Store,
-    StoreError,
-};
+use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Settlement, Store, StoreError};
 
 /// When [`Worker::run`] returns (besides a shutdown signal).
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,15 +97,10 @@ impl Progress {
 /// Consumes the inbox with one set of plugins.
 pub struct Worker {
     store: Arc<dyn Store>,
-    runtime: Arc<Runtime>,
-    plugins: Arc<PluginSet>,
+    dispatcher: Arc<Dispatcher>,
     config: Arc<Config>,
-    /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
-    plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// How batches are claimed: see [`claim_mode`].
     mode: ClaimMode,
-    /// `runtime.concurrency` permits, shared by the batches in flight.
-    calls: Semaphore,
 }
 
 /// Waits between tries after the database failed: 100 ms doubling up to 10 s.
@@ -139,26 +126,13 @@ pub fn claim_mode(config: &Config) -> ClaimMode {
 }
 
 impl Worker {
-    /// A worker over `store` running `plugins`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        runtime: Arc<Runtime>,
-        plugins: Arc<PluginSet>,
-        config: Arc<Config>,
-    ) -> Self {
-        let plugin_config = config
-            .plugin
-            .iter()
-            .map(|(name, c)| (name.clone(), Arc::new(c.config.clone())))
-            .collect();
+    /// A worker consuming `store`'s inbox through `dispatcher`.
+    pub fn new(store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>, config: Arc<Config>) -> Self {
         Self {
             store,
-            runtime,
-            plugins,
+            dispatcher,
             mode: claim_mode(&config),
-            calls: Semaphore::new(config.runtime.concurrency),
             config,
-            plugin_config,
         }
     }
 
@@ -273,7 +247,7 @@ impl Worker {
         let claimed = messages.len() as u64;
         let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
         let handling = futures::stream::iter(messages)
-            .map(|message| self.handle(message))
+            .map(|message| self.dispatcher.handle(message, Delays::Jittered))
             .buffer_unordered(self.config.runtime.concurrency)
             .collect::<Vec<Settlement>>();
         let settlements = self.heartbeat(&mut hold, &claims, lease, handling).await;
@@ -319,81 +293,5 @@ impl Worker {
                 },
             }
         }
-    }
-
-    /// Run every plugin still owing a verdict on `message`.
-    async fn handle(&self, message: Envelope) -> Settlement {
-        let routed = self.plugins.route(&message.kind);
-        let no_handler = routed.is_empty();
-        let attempt = message.attempts + 1;
-        let pending: Vec<Arc<Plugin>> = routed
-            .into_iter()
-            .filter(|p| !message.settled_plugins.contains(p.name()))
-            .collect();
-        let calls = pending.iter().map(|p| self.call(p, &message, attempt));
-        let results = futures::future::join_all(calls).await;
-        if no_handler {
-            tracing::warn!(message_id = %message.id, kind = message.kind, "no plugin subscribes to this kind; moving it to the failed messages");
-        }
-        Settlement {
-            message,
-            results,
-            no_handler,
-        }
-    }
-
-    async fn call(&self, plugin: &Plugin, message: &Envelope, attempt: u32) -> PluginResult {
-        let name = plugin.name();
-        let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
-        async {
-            let context = CallContext {
-                plugin: Arc::from(name),
-                message_id: message.id,
-                config: self.plugin_config.get(name).cloned().unwrap_or_default(),
-                store: Some(self.store.clone()),
-                max_payload_bytes: self.config.inbox.max_payload_bytes,
-            };
-            let started = Instant::now();
-            let outcome = {
-                let _permit = self
-                    .calls
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
-                self.runtime.call(plugin, message, attempt, context).await
-            };
-            let elapsed = started.elapsed();
-            let verdict = decide(outcome, attempt, self.policy(plugin), &mut rand::rng());
-            match &verdict {
-                Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
-                Verdict::Retry { error, delay } => {
-                    tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
-                }
-                Verdict::Dead { error } => {
-                    tracing::error!(?elapsed, "moved to the failed messages: {error}")
-                }
-            }
-            PluginResult {
-                plugin: PluginVersion {
-                    name: name.to_owned(),
-                    version: plugin.manifest.version.clone(),
-                    sha256: plugin.sha256.clone(),
-                },
-                attempt,
-                verdict,
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Operator config for the plugin wins, then the plugin's manifest, then the default.
-    fn policy<'a>(&'a self, plugin: &'a Plugin) -> &'a RetryPolicy {
-        self.config
-            .plugin
-            .get(plugin.name())
-            .and_then(|c| c.retry.as_ref())
-            .or(plugin.manifest.retry.as_ref())
-            .unwrap_or(&self.config.retry)
     }
 }

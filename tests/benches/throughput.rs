@@ -47,6 +47,7 @@ async fn sandbox_cost() -> f64 {
         attempts: 0,
         lock_token: Uuid::nil(),
         settled_plugins: Default::default(),
+        origin: Default::default(),
     };
     let context = CallContext {
         plugin: Arc::from("noop"),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Row};
 use wharf_host::config::Config;
+use wharf_host::dispatch::Dispatcher;
 use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::PluginSet;
 use wharf_host::runtime::Runtime;
@@ -111,6 +112,34 @@ pub async fn fresh_postgres_schema() -> String {
     format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
+/// The RabbitMQ the tests use: `WHARF_TEST_AMQP_URL`, by default the local broker.
+pub fn amqp_url() -> String {
+    std::env::var("WHARF_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A connection to the tests' RabbitMQ; panics with how to start it.
+pub async fn amqp_connection() -> lapin::Connection {
+    let url = amqp_url();
+    lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ is not reachable at {url}: {e}. Start it (rabbitmq-server -detached; rabbitmqctl await_startup) or set WHARF_TEST_AMQP_URL"
+            )
+        })
+}
+
+/// A name no other test (or test process) uses, for queues and exchanges.
+pub fn unique_name(what: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "wharf_t_{}_{}_{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Path of a built plugin, by crate name (`fixture-flaky`, `send-email`).
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     PathBuf::from(env!("FIXTURE_PLUGINS_DIR"))
@@ -126,6 +155,8 @@ pub struct Host {
     pub db: AnyPool,
     /// The worker.
     pub worker: Worker,
+    /// The dispatcher the worker uses, for other sources (AMQP consumers).
+    pub dispatcher: Arc<Dispatcher>,
     /// Config in use.
     pub config: Config,
     /// The directory holding the database, plugins and cache.
@@ -197,16 +228,19 @@ impl Host {
             .await
             .unwrap();
         assert!(errors.is_empty(), "plugins refused: {errors:?}");
-        let worker = Worker::new(
+        let shared = Arc::new(config.clone());
+        let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             Arc::new(runtime),
             Arc::new(set),
-            Arc::new(config.clone()),
-        );
+            shared.clone(),
+        ));
+        let worker = Worker::new(store.clone(), dispatcher.clone(), shared);
         Host {
             store,
             db,
             worker,
+            dispatcher,
             config,
             dir,
         }

@@ -37,7 +37,7 @@ fn handled(message: &Envelope, tag: &str) -> Settlement {
             attempt: 1,
             verdict: Verdict::Handled(effects),
         }],
-        no_handler: false,
+        refused: None,
     }
 }
 

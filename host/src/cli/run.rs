@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::envelope::NewMessage;
 use crate::worker::{StopWhen, Worker};
 
@@ -57,7 +58,9 @@ async fn serve(
         plugins = plugins.len(),
         "wharf running"
     );
-    let worker = Worker::new(store, runtime, Arc::new(plugins), Arc::new(config));
+    let config = Arc::new(config);
+    let dispatcher = Dispatcher::new(store.clone(), runtime, Arc::new(plugins), config.clone());
+    let worker = Worker::new(store, Arc::new(dispatcher), config);
     let report = worker.run(stop, crate::shutdown::on_signal()).await;
     if let Some(task) = cleaning {
         task.abort();

@@ -7,6 +7,7 @@
 mod postgres;
 mod sqlite;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -151,8 +152,29 @@ pub struct Settlement {
     pub message: Envelope,
     /// One result per plugin that ran.
     pub results: Vec<PluginResult>,
-    /// No loaded plugin subscribes to the message's kind.
-    pub no_handler: bool,
+    /// Why no plugin ran and the message goes to the failed messages as it is (no
+    /// plugin subscribes to its kind; a transport could not read it).
+    pub refused: Option<String>,
+}
+
+/// A delivered message that needs another attempt (see [`Store::settle_delivered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Again {
+    /// The message.
+    pub id: Uuid,
+    /// How long to wait: the longest delay its plugins asked for.
+    pub delay: Duration,
+    /// Whether the attempt counts (false when it only re-runs after a stale state read).
+    pub counts: bool,
+}
+
+/// What [`Store::settle_delivered`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Counts.
+    pub summary: SettleSummary,
+    /// Messages that need another attempt; every other one is finished.
+    pub again: Vec<Again>,
 }
 
 /// What a settle did, for progress output and metrics.
@@ -321,6 +343,16 @@ pub trait Store: Send + Sync {
     /// one ([`StoreError::ClaimLost`] if that is gone), else a new one fenced on the
     /// messages' lock tokens.
     async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary>;
+
+    /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
+    /// operator sent it back): a redelivered message skips them.
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>>;
+
+    /// Settle a batch a transport delivered, in one transaction: ledger rows, effects,
+    /// attempt errors and dead letters as [`Store::settle`] writes them, but there is no
+    /// inbox row to fence, delete or reschedule: the transport re-publishes the messages
+    /// in [`Delivered::again`] and acks the rest.
+    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered>;
 
     /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from
     /// now. Returns how many are still held.

@@ -163,6 +163,7 @@ fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
                 attempts: row.get::<i32, _>("attempts") as u32,
                 lock_token: token,
                 settled_plugins: row.get::<Vec<String>, _>("settled").into_iter().collect(),
+                origin: Default::default(),
             })
         })
         .collect()

@@ -34,7 +34,7 @@ mod writes;
 
 pub use claim::HeldTransaction;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -44,11 +44,12 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, FailedMessage, FailedStatus, Hold, QueueStats, Result,
-    RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
+    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
+    QueueStats, Result, RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
+use settle::Rows;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
@@ -204,19 +205,48 @@ impl Store for PostgresStore {
         match hold {
             Hold::Lease => {
                 let mut tx = self.pool.begin().await?;
-                let summary = settle::settle_batch(&mut tx, &self.channel, batch, None).await?;
+                let (summary, _) =
+                    settle::settle_batch(&mut tx, &self.channel, batch, Rows::Leased).await?;
                 tx.commit().await?;
                 Ok(summary)
             }
             Hold::Transaction(HeldTransaction { mut tx, created_at }) => {
-                let summary =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Some(&created_at))
+                let (summary, _) =
+                    settle::settle_batch(&mut tx, &self.channel, batch, Rows::Held(&created_at))
                         .await
                         .map_err(claim_lost)?;
                 tx.commit().await.map_err(|e| claim_lost(e.into()))?;
                 Ok(summary)
             }
         }
+    }
+
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        let rows = sqlx::query(
+            "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
+             UNION ALL
+             SELECT message_id, plugin FROM failed_messages
+             WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+        for row in &rows {
+            by_id
+                .entry(row.get("message_id"))
+                .or_default()
+                .insert(row.get("plugin"));
+        }
+        Ok(by_id)
+    }
+
+    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
+        let mut tx = self.pool.begin().await?;
+        let (summary, again) =
+            settle::settle_batch(&mut tx, &self.channel, batch, Rows::Delivered).await?;
+        tx.commit().await?;
+        Ok(Delivered { summary, again })
     }
 
     async fn renew(

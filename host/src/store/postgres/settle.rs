@@ -24,24 +24,35 @@ use super::{insert_new, notify};
 use crate::effects::{Destination, Effects};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-use crate::store::{PluginResult, PluginVersion, Result, SettleSummary, Settlement};
+use crate::store::{Again, PluginResult, PluginVersion, Result, SettleSummary, Settlement};
 
-/// Apply `batch` inside the caller's transaction. `held` is `None` for leased claims
-/// (fenced here), or the enqueue times of the messages this transaction claimed and
-/// deleted (only those needing another attempt go back).
+/// Where the settled messages are.
+#[derive(Clone, Copy)]
+pub(super) enum Rows<'a> {
+    /// Leased inbox rows: fenced on their tokens here.
+    Leased,
+    /// Inbox rows this transaction claimed and deleted, with their enqueue times (only
+    /// those needing another attempt go back).
+    Held(&'a HashMap<Uuid, i64>),
+    /// No rows: a transport delivered the messages and re-publishes those to try again.
+    Delivered,
+}
+
+/// Apply `batch` inside the caller's transaction. Returns what it did and the messages
+/// that need another attempt.
 pub(super) async fn settle_batch(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
     batch: &[Settlement],
-    held: Option<&HashMap<Uuid, i64>>,
-) -> Result<SettleSummary> {
+    rows: Rows<'_>,
+) -> Result<(SettleSummary, Vec<Again>)> {
     let mut summary = SettleSummary::default();
     if batch.is_empty() {
-        return Ok(summary);
+        return Ok((summary, Vec::new()));
     }
-    let batch: Vec<&Settlement> = match held {
-        Some(_) => batch.iter().collect(),
-        None => {
+    let batch: Vec<&Settlement> = match rows {
+        Rows::Held(_) | Rows::Delivered => batch.iter().collect(),
+        Rows::Leased => {
             let ours = fence(tx, batch).await?;
             batch
                 .iter()
@@ -61,8 +72,17 @@ pub(super) async fn settle_batch(
     for s in &batch {
         plan.add(s, &mut versions, &mut summary);
     }
-    plan.write(tx, channel, &versions, held).await?;
-    Ok(summary)
+    let again = plan
+        .again
+        .iter()
+        .map(|(m, counts, delay)| Again {
+            id: m.id,
+            delay: Duration::from_millis(*delay as u64),
+            counts: *counts != 0,
+        })
+        .collect();
+    plan.write(tx, channel, &versions, rows).await?;
+    Ok((summary, again))
 }
 
 /// Clear the claims still held by these settlements' tokens; returns their message ids.
@@ -210,17 +230,14 @@ impl<'a> Plan<'a> {
             *d = (*d).max(delay);
             *c |= counts;
         };
-        if s.no_handler {
+        if let Some(error) = &s.refused {
             let none = PluginVersion {
                 name: String::new(),
                 version: String::new(),
                 sha256: String::new(),
             };
-            let error = format!(
-                "no handler for kind {}: no loaded plugin subscribes to it",
-                message.kind
-            );
-            self.dead.push(message, &none, message.attempts + 1, error);
+            self.dead
+                .push(message, &none, message.attempts + 1, error.clone());
             summary.failed += 1;
         }
         for result in &s.results {
@@ -323,7 +340,7 @@ impl<'a> Plan<'a> {
         tx: &mut Transaction<'_, Postgres>,
         channel: &str,
         versions: &BTreeMap<Key, i64>,
-        held: Option<&HashMap<Uuid, i64>>,
+        rows: Rows<'_>,
     ) -> Result<()> {
         if !self.ledger.is_empty() {
             let (ids, plugins): (Vec<Uuid>, Vec<&PluginVersion>) =
@@ -393,8 +410,8 @@ impl<'a> Plan<'a> {
             .await?;
         }
         write_dead(tx, self.dead).await?;
-        match held {
-            None => {
+        match rows {
+            Rows::Leased => {
                 write_again_leased(tx, &self.again).await?;
                 if !self.done.is_empty() {
                     sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
@@ -404,7 +421,8 @@ impl<'a> Plan<'a> {
                 }
             }
             // The claim deleted every message; done ones simply stay deleted.
-            Some(created_at) => write_again_held(tx, &self.again, created_at).await?,
+            Rows::Held(created_at) => write_again_held(tx, &self.again, created_at).await?,
+            Rows::Delivered => return Ok(()),
         }
         if !self.again.is_empty() {
             // Hosts waiting for work recompute when the next attempt is due.

@@ -18,6 +18,8 @@ pub(super) struct DeadRows {
     version: Vec<String>,
     sha256: Vec<String>,
     source: Vec<String>,
+    exchange: Vec<Option<String>>,
+    routing_key: Vec<Option<String>>,
     queue: Vec<String>,
     kind: Vec<String>,
     headers: Vec<String>,
@@ -39,6 +41,9 @@ impl DeadRows {
         self.version.push(plugin.version.clone());
         self.sha256.push(plugin.sha256.clone());
         self.source.push(m.source());
+        let route = m.amqp_route();
+        self.exchange.push(route.map(|(e, _)| e.to_owned()));
+        self.routing_key.push(route.map(|(_, k)| k.to_owned()));
         self.queue.push(m.queue.clone());
         self.kind.push(m.kind.clone());
         self.headers
@@ -175,12 +180,14 @@ pub(super) async fn write_dead(tx: &mut Transaction<'_, Postgres>, d: DeadRows) 
     }
     sqlx::query(
         "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-                                      headers, payload, error, attempts, status, failed_at)
+                                      headers, payload, error, attempts, status, failed_at,
+                                      source_exchange, source_routing_key)
          SELECT id, plugin, version, sha256, source, queue, kind, headers::jsonb, payload, error, attempts,
-                'failed', wharf_now_ms()
+                'failed', wharf_now_ms(), exchange, routing_key
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::bytea[], $10::text[], $11::int[])
-             AS t(id, plugin, version, sha256, source, queue, kind, headers, payload, error, attempts)
+                     $8::text[], $9::bytea[], $10::text[], $11::int[], $12::text[], $13::text[])
+             AS t(id, plugin, version, sha256, source, queue, kind, headers, payload, error, attempts,
+                  exchange, routing_key)
          ON CONFLICT (message_id, plugin) DO UPDATE
          SET plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
              error = excluded.error, attempts = failed_messages.attempts + excluded.attempts,
@@ -197,6 +204,8 @@ pub(super) async fn write_dead(tx: &mut Transaction<'_, Postgres>, d: DeadRows) 
     .bind(d.payload)
     .bind(d.error)
     .bind(d.attempts)
+    .bind(d.exchange)
+    .bind(d.routing_key)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -11,14 +11,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, FailedMessage, FailedStatus, Hold, QueueStats, Result,
-    RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
+    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
+    QueueStats, Result, RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
 
@@ -170,27 +171,12 @@ impl Store for SqliteStore {
                 attempts: row.get::<i64, _>("attempts") as u32,
                 lock_token: token,
                 settled_plugins: BTreeSet::new(),
+                origin: Default::default(),
             });
         }
         if !claimed.is_empty() {
-            let ids: Vec<String> = claimed.iter().map(|m| m.id.to_string()).collect();
-            let ids = serde_json::to_string(&ids).expect("strings serialise");
-            let done = sqlx::query(
-                "SELECT message_id, plugin FROM processed WHERE message_id IN (SELECT value FROM json_each(?1))
-                 UNION ALL
-                 SELECT message_id, plugin FROM failed_messages
-                 WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'pending')",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
-            for row in &done {
-                by_id
-                    .entry(parse_uuid(row.get("message_id"))?)
-                    .or_default()
-                    .insert(row.get("plugin"));
-            }
+            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+            let mut by_id = settled_of(&mut tx, &ids).await?;
             for message in &mut claimed {
                 if let Some(plugins) = by_id.remove(&message.id) {
                     message.settled_plugins = plugins;
@@ -206,9 +192,22 @@ impl Store for SqliteStore {
 
     async fn settle(&self, _hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let summary = settle::settle_batch(&mut tx, batch, now_ms()).await?;
+        let summary = settle::settle_batch(&mut tx, batch, now_ms(), None).await?;
         tx.commit().await?;
         Ok(summary)
+    }
+
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        let mut conn = self.pool.acquire().await?;
+        settled_of(&mut conn, ids).await
+    }
+
+    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
+        let mut again = Vec::new();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let summary = settle::settle_batch(&mut tx, batch, now_ms(), Some(&mut again)).await?;
+        tx.commit().await?;
+        Ok(Delivered { summary, again })
     }
 
     async fn renew(
@@ -404,4 +403,30 @@ impl Store for SqliteStore {
         }
         Ok(stats.into_values().collect())
     }
+}
+
+/// Plugins that handled each of `ids` or dead-lettered it (not sent back by an operator).
+async fn settled_of(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let ids = serde_json::to_string(&ids).expect("strings serialise");
+    let done = sqlx::query(
+        "SELECT message_id, plugin FROM processed WHERE message_id IN (SELECT value FROM json_each(?1))
+         UNION ALL
+         SELECT message_id, plugin FROM failed_messages
+         WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'pending')",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    for row in &done {
+        by_id
+            .entry(parse_uuid(row.get("message_id"))?)
+            .or_default()
+            .insert(row.get("plugin"));
+    }
+    Ok(by_id)
 }

@@ -11,17 +11,26 @@ use super::{headers_json, insert_new};
 use crate::effects::{Destination, Effects};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-use crate::store::{PluginResult, PluginVersion, Result, SettleSummary, Settlement};
+use crate::store::{Again, PluginResult, PluginVersion, Result, SettleSummary, Settlement};
 
-/// Apply `batch` inside the caller's transaction.
+/// Apply `batch` inside the caller's transaction. `delivered` is `None` for claimed
+/// inbox rows, or collects the transport-delivered messages that need another attempt.
 pub(super) async fn settle_batch(
     conn: &mut SqliteConnection,
     batch: &[Settlement],
     now: i64,
+    mut delivered: Option<&mut Vec<Again>>,
 ) -> Result<SettleSummary> {
     let mut summary = SettleSummary::default();
     for settlement in batch {
-        settle_one(conn, settlement, now, &mut summary).await?;
+        settle_one(
+            conn,
+            settlement,
+            now,
+            &mut summary,
+            delivered.as_deref_mut(),
+        )
+        .await?;
     }
     Ok(summary)
 }
@@ -31,10 +40,12 @@ async fn settle_one(
     s: &Settlement,
     now: i64,
     summary: &mut SettleSummary,
+    delivered: Option<&mut Vec<Again>>,
 ) -> Result<()> {
     let message = &s.message;
     let id = message.id.to_string();
-    let still_ours = sqlx::query(
+    let still_ours = delivered.is_some()
+        || sqlx::query(
         "UPDATE inbox SET locked_until = NULL, lock_token = NULL WHERE id = ? AND lock_token = ?",
     )
     .bind(&id)
@@ -57,17 +68,13 @@ async fn settle_one(
         *c |= counts;
     };
 
-    if s.no_handler {
+    if let Some(error) = &s.refused {
         let none = PluginVersion {
             name: String::new(),
             version: String::new(),
             sha256: String::new(),
         };
-        let error = format!(
-            "no handler for kind {}: no loaded plugin subscribes to it",
-            message.kind
-        );
-        dead_letter(conn, message, &none, message.attempts + 1, &error, now).await?;
+        dead_letter(conn, message, &none, message.attempts + 1, error, now).await?;
         summary.failed += 1;
     }
     for result in &s.results {
@@ -109,6 +116,16 @@ async fn settle_one(
         }
     }
 
+    if let Some(to_publish) = delivered {
+        if let Some((delay, counts)) = again {
+            to_publish.push(Again {
+                id: message.id,
+                delay,
+                counts,
+            });
+        }
+        return Ok(());
+    }
     match again {
         Some((delay, counts)) => {
             sqlx::query("UPDATE inbox SET attempts = attempts + ?, available_at = ? WHERE id = ?")
@@ -265,8 +282,9 @@ async fn dead_letter(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-                                      headers, payload, error, attempts, status, failed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?)
+                                      headers, payload, error, attempts, status, failed_at,
+                                      source_exchange, source_routing_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)
          ON CONFLICT (message_id, plugin) DO UPDATE
          SET plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
              error = excluded.error, attempts = failed_messages.attempts + excluded.attempts,
@@ -284,6 +302,8 @@ async fn dead_letter(
     .bind(error)
     .bind(attempts)
     .bind(now)
+    .bind(message.amqp_route().map(|(e, _)| e))
+    .bind(message.amqp_route().map(|(_, k)| k))
     .execute(&mut *conn)
     .await?;
     Ok(())

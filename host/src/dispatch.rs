@@ -1,0 +1,155 @@
+//! Dispatch: route one message to the plugins subscribed to its kind, call each in the
+//! sandbox under the host-wide call budget, and classify each outcome into a verdict
+//! (`outcome::decide`) for the settle. Shared by every source: the inbox worker and the
+//! AMQP consumers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::envelope::Envelope;
+use crate::outcome::{Verdict, decide};
+use crate::plugins::PluginSet;
+use crate::retry::RetryPolicy;
+use crate::runtime::{CallContext, Plugin, Runtime};
+use crate::store::{PluginResult, PluginVersion, Settlement, Store};
+
+/// How retry delays are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delays {
+    /// The policy's delay spread by its jitter (the inbox schedules any delay).
+    Jittered,
+    /// The policy's delay without jitter, so retries share a few delay queues (AMQP).
+    Exact,
+}
+
+/// Calls plugins for messages of any source.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+    plugins: Arc<PluginSet>,
+    config: Arc<Config>,
+    /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
+    plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
+    /// `runtime.concurrency` permits, shared by every call on this host.
+    calls: Semaphore,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `plugins`; handlers read their state from `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        plugins: Arc<PluginSet>,
+        config: Arc<Config>,
+    ) -> Self {
+        let plugin_config = config
+            .plugin
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(c.config.clone())))
+            .collect();
+        Self {
+            store,
+            runtime,
+            plugins,
+            calls: Semaphore::new(config.runtime.concurrency),
+            config,
+            plugin_config,
+        }
+    }
+
+    /// Run every plugin still owing a verdict on `message`.
+    pub async fn handle(&self, message: Envelope, delays: Delays) -> Settlement {
+        let routed = self.plugins.route(&message.kind);
+        let refused = routed.is_empty().then(|| {
+            tracing::warn!(message_id = %message.id, kind = message.kind, "no plugin subscribes to this kind; moving it to the failed messages");
+            format!(
+                "no handler for kind {}: no loaded plugin subscribes to it",
+                message.kind
+            )
+        });
+        let attempt = message.attempts + 1;
+        let pending: Vec<Arc<Plugin>> = routed
+            .into_iter()
+            .filter(|p| !message.settled_plugins.contains(p.name()))
+            .collect();
+        let calls = pending
+            .iter()
+            .map(|p| self.call(p, &message, attempt, delays));
+        let results = futures::future::join_all(calls).await;
+        Settlement {
+            message,
+            results,
+            refused,
+        }
+    }
+
+    async fn call(
+        &self,
+        plugin: &Plugin,
+        message: &Envelope,
+        attempt: u32,
+        delays: Delays,
+    ) -> PluginResult {
+        let name = plugin.name();
+        let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
+        async {
+            let context = CallContext {
+                plugin: Arc::from(name),
+                message_id: message.id,
+                config: self.plugin_config.get(name).cloned().unwrap_or_default(),
+                store: Some(self.store.clone()),
+                max_payload_bytes: self.config.inbox.max_payload_bytes,
+            };
+            let started = Instant::now();
+            let outcome = {
+                let _permit = self
+                    .calls
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                self.runtime.call(plugin, message, attempt, context).await
+            };
+            let elapsed = started.elapsed();
+            let mut policy = self.policy(plugin).clone();
+            if delays == Delays::Exact {
+                policy.jitter = 0.0;
+            }
+            let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
+            match &verdict {
+                Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
+                Verdict::Retry { error, delay } => {
+                    tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
+                }
+                Verdict::Dead { error } => {
+                    tracing::error!(?elapsed, "moved to the failed messages: {error}")
+                }
+            }
+            PluginResult {
+                plugin: PluginVersion {
+                    name: name.to_owned(),
+                    version: plugin.manifest.version.clone(),
+                    sha256: plugin.sha256.clone(),
+                },
+                attempt,
+                verdict,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Operator config for the plugin wins, then the plugin's manifest, then the default.
+    fn policy<'a>(&'a self, plugin: &'a Plugin) -> &'a RetryPolicy {
+        self.config
+            .plugin
+            .get(plugin.name())
+            .and_then(|c| c.retry.as_ref())
+            .or(plugin.manifest.retry.as_ref())
+            .unwrap_or(&self.config.retry)
+    }
+}

@@ -1,0 +1,360 @@
+//! A consumer of one AMQP queue: take a batch of deliveries, skip the plugins the ledger
+//! says already settled each message (a redelivery after a lost ack), dispatch, settle
+//! the batch in ONE database transaction, then publish retries to their delay queues
+//! and dead letters to the queue's DLQ (with publisher confirms), and only then ack the
+//! whole batch with `multiple=true`. A crash anywhere before the ack redelivers the
+//! batch; what was committed is found in the ledger and not run again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::ConsumeSpec;
+use super::delivery::{envelope, for_dead_letter, for_retry};
+use super::topology::{declare_dead_letter_queue, declare_retry_queue};
+use crate::config::AmqpConfig;
+use crate::dispatch::{Delays, Dispatcher};
+use crate::outcome::Verdict;
+use crate::store::{Again, Delivered, Settlement, Store, StoreError};
+
+/// Why a consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The broker or the connection failed; the unacked deliveries come back.
+    #[error("AMQP error on queue {queue}: {source}")]
+    Amqp {
+        /// The consumed queue.
+        queue: String,
+        /// What lapin reported.
+        source: lapin::Error,
+    },
+    /// The broker refused a retry or dead-letter publish.
+    #[error("the broker refused to store a {what} of a message from queue {queue} (nack)")]
+    Refused {
+        /// The consumed queue.
+        queue: String,
+        /// "retry" or "dead letter".
+        what: &'static str,
+    },
+    /// A topology declaration failed.
+    #[error(transparent)]
+    Declare(#[from] super::topology::DeclareError),
+    /// The database failed; the batch was not acked and comes back.
+    #[error("database error while settling queue {queue}: {source}")]
+    Store {
+        /// The consumed queue.
+        queue: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// The broker cancelled the consumer (queue deleted) or the connection closed.
+    #[error("the consumer of queue {0} was cancelled by the broker")]
+    Cancelled(String),
+}
+
+/// Totals of one consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumeReport {
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Messages sent to a delay queue.
+    pub retried: u64,
+    /// Messages sent to the dead-letter queue.
+    pub dead: u64,
+}
+
+/// One consumer of `spec.queue` on its own channel.
+pub struct Consumer {
+    spec: ConsumeSpec,
+    amqp: AmqpConfig,
+    store: Arc<dyn Store>,
+    dispatcher: Arc<Dispatcher>,
+    concurrency: usize,
+}
+
+impl Consumer {
+    /// A consumer of `spec.queue`.
+    pub fn new(
+        spec: ConsumeSpec,
+        amqp: AmqpConfig,
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            spec,
+            amqp,
+            store,
+            dispatcher,
+            concurrency,
+        }
+    }
+
+    fn amqp_error(&self) -> impl Fn(lapin::Error) -> ConsumeError + '_ {
+        |source| ConsumeError::Amqp {
+            queue: self.spec.queue.clone(),
+            source,
+        }
+    }
+
+    /// Consume until `shutdown` turns true (the batch in hand is finished and acked) or
+    /// the channel fails.
+    pub async fn run(
+        &self,
+        connection: &Connection,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<ConsumeReport, ConsumeError> {
+        let err = self.amqp_error();
+        let channel = connection.create_channel().await.map_err(&err)?;
+        channel
+            .basic_qos(self.spec.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(&err)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(&err)?;
+        let dlq = declare_dead_letter_queue(&channel, &self.spec.queue).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                self.spec.queue.as_str().into(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(&err)?;
+        let mut publisher = Publisher {
+            channel: &channel,
+            queue: &self.spec.queue,
+            dlq,
+            delay_queues: HashSet::new(),
+        };
+        let mut report = ConsumeReport::default();
+        loop {
+            let first = tokio::select! {
+                next = deliveries.next() => next,
+                _ = shutdown.changed() => return Ok(report),
+            };
+            let mut batch = vec![
+                first
+                    .ok_or_else(|| ConsumeError::Cancelled(self.spec.queue.clone()))?
+                    .map_err(&err)?,
+            ];
+            while batch.len() < self.amqp.batch_size {
+                match deliveries.next().now_or_never() {
+                    Some(Some(delivery)) => batch.push(delivery.map_err(&err)?),
+                    _ => break,
+                }
+            }
+            self.process(&mut publisher, batch, &mut report).await?;
+            if *shutdown.borrow() {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Handle, settle, publish retries and dead letters, ack: one batch.
+    async fn process(
+        &self,
+        publisher: &mut Publisher<'_>,
+        batch: Vec<Delivery>,
+        report: &mut ConsumeReport,
+    ) -> Result<(), ConsumeError> {
+        let store_error = |source| ConsumeError::Store {
+            queue: self.spec.queue.clone(),
+            source,
+        };
+        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
+        let mut refused = Vec::new();
+        let mut envelopes = Vec::with_capacity(batch.len());
+        let mut by_id: HashMap<Uuid, &Delivery> = HashMap::with_capacity(batch.len());
+        for delivery in &batch {
+            let (message, refusal) = envelope(delivery, &self.spec, self.amqp.missing_message_id);
+            if by_id.insert(message.id, delivery).is_some() {
+                // The same message twice in one batch: the first one settles it.
+                tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");
+                continue;
+            }
+            match refusal {
+                Some(reason) => {
+                    tracing::warn!(message_id = %message.id, queue = self.spec.queue, "{reason}");
+                    refused.push(Settlement {
+                        message,
+                        results: Vec::new(),
+                        refused: Some(reason),
+                    });
+                }
+                None => envelopes.push(message),
+            }
+        }
+        if self.amqp.ledger && !envelopes.is_empty() {
+            let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
+            let mut settled = self.store.settled(&ids).await.map_err(store_error)?;
+            for message in &mut envelopes {
+                if let Some(plugins) = settled.remove(&message.id) {
+                    message.settled_plugins = plugins;
+                }
+            }
+        }
+        let mut settlements: Vec<Settlement> = futures::stream::iter(envelopes)
+            .map(|message| self.dispatcher.handle(message, Delays::Exact))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        settlements.extend(refused);
+        let to_settle: Vec<Settlement> = if self.amqp.ledger {
+            settlements.clone()
+        } else {
+            settlements
+                .iter()
+                .filter(|s| needs_database(s))
+                .cloned()
+                .collect()
+        };
+        let Delivered { again, .. } = if to_settle.is_empty() {
+            Delivered::default()
+        } else {
+            self.store
+                .settle_delivered(&to_settle)
+                .await
+                .map_err(store_error)?
+        };
+        let attempts: HashMap<Uuid, u32> = settlements
+            .iter()
+            .map(|s| (s.message.id, s.message.attempts))
+            .collect();
+
+        let mut confirms = Vec::new();
+        for Again { id, delay, counts } in &again {
+            let attempts = attempts[id] + u32::from(*counts);
+            confirms.push(publisher.retry(by_id[id], *delay, attempts).await?);
+            report.retried += 1;
+        }
+        for s in &settlements {
+            let error = s.refused.as_deref().or_else(|| {
+                s.results.iter().find_map(|r| match &r.verdict {
+                    Verdict::Dead { error } => Some(error.as_str()),
+                    _ => None,
+                })
+            });
+            if let Some(error) = error {
+                confirms.push(publisher.dead_letter(by_id[&s.message.id], error).await?);
+                report.dead += 1;
+            }
+        }
+        for confirm in confirms {
+            match confirm.await.map_err(self.amqp_error())? {
+                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                Confirmation::Nack(_) => {
+                    return Err(ConsumeError::Refused {
+                        queue: self.spec.queue.clone(),
+                        what: "retry or dead letter",
+                    });
+                }
+            }
+        }
+        publisher
+            .channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(self.amqp_error())?;
+        report.acked += batch.len() as u64;
+        Ok(())
+    }
+}
+
+/// With the ledger off, only settlements that write something go to the database:
+/// effects, retries' attempt history, dead letters.
+fn needs_database(s: &Settlement) -> bool {
+    s.refused.is_some()
+        || s.results.iter().any(|r| match &r.verdict {
+            Verdict::Handled(effects) => {
+                !effects.publishes.is_empty() || !effects.writes.is_empty()
+            }
+            _ => true,
+        })
+}
+
+/// Publishes a consumer makes besides acks: retries and dead letters.
+struct Publisher<'a> {
+    channel: &'a Channel,
+    queue: &'a str,
+    dlq: ShortString,
+    /// Delay queues already declared on this channel.
+    delay_queues: HashSet<ShortString>,
+}
+
+impl Publisher<'_> {
+    /// Send `delivery` to wait `delay` in its delay queue, which dead-letters it back to
+    /// the queue; with `attempts` in `x-retry-count`. No delay: straight back.
+    async fn retry(
+        &mut self,
+        delivery: &Delivery,
+        delay: std::time::Duration,
+        attempts: u32,
+    ) -> Result<lapin::PublisherConfirm, ConsumeError> {
+        let routing_key: ShortString = if delay.is_zero() {
+            self.queue.into()
+        } else {
+            let name: ShortString = super::topology::retry_queue(self.queue, delay).into();
+            if !self.delay_queues.contains(&name) {
+                declare_retry_queue(self.channel, self.queue, delay).await?;
+                self.delay_queues.insert(name.clone());
+            }
+            name
+        };
+        let properties = persistent(for_retry(delivery, attempts));
+        self.channel
+            .basic_publish(
+                "".into(),
+                routing_key,
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await
+            .map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: lapin::Error) -> ConsumeError {
+        ConsumeError::Amqp {
+            queue: self.queue.to_owned(),
+            source,
+        }
+    }
+
+    /// Send a copy of `delivery` to the dead-letter queue with the error and its origin.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+    ) -> Result<lapin::PublisherConfirm, ConsumeError> {
+        let properties = persistent(for_dead_letter(delivery, error));
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.dlq.clone(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await
+            .map_err(|source| self.error(source))
+    }
+}
+
+/// Delivery mode 2: the broker writes the message to disk.
+fn persistent(properties: BasicProperties) -> BasicProperties {
+    properties.with_delivery_mode(2)
+}

@@ -1,0 +1,194 @@
+//! One AMQP delivery as an [`Envelope`]: its id from the `message_id` property, its kind
+//! from `type` or the routing key, its headers (and content type) as strings, and the
+//! attempts already made from `x-retry-count`; and the properties a re-publish carries.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::types::AMQPValue;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::topology::text;
+use super::{ConsumeSpec, KindFrom, MissingMessageId};
+use crate::envelope::{Envelope, Origin};
+
+/// Header carrying the attempts already made.
+pub const RETRY_COUNT: &str = "x-retry-count";
+/// Headers carrying where a message was first published, kept across the detour
+/// through a delay queue (which dead-letters it back through the default exchange).
+pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
+/// See [`ORIGINAL_EXCHANGE`].
+pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+
+/// The exchange and routing key `delivery` was first published with.
+pub fn origin(delivery: &Delivery) -> (String, String) {
+    let header = |name: &str| {
+        delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+            .and_then(as_text)
+    };
+    (
+        header(ORIGINAL_EXCHANGE).unwrap_or_else(|| delivery.exchange.as_str().to_owned()),
+        header(ORIGINAL_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_owned()),
+    )
+}
+
+/// The envelope of `delivery` from `spec.queue`, and why it must go to the failed
+/// messages unhandled, if it must (no `message_id` and `missing` is `Fail`).
+pub fn envelope(
+    delivery: &Delivery,
+    spec: &ConsumeSpec,
+    missing: MissingMessageId,
+) -> (Envelope, Option<String>) {
+    let p = &delivery.properties;
+    let (id, refused) = match p.message_id() {
+        Some(id) => (message_uuid(id.as_str()), None),
+        None => {
+            let id = hashed_uuid(b"body:", &delivery.data);
+            let refused = (missing == MissingMessageId::Fail).then(|| {
+                "missing message_id: the AMQP message has no message_id property; set one when publishing, or set amqp.missing_message_id = \"body-hash\"".to_owned()
+            });
+            (id, refused)
+        }
+    };
+    let (exchange, routing_key) = origin(delivery);
+    let kind = match (spec.kind_from, p.kind()) {
+        (KindFrom::Type, Some(kind)) => kind.as_str(),
+        _ => routing_key.as_str(),
+    };
+    let mut headers = BTreeMap::new();
+    let mut attempts = 0;
+    if let Some(table) = p.headers() {
+        for (key, value) in table.inner() {
+            if key.as_str() == RETRY_COUNT {
+                attempts = as_u32(value).unwrap_or(0);
+            } else if [ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY].contains(&key.as_str()) {
+                continue;
+            } else if let Some(value) = as_text(value) {
+                headers.insert(key.as_str().to_owned(), value);
+            }
+        }
+    }
+    if let Some(content_type) = p.content_type() {
+        headers.insert("content-type".to_owned(), content_type.as_str().to_owned());
+    }
+    let envelope = Envelope {
+        id,
+        queue: spec.queue.clone(),
+        kind: kind.to_owned(),
+        headers,
+        payload: delivery.data.clone(),
+        attempts,
+        lock_token: Uuid::nil(),
+        settled_plugins: BTreeSet::new(),
+        origin: Origin::Amqp {
+            exchange,
+            routing_key,
+        },
+    };
+    (envelope, refused)
+}
+
+/// A `message_id` as a UUID: itself when it is one, else a UUID derived from its sha256
+/// (the same id always maps to the same UUID, so dedup works for any id scheme).
+pub fn message_uuid(id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap_or_else(|_| hashed_uuid(b"message_id:", id.as_bytes()))
+}
+
+fn hashed_uuid(domain: &[u8], bytes: &[u8]) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(domain)
+        .chain_update(bytes)
+        .finalize();
+    Uuid::new_v8(digest[..16].try_into().expect("sha256 has 32 bytes"))
+}
+
+/// The properties of `delivery` for its next attempt: `x-retry-count` set to `attempts`,
+/// and where it was first published.
+pub fn for_retry(delivery: &Delivery, attempts: u32) -> BasicProperties {
+    let (exchange, routing_key) = origin(delivery);
+    with_headers(
+        &delivery.properties,
+        [
+            (RETRY_COUNT, AMQPValue::LongUInt(attempts)),
+            (ORIGINAL_EXCHANGE, text(&exchange)),
+            (ORIGINAL_ROUTING_KEY, text(&routing_key)),
+        ],
+    )
+}
+
+/// The properties with headers added or replaced.
+fn with_headers<'a>(
+    properties: &BasicProperties,
+    added: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (key, value) in added {
+        headers.insert(key.into(), value);
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// The properties of a dead-letter copy of `delivery`: the error, and where it was
+/// first published.
+pub fn for_dead_letter(delivery: &Delivery, error: &str) -> BasicProperties {
+    let (exchange, routing_key) = origin(delivery);
+    with_headers(
+        &delivery.properties,
+        [
+            ("x-wharf-error", text(error)),
+            (ORIGINAL_EXCHANGE, text(&exchange)),
+            (ORIGINAL_ROUTING_KEY, text(&routing_key)),
+        ],
+    )
+}
+
+fn as_u32(value: &AMQPValue) -> Option<u32> {
+    match value {
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        other => as_text(other)?.parse().ok(),
+    }
+}
+
+fn as_text(value: &AMQPValue) -> Option<String> {
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_map_to_stable_uuids() {
+        let uuid = Uuid::now_v7();
+        assert_eq!(message_uuid(&uuid.to_string()), uuid);
+        assert_eq!(message_uuid("order-1001"), message_uuid("order-1001"));
+        assert_ne!(message_uuid("order-1001"), message_uuid("order-1002"));
+    }
+}

@@ -1,0 +1,273 @@
+//! The AMQP transport against the real RabbitMQ (unique queue names per test), on both
+//! stores: ack after commit, a redelivery of a committed message handled once, retries
+//! through growing delay queues, the dead-letter queue after the last attempt, a message
+//! without message_id, a body a JSON handler cannot read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use tokio::sync::watch;
+use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
+use wharf_host::transport::amqp::topology::{self, BindingSpec, ExchangeSpec, QueueSpec};
+use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
+use wharf_tests::{Backend, Host, amqp_connection, unique_name};
+
+/// A host consuming a fresh queue bound to a fresh direct exchange with key `orders`.
+struct Broker {
+    host: Arc<Host>,
+    connection: lapin::Connection,
+    channel: Channel,
+    exchange: String,
+    queue: String,
+}
+
+impl Broker {
+    async fn start(backend: Backend, plugins: &[&str]) -> Broker {
+        let exchange = unique_name("ex");
+        let queue = unique_name("q");
+        let host = Host::start_with(backend, plugins, |c| {
+            c.amqp.batch_size = 10;
+            c.amqp.exchanges = vec![ExchangeSpec {
+                name: exchange.clone(),
+                kind: Default::default(),
+                durable: false,
+            }];
+            c.amqp.queues = vec![QueueSpec {
+                name: queue.clone(),
+                durable: true,
+                queue_type: Default::default(),
+                message_ttl_ms: None,
+                max_length: None,
+                overflow: None,
+                dead_letter_exchange: None,
+                dead_letter_routing_key: None,
+                bindings: vec![BindingSpec {
+                    exchange: exchange.clone(),
+                    routing_key: "orders".into(),
+                    headers: Default::default(),
+                }],
+            }];
+            c.amqp.consume = vec![ConsumeSpec {
+                queue: queue.clone(),
+                prefetch: 100,
+                consumers: 1,
+                kind_from: KindFrom::Type,
+            }];
+        })
+        .await;
+        let connection = amqp_connection().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let amqp = &host.config.amqp;
+        topology::declare(&channel, &amqp.exchanges, &amqp.queues)
+            .await
+            .unwrap();
+        // Declaring twice is a no-op.
+        topology::declare(&channel, &amqp.exchanges, &amqp.queues)
+            .await
+            .unwrap();
+        Broker {
+            host: Arc::new(host),
+            connection,
+            channel,
+            exchange,
+            queue,
+        }
+    }
+
+    /// Publish to the exchange with routing key `orders`, confirmed.
+    async fn publish(&self, kind: &str, id: Option<&str>, body: &[u8]) {
+        let mut properties = BasicProperties::default().with_type(kind.into());
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "orders".into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the message");
+    }
+
+    /// Run a consumer until `done` holds (panics after 20 s), then stop it.
+    async fn consume_until(&self, what: &str, done: impl AsyncFn(&Host) -> bool) -> ConsumeReport {
+        let (stop, stopped) = watch::channel(false);
+        let consumer = Consumer::new(
+            self.host.config.amqp.consume[0].clone(),
+            self.host.config.amqp.clone(),
+            self.host.store.clone(),
+            self.host.dispatcher.clone(),
+            8,
+        );
+        let running = async { consumer.run(&self.connection, stopped).await };
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(&self.host).await {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (report, ()) = tokio::join!(running, watching);
+        report.expect("the consumer ran without errors")
+    }
+
+    /// Ready messages in a queue.
+    async fn depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+            .message_count()
+    }
+}
+
+async fn count(host: &Host, sql: &'static str) -> i64 {
+    host.count(sql).await
+}
+
+wharf_tests::conformance!(
+    acks_after_commit_and_a_redelivered_message_runs_once,
+    retries_wait_in_growing_delay_queues_then_dead_letter,
+    unreadable_messages_go_to_the_failed_messages_and_the_dlq,
+);
+
+async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend) {
+    let broker = Broker::start(backend, &["fixture-once"]).await;
+    let ids: Vec<String> = (0..25).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    let report = broker
+        .consume_until("25 handled", async |h| {
+            count(h, "SELECT COUNT(*) FROM processed").await == 25
+        })
+        .await;
+    assert_eq!(report.acked, 25);
+    assert_eq!(broker.depth(&broker.queue).await, 0, "everything acked");
+
+    // The same messages again, as after a lost ack: acked without running the handler.
+    for id in &ids[..5] {
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    let depth = async |b: &Broker| b.depth(&b.queue).await;
+    let report = broker
+        .consume_until("the duplicates acked", async |_| depth(&broker).await == 0)
+        .await;
+    assert_eq!(report.acked, 5);
+    let host = &broker.host;
+    assert_eq!(count(host, "SELECT COUNT(*) FROM processed").await, 25);
+    assert_eq!(count(host, "SELECT COUNT(*) FROM outbox").await, 25);
+    assert_eq!(
+        count(host, "SELECT COUNT(*) FROM plugin_state WHERE version = 1").await,
+        25
+    );
+}
+
+async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend) {
+    // flaky retries after 10, 20, 40, 80 ms and gives up after the 5th attempt.
+    let broker = Broker::start(backend, &["fixture-flaky"]).await;
+    let ok = uuid::Uuid::now_v7();
+    let hopeless = uuid::Uuid::now_v7();
+    broker
+        .publish("test.flaky", Some(&ok.to_string()), br#"{"succeed_on": 3}"#)
+        .await;
+    broker
+        .publish(
+            "test.flaky",
+            Some(&hopeless.to_string()),
+            br#"{"succeed_on": 9}"#,
+        )
+        .await;
+    let report = broker
+        .consume_until("one handled, one dead", async |h| {
+            count(h, "SELECT COUNT(*) FROM processed").await == 1
+                && count(h, "SELECT COUNT(*) FROM failed_messages").await == 1
+        })
+        .await;
+    assert_eq!(report.retried, 2 + 4);
+    assert_eq!(report.dead, 1);
+    let host = &broker.host;
+    let delays: Vec<i64> = host
+        .rows("SELECT delay_ms FROM attempt_errors WHERE delay_ms IS NOT NULL ORDER BY delay_ms")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert_eq!(delays, [10, 10, 20, 20, 40, 80], "delays grow per attempt");
+    for delay in [10, 20, 40, 80] {
+        let queue = format!("{}.retry.{delay}", broker.queue);
+        assert_eq!(
+            broker.depth(&queue).await,
+            0,
+            "{queue} exists and is drained"
+        );
+    }
+    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 1);
+    let failed = host
+        .rows("SELECT attempts, source, source_exchange, source_routing_key, error FROM failed_messages")
+        .await;
+    let get = |i| sqlx::Row::get::<String, _>(&failed[0], i);
+    assert_eq!(sqlx::Row::get::<i64, _>(&failed[0], 0), 5);
+    assert_eq!(get(1), format!("amqp:{}", broker.queue));
+    assert_eq!(get(2), broker.exchange);
+    assert_eq!(get(3), "orders");
+    assert!(get(4).contains("not yet: attempt 5"), "{}", get(4));
+    // The one that succeeded published its result once, on its third attempt.
+    assert_eq!(
+        count(host, "SELECT COUNT(*) FROM inbox WHERE queue = 'results'").await,
+        1
+    );
+}
+
+async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Backend) {
+    let broker = Broker::start(backend, &["fixture-once"]).await;
+    broker.publish("test.once", None, b"{}").await;
+    broker
+        .publish("test.once", Some("order-1001"), b"not json")
+        .await;
+    broker
+        .consume_until("two failed", async |h| {
+            count(h, "SELECT COUNT(*) FROM failed_messages").await == 2
+        })
+        .await;
+    let errors: Vec<String> = broker
+        .host
+        .rows("SELECT error FROM failed_messages ORDER BY error")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert!(errors[0].starts_with("missing message_id"), "{errors:?}");
+    assert!(
+        errors[1].contains("expected") || errors[1].contains("JSON"),
+        "{errors:?}"
+    );
+    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 2);
+    assert_eq!(broker.depth(&broker.queue).await, 0);
+    assert_eq!(
+        count(&broker.host, "SELECT COUNT(*) FROM processed").await,
+        0
+    );
+}
