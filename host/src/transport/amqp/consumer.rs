@@ -213,20 +213,15 @@ impl Consumer {
             .collect()
             .await;
         settlements.extend(refused);
-        let to_settle: Vec<Settlement> = if self.amqp.ledger {
-            settlements.clone()
-        } else {
-            settlements
-                .iter()
-                .filter(|s| needs_database(s))
-                .cloned()
-                .collect()
-        };
-        let Delivered { again, .. } = if to_settle.is_empty() {
+        if !self.amqp.ledger {
+            // Handled with no effects: nothing to write, retry or dead-letter; only acked.
+            settlements.retain(needs_database);
+        }
+        let Delivered { again, .. } = if settlements.is_empty() {
             Delivered::default()
         } else {
             self.store
-                .settle_delivered(&to_settle)
+                .settle_delivered(&settlements)
                 .await
                 .map_err(store_error)?
         };
