@@ -282,6 +282,14 @@ impl Config {
                 "must be at least 30 (the lease is renewed every third of it)",
             );
         }
+        if let Err(e) = self.amqp.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(ConfigError::Invalid {
+                key: "amqp.url",
+                problem: format!(
+                    "is not an AMQP URL ({e}); expected amqp://user:password@host:5672/vhost"
+                ),
+            });
+        }
         if self.amqp.batch_size == 0 {
             return invalid("amqp.batch_size", "must be greater than 0");
         }

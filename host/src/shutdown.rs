@@ -3,9 +3,11 @@
 
 use tokio::sync::watch;
 
-/// A receiver that turns `true` on the first SIGTERM/SIGINT.
-pub fn on_signal() -> watch::Receiver<bool> {
+/// A channel that turns `true` on the first SIGTERM/SIGINT; the sender lets the host
+/// stop itself the same way (a part that failed stops the others).
+pub fn on_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    let signalled = tx.clone();
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -24,7 +26,7 @@ pub fn on_signal() -> watch::Receiver<bool> {
             _ = term => {}
         }
         tracing::info!("shutdown requested: finishing the messages in flight");
-        let _ = tx.send(true);
+        let _ = signalled.send(true);
     });
-    rx
+    (tx, rx)
 }

@@ -118,16 +118,88 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// A connection to the tests' RabbitMQ; panics with how to start it.
+/// A connection to the tests' RabbitMQ; panics with how to start it. The first call in
+/// a test process deletes the queues and exchanges that earlier test processes left.
 pub async fn amqp_connection() -> lapin::Connection {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let url = amqp_url();
-    lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "RabbitMQ is not reachable at {url}: {e}. Start it (rabbitmq-server -detached; rabbitmqctl await_startup) or set WHARF_TEST_AMQP_URL"
             )
-        })
+        });
+    SWEPT.get_or_init(|| sweep_amqp(&connection)).await;
+    connection
+}
+
+/// Delete the `wharf_t_<pid>_...` queues and exchanges of test processes that are gone.
+/// Needs `rabbitmqctl` (to list them); without it, nothing is swept.
+async fn sweep_amqp(connection: &lapin::Connection) {
+    let list = |what: &str| {
+        std::process::Command::new("rabbitmqctl")
+            .args([what, "-q", "--no-table-headers", "name"])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let stale = |name: &&str| {
+        name.strip_prefix("wharf_t_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let channel = connection.create_channel().await.unwrap();
+    for queue in list("list_queues").lines().filter(stale) {
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting stale test queue {queue}: {e}"));
+    }
+    for exchange in list("list_exchanges").lines().filter(stale) {
+        channel
+            .exchange_delete(exchange.into(), Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting stale test exchange {exchange}: {e}"));
+    }
+    let _ = channel.close(200, "swept".into()).await;
+}
+
+/// Route `exchange` (durable, direct) -> `queue` (durable) with routing key `orders`, and
+/// consume the queue (prefetch 100, one consumer): the topology of the AMQP tests.
+pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
+    use wharf_host::transport::amqp::topology::{BindingSpec, ExchangeSpec, QueueSpec};
+    use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
+    config.amqp.url = amqp_url();
+    config.amqp.exchanges = vec![ExchangeSpec {
+        name: exchange.to_owned(),
+        kind: Default::default(),
+        durable: true,
+    }];
+    config.amqp.queues = vec![QueueSpec {
+        name: queue.to_owned(),
+        durable: true,
+        queue_type: Default::default(),
+        message_ttl_ms: None,
+        max_length: None,
+        overflow: None,
+        dead_letter_exchange: None,
+        dead_letter_routing_key: None,
+        bindings: vec![BindingSpec {
+            exchange: exchange.to_owned(),
+            routing_key: "orders".into(),
+            headers: Default::default(),
+        }],
+    }];
+    config.amqp.consume = vec![ConsumeSpec {
+        queue: queue.to_owned(),
+        prefetch: 100,
+        consumers: 1,
+        kind_from: KindFrom::Type,
+    }];
 }
 
 /// A name no other test (or test process) uses, for queues and exchanges.

@@ -11,9 +11,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
-use wharf_host::transport::amqp::topology::{self, BindingSpec, ExchangeSpec, QueueSpec};
-use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
-use wharf_tests::{Backend, Host, amqp_connection, unique_name};
+use wharf_host::transport::amqp::supervisor::Supervisor;
+use wharf_host::transport::amqp::topology;
+use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name};
 
 /// A host consuming a fresh queue bound to a fresh direct exchange with key `orders`.
 struct Broker {
@@ -26,36 +26,21 @@ struct Broker {
 
 impl Broker {
     async fn start(backend: Backend, plugins: &[&str]) -> Broker {
+        Self::start_with(backend, plugins, |_| {}).await
+    }
+
+    /// Like [`Broker::start`], letting the test adjust the config.
+    async fn start_with(
+        backend: Backend,
+        plugins: &[&str],
+        adjust: impl FnOnce(&mut wharf_host::config::Config),
+    ) -> Broker {
         let exchange = unique_name("ex");
         let queue = unique_name("q");
         let host = Host::start_with(backend, plugins, |c| {
             c.amqp.batch_size = 10;
-            c.amqp.exchanges = vec![ExchangeSpec {
-                name: exchange.clone(),
-                kind: Default::default(),
-                durable: false,
-            }];
-            c.amqp.queues = vec![QueueSpec {
-                name: queue.clone(),
-                durable: true,
-                queue_type: Default::default(),
-                message_ttl_ms: None,
-                max_length: None,
-                overflow: None,
-                dead_letter_exchange: None,
-                dead_letter_routing_key: None,
-                bindings: vec![BindingSpec {
-                    exchange: exchange.clone(),
-                    routing_key: "orders".into(),
-                    headers: Default::default(),
-                }],
-            }];
-            c.amqp.consume = vec![ConsumeSpec {
-                queue: queue.clone(),
-                prefetch: 100,
-                consumers: 1,
-                kind_from: KindFrom::Type,
-            }];
+            route_orders(c, &exchange, &queue);
+            adjust(c);
         })
         .await;
         let connection = amqp_connection().await;
@@ -113,7 +98,13 @@ impl Broker {
             self.host.dispatcher.clone(),
             8,
         );
-        let running = async { consumer.run(&self.connection, stopped).await };
+        let running = async {
+            let mut report = ConsumeReport::default();
+            consumer
+                .run(&self.connection, stopped, &mut report)
+                .await
+                .map(|()| report)
+        };
         let watching = async {
             let deadline = Instant::now() + Duration::from_secs(20);
             while !done(&self.host).await {
@@ -124,6 +115,32 @@ impl Broker {
         };
         let (report, ()) = tokio::join!(running, watching);
         report.expect("the consumer ran without errors")
+    }
+
+    /// Run the host's consumers as `wharf run` does (the supervisor) until `done` holds
+    /// (panics after 20 s), then stop them.
+    async fn supervise_until(
+        &self,
+        what: &str,
+        done: impl AsyncFn(&Broker) -> bool,
+    ) -> ConsumeReport {
+        let (stop, stopped) = watch::channel(false);
+        let supervisor = Supervisor::new(
+            Arc::new(self.host.config.clone()),
+            self.host.store.clone(),
+            self.host.dispatcher.clone(),
+        );
+        let running = supervisor.run(stopped);
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(self).await {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (report, ()) = tokio::join!(running, watching);
+        report.expect("the consumers ran without errors")
     }
 
     /// Ready messages in a queue.
@@ -149,6 +166,7 @@ async fn count(host: &Host, sql: &'static str) -> i64 {
 
 wharf_tests::conformance!(
     acks_after_commit_and_a_redelivered_message_runs_once,
+    duplicates_delivered_to_two_consumers_at_once_are_settled_once,
     retries_wait_in_growing_delay_queues_then_dead_letter,
     unreadable_messages_go_to_the_failed_messages_and_the_dlq,
 );
@@ -190,6 +208,37 @@ async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend)
         count(host, "SELECT COUNT(*) FROM plugin_state WHERE version = 1").await,
         26
     );
+}
+
+async fn duplicates_delivered_to_two_consumers_at_once_are_settled_once(backend: Backend) {
+    let broker = Broker::start_with(backend, &["fixture-once"], |c| {
+        c.amqp.consume[0].consumers = 2;
+        c.amqp.consume[0].prefetch = 10;
+    })
+    .await;
+    // Every message twice in a row: the broker hands the copies to different consumers,
+    // which run the handler and settle them at the same time.
+    let ids: Vec<String> = (0..200).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        broker.publish("test.once", Some(id), b"{}").await;
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    let report = broker
+        .supervise_until("200 handled and the queue empty", async |b| {
+            count(&b.host, "SELECT COUNT(*) FROM processed").await == 200
+                && b.depth(&b.queue).await == 0
+        })
+        .await;
+    assert_eq!(report.acked, 400, "{report:?}");
+    assert_eq!(report.duplicates, 200, "{report:?}");
+    let host = &broker.host;
+    assert_eq!(count(host, "SELECT COUNT(*) FROM outbox").await, 200);
+    assert_eq!(count(host, "SELECT COUNT(*) FROM plugin_state").await, 200);
+    assert_eq!(
+        count(host, "SELECT COUNT(*) FROM plugin_state WHERE version = 1").await,
+        200
+    );
+    assert_eq!(count(host, "SELECT COUNT(*) FROM failed_messages").await, 0);
 }
 
 async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend) {

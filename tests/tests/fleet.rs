@@ -142,6 +142,9 @@ async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
         );
         if survivor.count("SELECT COUNT(*) FROM processed").await >= 100 {
             signal("-STOP");
+            // A statement the victim sent just before it froze (a COMMIT) may still be
+            // running on the server: let it finish so the claims counted stay put.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let claimed = survivor.count(CLAIMED_ELSEWHERE).await;
             if claimed > 0 {
                 break;

@@ -4,6 +4,8 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::transport::amqp::depth::depths;
+use crate::transport::amqp::supervisor::display_url;
 
 /// Subcommands of `wharf plugins`.
 #[derive(Debug, Subcommand)]
@@ -18,20 +20,56 @@ pub enum PluginsCommand {
 
 pub async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
-    let stats = store.queue_stats().await?;
+    let inbox = store.queue_stats().await?;
+    let amqp = if config.amqp.consume.is_empty() {
+        None
+    } else {
+        Some(depths(&config.amqp).await.map_err(|e| {
+            format!(
+                "AMQP broker {} unreachable: {e}",
+                display_url(&config.amqp.url)
+            )
+        }))
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let amqp = match &amqp {
+            None => serde_json::Value::Array(Vec::new()),
+            Some(Ok(depths)) => serde_json::to_value(depths)?,
+            Some(Err(e)) => serde_json::json!({ "error": e }),
+        };
+        let all = serde_json::json!({ "inbox": inbox, "amqp": amqp });
+        println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     println!(
         "{:<24} {:>9} {:>9} {:>9} {:>9}",
         "QUEUE", "PENDING", "IN-FLIGHT", "SCHEDULED", "FAILED"
     );
-    for q in &stats {
+    for q in &inbox {
         println!(
             "{:<24} {:>9} {:>9} {:>9} {:>9}",
             q.queue, q.pending, q.in_flight, q.scheduled, q.failed
         );
+    }
+    match amqp {
+        None => {}
+        Some(Err(e)) => println!("\n{e}"),
+        Some(Ok(depths)) => {
+            let show = |n: Option<u32>| n.map_or_else(|| "missing".to_owned(), |n| n.to_string());
+            println!(
+                "\n{:<24} {:>9} {:>9} {:>9}",
+                "AMQP QUEUE", "READY", "CONSUMERS", "DLQ"
+            );
+            for d in &depths {
+                println!(
+                    "{:<24} {:>9} {:>9} {:>9}",
+                    d.queue,
+                    show(d.ready),
+                    show(d.consumers),
+                    show(d.dead_letters)
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::envelope::NewMessage;
+use crate::transport::amqp::supervisor::Supervisor;
 use crate::worker::{StopWhen, Worker};
 
 /// Options of `wharf run` (Messenger-style stop options).
@@ -56,15 +57,41 @@ async fn serve(
     tracing::info!(
         database = config.database.url,
         plugins = plugins.len(),
+        amqp_queues = ?config.amqp.consume.iter().map(|c| &c.queue).collect::<Vec<_>>(),
         "wharf running"
     );
     let config = Arc::new(config);
-    let dispatcher = Dispatcher::new(store.clone(), runtime, Arc::new(plugins), config.clone());
-    let worker = Worker::new(store, Arc::new(dispatcher), config);
-    let report = worker.run(stop, crate::shutdown::on_signal()).await;
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        runtime,
+        Arc::new(plugins),
+        config.clone(),
+    ));
+    let (stop_all, shutdown) = crate::shutdown::on_signal();
+    let worker = Worker::new(store.clone(), dispatcher.clone(), config.clone());
+    let inbox = async {
+        let report = worker.run(stop, shutdown.clone()).await;
+        // The inbox's stop conditions (--limit, --until-idle, --time-limit) stop the
+        // consumers too; so does an error.
+        let _ = stop_all.send(true);
+        report
+    };
+    let amqp = async {
+        if config.amqp.consume.is_empty() {
+            return Ok(None);
+        }
+        let supervisor = Supervisor::new(config.clone(), store, dispatcher.clone());
+        let report = supervisor.run(shutdown.clone()).await;
+        if report.is_err() {
+            let _ = stop_all.send(true);
+        }
+        report.map(Some)
+    };
+    let (report, consumed) = tokio::join!(inbox, amqp);
     if let Some(task) = cleaning {
         task.abort();
     }
+    let consumed = consumed?;
     let report = report?;
     let s = report.settled;
     tracing::info!(
@@ -72,8 +99,18 @@ async fn serve(
         handled = s.handled,
         retried = s.retried,
         failed = s.failed,
-        "wharf stopped"
+        "inbox stopped"
     );
+    if let Some(c) = consumed {
+        tracing::info!(
+            acked = c.acked,
+            retried = c.retried,
+            dead_lettered = c.dead,
+            restarts = c.restarts,
+            "AMQP consumers stopped"
+        );
+    }
+    tracing::info!("wharf stopped");
     Ok(())
 }
 

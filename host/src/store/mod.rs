@@ -4,6 +4,7 @@
 //! writer of a message's final state: [`Store::settle`] applies a batch of verdicts in one
 //! transaction (ledger rows, effects, retries, dead letters).
 
+mod delivered;
 mod postgres;
 mod sqlite;
 
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
+pub use delivered::{Again, Delivered};
 pub use postgres::{HeldTransaction, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -157,26 +159,6 @@ pub struct Settlement {
     pub refused: Option<String>,
 }
 
-/// A delivered message that needs another attempt (see [`Store::settle_delivered`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Again {
-    /// The message.
-    pub id: Uuid,
-    /// How long to wait: the longest delay its plugins asked for.
-    pub delay: Duration,
-    /// Whether the attempt counts (false when it only re-runs after a stale state read).
-    pub counts: bool,
-}
-
-/// What [`Store::settle_delivered`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delivered {
-    /// Counts.
-    pub summary: SettleSummary,
-    /// Messages that need another attempt; every other one is finished.
-    pub again: Vec<Again>,
-}
-
 /// What a settle did, for progress output and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SettleSummary {
@@ -190,6 +172,9 @@ pub struct SettleSummary {
     pub conflicts: u64,
     /// Messages whose claim had been taken over; nothing of theirs was written.
     pub fenced: u64,
+    /// Delivered messages another consumer settled first (a duplicate delivered twice
+    /// at once); the results of the plugins it settled were not written.
+    pub duplicates: u64,
 }
 
 /// Status of a failed message, mirrored by a CHECK constraint in SQL.
@@ -351,7 +336,10 @@ pub trait Store: Send + Sync {
     /// Settle a batch a transport delivered, in one transaction: ledger rows, effects,
     /// attempt errors and dead letters as [`Store::settle`] writes them, but there is no
     /// inbox row to fence, delete or reschedule: the transport re-publishes the messages
-    /// in [`Delivered::again`] and acks the rest.
+    /// in [`Delivered::again`], forwards [`Delivered::dead`] and acks the rest. Results
+    /// of plugins that settled a message meanwhile (another consumer had a duplicate)
+    /// are dropped: the transaction waits for such a concurrent settle and checks the
+    /// ledger itself.
     async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered>;
 
     /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from

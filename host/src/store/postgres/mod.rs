@@ -29,6 +29,7 @@
 //! instead of polling.
 
 mod claim;
+mod delivered;
 mod settle;
 mod writes;
 
@@ -222,31 +223,11 @@ impl Store for PostgresStore {
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-        let rows = sqlx::query(
-            "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
-             UNION ALL
-             SELECT message_id, plugin FROM failed_messages
-             WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
-        for row in &rows {
-            by_id
-                .entry(row.get("message_id"))
-                .or_default()
-                .insert(row.get("plugin"));
-        }
-        Ok(by_id)
+        delivered::settled(&self.pool, ids).await
     }
 
     async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
-        let mut tx = self.pool.begin().await?;
-        let (summary, again) =
-            settle::settle_batch(&mut tx, &self.channel, batch, Rows::Delivered).await?;
-        tx.commit().await?;
-        Ok(Delivered { summary, again })
+        delivered::settle(&self.pool, &self.channel, batch).await
     }
 
     async fn renew(

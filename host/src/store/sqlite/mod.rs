@@ -4,6 +4,7 @@
 //! outside any transaction, and a settle whose token is no longer current is refused
 //! (fencing). A crashed host's claims come back when their lease expires.
 
+mod delivered;
 mod settle;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,8 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -22,6 +22,7 @@ use super::{
     QueueStats, Result, RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
+use delivered::settled_of;
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -203,11 +204,7 @@ impl Store for SqliteStore {
     }
 
     async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
-        let mut again = Vec::new();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let summary = settle::settle_batch(&mut tx, batch, now_ms(), Some(&mut again)).await?;
-        tx.commit().await?;
-        Ok(Delivered { summary, again })
+        delivered::settle(&self.pool, batch).await
     }
 
     async fn renew(
@@ -403,30 +400,4 @@ impl Store for SqliteStore {
         }
         Ok(stats.into_values().collect())
     }
-}
-
-/// Plugins that handled each of `ids` or dead-lettered it (not sent back by an operator).
-async fn settled_of(
-    conn: &mut SqliteConnection,
-    ids: &[Uuid],
-) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let ids = serde_json::to_string(&ids).expect("strings serialise");
-    let done = sqlx::query(
-        "SELECT message_id, plugin FROM processed WHERE message_id IN (SELECT value FROM json_each(?1))
-         UNION ALL
-         SELECT message_id, plugin FROM failed_messages
-         WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('failed', 'pending')",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
-    for row in &done {
-        by_id
-            .entry(parse_uuid(row.get("message_id"))?)
-            .or_default()
-            .insert(row.get("plugin"));
-    }
-    Ok(by_id)
 }

@@ -62,6 +62,20 @@ pub enum ConsumeError {
     Cancelled(String),
 }
 
+impl ConsumeError {
+    /// Will consuming work again after a pause (broker, network or database back)? The
+    /// rest needs the operator: access refused, a missing queue, conflicting arguments, a
+    /// database error that is not about connectivity.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConsumeError::Amqp { source, .. } => super::is_transient(source),
+            ConsumeError::Refused { .. } | ConsumeError::Cancelled(_) => true,
+            ConsumeError::Declare(e) => e.is_transient(),
+            ConsumeError::Store { source, .. } => source.is_transient(),
+        }
+    }
+}
+
 /// Totals of one consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumeReport {
@@ -71,6 +85,21 @@ pub struct ConsumeReport {
     pub retried: u64,
     /// Messages sent to the dead-letter queue.
     pub dead: u64,
+    /// Deliveries of messages already settled (a redelivery after a lost ack, or a
+    /// duplicate), found in the ledger before the handlers ran or while settling.
+    pub duplicates: u64,
+    /// Times the consumer started again after losing its channel or connection.
+    pub restarts: u64,
+}
+
+impl std::ops::AddAssign for ConsumeReport {
+    fn add_assign(&mut self, other: Self) {
+        self.acked += other.acked;
+        self.retried += other.retried;
+        self.dead += other.dead;
+        self.duplicates += other.duplicates;
+        self.restarts += other.restarts;
+    }
 }
 
 /// One consumer of `spec.queue` on its own channel.
@@ -108,14 +137,33 @@ impl Consumer {
     }
 
     /// Consume until `shutdown` turns true (the batch in hand is finished and acked) or
-    /// the channel fails.
+    /// the channel fails, adding to `report`. The channel is closed either way: the
+    /// broker requeues whatever it delivered that was not acked.
     pub async fn run(
         &self,
         connection: &Connection,
+        shutdown: watch::Receiver<bool>,
+        report: &mut ConsumeReport,
+    ) -> Result<(), ConsumeError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(self.amqp_error())?;
+        let result = self.consume(&channel, shutdown, report).await;
+        if channel.status().connected() {
+            // Best effort: a channel that cannot be closed goes with its connection.
+            let _ = channel.close(200, "consumer stopped".into()).await;
+        }
+        result
+    }
+
+    async fn consume(
+        &self,
+        channel: &Channel,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<ConsumeReport, ConsumeError> {
+        report: &mut ConsumeReport,
+    ) -> Result<(), ConsumeError> {
         let err = self.amqp_error();
-        let channel = connection.create_channel().await.map_err(&err)?;
         channel
             .basic_qos(self.spec.prefetch, BasicQosOptions::default())
             .await
@@ -124,7 +172,7 @@ impl Consumer {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(&err)?;
-        let dlq = declare_dead_letter_queue(&channel, &self.spec.queue).await?;
+        let dlq = declare_dead_letter_queue(channel, &self.spec.queue).await?;
         let mut deliveries = channel
             .basic_consume(
                 self.spec.queue.as_str().into(),
@@ -135,16 +183,15 @@ impl Consumer {
             .await
             .map_err(&err)?;
         let mut publisher = Publisher {
-            channel: &channel,
+            channel,
             queue: &self.spec.queue,
             dlq,
             delay_queues: HashSet::new(),
         };
-        let mut report = ConsumeReport::default();
         loop {
             let first = tokio::select! {
                 next = deliveries.next() => next,
-                _ = shutdown.changed() => return Ok(report),
+                _ = shutdown.changed() => return Ok(()),
             };
             let mut batch = vec![
                 first
@@ -157,9 +204,9 @@ impl Consumer {
                     _ => break,
                 }
             }
-            self.process(&mut publisher, batch, &mut report).await?;
+            self.process(&mut publisher, batch, report).await?;
             if *shutdown.borrow() {
-                return Ok(report);
+                return Ok(());
             }
         }
     }
@@ -184,6 +231,7 @@ impl Consumer {
             if by_id.insert(message.id, delivery).is_some() {
                 // The same message twice in one batch: the first one settles it.
                 tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");
+                report.duplicates += 1;
                 continue;
             }
             match refusal {
@@ -204,6 +252,7 @@ impl Consumer {
             for message in &mut envelopes {
                 if let Some(plugins) = settled.remove(&message.id) {
                     message.settled_plugins = plugins;
+                    report.duplicates += 1;
                 }
             }
         }
@@ -217,7 +266,11 @@ impl Consumer {
             // Handled with no effects: nothing to write, retry or dead-letter; only acked.
             settlements.retain(needs_database);
         }
-        let Delivered { again, .. } = if settlements.is_empty() {
+        let Delivered {
+            summary,
+            again,
+            dead,
+        } = if settlements.is_empty() {
             Delivered::default()
         } else {
             self.store
@@ -225,6 +278,7 @@ impl Consumer {
                 .await
                 .map_err(store_error)?
         };
+        report.duplicates += summary.duplicates;
         let attempts: HashMap<Uuid, u32> = settlements
             .iter()
             .map(|s| (s.message.id, s.message.attempts))
@@ -236,17 +290,9 @@ impl Consumer {
             confirms.push(publisher.retry(by_id[id], *delay, attempts).await?);
             report.retried += 1;
         }
-        for s in &settlements {
-            let error = s.refused.as_deref().or_else(|| {
-                s.results.iter().find_map(|r| match &r.verdict {
-                    Verdict::Dead { error } => Some(error.as_str()),
-                    _ => None,
-                })
-            });
-            if let Some(error) = error {
-                confirms.push(publisher.dead_letter(by_id[&s.message.id], error).await?);
-                report.dead += 1;
-            }
+        for (id, error) in &dead {
+            confirms.push(publisher.dead_letter(by_id[id], error).await?);
+            report.dead += 1;
         }
         for confirm in confirms {
             match confirm.await.map_err(self.amqp_error())? {

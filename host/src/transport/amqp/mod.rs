@@ -1,9 +1,12 @@
 //! The AMQP transport (RabbitMQ, lapin): the topology declared from config, consumers
 //! that settle each batch in the database before acking it, delayed retries through
-//! per-delay queues, and dead-letter queues.
+//! per-delay queues, and dead-letter queues; a supervisor that keeps the consumers
+//! running across broker restarts and network cuts.
 
 pub mod consumer;
 pub mod delivery;
+pub mod depth;
+pub mod supervisor;
 pub mod topology;
 
 use serde::{Deserialize, Serialize};
@@ -54,4 +57,39 @@ fn default_prefetch() -> u16 {
 
 fn one() -> usize {
     1
+}
+
+/// Will the same operation work again once the broker or the network is back? Connection
+/// and channel loss, a forced close (broker restart), missed heartbeats and resource
+/// errors are transient; access refused, an unknown virtual host or queue, and arguments
+/// that conflict with what the broker has are for the operator to fix.
+pub fn is_transient(error: &lapin::Error) -> bool {
+    use lapin::ErrorKind;
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    match error.kind() {
+        ErrorKind::ProtocolError(e) => match e.kind() {
+            AMQPErrorKind::Soft(soft) => !matches!(
+                soft,
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+            ),
+            AMQPErrorKind::Hard(hard) => matches!(
+                hard,
+                AMQPHardError::CONNECTIONFORCED
+                    | AMQPHardError::RESOURCEERROR
+                    | AMQPHardError::INTERNALERROR
+                    | AMQPHardError::CHANNELERROR
+                    | AMQPHardError::UNEXPECTEDFRAME
+                    | AMQPHardError::FRAMEERROR
+            ),
+        },
+        ErrorKind::IOError(_)
+        | ErrorKind::InvalidChannel(_)
+        | ErrorKind::InvalidChannelState(..)
+        | ErrorKind::InvalidConnectionState(_)
+        | ErrorKind::ChannelsLimitReached
+        | ErrorKind::MissingHeartbeatError => true,
+        _ => false,
+    }
 }

@@ -124,6 +124,14 @@ pub struct DeclareError {
     source: lapin::Error,
 }
 
+impl DeclareError {
+    /// Did the declaration fail because the broker or the connection went away (rather
+    /// than because the broker refused it)?
+    pub fn is_transient(&self) -> bool {
+        super::is_transient(&self.source)
+    }
+}
+
 /// Declare the exchanges, then the queues with their bindings.
 pub async fn declare(
     channel: &Channel,

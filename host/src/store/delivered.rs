@@ -1,0 +1,82 @@
+//! Settling what a transport delivered (no inbox rows): the answer the transport acts on,
+//! and the steps both stores take inside the settle transaction. Two consumers can hold
+//! the same message at once (the sender published it twice, or a redelivery raced the
+//! original); whichever settles second finds the first one's ledger rows and drops its
+//! own results for those plugins, so effects are written once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::Settlement;
+use crate::outcome::Verdict;
+
+/// A delivered message that needs another attempt (see [`super::Store::settle_delivered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Again {
+    /// The message.
+    pub id: Uuid,
+    /// How long to wait: the longest delay any plugin asked for.
+    pub delay: Duration,
+    /// Whether the attempt counts (false when it only re-runs after a stale state read).
+    pub counts: bool,
+}
+
+/// What [`super::Store::settle_delivered`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Counts.
+    pub summary: super::SettleSummary,
+    /// Messages that need another attempt; every other one is finished.
+    pub again: Vec<Again>,
+    /// Messages recorded in the failed messages, each with its (first) error: the
+    /// transport forwards them to its dead-letter queue.
+    pub dead: Vec<(Uuid, String)>,
+}
+
+/// `batch` without the results of plugins that `settled` lists for their message (and
+/// without a refusal already recorded, plugin `""`). `None` when nothing is dropped, so
+/// the common case copies nothing. Counts the messages that lost something.
+pub(super) fn without_settled(
+    batch: &[Settlement],
+    settled: &BTreeMap<Uuid, BTreeSet<String>>,
+    dropped: &mut u64,
+) -> Option<Vec<Settlement>> {
+    if settled.is_empty() {
+        return None;
+    }
+    let kept = batch
+        .iter()
+        .map(|s| {
+            let Some(plugins) = settled.get(&s.message.id) else {
+                return s.clone();
+            };
+            let mut s = s.clone();
+            let before = (s.refused.is_some(), s.results.len());
+            if plugins.contains("") {
+                s.refused = None;
+            }
+            s.results.retain(|r| !plugins.contains(&r.plugin.name));
+            *dropped += u64::from((s.refused.is_some(), s.results.len()) != before);
+            s
+        })
+        .collect();
+    Some(kept)
+}
+
+/// The dead letters a settle of `batch` writes, one per message with its first error.
+pub(super) fn dead_letters(batch: &[Settlement]) -> Vec<(Uuid, String)> {
+    batch
+        .iter()
+        .filter_map(|s| {
+            let error = s.refused.as_deref().or_else(|| {
+                s.results.iter().find_map(|r| match &r.verdict {
+                    Verdict::Dead { error } => Some(error.as_str()),
+                    _ => None,
+                })
+            })?;
+            Some((s.message.id, error.to_owned()))
+        })
+        .collect()
+}

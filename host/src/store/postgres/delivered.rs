@@ -1,0 +1,92 @@
+//! What a transport delivered, on PostgreSQL: the ledger lookup that lets a redelivery
+//! skip plugins that already settled it, and the settle transaction. That transaction
+//! first takes an advisory lock on each message id of the batch (the two-key lock space,
+//! which never meets the single-key state locks), so a concurrent settle of the same
+//! message by another consumer or host finishes first; the ledger check that follows
+//! sees its rows, and the results it already wrote are dropped here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use super::settle::{Rows, settle_batch};
+use crate::store::delivered::{dead_letters, without_settled};
+use crate::store::{Delivered, Result, Settlement};
+
+/// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
+/// back since.
+pub(super) async fn settled<'e>(
+    executor: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    let rows = sqlx::query(
+        "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
+         UNION ALL
+         SELECT message_id, plugin FROM failed_messages
+         WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
+    )
+    .bind(ids)
+    .fetch_all(executor)
+    .await?;
+    let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    for row in &rows {
+        by_id
+            .entry(row.get("message_id"))
+            .or_default()
+            .insert(row.get("plugin"));
+    }
+    Ok(by_id)
+}
+
+/// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
+pub(super) async fn settle(
+    pool: &PgPool,
+    channel: &str,
+    batch: &[Settlement],
+) -> Result<Delivered> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
+    let (high, low): (Vec<i32>, Vec<i32>) = {
+        let mut keys: Vec<(i32, i32)> = ids.iter().map(|id| lock_keys(*id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter().unzip()
+    };
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(a, b)
+         FROM UNNEST($1::int[], $2::int[]) WITH ORDINALITY AS k(a, b, n) ORDER BY n",
+    )
+    .bind(&high)
+    .bind(&low)
+    .execute(&mut *tx)
+    .await?;
+    let already = settled(&mut *tx, &ids).await?;
+    let mut duplicates = 0;
+    let kept = without_settled(batch, &already, &mut duplicates);
+    let batch = kept.as_deref().unwrap_or(batch);
+    let (mut summary, again) = settle_batch(&mut tx, channel, batch, Rows::Delivered).await?;
+    tx.commit().await?;
+    summary.duplicates = duplicates;
+    if duplicates > 0 {
+        tracing::debug!(
+            duplicates,
+            "results of messages another consumer settled first were dropped"
+        );
+    }
+    Ok(Delivered {
+        summary,
+        again,
+        dead: dead_letters(batch),
+    })
+}
+
+/// The advisory lock of a message id: its last 8 bytes (random in v4/v7/v8 ids) as the
+/// two keys of `pg_advisory_xact_lock(int, int)`.
+fn lock_keys(id: Uuid) -> (i32, i32) {
+    let b = id.as_bytes();
+    (
+        i32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        i32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+    )
+}

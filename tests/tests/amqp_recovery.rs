@@ -1,0 +1,266 @@
+//! Recovery of the AMQP consumers (the supervisor `wharf run` uses) when the broker
+//! restarts mid-run: `rabbitmqctl stop_app` / `start_app` on the real RabbitMQ while
+//! messages flow. Nothing may be lost and nothing handled twice. A test binary of its own,
+//! so the restart cannot disturb the other AMQP tests (cargo runs test binaries one after
+//! another).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use tokio::sync::watch;
+use wharf_host::transport::amqp::supervisor::Supervisor;
+use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name};
+
+const MESSAGES: usize = 3_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
+    let exchange = unique_name("ex");
+    let queue = unique_name("q");
+    let host = Host::start_with(Backend::Postgres, &["fixture-once"], |c| {
+        route_orders(c, &exchange, &queue);
+        c.amqp.consume[0].consumers = 2;
+    })
+    .await;
+    // Sweeps what earlier test processes left on the broker.
+    drop(amqp_connection().await);
+    let supervisor = Supervisor::new(
+        Arc::new(host.config.clone()),
+        host.store.clone(),
+        host.dispatcher.clone(),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let consuming = tokio::spawn(async move { supervisor.run(stopped).await });
+    let host = Arc::new(host);
+    wait_for(&host, "the topology", Duration::from_secs(20), async |_| {
+        queue_depth(&queue).await.is_some()
+    })
+    .await;
+
+    let ids: Vec<String> = (0..MESSAGES)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let publishing = tokio::spawn(publish_all(exchange.clone(), ids));
+    wait_for(
+        &host,
+        "a third handled",
+        Duration::from_secs(60),
+        async |h| processed(h).await >= MESSAGES as i64 / 3,
+    )
+    .await;
+    let handled_before = processed(&host).await;
+    {
+        let _down = BrokerDown::stop_app();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let publish_retries = publishing.await.unwrap();
+    wait_for(
+        &host,
+        "every message handled",
+        Duration::from_secs(120),
+        async |h| processed(h).await == MESSAGES as i64,
+    )
+    .await;
+    // Redeliveries and republished copies still in the queue are duplicates: wait for the
+    // queue to empty, then stop the consumers.
+    wait_for(
+        &host,
+        "the queue to drain",
+        Duration::from_secs(60),
+        async |_| queue_depth(&queue).await == Some(0),
+    )
+    .await;
+    stop.send(true).unwrap();
+    let report = consuming
+        .await
+        .unwrap()
+        .expect("the supervisor recovered instead of failing");
+
+    assert!(
+        handled_before < MESSAGES as i64,
+        "the broker restarted while messages were still coming ({handled_before} handled before)"
+    );
+    assert!(
+        report.restarts >= 2,
+        "both consumers started again after the restart: {report:?}"
+    );
+    assert!(
+        report.acked >= MESSAGES as u64,
+        "every delivery acked: {report:?}"
+    );
+    assert_eq!(processed(&host).await, MESSAGES as i64, "nothing lost");
+    // fixture-once writes state key = message id (version 1 on the first write) and
+    // publishes one outbox row per message: a second committed run would show.
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM outbox").await,
+        MESSAGES as i64
+    );
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM plugin_state WHERE version = 1")
+            .await,
+        MESSAGES as i64
+    );
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM plugin_state").await,
+        MESSAGES as i64,
+        "nothing handled twice"
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
+    eprintln!(
+        "restart mid-run: {handled_before} handled before, the publisher retried {publish_retries} times, consumers {report:?}"
+    );
+}
+
+/// Publish every id (type `test.once`, persistent) in confirmed batches of 100, at a
+/// pace that keeps messages coming across the restart. A batch that fails (the broker
+/// went away) is published again, whole, once the broker is back: the copies are
+/// duplicates the host must catch. Returns how many times a batch failed.
+async fn publish_all(exchange: String, ids: Vec<String>) -> usize {
+    let mut failures = 0;
+    let mut link = None;
+    for batch in ids.chunks(100) {
+        loop {
+            if link.is_none() {
+                link = publisher(&exchange).await;
+            }
+            if let Some((_, channel)) = &link
+                && publish_batch(channel, &exchange, batch).await
+            {
+                break;
+            }
+            link = None;
+            failures += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    failures
+}
+
+/// A confirming channel on a new connection, or None while the broker is down or the
+/// exchange is not there.
+async fn publisher(exchange: &str) -> Option<(lapin::Connection, Channel)> {
+    let url = wharf_tests::amqp_url();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .ok()?;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()?;
+    Some((connection, channel))
+}
+
+/// Publish a batch and wait for its confirms; false if any failed.
+async fn publish_batch(channel: &Channel, exchange: &str, ids: &[String]) -> bool {
+    let mut confirms = Vec::with_capacity(ids.len());
+    for id in ids {
+        let properties = BasicProperties::default()
+            .with_type("test.once".into())
+            .with_message_id(id.as_str().into())
+            .with_delivery_mode(2);
+        match channel
+            .basic_publish(
+                exchange.into(),
+                "orders".into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                properties,
+            )
+            .await
+        {
+            Ok(confirm) => confirms.push(confirm),
+            Err(_) => return false,
+        }
+    }
+    for confirm in confirms {
+        match confirm.await {
+            Ok(c) if c.is_ack() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+async fn processed(host: &Host) -> i64 {
+    host.count("SELECT COUNT(*) FROM processed").await
+}
+
+/// Ready messages in `queue`, None if it cannot be looked up (broker down, not declared).
+async fn queue_depth(queue: &str) -> Option<u32> {
+    let url = wharf_tests::amqp_url();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    let depth = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = connection.close(200, "looked".into()).await;
+    depth
+}
+
+async fn wait_for(host: &Host, what: &str, limit: Duration, done: impl AsyncFn(&Host) -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done(host).await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The broker's application stopped (`rabbitmqctl stop_app`) until this is dropped, even
+/// when the test panics, so later tests find it running.
+struct BrokerDown;
+
+impl BrokerDown {
+    fn stop_app() -> BrokerDown {
+        rabbitmqctl(&["stop_app"]);
+        BrokerDown
+    }
+}
+
+impl Drop for BrokerDown {
+    fn drop(&mut self) {
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+    }
+}
+
+/// Run `rabbitmqctl` (it takes seconds: off the async worker threads).
+fn rabbitmqctl(args: &[&str]) {
+    let status = tokio::task::block_in_place(|| {
+        std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .unwrap_or_else(|e| {
+        panic!("rabbitmqctl {args:?}: {e}; the restart test needs rabbitmqctl of the test broker")
+    });
+    assert!(status.success(), "rabbitmqctl {args:?} failed: {status}");
+}
