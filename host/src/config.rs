@@ -126,8 +126,20 @@ pub struct AmqpConfig {
     /// a handler that publishes or writes state still commits through the ledger, but
     /// one with no effects touches no database (at-least-once).
     pub ledger: bool,
-    /// Deliveries settled and acknowledged together (`multiple=true`).
+    /// Deliveries settled and acknowledged together (`multiple=true`); also the outbox
+    /// relay's batch.
     pub batch_size: usize,
+    /// Relay the outbox (what handlers published to exchanges, and AMQP messages `wharf
+    /// failed retry` sends back) to the broker, with publisher confirms. Unset: on when
+    /// this host consumes queues (`[[amqp.consume]]`).
+    pub relay: Option<bool>,
+}
+
+impl AmqpConfig {
+    /// Whether this host runs the outbox relay.
+    pub fn relays(&self) -> bool {
+        self.relay.unwrap_or(!self.consume.is_empty())
+    }
 }
 
 /// `[plugin.<name>]`
@@ -193,6 +205,7 @@ impl Default for AmqpConfig {
             missing_message_id: MissingMessageId::default(),
             ledger: true,
             batch_size: 50,
+            relay: None,
         }
     }
 }
@@ -321,5 +334,35 @@ impl Config {
     /// The handler deadline as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.runtime.deadline_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rabbitmq_example_is_a_valid_config() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rabbitmq.toml");
+        let config = Config::load(Some(&file)).unwrap();
+        let amqp = &config.amqp;
+        assert_eq!(amqp.consume[0].queue, "orders_queue");
+        assert_eq!(amqp.consume[0].consumers, 2);
+        assert!(amqp.relays());
+        let orders = amqp
+            .queues
+            .iter()
+            .find(|q| q.name == "orders_queue")
+            .unwrap();
+        assert_eq!(orders.bindings[0].exchange, "orders_exchange");
+        assert_eq!(amqp.exchanges.len(), 3);
+    }
+
+    #[test]
+    fn a_bad_amqp_url_names_the_key() {
+        let mut config = Config::default();
+        config.amqp.url = "http://broker".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("amqp.url"), "{error}");
     }
 }

@@ -3,16 +3,20 @@
 //! through growing delay queues, the dead-letter queue after the last attempt, a message
 //! without message_id, a body a JSON handler cannot read.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
+use wharf_host::store::{Retried, RetrySelection};
 use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
-use wharf_host::transport::amqp::supervisor::Supervisor;
-use wharf_host::transport::amqp::topology;
+use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
+use wharf_host::transport::amqp::topology::{self, BindingSpec, ExchangeSpec, ExchangeType};
 use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name};
 
 /// A host consuming a fresh queue bound to a fresh direct exchange with key `orders`.
@@ -117,18 +121,28 @@ impl Broker {
         report.expect("the consumer ran without errors")
     }
 
-    /// Run the host's consumers as `wharf run` does (the supervisor) until `done` holds
-    /// (panics after 20 s), then stop them.
+    /// Run the host's consumers (and relay) as `wharf run` does, with the supervisor,
+    /// until `done` holds (panics after 20 s), then stop them.
     async fn supervise_until(
         &self,
         what: &str,
         done: impl AsyncFn(&Broker) -> bool,
-    ) -> ConsumeReport {
+    ) -> SuperviseReport {
+        self.supervise_until_on(&self.host, what, done).await
+    }
+
+    /// [`Broker::supervise_until`] with the consumers of `host`.
+    async fn supervise_until_on(
+        &self,
+        host: &Host,
+        what: &str,
+        done: impl AsyncFn(&Broker) -> bool,
+    ) -> SuperviseReport {
         let (stop, stopped) = watch::channel(false);
         let supervisor = Supervisor::new(
-            Arc::new(self.host.config.clone()),
-            self.host.store.clone(),
-            self.host.dispatcher.clone(),
+            Arc::new(host.config.clone()),
+            host.store.clone(),
+            host.dispatcher.clone(),
         );
         let running = supervisor.run(stopped);
         let watching = async {
@@ -141,6 +155,15 @@ impl Broker {
         };
         let (report, ()) = tokio::join!(running, watching);
         report.expect("the consumers ran without errors")
+    }
+
+    /// Another host on the same database and broker topology, with other plugins.
+    async fn second_host(&self, plugins: &[&str]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.host.config.clone();
+        config.plugins.dir = dir.path().join("plugins");
+        config.plugins.cache_dir = dir.path().join("cache");
+        Host::start_on(config, plugins, dir).await
     }
 
     /// Ready messages in a queue.
@@ -167,6 +190,8 @@ async fn count(host: &Host, sql: &'static str) -> i64 {
 wharf_tests::conformance!(
     acks_after_commit_and_a_redelivered_message_runs_once,
     duplicates_delivered_to_two_consumers_at_once_are_settled_once,
+    the_outbox_relay_publishes_with_confirms_and_marks_sent,
+    failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from,
     retries_wait_in_growing_delay_queues_then_dead_letter,
     unreadable_messages_go_to_the_failed_messages_and_the_dlq,
 );
@@ -229,8 +254,8 @@ async fn duplicates_delivered_to_two_consumers_at_once_are_settled_once(backend:
                 && b.depth(&b.queue).await == 0
         })
         .await;
-    assert_eq!(report.acked, 400, "{report:?}");
-    assert_eq!(report.duplicates, 200, "{report:?}");
+    assert_eq!(report.consumed.acked, 400, "{report:?}");
+    assert_eq!(report.consumed.duplicates, 200, "{report:?}");
     let host = &broker.host;
     assert_eq!(count(host, "SELECT COUNT(*) FROM outbox").await, 200);
     assert_eq!(count(host, "SELECT COUNT(*) FROM plugin_state").await, 200);
@@ -239,6 +264,130 @@ async fn duplicates_delivered_to_two_consumers_at_once_are_settled_once(backend:
         200
     );
     assert_eq!(count(host, "SELECT COUNT(*) FROM failed_messages").await, 0);
+}
+
+async fn the_outbox_relay_publishes_with_confirms_and_marks_sent(backend: Backend) {
+    // fixture-once publishes {"id": <message id>} to the `audit` exchange, key once.done.
+    let audit = unique_name("audit");
+    let broker = Broker::start_with(backend, &["fixture-once"], |c| {
+        c.amqp.relay = Some(true);
+        c.amqp.exchanges.push(ExchangeSpec {
+            name: "audit".into(),
+            kind: ExchangeType::Topic,
+            durable: true,
+        });
+        let mut queue = c.amqp.queues[0].clone();
+        queue.name = audit.clone();
+        queue.bindings = vec![BindingSpec {
+            exchange: "audit".into(),
+            routing_key: "once.#".into(),
+            headers: Default::default(),
+        }];
+        c.amqp.queues.push(queue);
+    })
+    .await;
+    let ids: Vec<String> = (0..30).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    broker
+        .supervise_until("30 handled and relayed", async |b| {
+            count(
+                &b.host,
+                "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL",
+            )
+            .await
+                == 30
+        })
+        .await;
+    let host = &broker.host;
+    assert_eq!(count(host, "SELECT COUNT(*) FROM outbox").await, 30);
+    let outbox: HashSet<String> = host
+        .rows("SELECT CAST(id AS TEXT) FROM outbox")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    // Other tests' relays publish to `audit` too: look for ours among what arrived.
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !outbox.is_subset(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "relayed messages missing from {audit}"
+        );
+        let Some(delivery) = broker
+            .channel
+            .basic_get(audit.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let properties = &delivery.delivery.properties;
+        let id = properties
+            .message_id()
+            .as_ref()
+            .expect("message_id kept")
+            .to_string();
+        if outbox.contains(&id) {
+            assert_eq!(properties.kind().as_ref().unwrap().as_str(), "once.done");
+            assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+            let body: serde_json::Value = serde_json::from_slice(&delivery.delivery.data).unwrap();
+            assert!(ids.contains(&body["id"].as_str().unwrap().to_owned()));
+            assert!(seen.insert(id), "each outbox message relayed once");
+        }
+    }
+}
+
+async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(backend: Backend) {
+    let broker = Broker::start(backend, &["fixture-once"]).await;
+    let id = uuid::Uuid::now_v7();
+    broker
+        .publish("test.noop", Some(&id.to_string()), b"{}")
+        .await;
+    broker
+        .consume_until("no handler", async |h| {
+            count(h, "SELECT COUNT(*) FROM failed_messages").await == 1
+        })
+        .await;
+    // A host with a plugin for test.noop, on the same database and broker.
+    let second = broker.second_host(&["fixture-noop"]).await;
+    let failed = second.store.failed_list().await.unwrap();
+    assert_eq!(
+        second
+            .store
+            .failed_retry(RetrySelection::One(failed[0].id))
+            .await
+            .unwrap(),
+        Retried {
+            inbox: 0,
+            broker: 1
+        }
+    );
+    assert_eq!(count(&second, "SELECT COUNT(*) FROM inbox").await, 0);
+    let report = broker
+        .supervise_until_on(&second, "handled after the retry", async |_| {
+            count(&second, "SELECT COUNT(*) FROM processed").await == 1
+        })
+        .await;
+    assert_eq!(report.relayed.sent, 1, "{report:?}");
+    assert_eq!(report.consumed.acked, 1, "{report:?}");
+    let handled: Vec<String> = second
+        .rows("SELECT CAST(message_id AS TEXT) || ' ' || plugin FROM processed")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert_eq!(
+        handled,
+        [format!("{id} noop")],
+        "the same message id came back"
+    );
+    let after = second.store.failed_list().await.unwrap();
+    assert_eq!(after[0].status.as_str(), "resolved");
+    assert_eq!(broker.depth(&broker.queue).await, 0);
 }
 
 async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend) {

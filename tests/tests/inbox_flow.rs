@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::store::RetrySelection;
+use wharf_host::store::{Retried, RetrySelection};
 use wharf_tests::{Backend, Host, conformance};
 
 async fn the_same_message_id_twice_is_handled_once(backend: Backend) {
@@ -307,7 +307,10 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
             .failed_retry(RetrySelection::One(failed[0].id))
             .await
             .unwrap(),
-        1
+        Retried {
+            inbox: 1,
+            broker: 0
+        }
     );
     assert_eq!(
         second
@@ -315,7 +318,7 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
             .failed_retry(RetrySelection::One(failed[0].id))
             .await
             .unwrap(),
-        0
+        Retried::default()
     );
     let report = second.drain().await;
     assert_eq!(report.settled.handled, 1);

@@ -118,16 +118,26 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                 (Some(id), false) => RetrySelection::One(id),
                 (None, false) => unreachable!("clap requires an id or --all"),
             };
-            let n = store.failed_retry(which).await?;
-            if n == 0 {
+            let retried = store.failed_retry(which).await?;
+            if retried.total() == 0 {
                 match id {
                     Some(id) => bail!(
                         "no failed message {id} to retry (unknown, or already retrying/resolved); see `wharf failed list`"
                     ),
                     None => println!("no failed messages to retry"),
                 }
-            } else {
-                println!("{n} message(s) sent back to their queue; `wharf run` will handle them");
+            }
+            if retried.inbox > 0 {
+                println!(
+                    "{} sent back to their inbox queue; `wharf run` will handle them",
+                    retried.inbox
+                );
+            }
+            if retried.broker > 0 {
+                println!(
+                    "{} queued in the outbox for republishing to the AMQP exchange they came from; a `wharf run` with amqp.relay on sends them",
+                    retried.broker
+                );
             }
         }
         FailedCommand::Delete { id } => {

@@ -1,4 +1,5 @@
-//! `wharf publish`: put a message into an inbox queue.
+//! `wharf publish`: put a message into an inbox queue, or (`--amqp`) publish it to an
+//! exchange of the AMQP broker with a publisher confirm.
 
 use std::path::PathBuf;
 
@@ -8,14 +9,26 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::envelope::NewMessage;
+use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
+use crate::transport::amqp::supervisor::display_url;
 
 /// Options of `wharf publish`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("body").required(true).args(["json", "file"]))]
 pub struct PublishArgs {
     /// Inbox queue.
-    #[arg(long)]
-    queue: String,
+    #[arg(long, required_unless_present = "amqp", conflicts_with = "amqp")]
+    queue: Option<String>,
+    /// Publish to the AMQP broker (`amqp.url`) instead of the inbox.
+    #[arg(long, requires = "exchange")]
+    amqp: bool,
+    /// With --amqp: the exchange ("" is the default exchange, where the routing key
+    /// names a queue).
+    #[arg(long, requires = "amqp")]
+    exchange: Option<String>,
+    /// With --amqp: the routing key.
+    #[arg(long, requires = "amqp", default_value = "")]
+    routing_key: String,
     /// Message kind, e.g. order.created.
     #[arg(long)]
     kind: String,
@@ -57,15 +70,43 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             config.inbox.max_payload_bytes
         );
     }
-    if args.kind.is_empty() || args.queue.is_empty() {
-        bail!("--queue and --kind must not be empty");
+    if args.kind.is_empty() {
+        bail!("--kind must not be empty");
     }
-    let mut message = NewMessage::new(&args.queue, &args.kind, payload);
-    if let Some(id) = args.id {
-        message.id = id;
+    let id = args.id.unwrap_or_else(Uuid::now_v7);
+    let headers = args.headers.into_iter().collect();
+    match (args.queue, args.exchange) {
+        (Some(queue), _) => to_inbox(&config, queue, args.kind, id, headers, payload).await,
+        (None, Some(exchange)) => {
+            let message = Outgoing {
+                id,
+                exchange: &exchange,
+                routing_key: &args.routing_key,
+                kind: &args.kind,
+                headers: &headers,
+                payload: &payload,
+            };
+            to_broker(&config, message).await
+        }
+        (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
     }
-    message.headers = args.headers.into_iter().collect();
-    let store = super::open_store(&config).await?;
+}
+
+async fn to_inbox(
+    config: &Config,
+    queue: String,
+    kind: String,
+    id: Uuid,
+    headers: std::collections::BTreeMap<String, String>,
+    payload: Vec<u8>,
+) -> anyhow::Result<()> {
+    if queue.is_empty() {
+        bail!("--queue must not be empty");
+    }
+    let mut message = NewMessage::new(&queue, &kind, payload);
+    message.id = id;
+    message.headers = headers;
+    let store = super::open_store(config).await?;
     if store.enqueue(std::slice::from_ref(&message)).await? == 1 {
         println!("{}", message.id);
     } else {
@@ -75,4 +116,32 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn to_broker(config: &Config, message: Outgoing<'_>) -> anyhow::Result<()> {
+    let url = display_url(&config.amqp.url);
+    let connection = lapin::Connection::connect(&config.amqp.url, Default::default())
+        .await
+        .with_context(|| format!("cannot connect to the AMQP broker at {url}; is it running? (amqp.url / WHARF_AMQP_URL)"))?;
+    let channel = confirming_channel(&connection).await?;
+    let confirm = send(&channel, message).await?;
+    let published = answer(confirm).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the broker refused the message ({e}); declare exchange {:?} ([[amqp.exchanges]]) or check its name",
+            message.exchange
+        )
+    })?;
+    let _ = connection.close(200, "published".into()).await;
+    match published {
+        Published::Stored => {
+            println!("{}", message.id);
+            Ok(())
+        }
+        Published::Unroutable => bail!(
+            "exchange {:?} routed the message to no queue (routing key {:?}): nothing is bound for it, so the broker dropped it",
+            message.exchange,
+            message.routing_key
+        ),
+        Published::Refused => bail!("the broker could not store the message (nack); try again"),
+    }
 }

@@ -77,7 +77,7 @@ async fn serve(
         report
     };
     let amqp = async {
-        if config.amqp.consume.is_empty() {
+        if config.amqp.consume.is_empty() && !config.amqp.relays() {
             return Ok(None);
         }
         let supervisor = Supervisor::new(config.clone(), store, dispatcher.clone());
@@ -101,13 +101,17 @@ async fn serve(
         failed = s.failed,
         "inbox stopped"
     );
-    if let Some(c) = consumed {
+    if let Some(amqp) = consumed {
+        let c = amqp.consumed;
         tracing::info!(
             acked = c.acked,
             retried = c.retried,
             dead_lettered = c.dead,
-            restarts = c.restarts,
-            "AMQP consumers stopped"
+            duplicates = c.duplicates,
+            relayed = amqp.relayed.sent,
+            unroutable = amqp.relayed.unroutable,
+            restarts = amqp.restarts,
+            "AMQP stopped"
         );
     }
     tracing::info!("wharf stopped");

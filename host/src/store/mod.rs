@@ -159,6 +159,34 @@ pub struct Settlement {
     pub refused: Option<String>,
 }
 
+/// A message a handler published to an AMQP exchange, waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Order of insertion.
+    pub seq: i64,
+    /// The published message's id.
+    pub id: Uuid,
+    /// Target exchange.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Kind (the AMQP `type`).
+    pub kind: String,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub payload: Vec<u8>,
+}
+
+/// Outbox messages taken by [`Store::claim_outbox`].
+#[derive(Debug)]
+pub struct OutboxClaim {
+    /// The messages, oldest first.
+    pub messages: Vec<OutboxMessage>,
+    /// What keeps other relays off them.
+    pub hold: Hold,
+}
+
 /// What a settle did, for progress output and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SettleSummary {
@@ -307,6 +335,22 @@ pub enum RetrySelection {
     All,
 }
 
+/// What [`Store::failed_retry`] sent back, in failed rows (one per message and plugin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Back in their inbox queue.
+    pub inbox: u64,
+    /// In the outbox, to be republished to their AMQP exchange.
+    pub broker: u64,
+}
+
+impl Retried {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.inbox + self.broker
+    }
+}
+
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
@@ -364,8 +408,11 @@ pub trait Store: Send + Sync {
     /// One failed message with its attempt history.
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>>;
 
-    /// Send failed messages back to the inbox. Returns how many went back.
-    async fn failed_retry(&self, which: RetrySelection) -> Result<u64>;
+    /// Send failed messages back where they came from: inbox messages to the inbox, AMQP
+    /// messages (with a source exchange) to the outbox, for the relay to republish to
+    /// that exchange and routing key, with their id. Marks them retrying, in one
+    /// transaction.
+    async fn failed_retry(&self, which: RetrySelection) -> Result<Retried>;
 
     /// Delete a failed message and its history. Returns whether it existed.
     async fn failed_delete(&self, id: i64) -> Result<bool>;
@@ -378,6 +425,15 @@ pub trait Store: Send + Sync {
     /// rows, resolved failures, and attempt errors nothing refers to any more. Dead
     /// letters still waiting for an operator are kept whatever their age.
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned>;
+
+    /// Take up to `limit` unsent outbox messages, oldest first, for the relay.
+    /// PostgreSQL locks them in a transaction held until [`Store::outbox_sent`] (other
+    /// hosts' relays skip them; a relay that dies releases them); SQLite, one host's
+    /// store, holds nothing.
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim>;
+
+    /// Mark `seqs` of a claim sent (the broker confirmed them) and release the claim.
+    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()>;
 }
 
 /// Open the store named by a `database.url`, applying pending migrations.

@@ -30,6 +30,7 @@
 
 mod claim;
 mod delivered;
+mod outbox;
 mod settle;
 mod writes;
 
@@ -46,7 +47,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
-    QueueStats, Result, RetrySelection, SettleSummary, Settlement, Store, StoreError, migrate,
+    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
+    StoreError, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -323,34 +325,48 @@ impl Store for PostgresStore {
         Ok(Some((failed, history)))
     }
 
-    async fn failed_retry(&self, which: RetrySelection) -> Result<u64> {
+    async fn failed_retry(&self, which: RetrySelection) -> Result<Retried> {
         let (all, id) = match which {
             RetrySelection::All => (true, 0),
             RetrySelection::One(id) => (false, id),
         };
         let mut tx = self.pool.begin().await?;
-        let retried: i64 = sqlx::query_scalar(
+        let row = sqlx::query(
             "WITH retried AS (
                  UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
                  WHERE ($1 OR id = $2) AND status IN ('failed', 'pending')
-                 RETURNING message_id, queue, kind, headers, payload),
+                 RETURNING message_id, plugin, queue, kind, headers, payload,
+                           source_exchange, source_routing_key),
              back AS (
                  INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
                  SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
                         wharf_now_ms(), wharf_now_ms()
-                 FROM retried
-                 ON CONFLICT (id) DO UPDATE SET available_at = LEAST(inbox.available_at, excluded.available_at))
-             SELECT COUNT(*) FROM retried",
+                 FROM retried WHERE source_exchange IS NULL
+                 ON CONFLICT (id) DO UPDATE SET available_at = LEAST(inbox.available_at, excluded.available_at)),
+             out AS (
+                 INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
+                                     headers, payload, created_at)
+                 SELECT DISTINCT ON (message_id) message_id, message_id, plugin, source_exchange,
+                        source_routing_key, kind, headers, payload, wharf_now_ms()
+                 FROM retried WHERE source_exchange IS NOT NULL
+                 ON CONFLICT (id) DO UPDATE SET sent_at = NULL)
+             SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,
+                    COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
+             FROM retried",
         )
         .bind(all)
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        if retried > 0 {
+        let retried = Retried {
+            inbox: row.get::<i64, _>("inbox") as u64,
+            broker: row.get::<i64, _>("broker") as u64,
+        };
+        if retried.inbox > 0 {
             notify(&mut tx, &self.channel).await?;
         }
         tx.commit().await?;
-        Ok(retried as u64)
+        Ok(retried)
     }
 
     async fn failed_delete(&self, id: i64) -> Result<bool> {
@@ -441,5 +457,13 @@ impl Store for PostgresStore {
             entry.failed = row.get::<i64, _>("failed") as u64;
         }
         Ok(stats.into_values().collect())
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        outbox::claim(&self.pool, limit).await
+    }
+
+    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()> {
+        outbox::sent(&self.pool, hold, seqs).await
     }
 }

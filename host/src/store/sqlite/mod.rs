@@ -5,6 +5,7 @@
 //! (fencing). A crashed host's claims come back when their lease expires.
 
 mod delivered;
+mod outbox;
 mod settle;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +20,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
-    QueueStats, Result, RetrySelection, SettleSummary, Settlement, Store, StoreError, now_ms,
+    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
+    StoreError, now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -275,7 +277,7 @@ impl Store for SqliteStore {
         Ok(Some((failed, history)))
     }
 
-    async fn failed_retry(&self, which: RetrySelection) -> Result<u64> {
+    async fn failed_retry(&self, which: RetrySelection) -> Result<Retried> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (all, id) = match which {
@@ -285,30 +287,55 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE failed_messages SET status = 'retrying', last_retry_at = ?1
              WHERE (?2 OR id = ?3) AND status IN ('failed', 'pending')
-             RETURNING message_id, queue, kind, headers, payload",
+             RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
+                       source_routing_key",
         )
         .bind(now)
         .bind(all)
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        let mut retried = Retried::default();
         for row in &rows {
-            sqlx::query(
-                "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
-                 ON CONFLICT (id) DO UPDATE SET available_at = MIN(available_at, excluded.available_at)",
-            )
-            .bind(row.get::<String, _>("message_id"))
-            .bind(row.get::<String, _>("queue"))
-            .bind(row.get::<String, _>("kind"))
-            .bind(row.get::<String, _>("headers"))
-            .bind(row.get::<Vec<u8>, _>("payload"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let exchange: Option<String> = row.get("source_exchange");
+            let statement = match exchange {
+                None => {
+                    retried.inbox += 1;
+                    sqlx::query(
+                        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
+                         ON CONFLICT (id) DO UPDATE SET available_at = MIN(available_at, excluded.available_at)",
+                    )
+                    .bind(row.get::<String, _>("message_id"))
+                    .bind(row.get::<String, _>("queue"))
+                }
+                Some(exchange) => {
+                    retried.broker += 1;
+                    sqlx::query(
+                        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key,
+                                             kind, headers, payload, created_at)
+                         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (id) DO UPDATE SET sent_at = NULL",
+                    )
+                    .bind(row.get::<String, _>("message_id"))
+                    .bind(row.get::<String, _>("plugin"))
+                    .bind(exchange)
+                    .bind(
+                        row.get::<Option<String>, _>("source_routing_key")
+                            .unwrap_or_default(),
+                    )
+                }
+            };
+            statement
+                .bind(row.get::<String, _>("kind"))
+                .bind(row.get::<String, _>("headers"))
+                .bind(row.get::<Vec<u8>, _>("payload"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(retried)
     }
 
     async fn failed_delete(&self, id: i64) -> Result<bool> {
@@ -399,5 +426,13 @@ impl Store for SqliteStore {
             entry.failed = row.get::<i64, _>("failed") as u64;
         }
         Ok(stats.into_values().collect())
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        outbox::claim(&self.pool, limit).await
+    }
+
+    async fn outbox_sent(&self, _hold: Hold, seqs: &[i64]) -> Result<()> {
+        outbox::sent(&self.pool, seqs).await
     }
 }

@@ -86,10 +86,9 @@ pub struct ConsumeReport {
     /// Messages sent to the dead-letter queue.
     pub dead: u64,
     /// Deliveries of messages already settled (a redelivery after a lost ack, or a
-    /// duplicate), found in the ledger before the handlers ran or while settling.
+    /// duplicate), found in the ledger before the handlers ran (nothing ran) or while
+    /// settling (what ran was not written).
     pub duplicates: u64,
-    /// Times the consumer started again after losing its channel or connection.
-    pub restarts: u64,
 }
 
 impl std::ops::AddAssign for ConsumeReport {
@@ -98,7 +97,6 @@ impl std::ops::AddAssign for ConsumeReport {
         self.retried += other.retried;
         self.dead += other.dead;
         self.duplicates += other.duplicates;
-        self.restarts += other.restarts;
     }
 }
 
@@ -252,7 +250,6 @@ impl Consumer {
             for message in &mut envelopes {
                 if let Some(plugins) = settled.remove(&message.id) {
                     message.settled_plugins = plugins;
-                    report.duplicates += 1;
                 }
             }
         }
@@ -261,6 +258,11 @@ impl Consumer {
             .buffered(self.concurrency)
             .collect()
             .await;
+        // Every plugin of these had settled them already: nothing ran (a redelivery).
+        report.duplicates += settlements
+            .iter()
+            .filter(|s| s.results.is_empty() && s.refused.is_none())
+            .count() as u64;
         settlements.extend(refused);
         if !self.amqp.ledger {
             // Handled with no effects: nothing to write, retry or dead-letter; only acked.

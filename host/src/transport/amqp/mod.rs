@@ -6,6 +6,8 @@
 pub mod consumer;
 pub mod delivery;
 pub mod depth;
+pub mod publish;
+pub mod relay;
 pub mod supervisor;
 pub mod topology;
 

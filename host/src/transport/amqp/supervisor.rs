@@ -1,7 +1,8 @@
-//! Keeps a host's AMQP consumers running: one connection to the broker with the topology
-//! declared on it, and `consumers` consumers per `[[amqp.consume]]`, each on a channel of
-//! its own. When a channel or the connection is lost (broker restart, network cut, a
-//! database that failed mid-batch), that consumer backs off and starts again; the first
+//! Keeps a host's AMQP work running: one connection to the broker with the topology
+//! declared on it, `consumers` consumers per `[[amqp.consume]]` and (with `amqp.relay`)
+//! the outbox relay, each on a channel of its own. When a channel or the connection is
+//! lost (broker restart, network cut, a database that failed mid-batch), that task backs
+//! off and starts again; the first
 //! one to find the connection gone reopens it (backing off while the broker is away) and
 //! declares the topology again, since a restarted broker forgets what was not durable.
 //! The broker redelivers what was not acked and the ledger catches what was already
@@ -9,13 +10,15 @@
 //! arguments that conflict with the broker's) stop the supervisor with the reason.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{Mutex, watch};
 
+use super::ConsumeSpec;
 use super::consumer::{ConsumeError, ConsumeReport, Consumer};
+use super::relay::{Relay, RelayError, RelayReport};
 use super::topology;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -30,6 +33,9 @@ const RECONNECT_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay_ms: 10_000,
     jitter: 0.2,
 };
+
+/// A task that ran this long before failing starts its backoff over.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +56,20 @@ pub enum SuperviseError {
     /// The topology or a consumer failed for a reason that will not go away by itself.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+    /// The outbox relay failed for a reason that will not go away by itself.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+}
+
+impl SuperviseError {
+    /// Will the failed task work again once the broker or the database is back?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SuperviseError::Connect { .. } => false,
+            SuperviseError::Consume(e) => e.is_transient(),
+            SuperviseError::Relay(e) => e.is_transient(),
+        }
+    }
 }
 
 /// The consumers of one host.
@@ -69,75 +89,156 @@ impl Supervisor {
         }
     }
 
-    /// Consume until `shutdown` turns true (each consumer finishes and acks the batch in
-    /// hand), recovering from lost channels and connections. Returns the totals.
+    /// Consume (and relay the outbox, with `amqp.relay`) until `shutdown` turns true
+    /// (each consumer finishes and acks the batch in hand), recovering from lost
+    /// channels and connections. Returns the totals.
     pub async fn run(
         &self,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<ConsumeReport, SuperviseError> {
+    ) -> Result<SuperviseReport, SuperviseError> {
         let link = Link {
             config: &self.config,
             current: Mutex::new(None),
         };
-        let consumers = self.config.amqp.consume.iter().flat_map(|spec| {
-            (0..spec.consumers).map(|_| {
-                let consumer = Consumer::new(
-                    spec.clone(),
-                    self.config.amqp.clone(),
-                    self.store.clone(),
-                    self.dispatcher.clone(),
-                    self.config.runtime.concurrency,
-                );
-                keep_consuming(&link, consumer, spec.queue.as_str(), shutdown.clone())
-            })
-        });
-        let reports = futures::future::try_join_all(consumers).await;
-        link.close().await;
-        let mut total = ConsumeReport::default();
-        for report in reports? {
-            total += report;
+        let mut consumers = Vec::new();
+        for spec in &self.config.amqp.consume {
+            for _ in 0..spec.consumers {
+                consumers.push(self.consume(&link, spec, shutdown.clone()));
+            }
         }
-        Ok(total)
+        let relaying = self.relay(&link, shutdown.clone());
+        let result =
+            futures::future::try_join(futures::future::try_join_all(consumers), relaying).await;
+        link.close().await;
+        let (consumed, (relayed, relay_restarts)) = result?;
+        let mut report = SuperviseReport {
+            relayed,
+            restarts: relay_restarts,
+            ..SuperviseReport::default()
+        };
+        for (consumer, restarts) in consumed {
+            report.consumed += consumer;
+            report.restarts += restarts;
+        }
+        Ok(report)
     }
 }
 
-/// Run `consumer` until shutdown, starting it again after every transient failure.
-async fn keep_consuming(
+impl Supervisor {
+    /// One consumer of `spec.queue`, kept running; its totals and restarts.
+    async fn consume(
+        &self,
+        link: &Link<'_>,
+        spec: &ConsumeSpec,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(ConsumeReport, u64), SuperviseError> {
+        let consumer = Consumer::new(
+            spec.clone(),
+            self.config.amqp.clone(),
+            self.store.clone(),
+            self.dispatcher.clone(),
+            self.config.runtime.concurrency,
+        );
+        let mut task = Task::Consume(consumer, ConsumeReport::default());
+        let what = format!("consumer of queue {}", spec.queue);
+        let restarts = keep_running(link, &what, shutdown, &mut task).await?;
+        let Task::Consume(_, report) = task else {
+            unreachable!("the task stays a consumer")
+        };
+        Ok((report, restarts))
+    }
+
+    /// The outbox relay (with `amqp.relay`), kept running; its totals and restarts.
+    async fn relay(
+        &self,
+        link: &Link<'_>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(RelayReport, u64), SuperviseError> {
+        if !self.config.amqp.relays() {
+            return Ok((RelayReport::default(), 0));
+        }
+        let relay = Relay::new(
+            self.store.clone(),
+            self.config.amqp.batch_size as u32,
+            Duration::from_millis(self.config.inbox.poll_interval_ms),
+        );
+        let mut task = Task::Relay(relay, RelayReport::default());
+        let restarts = keep_running(link, "outbox relay", shutdown, &mut task).await?;
+        let Task::Relay(_, report) = task else {
+            unreachable!("the task stays the relay")
+        };
+        Ok((report, restarts))
+    }
+}
+
+/// Totals of [`Supervisor::run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuperviseReport {
+    /// All consumers together.
+    pub consumed: ConsumeReport,
+    /// The outbox relay.
+    pub relayed: RelayReport,
+    /// Times a consumer or the relay started again after losing its channel or
+    /// connection (a broker restart counts once per consumer).
+    pub restarts: u64,
+}
+
+/// What the supervisor keeps running, with its totals.
+enum Task {
+    Consume(Consumer, ConsumeReport),
+    Relay(Relay, RelayReport),
+}
+
+impl Task {
+    async fn run(
+        &mut self,
+        connection: &Connection,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), SuperviseError> {
+        match self {
+            Task::Consume(consumer, report) => {
+                Ok(consumer.run(connection, shutdown, report).await?)
+            }
+            Task::Relay(relay, report) => Ok(relay.run(connection, shutdown, report).await?),
+        }
+    }
+}
+
+/// Run `task` until shutdown, starting it again after each transient failure (backing
+/// off; a task that ran a while without failing starts the backoff over). Returns how
+/// many times it was restarted.
+async fn keep_running(
     link: &Link<'_>,
-    consumer: Consumer,
-    queue: &str,
+    what: &str,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<ConsumeReport, SuperviseError> {
-    let mut report = ConsumeReport::default();
+    task: &mut Task,
+) -> Result<u64, SuperviseError> {
+    let mut restarts = 0;
     let mut failures = 0;
     loop {
         let Some(connection) = link.connection(&mut shutdown).await? else {
-            return Ok(report);
+            return Ok(restarts);
         };
-        let acked = report.acked;
-        let error = match consumer
-            .run(&connection, shutdown.clone(), &mut report)
-            .await
-        {
-            Ok(()) => return Ok(report),
+        let started = Instant::now();
+        let error = match task.run(&connection, shutdown.clone()).await {
+            Ok(()) => return Ok(restarts),
             Err(e) if e.is_transient() => e,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        if report.acked > acked {
+        if started.elapsed() >= HEALTHY_RUN {
             failures = 0;
         }
         failures += 1;
         let delay = RECONNECT_BACKOFF.delay(failures, &mut rand::rng());
         tracing::warn!(
-            queue,
             failures,
             ?delay,
-            "AMQP consumer stopped: {error}; its unacked messages go back to the queue; consuming again"
+            "AMQP {what} stopped: {error}; what it had not finished goes back to the broker or the outbox; starting again"
         );
         if !pause(delay, &mut shutdown).await {
-            return Ok(report);
+            return Ok(restarts);
         }
-        report.restarts += 1;
+        restarts += 1;
     }
 }
 

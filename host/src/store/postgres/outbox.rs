@@ -1,0 +1,73 @@
+//! The outbox relay's side of PostgreSQL: unsent rows are taken `FOR UPDATE SKIP LOCKED`
+//! in a transaction that stays open while the relay publishes them and waits for the
+//! broker's confirms, then marked sent in it and committed. Other hosts' relays skip the
+//! locked rows; a relay that dies or stalls past `idle_in_transaction_session_timeout`
+//! loses the transaction and the rows are sent again (at least once).
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+
+use super::claim::HeldTransaction;
+use super::parse_headers;
+use crate::store::{Hold, OutboxClaim, OutboxMessage, Result};
+
+/// How long a relay may hold its rows between statements (publishing, awaiting confirms).
+const HOLD: Duration = Duration::from_secs(30);
+
+pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+        .bind(HOLD.as_millis().to_string())
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT seq, id, exchange, routing_key, kind, headers::text AS headers, payload
+         FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let messages = rows
+        .iter()
+        .map(|r| {
+            Ok(OutboxMessage {
+                seq: r.get("seq"),
+                id: r.get("id"),
+                exchange: r.get("exchange"),
+                routing_key: r.get("routing_key"),
+                kind: r.get("kind"),
+                headers: parse_headers(r.get("headers"))?,
+                payload: r.get("payload"),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if messages.is_empty() {
+        tx.rollback().await?;
+        return Ok(OutboxClaim {
+            messages,
+            hold: Hold::Lease,
+        });
+    }
+    Ok(OutboxClaim {
+        messages,
+        hold: Hold::Transaction(HeldTransaction {
+            tx,
+            created_at: Default::default(),
+        }),
+    })
+}
+
+pub(super) async fn sent(pool: &PgPool, hold: Hold, seqs: &[i64]) -> Result<()> {
+    let statement = "UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1)";
+    match hold {
+        Hold::Transaction(HeldTransaction { mut tx, .. }) => {
+            sqlx::query(statement).bind(seqs).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Hold::Lease => {
+            sqlx::query(statement).bind(seqs).execute(pool).await?;
+        }
+    }
+    Ok(())
+}

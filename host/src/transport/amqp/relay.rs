@@ -1,0 +1,143 @@
+//! The outbox relay: messages handlers published to AMQP exchanges were committed to the
+//! outbox with their handler's results; the relay takes them oldest first, publishes
+//! them (persistent, `message_id` kept so consumers can deduplicate) on a confirming
+//! channel, and marks them sent only once the broker confirmed them. At least once: a
+//! relay that dies between the confirm and the mark sends them again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Channel, Connection};
+use tokio::sync::watch;
+
+use super::publish::{Outgoing, Published, answer, confirming_channel, send};
+use crate::store::{OutboxMessage, Store, StoreError};
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The broker or the connection failed; unconfirmed messages stay unsent.
+    #[error("AMQP error while relaying the outbox: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The database failed; the batch stays unsent.
+    #[error("database error while relaying the outbox: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl RelayError {
+    /// Will relaying work again once the broker or database is back? (A missing exchange
+    /// is for the operator: declare it in `[[amqp.exchanges]]`.)
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RelayError::Amqp(e) => super::is_transient(e),
+            RelayError::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Totals of the relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayReport {
+    /// Messages the broker confirmed.
+    pub sent: u64,
+    /// Messages the broker accepted but routed to no queue (nothing bound matched).
+    pub unroutable: u64,
+}
+
+/// Relays the outbox to the broker.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    batch_size: u32,
+    poll: Duration,
+}
+
+impl Relay {
+    /// A relay taking `batch_size` messages at a time and looking for new ones every
+    /// `poll` while the outbox is empty.
+    pub fn new(store: Arc<dyn Store>, batch_size: u32, poll: Duration) -> Self {
+        Self {
+            store,
+            batch_size,
+            poll,
+        }
+    }
+
+    /// Relay until `shutdown` (the batch in hand is finished) or a failure, adding to
+    /// `report`.
+    pub async fn run(
+        &self,
+        connection: &Connection,
+        shutdown: watch::Receiver<bool>,
+        report: &mut RelayReport,
+    ) -> Result<(), RelayError> {
+        let channel = confirming_channel(connection).await?;
+        let result = self.relay(&channel, shutdown, report).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "relay stopped".into()).await;
+        }
+        result
+    }
+
+    async fn relay(
+        &self,
+        channel: &Channel,
+        mut shutdown: watch::Receiver<bool>,
+        report: &mut RelayReport,
+    ) -> Result<(), RelayError> {
+        while !*shutdown.borrow() {
+            let claim = self.store.claim_outbox(self.batch_size).await?;
+            if claim.messages.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let sent = self.publish(channel, &claim.messages, report).await?;
+            self.store.outbox_sent(claim.hold, &sent).await?;
+        }
+        Ok(())
+    }
+
+    /// Publish `messages` and wait for the confirms; returns the seqs to mark sent.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        messages: &[OutboxMessage],
+        report: &mut RelayReport,
+    ) -> Result<Vec<i64>, RelayError> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let outgoing = Outgoing {
+                id: m.id,
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+                kind: &m.kind,
+                headers: &m.headers,
+                payload: &m.payload,
+            };
+            confirms.push(send(channel, outgoing).await?);
+        }
+        let mut sent = Vec::with_capacity(confirms.len());
+        for (message, confirm) in messages.iter().zip(confirms) {
+            match answer(confirm).await? {
+                Published::Stored => report.sent += 1,
+                Published::Unroutable => {
+                    tracing::warn!(
+                        message_id = %message.id,
+                        exchange = message.exchange,
+                        routing_key = message.routing_key,
+                        "outbox message routed to no queue: nothing is bound for it, so the broker dropped it; bind a queue to keep such messages"
+                    );
+                    report.unroutable += 1;
+                }
+                Published::Refused => {
+                    tracing::warn!(message_id = %message.id, "the broker refused an outbox message (nack); it will be sent again");
+                    continue;
+                }
+            }
+            sent.push(message.seq);
+        }
+        Ok(sent)
+    }
+}
