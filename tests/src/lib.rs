@@ -199,6 +199,7 @@ pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
         prefetch: 100,
         consumers: 1,
         kind_from: KindFrom::Type,
+        to_inbox: None,
     }];
 }
 

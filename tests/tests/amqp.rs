@@ -192,6 +192,7 @@ wharf_tests::conformance!(
     duplicates_delivered_to_two_consumers_at_once_are_settled_once,
     the_outbox_relay_publishes_with_confirms_and_marks_sent,
     failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from,
+    the_bridge_moves_deliveries_into_the_inbox_once_each,
     retries_wait_in_growing_delay_queues_then_dead_letter,
     unreadable_messages_go_to_the_failed_messages_and_the_dlq,
 );
@@ -388,6 +389,50 @@ async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(b
     let after = second.store.failed_list().await.unwrap();
     assert_eq!(after[0].status.as_str(), "resolved");
     assert_eq!(broker.depth(&broker.queue).await, 0);
+}
+
+async fn the_bridge_moves_deliveries_into_the_inbox_once_each(backend: Backend) {
+    let broker = Broker::start_with(backend, &["fixture-once"], |c| {
+        c.amqp.consume[0].to_inbox = Some("bridged".into());
+        c.inbox.queues = vec!["bridged".into()];
+    })
+    .await;
+    let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    // Five of them again, as after a lost ack; and one without message_id.
+    for id in &ids[..5] {
+        broker.publish("test.once", Some(id), b"{}").await;
+    }
+    broker.publish("test.once", None, b"{}").await;
+    let report = broker
+        .supervise_until("everything bridged and acked", async |b| {
+            count(&b.host, "SELECT COUNT(*) FROM inbox").await == 20
+                && count(&b.host, "SELECT COUNT(*) FROM failed_messages").await == 1
+                && b.depth(&b.queue).await == 0
+        })
+        .await;
+    assert_eq!(report.consumed.acked, 26, "{report:?}");
+    assert_eq!(report.consumed.duplicates, 5, "{report:?}");
+    assert_eq!(report.consumed.dead, 1, "{report:?}");
+    let host = &broker.host;
+    assert_eq!(
+        count(host, "SELECT COUNT(*) FROM processed").await,
+        0,
+        "the bridge handles nothing itself"
+    );
+    let bridged: HashSet<String> = host
+        .rows("SELECT CAST(id AS TEXT) FROM inbox WHERE queue = 'bridged' AND kind = 'test.once'")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert_eq!(bridged, ids.iter().cloned().collect::<HashSet<_>>());
+    // The inbox worker takes it from there.
+    let drained = host.drain().await;
+    assert_eq!(drained.settled.handled, 20);
+    assert_eq!(count(host, "SELECT COUNT(*) FROM processed").await, 20);
 }
 
 async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend) {

@@ -3,7 +3,9 @@
 //! the batch in ONE database transaction, then publish retries to their delay queues
 //! and dead letters to the queue's DLQ (with publisher confirms), and only then ack the
 //! whole batch with `multiple=true`. A crash anywhere before the ack redelivers the
-//! batch; what was committed is found in the ledger and not run again.
+//! batch; what was committed is found in the ledger and not run again. As a bridge
+//! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
+//! once the insert committed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use super::delivery::{envelope, for_dead_letter, for_retry};
 use super::topology::{declare_dead_letter_queue, declare_retry_queue};
 use crate::config::AmqpConfig;
 use crate::dispatch::{Delays, Dispatcher};
+use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::store::{Again, Delivered, Settlement, Store, StoreError};
 
@@ -244,25 +247,15 @@ impl Consumer {
                 None => envelopes.push(message),
             }
         }
-        if self.amqp.ledger && !envelopes.is_empty() {
-            let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
-            let mut settled = self.store.settled(&ids).await.map_err(store_error)?;
-            for message in &mut envelopes {
-                if let Some(plugins) = settled.remove(&message.id) {
-                    message.settled_plugins = plugins;
-                }
+        let mut settlements = match &self.spec.to_inbox {
+            Some(inbox) => {
+                self.bridge(envelopes, inbox, report)
+                    .await
+                    .map_err(store_error)?;
+                Vec::new()
             }
-        }
-        let mut settlements: Vec<Settlement> = futures::stream::iter(envelopes)
-            .map(|message| self.dispatcher.handle(message, Delays::Exact))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
-        // Every plugin of these had settled them already: nothing ran (a redelivery).
-        report.duplicates += settlements
-            .iter()
-            .filter(|s| s.results.is_empty() && s.refused.is_none())
-            .count() as u64;
+            None => self.handle(envelopes, report).await.map_err(store_error)?,
+        };
         settlements.extend(refused);
         if !self.amqp.ledger {
             // Handled with no effects: nothing to write, retry or dead-letter; only acked.
@@ -313,6 +306,62 @@ impl Consumer {
             .await
             .map_err(self.amqp_error())?;
         report.acked += batch.len() as u64;
+        Ok(())
+    }
+}
+
+impl Consumer {
+    /// Skip the plugins the ledger says already settled each message, run the others.
+    async fn handle(
+        &self,
+        mut envelopes: Vec<Envelope>,
+        report: &mut ConsumeReport,
+    ) -> Result<Vec<Settlement>, StoreError> {
+        if self.amqp.ledger && !envelopes.is_empty() {
+            let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
+            let mut settled = self.store.settled(&ids).await?;
+            for message in &mut envelopes {
+                if let Some(plugins) = settled.remove(&message.id) {
+                    message.settled_plugins = plugins;
+                }
+            }
+        }
+        let settlements: Vec<Settlement> = futures::stream::iter(envelopes)
+            .map(|message| self.dispatcher.handle(message, Delays::Exact))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        // Every plugin of these had settled them already: nothing ran (a redelivery).
+        report.duplicates += settlements
+            .iter()
+            .filter(|s| s.results.is_empty() && s.refused.is_none())
+            .count() as u64;
+        Ok(settlements)
+    }
+
+    /// The bridge: insert the messages into the `inbox` queue (one transaction; ids
+    /// already received are duplicates and dropped), to be handled by the inbox worker.
+    async fn bridge(
+        &self,
+        envelopes: Vec<Envelope>,
+        inbox: &str,
+        report: &mut ConsumeReport,
+    ) -> Result<(), StoreError> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let messages: Vec<NewMessage> = envelopes
+            .into_iter()
+            .map(|m| NewMessage {
+                id: m.id,
+                queue: inbox.to_owned(),
+                kind: m.kind,
+                headers: m.headers,
+                payload: m.payload,
+            })
+            .collect();
+        let new = self.store.enqueue(&messages).await?;
+        report.duplicates += messages.len() as u64 - new;
         Ok(())
     }
 }

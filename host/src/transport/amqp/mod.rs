@@ -29,6 +29,11 @@ pub struct ConsumeSpec {
     /// key) or `routing-key`.
     #[serde(default)]
     pub kind_from: KindFrom,
+    /// Bridge: instead of handling the deliveries here, move them into this inbox queue
+    /// (deduplicated on message id, acked once the insert committed); the inbox worker of
+    /// any host handles them from there.
+    #[serde(default)]
+    pub to_inbox: Option<String>,
 }
 
 /// Source of a delivery's kind.

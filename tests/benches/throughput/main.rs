@@ -3,7 +3,10 @@
 //! end-to-end messages/s through the SQLite inbox with a trivial plugin, each printed with
 //! its target or baseline measured in the same run; then the same through the PostgreSQL
 //! inbox against a raw claim+delete loop on the same database, and publish -> handled
-//! latency on an idle host.
+//! latency on an idle host; and (`amqp`) the AMQP transport against a bare lapin
+//! consume+ack loop on the same broker.
+
+mod amqp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,9 +92,10 @@ async fn inbox_throughput() -> (f64, f64) {
     (enqueue_rate, rate)
 }
 
-/// CPU seconds used so far by this process and by every PostgreSQL process (the server's
-/// backends and background workers), from `/proc` (USER_HZ = 100 on Linux).
-fn cpu_seconds() -> (f64, f64) {
+/// CPU seconds used so far by this process and by every process named in `servers` (for
+/// PostgreSQL, the server's backends and background workers), from `/proc` (USER_HZ =
+/// 100 on Linux).
+fn cpu_seconds(servers: &[&str]) -> (f64, f64) {
     fn ticks(stat: &str) -> Option<u64> {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
@@ -100,27 +104,37 @@ fn cpu_seconds() -> (f64, f64) {
     let mut server = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let dir = entry.path();
-        let is_postgres =
-            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "postgres");
-        if let (true, Ok(stat)) = (is_postgres, std::fs::read_to_string(dir.join("stat"))) {
+        let is_server =
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| servers.contains(&c.trim()));
+        if let (true, Ok(stat)) = (is_server, std::fs::read_to_string(dir.join("stat"))) {
             server += ticks(&stat).unwrap_or(0);
         }
     }
     (own as f64 / 100.0, server as f64 / 100.0)
 }
 
-/// CPU used by `work`, client and server, in ms per 1,000 messages of `PG_MESSAGES`.
+/// Server processes of PostgreSQL and of RabbitMQ (the Erlang VM).
+const POSTGRES: &[&str] = &["postgres"];
+const RABBITMQ: &[&str] = &["beam.smp"];
+const BOTH: &[&str] = &["postgres", "beam.smp"];
+
+/// CPU used by some work, client (this process) and servers, in ms per 1,000 messages.
 struct CpuCost {
     client: f64,
     server: f64,
 }
 
 impl CpuCost {
-    async fn of<T>(work: impl std::future::Future<Output = T>) -> (T, CpuCost) {
-        let (client, server) = cpu_seconds();
+    /// The CPU `work` (handling `messages` messages) costs this process and `servers`.
+    async fn of<T>(
+        servers: &[&str],
+        messages: usize,
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, CpuCost) {
+        let (client, server) = cpu_seconds(servers);
         let done = work.await;
-        let (client_after, server_after) = cpu_seconds();
-        let per_1000 = 1e6 / PG_MESSAGES as f64;
+        let (client_after, server_after) = cpu_seconds(servers);
+        let per_1000 = 1e6 / messages as f64;
         let cost = CpuCost {
             client: (client_after - client) * per_1000,
             server: (server_after - server) * per_1000,
@@ -267,9 +281,14 @@ async fn postgres_inbox() {
     fill(&held, &payload).await;
     let raw_autocommit = raw_claim_delete(&pool, "bench", false).await;
     fill(&held, &payload).await;
-    let (raw, raw_cpu) = CpuCost::of(raw_claim_delete(&pool, "bench", true)).await;
+    let (raw, raw_cpu) = CpuCost::of(
+        POSTGRES,
+        PG_MESSAGES,
+        raw_claim_delete(&pool, "bench", true),
+    )
+    .await;
     fill(&held, &payload).await;
-    let (held_rate, held_cpu) = CpuCost::of(wharf_drain_filled(&held)).await;
+    let (held_rate, held_cpu) = CpuCost::of(POSTGRES, PG_MESSAGES, wharf_drain_filled(&held)).await;
     let leased_rate = wharf_drain(&leased, &payload).await;
     println!(
         "postgres raw loop, batch {PG_BATCH}, 256 B: DELETE ... SKIP LOCKED RETURNING {raw_autocommit:.0} rows/s as its own statement, {raw:.0} rows/s inside BEGIN/COMMIT"
@@ -287,7 +306,7 @@ async fn postgres_inbox() {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -300,6 +319,9 @@ async fn main() {
     );
     if wanted("postgres") {
         postgres_inbox().await;
+    }
+    if wanted("amqp") {
+        amqp::versus_bare_loop().await;
     }
     if !wanted("sqlite") {
         return;

@@ -1,0 +1,214 @@
+//! The AMQP transport against a bare lapin loop on the same broker, in the same run: each
+//! drains a queue pre-filled with the same persistent 256 B messages. The bare loop
+//! consumes with prefetch 1000 and acks every 50th delivery with `multiple=true`; wharf
+//! consumes the same way (one consumer, batches of 50), calls the trivial plugin per
+//! message and settles, with the dedup ledger off and on (PostgreSQL).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::watch;
+use wharf_host::transport::amqp::supervisor::Supervisor;
+use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
+use wharf_tests::{Backend, Host, amqp_connection, unique_name};
+
+use super::{BOTH, CpuCost, RABBITMQ};
+
+const MESSAGES: usize = 20_000;
+const PREFETCH: u16 = 1_000;
+const ACK_EVERY: usize = 50;
+
+/// Print msgs/s of the bare loop and of wharf with the ledger off and on, with ratios.
+pub async fn versus_bare_loop() {
+    let connection = amqp_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let body = payload();
+
+    let queue = fresh_queue(&channel, "bench_bare").await;
+    fill(&channel, &queue, &body).await;
+    let (bare, bare_cpu) = CpuCost::of(RABBITMQ, MESSAGES, bare_loop(&connection, &queue)).await;
+
+    let mut wharf = Vec::new();
+    for ledger in [false, true] {
+        let queue = fresh_queue(&channel, "bench_wharf").await;
+        let host = amqp_host(&queue, ledger).await;
+        fill(&channel, &queue, &body).await;
+        sentinel(&channel, &queue).await;
+        wharf.push(CpuCost::of(BOTH, MESSAGES, consume_all(host)).await);
+    }
+    let [(off, off_cpu), (on, on_cpu)] = [&wharf[0], &wharf[1]];
+    println!(
+        "amqp bare lapin loop, prefetch {PREFETCH}, ack multiple every {ACK_EVERY}, 256 B persistent: {bare:.0} msgs/s"
+    );
+    println!(
+        "amqp wharf, consume + sandbox call + settle + ack multiple: ledger off {off:.0} msgs/s = {:.2}x of the bare loop (target >= 0.90x); PostgreSQL ledger and exactly-once effects {on:.0} msgs/s = {:.2}x (target >= 0.75x)",
+        off / bare,
+        on / bare
+    );
+    println!(
+        "amqp CPU: bare loop {bare_cpu}; wharf ledger off {off_cpu}; ledger on {on_cpu} (server = RabbitMQ, plus PostgreSQL for wharf)"
+    );
+}
+
+/// A JSON body of 256 bytes.
+fn payload() -> Vec<u8> {
+    let mut body = br#"{"order_id":"o-1"}"#.to_vec();
+    body.resize(256, b' ');
+    body
+}
+
+async fn fresh_queue(channel: &Channel, what: &str) -> String {
+    let queue = unique_name(what);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue
+}
+
+/// Publish `MESSAGES` persistent `bench.noop` messages to `queue`, confirmed.
+async fn fill(channel: &Channel, queue: &str, body: &[u8]) {
+    for _ in 0..MESSAGES / 1_000 {
+        let mut confirms = Vec::with_capacity(1_000);
+        for _ in 0..1_000 {
+            let properties = BasicProperties::default()
+                .with_message_id(uuid::Uuid::now_v7().to_string().into())
+                .with_type("bench.noop".into())
+                .with_delivery_mode(2);
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        properties,
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack());
+        }
+    }
+}
+
+/// The last message: `test.once` writes state, so it reaches the database even with the
+/// ledger off; once it is handled, so is everything before it (one consumer, FIFO).
+async fn sentinel(channel: &Channel, queue: &str) {
+    let properties = BasicProperties::default()
+        .with_message_id(uuid::Uuid::now_v7().to_string().into())
+        .with_type("test.once".into())
+        .with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            properties,
+        )
+        .await
+        .unwrap();
+    assert!(confirm.await.unwrap().is_ack());
+}
+
+/// Consume `MESSAGES` and ack every `ACK_EVERY`th with `multiple=true`. Msgs/s.
+async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for n in 1..=MESSAGES {
+        let delivery = deliveries.next().await.unwrap().unwrap();
+        if n % ACK_EVERY == 0 || n == MESSAGES {
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
+        }
+    }
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    channel.close(200, "done".into()).await.unwrap();
+    rate
+}
+
+/// A PostgreSQL host consuming `queue` with one consumer, prefetch 1000, batches of 50.
+async fn amqp_host(queue: &str, ledger: bool) -> Host {
+    Host::start_with(Backend::Postgres, &["fixture-noop", "fixture-once"], |c| {
+        c.amqp.url = wharf_tests::amqp_url();
+        c.amqp.ledger = ledger;
+        c.amqp.batch_size = ACK_EVERY;
+        c.amqp.relay = Some(false);
+        c.runtime.concurrency = 16;
+        c.amqp.consume = vec![ConsumeSpec {
+            queue: queue.to_owned(),
+            prefetch: PREFETCH,
+            consumers: 1,
+            kind_from: KindFrom::Type,
+            to_inbox: None,
+        }];
+    })
+    .await
+}
+
+/// Run the host's consumers (as `wharf run` does) until the sentinel is handled. Msgs/s.
+async fn consume_all(host: Host) -> f64 {
+    let host = Arc::new(host);
+    let (stop, stopped) = watch::channel(false);
+    let supervisor = Supervisor::new(
+        Arc::new(host.config.clone()),
+        host.store.clone(),
+        host.dispatcher.clone(),
+    );
+    let started = Instant::now();
+    let running = supervisor.run(stopped);
+    // With the ledger on every message leaves a row; off, only the sentinel does.
+    let (done, rows) = if host.config.amqp.ledger {
+        ("SELECT COUNT(*) FROM processed", MESSAGES as i64 + 1)
+    } else {
+        ("SELECT COUNT(*) FROM processed WHERE plugin = 'once'", 1)
+    };
+    let watching = async {
+        while host.count(done).await < rows {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed();
+        stop.send(true).unwrap();
+        elapsed
+    };
+    let (report, elapsed) = tokio::join!(running, watching);
+    let report = report.expect("the consumer ran without errors");
+    assert_eq!(report.consumed.acked, MESSAGES as u64 + 1, "{report:?}");
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
