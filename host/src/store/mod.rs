@@ -5,6 +5,8 @@
 //! transaction (ledger rows, effects, retries, dead letters).
 
 mod delivered;
+mod failed;
+mod outbox;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +20,8 @@ use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
 pub use delivered::{Again, Delivered};
+pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
+pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -159,34 +163,6 @@ pub struct Settlement {
     pub refused: Option<String>,
 }
 
-/// A message a handler published to an AMQP exchange, waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    /// Order of insertion.
-    pub seq: i64,
-    /// The published message's id.
-    pub id: Uuid,
-    /// Target exchange.
-    pub exchange: String,
-    /// Routing key.
-    pub routing_key: String,
-    /// Kind (the AMQP `type`).
-    pub kind: String,
-    /// Headers.
-    pub headers: BTreeMap<String, String>,
-    /// Body.
-    pub payload: Vec<u8>,
-}
-
-/// Outbox messages taken by [`Store::claim_outbox`].
-#[derive(Debug)]
-pub struct OutboxClaim {
-    /// The messages, oldest first.
-    pub messages: Vec<OutboxMessage>,
-    /// What keeps other relays off them.
-    pub hold: Hold,
-}
-
 /// What a settle did, for progress output and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SettleSummary {
@@ -203,96 +179,6 @@ pub struct SettleSummary {
     /// Delivered messages another consumer settled first (a duplicate delivered twice
     /// at once); the results of the plugins it settled were not written.
     pub duplicates: u64,
-}
-
-/// Status of a failed message, mirrored by a CHECK constraint in SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailedStatus {
-    /// Recorded, waiting for an operator.
-    Pending,
-    /// Sent back to the inbox by `failed retry`.
-    Retrying,
-    /// Dead-lettered.
-    Failed,
-    /// Handled after a retry.
-    Resolved,
-}
-
-impl FailedStatus {
-    /// The SQL spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Retrying => "retrying",
-            Self::Failed => "failed",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    /// Parse the SQL spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "retrying" => Self::Retrying,
-            "failed" => Self::Failed,
-            "resolved" => Self::Resolved,
-            _ => return None,
-        })
-    }
-}
-
-/// A dead letter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FailedMessage {
-    /// Row id, used by `wharf failed show|retry|delete`.
-    pub id: i64,
-    /// The message.
-    pub message_id: Uuid,
-    /// The plugin that failed it; empty when no plugin handles the kind.
-    pub plugin: String,
-    /// Its version.
-    pub plugin_version: String,
-    /// Where the message came from.
-    pub source: String,
-    /// Inbox queue.
-    pub queue: String,
-    /// Kind.
-    pub kind: String,
-    /// Headers.
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Body, as text when it is UTF-8.
-    #[serde(serialize_with = "payload_text")]
-    pub payload: Vec<u8>,
-    /// The final error.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Status.
-    pub status: FailedStatus,
-    /// When it failed (Unix ms).
-    pub failed_at: i64,
-    /// When an operator last retried it.
-    pub last_retry_at: Option<i64>,
-    /// When it was handled after a retry.
-    pub resolved_at: Option<i64>,
-}
-
-fn payload_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(payload))
-}
-
-/// One failed attempt in a message's history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptError {
-    /// Attempt number.
-    pub attempt: u32,
-    /// Its error.
-    pub error: String,
-    /// Wait scheduled before the next attempt; `None` for the final one.
-    pub delay_ms: Option<u64>,
-    /// When (Unix ms).
-    pub at: i64,
 }
 
 /// Depths of one inbox queue.
@@ -324,31 +210,6 @@ pub struct Cleaned {
     pub failed: u64,
     /// Attempt errors of messages no longer in the inbox or the pending dead letters.
     pub attempt_errors: u64,
-}
-
-/// Which failed messages `failed retry` sends back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetrySelection {
-    /// One, by row id.
-    One(i64),
-    /// Every failed or pending one.
-    All,
-}
-
-/// What [`Store::failed_retry`] sent back, in failed rows (one per message and plugin).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retried {
-    /// Back in their inbox queue.
-    pub inbox: u64,
-    /// In the outbox, to be republished to their AMQP exchange.
-    pub broker: u64,
-}
-
-impl Retried {
-    /// All of them.
-    pub fn total(&self) -> u64 {
-        self.inbox + self.broker
-    }
 }
 
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`].

@@ -7,23 +7,20 @@
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{Channel, Confirmation, Connection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::ConsumeSpec;
-use super::delivery::{envelope, for_dead_letter, for_retry};
-use super::topology::{declare_dead_letter_queue, declare_retry_queue};
+use super::delivery::envelope;
+use super::detours::Detours;
 use crate::config::AmqpConfig;
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
@@ -173,7 +170,6 @@ impl Consumer {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(&err)?;
-        let dlq = declare_dead_letter_queue(channel, &self.spec.queue).await?;
         let mut deliveries = channel
             .basic_consume(
                 self.spec.queue.as_str().into(),
@@ -183,12 +179,7 @@ impl Consumer {
             )
             .await
             .map_err(&err)?;
-        let mut publisher = Publisher {
-            channel,
-            queue: &self.spec.queue,
-            dlq,
-            delay_queues: HashSet::new(),
-        };
+        let mut detours = Detours::new(channel, &self.spec.queue).await?;
         loop {
             let first = tokio::select! {
                 next = deliveries.next() => next,
@@ -205,7 +196,7 @@ impl Consumer {
                     _ => break,
                 }
             }
-            self.process(&mut publisher, batch, report).await?;
+            self.process(&mut detours, batch, report).await?;
             if *shutdown.borrow() {
                 return Ok(());
             }
@@ -215,7 +206,7 @@ impl Consumer {
     /// Handle, settle, publish retries and dead letters, ack: one batch.
     async fn process(
         &self,
-        publisher: &mut Publisher<'_>,
+        detours: &mut Detours<'_>,
         batch: Vec<Delivery>,
         report: &mut ConsumeReport,
     ) -> Result<(), ConsumeError> {
@@ -282,11 +273,11 @@ impl Consumer {
         let mut confirms = Vec::new();
         for Again { id, delay, counts } in &again {
             let attempts = attempts[id] + u32::from(*counts);
-            confirms.push(publisher.retry(by_id[id], *delay, attempts).await?);
+            confirms.push(detours.retry(by_id[id], *delay, attempts).await?);
             report.retried += 1;
         }
         for (id, error) in &dead {
-            confirms.push(publisher.dead_letter(by_id[id], error).await?);
+            confirms.push(detours.dead_letter(by_id[id], error).await?);
             report.dead += 1;
         }
         for confirm in confirms {
@@ -300,8 +291,8 @@ impl Consumer {
                 }
             }
         }
-        publisher
-            .channel
+        detours
+            .channel()
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await
             .map_err(self.amqp_error())?;
@@ -376,77 +367,4 @@ fn needs_database(s: &Settlement) -> bool {
             }
             _ => true,
         })
-}
-
-/// Publishes a consumer makes besides acks: retries and dead letters.
-struct Publisher<'a> {
-    channel: &'a Channel,
-    queue: &'a str,
-    dlq: ShortString,
-    /// Delay queues already declared on this channel.
-    delay_queues: HashSet<ShortString>,
-}
-
-impl Publisher<'_> {
-    /// Send `delivery` to wait `delay` in its delay queue, which dead-letters it back to
-    /// the queue; with `attempts` in `x-retry-count`. No delay: straight back.
-    async fn retry(
-        &mut self,
-        delivery: &Delivery,
-        delay: std::time::Duration,
-        attempts: u32,
-    ) -> Result<lapin::PublisherConfirm, ConsumeError> {
-        let routing_key: ShortString = if delay.is_zero() {
-            self.queue.into()
-        } else {
-            let name: ShortString = super::topology::retry_queue(self.queue, delay).into();
-            if !self.delay_queues.contains(&name) {
-                declare_retry_queue(self.channel, self.queue, delay).await?;
-                self.delay_queues.insert(name.clone());
-            }
-            name
-        };
-        let properties = persistent(for_retry(delivery, attempts));
-        self.channel
-            .basic_publish(
-                "".into(),
-                routing_key,
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await
-            .map_err(|source| self.error(source))
-    }
-
-    fn error(&self, source: lapin::Error) -> ConsumeError {
-        ConsumeError::Amqp {
-            queue: self.queue.to_owned(),
-            source,
-        }
-    }
-
-    /// Send a copy of `delivery` to the dead-letter queue with the error and its origin.
-    async fn dead_letter(
-        &self,
-        delivery: &Delivery,
-        error: &str,
-    ) -> Result<lapin::PublisherConfirm, ConsumeError> {
-        let properties = persistent(for_dead_letter(delivery, error));
-        self.channel
-            .basic_publish(
-                "".into(),
-                self.dlq.clone(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await
-            .map_err(|source| self.error(source))
-    }
-}
-
-/// Delivery mode 2: the broker writes the message to disk.
-fn persistent(properties: BasicProperties) -> BasicProperties {
-    properties.with_delivery_mode(2)
 }

@@ -6,6 +6,7 @@
 pub mod consumer;
 pub mod delivery;
 pub mod depth;
+mod detours;
 pub mod publish;
 pub mod relay;
 pub mod supervisor;
