@@ -20,11 +20,19 @@ pub(super) async fn settled<'e>(
     executor: impl PgExecutor<'e>,
     ids: &[Uuid],
 ) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    // One index probe per id. `message_id = ANY($1)` looks the same but, on a ledger
+    // not yet analyzed (a new schema, the first minute of a run), is planned as a
+    // sequential scan of the whole table for every batch: measured, 800 such scans took
+    // a 20,000-message run from ~14k to ~4k msgs/s. `OFFSET 0` keeps each lateral probe
+    // a parameterized index scan.
     let rows = sqlx::query(
-        "SELECT message_id, plugin FROM processed WHERE message_id = ANY($1)
-         UNION ALL
-         SELECT message_id, plugin FROM failed_messages
-         WHERE message_id = ANY($1) AND status IN ('failed', 'pending')",
+        "SELECT i.id AS message_id, s.plugin FROM UNNEST($1::uuid[]) AS i(id)
+         CROSS JOIN LATERAL (
+             SELECT plugin FROM processed WHERE message_id = i.id
+             UNION ALL
+             SELECT plugin FROM failed_messages
+             WHERE message_id = i.id AND status IN ('failed', 'pending')
+             OFFSET 0) AS s",
     )
     .bind(ids)
     .fetch_all(executor)
