@@ -3,7 +3,9 @@
 //! the batch in ONE database transaction, then publish retries to their delay queues
 //! and dead letters to the queue's DLQ (with publisher confirms), and only then ack the
 //! whole batch with `multiple=true`. A crash anywhere before the ack redelivers the
-//! batch; what was committed is found in the ledger and not run again. As a bridge
+//! batch; what was committed is found in the ledger and not run again. While a batch
+//! settles, the next one already buffered is looked up and handled; acks stay in
+//! delivery order. As a bridge
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed.
 
@@ -180,50 +182,76 @@ impl Consumer {
             .await
             .map_err(&err)?;
         let mut detours = Detours::new(channel, &self.spec.queue).await?;
+        // Pipelined: while one batch settles, the next one (already buffered) is looked
+        // up and handled. Acks stay in order: a batch is acked only after the one before.
+        let mut pending: Option<Prepared> = None;
         loop {
-            let first = tokio::select! {
-                next = deliveries.next() => next,
-                _ = shutdown.changed() => return Ok(()),
+            let Some(current) = pending.take() else {
+                let first = tokio::select! {
+                    next = deliveries.next() => next,
+                    _ = shutdown.changed() => return Ok(()),
+                };
+                let mut batch = vec![
+                    first
+                        .ok_or_else(|| ConsumeError::Cancelled(self.spec.queue.clone()))?
+                        .map_err(&err)?,
+                ];
+                self.take_buffered(&mut deliveries, &mut batch)?;
+                pending = Some(self.prepare(batch).await?);
+                continue;
             };
-            let mut batch = vec![
-                first
-                    .ok_or_else(|| ConsumeError::Cancelled(self.spec.queue.clone()))?
-                    .map_err(&err)?,
-            ];
-            while batch.len() < self.amqp.batch_size {
-                match deliveries.next().now_or_never() {
-                    Some(Some(delivery)) => batch.push(delivery.map_err(&err)?),
-                    _ => break,
-                }
+            let mut next = Vec::new();
+            if !*shutdown.borrow() {
+                self.take_buffered(&mut deliveries, &mut next)?;
             }
-            self.process(&mut detours, batch, report).await?;
-            if *shutdown.borrow() {
+            if next.is_empty() {
+                self.finish(&mut detours, current, report).await?;
+            } else {
+                let (finished, prepared) = tokio::join!(
+                    self.finish(&mut detours, current, report),
+                    self.prepare(next)
+                );
+                finished?;
+                pending = Some(prepared?);
+            }
+            if pending.is_none() && *shutdown.borrow() {
                 return Ok(());
             }
         }
     }
 
-    /// Handle, settle, publish retries and dead letters, ack: one batch.
-    async fn process(
+    /// Add the deliveries already buffered to `batch`, up to `amqp.batch_size`.
+    fn take_buffered(
         &self,
-        detours: &mut Detours<'_>,
-        batch: Vec<Delivery>,
-        report: &mut ConsumeReport,
+        deliveries: &mut lapin::Consumer,
+        batch: &mut Vec<Delivery>,
     ) -> Result<(), ConsumeError> {
+        while batch.len() < self.amqp.batch_size {
+            match deliveries.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery.map_err(self.amqp_error())?),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the batch, look it up in the ledger and run its handlers (or, as a bridge,
+    /// insert it into the inbox).
+    async fn prepare(&self, batch: Vec<Delivery>) -> Result<Prepared, ConsumeError> {
         let store_error = |source| ConsumeError::Store {
             queue: self.spec.queue.clone(),
             source,
         };
-        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
+        let mut duplicates = 0;
         let mut refused = Vec::new();
         let mut envelopes = Vec::with_capacity(batch.len());
-        let mut by_id: HashMap<Uuid, &Delivery> = HashMap::with_capacity(batch.len());
-        for delivery in &batch {
+        let mut by_id: HashMap<Uuid, usize> = HashMap::with_capacity(batch.len());
+        for (i, delivery) in batch.iter().enumerate() {
             let (message, refusal) = envelope(delivery, &self.spec, self.amqp.missing_message_id);
-            if by_id.insert(message.id, delivery).is_some() {
+            if by_id.insert(message.id, i).is_some() {
                 // The same message twice in one batch: the first one settles it.
                 tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");
-                report.duplicates += 1;
+                duplicates += 1;
                 continue;
             }
             match refusal {
@@ -240,18 +268,48 @@ impl Consumer {
         }
         let mut settlements = match &self.spec.to_inbox {
             Some(inbox) => {
-                self.bridge(envelopes, inbox, report)
-                    .await
-                    .map_err(store_error)?;
+                duplicates += self.bridge(envelopes, inbox).await.map_err(store_error)?;
                 Vec::new()
             }
-            None => self.handle(envelopes, report).await.map_err(store_error)?,
+            None => {
+                let (settlements, ran_nothing) =
+                    self.handle(envelopes).await.map_err(store_error)?;
+                duplicates += ran_nothing;
+                settlements
+            }
         };
         settlements.extend(refused);
         if !self.amqp.ledger {
             // Handled with no effects: nothing to write, retry or dead-letter; only acked.
             settlements.retain(needs_database);
         }
+        Ok(Prepared {
+            batch,
+            by_id,
+            settlements,
+            duplicates,
+        })
+    }
+
+    /// Settle a prepared batch, publish its retries and dead letters, ack it.
+    async fn finish(
+        &self,
+        detours: &mut Detours<'_>,
+        prepared: Prepared,
+        report: &mut ConsumeReport,
+    ) -> Result<(), ConsumeError> {
+        let Prepared {
+            batch,
+            by_id,
+            settlements,
+            duplicates,
+        } = prepared;
+        let store_error = |source| ConsumeError::Store {
+            queue: self.spec.queue.clone(),
+            source,
+        };
+        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
+        report.duplicates += duplicates;
         let Delivered {
             summary,
             again,
@@ -273,11 +331,11 @@ impl Consumer {
         let mut confirms = Vec::new();
         for Again { id, delay, counts } in &again {
             let attempts = attempts[id] + u32::from(*counts);
-            confirms.push(detours.retry(by_id[id], *delay, attempts).await?);
+            confirms.push(detours.retry(&batch[by_id[id]], *delay, attempts).await?);
             report.retried += 1;
         }
         for (id, error) in &dead {
-            confirms.push(detours.dead_letter(by_id[id], error).await?);
+            confirms.push(detours.dead_letter(&batch[by_id[id]], error).await?);
             report.dead += 1;
         }
         for confirm in confirms {
@@ -303,11 +361,12 @@ impl Consumer {
 
 impl Consumer {
     /// Skip the plugins the ledger says already settled each message, run the others.
+    /// Returns the settlements and how many messages ran nothing (every plugin had
+    /// settled them already: a redelivery).
     async fn handle(
         &self,
         mut envelopes: Vec<Envelope>,
-        report: &mut ConsumeReport,
-    ) -> Result<Vec<Settlement>, StoreError> {
+    ) -> Result<(Vec<Settlement>, u64), StoreError> {
         if self.amqp.ledger && !envelopes.is_empty() {
             let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
             let mut settled = self.store.settled(&ids).await?;
@@ -322,24 +381,19 @@ impl Consumer {
             .buffered(self.concurrency)
             .collect()
             .await;
-        // Every plugin of these had settled them already: nothing ran (a redelivery).
-        report.duplicates += settlements
+        let ran_nothing = settlements
             .iter()
             .filter(|s| s.results.is_empty() && s.refused.is_none())
             .count() as u64;
-        Ok(settlements)
+        Ok((settlements, ran_nothing))
     }
 
     /// The bridge: insert the messages into the `inbox` queue (one transaction; ids
     /// already received are duplicates and dropped), to be handled by the inbox worker.
-    async fn bridge(
-        &self,
-        envelopes: Vec<Envelope>,
-        inbox: &str,
-        report: &mut ConsumeReport,
-    ) -> Result<(), StoreError> {
+    /// Returns how many were duplicates.
+    async fn bridge(&self, envelopes: Vec<Envelope>, inbox: &str) -> Result<u64, StoreError> {
         if envelopes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let messages: Vec<NewMessage> = envelopes
             .into_iter()
@@ -352,9 +406,18 @@ impl Consumer {
             })
             .collect();
         let new = self.store.enqueue(&messages).await?;
-        report.duplicates += messages.len() as u64 - new;
-        Ok(())
+        Ok(messages.len() as u64 - new)
     }
+}
+
+/// A batch read and handled, waiting to be settled and acked.
+struct Prepared {
+    batch: Vec<Delivery>,
+    /// Index in `batch` of each message id's delivery.
+    by_id: HashMap<Uuid, usize>,
+    settlements: Vec<Settlement>,
+    /// Deliveries of messages already settled, found so far.
+    duplicates: u64,
 }
 
 /// With the ledger off, only settlements that write something go to the database:
