@@ -72,7 +72,7 @@ impl SuperviseError {
     }
 }
 
-/// The consumers of one host.
+/// The AMQP work of one host: its consumers and the outbox relay.
 pub struct Supervisor {
     config: Arc<Config>,
     store: Arc<dyn Store>,
@@ -122,9 +122,7 @@ impl Supervisor {
         }
         Ok(report)
     }
-}
 
-impl Supervisor {
     /// One consumer of `spec.queue`, kept running; its totals and restarts.
     async fn consume(
         &self,
