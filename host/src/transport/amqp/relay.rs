@@ -25,11 +25,13 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    /// Will relaying work again once the broker or database is back? (A missing exchange
-    /// is for the operator: declare it in `[[amqp.exchanges]]`.)
+    /// Should the relay try again after a pause? Every broker error: a missing exchange
+    /// or refused access is for the operator to fix (declare the exchange in
+    /// `[[amqp.exchanges]]`), but the host keeps consuming meanwhile and the messages
+    /// wait in the outbox; the relay logs the error at each attempt.
     pub fn is_transient(&self) -> bool {
         match self {
-            RelayError::Amqp(e) => super::is_transient(e),
+            RelayError::Amqp(_) => true,
             RelayError::Store(e) => e.is_transient(),
         }
     }
