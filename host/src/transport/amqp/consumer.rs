@@ -245,10 +245,10 @@ impl Consumer {
         let mut duplicates = 0;
         let mut refused = Vec::new();
         let mut envelopes = Vec::with_capacity(batch.len());
-        let mut by_id: HashMap<Uuid, usize> = HashMap::with_capacity(batch.len());
+        let mut by_id: HashMap<Uuid, (usize, u32)> = HashMap::with_capacity(batch.len());
         for (i, delivery) in batch.iter().enumerate() {
             let (message, refusal) = envelope(delivery, &self.spec, self.amqp.missing_message_id);
-            if by_id.insert(message.id, i).is_some() {
+            if by_id.insert(message.id, (i, message.attempts)).is_some() {
                 // The same message twice in one batch: the first one settles it.
                 tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");
                 duplicates += 1;
@@ -323,19 +323,15 @@ impl Consumer {
                 .map_err(store_error)?
         };
         report.duplicates += summary.duplicates;
-        let attempts: HashMap<Uuid, u32> = settlements
-            .iter()
-            .map(|s| (s.message.id, s.message.attempts))
-            .collect();
-
         let mut confirms = Vec::new();
         for Again { id, delay, counts } in &again {
-            let attempts = attempts[id] + u32::from(*counts);
-            confirms.push(detours.retry(&batch[by_id[id]], *delay, attempts).await?);
+            let (i, attempts) = by_id[id];
+            let attempts = attempts + u32::from(*counts);
+            confirms.push(detours.retry(&batch[i], *delay, attempts).await?);
             report.retried += 1;
         }
         for (id, error) in &dead {
-            confirms.push(detours.dead_letter(&batch[by_id[id]], error).await?);
+            confirms.push(detours.dead_letter(&batch[by_id[id].0], error).await?);
             report.dead += 1;
         }
         for confirm in confirms {
@@ -413,8 +409,8 @@ impl Consumer {
 /// A batch read and handled, waiting to be settled and acked.
 struct Prepared {
     batch: Vec<Delivery>,
-    /// Index in `batch` of each message id's delivery.
-    by_id: HashMap<Uuid, usize>,
+    /// Index in `batch` of each message id's delivery, and its attempts so far.
+    by_id: HashMap<Uuid, (usize, u32)>,
     settlements: Vec<Settlement>,
     /// Deliveries of messages already settled, found so far.
     duplicates: u64,
