@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
+use crate::runtime::Requested;
 use crate::transport::amqp::topology::{ExchangeSpec, QueueSpec};
 use crate::transport::amqp::{ConsumeSpec, MissingMessageId};
 
@@ -64,6 +65,8 @@ pub struct PluginsConfig {
     pub dir: PathBuf,
     /// Directory for compiled components, so a restart does not recompile.
     pub cache_dir: PathBuf,
+    /// While running, load new and changed files of `dir` and unload removed ones.
+    pub watch: bool,
 }
 
 /// `[runtime]`
@@ -76,22 +79,33 @@ pub struct RuntimeConfig {
     pub deadline_ms: u64,
     /// Optional fuel (instruction budget) per call; unset means unmetered.
     pub fuel: Option<u64>,
-    /// Handler calls running at once on this host.
+    /// Handler calls running at once on this host. One plugin uses at most half of them
+    /// unless its manifest or `[plugin.<name>] max_concurrency` sets its share.
     pub concurrency: usize,
     /// Instance slots the pooling allocator reserves (>= concurrency).
     pub instance_pool: u32,
+    /// Circuit breaker: a plugin whose calls trap or ask for a retry this many times in a
+    /// row is not fed for `breaker_cool_down_ms` (its messages wait, attempts are not
+    /// used up). 0 turns breakers off.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before a trial call, in milliseconds.
+    pub breaker_cool_down_ms: u64,
 }
 
 /// `[inbox]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InboxConfig {
-    /// Queues to consume; empty means all.
+    /// Queues to consume; empty means all. When several are listed, each gets lanes of
+    /// its own (see `batches_in_flight`), so slow handlers on one queue never hold up
+    /// another queue's batches.
     pub queues: Vec<String>,
     /// Messages claimed and settled together.
     pub batch_size: u32,
     /// Batches a host works on at once: while one is being settled, the next one's
-    /// handlers run. `runtime.concurrency` bounds the calls across all of them.
+    /// handlers run. `runtime.concurrency` bounds the calls across all of them. With
+    /// several `queues`, they are shared out among the queues, at least one per queue
+    /// (each may hold a database connection: keep the lanes under ~6 per host).
     pub batches_in_flight: usize,
     /// Longest wait between polls when nothing is due, in milliseconds. PostgreSQL hosts
     /// wake earlier: on a new message (NOTIFY) or when a scheduled retry comes due.
@@ -150,6 +164,28 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, String>,
     /// Retry policy that overrides the plugin's manifest.
     pub retry: Option<RetryPolicy>,
+    /// Linear-memory cap, in MiB (at most `runtime.memory_limit_mib`); overrides the
+    /// manifest.
+    pub memory_limit_mib: Option<u64>,
+    /// Deadline of one call, in ms (at most `runtime.deadline_ms`); overrides the manifest.
+    pub deadline_ms: Option<u64>,
+    /// Fuel per call (needs `runtime.fuel`, at most it); overrides the manifest.
+    pub fuel: Option<u64>,
+    /// Calls of this plugin at once on a host (at most `runtime.concurrency`; default
+    /// half of it); overrides the manifest.
+    pub max_concurrency: Option<usize>,
+}
+
+impl PluginConfig {
+    /// The limits this section sets.
+    pub fn limits(&self) -> Requested {
+        Requested {
+            memory_mib: self.memory_limit_mib,
+            deadline_ms: self.deadline_ms,
+            fuel: self.fuel,
+            max_concurrency: self.max_concurrency,
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -165,6 +201,7 @@ impl Default for PluginsConfig {
         Self {
             dir: DEFAULT_PLUGINS_DIR.into(),
             cache_dir: DEFAULT_CACHE_DIR.into(),
+            watch: true,
         }
     }
 }
@@ -177,6 +214,8 @@ impl Default for RuntimeConfig {
             fuel: None,
             concurrency: 16,
             instance_pool: 128,
+            breaker_failures: 20,
+            breaker_cool_down_ms: 10_000,
         }
     }
 }
@@ -294,6 +333,43 @@ impl Config {
                 "inbox.lease_ms",
                 "must be at least 30 (the lease is renewed every third of it)",
             );
+        }
+        for (name, plugin) in &self.plugin {
+            let r = &self.runtime;
+            let above =
+                |value: Option<u64>, min: u64, max: u64| value.is_some_and(|v| v < min || v > max);
+            let problem = if above(plugin.memory_limit_mib, 1, r.memory_limit_mib) {
+                Some(format!(
+                    "memory_limit_mib must be between 1 and runtime.memory_limit_mib ({}); raise the runtime's to give this plugin more",
+                    r.memory_limit_mib
+                ))
+            } else if above(plugin.deadline_ms, 1, r.deadline_ms) {
+                Some(format!(
+                    "deadline_ms must be between 1 and runtime.deadline_ms ({}); raise the runtime's to give this plugin longer",
+                    r.deadline_ms
+                ))
+            } else if plugin.fuel.is_some() && r.fuel.is_none() {
+                Some("fuel needs fuel metering: set runtime.fuel too".to_owned())
+            } else if above(plugin.fuel, 1, r.fuel.unwrap_or(u64::MAX)) {
+                Some("fuel must be between 1 and runtime.fuel".to_owned())
+            } else if above(
+                plugin.max_concurrency.map(|n| n as u64),
+                1,
+                r.concurrency as u64,
+            ) {
+                Some(format!(
+                    "max_concurrency must be between 1 and runtime.concurrency ({})",
+                    r.concurrency
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::Invalid {
+                    key: "plugin",
+                    problem: format!("(plugin.{name}): {problem}"),
+                });
+            }
         }
         if let Err(e) = self.amqp.url.parse::<lapin::uri::AMQPUri>() {
             return Err(ConfigError::Invalid {

@@ -3,17 +3,18 @@
 //! (`outcome::decide`) for the settle. Shared by every source: the inbox worker and the
 //! AMQP consumers.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::envelope::Envelope;
-use crate::outcome::{Verdict, decide};
-use crate::plugins::PluginSet;
+use crate::outcome::{Outcome, Verdict, decide};
+use crate::plugins::Catalog;
+use crate::plugins::breaker::{Admission, Breakers};
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime};
 use crate::store::{PluginResult, PluginVersion, Settlement, Store};
@@ -31,20 +32,26 @@ pub enum Delays {
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
-    plugins: Arc<PluginSet>,
+    plugins: Arc<Catalog>,
     config: Arc<Config>,
     /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
     plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// `runtime.concurrency` permits, shared by every call on this host.
     calls: Semaphore,
+    /// Each plugin's `max_concurrency` permits, with their number; taken before a host
+    /// permit, so a plugin waiting for its own never holds one of the host's.
+    plugin_calls: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    /// One circuit breaker per plugin.
+    breakers: Breakers,
 }
 
 impl Dispatcher {
-    /// A dispatcher over `plugins`; handlers read their state from `store`.
+    /// A dispatcher over the plugins `plugins` serves at each message; handlers read
+    /// their state from `store`.
     pub fn new(
         store: Arc<dyn Store>,
         runtime: Arc<Runtime>,
-        plugins: Arc<PluginSet>,
+        plugins: Arc<Catalog>,
         config: Arc<Config>,
     ) -> Self {
         let plugin_config = config
@@ -57,9 +64,24 @@ impl Dispatcher {
             runtime,
             plugins,
             calls: Semaphore::new(config.runtime.concurrency),
+            plugin_calls: Mutex::default(),
+            breakers: Breakers::new(
+                config.runtime.breaker_failures,
+                Duration::from_millis(config.runtime.breaker_cool_down_ms),
+            ),
             config,
             plugin_config,
         }
+    }
+
+    /// The plugins this dispatcher serves.
+    pub fn plugins(&self) -> &Arc<Catalog> {
+        &self.plugins
+    }
+
+    /// The plugins' circuit breakers.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
     }
 
     /// Run every plugin still owing a verdict on `message`.
@@ -98,37 +120,37 @@ impl Dispatcher {
         let name = plugin.name();
         let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
         async {
-            let context = CallContext {
-                plugin: Arc::from(name),
-                message_id: message.id,
-                config: self.plugin_config.get(name).cloned().unwrap_or_default(),
-                store: Some(self.store.clone()),
-                max_payload_bytes: self.config.inbox.max_payload_bytes,
-            };
-            let started = Instant::now();
-            let outcome = {
-                let _permit = self
-                    .calls
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
-                self.runtime.call(plugin, message, attempt, context).await
-            };
-            let elapsed = started.elapsed();
-            let mut policy = self.policy(plugin).clone();
-            if delays == Delays::Exact {
-                policy.jitter = 0.0;
-            }
-            let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
-            match &verdict {
-                Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
-                Verdict::Retry { error, delay } => {
-                    tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
+            let admission = self.breakers.admit(name);
+            let verdict = match admission {
+                Admission::Wait(delay) => {
+                    tracing::debug!(?delay, "circuit breaker open: the message waits");
+                    Verdict::Deferred { delay }
                 }
-                Verdict::Dead { error } => {
-                    tracing::error!(?elapsed, "moved to the failed messages: {error}")
+                Admission::Go | Admission::Trial => {
+                    let started = Instant::now();
+                    let outcome = self.run(plugin, message, attempt).await;
+                    let elapsed = started.elapsed();
+                    let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
+                    self.breakers
+                        .record(name, admission == Admission::Trial, failed);
+                    let mut policy = self.policy(plugin).clone();
+                    if delays == Delays::Exact {
+                        policy.jitter = 0.0;
+                    }
+                    let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
+                    match &verdict {
+                        Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
+                        Verdict::Retry { error, delay } => {
+                            tracing::warn!(?elapsed, ?delay, "attempt failed, will retry: {error}")
+                        }
+                        Verdict::Dead { error } => {
+                            tracing::error!(?elapsed, "moved to the failed messages: {error}")
+                        }
+                        Verdict::Deferred { .. } => {}
+                    }
+                    verdict
                 }
-            }
+            };
             PluginResult {
                 plugin: PluginVersion {
                     name: name.to_owned(),
@@ -141,6 +163,57 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Call `plugin` under its limits: its own concurrency, then the host-wide call budget.
+    async fn run(&self, plugin: &Plugin, message: &Envelope, attempt: u32) -> Outcome {
+        let name = plugin.name();
+        let limits = match self.config.plugin.get(name) {
+            Some(c) => plugin.limits.overridden_by(&c.limits()),
+            None => plugin.limits,
+        };
+        let context = CallContext {
+            plugin: Arc::from(name),
+            message_id: message.id,
+            config: self.plugin_config.get(name).cloned().unwrap_or_default(),
+            store: Some(self.store.clone()),
+            max_payload_bytes: self.config.inbox.max_payload_bytes,
+        };
+        let _plugin_permit = self
+            .plugin_slots(name, limits.max_concurrency)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let _permit = self
+            .calls
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        self.runtime
+            .call(plugin, message, attempt, context, &limits)
+            .await
+    }
+
+    /// `plugin`'s concurrency permits, `max` of them. A new maximum (a new version, a
+    /// new manifest) starts a new set; calls holding the old set's permits finish.
+    fn plugin_slots(&self, plugin: &str, max: usize) -> Arc<Semaphore> {
+        let mut slots = self.plugin_calls.lock().expect("no panics under this lock");
+        match slots.get(plugin) {
+            Some((n, semaphore)) if *n == max => semaphore.clone(),
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(max));
+                slots.insert(plugin.to_owned(), (max, semaphore.clone()));
+                semaphore
+            }
+        }
+    }
+
+    /// Calls of `plugin` running (or holding its permit) now.
+    pub fn in_flight(&self, plugin: &str) -> usize {
+        let slots = self.plugin_calls.lock().expect("no panics under this lock");
+        slots
+            .get(plugin)
+            .map_or(0, |(n, s)| n - s.available_permits())
     }
 
     /// Operator config for the plugin wins, then the plugin's manifest, then the default.

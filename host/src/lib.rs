@@ -5,9 +5,11 @@
 //! ```text
 //! wharf publish / a handler's publish
 //!   -> store::Store::enqueue          dedup on arrival (message id), row in the inbox
-//!   -> worker::Worker::run_batch      claim a batch (held transaction or lease + token)
-//!   -> dispatch::Dispatcher::handle   route, call, classify; the host-wide call budget
-//!   -> plugins::PluginSet::route      which plugins subscribe to the kind (router)
+//!   -> worker::Worker::run_batch      claim a batch of a lane's queues (held transaction or lease)
+//!   -> dispatch::Dispatcher::handle   route, call, classify; circuit breaker, the plugin's
+//!                                     own permits, then the host-wide call budget
+//!   -> plugins::Catalog::route        the live plugin set (directory watch + fleet
+//!                                     registry, swapped atomically) for the kind (router)
 //!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
 //!                                     effects buffered by the host imports (effects)
 //!   -> outcome::decide                ok | retry (backoff, retry) | dead letter

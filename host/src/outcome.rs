@@ -43,6 +43,12 @@ pub enum Verdict {
         /// The final error.
         error: String,
     },
+    /// The plugin was not called (its circuit breaker is open): try again after `delay`
+    /// without counting an attempt.
+    Deferred {
+        /// Wait before the next try.
+        delay: Duration,
+    },
 }
 
 /// Classify `outcome` of attempt number `attempt` (1-based) under `policy`.

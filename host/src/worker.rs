@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::dispatch::{Delays, Dispatcher};
+use crate::envelope::Envelope;
 use crate::retry::RetryPolicy;
 use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Settlement, Store, StoreError};
 
@@ -43,6 +44,7 @@ impl RunReport {
         self.settled.retried += s.retried;
         self.settled.failed += s.failed;
         self.settled.conflicts += s.conflicts;
+        self.settled.deferred += s.deferred;
         self.settled.fenced += s.fenced;
     }
 }
@@ -112,6 +114,12 @@ const STORE_BACKOFF: RetryPolicy = RetryPolicy {
     jitter: 0.2,
 };
 
+/// How long a batch may keep its claim transaction open. A batch that runs longer (a
+/// slow plugin's calls queueing for its permits) is handed over to leases: an open
+/// transaction holds back vacuum and slows every other claim's scan (measured: a slow
+/// plugin's 5 s held batch cost a fast plugin on another queue 16% of its throughput).
+pub const HOLD_AT_MOST: Duration = Duration::from_millis(200);
+
 /// Hold the claim transaction open while the handlers run when they are short (their
 /// deadline is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
 /// crashed host's messages return at once. Longer handlers get leases, so no
@@ -123,6 +131,19 @@ pub fn claim_mode(config: &Config) -> ClaimMode {
     } else {
         ClaimMode::Lease
     }
+}
+
+/// The queues each lane of a run claims from. One queue (or all, `[]`): every lane takes
+/// any of them. Several: each queue has lanes of its own, `batches_in_flight` in all but
+/// at least one per queue, so a batch never mixes queues and a queue of slow handlers
+/// never holds up another queue's batches.
+pub fn lanes(queues: &[String], batches_in_flight: usize) -> Vec<Vec<String>> {
+    if queues.len() <= 1 {
+        return vec![queues.to_vec(); batches_in_flight];
+    }
+    (0..batches_in_flight.max(queues.len()))
+        .map(|i| vec![queues[i % queues.len()].clone()])
+        .collect()
 }
 
 impl Worker {
@@ -149,16 +170,21 @@ impl Worker {
             report: Mutex::new((RunReport::default(), Instant::now())),
             reserved: AtomicU64::new(0),
         };
-        let lanes = (0..self.config.inbox.batches_in_flight)
-            .map(|_| self.lane(stop, shutdown.clone(), &progress));
+        let lanes = lanes(
+            &self.config.inbox.queues,
+            self.config.inbox.batches_in_flight,
+        )
+        .into_iter()
+        .map(|queues| self.lane(queues, stop, shutdown.clone(), &progress));
         futures::future::try_join_all(lanes).await?;
         let (report, _) = progress.report.into_inner().expect("no lane panicked");
         Ok(report)
     }
 
-    /// One claim -> handle -> settle loop of [`Worker::run`].
+    /// One claim -> handle -> settle loop of [`Worker::run`], over `queues`.
     async fn lane(
         &self,
+        queues: Vec<String>,
         stop: StopWhen,
         mut shutdown: watch::Receiver<bool>,
         progress: &Progress,
@@ -176,7 +202,7 @@ impl Worker {
             let Some(limit) = progress.reserve(self.config.inbox.batch_size, stop.limit) else {
                 return Ok(());
             };
-            let batch = self.run_batch(limit).await;
+            let batch = self.run_batch(&queues, limit).await;
             let claimed = match batch {
                 Ok((claimed, summary)) => {
                     progress.release(u64::from(limit) - claimed);
@@ -194,7 +220,7 @@ impl Worker {
                     return Ok(());
                 }
                 tokio::select! {
-                    woke = self.store.wait_for_work(&self.config.inbox.queues, poll) => {
+                    woke = self.store.wait_for_work(&queues, poll) => {
                         if let Err(e) = woke {
                             self.back_off(e, &mut failures, &mut shutdown).await?;
                             continue;
@@ -233,24 +259,34 @@ impl Worker {
         Ok(())
     }
 
-    /// Claim up to `limit` messages, handle them and settle them. Returns how many
-    /// messages were claimed and what the settle did.
-    pub async fn run_batch(&self, limit: u32) -> Result<(u64, SettleSummary), StoreError> {
+    /// Claim up to `limit` messages of `queues` (all when empty), handle them and settle
+    /// them. Returns how many messages were claimed and what the settle did.
+    pub async fn run_batch(
+        &self,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<(u64, SettleSummary), StoreError> {
         let lease = Duration::from_millis(self.config.inbox.lease_ms);
-        let Claim { messages, mut hold } = self
-            .store
-            .claim(&self.config.inbox.queues, limit, self.mode, lease)
-            .await?;
+        let Claim { messages, mut hold } =
+            self.store.claim(queues, limit, self.mode, lease).await?;
         if messages.is_empty() {
             return Ok((0, SettleSummary::default()));
         }
         let claimed = messages.len() as u64;
         let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
+        let held = matches!(hold, Hold::Transaction(_)).then(|| messages.clone());
         let handling = futures::stream::iter(messages)
             .map(|message| self.dispatcher.handle(message, Delays::Jittered))
             .buffer_unordered(self.config.runtime.concurrency)
             .collect::<Vec<Settlement>>();
-        let settlements = self.heartbeat(&mut hold, &claims, lease, handling).await;
+        let (mut settlements, leased) = self
+            .heartbeat(&mut hold, claims, held, lease, handling)
+            .await;
+        if let Some(token) = leased {
+            for s in &mut settlements {
+                s.message.lock_token = token;
+            }
+        }
         match self.store.settle(hold, &settlements).await {
             Ok(summary) => Ok((claimed, summary)),
             Err(StoreError::ClaimLost(e)) => {
@@ -270,20 +306,41 @@ impl Worker {
 
     /// Drive `work` while renewing the batch's claim every third of `lease`, so handlers
     /// that outlive one lease keep it; a host that stops renewing (crashed, frozen) loses
-    /// it within one lease.
+    /// it within one lease. A claim held in a transaction (`held` are its messages) is
+    /// handed over to leases once the batch has run for [`HOLD_AT_MOST`]; the new token
+    /// is returned, for the settle.
     async fn heartbeat<T>(
         &self,
         hold: &mut Hold,
-        claims: &[(Uuid, Uuid)],
+        mut claims: Vec<(Uuid, Uuid)>,
+        mut held: Option<Vec<Envelope>>,
         lease: Duration,
         work: impl std::future::Future<Output = T>,
-    ) -> T {
+    ) -> (T, Option<Uuid>) {
         let mut work = std::pin::pin!(work);
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        let hand_over = tokio::time::sleep(HOLD_AT_MOST);
+        let mut hand_over = std::pin::pin!(hand_over);
+        let mut token = None;
         loop {
             tokio::select! {
-                done = &mut work => return done,
-                _ = beat.tick() => match self.store.renew(hold, claims, lease).await {
+                done = &mut work => return (done, token),
+                _ = &mut hand_over, if held.is_some() => {
+                    let messages = held.take().expect("checked by the guard");
+                    match self.store.lease_held(hold, &messages, lease).await {
+                        Ok(Some(new)) => {
+                            tracing::debug!(messages = messages.len(), "a long batch's claim was handed over to leases");
+                            token = Some(new);
+                            claims.iter_mut().for_each(|c| c.1 = new);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(
+                            messages = messages.len(),
+                            "handing a long batch's claim over to leases failed ({e}); its results will be discarded and its messages handled again"
+                        ),
+                    }
+                }
+                _ = beat.tick() => match self.store.renew(hold, &claims, lease).await {
                     Ok(held) if held < claims.len() as u64 => tracing::warn!(
                         lost = claims.len() as u64 - held,
                         "some claims of this batch were taken over; their results will be discarded"
@@ -293,5 +350,26 @@ impl Worker {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lanes;
+
+    #[test]
+    fn several_queues_get_lanes_of_their_own() {
+        let q = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(lanes(&[], 2), [q(&[]), q(&[])]);
+        assert_eq!(lanes(&q(&["a"]), 2), [q(&["a"]), q(&["a"])]);
+        assert_eq!(lanes(&q(&["a", "b"]), 2), [q(&["a"]), q(&["b"])]);
+        assert_eq!(
+            lanes(&q(&["a", "b", "c"]), 2),
+            [q(&["a"]), q(&["b"]), q(&["c"])]
+        );
+        assert_eq!(
+            lanes(&q(&["a", "b"]), 4),
+            [q(&["a"]), q(&["b"]), q(&["a"]), q(&["b"])]
+        );
     }
 }

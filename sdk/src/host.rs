@@ -40,6 +40,7 @@ pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
         version,
         subscriptions,
         retry,
+        limits,
     } = P::manifest();
     wit::Manifest {
         name,
@@ -51,6 +52,12 @@ pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
             multiplier: r.multiplier,
             max_delay_ms: r.max_delay.as_millis() as u64,
             jitter: r.jitter,
+        }),
+        limits: limits.map(|l| wit::Limits {
+            memory_mib: l.memory_mib,
+            deadline_ms: l.deadline.map(|d| d.as_millis() as u64),
+            fuel: l.fuel,
+            max_concurrency: l.max_concurrency,
         }),
     }
 }

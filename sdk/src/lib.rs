@@ -39,7 +39,7 @@ mod message;
 pub mod testing;
 
 pub use error::{Error, Result, reject, retry, retry_after};
-pub use manifest::{Manifest, RetryPolicy};
+pub use manifest::{Limits, Manifest, RetryPolicy};
 pub use message::Message;
 
 /// Generated bindings of the `wharf:plugin` world. Plugin authors do not need these.

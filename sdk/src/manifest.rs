@@ -13,6 +13,22 @@ pub struct Manifest {
     pub subscriptions: Vec<String>,
     /// Default retry policy; operator config may override it.
     pub retry: Option<RetryPolicy>,
+    /// Resources the plugin asks for; operator config may override them.
+    pub limits: Option<Limits>,
+}
+
+/// Resources one plugin's calls may use. `None` fields take the host's defaults, and the
+/// host's `[runtime]` settings are the most a plugin may ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear-memory cap of one instance, in MiB.
+    pub memory_mib: Option<u32>,
+    /// Wall-clock deadline of one `handle` call.
+    pub deadline: Option<Duration>,
+    /// Instruction budget of one call (only where the host meters fuel).
+    pub fuel: Option<u64>,
+    /// Calls of this plugin running at once on one host.
+    pub max_concurrency: Option<u32>,
 }
 
 /// Exponential backoff for retries: `base * multiplier^(retry-1)`, capped, with jitter.
@@ -38,6 +54,7 @@ impl Manifest {
             version: version.to_owned(),
             subscriptions: Vec::new(),
             retry: None,
+            limits: None,
         }
     }
 
@@ -50,6 +67,12 @@ impl Manifest {
     /// Set the plugin's default retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Ask for resource limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
         self
     }
 }

@@ -13,8 +13,9 @@ use sqlx::{AnyPool, Connection, Row};
 use wharf_host::config::Config;
 use wharf_host::dispatch::Dispatcher;
 use wharf_host::envelope::NewMessage;
-use wharf_host::plugins::PluginSet;
+use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
+use wharf_host::store::registry::Artifact;
 use wharf_host::store::{self, Store};
 use wharf_host::worker::{RunReport, StopWhen, Worker};
 
@@ -230,6 +231,10 @@ pub struct Host {
     pub worker: Worker,
     /// The dispatcher the worker uses, for other sources (AMQP consumers).
     pub dispatcher: Arc<Dispatcher>,
+    /// The plugins the dispatcher serves.
+    pub catalog: Arc<Catalog>,
+    /// The sandbox.
+    pub runtime: Arc<Runtime>,
     /// Config in use.
     pub config: Config,
     /// The directory holding the database, plugins and cache.
@@ -246,6 +251,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.runtime.memory_limit_mib = 32;
     config.runtime.instance_pool = 32;
     config.runtime.concurrency = 8;
+    // Tests of failing plugins expect every attempt to run; the breaker's own tests
+    // turn it on.
+    config.runtime.breaker_failures = 0;
     config.inbox.queues = vec!["test".into()];
     config.inbox.poll_interval_ms = 5;
     config.inbox.lease_ms = 10_000;
@@ -296,16 +304,18 @@ impl Host {
             .connect(&config.database.url)
             .await
             .unwrap();
-        let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone()).unwrap();
-        let (set, errors) = PluginSet::load_dir(&runtime, &config.plugins.dir)
+        let runtime =
+            Arc::new(Runtime::new(&config.runtime, config.plugins.cache_dir.clone()).unwrap());
+        let catalog = Arc::new(Catalog::new());
+        let errors = directory::load(&catalog, &runtime, &config.plugins.dir)
             .await
             .unwrap();
         assert!(errors.is_empty(), "plugins refused: {errors:?}");
         let shared = Arc::new(config.clone());
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
-            Arc::new(runtime),
-            Arc::new(set),
+            runtime.clone(),
+            catalog.clone(),
             shared.clone(),
         ));
         let worker = Worker::new(store.clone(), dispatcher.clone(), shared);
@@ -314,6 +324,8 @@ impl Host {
             db,
             worker,
             dispatcher,
+            catalog,
+            runtime,
             config,
             dir,
         }
@@ -375,4 +387,61 @@ impl Host {
     pub async fn rows(&self, sql: &'static str) -> Vec<sqlx::any::AnyRow> {
         sqlx::query(sql).fetch_all(&self.db).await.unwrap()
     }
+}
+
+/// The component of fixture `crate_name`, validated by `runtime`, ready to deploy.
+pub async fn artifact(runtime: &Runtime, crate_name: &str) -> Artifact {
+    let wasm = std::fs::read(plugin_wasm(crate_name)).unwrap();
+    let plugin = runtime
+        .load_bytes(std::path::Path::new(crate_name), wasm.clone())
+        .await
+        .unwrap();
+    Artifact {
+        sha256: plugin.sha256.clone(),
+        name: plugin.manifest.name.clone(),
+        version: plugin.manifest.version.clone(),
+        wasm,
+    }
+}
+
+/// Check that `total` messages went through the `versioned` fixture exactly once each, by
+/// one of `versions` ((version, sha256) pairs): the version the handler wrote into its
+/// state key is the one the ledger records, with that version's hash, written once; no
+/// message failed. Returns how many each version handled, and the version of each
+/// message id.
+pub async fn handled_once_by_their_version(
+    host: &Host,
+    total: usize,
+    versions: &[(&str, &str)],
+) -> (Vec<usize>, std::collections::HashMap<String, String>) {
+    assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
+    let rows = host
+        .rows(
+            "SELECT CAST(p.message_id AS TEXT), p.plugin_version, p.plugin_sha256, s.value, s.version
+             FROM processed p LEFT JOIN plugin_state s
+               ON s.plugin = p.plugin AND s.key = 'seen:' || CAST(p.message_id AS TEXT)",
+        )
+        .await;
+    assert_eq!(rows.len(), total);
+    let mut counts = vec![0; versions.len()];
+    let mut by_id = std::collections::HashMap::new();
+    for row in &rows {
+        let version: String = row.get(1);
+        let sha: String = row.get(2);
+        let written: Option<Vec<u8>> = row.get(3);
+        assert_eq!(written.as_deref(), Some(version.as_bytes()), "{version}");
+        assert_eq!(
+            row.get::<Option<i64>, _>(4),
+            Some(1),
+            "effects committed more than once"
+        );
+        let slot = versions
+            .iter()
+            .position(|(v, _)| *v == version)
+            .unwrap_or_else(|| panic!("unexpected version {version}"));
+        assert_eq!(sha, versions[slot].1, "{version}");
+        counts[slot] += 1;
+        by_id.insert(row.get::<String, _>(0), version);
+    }
+    (counts, by_id)
 }

@@ -1,7 +1,7 @@
 //! Loading plugins: bad files are refused with an error naming the file and the problem,
 //! and the other plugins still load; compiled components are cached on disk.
 
-use wharf_host::plugins::PluginSet;
+use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::{LoadError, Runtime};
 use wharf_tests::{plugin_wasm, test_config};
 
@@ -41,7 +41,7 @@ async fn garbage_a_core_module_and_the_wrong_world_are_refused_clearly() {
     let text = err.to_string();
     assert!(text.starts_with(&wrong.display().to_string()), "{text}");
     assert!(
-        text.contains("does not implement the wharf:plugin/plugin@0.1.0 world"),
+        text.contains("does not implement the wharf:plugin/plugin@0.2.0 world"),
         "{text}"
     );
 
@@ -62,7 +62,9 @@ async fn a_bad_file_does_not_stop_the_others_from_loading() {
     std::fs::copy(plugin_wasm("fixture-noop"), plugins.join("noop-again.wasm")).unwrap();
     std::fs::write(plugins.join("README.txt"), b"ignored").unwrap();
     let rt = runtime(dir.path());
-    let (set, errors) = PluginSet::load_dir(&rt, &plugins).await.unwrap();
+    let catalog = Catalog::new();
+    let errors = directory::load(&catalog, &rt, &plugins).await.unwrap();
+    let set = catalog.current();
     assert_eq!(set.iter().map(|p| p.name()).collect::<Vec<_>>(), ["noop"]);
     let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");

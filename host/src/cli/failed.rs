@@ -39,7 +39,8 @@ pub enum FailedCommand {
     },
 }
 
-fn time(ms: i64) -> String {
+/// A Unix-ms time as UTC `YYYY-MM-DD HH:MM:SS.mmm`.
+pub(super) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
         .unwrap_or_else(|| ms.to_string())

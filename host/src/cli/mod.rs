@@ -3,8 +3,9 @@
 
 mod cleanup;
 mod failed;
-mod inspect;
+mod plugins;
 mod publish;
+mod queues;
 mod run;
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::plugins::PluginSet;
+use crate::plugins::{Catalog, directory};
 use crate::runtime::Runtime;
 use crate::store::{self, Store};
 
@@ -46,9 +47,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Loaded plugins.
+    /// Plugins: what the hosts serve; deploy, roll back and list versions fleet-wide.
     #[command(subcommand)]
-    Plugins(inspect::PluginsCommand),
+    Plugins(plugins::PluginsCommand),
     /// Bring the database schema up to date (`run` does this on start too).
     Migrate,
     /// Retention: delete finished rows older than a duration.
@@ -65,8 +66,8 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Demo => run::demo(config).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,
-        Command::Queues { json } => inspect::queues(config, json).await,
-        Command::Plugins(cmd) => inspect::plugins(config, cmd).await,
+        Command::Queues { json } => queues::queues(config, json).await,
+        Command::Plugins(cmd) => plugins::plugins(config, cmd).await,
         Command::Cleanup(args) => cleanup::cleanup(config, args).await,
         Command::Migrate => {
             open_store(&config).await?;
@@ -103,29 +104,21 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Build the runtime and load the plugin directory, logging each refused file.
-async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
+async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<Catalog>)> {
     let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone())
         .context("cannot start the WebAssembly runtime")?;
+    let catalog = Arc::new(Catalog::new());
     let dir = &config.plugins.dir;
-    let (plugins, errors) = PluginSet::load_dir(&runtime, dir).await.with_context(|| {
-        format!(
-            "cannot read plugin directory {}; set plugins.dir or WHARF_PLUGINS_DIR",
-            dir.display()
-        )
-    })?;
+    let errors = directory::load(&catalog, &runtime, dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read plugin directory {}; set plugins.dir or WHARF_PLUGINS_DIR",
+                dir.display()
+            )
+        })?;
     for error in &errors {
         tracing::error!("plugin refused: {error}");
     }
-    for plugin in plugins.iter() {
-        tracing::info!(
-            plugin = plugin.name(),
-            version = plugin.manifest.version,
-            subscriptions = ?plugin.manifest.subscriptions,
-            "plugin loaded"
-        );
-    }
-    if plugins.is_empty() {
-        tracing::warn!(dir = %dir.display(), "no plugins loaded: every message will fail with \"no handler\"");
-    }
-    Ok((Arc::new(runtime), plugins))
+    Ok((Arc::new(runtime), catalog))
 }

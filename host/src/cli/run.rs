@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::envelope::NewMessage;
+use crate::plugins::registry::Follower;
+use crate::plugins::{directory, report};
 use crate::transport::amqp::supervisor::Supervisor;
 use crate::worker::{StopWhen, Worker};
 
@@ -54,9 +57,26 @@ async fn serve(
     let cleaning = cleanup
         .map(|(older_than, every)| super::cleanup::periodic(store.clone(), older_than, every));
     let (runtime, plugins) = super::load_plugins(&config).await?;
+    let _watch = if config.plugins.watch {
+        let dir = &config.plugins.dir;
+        let watch = directory::watch(plugins.clone(), runtime.clone(), dir)
+            .with_context(|| format!("cannot watch plugin directory {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "watching the plugin directory: new and changed .wasm files are loaded, removed ones unloaded");
+        Some(watch)
+    } else {
+        None
+    };
+    let mut follower = Follower::new(plugins.clone(), runtime.clone(), store.clone());
+    follower
+        .sync()
+        .await
+        .context("cannot read the plugin registry")?;
+    if plugins.current().is_empty() {
+        tracing::warn!(dir = %config.plugins.dir.display(), "no plugins loaded yet: messages fail with \"no handler\" until a plugin subscribes to their kind");
+    }
     tracing::info!(
         database = config.database.url,
-        plugins = plugins.len(),
+        plugins = plugins.current().len(),
         amqp_queues = ?config.amqp.consume.iter().map(|c| &c.queue).collect::<Vec<_>>(),
         "wharf running"
     );
@@ -64,7 +84,7 @@ async fn serve(
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         runtime,
-        Arc::new(plugins),
+        plugins,
         config.clone(),
     ));
     let (stop_all, shutdown) = crate::shutdown::on_signal();
@@ -80,14 +100,20 @@ async fn serve(
         if config.amqp.consume.is_empty() && !config.amqp.relays() {
             return Ok(None);
         }
-        let supervisor = Supervisor::new(config.clone(), store, dispatcher.clone());
+        let supervisor = Supervisor::new(config.clone(), store.clone(), dispatcher.clone());
         let report = supervisor.run(shutdown.clone()).await;
         if report.is_err() {
             let _ = stop_all.send(true);
         }
         report.map(Some)
     };
-    let (report, consumed) = tokio::join!(inbox, amqp);
+    let host = report::host_id();
+    let (report, consumed, (), ()) = tokio::join!(
+        inbox,
+        amqp,
+        follower.run(shutdown.clone()),
+        report::run(&*store, &dispatcher, &host, shutdown.clone()),
+    );
     if let Some(task) = cleaning {
         task.abort();
     }

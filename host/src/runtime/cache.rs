@@ -15,20 +15,28 @@ pub(super) fn compile(
     wasm: &[u8],
     sha256: &str,
 ) -> wasmtime::Result<Component> {
-    let path = artifact_path(engine, dir, sha256);
-    if path.exists() {
-        match load_cached(engine, &path) {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "recompiling: cached artifact is unusable: {e}")
-            }
-        }
+    if let Some(component) = cached(engine, dir, sha256) {
+        return Ok(component);
     }
     let compiled = engine.precompile_component(wasm)?;
+    let path = artifact_path(engine, dir, sha256);
     if let Err(e) = write_atomically(dir, &path, &compiled) {
         tracing::warn!(dir = %dir.display(), "cannot cache compiled plugin, it will be recompiled on restart: {e}");
     }
     from_precompiled(engine, &compiled)
+}
+
+/// The compiled form of the wasm whose sha256 is `sha256`, if `dir` has a usable one.
+pub(super) fn cached(engine: &Engine, dir: &Path, sha256: &str) -> Option<Component> {
+    let path = artifact_path(engine, dir, sha256);
+    if !path.exists() {
+        return None;
+    }
+    load_cached(engine, &path)
+        .inspect_err(|e| {
+            tracing::warn!(path = %path.display(), "recompiling: cached artifact is unusable: {e}")
+        })
+        .ok()
 }
 
 fn artifact_path(engine: &Engine, dir: &Path, sha256: &str) -> PathBuf {

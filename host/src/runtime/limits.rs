@@ -1,10 +1,13 @@
-//! Per-call sandbox limits: linear-memory cap, wall-clock deadline, optional fuel.
+//! Per-call sandbox limits: linear-memory cap, wall-clock deadline, optional fuel, and
+//! how many calls of one plugin may run at once. The `[runtime]` settings are the host's
+//! defaults and the most a plugin's manifest may ask for; a plugin's `[plugin.<name>]`
+//! settings win over its manifest.
 
 use std::time::Duration;
 
 use crate::config::RuntimeConfig;
 
-/// Limits applied to every instance and call.
+/// Limits applied to one plugin's instances and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest linear memory an instance may grow to, in bytes.
@@ -13,15 +16,96 @@ pub struct Limits {
     pub deadline: Duration,
     /// Instruction budget of one call; `None` leaves calls unmetered.
     pub fuel: Option<u64>,
+    /// Calls of the plugin running at once on this host.
+    pub max_concurrency: usize,
+}
+
+/// Limits a plugin's manifest or its operator config asks for; `None` keeps the value
+/// it is applied to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// Linear-memory cap in MiB.
+    pub memory_mib: Option<u64>,
+    /// Deadline in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Fuel per call.
+    pub fuel: Option<u64>,
+    /// Concurrent calls.
+    pub max_concurrency: Option<usize>,
 }
 
 impl Limits {
-    /// The limits the operator configured.
+    /// The host's defaults, which are also the ceiling: `[runtime]`. A plugin may use
+    /// half of the host's call slots unless it asks for another share.
     pub fn from_config(config: &RuntimeConfig) -> Self {
         Self {
             memory_bytes: (config.memory_limit_mib as usize) << 20,
             deadline: Duration::from_millis(config.deadline_ms),
             fuel: config.fuel,
+            max_concurrency: config.concurrency.div_ceil(2),
+        }
+    }
+
+    /// These limits with `requested` applied, each value kept within `self` taken as the
+    /// ceiling (and fuel only where the engine meters it). Returns what was clamped or
+    /// ignored, to be logged.
+    pub fn within(&self, requested: &Requested, ceiling_concurrency: usize) -> (Self, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut clamp = |what: &str, asked: u64, max: u64| {
+            if asked > max {
+                notes.push(format!(
+                    "{what} {asked} is above the host's {max}; using {max}"
+                ));
+            }
+            asked.clamp(1, max)
+        };
+        let memory_bytes = match requested.memory_mib {
+            Some(mib) => {
+                (clamp("memory_mib", mib, (self.memory_bytes >> 20) as u64) as usize) << 20
+            }
+            None => self.memory_bytes,
+        };
+        let deadline = match requested.deadline_ms {
+            Some(ms) => {
+                Duration::from_millis(clamp("deadline_ms", ms, self.deadline.as_millis() as u64))
+            }
+            None => self.deadline,
+        };
+        let max_concurrency = match requested.max_concurrency {
+            Some(n) => clamp("max_concurrency", n as u64, ceiling_concurrency as u64) as usize,
+            None => self.max_concurrency,
+        };
+        let fuel = match (requested.fuel, self.fuel) {
+            (Some(asked), Some(max)) => Some(clamp("fuel", asked, max)),
+            (Some(_), None) => {
+                notes.push(
+                    "fuel is ignored: this host does not meter fuel (runtime.fuel is unset)".into(),
+                );
+                None
+            }
+            (None, fuel) => fuel,
+        };
+        let limits = Self {
+            memory_bytes,
+            deadline,
+            fuel,
+            max_concurrency,
+        };
+        (limits, notes)
+    }
+
+    /// These limits with the operator's `[plugin.<name>]` settings applied as they are
+    /// (config validation keeps them within the host's).
+    pub fn overridden_by(&self, config: &Requested) -> Self {
+        Self {
+            memory_bytes: config
+                .memory_mib
+                .map_or(self.memory_bytes, |mib| (mib as usize) << 20),
+            deadline: config
+                .deadline_ms
+                .map_or(self.deadline, Duration::from_millis),
+            fuel: config.fuel.or(self.fuel),
+            max_concurrency: config.max_concurrency.unwrap_or(self.max_concurrency),
         }
     }
 }
@@ -55,5 +139,63 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Limits {
+        Limits::from_config(&RuntimeConfig {
+            memory_limit_mib: 64,
+            deadline_ms: 5_000,
+            fuel: Some(1_000_000),
+            concurrency: 16,
+            ..RuntimeConfig::default()
+        })
+    }
+
+    #[test]
+    fn requests_apply_within_the_host_ceiling() {
+        let (limits, notes) = host().within(
+            &Requested {
+                memory_mib: Some(16),
+                deadline_ms: Some(100_000),
+                fuel: None,
+                max_concurrency: Some(2),
+            },
+            16,
+        );
+        assert_eq!(limits.memory_bytes, 16 << 20);
+        assert_eq!(limits.deadline, Duration::from_millis(5_000));
+        assert_eq!(limits.fuel, Some(1_000_000));
+        assert_eq!(limits.max_concurrency, 2);
+        assert_eq!(
+            notes,
+            ["deadline_ms 100000 is above the host's 5000; using 5000"]
+        );
+        assert_eq!(
+            host().max_concurrency,
+            8,
+            "half the host's call slots by default"
+        );
+    }
+
+    #[test]
+    fn fuel_is_ignored_where_the_host_does_not_meter_it() {
+        let unmetered = Limits {
+            fuel: None,
+            ..host()
+        };
+        let (limits, notes) = unmetered.within(
+            &Requested {
+                fuel: Some(10),
+                ..Requested::default()
+            },
+            16,
+        );
+        assert_eq!(limits.fuel, None);
+        assert_eq!(notes.len(), 1);
     }
 }

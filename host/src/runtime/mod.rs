@@ -33,7 +33,7 @@ use host_state::HostState;
 use limits::MemoryLimiter;
 
 pub use host_state::CallContext;
-pub use limits::Limits;
+pub use limits::{Limits, Requested};
 pub use plugin::{LoadError, Manifest, Plugin};
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
@@ -50,7 +50,10 @@ const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The host's defaults and ceiling.
     limits: Limits,
+    /// `runtime.concurrency`: the most calls of one plugin that may run at once.
+    concurrency: usize,
     cache_dir: PathBuf,
     /// Stops the epoch ticker thread when the runtime is dropped.
     ticker_stop: Arc<AtomicBool>,
@@ -121,17 +124,18 @@ impl Runtime {
             engine,
             linker,
             limits,
+            concurrency: config.concurrency,
             cache_dir,
             ticker_stop,
         })
     }
 
-    /// The limits every call runs under.
+    /// The host's default limits, also the most a plugin may ask for.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
-    fn new_store(&self, call: CallContext) -> Store<HostState> {
+    fn new_store(&self, call: CallContext, limits: &Limits) -> Store<HostState> {
         let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         // Clocks and random only: no preopened directories, no env, no args, and the
@@ -144,7 +148,7 @@ impl Runtime {
             wasi,
             table: Default::default(),
             limiter: MemoryLimiter {
-                max_bytes: self.limits.memory_bytes,
+                max_bytes: limits.memory_bytes,
                 exceeded: None,
             },
             stdout,
@@ -154,12 +158,12 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        if let Some(fuel) = self.limits.fuel {
+        if self.limits.fuel.is_some() {
             store
-                .set_fuel(fuel)
-                .expect("fuel is enabled in the engine when a budget is configured");
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .expect("fuel is enabled in the engine when runtime.fuel is set");
         }
-        let deadline = Instant::now() + self.limits.deadline;
+        let deadline = Instant::now() + limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -171,15 +175,17 @@ impl Runtime {
         store
     }
 
-    /// Run `plugin`'s `handle` on `message` (attempt number `attempt`) in a fresh instance.
+    /// Run `plugin`'s `handle` on `message` (attempt number `attempt`) in a fresh instance
+    /// under `limits`.
     pub async fn call(
         &self,
         plugin: &Plugin,
         message: &Envelope,
         attempt: u32,
         call: CallContext,
+        limits: &Limits,
     ) -> Outcome {
-        let mut store = self.new_store(call);
+        let mut store = self.new_store(call, limits);
         let input = types::Message {
             id: message.id.to_string(),
             kind: message.kind.clone(),
@@ -195,9 +201,15 @@ impl Runtime {
             payload: message.payload.clone(),
             attempt,
         };
-        let result = match plugin.pre().instantiate_async(&mut store).await {
-            Ok(instance) => instance.call_handle(&mut store, &input).await,
-            Err(e) => Err(e),
+        // The epoch deadline interrupts guest code; this one also ends a call that waits
+        // in the host past its deadline (a guest sleeping in a WASI poll).
+        let run = async {
+            let instance = plugin.pre().instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, &input).await
+        };
+        let result = match tokio::time::timeout(limits.deadline + EPOCH_TICK * 2, run).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
         };
         let state = store.into_data();
         forward_stdio(&state);
@@ -208,34 +220,34 @@ impl Runtime {
                 delay: r.delay_ms.map(Duration::from_millis),
             },
             Ok(Err(types::HandlerError::Reject(reason))) => Outcome::Reject(reason),
-            Err(e) => Outcome::Trap(self.describe_trap(&e, &state)),
+            Err(e) => Outcome::Trap(describe_trap(&e, &state, limits)),
         }
     }
+}
 
-    /// A one-line, actionable description of why a call trapped.
-    fn describe_trap(&self, error: &wasmtime::Error, state: &HostState) -> String {
-        if let Some(wanted) = state.limiter.exceeded {
-            return format!(
-                "memory limit of {} MiB exceeded (the guest tried to grow to {} MiB); raise runtime.memory_limit_mib if this is legitimate",
-                self.limits.memory_bytes >> 20,
-                wanted >> 20
-            );
-        }
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!(
-                "deadline of {} ms exceeded; raise runtime.deadline_ms if the handler needs longer",
-                self.limits.deadline.as_millis()
-            ),
-            Some(Trap::OutOfFuel) => format!(
-                "fuel budget of {} exhausted",
-                self.limits.fuel.unwrap_or_default()
-            ),
-            _ => {
-                let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
-                match stderr.lines().find(|l| l.contains("panicked at")) {
-                    Some(_) => format!("panicked: {}", panic_message(&stderr)),
-                    None => format!("{error:#}"),
-                }
+/// A one-line, actionable description of why a call trapped.
+fn describe_trap(error: &wasmtime::Error, state: &HostState, limits: &Limits) -> String {
+    if let Some(wanted) = state.limiter.exceeded {
+        return format!(
+            "memory limit of {} MiB exceeded (the guest tried to grow to {} MiB); raise the plugin's memory limit (its manifest or [plugin.<name>] memory_limit_mib, within runtime.memory_limit_mib) if this is legitimate",
+            limits.memory_bytes >> 20,
+            wanted >> 20
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "deadline of {} ms exceeded; raise the plugin's deadline (its manifest or [plugin.<name>] deadline_ms, within runtime.deadline_ms) if the handler needs longer",
+            limits.deadline.as_millis()
+        ),
+        Some(Trap::OutOfFuel) => format!(
+            "fuel budget of {} exhausted",
+            limits.fuel.unwrap_or_default()
+        ),
+        _ => {
+            let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+            match stderr.lines().find(|l| l.contains("panicked at")) {
+                Some(_) => format!("panicked: {}", panic_message(&stderr)),
+                None => format!("{error:#}"),
             }
         }
     }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::bindings::PluginPre;
-use super::{CallContext, Runtime, cache};
+use super::{CallContext, Limits, Requested, Runtime, cache};
 use crate::retry::RetryPolicy;
 use crate::router;
 
@@ -24,8 +24,12 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// Hex sha256 of the `.wasm` file: with the manifest version, the exact version.
     pub sha256: String,
-    /// Where it was loaded from.
+    /// Where it was loaded from: its file, or `registry:<name>@<sha256>` for a fleet
+    /// deployment.
     pub path: PathBuf,
+    /// The limits its manifest asks for, within the host's; `[plugin.<name>]` settings
+    /// are applied over these per call.
+    pub limits: Limits,
     /// Pre-linked component: instantiating it per message is cheap.
     pre: PluginPre<super::HostState>,
 }
@@ -41,6 +45,8 @@ pub struct Manifest {
     pub subscriptions: Vec<String>,
     /// Its default retry policy, if it sets one.
     pub retry: Option<RetryPolicy>,
+    /// The limits it asks for.
+    pub limits: Requested,
 }
 
 /// Why a `.wasm` file was refused. Each message names the file.
@@ -64,7 +70,7 @@ pub enum LoadError {
     },
     /// A component, but not of the `wharf:plugin/plugin` world.
     #[error(
-        "{path}: does not implement the wharf:plugin/plugin@0.1.0 world ({reason}); build it with wharf-sdk's export! macro"
+        "{path}: does not implement the wharf:plugin/plugin@0.2.0 world ({reason}); build it with wharf-sdk's export! macro"
     )]
     WrongWorld {
         /// The file.
@@ -120,12 +126,13 @@ impl Runtime {
             path: path.to_owned(),
             source,
         })?;
-        self.load_bytes(path, &wasm).await
+        self.load_bytes(path, wasm).await
     }
 
-    /// Load a plugin from its bytes; `path` names it in errors.
-    pub async fn load_bytes(&self, path: &Path, wasm: &[u8]) -> Result<Plugin, LoadError> {
-        let sha256 = hex::encode(Sha256::digest(wasm));
+    /// Load a plugin from its bytes; `path` names it in errors. Compiling runs on a
+    /// blocking thread, off the threads that handle messages.
+    pub async fn load_bytes(&self, path: &Path, wasm: Vec<u8>) -> Result<Plugin, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(&wasm));
         let invalid = |reason: String| LoadError::Invalid {
             path: path.to_owned(),
             reason,
@@ -137,8 +144,33 @@ impl Runtime {
                 "no WebAssembly component header".into()
             }));
         }
-        let component = cache::compile(&self.engine, &self.cache_dir, wasm, &sha256)
-            .map_err(|e| invalid(format!("{e:#}")))?;
+        let (engine, dir, sha) = (self.engine.clone(), self.cache_dir.clone(), sha256.clone());
+        let component =
+            tokio::task::spawn_blocking(move || cache::compile(&engine, &dir, &wasm, &sha))
+                .await
+                .map_err(|e| invalid(format!("the compiler panicked: {e}")))?
+                .map_err(|e| invalid(format!("{e:#}")))?;
+        self.link(path, sha256, component).await
+    }
+
+    /// Load the plugin whose wasm has hash `sha256` from the compiled-component cache,
+    /// without its bytes; `None` when it is not cached.
+    pub async fn load_cached(
+        &self,
+        path: &Path,
+        sha256: &str,
+    ) -> Option<Result<Plugin, LoadError>> {
+        let component = cache::cached(&self.engine, &self.cache_dir, sha256)?;
+        Some(self.link(path, sha256.to_owned(), component).await)
+    }
+
+    /// Check `component` implements the world and read its manifest.
+    async fn link(
+        &self,
+        path: &Path,
+        sha256: String,
+        component: wasmtime::component::Component,
+    ) -> Result<Plugin, LoadError> {
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_owned(),
             reason: format!("{e:#}"),
@@ -155,22 +187,30 @@ impl Runtime {
                 path: path.to_owned(),
                 reason,
             })?;
+        let (limits, notes) = self.limits.within(&manifest.limits, self.concurrency);
+        for note in notes {
+            tracing::warn!(plugin = manifest.name, file = %path.display(), "manifest limits: {note}");
+        }
         Ok(Plugin {
             manifest,
             sha256,
             path: path.to_owned(),
+            limits,
             pre,
         })
     }
 
     async fn read_manifest(&self, pre: &PluginPre<super::HostState>) -> Result<Manifest, String> {
-        let mut store = self.new_store(CallContext {
-            plugin: Arc::from("(loading)"),
-            message_id: Uuid::nil(),
-            config: Arc::new(BTreeMap::new()),
-            store: None,
-            max_payload_bytes: 0,
-        });
+        let mut store = self.new_store(
+            CallContext {
+                plugin: Arc::from("(loading)"),
+                message_id: Uuid::nil(),
+                config: Arc::new(BTreeMap::new()),
+                store: None,
+                max_payload_bytes: 0,
+            },
+            &self.limits,
+        );
         let instance = pre
             .instantiate_async(&mut store)
             .await
@@ -189,6 +229,12 @@ impl Runtime {
                 multiplier: r.multiplier,
                 max_delay_ms: r.max_delay_ms,
                 jitter: r.jitter,
+            }),
+            limits: raw.limits.map_or_else(Requested::default, |l| Requested {
+                memory_mib: l.memory_mib.map(u64::from),
+                deadline_ms: l.deadline_ms,
+                fuel: l.fuel,
+                max_concurrency: l.max_concurrency.map(|n| n as usize),
             }),
         };
         let valid_name = !manifest.name.is_empty()

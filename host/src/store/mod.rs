@@ -8,6 +8,7 @@ mod delivered;
 mod failed;
 mod outbox;
 mod postgres;
+pub mod registry;
 mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,6 +175,9 @@ pub struct SettleSummary {
     pub failed: u64,
     /// Pairs whose state reads were stale; re-run without counting an attempt.
     pub conflicts: u64,
+    /// Pairs not run because the plugin's circuit breaker is open; tried again later
+    /// without counting an attempt.
+    pub deferred: u64,
     /// Messages whose claim had been taken over; nothing of theirs was written.
     pub fenced: u64,
     /// Delivered messages another consumer settled first (a duplicate delivered twice
@@ -214,7 +218,7 @@ pub struct Cleaned {
 
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`].
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: registry::Registry + Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
 
@@ -251,6 +255,20 @@ pub trait Store: Send + Sync {
     /// now. Returns how many are still held.
     async fn renew(&self, hold: &mut Hold, claims: &[(Uuid, Uuid)], lease: Duration)
     -> Result<u64>;
+
+    /// Hand a claim held in a transaction over to leases: its `messages` go back into the
+    /// inbox leased for `lease` under a new token and the transaction commits, so a batch
+    /// that runs long stops holding a transaction open. Returns the token, to become the
+    /// messages' `lock_token`; `None` when the claim is a lease already.
+    async fn lease_held(
+        &self,
+        hold: &mut Hold,
+        messages: &[Envelope],
+        lease: Duration,
+    ) -> Result<Option<Uuid>> {
+        let _ = (hold, messages, lease);
+        Ok(None)
+    }
 
     /// Return when work may be due in `queues`: a new message arrived, a scheduled retry
     /// came due, or `at_most` passed. The default just sleeps `at_most`.

@@ -9,7 +9,9 @@
 //!   the connection drops), and a crashed host's messages are claimable the moment its
 //!   connection closes. Messages that need another attempt are inserted back. A frozen
 //!   host is cut off by `idle_in_transaction_session_timeout` (set to the lease), which
-//!   the heartbeat resets.
+//!   the heartbeat resets. A batch that runs long anyway (calls queueing for a slow
+//!   plugin's permits) is handed over to leases (`lease_held`): its rows go back leased
+//!   under a new token and the transaction commits.
 //! - **Lease**: the rows get `locked_until` and a fresh `lock_token` and the claim commits
 //!   at once, so handlers run outside any transaction. The settle transaction first
 //!   re-takes every message whose token is still current (fencing): a host that lost its
@@ -31,6 +33,7 @@
 mod claim;
 mod delivered;
 mod outbox;
+mod registry;
 mod settle;
 mod writes;
 
@@ -65,6 +68,12 @@ pub struct PostgresStore {
     channel: String,
     /// Opened on the first wait; kept so notifications between waits are not lost.
     listener: Mutex<Option<PgListener>>,
+    /// `NOTIFY` channel of this schema's plugin registry.
+    plugins_channel: String,
+    /// Listens on `plugins_channel`, like `listener`.
+    plugins_listener: Mutex<Option<PgListener>>,
+    /// Queues whose last claim found nothing (see `claim::plan_per_call`).
+    idle_queues: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl PostgresStore {
@@ -85,6 +94,9 @@ impl PostgresStore {
             pool,
             channel: format!("wharf_inbox:{schema}"),
             listener: Mutex::new(None),
+            plugins_channel: format!("wharf_plugins:{schema}"),
+            plugins_listener: Mutex::new(None),
+            idle_queues: Default::default(),
         })
     }
 
@@ -201,7 +213,7 @@ impl Store for PostgresStore {
         mode: ClaimMode,
         lease: Duration,
     ) -> Result<Claim> {
-        claim::claim(&self.pool, queues, limit, mode, lease).await
+        claim::claim(&self.pool, &self.idle_queues, queues, limit, mode, lease).await
     }
 
     async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
@@ -232,6 +244,15 @@ impl Store for PostgresStore {
         delivered::settle(&self.pool, &self.channel, batch).await
     }
 
+    async fn lease_held(
+        &self,
+        hold: &mut Hold,
+        messages: &[crate::envelope::Envelope],
+        lease: Duration,
+    ) -> Result<Option<Uuid>> {
+        claim::lease_held(hold, messages, lease).await
+    }
+
     async fn renew(
         &self,
         hold: &mut Hold,
@@ -245,11 +266,14 @@ impl Store for PostgresStore {
         // Sleep until the next scheduled retry is due, a new message is notified, or
         // `at_most` passed (a safety net for a lost notification or an expired lease).
         // Rows another host holds in a claim transaction are skipped: they are not due.
-        let next_due: Option<i64> = sqlx::query_scalar(
+        let next_due: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT GREATEST(available_at, COALESCE(locked_until, 0)) - wharf_now_ms() FROM inbox
-             WHERE cardinality($1::text[]) = 0 OR queue = ANY($1)
+             WHERE true {}
              ORDER BY 1 LIMIT 1 FOR KEY SHARE SKIP LOCKED",
-        )
+            claim::queue_filter(queues)
+        )))
+        // The idle path: planned for the queue (see `claim::plan_per_call`).
+        .persistent(queues.len() != 1)
         .bind(queues)
         .fetch_optional(&self.pool)
         .await?;

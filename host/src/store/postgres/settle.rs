@@ -279,6 +279,10 @@ impl<'a> Plan<'a> {
                     self.dead.push(message, plugin, *attempt, error.clone());
                     summary.failed += 1;
                 }
+                Verdict::Deferred { delay } => {
+                    summary.deferred += 1;
+                    schedule(*delay, false);
+                }
             }
         }
         match again {
@@ -421,7 +425,7 @@ impl<'a> Plan<'a> {
                 }
             }
             // The claim deleted every message; done ones simply stay deleted.
-            Rows::Held(created_at) => write_again_held(tx, &self.again, created_at).await?,
+            Rows::Held(created_at) => write_again_held(tx, &self.again, created_at, None).await?,
             Rows::Delivered => return Ok(()),
         }
         if !self.again.is_empty() {

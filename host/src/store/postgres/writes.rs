@@ -79,11 +79,12 @@ pub(super) async fn write_again_leased(
 }
 
 /// Messages a held claim deleted that stay: put them back with the attempt counted and
-/// their next due time.
+/// their next due time; leased for `lease` ms under `token` when given.
 pub(super) async fn write_again_held(
     tx: &mut Transaction<'_, Postgres>,
     again: &[(&Envelope, i32, i64)],
     created_at: &HashMap<Uuid, i64>,
+    leased: Option<(Uuid, i64)>,
 ) -> Result<()> {
     if again.is_empty() {
         return Ok(());
@@ -100,9 +101,12 @@ pub(super) async fn write_again_held(
     let delays: Vec<i64> = again.iter().map(|a| a.2).collect();
     let created: Vec<Option<i64>> = ids.iter().map(|id| created_at.get(id).copied()).collect();
     sqlx::query(
-        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
+                            lock_token, locked_until)
          SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
-                COALESCE(created, wharf_now_ms())
+                COALESCE(created, wharf_now_ms()), $9,
+                -- now() is when the held transaction began; the lease starts now.
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
                      $7::bigint[], $8::bigint[])
              AS t(id, queue, kind, headers, payload, attempts, delay, created)",
@@ -117,6 +121,8 @@ pub(super) async fn write_again_held(
     .bind(attempts)
     .bind(delays)
     .bind(created)
+    .bind(leased.map(|(token, _)| token))
+    .bind(leased.map(|(_, ms)| ms))
     .execute(&mut **tx)
     .await?;
     Ok(())

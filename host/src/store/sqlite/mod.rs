@@ -6,6 +6,7 @@
 
 mod delivered;
 mod outbox;
+mod registry;
 mod settle;
 
 use std::collections::{BTreeMap, BTreeSet};

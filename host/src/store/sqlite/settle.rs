@@ -113,6 +113,10 @@ async fn settle_one(
                 dead_letter(conn, message, plugin, *attempt, error, now).await?;
                 summary.failed += 1;
             }
+            Verdict::Deferred { delay } => {
+                summary.deferred += 1;
+                schedule(*delay, false);
+            }
         }
     }
 

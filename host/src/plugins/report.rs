@@ -1,0 +1,74 @@
+//! What this host serves, written to the database every few seconds and on every change,
+//! for `wharf plugins list`: each plugin's version and hash, where it comes from and its
+//! circuit breaker. A host that stops deletes its report.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::dispatch::Dispatcher;
+use crate::store::Store;
+use crate::store::registry::HostPlugin;
+
+/// How often a running host reports.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// This host's name in reports: `machine/pid`.
+pub fn host_id() -> String {
+    format!(
+        "{}/{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+/// What `dispatcher` serves now.
+pub fn serving(host: &str, dispatcher: &Dispatcher) -> Vec<HostPlugin> {
+    let set = dispatcher.plugins().current();
+    set.iter()
+        .map(|p| HostPlugin {
+            host: host.to_owned(),
+            plugin: p.name().to_owned(),
+            version: p.manifest.version.clone(),
+            sha256: p.sha256.clone(),
+            source: set.source(p.name()).as_str().to_owned(),
+            breaker: dispatcher.breakers().state(p.name()).as_str().to_owned(),
+            reported_at: crate::store::now_ms(),
+        })
+        .collect()
+}
+
+/// Report every [`REPORT_EVERY`] (sooner when what is served changes) until `shutdown`,
+/// then delete the report.
+pub async fn run(
+    store: &dyn Store,
+    dispatcher: &Dispatcher,
+    host: &str,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = Vec::new();
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let now = serving(host, dispatcher);
+        let same = |a: &HostPlugin, b: &HostPlugin| {
+            (&a.plugin, &a.sha256, &a.breaker) == (&b.plugin, &b.sha256, &b.breaker)
+        };
+        let changed = now.len() != last.len() || !now.iter().zip(&last).all(|(a, b)| same(a, b));
+        if changed || since.elapsed() >= REPORT_EVERY {
+            match store.report_host(host, &now).await {
+                Ok(()) => {
+                    last = now;
+                    since = tokio::time::Instant::now();
+                }
+                Err(e) => tracing::debug!("cannot report the plugins served: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let Err(e) = store.forget_host(host).await {
+        tracing::debug!("cannot delete this host's plugin report: {e}");
+    }
+}

@@ -1,0 +1,195 @@
+//! The fleet plugin registry on PostgreSQL. Deploys and rollbacks of any plugin are
+//! serialized by a table lock (they are rare; reads are not blocked) and `NOTIFY` the
+//! schema's plugin channel when they commit, so every host re-reads the active
+//! deployments at once.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{Postgres, Transaction};
+
+use super::PostgresStore;
+use crate::store::Result;
+use crate::store::registry::{
+    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
+    HostPlugin, Registry, Rollback, deployment, host_plugin,
+};
+
+/// `plugin`'s standing deployments, newest first, at most `limit`.
+async fn standing(
+    tx: &mut Transaction<'_, Postgres>,
+    plugin: &str,
+    limit: i64,
+) -> Result<Vec<Deployment>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments
+         WHERE plugin = $1 AND rolled_back_at IS NULL ORDER BY id DESC LIMIT $2"
+    )))
+    .bind(plugin)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(deployment).collect())
+}
+
+async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("LOCK TABLE plugin_deployments IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+#[async_trait::async_trait]
+impl Registry for PostgresStore {
+    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
+        let mut tx = begin_change(self).await?;
+        if let Some(active) = standing(&mut tx, &artifact.name, 1).await?.pop()
+            && active.sha256 == artifact.sha256
+        {
+            return Ok(Deployed::AlreadyActive(active));
+        }
+        sqlx::query(
+            "INSERT INTO plugin_artifacts (sha256, name, version, wasm, created_at)
+             VALUES ($1, $2, $3, $4, wharf_now_ms()) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&artifact.sha256)
+        .bind(&artifact.name)
+        .bind(&artifact.version)
+        .bind(&artifact.wasm)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO plugin_deployments (plugin, version, sha256, deployed_at, deployed_by)
+             VALUES ($1, $2, $3, wharf_now_ms(), $4) RETURNING {DEPLOYMENT_COLUMNS}"
+        )))
+        .bind(&artifact.name)
+        .bind(&artifact.version)
+        .bind(&artifact.sha256)
+        .bind(by)
+        .fetch_one(&mut *tx)
+        .await?;
+        super::notify(&mut tx, &self.plugins_channel).await?;
+        tx.commit().await?;
+        Ok(Deployed::New(deployment(&row)))
+    }
+
+    async fn rollback(&self, plugin: &str) -> Result<Rollback> {
+        let mut tx = begin_change(self).await?;
+        let mut standing = standing(&mut tx, plugin, 2).await?.into_iter();
+        let (Some(from), to) = (standing.next(), standing.next()) else {
+            return Ok(Rollback::NotDeployed);
+        };
+        let Some(to) = to else {
+            return Ok(Rollback::NothingEarlier { active: from });
+        };
+        let rolled_back_at: i64 = sqlx::query_scalar(
+            "UPDATE plugin_deployments SET rolled_back_at = wharf_now_ms() WHERE id = $1
+             RETURNING rolled_back_at",
+        )
+        .bind(from.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        super::notify(&mut tx, &self.plugins_channel).await?;
+        tx.commit().await?;
+        let from = Deployment {
+            rolled_back_at: Some(rolled_back_at),
+            ..from
+        };
+        Ok(Rollback::Done { from, to })
+    }
+
+    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments WHERE plugin = $1
+             ORDER BY id DESC"
+        )))
+        .bind(plugin)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(deployment).collect())
+    }
+
+    async fn active_deployments(&self) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT ON (plugin) {DEPLOYMENT_COLUMNS} FROM plugin_deployments
+             WHERE rolled_back_at IS NULL ORDER BY plugin, id DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(deployment).collect())
+    }
+
+    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT wasm FROM plugin_artifacts WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
+        let mut guard = self.plugins_listener.lock().await;
+        let listener = match &mut *guard {
+            Some(listener) => listener,
+            None => {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(&self.plugins_channel).await?;
+                guard.insert(listener)
+            }
+        };
+        match tokio::time::timeout(at_most, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM plugin_hosts WHERE host = $1 OR reported_at < wharf_now_ms() - $2",
+        )
+        .bind(host)
+        .bind(FORGET_HOSTS_AFTER.as_millis() as i64)
+        .execute(&mut *tx)
+        .await?;
+        let column = |f: fn(&HostPlugin) -> &str| -> Vec<&str> { plugins.iter().map(f).collect() };
+        sqlx::query(
+            "INSERT INTO plugin_hosts (host, plugin, version, sha256, source, breaker, reported_at)
+             SELECT $1, p, v, s, src, b, wharf_now_ms()
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  AS t (p, v, s, src, b)",
+        )
+        .bind(host)
+        .bind(column(|p| &p.plugin))
+        .bind(column(|p| &p.version))
+        .bind(column(|p| &p.sha256))
+        .bind(column(|p| &p.source))
+        .bind(column(|p| &p.breaker))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_host(&self, host: &str) -> Result<()> {
+        sqlx::query("DELETE FROM plugin_hosts WHERE host = $1")
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_PLUGIN_COLUMNS} FROM plugin_hosts ORDER BY host, plugin"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(host_plugin).collect())
+    }
+}

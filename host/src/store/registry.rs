@@ -1,0 +1,169 @@
+//! The fleet plugin registry's records: components stored by content hash, each plugin's
+//! deployments (the newest one not rolled back is active), and what each running host
+//! reports it serves.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::Result;
+
+/// The columns [`deployment`] reads.
+pub(super) const DEPLOYMENT_COLUMNS: &str =
+    "id, plugin, version, sha256, deployed_at, deployed_by, rolled_back_at";
+
+/// The columns [`host_plugin`] reads.
+pub(super) const HOST_PLUGIN_COLUMNS: &str =
+    "host, plugin, version, sha256, source, breaker, reported_at";
+
+/// A deployment from a row of [`DEPLOYMENT_COLUMNS`], on either database.
+pub(super) fn deployment<R: Row>(row: &R) -> Deployment
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Deployment {
+        id: row.get("id"),
+        plugin: row.get("plugin"),
+        version: row.get("version"),
+        sha256: row.get("sha256"),
+        deployed_at: row.get("deployed_at"),
+        deployed_by: row.get("deployed_by"),
+        rolled_back_at: row.get("rolled_back_at"),
+    }
+}
+
+/// A host report from a row of [`HOST_PLUGIN_COLUMNS`], on either database.
+pub(super) fn host_plugin<R: Row>(row: &R) -> HostPlugin
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    HostPlugin {
+        host: row.get("host"),
+        plugin: row.get("plugin"),
+        version: row.get("version"),
+        sha256: row.get("sha256"),
+        source: row.get("source"),
+        breaker: row.get("breaker"),
+        reported_at: row.get("reported_at"),
+    }
+}
+
+/// A validated component to store.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Hex sha256 of `wasm`: its identity.
+    pub sha256: String,
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+    /// The component's bytes.
+    pub wasm: Vec<u8>,
+}
+
+/// One deploy of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    /// Grows with every deploy.
+    pub id: i64,
+    /// Manifest name.
+    pub plugin: String,
+    /// Manifest version.
+    pub version: String,
+    /// Which component.
+    pub sha256: String,
+    /// When (Unix ms).
+    pub deployed_at: i64,
+    /// Who: `user@machine` of the `wharf plugins deploy` that made it.
+    pub deployed_by: String,
+    /// When a rollback withdrew it (Unix ms); `None` while it stands.
+    pub rolled_back_at: Option<i64>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// A new deployment, now active.
+    New(Deployment),
+    /// This component is already the plugin's active deployment; nothing changed.
+    AlreadyActive(Deployment),
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// `from` was withdrawn; `to` is active again.
+    Done {
+        /// The deployment rolled back.
+        from: Deployment,
+        /// The deployment active now.
+        to: Deployment,
+    },
+    /// The plugin has no standing deployment.
+    NotDeployed,
+    /// Only `active` stands: there is nothing earlier to return to.
+    NothingEarlier {
+        /// The only standing deployment.
+        active: Deployment,
+    },
+}
+
+/// One plugin a running host serves, as the host reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPlugin {
+    /// `machine/pid` of the host.
+    pub host: String,
+    /// Manifest name.
+    pub plugin: String,
+    /// Manifest version.
+    pub version: String,
+    /// Hash of the component it runs.
+    pub sha256: String,
+    /// `directory` or `registry`.
+    pub source: String,
+    /// Circuit breaker: `closed`, `open` or `half-open`.
+    pub breaker: String,
+    /// When the host last reported (Unix ms).
+    pub reported_at: i64,
+}
+
+/// Reports of hosts silent for this long are deleted by the next report of any host.
+pub const FORGET_HOSTS_AFTER: Duration = Duration::from_secs(600);
+
+/// The registry part of a [`super::Store`].
+#[async_trait::async_trait]
+pub trait Registry: Send + Sync {
+    /// Store `artifact` (once per hash) and make it `artifact.name`'s active deployment,
+    /// waking the hosts that watch the registry.
+    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed>;
+
+    /// Withdraw `plugin`'s active deployment: the one before it is active again.
+    async fn rollback(&self, plugin: &str) -> Result<Rollback>;
+
+    /// Every deployment of `plugin`, newest first.
+    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>>;
+
+    /// The active deployment of every plugin, by name.
+    async fn active_deployments(&self) -> Result<Vec<Deployment>>;
+
+    /// The bytes of the component with hash `sha256`.
+    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Wait until a deploy or rollback may have happened, or `at_most`. PostgreSQL hosts
+    /// are woken by `NOTIFY`; SQLite returns after a short poll interval.
+    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()>;
+
+    /// Replace what `host` reported it serves.
+    async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()>;
+
+    /// Delete `host`'s reports (it is stopping).
+    async fn forget_host(&self, host: &str) -> Result<()>;
+
+    /// Every host's latest report, by host and plugin.
+    async fn host_reports(&self) -> Result<Vec<HostPlugin>>;
+}
