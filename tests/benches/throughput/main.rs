@@ -3,10 +3,12 @@
 //! end-to-end messages/s through the SQLite inbox with a trivial plugin, each printed with
 //! its target or baseline measured in the same run; then the same through the PostgreSQL
 //! inbox against a raw claim+delete loop on the same database, and publish -> handled
-//! latency on an idle host; and (`amqp`) the AMQP transport against a bare lapin
-//! consume+ack loop on the same broker.
+//! latency on an idle host; (`amqp`) the AMQP transport against a bare lapin
+//! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
+//! a fast plugin's throughput beside a slow one.
 
 mod amqp;
+mod plugins;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,11 +62,15 @@ async fn sandbox_cost() -> f64 {
         max_payload_bytes: 1 << 20,
     };
     for _ in 0..1_000 {
-        runtime.call(&plugin, &envelope, 1, context.clone()).await;
+        runtime
+            .call(&plugin, &envelope, 1, context.clone(), &plugin.limits)
+            .await;
     }
     let started = Instant::now();
     for _ in 0..SANDBOX_CALLS {
-        let outcome = runtime.call(&plugin, &envelope, 1, context.clone()).await;
+        let outcome = runtime
+            .call(&plugin, &envelope, 1, context.clone(), &plugin.limits)
+            .await;
         assert!(matches!(outcome, Outcome::Ok(_)), "{outcome:?}");
     }
     started.elapsed().as_secs_f64() * 1e6 / SANDBOX_CALLS as f64
@@ -306,7 +312,7 @@ async fn postgres_inbox() {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -322,6 +328,12 @@ async fn main() {
     }
     if wanted("amqp") {
         amqp::versus_bare_loop().await;
+    }
+    if wanted("swap") {
+        plugins::swap().await;
+    }
+    if wanted("fair") {
+        plugins::fair().await;
     }
     if !wanted("sqlite") {
         return;
