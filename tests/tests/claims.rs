@@ -101,12 +101,14 @@ async fn a_leased_handler_outliving_its_lease_keeps_it_by_heartbeat(backend: Bac
     heartbeat_keeps_the_claim(backend, 0).await
 }
 
-/// The lease is 150 ms; the handler spins for 600 ms, its claim held in a transaction
-/// (on PostgreSQL) when `hold_claims_up_to_ms` allows, else leased.
+/// The lease is 450 ms; the handler spins for 1.5 s, its claim held in a transaction
+/// (on PostgreSQL) when `hold_claims_up_to_ms` allows, and then handed over to a lease;
+/// else leased from the start. The heartbeat renews every 150 ms, so a renewal may be
+/// late by 300 ms (two cores shared by the whole test binary) before a rival could claim.
 async fn heartbeat_keeps_the_claim(backend: Backend, hold_claims_up_to_ms: u64) {
     let host = Host::start_with(backend, &["fixture-once"], |c| {
-        c.inbox.lease_ms = 150;
-        c.runtime.deadline_ms = 2_000;
+        c.inbox.lease_ms = 450;
+        c.runtime.deadline_ms = 5_000;
         c.inbox.hold_claims_up_to_ms = hold_claims_up_to_ms;
     })
     .await;
@@ -114,14 +116,15 @@ async fn heartbeat_keeps_the_claim(backend: Backend, hold_claims_up_to_ms: u64) 
     let mut config = test_config(dir.path());
     config.database.url = host.config.database.url.clone();
     let rival = Host::start_on(config, &["fixture-once"], dir).await;
-    host.publish("test", "test.once", json!({"spin_ms": 600}))
+    host.publish("test", "test.once", json!({"spin_ms": 1_500}))
         .await;
 
     let queues = ["test".to_owned()];
-    let (report, stolen) = tokio::join!(host.drain(), async {
+    let (report, (stolen, leased_seen)) = tokio::join!(host.drain(), async {
         // Meanwhile another host keeps trying to claim it.
         let mut stolen = Vec::new();
-        for _ in 0..40 {
+        let mut leased_seen = false;
+        for _ in 0..90 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             stolen.extend(
                 rival
@@ -131,10 +134,17 @@ async fn heartbeat_keeps_the_claim(backend: Backend, hold_claims_up_to_ms: u64) 
                     .unwrap()
                     .messages,
             );
+            leased_seen |= host
+                .count("SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL")
+                .await
+                > 0;
         }
-        stolen
+        (stolen, leased_seen)
     });
     assert!(stolen.is_empty(), "the lease was taken over: {stolen:?}");
+    // A claim held in a transaction is handed over to a lease once the batch has run
+    // for 200 ms, so the leased row shows on every backend.
+    assert!(leased_seen, "the claim was never visible as a lease");
     assert_eq!((report.settled.handled, report.settled.fenced), (1, 0));
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
 }
