@@ -168,10 +168,6 @@ impl Dispatcher {
     /// Call `plugin` under its limits: its own concurrency, then the host-wide call budget.
     async fn run(&self, plugin: &Plugin, message: &Envelope, attempt: u32) -> Outcome {
         let name = plugin.name();
-        let limits = match self.config.plugin.get(name) {
-            Some(c) => plugin.limits.overridden_by(&c.limits()),
-            None => plugin.limits,
-        };
         let context = CallContext {
             plugin: Arc::from(name),
             message_id: message.id,
@@ -180,7 +176,7 @@ impl Dispatcher {
             max_payload_bytes: self.config.inbox.max_payload_bytes,
         };
         let _plugin_permit = self
-            .plugin_slots(name, limits.max_concurrency)
+            .plugin_slots(name, plugin.limits.max_concurrency)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
@@ -189,9 +185,7 @@ impl Dispatcher {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        self.runtime
-            .call(plugin, message, attempt, context, &limits)
-            .await
+        self.runtime.call(plugin, message, attempt, context).await
     }
 
     /// `plugin`'s concurrency permits, `max` of them. A new maximum (a new version, a

@@ -304,8 +304,7 @@ impl Host {
             .connect(&config.database.url)
             .await
             .unwrap();
-        let runtime =
-            Arc::new(Runtime::new(&config.runtime, config.plugins.cache_dir.clone()).unwrap());
+        let runtime = Arc::new(Runtime::new(&config).unwrap());
         let catalog = Arc::new(Catalog::new());
         let errors = directory::load(&catalog, &runtime, &config.plugins.dir)
             .await

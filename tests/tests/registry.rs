@@ -104,9 +104,7 @@ async fn deploy_rollback_and_history_drive_what_hosts_serve(backend: Backend) {
         _ => "UPDATE plugin_artifacts SET wasm = convert_to('spoiled', 'UTF8')",
     };
     sqlx::query(spoil).execute(&host.db).await.unwrap();
-    let runtime = Arc::new(
-        Runtime::new(&host.config.runtime, host.config.plugins.cache_dir.clone()).unwrap(),
-    );
+    let runtime = Arc::new(Runtime::new(&host.config).unwrap());
     let restarted = Arc::new(Catalog::new());
     let mut follower = Follower::new(restarted.clone(), runtime.clone(), store.clone());
     follower.sync().await.unwrap();
@@ -114,7 +112,9 @@ async fn deploy_rollback_and_history_drive_what_hosts_serve(backend: Backend) {
     // A host without the cache fetches the bytes, finds them spoiled and refuses the
     // deployment, serving nothing rather than something else.
     let empty_cache = tempfile::tempdir().unwrap();
-    let runtime = Arc::new(Runtime::new(&host.config.runtime, empty_cache.path().into()).unwrap());
+    let mut config = host.config.clone();
+    config.plugins.cache_dir = empty_cache.path().into();
+    let runtime = Arc::new(Runtime::new(&config).unwrap());
     let fresh = Arc::new(Catalog::new());
     let mut follower = Follower::new(fresh.clone(), runtime, store.clone());
     follower.sync().await.unwrap();

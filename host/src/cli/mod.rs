@@ -105,8 +105,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Build the runtime and load the plugin directory, logging each refused file.
 async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<Catalog>)> {
-    let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone())
-        .context("cannot start the WebAssembly runtime")?;
+    let runtime = Runtime::new(config).context("cannot start the WebAssembly runtime")?;
     let catalog = Arc::new(Catalog::new());
     let dir = &config.plugins.dir;
     let errors = directory::load(&catalog, &runtime, dir)

@@ -163,8 +163,7 @@ fn print_deployments(deployments: &[Deployment]) {
 }
 
 async fn deploy(config: Config, file: PathBuf) -> anyhow::Result<()> {
-    let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir.clone())
-        .context("cannot start the WebAssembly runtime")?;
+    let runtime = Runtime::new(&config).context("cannot start the WebAssembly runtime")?;
     let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let plugin = runtime
         .load_bytes(&file, wasm.clone())

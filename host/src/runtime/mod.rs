@@ -15,6 +15,7 @@ mod host_state;
 mod limits;
 mod plugin;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,7 @@ use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, Trap, UpdateDead
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use crate::config::RuntimeConfig;
+use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use bindings::wharf::plugin::types;
@@ -52,6 +53,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     /// The host's defaults and ceiling.
     limits: Limits,
+    /// The operator's `[plugin.<name>]` limits, which win over a plugin's manifest.
+    overrides: BTreeMap<String, Requested>,
     /// `runtime.concurrency`: the most calls of one plugin that may run at once.
     concurrency: usize,
     cache_dir: PathBuf,
@@ -60,8 +63,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// An engine with the configured limits, caching compiled plugins in `cache_dir`.
-    pub fn new(config: &RuntimeConfig, cache_dir: PathBuf) -> anyhow::Result<Self> {
+    /// An engine with the `[runtime]` limits, caching compiled plugins in
+    /// `plugins.cache_dir`; each plugin loaded runs under its `[plugin.<name>]` limits.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let overrides = config
+            .plugin
+            .iter()
+            .map(|(name, plugin)| (name.clone(), plugin.limits()))
+            .collect();
+        let cache_dir = config.plugins.cache_dir.clone();
+        let config = &config.runtime;
         let limits = Limits::from_config(config);
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.instance_pool;
@@ -124,15 +135,11 @@ impl Runtime {
             engine,
             linker,
             limits,
+            overrides,
             concurrency: config.concurrency,
             cache_dir,
             ticker_stop,
         })
-    }
-
-    /// The host's default limits, also the most a plugin may ask for.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     fn new_store(&self, call: CallContext, limits: &Limits) -> Store<HostState> {
@@ -176,15 +183,15 @@ impl Runtime {
     }
 
     /// Run `plugin`'s `handle` on `message` (attempt number `attempt`) in a fresh instance
-    /// under `limits`.
+    /// under the plugin's limits.
     pub async fn call(
         &self,
         plugin: &Plugin,
         message: &Envelope,
         attempt: u32,
         call: CallContext,
-        limits: &Limits,
     ) -> Outcome {
+        let limits = &plugin.limits;
         let mut store = self.new_store(call, limits);
         let input = types::Message {
             id: message.id.to_string(),

@@ -27,8 +27,8 @@ pub struct Plugin {
     /// Where it was loaded from: its file, or `registry:<name>@<sha256>` for a fleet
     /// deployment.
     pub path: PathBuf,
-    /// The limits its manifest asks for, within the host's; `[plugin.<name>]` settings
-    /// are applied over these per call.
+    /// The limits its calls run under: its manifest's, within the host's, with its
+    /// `[plugin.<name>]` settings applied over them.
     pub limits: Limits,
     /// Pre-linked component: instantiating it per message is cheap.
     pre: PluginPre<super::HostState>,
@@ -191,6 +191,10 @@ impl Runtime {
         for note in notes {
             tracing::warn!(plugin = manifest.name, file = %path.display(), "manifest limits: {note}");
         }
+        let limits = match self.overrides.get(&manifest.name) {
+            Some(config) => limits.overridden_by(config),
+            None => limits,
+        };
         Ok(Plugin {
             manifest,
             sha256,

@@ -41,7 +41,7 @@ fn payload_1k() -> Vec<u8> {
 async fn sandbox_cost() -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
-    let runtime = Runtime::new(&config.runtime, config.plugins.cache_dir).unwrap();
+    let runtime = Runtime::new(&config).unwrap();
     let plugin = runtime.load(&plugin_wasm("fixture-noop")).await.unwrap();
     let envelope = Envelope {
         id: Uuid::now_v7(),
@@ -62,15 +62,11 @@ async fn sandbox_cost() -> f64 {
         max_payload_bytes: 1 << 20,
     };
     for _ in 0..1_000 {
-        runtime
-            .call(&plugin, &envelope, 1, context.clone(), &plugin.limits)
-            .await;
+        runtime.call(&plugin, &envelope, 1, context.clone()).await;
     }
     let started = Instant::now();
     for _ in 0..SANDBOX_CALLS {
-        let outcome = runtime
-            .call(&plugin, &envelope, 1, context.clone(), &plugin.limits)
-            .await;
+        let outcome = runtime.call(&plugin, &envelope, 1, context.clone()).await;
         assert!(matches!(outcome, Outcome::Ok(_)), "{outcome:?}");
     }
     started.elapsed().as_secs_f64() * 1e6 / SANDBOX_CALLS as f64
