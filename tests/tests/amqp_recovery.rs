@@ -5,14 +5,14 @@
 //! another).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::supervisor::Supervisor;
-use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name};
+use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name, wait_for};
 
 const MESSAGES: usize = 3_000;
 
@@ -35,7 +35,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     let (stop, stopped) = watch::channel(false);
     let consuming = tokio::spawn(async move { supervisor.run(stopped).await });
     let host = Arc::new(host);
-    wait_for(&host, "the topology", Duration::from_secs(20), async |_| {
+    wait_for("the topology", Duration::from_secs(20), async || {
         queue_depth(&queue).await.is_some()
     })
     .await;
@@ -44,12 +44,9 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
     let publishing = tokio::spawn(publish_all(exchange.clone(), ids));
-    wait_for(
-        &host,
-        "a third handled",
-        Duration::from_secs(60),
-        async |h| processed(h).await >= MESSAGES as i64 / 3,
-    )
+    wait_for("a third handled", Duration::from_secs(60), async || {
+        processed(&host).await >= MESSAGES as i64 / 3
+    })
     .await;
     let handled_before = processed(&host).await;
     {
@@ -58,20 +55,16 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     }
     let publish_retries = publishing.await.unwrap();
     wait_for(
-        &host,
         "every message handled",
         Duration::from_secs(120),
-        async |h| processed(h).await == MESSAGES as i64,
+        async || processed(&host).await == MESSAGES as i64,
     )
     .await;
     // Redeliveries and republished copies still in the queue are duplicates: wait for the
     // queue to empty, then stop the consumers.
-    wait_for(
-        &host,
-        "the queue to drain",
-        Duration::from_secs(60),
-        async |_| queue_depth(&queue).await == Some(0),
-    )
+    wait_for("the queue to drain", Duration::from_secs(60), async || {
+        queue_depth(&queue).await == Some(0)
+    })
     .await;
     stop.send(true).unwrap();
     let report = consuming
@@ -223,14 +216,6 @@ async fn queue_depth(queue: &str) -> Option<u32> {
         .map(|q| q.message_count());
     let _ = connection.close(200, "looked".into()).await;
     depth
-}
-
-async fn wait_for(host: &Host, what: &str, limit: Duration, done: impl AsyncFn(&Host) -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done(host).await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The broker's application stopped (`rabbitmqctl stop_app`) until this is dropped, even

@@ -20,7 +20,7 @@ use wharf_host::store::registry::{Deployed, Rollback};
 use wharf_host::worker::StopWhen;
 use wharf_tests::{
     Backend, Host, artifact, conformance, fresh_postgres_schema, handled_once_by_their_version,
-    plugin_wasm,
+    plugin_wasm, wait_for,
 };
 
 conformance!(
@@ -156,14 +156,12 @@ async fn a_deploy_under_load_is_swapped_in_exactly_once(backend: Backend) {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while host.count("SELECT COUNT(*) FROM processed").await < TOTAL as i64 {
-            assert!(
-                Instant::now() < deadline,
-                "the stream was not handled within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for(
+            "the stream to be handled",
+            Duration::from_secs(30),
+            async || host.count("SELECT COUNT(*) FROM processed").await >= TOTAL as i64,
+        )
+        .await;
         stop.send(true).unwrap();
         after_swap
     };
