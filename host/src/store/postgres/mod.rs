@@ -32,6 +32,7 @@
 
 mod claim;
 mod delivered;
+mod failed;
 mod outbox;
 mod registry;
 mod settle;
@@ -43,15 +44,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
-    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
-    StoreError, migrate,
+    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
+    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, StoreError,
+    migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -171,32 +172,6 @@ fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
 }
 
-fn failed_from_row(row: &PgRow) -> Result<FailedMessage> {
-    let status: String = row.get("status");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: row.get("message_id"),
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(row.get("headers"))?,
-        payload: row.get("payload"),
-        error: row.get("error"),
-        attempts: row.get::<i32, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
-}
-
-const FAILED_COLUMNS: &str =
-    "id, message_id, plugin, plugin_version, source, queue, kind, headers::text AS headers,
-     payload, error, attempts, status, failed_at, last_retry_at, resolved_at";
-
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
@@ -311,100 +286,19 @@ impl Store for PostgresStore {
     }
 
     async fn failed_list(&self) -> Result<Vec<FailedMessage>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id DESC"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(failed_from_row).collect()
+        failed::list(&self.pool).await
     }
 
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {FAILED_COLUMNS} FROM failed_messages WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let failed = failed_from_row(&row)?;
-        let history = sqlx::query(
-            "SELECT attempt, error, delay_ms, at FROM attempt_errors
-             WHERE message_id = $1 AND plugin = $2 ORDER BY id",
-        )
-        .bind(failed.message_id)
-        .bind(&failed.plugin)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| AttemptError {
-            attempt: r.get::<i32, _>("attempt") as u32,
-            error: r.get("error"),
-            delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-            at: r.get("at"),
-        })
-        .collect();
-        Ok(Some((failed, history)))
+        failed::get(&self.pool, id).await
     }
 
     async fn failed_retry(&self, which: RetrySelection) -> Result<Retried> {
-        let (all, id) = match which {
-            RetrySelection::All => (true, 0),
-            RetrySelection::One(id) => (false, id),
-        };
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "WITH retried AS (
-                 UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
-                 WHERE ($1 OR id = $2) AND status IN ('failed', 'pending')
-                 RETURNING message_id, plugin, queue, kind, headers, payload,
-                           source_exchange, source_routing_key),
-             back AS (
-                 INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-                 SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
-                        wharf_now_ms(), wharf_now_ms()
-                 FROM retried WHERE source_exchange IS NULL
-                 ON CONFLICT (id) DO UPDATE SET available_at = LEAST(inbox.available_at, excluded.available_at)),
-             out AS (
-                 INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
-                                     headers, payload, created_at)
-                 SELECT DISTINCT ON (message_id) message_id, message_id, plugin, source_exchange,
-                        source_routing_key, kind, headers, payload, wharf_now_ms()
-                 FROM retried WHERE source_exchange IS NOT NULL
-                 ON CONFLICT (id) DO UPDATE SET sent_at = NULL)
-             SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,
-                    COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
-             FROM retried",
-        )
-        .bind(all)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let retried = Retried {
-            inbox: row.get::<i64, _>("inbox") as u64,
-            broker: row.get::<i64, _>("broker") as u64,
-        };
-        if retried.inbox > 0 {
-            notify(&mut tx, &self.channel).await?;
-        }
-        tx.commit().await?;
-        Ok(retried)
+        failed::retry(&self.pool, &self.channel, which).await
     }
 
     async fn failed_delete(&self, id: i64) -> Result<bool> {
-        let deleted: i64 = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM failed_messages WHERE id = $1 RETURNING message_id, plugin),
-             history AS (
-                 DELETE FROM attempt_errors a USING gone
-                 WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
-             SELECT COUNT(*) FROM gone",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(deleted > 0)
+        failed::delete(&self.pool, id).await
     }
 
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {

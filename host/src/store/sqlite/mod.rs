@@ -5,6 +5,7 @@
 //! (fencing). A crashed host's claims come back when their lease expires.
 
 mod delivered;
+mod failed;
 mod outbox;
 mod registry;
 mod settle;
@@ -13,16 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, FailedStatus, Hold,
-    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
-    StoreError, now_ms,
+    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
+    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, StoreError,
+    now_ms,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -100,28 +99,6 @@ pub(super) async fn insert_new(
         .await?;
     }
     Ok(fresh)
-}
-
-fn failed_from_row(row: &SqliteRow) -> Result<FailedMessage> {
-    let status: String = row.get("status");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: parse_uuid(row.get("message_id"))?,
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(row.get("headers"))?,
-        payload: row.get("payload"),
-        error: row.get("error"),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
 }
 
 #[async_trait::async_trait]
@@ -244,117 +221,19 @@ impl Store for SqliteStore {
     }
 
     async fn failed_list(&self) -> Result<Vec<FailedMessage>> {
-        let rows = sqlx::query("SELECT * FROM failed_messages ORDER BY id DESC")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(failed_from_row).collect()
+        failed::list(&self.pool).await
     }
 
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        let Some(row) = sqlx::query("SELECT * FROM failed_messages WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let failed = failed_from_row(&row)?;
-        let history = sqlx::query(
-            "SELECT attempt, error, delay_ms, at FROM attempt_errors
-             WHERE message_id = ? AND plugin = ? ORDER BY id",
-        )
-        .bind(failed.message_id.to_string())
-        .bind(&failed.plugin)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| AttemptError {
-            attempt: r.get::<i64, _>("attempt") as u32,
-            error: r.get("error"),
-            delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-            at: r.get("at"),
-        })
-        .collect();
-        Ok(Some((failed, history)))
+        failed::get(&self.pool, id).await
     }
 
     async fn failed_retry(&self, which: RetrySelection) -> Result<Retried> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (all, id) = match which {
-            RetrySelection::All => (true, 0),
-            RetrySelection::One(id) => (false, id),
-        };
-        let rows = sqlx::query(
-            "UPDATE failed_messages SET status = 'retrying', last_retry_at = ?1
-             WHERE (?2 OR id = ?3) AND status IN ('failed', 'pending')
-             RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
-                       source_routing_key",
-        )
-        .bind(now)
-        .bind(all)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut retried = Retried::default();
-        for row in &rows {
-            let exchange: Option<String> = row.get("source_exchange");
-            let statement = match exchange {
-                None => {
-                    retried.inbox += 1;
-                    sqlx::query(
-                        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
-                         ON CONFLICT (id) DO UPDATE SET available_at = MIN(available_at, excluded.available_at)",
-                    )
-                    .bind(row.get::<String, _>("message_id"))
-                    .bind(row.get::<String, _>("queue"))
-                }
-                Some(exchange) => {
-                    retried.broker += 1;
-                    sqlx::query(
-                        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key,
-                                             kind, headers, payload, created_at)
-                         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT (id) DO UPDATE SET sent_at = NULL",
-                    )
-                    .bind(row.get::<String, _>("message_id"))
-                    .bind(row.get::<String, _>("plugin"))
-                    .bind(exchange)
-                    .bind(
-                        row.get::<Option<String>, _>("source_routing_key")
-                            .unwrap_or_default(),
-                    )
-                }
-            };
-            statement
-                .bind(row.get::<String, _>("kind"))
-                .bind(row.get::<String, _>("headers"))
-                .bind(row.get::<Vec<u8>, _>("payload"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(retried)
+        failed::retry(&self.pool, which).await
     }
 
     async fn failed_delete(&self, id: i64) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row =
-            sqlx::query("DELETE FROM failed_messages WHERE id = ? RETURNING message_id, plugin")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(row) = &row {
-            sqlx::query("DELETE FROM attempt_errors WHERE message_id = ? AND plugin = ?")
-                .bind(row.get::<String, _>("message_id"))
-                .bind(row.get::<String, _>("plugin"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(row.is_some())
+        failed::delete(&self.pool, id).await
     }
 
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
