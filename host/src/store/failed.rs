@@ -103,7 +103,7 @@ pub enum RetrySelection {
     All,
 }
 
-/// What [`Store::failed_retry`] sent back, in failed rows (one per message and plugin).
+/// What [`super::Store::failed_retry`] sent back, in failed rows (one per message and plugin).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retried {
     /// Back in their inbox queue.

@@ -26,7 +26,7 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
 }
 
-/// Outbox messages taken by [`Store::claim_outbox`].
+/// Outbox messages taken by [`super::Store::claim_outbox`].
 #[derive(Debug)]
 pub struct OutboxClaim {
     /// The messages, oldest first.
