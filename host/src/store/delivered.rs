@@ -10,11 +10,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Settlement;
-use crate::outcome::Verdict;
 
 /// A delivered message that needs another attempt (see [`super::Store::settle_delivered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Again {
+pub struct NextAttempt {
     /// The message.
     pub id: Uuid,
     /// How long to wait: the longest delay any plugin asked for.
@@ -29,7 +28,7 @@ pub struct Delivered {
     /// Counts.
     pub summary: super::SettleSummary,
     /// Messages that need another attempt; every other one is finished.
-    pub again: Vec<Again>,
+    pub try_again: Vec<NextAttempt>,
     /// Messages recorded in the failed messages, each with its (first) error: the
     /// transport forwards them to its dead-letter queue.
     pub dead: Vec<(Uuid, String)>,
@@ -63,20 +62,4 @@ pub(super) fn without_settled(
         })
         .collect();
     Some(kept)
-}
-
-/// The dead letters a settle of `batch` writes, one per message with its first error.
-pub(super) fn dead_letters(batch: &[Settlement]) -> Vec<(Uuid, String)> {
-    batch
-        .iter()
-        .filter_map(|s| {
-            let error = s.refused.as_deref().or_else(|| {
-                s.results.iter().find_map(|r| match &r.verdict {
-                    Verdict::Dead { error } => Some(error.as_str()),
-                    _ => None,
-                })
-            })?;
-            Some((s.message.id, error.to_owned()))
-        })
-        .collect()
 }

@@ -9,6 +9,7 @@ mod failed;
 mod outbox;
 mod postgres;
 pub mod registry;
+mod settle;
 mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
-pub use delivered::{Again, Delivered};
+pub use delivered::{Delivered, NextAttempt};
 pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
@@ -245,7 +246,7 @@ pub trait Store: registry::Registry + Send + Sync {
     /// Settle a batch a transport delivered, in one transaction: ledger rows, effects,
     /// attempt errors and dead letters as [`Store::settle`] writes them, but there is no
     /// inbox row to fence, delete or reschedule: the transport re-publishes the messages
-    /// in [`Delivered::again`], forwards [`Delivered::dead`] and acks the rest. Results
+    /// in [`Delivered::try_again`], forwards [`Delivered::dead`] and acks the rest. Results
     /// of plugins that settled a message meanwhile (another consumer had a duplicate)
     /// are dropped: the transaction waits for such a concurrent settle and checks the
     /// ledger itself.

@@ -10,6 +10,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::store::settle::Stay;
+
 use super::parse_headers;
 use crate::envelope::Envelope;
 use crate::store::{Claim, ClaimMode, Hold, Result, StoreError};
@@ -174,9 +176,16 @@ pub(super) async fn lease_held(
     };
     let HeldTransaction { mut tx, created_at } = held;
     let token = Uuid::now_v7();
-    let again: Vec<_> = messages.iter().map(|m| (m, 0, 0)).collect();
+    let stay: Vec<Stay> = messages
+        .iter()
+        .map(|message| Stay {
+            message,
+            counts: false,
+            delay: Duration::ZERO,
+        })
+        .collect();
     let leased = Some((token, lease.as_millis() as i64));
-    super::writes::write_again_held(&mut tx, &again, &created_at, leased)
+    super::writes::write_stay_held(&mut tx, &stay, &created_at, leased)
         .await
         .map_err(claim_lost)?;
     tx.commit().await.map_err(|e| claim_lost(e.into()))?;

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
-use super::settle::{Rows, settle_batch};
-use crate::store::delivered::{dead_letters, without_settled};
-use crate::store::{Delivered, Result, Settlement};
+use super::settle::{Settling, settle_batch};
+use crate::store::delivered::without_settled;
+use crate::store::{Delivered, Result, SettleSummary, Settlement};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -73,9 +73,8 @@ pub(super) async fn settle(
     let mut duplicates = 0;
     let kept = without_settled(batch, &already, &mut duplicates);
     let batch = kept.as_deref().unwrap_or(batch);
-    let (mut summary, again) = settle_batch(&mut tx, channel, batch, Rows::Delivered).await?;
+    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered).await?;
     tx.commit().await?;
-    summary.duplicates = duplicates;
     if duplicates > 0 {
         tracing::debug!(
             duplicates,
@@ -83,9 +82,12 @@ pub(super) async fn settle(
         );
     }
     Ok(Delivered {
-        summary,
-        again,
-        dead: dead_letters(batch),
+        summary: SettleSummary {
+            duplicates,
+            ..plan.summary
+        },
+        try_again: plan.next_attempts(),
+        dead: plan.dead_letters(),
     })
 }
 

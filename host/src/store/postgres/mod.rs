@@ -56,7 +56,7 @@ use super::{
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
-use settle::Rows;
+use settle::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
@@ -195,18 +195,22 @@ impl Store for PostgresStore {
         match hold {
             Hold::Lease => {
                 let mut tx = self.pool.begin().await?;
-                let (summary, _) =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Rows::Leased).await?;
+                let plan =
+                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased).await?;
                 tx.commit().await?;
-                Ok(summary)
+                Ok(plan.summary)
             }
             Hold::Transaction(HeldTransaction { mut tx, created_at }) => {
-                let (summary, _) =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Rows::Held(&created_at))
-                        .await
-                        .map_err(claim_lost)?;
+                let plan = settle::settle_batch(
+                    &mut tx,
+                    &self.channel,
+                    batch,
+                    Settling::Held(&created_at),
+                )
+                .await
+                .map_err(claim_lost)?;
                 tx.commit().await.map_err(|e| claim_lost(e.into()))?;
-                Ok(summary)
+                Ok(plan.summary)
             }
         }
     }

@@ -1,157 +1,111 @@
-//! The bulk statements that write a settled batch's rows other than the ledger and the
-//! outbox: messages that stay for another attempt, plugin state, dead letters.
+//! The bulk statements that write a [`SettlePlan`]: each kind of row with one statement
+//! over arrays (`UNNEST`), so a batch costs a handful of round trips.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::settle::Key;
-use crate::envelope::Envelope;
-use crate::store::{PluginVersion, Result};
+use super::settle::Settling;
+use super::{insert_new, notify};
+use crate::store::Result;
+use crate::store::settle::{SettlePlan, Stay};
 
-/// Dead letters to record, one array per column.
-#[derive(Default)]
-pub(super) struct DeadRows {
-    message: Vec<Uuid>,
-    plugin: Vec<String>,
-    version: Vec<String>,
-    sha256: Vec<String>,
-    source: Vec<String>,
-    exchange: Vec<Option<String>>,
-    routing_key: Vec<Option<String>>,
-    queue: Vec<String>,
-    kind: Vec<String>,
-    headers: Vec<String>,
-    payload: Vec<Vec<u8>>,
-    error: Vec<String>,
-    attempts: Vec<i32>,
-}
-
-impl DeadRows {
-    pub(super) fn push(
-        &mut self,
-        m: &Envelope,
-        plugin: &PluginVersion,
-        attempts: u32,
-        error: String,
-    ) {
-        self.message.push(m.id);
-        self.plugin.push(plugin.name.clone());
-        self.version.push(plugin.version.clone());
-        self.sha256.push(plugin.sha256.clone());
-        self.source.push(m.source());
-        let route = m.amqp_route();
-        self.exchange.push(route.map(|(e, _)| e.to_owned()));
-        self.routing_key.push(route.map(|(_, k)| k.to_owned()));
-        self.queue.push(m.queue.clone());
-        self.kind.push(m.kind.clone());
-        self.headers
-            .push(serde_json::to_string(&m.headers).expect("a string map serialises"));
-        self.payload.push(m.payload.clone());
-        self.error.push(error);
-        self.attempts.push(attempts as i32);
-    }
-}
-
-/// Leased messages that stay: count the attempt and set when the next one is due.
-pub(super) async fn write_again_leased(
+/// Write `plan` inside the settle transaction.
+pub(super) async fn write(
     tx: &mut Transaction<'_, Postgres>,
-    again: &[(&Envelope, i32, i64)],
+    channel: &str,
+    plan: &SettlePlan<'_>,
+    settling: Settling<'_>,
 ) -> Result<()> {
-    if again.is_empty() {
+    write_handled(tx, plan).await?;
+    insert_new(tx, channel, &plan.publishes).await?;
+    write_outbox(tx, plan).await?;
+    write_state(tx, plan).await?;
+    write_attempt_errors(tx, plan).await?;
+    write_dead(tx, plan).await?;
+    match settling {
+        Settling::Leased => {
+            write_stay_leased(tx, &plan.stay).await?;
+            if !plan.done.is_empty() {
+                sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
+                    .bind(&plan.done)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        // The claim deleted every message; done ones simply stay deleted.
+        Settling::Held(created_at) => write_stay_held(tx, &plan.stay, created_at, None).await?,
+        Settling::Delivered => return Ok(()),
+    }
+    if !plan.stay.is_empty() {
+        // Hosts waiting for work recompute when the next attempt is due.
+        notify(tx, channel).await?;
+    }
+    Ok(())
+}
+
+/// Ledger rows, and the failed-message rows of an operator's retry marked resolved.
+async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
+    if plan.handled.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = again.iter().map(|(m, _, _)| m.id).collect();
-    let counts: Vec<i32> = again.iter().map(|a| a.1).collect();
-    let delays: Vec<i64> = again.iter().map(|a| a.2).collect();
+    let ids: Vec<Uuid> = plan.handled.iter().map(|(id, _)| *id).collect();
+    let column = |f: fn(&crate::store::PluginVersion) -> &str| -> Vec<&str> {
+        plan.handled.iter().map(|(_, p)| f(p)).collect()
+    };
+    let names = column(|p| &p.name);
     sqlx::query(
-        "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay
-         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
-         WHERE i.id = a.id",
+        "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
+         SELECT id, name, version, sha256, wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, name, version, sha256)",
     )
-    .bind(ids)
-    .bind(counts)
-    .bind(delays)
+    .bind(&ids)
+    .bind(&names)
+    .bind(column(|p| &p.version))
+    .bind(column(|p| &p.sha256))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::text[]) AS r(id, plugin)
+         WHERE f.message_id = r.id AND f.plugin IN (r.plugin, '') AND f.status = 'retrying'",
+    )
+    .bind(&ids)
+    .bind(&names)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Messages a held claim deleted that stay: put them back with the attempt counted and
-/// their next due time; leased for `lease` ms under `token` when given.
-pub(super) async fn write_again_held(
-    tx: &mut Transaction<'_, Postgres>,
-    again: &[(&Envelope, i32, i64)],
-    created_at: &HashMap<Uuid, i64>,
-    leased: Option<(Uuid, i64)>,
-) -> Result<()> {
-    if again.is_empty() {
+async fn write_outbox(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
+    let rows = &plan.outbox;
+    if rows.is_empty() {
         return Ok(());
     }
-    let column = |f: &dyn Fn(&Envelope) -> String| -> Vec<String> {
-        again.iter().map(|(m, _, _)| f(m)).collect()
-    };
-    let ids: Vec<Uuid> = again.iter().map(|(m, _, _)| m.id).collect();
-    let payloads: Vec<&[u8]> = again.iter().map(|(m, _, _)| m.payload.as_slice()).collect();
-    let attempts: Vec<i32> = again
-        .iter()
-        .map(|(m, c, _)| m.attempts as i32 + c)
-        .collect();
-    let delays: Vec<i64> = again.iter().map(|a| a.2).collect();
-    let created: Vec<Option<i64>> = ids.iter().map(|id| created_at.get(id).copied()).collect();
     sqlx::query(
-        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                            lock_token, locked_until)
-         SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
-                COALESCE(created, wharf_now_ms()), $9,
-                -- now() is when the held transaction began; the lease starts now.
-                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                     $7::bigint[], $8::bigint[])
-             AS t(id, queue, kind, headers, payload, attempts, delay, created)",
+        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+         SELECT id, source, plugin, exchange, key, kind, headers::jsonb, payload, wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+             AS t(id, source, plugin, exchange, key, kind, headers, payload)",
     )
-    .bind(&ids)
-    .bind(column(&|m| m.queue.clone()))
-    .bind(column(&|m| m.kind.clone()))
-    .bind(column(&|m| {
-        serde_json::to_string(&m.headers).expect("a string map serialises")
-    }))
-    .bind(payloads)
-    .bind(attempts)
-    .bind(delays)
-    .bind(created)
-    .bind(leased.map(|(token, _)| token))
-    .bind(leased.map(|(_, ms)| ms))
+    .bind(rows.iter().map(|o| o.publish.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.source).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.plugin).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.exchange).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.routing_key).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.publish.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| headers_json(&o.publish.headers)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.publish.payload.as_slice()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Upsert the final value of every written key with its new version; delete the others.
-pub(super) async fn write_state(
-    tx: &mut Transaction<'_, Postgres>,
-    state: BTreeMap<Key, Option<Vec<u8>>>,
-    versions: &BTreeMap<Key, i64>,
-) -> Result<()> {
-    let mut set: (Vec<String>, Vec<String>, Vec<Vec<u8>>, Vec<i64>) = Default::default();
-    let mut deleted: (Vec<String>, Vec<String>) = Default::default();
-    for (key, value) in state {
-        let version = versions[&key];
-        match value {
-            Some(value) => {
-                set.0.push(key.0);
-                set.1.push(key.1);
-                set.2.push(value);
-                set.3.push(version);
-            }
-            None => {
-                deleted.0.push(key.0);
-                deleted.1.push(key.1);
-            }
-        }
-    }
-    if !set.0.is_empty() {
+async fn write_state(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
+    let (set, deleted): (Vec<_>, Vec<_>) = plan.state.iter().partition(|(_, w)| w.value.is_some());
+    if !set.is_empty() {
         sqlx::query(
             "INSERT INTO plugin_state (plugin, key, value, version, updated_at)
              SELECT plugin, key, value, version, wharf_now_ms()
@@ -159,29 +113,64 @@ pub(super) async fn write_state(
              ON CONFLICT (plugin, key) DO UPDATE
              SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at",
         )
-        .bind(set.0)
-        .bind(set.1)
-        .bind(set.2)
-        .bind(set.3)
+        .bind(set.iter().map(|((plugin, _), _)| *plugin).collect::<Vec<_>>())
+        .bind(set.iter().map(|((_, key), _)| *key).collect::<Vec<_>>())
+        .bind(set.iter().map(|(_, w)| w.value).collect::<Vec<_>>())
+        .bind(set.iter().map(|(_, w)| w.version).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }
-    if !deleted.0.is_empty() {
+    if !deleted.is_empty() {
         sqlx::query(
             "DELETE FROM plugin_state s USING UNNEST($1::text[], $2::text[]) AS d(plugin, key)
              WHERE s.plugin = d.plugin AND s.key = d.key",
         )
-        .bind(deleted.0)
-        .bind(deleted.1)
+        .bind(
+            deleted
+                .iter()
+                .map(|((plugin, _), _)| *plugin)
+                .collect::<Vec<_>>(),
+        )
+        .bind(deleted.iter().map(|((_, key), _)| *key).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
+async fn write_attempt_errors(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &SettlePlan<'_>,
+) -> Result<()> {
+    let rows = &plan.attempt_errors;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO attempt_errors (message_id, plugin, attempt, error, delay_ms, at)
+         SELECT id, plugin, attempt, error, delay, wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[])
+             WITH ORDINALITY AS t(id, plugin, attempt, error, delay, n)
+         ORDER BY n",
+    )
+    .bind(rows.iter().map(|a| a.message).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.plugin).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.attempt as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.error).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|a| a.delay.map(|d| d.as_millis() as i64))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Record dead letters; a message failed again by the same plugin adds to its row.
-pub(super) async fn write_dead(tx: &mut Transaction<'_, Postgres>, d: DeadRows) -> Result<()> {
-    if d.message.is_empty() {
+async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
+    let rows = &plan.dead;
+    if rows.is_empty() {
         return Ok(());
     }
     sqlx::query(
@@ -199,20 +188,107 @@ pub(super) async fn write_dead(tx: &mut Transaction<'_, Postgres>, d: DeadRows) 
              error = excluded.error, attempts = failed_messages.attempts + excluded.attempts,
              status = 'failed', failed_at = excluded.failed_at",
     )
-    .bind(d.message)
-    .bind(d.plugin)
-    .bind(d.version)
-    .bind(d.sha256)
-    .bind(d.source)
-    .bind(d.queue)
-    .bind(d.kind)
-    .bind(d.headers)
-    .bind(d.payload)
-    .bind(d.error)
-    .bind(d.attempts)
-    .bind(d.exchange)
-    .bind(d.routing_key)
+    .bind(rows.iter().map(|d| d.message.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.plugin.name.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.plugin.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.plugin.sha256.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.source()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.queue.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| headers_json(&d.message.headers)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.payload.as_slice()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.error).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.attempts as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.amqp_route().map(|(e, _)| e)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.amqp_route().map(|(_, k)| k)).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Leased messages that stay: count the attempt and set when the next one is due.
+async fn write_stay_leased(tx: &mut Transaction<'_, Postgres>, stay: &[Stay<'_>]) -> Result<()> {
+    if stay.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay
+         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
+         WHERE i.id = a.id",
+    )
+    .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
+    .bind(stay.iter().map(|s| i32::from(s.counts)).collect::<Vec<_>>())
+    .bind(stay.iter().map(|s| s.delay.as_millis() as i64).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Messages a held claim deleted that stay: put them back with the attempt counted and
+/// their next due time; leased for `lease` ms under `token` when given.
+pub(super) async fn write_stay_held(
+    tx: &mut Transaction<'_, Postgres>,
+    stay: &[Stay<'_>],
+    created_at: &HashMap<Uuid, i64>,
+    leased: Option<(Uuid, i64)>,
+) -> Result<()> {
+    if stay.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
+                            lock_token, locked_until)
+         SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
+                COALESCE(created, wharf_now_ms()), $9,
+                -- now() is when the held transaction began; the lease starts now.
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
+                     $7::bigint[], $8::bigint[])
+             AS t(id, queue, kind, headers, payload, attempts, delay, created)",
+    )
+    .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
+    .bind(
+        stay.iter()
+            .map(|s| s.message.queue.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| s.message.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| headers_json(&s.message.headers))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| s.message.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| s.message.attempts as i32 + i32::from(s.counts))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| s.delay.as_millis() as i64)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stay.iter()
+            .map(|s| created_at.get(&s.message.id).copied())
+            .collect::<Vec<_>>(),
+    )
+    .bind(leased.map(|(token, _)| token))
+    .bind(leased.map(|(_, ms)| ms))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn headers_json(headers: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(headers).expect("a string map serialises")
 }

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{parse_uuid, settle::settle_batch};
-use crate::store::delivered::{dead_letters, without_settled};
-use crate::store::{Delivered, Result, Settlement, now_ms};
+use super::parse_uuid;
+use super::settle::{Settling, settle_batch};
+use crate::store::delivered::without_settled;
+use crate::store::{Delivered, Result, SettleSummary, Settlement, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -48,13 +49,14 @@ pub(super) async fn settle(pool: &SqlitePool, batch: &[Settlement]) -> Result<De
     let mut duplicates = 0;
     let kept = without_settled(batch, &already, &mut duplicates);
     let batch = kept.as_deref().unwrap_or(batch);
-    let mut again = Vec::new();
-    let mut summary = settle_batch(&mut tx, batch, now_ms(), Some(&mut again)).await?;
+    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered).await?;
     tx.commit().await?;
-    summary.duplicates = duplicates;
     Ok(Delivered {
-        summary,
-        again,
-        dead: dead_letters(batch),
+        summary: SettleSummary {
+            duplicates,
+            ..plan.summary
+        },
+        try_again: plan.next_attempts(),
+        dead: plan.dead_letters(),
     })
 }

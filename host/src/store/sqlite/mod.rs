@@ -25,6 +25,7 @@ use super::{
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
+use settle::Settling;
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -173,9 +174,9 @@ impl Store for SqliteStore {
 
     async fn settle(&self, _hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let summary = settle::settle_batch(&mut tx, batch, now_ms(), None).await?;
+        let plan = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed).await?;
         tx.commit().await?;
-        Ok(summary)
+        Ok(plan.summary)
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {

@@ -27,7 +27,7 @@ use crate::config::AmqpConfig;
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-use crate::store::{Again, Delivered, Settlement, Store, StoreError};
+use crate::store::{Delivered, NextAttempt, Settlement, Store, StoreError};
 
 /// Why a consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -312,7 +312,7 @@ impl Consumer {
         report.duplicates += duplicates;
         let Delivered {
             summary,
-            again,
+            try_again,
             dead,
         } = if settlements.is_empty() {
             Delivered::default()
@@ -324,7 +324,7 @@ impl Consumer {
         };
         report.duplicates += summary.duplicates;
         let mut confirms = Vec::new();
-        for Again { id, delay, counts } in &again {
+        for NextAttempt { id, delay, counts } in &try_again {
             let (i, attempts) = by_id[id];
             let attempts = attempts + u32::from(*counts);
             confirms.push(detours.retry(&batch[i], *delay, attempts).await?);
