@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -82,6 +83,20 @@ impl Dispatcher {
     /// The plugins' circuit breakers.
     pub fn breakers(&self) -> &Breakers {
         &self.breakers
+    }
+
+    /// Run every plugin still owing a verdict on each of `messages`, up to
+    /// `runtime.concurrency` messages at once (a slow one does not hold up the start of
+    /// the others). The settlements come back in the order of `messages`.
+    pub async fn handle_batch(&self, messages: Vec<Envelope>, delays: Delays) -> Vec<Settlement> {
+        let mut settlements: Vec<(usize, Settlement)> =
+            futures::stream::iter(messages.into_iter().enumerate())
+                .map(|(i, message)| async move { (i, self.handle(message, delays).await) })
+                .buffer_unordered(self.config.runtime.concurrency)
+                .collect()
+                .await;
+        settlements.sort_unstable_by_key(|(i, _)| *i);
+        settlements.into_iter().map(|(_, s)| s).collect()
     }
 
     /// Run every plugin still owing a verdict on `message`.

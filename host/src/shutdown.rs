@@ -30,3 +30,17 @@ pub fn on_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     });
     (tx, rx)
 }
+
+/// Sleep for `delay` unless shutdown comes first; false on shutdown.
+pub async fn sleep_or_stop(
+    delay: std::time::Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.changed() => false,
+    }
+}

@@ -18,7 +18,7 @@ use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::Artifact;
 use wharf_host::store::{self, Store};
-use wharf_host::worker::{RunReport, StopWhen, Worker};
+use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
 
 pub use services::{
     amqp_connection, amqp_url, fresh_postgres_schema, postgres_url, route_orders, unique_name,
@@ -204,7 +204,7 @@ impl Host {
                 )
                 .await
                 .unwrap();
-            total.add(report.messages, report.settled);
+            total += report;
             let left: u64 = self
                 .store
                 .queue_stats()

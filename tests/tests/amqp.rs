@@ -100,7 +100,6 @@ impl Broker {
             self.host.config.amqp.clone(),
             self.host.store.clone(),
             self.host.dispatcher.clone(),
-            8,
         );
         let running = async {
             let mut report = ConsumeReport::default();

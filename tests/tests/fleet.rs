@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wharf_host::envelope::NewMessage;
-use wharf_host::worker::StopWhen;
+use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, fresh_postgres_schema, plugin_wasm, postgres_url, test_config};
 
 fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {

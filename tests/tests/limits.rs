@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::Row;
 use wharf_host::config::PluginConfig;
 use wharf_host::envelope::NewMessage;
-use wharf_host::worker::StopWhen;
+use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(a_slow_plugin_uses_its_share_and_does_not_hold_up_a_fast_one);

@@ -17,7 +17,7 @@ use wharf_host::plugins::registry::Follower;
 use wharf_host::plugins::{Catalog, Source};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::{Deployed, Rollback};
-use wharf_host::worker::StopWhen;
+use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{
     Backend, Host, artifact, conformance, fresh_postgres_schema, handled_once_by_their_version,
     plugin_wasm, wait_for,

@@ -13,7 +13,7 @@ use crate::envelope::NewMessage;
 use crate::plugins::registry::Follower;
 use crate::plugins::{directory, report};
 use crate::transport::amqp::supervisor::Supervisor;
-use crate::worker::{StopWhen, Worker};
+use crate::transport::inbox::{StopWhen, Worker};
 
 /// Options of `wharf run` (Messenger-style stop options).
 #[derive(Debug, Args)]

@@ -186,6 +186,18 @@ pub struct SettleSummary {
     pub duplicates: u64,
 }
 
+impl std::ops::AddAssign for SettleSummary {
+    fn add_assign(&mut self, other: Self) {
+        self.handled += other.handled;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.conflicts += other.conflicts;
+        self.deferred += other.deferred;
+        self.fenced += other.fenced;
+        self.duplicates += other.duplicates;
+    }
+}
+
 /// Depths of one inbox queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
 use wharf_host::runtime::{CallContext, Runtime};
-use wharf_host::worker::StopWhen;
+use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
 const SANDBOX_CALLS: u32 = 20_000;

@@ -108,7 +108,6 @@ pub struct Consumer {
     amqp: AmqpConfig,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
-    concurrency: usize,
 }
 
 impl Consumer {
@@ -118,14 +117,12 @@ impl Consumer {
         amqp: AmqpConfig,
         store: Arc<dyn Store>,
         dispatcher: Arc<Dispatcher>,
-        concurrency: usize,
     ) -> Self {
         Self {
             spec,
             amqp,
             store,
             dispatcher,
-            concurrency,
         }
     }
 
@@ -372,11 +369,7 @@ impl Consumer {
                 }
             }
         }
-        let settlements: Vec<Settlement> = futures::stream::iter(envelopes)
-            .map(|message| self.dispatcher.handle(message, Delays::Exact))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+        let settlements = self.dispatcher.handle_batch(envelopes, Delays::Exact).await;
         let ran_nothing = settlements
             .iter()
             .filter(|s| s.results.is_empty() && s.refused.is_none())

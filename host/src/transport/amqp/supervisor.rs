@@ -22,17 +22,9 @@ use super::relay::{Relay, RelayError, RelayReport};
 use super::topology;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::retry::RetryPolicy;
+use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
-
-/// Pauses between attempts to reconnect or to consume again: 100 ms doubling to 10 s.
-const RECONNECT_BACKOFF: RetryPolicy = RetryPolicy {
-    max_retries: u32::MAX,
-    base_delay_ms: 100,
-    multiplier: 2.0,
-    max_delay_ms: 10_000,
-    jitter: 0.2,
-};
+use crate::transport::OUTAGE_BACKOFF;
 
 /// A task that ran this long before failing starts its backoff over.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -135,7 +127,6 @@ impl Supervisor {
             self.config.amqp.clone(),
             self.store.clone(),
             self.dispatcher.clone(),
-            self.config.runtime.concurrency,
         );
         let mut task = Task::Consume(consumer, ConsumeReport::default());
         let what = format!("consumer of queue {}", spec.queue);
@@ -227,27 +218,16 @@ async fn keep_running(
             failures = 0;
         }
         failures += 1;
-        let delay = RECONNECT_BACKOFF.delay(failures, &mut rand::rng());
+        let delay = OUTAGE_BACKOFF.delay(failures, &mut rand::rng());
         tracing::warn!(
             failures,
             ?delay,
             "AMQP {what} stopped: {error}; what it had not finished goes back to the broker or the outbox; starting again"
         );
-        if !pause(delay, &mut shutdown).await {
+        if !sleep_or_stop(delay, &mut shutdown).await {
             return Ok(restarts);
         }
         restarts += 1;
-    }
-}
-
-/// Sleep for `delay` unless shutdown comes first; false on shutdown.
-async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    if *shutdown.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = shutdown.changed() => false,
     }
 }
 
@@ -296,14 +276,14 @@ impl Link<'_> {
                 Err(Opening::Declare(e)) => e.to_string(),
             };
             failures += 1;
-            let delay = RECONNECT_BACKOFF.delay(failures, &mut rand::rng());
+            let delay = OUTAGE_BACKOFF.delay(failures, &mut rand::rng());
             tracing::warn!(
                 broker = url,
                 failures,
                 ?delay,
                 "AMQP broker unreachable ({error}); is it up? retrying"
             );
-            if !pause(delay, shutdown).await {
+            if !sleep_or_stop(delay, shutdown).await {
                 return Ok(None);
             }
         }

@@ -1,53 +1,21 @@
-//! The inbox worker loop: claim a batch from the inbox, dispatch its messages to their
-//! plugins concurrently (`dispatch`), and hand the whole batch to the store's settle
-//! transaction; a heartbeat keeps the claim while the handlers run.
+//! The inbox worker: lanes of claim -> dispatch -> settle loops sharing one run's totals,
+//! backing off while the database is away; a heartbeat keeps a batch's claim while its
+//! handlers run and hands a long held claim over to leases.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::{HOLD_AT_MOST, RunReport, StopWhen, claim_mode, lanes};
 use crate::config::Config;
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
-use crate::retry::RetryPolicy;
-use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Settlement, Store, StoreError};
-
-/// When [`Worker::run`] returns (besides a shutdown signal).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StopWhen {
-    /// After this many messages were settled.
-    pub limit: Option<u64>,
-    /// After this much time.
-    pub time_limit: Option<Duration>,
-    /// As soon as nothing is due.
-    pub until_idle: bool,
-}
-
-/// Totals of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunReport {
-    /// Messages claimed and settled.
-    pub messages: u64,
-    /// What the settles did.
-    pub settled: SettleSummary,
-}
-
-impl RunReport {
-    /// Add a batch (or another run) to the totals.
-    pub fn add(&mut self, messages: u64, s: SettleSummary) {
-        self.messages += messages;
-        self.settled.handled += s.handled;
-        self.settled.retried += s.retried;
-        self.settled.failed += s.failed;
-        self.settled.conflicts += s.conflicts;
-        self.settled.deferred += s.deferred;
-        self.settled.fenced += s.fenced;
-    }
-}
+use crate::shutdown::sleep_or_stop;
+use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Store, StoreError};
+use crate::transport::OUTAGE_BACKOFF;
 
 /// Totals shared by the lanes of one [`Worker::run`].
 struct Progress {
@@ -82,7 +50,10 @@ impl Progress {
     fn add(&self, messages: u64, summary: SettleSummary) {
         let mut guard = self.report.lock().expect("no lane panicked");
         let (report, last_logged) = &mut *guard;
-        report.add(messages, summary);
+        *report += RunReport {
+            messages,
+            settled: summary,
+        };
         if last_logged.elapsed() >= Duration::from_secs(5) {
             tracing::info!(
                 messages = report.messages,
@@ -103,47 +74,6 @@ pub struct Worker {
     config: Arc<Config>,
     /// How batches are claimed: see [`claim_mode`].
     mode: ClaimMode,
-}
-
-/// Waits between tries after the database failed: 100 ms doubling up to 10 s.
-const STORE_BACKOFF: RetryPolicy = RetryPolicy {
-    max_retries: u32::MAX,
-    base_delay_ms: 100,
-    multiplier: 2.0,
-    max_delay_ms: 10_000,
-    jitter: 0.2,
-};
-
-/// How long a batch may keep its claim transaction open. A batch that runs longer (a
-/// slow plugin's calls queueing for its permits) is handed over to leases: an open
-/// transaction holds back vacuum and slows every other claim's scan (measured: a slow
-/// plugin's 5 s held batch cost a fast plugin on another queue 16% of its throughput).
-pub const HOLD_AT_MOST: Duration = Duration::from_millis(200);
-
-/// Hold the claim transaction open while the handlers run when they are short (their
-/// deadline is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
-/// crashed host's messages return at once. Longer handlers get leases, so no
-/// transaction stays open for minutes (it would pin a connection and hold back
-/// vacuum). See the PostgreSQL store's module docs for the measurements.
-pub fn claim_mode(config: &Config) -> ClaimMode {
-    if config.runtime.deadline_ms <= config.inbox.hold_claims_up_to_ms {
-        ClaimMode::Transaction
-    } else {
-        ClaimMode::Lease
-    }
-}
-
-/// The queues each lane of a run claims from. One queue (or all, `[]`): every lane takes
-/// any of them. Several: each queue has lanes of its own, `batches_in_flight` in all but
-/// at least one per queue, so a batch never mixes queues and a queue of slow handlers
-/// never holds up another queue's batches.
-pub fn lanes(queues: &[String], batches_in_flight: usize) -> Vec<Vec<String>> {
-    if queues.len() <= 1 {
-        return vec![queues.to_vec(); batches_in_flight];
-    }
-    (0..batches_in_flight.max(queues.len()))
-        .map(|i| vec![queues[i % queues.len()].clone()])
-        .collect()
 }
 
 impl Worker {
@@ -246,16 +176,13 @@ impl Worker {
             return Err(error);
         }
         *failures += 1;
-        let delay = STORE_BACKOFF.delay(*failures, &mut rand::rng());
+        let delay = OUTAGE_BACKOFF.delay(*failures, &mut rand::rng());
         tracing::warn!(
             failures = *failures,
             ?delay,
             "the database failed ({error}); is it up? retrying"
         );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => {}
-        }
+        sleep_or_stop(delay, shutdown).await;
         Ok(())
     }
 
@@ -275,10 +202,7 @@ impl Worker {
         let claimed = messages.len() as u64;
         let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
         let held = matches!(hold, Hold::Transaction(_)).then(|| messages.clone());
-        let handling = futures::stream::iter(messages)
-            .map(|message| self.dispatcher.handle(message, Delays::Jittered))
-            .buffer_unordered(self.config.runtime.concurrency)
-            .collect::<Vec<Settlement>>();
+        let handling = self.dispatcher.handle_batch(messages, Delays::Jittered);
         let (mut settlements, leased) = self
             .heartbeat(&mut hold, claims, held, lease, handling)
             .await;
@@ -350,26 +274,5 @@ impl Worker {
                 },
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lanes;
-
-    #[test]
-    fn several_queues_get_lanes_of_their_own() {
-        let q = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(lanes(&[], 2), [q(&[]), q(&[])]);
-        assert_eq!(lanes(&q(&["a"]), 2), [q(&["a"]), q(&["a"])]);
-        assert_eq!(lanes(&q(&["a", "b"]), 2), [q(&["a"]), q(&["b"])]);
-        assert_eq!(
-            lanes(&q(&["a", "b", "c"]), 2),
-            [q(&["a"]), q(&["b"]), q(&["c"])]
-        );
-        assert_eq!(
-            lanes(&q(&["a", "b"]), 4),
-            [q(&["a"]), q(&["b"]), q(&["a"]), q(&["b"])]
-        );
     }
 }
