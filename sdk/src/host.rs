@@ -4,35 +4,6 @@
 use crate::bindings::wharf::plugin::types as wit;
 use crate::{Error, Manifest, Message, Plugin};
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Very detailed diagnostics.
-    Trace,
-    /// Diagnostics.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something unexpected that the handler coped with.
-    Warn,
-    /// A failure.
-    Error,
-}
-
-/// Where a published message goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// An inbox queue.
-    Queue(String),
-    /// An AMQP exchange with a routing key.
-    Exchange {
-        /// Exchange name.
-        exchange: String,
-        /// Routing key.
-        routing_key: String,
-    },
-}
-
 /// The `manifest` export: convert the plugin's manifest to the WIT type.
 pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
     let Manifest {
@@ -87,8 +58,9 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use super::{Destination, Level, wit};
+    use super::wit;
     use crate::bindings::wharf::plugin::{config, log, outbox, state};
+    use crate::requests::{Destination, Level};
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<wit::Header> {
         pairs
@@ -149,7 +121,7 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use super::{Destination, Level};
+    use crate::requests::{Destination, Level};
     use crate::testing::with_current;
 
     pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {

@@ -35,6 +35,7 @@ mod error;
 mod host;
 mod manifest;
 mod message;
+mod requests;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
@@ -103,7 +104,7 @@ macro_rules! export {
 /// handled successfully. Returns the new message's id.
 pub fn publish(queue: &str, kind: &str, payload: &serde_json::Value) -> Result<String> {
     host::publish(
-        host::Destination::Queue(queue.to_owned()),
+        requests::Destination::Queue(queue.to_owned()),
         kind,
         &[],
         &serde_json::to_vec(payload).map_err(|e| reject(format!("cannot encode payload: {e}")))?,
@@ -118,7 +119,7 @@ pub fn publish_to_exchange(
     payload: &serde_json::Value,
 ) -> Result<String> {
     host::publish(
-        host::Destination::Exchange {
+        requests::Destination::Exchange {
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
         },
@@ -188,7 +189,7 @@ pub mod config {
 
 /// Logging into the host's tracing, tagged with the message id and plugin.
 pub mod log {
-    pub use crate::host::Level;
+    pub use crate::requests::Level;
 
     /// Log at any level with structured fields.
     pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {

@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::host::{Destination, Level};
+use crate::requests::{Destination, Level};
 use crate::{Message, Plugin};
 
 /// A message the handler published.
