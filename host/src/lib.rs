@@ -23,6 +23,27 @@
 //! ```
 //!
 //! `cli` is the `wharf` binary's front end; `config` loads and validates its settings.
+//!
+//! ## Glossary
+//!
+//! - **transport**: where messages come from: the inbox table (`transport::inbox`) or
+//!   RabbitMQ (`transport::amqp`).
+//! - **attempt**: one run of one plugin on one message; a retry counts one, a stale read
+//!   or an open breaker does not.
+//! - **verdict**: what a (message, plugin) pair comes to: handled, retry, dead, deferred.
+//! - **dead letter** (verdict `Dead`, counters `dead`): a pair that gave up (rejected,
+//!   retries exhausted) or a message refused before any plugin ran (no handler, unreadable
+//!   delivery). Dead letters are kept as the **failed messages** (table `failed_messages`,
+//!   the seed's name; `wharf failed list|show|retry|delete`) with every attempt's error;
+//!   an AMQP consumer also copies them to `<queue>.dlq`.
+//! - **ledger** (table `processed`): the pairs handled; a redelivered message skips them.
+//!   **received** is the inbox's dedup on arrival.
+//! - **settle**: the one transaction that writes a batch's verdicts; the **settle plan**
+//!   (`store::settle`) decides its rows.
+//! - **claim**: how a batch of inbox rows is kept from other hosts until it settles: a
+//!   **held** transaction or a **lease** fenced by a lock token.
+//! - **stale read**: a state key a handler read that changed before its settle; the
+//!   handler runs again.
 
 pub mod cli;
 pub mod config;
@@ -34,6 +55,7 @@ pub mod plugins;
 pub mod retry;
 pub mod router;
 pub mod runtime;
+pub mod setting;
 pub mod shutdown;
 pub mod store;
 pub mod transport;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::setting::InvalidSetting;
 
 /// How a failed attempt is retried. Retry `n` (1-based) waits
 /// `min(base_delay * multiplier^(n-1), max_delay)`, spread by +/- `jitter`.
@@ -39,7 +39,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Check the ranges; `section` names the config section in the error.
-    pub fn validate(&self, section: &'static str) -> Result<(), ConfigError> {
+    pub fn validate(&self, section: &str) -> Result<(), InvalidSetting> {
         let problem = if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
             "multiplier must be a finite number >= 1"
         } else if !(0.0..=1.0).contains(&self.jitter) {
@@ -49,10 +49,7 @@ impl RetryPolicy {
         } else {
             return Ok(());
         };
-        Err(ConfigError::Invalid {
-            key: section,
-            problem: problem.to_owned(),
-        })
+        Err(InvalidSetting::new(section, problem))
     }
 
     /// May a message that just failed its `attempt`-th attempt (1-based) be tried again?

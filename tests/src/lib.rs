@@ -152,20 +152,24 @@ impl Host {
             .connect(&config.database.url)
             .await
             .unwrap();
-        let runtime = Arc::new(Runtime::new(&config).unwrap());
+        let runtime = Arc::new(config.sandbox().unwrap());
         let catalog = Arc::new(Catalog::new());
         let errors = directory::load(&catalog, &runtime, &config.plugins.dir)
             .await
             .unwrap();
         assert!(errors.is_empty(), "plugins refused: {errors:?}");
-        let shared = Arc::new(config.clone());
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             runtime.clone(),
             catalog.clone(),
-            shared.clone(),
+            config.dispatch(),
         ));
-        let worker = Worker::new(store.clone(), dispatcher.clone(), shared);
+        let worker = Worker::new(
+            store.clone(),
+            dispatcher.clone(),
+            config.inbox.clone(),
+            config.deadline(),
+        );
         Host {
             store,
             db,

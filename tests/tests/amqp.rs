@@ -139,7 +139,8 @@ impl Broker {
     ) -> SuperviseReport {
         let (stop, stopped) = watch::channel(false);
         let supervisor = Supervisor::new(
-            Arc::new(host.config.clone()),
+            host.config.amqp.clone(),
+            Duration::from_millis(host.config.inbox.poll_interval_ms),
             host.store.clone(),
             host.dispatcher.clone(),
         );

@@ -28,7 +28,8 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     // Sweeps what earlier test processes left on the broker.
     drop(amqp_connection().await);
     let supervisor = Supervisor::new(
-        Arc::new(host.config.clone()),
+        host.config.amqp.clone(),
+        Duration::from_millis(host.config.inbox.poll_interval_ms),
         host.store.clone(),
         host.dispatcher.clone(),
     );

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use wharf_host::plugins::breaker::BreakerState;
+use wharf_host::dispatch::breaker::BreakerState;
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(the_breaker_opens_on_repeated_traps_and_closes_after_the_fault);

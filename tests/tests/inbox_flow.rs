@@ -66,7 +66,7 @@ async fn a_reject_goes_straight_to_the_failed_messages(backend: Backend) {
     let host = Host::start(backend, &["fixture-always-reject"]).await;
     let message = host.publish("test", "test.reject", json!({"n": 1})).await;
     let report = host.drain().await;
-    assert_eq!((report.settled.failed, report.settled.retried), (1, 0));
+    assert_eq!((report.settled.dead, report.settled.retried), (1, 0));
     let failed = host.store.failed_list().await.unwrap();
     assert_eq!(failed.len(), 1);
     let f = &failed[0];
@@ -99,7 +99,7 @@ async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained(backen
     assert_eq!(
         (
             report.settled.retried,
-            report.settled.failed,
+            report.settled.dead,
             report.settled.handled
         ),
         (2, 1, 1)
@@ -142,7 +142,7 @@ async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backe
         host.publish("test", "test.noop", json!({})).await;
     }
     let report = host.drain().await;
-    assert_eq!((report.settled.handled, report.settled.failed), (20, 1));
+    assert_eq!((report.settled.handled, report.settled.dead), (20, 1));
     let failed = host.store.failed_list().await.unwrap();
     assert_eq!(failed[0].plugin, "infinite-loop");
     assert!(
@@ -160,7 +160,7 @@ async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message(backend: Back
     host.publish("test", "test.alloc", json!({})).await;
     host.publish("test", "test.noop", json!({})).await;
     let report = host.drain().await;
-    assert_eq!((report.settled.handled, report.settled.failed), (1, 1));
+    assert_eq!((report.settled.handled, report.settled.dead), (1, 1));
     let failed = host.store.failed_list().await.unwrap();
     assert!(
         failed[0].error.contains("memory limit of 32 MiB exceeded"),
@@ -182,7 +182,7 @@ async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_sam
     }
     let report = host.drain().await;
     // The fixture rejects when its static counter or heap marker survived an earlier call.
-    assert_eq!((report.settled.handled, report.settled.failed), (40, 1));
+    assert_eq!((report.settled.handled, report.settled.dead), (40, 1));
     let failed = host.store.failed_list().await.unwrap();
     assert_eq!(failed[0].kind, "test.alloc");
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::config::PluginConfig;
 use wharf_host::envelope::NewMessage;
+use wharf_host::plugins::PluginConfig;
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 

@@ -7,7 +7,7 @@ use wharf_tests::{plugin_wasm, test_config};
 
 fn runtime(dir: &std::path::Path) -> Runtime {
     let config = test_config(dir);
-    Runtime::new(&config).unwrap()
+    config.sandbox().unwrap()
 }
 
 #[tokio::test]

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use sqlx::Row;
 use tokio::sync::watch;
 use wharf_host::envelope::NewMessage;
-use wharf_host::plugins::registry::Follower;
+use wharf_host::plugins::fleet::Follower;
 use wharf_host::plugins::{Catalog, Source};
-use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::{Deployed, Rollback};
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{
@@ -104,7 +103,7 @@ async fn deploy_rollback_and_history_drive_what_hosts_serve(backend: Backend) {
         _ => "UPDATE plugin_artifacts SET wasm = convert_to('spoiled', 'UTF8')",
     };
     sqlx::query(spoil).execute(&host.db).await.unwrap();
-    let runtime = Arc::new(Runtime::new(&host.config).unwrap());
+    let runtime = Arc::new(host.config.sandbox().unwrap());
     let restarted = Arc::new(Catalog::new());
     let mut follower = Follower::new(restarted.clone(), runtime.clone(), store.clone());
     follower.sync().await.unwrap();
@@ -114,7 +113,7 @@ async fn deploy_rollback_and_history_drive_what_hosts_serve(backend: Backend) {
     let empty_cache = tempfile::tempdir().unwrap();
     let mut config = host.config.clone();
     config.plugins.cache_dir = empty_cache.path().into();
-    let runtime = Arc::new(Runtime::new(&config).unwrap());
+    let runtime = Arc::new(config.sandbox().unwrap());
     let fresh = Arc::new(Catalog::new());
     let mut follower = Follower::new(fresh.clone(), runtime, store.clone());
     follower.sync().await.unwrap();

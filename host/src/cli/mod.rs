@@ -105,7 +105,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Build the runtime and load the plugin directory, logging each refused file.
 async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<Catalog>)> {
-    let runtime = Runtime::new(config).context("cannot start the WebAssembly runtime")?;
+    let runtime = config
+        .sandbox()
+        .context("cannot start the WebAssembly runtime")?;
     let catalog = Arc::new(Catalog::new());
     let dir = &config.plugins.dir;
     let errors = directory::load(&catalog, &runtime, dir)

@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::failed::time;
 use crate::config::Config;
-use crate::runtime::Runtime;
 use crate::store::now_ms;
 use crate::store::registry::{Artifact, Deployed, Deployment, Rollback};
 
@@ -163,7 +162,9 @@ fn print_deployments(deployments: &[Deployment]) {
 }
 
 async fn deploy(config: Config, file: PathBuf) -> anyhow::Result<()> {
-    let runtime = Runtime::new(&config).context("cannot start the WebAssembly runtime")?;
+    let runtime = config
+        .sandbox()
+        .context("cannot start the WebAssembly runtime")?;
     let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let plugin = runtime
         .load_bytes(&file, wasm.clone())

@@ -9,9 +9,10 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::dispatch::report;
 use crate::envelope::NewMessage;
-use crate::plugins::registry::Follower;
-use crate::plugins::{directory, report};
+use crate::plugins::directory;
+use crate::plugins::fleet::Follower;
 use crate::transport::amqp::supervisor::Supervisor;
 use crate::transport::inbox::{StopWhen, Worker};
 
@@ -80,15 +81,19 @@ async fn serve(
         amqp_queues = ?config.amqp.consume.iter().map(|c| &c.queue).collect::<Vec<_>>(),
         "wharf running"
     );
-    let config = Arc::new(config);
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         runtime,
         plugins,
-        config.clone(),
+        config.dispatch(),
     ));
     let (stop_all, shutdown) = crate::shutdown::on_signal();
-    let worker = Worker::new(store.clone(), dispatcher.clone(), config.clone());
+    let worker = Worker::new(
+        store.clone(),
+        dispatcher.clone(),
+        config.inbox.clone(),
+        config.deadline(),
+    );
     let inbox = async {
         let report = worker.run(stop, shutdown.clone()).await;
         // The inbox's stop conditions (--limit, --until-idle, --time-limit) stop the
@@ -100,7 +105,12 @@ async fn serve(
         if config.amqp.consume.is_empty() && !config.amqp.relays() {
             return Ok(None);
         }
-        let supervisor = Supervisor::new(config.clone(), store.clone(), dispatcher.clone());
+        let supervisor = Supervisor::new(
+            config.amqp.clone(),
+            Duration::from_millis(config.inbox.poll_interval_ms),
+            store.clone(),
+            dispatcher.clone(),
+        );
         let report = supervisor.run(shutdown.clone()).await;
         if report.is_err() {
             let _ = stop_all.send(true);
@@ -124,7 +134,7 @@ async fn serve(
         messages = report.messages,
         handled = s.handled,
         retried = s.retried,
-        failed = s.failed,
+        dead = s.dead,
         "inbox stopped"
     );
     if let Some(amqp) = consumed {
@@ -132,7 +142,7 @@ async fn serve(
         tracing::info!(
             acked = c.acked,
             retried = c.retried,
-            dead_lettered = c.dead,
+            dead = c.dead,
             duplicates = c.duplicates,
             relayed = amqp.relayed.sent,
             unroutable = amqp.relayed.unroutable,

@@ -3,6 +3,9 @@
 //! (`outcome::decide`) for the settle. Shared by every source: the inbox worker and the
 //! AMQP consumers.
 
+pub mod breaker;
+pub mod report;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,14 +14,13 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::outcome::{Outcome, Verdict, decide};
-use crate::plugins::Catalog;
-use crate::plugins::breaker::{Admission, Breakers};
+use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
-use crate::runtime::{CallContext, Plugin, Runtime};
+use crate::runtime::{CallContext, Plugin, Runtime, StateError, StateReader};
 use crate::store::{PluginResult, PluginVersion, Settlement, Store};
+use breaker::{Admission, Breakers};
 
 /// How retry delays are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +31,30 @@ pub enum Delays {
     Exact,
 }
 
+/// What dispatch is configured with (assembled by `Config::dispatch`).
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// `runtime.concurrency`: handler calls at once on this host.
+    pub concurrency: usize,
+    /// `runtime.breaker_failures`: failures in a row that open a plugin's breaker.
+    pub breaker_failures: u32,
+    /// `runtime.breaker_cool_down_ms`.
+    pub breaker_cool_down: Duration,
+    /// `inbox.max_payload_bytes`: the largest payload a handler may publish.
+    pub max_payload_bytes: usize,
+    /// `[retry]`: the policy of plugins that set none.
+    pub retry: RetryPolicy,
+    /// `[plugin.<name>]`: config values and retry policies per plugin.
+    pub plugin: BTreeMap<String, PluginConfig>,
+}
+
 /// Calls plugins for messages of any source.
 pub struct Dispatcher {
-    store: Arc<dyn Store>,
+    /// Where handlers read their committed state: the store.
+    state: Arc<dyn StateReader>,
     runtime: Arc<Runtime>,
     plugins: Arc<Catalog>,
-    config: Arc<Config>,
+    config: DispatchConfig,
     /// Each plugin's `[plugin.<name>].config`, shared by its calls rather than copied.
     plugin_config: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// `runtime.concurrency` permits, shared by every call on this host.
@@ -53,7 +73,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         runtime: Arc<Runtime>,
         plugins: Arc<Catalog>,
-        config: Arc<Config>,
+        config: DispatchConfig,
     ) -> Self {
         let plugin_config = config
             .plugin
@@ -61,15 +81,12 @@ impl Dispatcher {
             .map(|(name, c)| (name.clone(), Arc::new(c.config.clone())))
             .collect();
         Self {
-            store,
+            state: Arc::new(StoreState(store)),
             runtime,
             plugins,
-            calls: Semaphore::new(config.runtime.concurrency),
+            calls: Semaphore::new(config.concurrency),
             plugin_calls: Mutex::default(),
-            breakers: Breakers::new(
-                config.runtime.breaker_failures,
-                Duration::from_millis(config.runtime.breaker_cool_down_ms),
-            ),
+            breakers: Breakers::new(config.breaker_failures, config.breaker_cool_down),
             config,
             plugin_config,
         }
@@ -92,7 +109,7 @@ impl Dispatcher {
         let mut settlements: Vec<(usize, Settlement)> =
             futures::stream::iter(messages.into_iter().enumerate())
                 .map(|(i, message)| async move { (i, self.handle(message, delays).await) })
-                .buffer_unordered(self.config.runtime.concurrency)
+                .buffer_unordered(self.config.concurrency)
                 .collect()
                 .await;
         settlements.sort_unstable_by_key(|(i, _)| *i);
@@ -187,8 +204,8 @@ impl Dispatcher {
             plugin: Arc::from(name),
             message_id: message.id,
             config: self.plugin_config.get(name).cloned().unwrap_or_default(),
-            store: Some(self.store.clone()),
-            max_payload_bytes: self.config.inbox.max_payload_bytes,
+            state: self.state.clone(),
+            max_payload_bytes: self.config.max_payload_bytes,
         };
         let _plugin_permit = self
             .plugin_slots(name, plugin.limits.max_concurrency)
@@ -233,5 +250,15 @@ impl Dispatcher {
             .and_then(|c| c.retry.as_ref())
             .or(plugin.manifest.retry.as_ref())
             .unwrap_or(&self.config.retry)
+    }
+}
+
+/// The store as the sandbox's state reader.
+struct StoreState(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl StateReader for StoreState {
+    async fn read(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>, StateError> {
+        Ok(self.0.state_get(plugin, key).await?)
     }
 }

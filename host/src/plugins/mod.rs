@@ -8,10 +8,9 @@
 //! the whole fleet runs. Among directory files of the same name, the first in file-name
 //! order wins.
 
-pub mod breaker;
+mod config;
 pub mod directory;
-pub mod registry;
-pub mod report;
+pub mod fleet;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::runtime::{LoadError, Plugin};
+
+pub use config::{DEFAULT_CACHE_DIR, DEFAULT_PLUGINS_DIR, PluginConfig, PluginsConfig};
 
 /// One composition of the sources: the plugins messages are routed to.
 #[derive(Default)]

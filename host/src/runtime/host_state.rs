@@ -10,8 +10,8 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wharf::plugin::{config, log, outbox, state, types};
 use super::limits::MemoryLimiter;
+use super::state::StateReader;
 use crate::effects::{Destination, Effects, Publish};
-use crate::store::Store;
 
 /// What the host knows while one `handle` call runs.
 pub(super) struct HostState {
@@ -40,8 +40,8 @@ pub struct CallContext {
     pub message_id: Uuid,
     /// Operator config for this plugin.
     pub config: Arc<BTreeMap<String, String>>,
-    /// Where committed state is read from; `None` while reading the manifest.
-    pub store: Option<Arc<dyn Store>>,
+    /// Where committed state is read from.
+    pub state: Arc<dyn StateReader>,
     /// Largest payload a publish may carry.
     pub max_payload_bytes: usize,
 }
@@ -124,11 +124,10 @@ impl state::Host for HostState {
         if let Some(written) = self.effects.writes.get(&key) {
             return Ok(written.clone());
         }
-        let store = self.call.store.as_ref().ok_or_else(|| {
-            wasmtime::Error::msg("state is not available while the manifest is read")
-        })?;
-        let found = store
-            .state_get(&self.call.plugin, &key)
+        let found = self
+            .call
+            .state
+            .read(&self.call.plugin, &key)
             .await
             .map_err(|e| wasmtime::Error::msg(format!("state read of key {key:?} failed: {e}")))?;
         let (value, version) = match found {

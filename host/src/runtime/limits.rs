@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::RuntimeConfig;
+use super::RuntimeConfig;
 
 /// Limits applied to one plugin's instances and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,11 @@
 
 mod bindings;
 mod cache;
+mod config;
 mod host_state;
 mod limits;
 mod plugin;
+mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,16 +28,17 @@ use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, Trap, UpdateDead
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use bindings::wharf::plugin::types;
 use host_state::HostState;
 use limits::MemoryLimiter;
 
+pub use config::RuntimeConfig;
 pub use host_state::CallContext;
 pub use limits::{Limits, Requested};
 pub use plugin::{LoadError, Manifest, Plugin};
+pub use state::{NoState, StateError, StateReader};
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -63,16 +66,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// An engine with the `[runtime]` limits, caching compiled plugins in
-    /// `plugins.cache_dir`; each plugin loaded runs under its `[plugin.<name>]` limits.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let overrides = config
-            .plugin
-            .iter()
-            .map(|(name, plugin)| (name.clone(), plugin.limits()))
-            .collect();
-        let cache_dir = config.plugins.cache_dir.clone();
-        let config = &config.runtime;
+    /// An engine with the `[runtime]` limits, caching compiled plugins in `cache_dir`;
+    /// a plugin named in `overrides` (the operator's `[plugin.<name>]` limits) runs under
+    /// those rather than its manifest's.
+    pub fn new(
+        config: &RuntimeConfig,
+        cache_dir: PathBuf,
+        overrides: BTreeMap<String, Requested>,
+    ) -> anyhow::Result<Self> {
         let limits = Limits::from_config(config);
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.instance_pool;

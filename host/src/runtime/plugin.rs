@@ -210,7 +210,7 @@ impl Runtime {
                 plugin: Arc::from("(loading)"),
                 message_id: Uuid::nil(),
                 config: Arc::new(BTreeMap::new()),
-                store: None,
+                state: Arc::new(super::NoState),
                 max_payload_bytes: 0,
             },
             &self.limits,

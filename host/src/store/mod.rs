@@ -4,6 +4,7 @@
 //! writer of a message's final state: [`Store::settle`] applies a batch of verdicts in one
 //! transaction (ledger rows, effects, retries, dead letters).
 
+mod config;
 mod delivered;
 mod failed;
 mod outbox;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
+pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use delivered::{Delivered, NextAttempt};
 pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
 pub use outbox::{OutboxClaim, OutboxMessage};
@@ -172,8 +174,8 @@ pub struct SettleSummary {
     pub handled: u64,
     /// Pairs scheduled for another attempt.
     pub retried: u64,
-    /// Pairs moved to the failed messages.
-    pub failed: u64,
+    /// Pairs that gave up (dead letters): moved to the failed messages.
+    pub dead: u64,
     /// Pairs whose state reads were stale; re-run without counting an attempt.
     pub conflicts: u64,
     /// Pairs not run because the plugin's circuit breaker is open; tried again later
@@ -190,7 +192,7 @@ impl std::ops::AddAssign for SettleSummary {
     fn add_assign(&mut self, other: Self) {
         self.handled += other.handled;
         self.retried += other.retried;
-        self.failed += other.failed;
+        self.dead += other.dead;
         self.conflicts += other.conflicts;
         self.deferred += other.deferred;
         self.fenced += other.fenced;
@@ -352,6 +354,30 @@ where
         }
         e => e.into(),
     })
+}
+
+/// Merge a store's two counts into [`QueueStats`] per queue, by name: the inbox's
+/// (queue, in flight, pending, scheduled) rows and the failed messages' (queue, failed).
+fn queue_stats(
+    depths: impl IntoIterator<Item = (String, i64, i64, i64)>,
+    failed: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<QueueStats> {
+    fn entry(stats: &mut BTreeMap<String, QueueStats>, queue: String) -> &mut QueueStats {
+        stats.entry(queue.clone()).or_insert_with(|| QueueStats {
+            queue,
+            ..QueueStats::default()
+        })
+    }
+    let mut stats = BTreeMap::new();
+    for (queue, in_flight, pending, scheduled) in depths {
+        let e = entry(&mut stats, queue);
+        (e.in_flight, e.pending, e.scheduled) =
+            (in_flight as u64, pending as u64, scheduled as u64);
+    }
+    for (queue, failed) in failed {
+        entry(&mut stats, queue).failed = failed as u64;
+    }
+    stats.into_values().collect()
 }
 
 /// Now, in Unix milliseconds.

@@ -174,7 +174,7 @@ impl<'a> SettlePlan<'a> {
                 attempts: message.attempts + 1,
                 error,
             });
-            self.summary.failed += 1;
+            self.summary.dead += 1;
         }
         for result in &s.results {
             let PluginResult {
@@ -235,7 +235,7 @@ impl<'a> SettlePlan<'a> {
                         attempts: *attempt,
                         error,
                     });
-                    self.summary.failed += 1;
+                    self.summary.dead += 1;
                 }
                 Verdict::Deferred { delay } => {
                     self.summary.deferred += 1;
@@ -454,7 +454,7 @@ mod tests {
             ),
         ];
         let plan = build(&batch, &[]);
-        assert_eq!(plan.summary.failed, 3);
+        assert_eq!(plan.summary.dead, 3);
         let rows: Vec<_> = plan
             .dead
             .iter()

@@ -192,7 +192,8 @@ async fn consume_all(host: Host, last: uuid::Uuid) -> f64 {
     let host = Arc::new(host);
     let (stop, stopped) = watch::channel(false);
     let supervisor = Supervisor::new(
-        Arc::new(host.config.clone()),
+        host.config.amqp.clone(),
+        Duration::from_millis(host.config.inbox.poll_interval_ms),
         host.store.clone(),
         host.dispatcher.clone(),
     );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
-use wharf_host::runtime::{CallContext, Runtime};
+use wharf_host::runtime::CallContext;
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
@@ -41,7 +41,7 @@ fn payload_1k() -> Vec<u8> {
 async fn sandbox_cost() -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
-    let runtime = Runtime::new(&config).unwrap();
+    let runtime = config.sandbox().unwrap();
     let plugin = runtime.load(&plugin_wasm("fixture-noop")).await.unwrap();
     let envelope = Envelope {
         id: Uuid::now_v7(),
@@ -58,7 +58,7 @@ async fn sandbox_cost() -> f64 {
         plugin: Arc::from("noop"),
         message_id: envelope.id,
         config: Arc::default(),
-        store: None,
+        state: Arc::new(wharf_host::runtime::NoState),
         max_payload_bytes: 1 << 20,
     };
     for _ in 0..1_000 {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use wharf_host::envelope::NewMessage;
-use wharf_host::plugins::registry::Follower;
+use wharf_host::plugins::fleet::Follower;
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, artifact};
 

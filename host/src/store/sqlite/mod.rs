@@ -275,8 +275,7 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let now = now_ms();
-        let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
-        let rows = sqlx::query(
+        let depths = sqlx::query_as(
             "SELECT queue,
                     SUM(locked_until > ?1) AS in_flight,
                     SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at <= ?1) AS pending,
@@ -286,27 +285,13 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        for row in &rows {
-            let queue: String = row.get("queue");
-            let entry = stats.entry(queue.clone()).or_default();
-            entry.queue = queue;
-            entry.in_flight = row.get::<i64, _>("in_flight") as u64;
-            entry.pending = row.get::<i64, _>("pending") as u64;
-            entry.scheduled = row.get::<i64, _>("scheduled") as u64;
-        }
-        let rows = sqlx::query(
+        let failed = sqlx::query_as(
             "SELECT queue, COUNT(*) AS failed FROM failed_messages
              WHERE status IN ('failed', 'pending') GROUP BY queue",
         )
         .fetch_all(&self.pool)
         .await?;
-        for row in &rows {
-            let queue: String = row.get("queue");
-            let entry = stats.entry(queue.clone()).or_default();
-            entry.queue = queue;
-            entry.failed = row.get::<i64, _>("failed") as u64;
-        }
-        Ok(stats.into_values().collect())
+        Ok(super::queue_stats(depths, failed))
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {

@@ -20,63 +20,13 @@ use lapin::{Channel, Confirmation, Connection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::ConsumeSpec;
 use super::delivery::envelope;
-use super::detours::Detours;
-use crate::config::AmqpConfig;
+use super::republish::Republisher;
+use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::store::{Delivered, NextAttempt, Settlement, Store, StoreError};
-
-/// Why a consumer stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumeError {
-    /// The broker or the connection failed; the unacked deliveries come back.
-    #[error("AMQP error on queue {queue}: {source}")]
-    Amqp {
-        /// The consumed queue.
-        queue: String,
-        /// What lapin reported.
-        source: lapin::Error,
-    },
-    /// The broker refused a retry or dead-letter publish.
-    #[error("the broker refused to store a {what} of a message from queue {queue} (nack)")]
-    Refused {
-        /// The consumed queue.
-        queue: String,
-        /// "retry" or "dead letter".
-        what: &'static str,
-    },
-    /// A topology declaration failed.
-    #[error(transparent)]
-    Declare(#[from] super::topology::DeclareError),
-    /// The database failed; the batch was not acked and comes back.
-    #[error("database error while settling queue {queue}: {source}")]
-    Store {
-        /// The consumed queue.
-        queue: String,
-        /// The store's error.
-        source: StoreError,
-    },
-    /// The broker cancelled the consumer (queue deleted) or the connection closed.
-    #[error("the consumer of queue {0} was cancelled by the broker")]
-    Cancelled(String),
-}
-
-impl ConsumeError {
-    /// Will consuming work again after a pause (broker, network or database back)? The
-    /// rest needs the operator: access refused, a missing queue, conflicting arguments, a
-    /// database error that is not about connectivity.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ConsumeError::Amqp { source, .. } => super::is_transient(source),
-            ConsumeError::Refused { .. } | ConsumeError::Cancelled(_) => true,
-            ConsumeError::Declare(e) => e.is_transient(),
-            ConsumeError::Store { source, .. } => source.is_transient(),
-        }
-    }
-}
 
 /// Totals of one consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,7 +128,7 @@ impl Consumer {
             )
             .await
             .map_err(&err)?;
-        let mut detours = Detours::new(channel, &self.spec.queue).await?;
+        let mut republisher = Republisher::new(channel, &self.spec.queue).await?;
         // Pipelined: while one batch settles, the next one (already buffered) is looked
         // up and handled. Acks stay in order: a batch is acked only after the one before.
         let mut pending: Option<Prepared> = None;
@@ -202,10 +152,10 @@ impl Consumer {
                 self.take_buffered(&mut deliveries, &mut next)?;
             }
             if next.is_empty() {
-                self.finish(&mut detours, current, report).await?;
+                self.finish(&mut republisher, current, report).await?;
             } else {
                 let (finished, prepared) = tokio::join!(
-                    self.finish(&mut detours, current, report),
+                    self.finish(&mut republisher, current, report),
                     self.prepare(next)
                 );
                 finished?;
@@ -291,7 +241,7 @@ impl Consumer {
     /// Settle a prepared batch, publish its retries and dead letters, ack it.
     async fn finish(
         &self,
-        detours: &mut Detours<'_>,
+        republisher: &mut Republisher<'_>,
         prepared: Prepared,
         report: &mut ConsumeReport,
     ) -> Result<(), ConsumeError> {
@@ -324,11 +274,11 @@ impl Consumer {
         for NextAttempt { id, delay, counts } in &try_again {
             let (i, attempts) = by_id[id];
             let attempts = attempts + u32::from(*counts);
-            confirms.push(detours.retry(&batch[i], *delay, attempts).await?);
+            confirms.push(republisher.retry(&batch[i], *delay, attempts).await?);
             report.retried += 1;
         }
         for (id, error) in &dead {
-            confirms.push(detours.dead_letter(&batch[by_id[id].0], error).await?);
+            confirms.push(republisher.dead_letter(&batch[by_id[id].0], error).await?);
             report.dead += 1;
         }
         for confirm in confirms {
@@ -342,7 +292,7 @@ impl Consumer {
                 }
             }
         }
-        detours
+        republisher
             .channel()
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await

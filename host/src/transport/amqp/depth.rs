@@ -7,8 +7,8 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 
+use super::AmqpConfig;
 use super::topology::dead_letter_queue;
-use crate::config::AmqpConfig;
 
 /// One consumed queue on the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,68 +3,67 @@
 //! per-delay queues, and dead-letter queues; a supervisor that keeps the consumers
 //! running across broker restarts and network cuts.
 
+pub mod config;
 pub mod consumer;
 pub mod delivery;
 pub mod depth;
-mod detours;
 pub mod publish;
 pub mod relay;
+mod republish;
 pub mod supervisor;
 pub mod topology;
 
-use serde::{Deserialize, Serialize};
+pub use config::{AmqpConfig, ConsumeSpec, KindFrom, MissingMessageId};
 
-/// `[[amqp.consume]]`: a queue this host consumes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumeSpec {
-    /// Queue name.
-    pub queue: String,
-    /// Unacknowledged deliveries the broker sends ahead per consumer (`basic.qos`).
-    #[serde(default = "default_prefetch")]
-    pub prefetch: u16,
-    /// Consumers (each on its own channel) this host runs on the queue.
-    #[serde(default = "one")]
-    pub consumers: usize,
-    /// Where a message's kind comes from: `type` (the `type` property, else the routing
-    /// key) or `routing-key`.
-    #[serde(default)]
-    pub kind_from: KindFrom,
-    /// Bridge: instead of handling the deliveries here, move them into this inbox queue
-    /// (deduplicated on message id, acked once the insert committed); the inbox worker of
-    /// any host handles them from there.
-    #[serde(default)]
-    pub to_inbox: Option<String>,
+use crate::store::StoreError;
+
+/// Why a consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The broker or the connection failed; the unacked deliveries come back.
+    #[error("AMQP error on queue {queue}: {source}")]
+    Amqp {
+        /// The consumed queue.
+        queue: String,
+        /// What lapin reported.
+        source: lapin::Error,
+    },
+    /// The broker refused a retry or dead-letter publish.
+    #[error("the broker refused to store a {what} of a message from queue {queue} (nack)")]
+    Refused {
+        /// The consumed queue.
+        queue: String,
+        /// "retry" or "dead letter".
+        what: &'static str,
+    },
+    /// A topology declaration failed.
+    #[error(transparent)]
+    Declare(#[from] topology::DeclareError),
+    /// The database failed; the batch was not acked and comes back.
+    #[error("database error while settling queue {queue}: {source}")]
+    Store {
+        /// The consumed queue.
+        queue: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// The broker cancelled the consumer (queue deleted) or the connection closed.
+    #[error("the consumer of queue {0} was cancelled by the broker")]
+    Cancelled(String),
 }
 
-/// Source of a delivery's kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KindFrom {
-    /// The `type` property; the routing key when it is absent.
-    #[default]
-    Type,
-    /// The routing key.
-    RoutingKey,
-}
-
-/// What to do with a delivery that has no `message_id` property.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MissingMessageId {
-    /// Move it to the failed messages with the reason "missing message_id".
-    #[default]
-    Fail,
-    /// Derive a deterministic id from the body's sha256 (equal bodies are duplicates).
-    BodyHash,
-}
-
-fn default_prefetch() -> u16 {
-    256
-}
-
-fn one() -> usize {
-    1
+impl ConsumeError {
+    /// Will consuming work again after a pause (broker, network or database back)? The
+    /// rest needs the operator: access refused, a missing queue, conflicting arguments, a
+    /// database error that is not about connectivity.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConsumeError::Amqp { source, .. } => is_transient(source),
+            ConsumeError::Refused { .. } | ConsumeError::Cancelled(_) => true,
+            ConsumeError::Declare(e) => e.is_transient(),
+            ConsumeError::Store { source, .. } => source.is_transient(),
+        }
+    }
 }
 
 /// Will the same operation work again once the broker or the network is back? Connection

@@ -1,6 +1,6 @@
-//! Where a consumer sends the deliveries it does not finish: another attempt through the
-//! queue's delay queue for that delay (declared on first use; it dead-letters back to the
-//! queue), or a copy to the queue's dead-letter queue. Persistent, on the consumer's
+//! Where a consumer re-publishes the deliveries it does not finish: another attempt
+//! through the queue's delay queue for that delay (declared on first use; it dead-letters
+//! back to the queue), or a copy to the queue's dead-letter queue. Persistent, on the consumer's
 //! confirming channel; the consumer awaits the confirms before it acks.
 
 use std::collections::HashSet;
@@ -10,12 +10,12 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 
-use super::consumer::ConsumeError;
+use super::ConsumeError;
 use super::delivery::{for_dead_letter, for_retry};
 use super::topology::{declare_dead_letter_queue, declare_retry_queue};
 
 /// Publishes a consumer makes besides acks: retries and dead letters.
-pub(super) struct Detours<'a> {
+pub(super) struct Republisher<'a> {
     channel: &'a Channel,
     queue: &'a str,
     dlq: ShortString,
@@ -23,8 +23,8 @@ pub(super) struct Detours<'a> {
     delay_queues: HashSet<ShortString>,
 }
 
-impl<'a> Detours<'a> {
-    /// Detours of deliveries from `queue`, published on `channel` (in confirm mode);
+impl<'a> Republisher<'a> {
+    /// Re-publishes deliveries from `queue`, published on `channel` (in confirm mode);
     /// declares the queue's dead-letter queue.
     pub(super) async fn new(channel: &'a Channel, queue: &'a str) -> Result<Self, ConsumeError> {
         let dlq = declare_dead_letter_queue(channel, queue).await?;

@@ -17,10 +17,10 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{Mutex, watch};
 
 use super::ConsumeSpec;
-use super::consumer::{ConsumeError, ConsumeReport, Consumer};
+use super::consumer::{ConsumeReport, Consumer};
 use super::relay::{Relay, RelayError, RelayReport};
 use super::topology;
-use crate::config::Config;
+use super::{AmqpConfig, ConsumeError};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
@@ -66,16 +66,25 @@ impl SuperviseError {
 
 /// The AMQP work of one host: its consumers and the outbox relay.
 pub struct Supervisor {
-    config: Arc<Config>,
+    config: AmqpConfig,
+    /// How often the outbox relay looks for new rows when idle.
+    relay_poll: Duration,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
 }
 
 impl Supervisor {
-    /// Consumers of every `[[amqp.consume]]` of `config`, dispatching to `dispatcher`.
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>) -> Self {
+    /// Consumers of every `[[amqp.consume]]` of `config`, dispatching to `dispatcher`;
+    /// an idle outbox relay polls every `relay_poll`.
+    pub fn new(
+        config: AmqpConfig,
+        relay_poll: Duration,
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Self {
         Self {
             config,
+            relay_poll,
             store,
             dispatcher,
         }
@@ -88,20 +97,20 @@ impl Supervisor {
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<SuperviseReport, SuperviseError> {
-        let link = Link {
+        let shared = SharedConnection {
             config: &self.config,
             current: Mutex::new(None),
         };
         let mut consumers = Vec::new();
-        for spec in &self.config.amqp.consume {
+        for spec in &self.config.consume {
             for _ in 0..spec.consumers {
-                consumers.push(self.consume(&link, spec, shutdown.clone()));
+                consumers.push(self.consume(&shared, spec, shutdown.clone()));
             }
         }
-        let relaying = self.relay(&link, shutdown.clone());
+        let relaying = self.relay(&shared, shutdown.clone());
         let result =
             futures::future::try_join(futures::future::try_join_all(consumers), relaying).await;
-        link.close().await;
+        shared.close().await;
         let (consumed, (relayed, relay_restarts)) = result?;
         let mut report = SuperviseReport {
             relayed,
@@ -118,20 +127,20 @@ impl Supervisor {
     /// One consumer of `spec.queue`, kept running; its totals and restarts.
     async fn consume(
         &self,
-        link: &Link<'_>,
+        shared: &SharedConnection<'_>,
         spec: &ConsumeSpec,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(ConsumeReport, u64), SuperviseError> {
         let consumer = Consumer::new(
             spec.clone(),
-            self.config.amqp.clone(),
+            self.config.clone(),
             self.store.clone(),
             self.dispatcher.clone(),
         );
-        let mut task = Task::Consume(consumer, ConsumeReport::default());
+        let mut task = Supervised::Consume(consumer, ConsumeReport::default());
         let what = format!("consumer of queue {}", spec.queue);
-        let restarts = keep_running(link, &what, shutdown, &mut task).await?;
-        let Task::Consume(_, report) = task else {
+        let restarts = keep_running(shared, &what, shutdown, &mut task).await?;
+        let Supervised::Consume(_, report) = task else {
             unreachable!("the task stays a consumer")
         };
         Ok((report, restarts))
@@ -140,20 +149,20 @@ impl Supervisor {
     /// The outbox relay (with `amqp.relay`), kept running; its totals and restarts.
     async fn relay(
         &self,
-        link: &Link<'_>,
+        shared: &SharedConnection<'_>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(RelayReport, u64), SuperviseError> {
-        if !self.config.amqp.relays() {
+        if !self.config.relays() {
             return Ok((RelayReport::default(), 0));
         }
         let relay = Relay::new(
             self.store.clone(),
-            self.config.amqp.batch_size as u32,
-            Duration::from_millis(self.config.inbox.poll_interval_ms),
+            self.config.batch_size as u32,
+            self.relay_poll,
         );
-        let mut task = Task::Relay(relay, RelayReport::default());
-        let restarts = keep_running(link, "outbox relay", shutdown, &mut task).await?;
-        let Task::Relay(_, report) = task else {
+        let mut task = Supervised::Relay(relay, RelayReport::default());
+        let restarts = keep_running(shared, "outbox relay", shutdown, &mut task).await?;
+        let Supervised::Relay(_, report) = task else {
             unreachable!("the task stays the relay")
         };
         Ok((report, restarts))
@@ -173,22 +182,22 @@ pub struct SuperviseReport {
 }
 
 /// What the supervisor keeps running, with its totals.
-enum Task {
+enum Supervised {
     Consume(Consumer, ConsumeReport),
     Relay(Relay, RelayReport),
 }
 
-impl Task {
+impl Supervised {
     async fn run(
         &mut self,
         connection: &Connection,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), SuperviseError> {
         match self {
-            Task::Consume(consumer, report) => {
+            Supervised::Consume(consumer, report) => {
                 Ok(consumer.run(connection, shutdown, report).await?)
             }
-            Task::Relay(relay, report) => Ok(relay.run(connection, shutdown, report).await?),
+            Supervised::Relay(relay, report) => Ok(relay.run(connection, shutdown, report).await?),
         }
     }
 }
@@ -197,15 +206,15 @@ impl Task {
 /// off; a task that ran a while without failing starts the backoff over). Returns how
 /// many times it was restarted.
 async fn keep_running(
-    link: &Link<'_>,
+    shared: &SharedConnection<'_>,
     what: &str,
     mut shutdown: watch::Receiver<bool>,
-    task: &mut Task,
+    task: &mut Supervised,
 ) -> Result<u64, SuperviseError> {
     let mut restarts = 0;
     let mut failures = 0;
     loop {
-        let Some(connection) = link.connection(&mut shutdown).await? else {
+        let Some(connection) = shared.connection(&mut shutdown).await? else {
             return Ok(restarts);
         };
         let started = Instant::now();
@@ -233,12 +242,12 @@ async fn keep_running(
 
 /// The host's connection to the broker, reopened on demand by whichever consumer first
 /// finds it gone.
-struct Link<'a> {
-    config: &'a Config,
+struct SharedConnection<'a> {
+    config: &'a AmqpConfig,
     current: Mutex<Option<Arc<Connection>>>,
 }
 
-impl Link<'_> {
+impl SharedConnection<'_> {
     /// The open connection; reopens it (and declares the topology) when it is gone,
     /// retrying with backoff while the broker is unreachable. `None` on shutdown.
     async fn connection(
@@ -249,7 +258,7 @@ impl Link<'_> {
         if let Some(connection) = current.as_ref().filter(|c| c.status().connected()) {
             return Ok(Some(connection.clone()));
         }
-        let url = display_url(&self.config.amqp.url);
+        let url = display_url(&self.config.url);
         let mut failures = 0;
         loop {
             if *shutdown.borrow() {
@@ -291,7 +300,7 @@ impl Link<'_> {
 
     /// Connect and declare the configured exchanges and queues.
     async fn open(&self) -> Result<Connection, Opening> {
-        let amqp = &self.config.amqp;
+        let amqp = self.config;
         let properties = ConnectionProperties::default().with_connection_name("wharf".into());
         let connection =
             tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&amqp.url, properties))

@@ -4,13 +4,14 @@
 //! transaction or a lease, [`claim_mode`]) until its settle, and a heartbeat keeps the
 //! claim while the handlers run (`worker`).
 
+mod config;
 mod worker;
 
+pub use config::InboxConfig;
 pub use worker::Worker;
 
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::store::{ClaimMode, SettleSummary};
 
 /// When [`Worker::run`] returns (besides a shutdown signal).
@@ -47,12 +48,12 @@ impl std::ops::AddAssign for RunReport {
 pub const HOLD_AT_MOST: Duration = Duration::from_millis(200);
 
 /// Hold the claim transaction open while the handlers run when they are short (their
-/// deadline is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
+/// `deadline` is at most `inbox.hold_claims_up_to_ms`): one commit per batch, and a
 /// crashed host's messages return at once. Longer handlers get leases, so no
 /// transaction stays open for minutes (it would pin a connection and hold back
 /// vacuum). See the PostgreSQL store's module docs for the measurements.
-pub fn claim_mode(config: &Config) -> ClaimMode {
-    if config.runtime.deadline_ms <= config.inbox.hold_claims_up_to_ms {
+pub fn claim_mode(inbox: &InboxConfig, deadline: Duration) -> ClaimMode {
+    if deadline <= Duration::from_millis(inbox.hold_claims_up_to_ms) {
         ClaimMode::Transaction
     } else {
         ClaimMode::Lease

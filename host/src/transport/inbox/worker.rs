@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{HOLD_AT_MOST, RunReport, StopWhen, claim_mode, lanes};
-use crate::config::Config;
+use super::{HOLD_AT_MOST, InboxConfig, RunReport, StopWhen, claim_mode, lanes};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
 use crate::shutdown::sleep_or_stop;
@@ -59,7 +58,7 @@ impl Progress {
                 messages = report.messages,
                 handled = report.settled.handled,
                 retried = report.settled.retried,
-                failed = report.settled.failed,
+                dead = report.settled.dead,
                 "progress"
             );
             *last_logged = Instant::now();
@@ -71,18 +70,24 @@ impl Progress {
 pub struct Worker {
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
-    config: Arc<Config>,
+    config: InboxConfig,
     /// How batches are claimed: see [`claim_mode`].
     mode: ClaimMode,
 }
 
 impl Worker {
-    /// A worker consuming `store`'s inbox through `dispatcher`.
-    pub fn new(store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>, config: Arc<Config>) -> Self {
+    /// A worker consuming `store`'s inbox through `dispatcher`, whose handlers have
+    /// `deadline` (see [`claim_mode`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        config: InboxConfig,
+        deadline: Duration,
+    ) -> Self {
         Self {
             store,
             dispatcher,
-            mode: claim_mode(&config),
+            mode: claim_mode(&config, deadline),
             config,
         }
     }
@@ -100,12 +105,9 @@ impl Worker {
             report: Mutex::new((RunReport::default(), Instant::now())),
             reserved: AtomicU64::new(0),
         };
-        let lanes = lanes(
-            &self.config.inbox.queues,
-            self.config.inbox.batches_in_flight,
-        )
-        .into_iter()
-        .map(|queues| self.lane(queues, stop, shutdown.clone(), &progress));
+        let lanes = lanes(&self.config.queues, self.config.batches_in_flight)
+            .into_iter()
+            .map(|queues| self.lane(queues, stop, shutdown.clone(), &progress));
         futures::future::try_join_all(lanes).await?;
         let (report, _) = progress.report.into_inner().expect("no lane panicked");
         Ok(report)
@@ -119,7 +121,7 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
         progress: &Progress,
     ) -> Result<(), StoreError> {
-        let poll = Duration::from_millis(self.config.inbox.poll_interval_ms);
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut failures = 0;
         loop {
             if *shutdown.borrow()
@@ -129,7 +131,7 @@ impl Worker {
             {
                 return Ok(());
             }
-            let Some(limit) = progress.reserve(self.config.inbox.batch_size, stop.limit) else {
+            let Some(limit) = progress.reserve(self.config.batch_size, stop.limit) else {
                 return Ok(());
             };
             let batch = self.run_batch(&queues, limit).await;
@@ -193,7 +195,7 @@ impl Worker {
         queues: &[String],
         limit: u32,
     ) -> Result<(u64, SettleSummary), StoreError> {
-        let lease = Duration::from_millis(self.config.inbox.lease_ms);
+        let lease = Duration::from_millis(self.config.lease_ms);
         let Claim { messages, mut hold } =
             self.store.claim(queues, limit, self.mode, lease).await?;
         if messages.is_empty() {

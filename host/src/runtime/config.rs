@@ -1,0 +1,65 @@
+//! `[runtime]`: the sandbox's limits and the host's call budget.
+
+use serde::{Deserialize, Serialize};
+
+use crate::setting::InvalidSetting;
+
+/// `[runtime]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Linear-memory cap of one plugin instance, in MiB.
+    pub memory_limit_mib: u64,
+    /// Wall-clock deadline of one `handle` call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Optional fuel (instruction budget) per call; unset means unmetered.
+    pub fuel: Option<u64>,
+    /// Handler calls running at once on this host. One plugin uses at most half of them
+    /// unless its manifest or `[plugin.<name>] max_concurrency` sets its share.
+    pub concurrency: usize,
+    /// Instance slots the pooling allocator reserves (>= concurrency).
+    pub instance_pool: u32,
+    /// Circuit breaker: a plugin whose calls trap or ask for a retry this many times in a
+    /// row is not fed for `breaker_cool_down_ms` (its messages wait, attempts are not
+    /// used up). 0 turns breakers off.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before a trial call, in milliseconds.
+    pub breaker_cool_down_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_mib: 64,
+            deadline_ms: 5_000,
+            fuel: None,
+            concurrency: 16,
+            instance_pool: 128,
+            breaker_failures: 20,
+            breaker_cool_down_ms: 10_000,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |key: &str, problem: &str| Err(InvalidSetting::new(key, problem));
+        if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
+            return invalid("runtime.memory_limit_mib", "must be between 1 and 4096");
+        }
+        if self.deadline_ms == 0 {
+            return invalid("runtime.deadline_ms", "must be greater than 0");
+        }
+        if self.concurrency == 0 {
+            return invalid("runtime.concurrency", "must be greater than 0");
+        }
+        if (self.instance_pool as usize) < self.concurrency {
+            return invalid(
+                "runtime.instance_pool",
+                "must be at least runtime.concurrency",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! `[amqp]`: the broker, the topology declared on it, the queues this host consumes and
+//! the outbox relay.
+
+use serde::{Deserialize, Serialize};
+
+use super::topology::{ExchangeSpec, QueueSpec};
+use crate::setting::InvalidSetting;
+
+/// Default AMQP broker.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// `[amqp]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// Broker URL.
+    pub url: String,
+    /// Exchanges declared on start.
+    pub exchanges: Vec<ExchangeSpec>,
+    /// Queues (with their bindings) declared on start.
+    pub queues: Vec<QueueSpec>,
+    /// Queues this host consumes.
+    pub consume: Vec<ConsumeSpec>,
+    /// A delivery without a `message_id`: `fail` or `body-hash`.
+    pub missing_message_id: MissingMessageId,
+    /// Record handled messages in the dedup ledger and skip redeliveries found there. Off,
+    /// a handler that publishes or writes state still commits through the ledger, but
+    /// one with no effects touches no database (at-least-once).
+    pub ledger: bool,
+    /// Deliveries settled and acknowledged together (`multiple=true`); also the outbox
+    /// relay's batch.
+    pub batch_size: usize,
+    /// Relay the outbox (what handlers published to exchanges, and AMQP messages `wharf
+    /// failed retry` sends back) to the broker, with publisher confirms. Unset: on when
+    /// this host consumes queues (`[[amqp.consume]]`).
+    pub relay: Option<bool>,
+}
+
+impl AmqpConfig {
+    /// Whether this host runs the outbox relay.
+    pub fn relays(&self) -> bool {
+        self.relay.unwrap_or(!self.consume.is_empty())
+    }
+
+    /// The URL parses, batches and consumers are not empty.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if let Err(e) = self.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(InvalidSetting::new(
+                "amqp.url",
+                format!("is not an AMQP URL ({e}); expected amqp://user:password@host:5672/vhost"),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(InvalidSetting::new(
+                "amqp.batch_size",
+                "must be greater than 0",
+            ));
+        }
+        for c in &self.consume {
+            if c.consumers == 0 || c.prefetch == 0 {
+                return Err(InvalidSetting::new(
+                    "amqp.consume",
+                    format!(
+                        "(queue {}): consumers and prefetch must be greater than 0",
+                        c.queue
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_AMQP_URL.to_owned(),
+            exchanges: Vec::new(),
+            queues: Vec::new(),
+            consume: Vec::new(),
+            missing_message_id: MissingMessageId::default(),
+            ledger: true,
+            batch_size: 50,
+            relay: None,
+        }
+    }
+}
+
+/// `[[amqp.consume]]`: a queue this host consumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeSpec {
+    /// Queue name.
+    pub queue: String,
+    /// Unacknowledged deliveries the broker sends ahead per consumer (`basic.qos`).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Consumers (each on its own channel) this host runs on the queue.
+    #[serde(default = "one")]
+    pub consumers: usize,
+    /// Where a message's kind comes from: `type` (the `type` property, else the routing
+    /// key) or `routing-key`.
+    #[serde(default)]
+    pub kind_from: KindFrom,
+    /// Bridge: instead of handling the deliveries here, move them into this inbox queue
+    /// (deduplicated on message id, acked once the insert committed); the inbox worker of
+    /// any host handles them from there.
+    #[serde(default)]
+    pub to_inbox: Option<String>,
+}
+
+/// Source of a delivery's kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KindFrom {
+    /// The `type` property; the routing key when it is absent.
+    #[default]
+    Type,
+    /// The routing key.
+    RoutingKey,
+}
+
+/// What to do with a delivery that has no `message_id` property.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingMessageId {
+    /// Move it to the failed messages with the reason "missing message_id".
+    #[default]
+    Fail,
+    /// Derive a deterministic id from the body's sha256 (equal bodies are duplicates).
+    BodyHash,
+}
+
+fn default_prefetch() -> u16 {
+    256
+}
+
+fn one() -> usize {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_amqp_url_names_the_key() {
+        let config = AmqpConfig {
+            url: "http://broker".into(),
+            ..AmqpConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("amqp.url"), "{error}");
+    }
+}
