@@ -10,6 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Settlement;
+use super::settle::SettlePlan;
 
 /// A delivered message that needs another attempt (see [`super::Store::settle_delivered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,21 @@ pub struct Delivered {
     /// Messages recorded in the failed messages, each with its (first) error: the
     /// transport forwards them to its dead-letter queue.
     pub dead: Vec<(Uuid, String)>,
+}
+
+impl Delivered {
+    /// What a settle that wrote `plan` tells the transport; `duplicates` messages lost
+    /// results another consumer had settled first.
+    pub(super) fn of(plan: &SettlePlan<'_>, duplicates: u64) -> Self {
+        Self {
+            summary: super::SettleSummary {
+                duplicates,
+                ..plan.summary
+            },
+            try_again: plan.next_attempts(),
+            dead: plan.dead_letters(),
+        }
+    }
 }
 
 /// `batch` without the results of plugins that `settled` lists for their message (and

@@ -380,6 +380,16 @@ fn queue_stats(
     stats.into_values().collect()
 }
 
+/// Headers as the stores keep them: a JSON object of strings.
+pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(headers).expect("a string map always serialises")
+}
+
+/// Headers read back from a row; a row that does not decode is corrupt.
+pub(crate) fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
+}
+
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

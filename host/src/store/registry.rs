@@ -167,3 +167,22 @@ pub trait Registry: Send + Sync {
     /// Every host's latest report, by host and plugin.
     async fn host_reports(&self) -> Result<Vec<HostPlugin>>;
 }
+
+/// The deploy rule: deploying the component `active` already runs changes nothing.
+pub(super) fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Option<Deployed> {
+    active
+        .filter(|a| a.sha256 == artifact.sha256)
+        .map(Deployed::AlreadyActive)
+}
+
+/// The rollback rule, given a plugin's standing deployments, newest first (two are
+/// enough): the newest is withdrawn and the one before becomes active (`Done`, which
+/// the store then writes), or why nothing can be rolled back.
+pub(super) fn rollback_of(standing: Vec<Deployment>) -> Rollback {
+    let mut standing = standing.into_iter();
+    match (standing.next(), standing.next()) {
+        (Some(from), Some(to)) => Rollback::Done { from, to },
+        (Some(active), None) => Rollback::NothingEarlier { active },
+        (None, _) => Rollback::NotDeployed,
+    }
+}

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::store::settle::Stay;
 
-use super::parse_headers;
 use crate::envelope::Envelope;
+use crate::store::parse_headers;
 use crate::store::{Claim, ClaimMode, Hold, Result, StoreError};
 
 /// The due rows a claim of `queues` takes, `$2` of them (`$1` is `queues`).

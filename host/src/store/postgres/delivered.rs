@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::settle::{Settling, settle_batch};
 use crate::store::delivered::without_settled;
-use crate::store::{Delivered, Result, SettleSummary, Settlement};
+use crate::store::{Delivered, Result, Settlement};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -81,14 +81,7 @@ pub(super) async fn settle(
             "results of messages another consumer settled first were dropped"
         );
     }
-    Ok(Delivered {
-        summary: SettleSummary {
-            duplicates,
-            ..plan.summary
-        },
-        try_again: plan.next_attempts(),
-        dead: plan.dead_letters(),
-    })
+    Ok(Delivered::of(&plan, duplicates))
 }
 
 /// The advisory lock of a message id: its last 8 bytes (random in v4/v7/v8 ids) as the

@@ -5,7 +5,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::{notify, parse_headers};
+use super::notify;
+use crate::store::parse_headers;
 use crate::store::{
     AttemptError, FailedMessage, FailedStatus, Result, Retried, RetrySelection, StoreError,
 };

@@ -51,8 +51,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, StoreError,
-    migrate,
+    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -126,7 +125,7 @@ pub(super) async fn insert_new(
         ids.push(m.id);
         queues.push(m.queue.as_str());
         kinds.push(m.kind.as_str());
-        headers.push(serde_json::to_string(&m.headers).expect("a string map always serialises"));
+        headers.push(super::headers_json(&m.headers));
         payloads.push(m.payload.as_slice());
     }
     // `received` remembers every id (dedup on arrival, also after the message left the
@@ -166,10 +165,6 @@ pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str) ->
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
 }
 
 #[async_trait::async_trait]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::{PgPool, Row};
 
 use super::claim::HeldTransaction;
-use super::parse_headers;
+use crate::store::parse_headers;
 use crate::store::{Hold, OutboxClaim, OutboxMessage, Result};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).

@@ -12,7 +12,7 @@ use super::PostgresStore;
 use crate::store::Result;
 use crate::store::registry::{
     Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
-    HostPlugin, Registry, Rollback, deployment, host_plugin,
+    HostPlugin, Registry, Rollback, deployment, host_plugin, rollback_of, unchanged,
 };
 
 /// `plugin`'s standing deployments, newest first, at most `limit`.
@@ -44,10 +44,8 @@ async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Post
 impl Registry for PostgresStore {
     async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = begin_change(self).await?;
-        if let Some(active) = standing(&mut tx, &artifact.name, 1).await?.pop()
-            && active.sha256 == artifact.sha256
-        {
-            return Ok(Deployed::AlreadyActive(active));
+        if let Some(same) = unchanged(standing(&mut tx, &artifact.name, 1).await?.pop(), artifact) {
+            return Ok(same);
         }
         sqlx::query(
             "INSERT INTO plugin_artifacts (sha256, name, version, wasm, created_at)
@@ -76,12 +74,9 @@ impl Registry for PostgresStore {
 
     async fn rollback(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = begin_change(self).await?;
-        let mut standing = standing(&mut tx, plugin, 2).await?.into_iter();
-        let (Some(from), to) = (standing.next(), standing.next()) else {
-            return Ok(Rollback::NotDeployed);
-        };
-        let Some(to) = to else {
-            return Ok(Rollback::NothingEarlier { active: from });
+        let (from, to) = match rollback_of(standing(&mut tx, plugin, 2).await?) {
+            Rollback::Done { from, to } => (from, to),
+            nothing => return Ok(nothing),
         };
         let rolled_back_at: i64 = sqlx::query_scalar(
             "UPDATE plugin_deployments SET rolled_back_at = wharf_now_ms() WHERE id = $1

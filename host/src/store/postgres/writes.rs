@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::settle::Settling;
 use super::{insert_new, notify};
-use crate::store::Result;
 use crate::store::settle::{SettlePlan, Stay};
+use crate::store::{Result, headers_json};
 
 /// Write `plan` inside the settle transaction.
 pub(super) async fn write(
@@ -287,8 +287,4 @@ pub(super) async fn write_stay_held(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn headers_json(headers: &std::collections::BTreeMap<String, String>) -> String {
-    serde_json::to_string(headers).expect("a string map serialises")
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::parse_uuid;
 use super::settle::{Settling, settle_batch};
 use crate::store::delivered::without_settled;
-use crate::store::{Delivered, Result, SettleSummary, Settlement, now_ms};
+use crate::store::{Delivered, Result, Settlement, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -51,12 +51,5 @@ pub(super) async fn settle(pool: &SqlitePool, batch: &[Settlement]) -> Result<De
     let batch = kept.as_deref().unwrap_or(batch);
     let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered).await?;
     tx.commit().await?;
-    Ok(Delivered {
-        summary: SettleSummary {
-            duplicates,
-            ..plan.summary
-        },
-        try_again: plan.next_attempts(),
-        dead: plan.dead_letters(),
-    })
+    Ok(Delivered::of(&plan, duplicates))
 }

@@ -4,7 +4,8 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-use super::{parse_headers, parse_uuid};
+use super::parse_uuid;
+use crate::store::parse_headers;
 use crate::store::{
     AttemptError, FailedMessage, FailedStatus, Result, Retried, RetrySelection, StoreError, now_ms,
 };

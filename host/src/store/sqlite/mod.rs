@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
     QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, StoreError,
-    now_ms,
+    headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -57,14 +57,6 @@ impl SqliteStore {
 
 pub(super) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("id {s:?}: {e}")))
-}
-
-pub(super) fn parse_headers(s: &str) -> Result<BTreeMap<String, String>> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("headers {s:?}: {e}")))
-}
-
-pub(super) fn headers_json(headers: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(headers).expect("a string map always serialises")
 }
 
 /// Insert `message` unless its id was received before; true when inserted.

@@ -4,7 +4,8 @@
 
 use sqlx::{Row, SqlitePool};
 
-use super::{parse_headers, parse_uuid};
+use super::parse_uuid;
+use crate::store::parse_headers;
 use crate::store::{Hold, OutboxClaim, OutboxMessage, Result, now_ms};
 
 pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> {

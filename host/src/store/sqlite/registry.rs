@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::store::registry::{
     Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
-    HostPlugin, Registry, Rollback, deployment, host_plugin,
+    HostPlugin, Registry, Rollback, deployment, host_plugin, rollback_of, unchanged,
 };
 use crate::store::{Result, now_ms};
 
@@ -35,10 +35,8 @@ async fn standing(
 impl Registry for SqliteStore {
     async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(active) = standing(&mut tx, &artifact.name, 1).await?.pop()
-            && active.sha256 == artifact.sha256
-        {
-            return Ok(Deployed::AlreadyActive(active));
+        if let Some(same) = unchanged(standing(&mut tx, &artifact.name, 1).await?.pop(), artifact) {
+            return Ok(same);
         }
         let now = now_ms();
         sqlx::query(
@@ -69,12 +67,9 @@ impl Registry for SqliteStore {
 
     async fn rollback(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut standing = standing(&mut tx, plugin, 2).await?.into_iter();
-        let (Some(from), to) = (standing.next(), standing.next()) else {
-            return Ok(Rollback::NotDeployed);
-        };
-        let Some(to) = to else {
-            return Ok(Rollback::NothingEarlier { active: from });
+        let (from, to) = match rollback_of(standing(&mut tx, plugin, 2).await?) {
+            Rollback::Done { from, to } => (from, to),
+            nothing => return Ok(nothing),
         };
         let now = now_ms();
         sqlx::query("UPDATE plugin_deployments SET rolled_back_at = ? WHERE id = ?")

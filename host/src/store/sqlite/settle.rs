@@ -5,7 +5,8 @@
 
 use sqlx::{Row, SqliteConnection};
 
-use super::{headers_json, insert_new};
+use super::insert_new;
+use crate::store::headers_json;
 use crate::store::settle::{SettlePlan, Versions, state_keys};
 use crate::store::{Result, Settlement};
 
