@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::Hold;
+use super::{Hold, Result, StoreError, parse_headers};
 
 /// A message a handler published to an AMQP exchange, waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,4 +34,28 @@ pub struct OutboxClaim {
     pub messages: Vec<OutboxMessage>,
     /// What keeps other relays off them.
     pub hold: Hold,
+}
+
+/// The columns [`outbox_message`] reads, with the id and headers as text.
+pub(super) const OUTBOX_COLUMNS: &str = "seq, id, exchange, routing_key, kind, headers, payload";
+
+/// An outbox message from a row of [`OUTBOX_COLUMNS`] (PostgreSQL casts `id` and
+/// `headers` to text), on either database.
+pub(super) fn outbox_message<R: Row>(row: &R) -> Result<OutboxMessage>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let id: String = row.get("id");
+    Ok(OutboxMessage {
+        seq: row.get("seq"),
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))?,
+        exchange: row.get("exchange"),
+        routing_key: row.get("routing_key"),
+        kind: row.get("kind"),
+        headers: parse_headers(&row.get::<String, _>("headers"))?,
+        payload: row.get("payload"),
+    })
 }

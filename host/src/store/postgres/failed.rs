@@ -2,40 +2,16 @@
 //! them back (to the inbox, or through the outbox to their source exchange) and deleting
 //! them.
 
-use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::notify;
-use crate::store::parse_headers;
-use crate::store::{
-    AttemptError, FailedMessage, FailedStatus, Result, Retried, RetrySelection, StoreError,
-};
+use crate::store::failed::{attempt_error, failed_message};
+use crate::store::{AttemptError, FailedMessage, Result, Retried, RetrySelection};
 
-fn failed_from_row(row: &PgRow) -> Result<FailedMessage> {
-    let status: String = row.get("status");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: row.get("message_id"),
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(row.get("headers"))?,
-        payload: row.get("payload"),
-        error: row.get("error"),
-        attempts: row.get::<i32, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
-}
-
-const FAILED_COLUMNS: &str =
-    "id, message_id, plugin, plugin_version, source, queue, kind, headers::text AS headers,
-     payload, error, attempts, status, failed_at, last_retry_at, resolved_at";
+/// The columns `failed_message` reads, as text and 64-bit integers.
+const FAILED_COLUMNS: &str = "id, message_id::text AS message_id, plugin, plugin_version, source,
+     queue, kind, headers::text AS headers, payload, error, attempts::bigint AS attempts, status,
+     failed_at, last_retry_at, resolved_at";
 
 /// Every failed message, newest first; see [`crate::store::Store::failed_list`].
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<FailedMessage>> {
@@ -44,7 +20,7 @@ pub(super) async fn list(pool: &PgPool) -> Result<Vec<FailedMessage>> {
     )))
     .fetch_all(pool)
     .await?;
-    rows.iter().map(failed_from_row).collect()
+    rows.iter().map(failed_message).collect()
 }
 
 /// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
@@ -61,9 +37,9 @@ pub(super) async fn get(
     else {
         return Ok(None);
     };
-    let failed = failed_from_row(&row)?;
+    let failed = failed_message(&row)?;
     let history = sqlx::query(
-        "SELECT attempt, error, delay_ms, at FROM attempt_errors
+        "SELECT attempt::bigint AS attempt, error, delay_ms, at FROM attempt_errors
          WHERE message_id = $1 AND plugin = $2 ORDER BY id",
     )
     .bind(failed.message_id)
@@ -71,12 +47,7 @@ pub(super) async fn get(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| AttemptError {
-        attempt: r.get::<i32, _>("attempt") as u32,
-        error: r.get("error"),
-        delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-        at: r.get("at"),
-    })
+    .map(attempt_error)
     .collect();
     Ok(Some((failed, history)))
 }

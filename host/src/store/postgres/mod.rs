@@ -66,12 +66,12 @@ pub struct PostgresStore {
     pool: PgPool,
     /// `NOTIFY` channel of this schema: hosts on other schemas are not woken.
     channel: String,
-    /// Opened on the first wait; kept so notifications between waits are not lost.
-    listener: Mutex<Option<PgListener>>,
+    /// Listens on `channel`: new messages and retries rescheduled.
+    listener: Listener,
     /// `NOTIFY` channel of this schema's plugin registry.
     plugins_channel: String,
-    /// Listens on `plugins_channel`, like `listener`.
-    plugins_listener: Mutex<Option<PgListener>>,
+    /// Listens on `plugins_channel`: deploys and rollbacks.
+    plugins_listener: Listener,
     /// Queues whose last claim found nothing (see `claim::plan_per_call`).
     idle_queues: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -93,9 +93,9 @@ impl PostgresStore {
         Ok(Self {
             pool,
             channel: format!("wharf_inbox:{schema}"),
-            listener: Mutex::new(None),
+            listener: Listener::new(format!("wharf_inbox:{schema}")),
             plugins_channel: format!("wharf_plugins:{schema}"),
-            plugins_listener: Mutex::new(None),
+            plugins_listener: Listener::new(format!("wharf_plugins:{schema}")),
             idle_queues: Default::default(),
         })
     }
@@ -156,6 +156,43 @@ pub(super) async fn insert_new(
         notify(tx, channel).await?;
     }
     Ok(inserted)
+}
+
+/// A `LISTEN` on one channel, opened on the first wait and kept, so notifications
+/// between waits are not lost; a connection that failed is opened again on the next.
+#[derive(Debug)]
+struct Listener {
+    channel: String,
+    current: Mutex<Option<PgListener>>,
+}
+
+impl Listener {
+    fn new(channel: String) -> Self {
+        Self {
+            channel,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Return on a notification or after `at_most`.
+    async fn wait(&self, pool: &PgPool, at_most: Duration) -> Result<()> {
+        let mut guard = self.current.lock().await;
+        let listener = match &mut *guard {
+            Some(listener) => listener,
+            None => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen(&self.channel).await?;
+                guard.insert(listener)
+            }
+        };
+        match tokio::time::timeout(at_most, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Wake hosts waiting on `channel` when the transaction commits.
@@ -256,22 +293,7 @@ impl Store for PostgresStore {
             Some(ms) => at_most.min(Duration::from_millis(ms as u64)),
             None => at_most,
         };
-        let mut guard = self.listener.lock().await;
-        let listener = match &mut *guard {
-            Some(listener) => listener,
-            None => {
-                let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen(&self.channel).await?;
-                guard.insert(listener)
-            }
-        };
-        match tokio::time::timeout(wait, listener.recv()).await {
-            Ok(Ok(_)) | Err(_) => Ok(()),
-            Ok(Err(e)) => {
-                *guard = None;
-                Err(e.into())
-            }
-        }
+        self.listener.wait(&self.pool, wait).await
     }
 
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {

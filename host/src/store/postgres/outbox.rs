@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::claim::HeldTransaction;
-use crate::store::parse_headers;
-use crate::store::{Hold, OutboxClaim, OutboxMessage, Result};
+use crate::store::outbox::outbox_message;
+use crate::store::{Hold, OutboxClaim, Result};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
@@ -22,7 +22,7 @@ pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
         .execute(&mut *tx)
         .await?;
     let rows = sqlx::query(
-        "SELECT seq, id, exchange, routing_key, kind, headers::text AS headers, payload
+        "SELECT seq, id::text AS id, exchange, routing_key, kind, headers::text AS headers, payload
          FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(i64::from(limit))
@@ -30,17 +30,7 @@ pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
     .await?;
     let messages = rows
         .iter()
-        .map(|r| {
-            Ok(OutboxMessage {
-                seq: r.get("seq"),
-                id: r.get("id"),
-                exchange: r.get("exchange"),
-                routing_key: r.get("routing_key"),
-                kind: r.get("kind"),
-                headers: parse_headers(r.get("headers"))?,
-                payload: r.get("payload"),
-            })
-        })
+        .map(outbox_message)
         .collect::<Result<Vec<_>>>()?;
     if messages.is_empty() {
         tx.rollback().await?;

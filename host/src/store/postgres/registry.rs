@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
@@ -125,22 +124,7 @@ impl Registry for PostgresStore {
     }
 
     async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
-        let mut guard = self.plugins_listener.lock().await;
-        let listener = match &mut *guard {
-            Some(listener) => listener,
-            None => {
-                let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen(&self.plugins_channel).await?;
-                guard.insert(listener)
-            }
-        };
-        match tokio::time::timeout(at_most, listener.recv()).await {
-            Ok(Ok(_)) | Err(_) => Ok(()),
-            Ok(Err(e)) => {
-                *guard = None;
-                Err(e.into())
-            }
-        }
+        self.plugins_listener.wait(&self.pool, at_most).await
     }
 
     async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()> {

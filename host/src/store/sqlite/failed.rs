@@ -1,43 +1,17 @@
 //! The failed messages on SQLite: listing them with their attempts' errors, sending them
 //! back (to the inbox, or through the outbox to their source exchange) and deleting them.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-use super::parse_uuid;
-use crate::store::parse_headers;
-use crate::store::{
-    AttemptError, FailedMessage, FailedStatus, Result, Retried, RetrySelection, StoreError, now_ms,
-};
-
-fn failed_from_row(row: &SqliteRow) -> Result<FailedMessage> {
-    let status: String = row.get("status");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: parse_uuid(row.get("message_id"))?,
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(row.get("headers"))?,
-        payload: row.get("payload"),
-        error: row.get("error"),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
-}
+use crate::store::failed::{attempt_error, failed_message};
+use crate::store::{AttemptError, FailedMessage, Result, Retried, RetrySelection, now_ms};
 
 /// Every failed message, newest first; see [`crate::store::Store::failed_list`].
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<FailedMessage>> {
     let rows = sqlx::query("SELECT * FROM failed_messages ORDER BY id DESC")
         .fetch_all(pool)
         .await?;
-    rows.iter().map(failed_from_row).collect()
+    rows.iter().map(failed_message).collect()
 }
 
 /// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
@@ -52,7 +26,7 @@ pub(super) async fn get(
     else {
         return Ok(None);
     };
-    let failed = failed_from_row(&row)?;
+    let failed = failed_message(&row)?;
     let history = sqlx::query(
         "SELECT attempt, error, delay_ms, at FROM attempt_errors
          WHERE message_id = ? AND plugin = ? ORDER BY id",
@@ -62,12 +36,7 @@ pub(super) async fn get(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| AttemptError {
-        attempt: r.get::<i64, _>("attempt") as u32,
-        error: r.get("error"),
-        delay_ms: r.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-        at: r.get("at"),
-    })
+    .map(attempt_error)
     .collect();
     Ok(Some((failed, history)))
 }

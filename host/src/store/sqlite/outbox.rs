@@ -2,33 +2,21 @@
 //! relay reads unsent rows and marks them sent once the broker confirmed them. Nothing is
 //! locked in between; a relay that dies before marking sends those rows again.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 
-use super::parse_uuid;
-use crate::store::parse_headers;
-use crate::store::{Hold, OutboxClaim, OutboxMessage, Result, now_ms};
+use crate::store::outbox::{OUTBOX_COLUMNS, outbox_message};
+use crate::store::{Hold, OutboxClaim, Result, now_ms};
 
 pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> {
-    let rows = sqlx::query(
-        "SELECT seq, id, exchange, routing_key, kind, headers, payload
-         FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
+    )))
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
     let messages = rows
         .iter()
-        .map(|r| {
-            Ok(OutboxMessage {
-                seq: r.get("seq"),
-                id: parse_uuid(r.get("id"))?,
-                exchange: r.get("exchange"),
-                routing_key: r.get("routing_key"),
-                kind: r.get("kind"),
-                headers: parse_headers(r.get("headers"))?,
-                payload: r.get("payload"),
-            })
-        })
+        .map(outbox_message)
         .collect::<Result<Vec<_>>>()?;
     Ok(OutboxClaim {
         messages,
