@@ -1,8 +1,14 @@
 //! Stores: where the inbox, the dedup ledger, the outbox, plugin state and failed messages
 //! live. [`Store`] is the seam; `sqlite` is the embedded default, `postgres` the fleet
-//! store that many hosts share. The store is the only
-//! writer of a message's final state: [`Store::settle`] applies a batch of verdicts in one
-//! transaction (ledger rows, effects, retries, dead letters).
+//! store that many hosts share. The store is the only writer of a message's final state:
+//! [`Store::settle`] applies a batch of verdicts in one transaction (ledger rows, effects,
+//! retries, dead letters).
+//!
+//! What the backends share is written once here: the settle plan (`settle`: which rows a
+//! batch's verdicts write), what a transport's settle answers (`delivered`), the registry's
+//! deploy and rollback rules (`registry`), and the decoding of failed messages and outbox
+//! rows. A backend only holds what differs: its SQL, how it claims and locks, and the
+//! decoding of its hot-path rows.
 
 mod config;
 mod delivered;
