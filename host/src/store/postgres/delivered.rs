@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
-use super::settle::{Settling, settle_batch};
+use super::settle::settle_batch;
+use super::writes::Settling;
 use crate::store::delivered::without_settled;
 use crate::store::{Delivered, Result, Settlement};
 

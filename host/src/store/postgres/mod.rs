@@ -55,7 +55,7 @@ use super::{
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
-use settle::Settling;
+use writes::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;

@@ -8,27 +8,15 @@
 //! 3. Build the [`SettlePlan`] (the rules every store shares) and write each kind of its
 //!    rows with one statement (`writes`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::writes::write;
+use super::writes::{Settling, write};
 use crate::store::settle::{SettlePlan, StateKey, Versions, state_keys};
 use crate::store::{Result, Settlement};
-
-/// What is being settled.
-#[derive(Clone, Copy)]
-pub(super) enum Settling<'a> {
-    /// Leased inbox rows: fenced on their tokens here, then removed or rescheduled.
-    Leased,
-    /// Inbox rows this transaction claimed and deleted, with their enqueue times (only
-    /// those needing another attempt go back).
-    Held(&'a HashMap<Uuid, i64>),
-    /// No rows: a transport delivered the messages and re-publishes those to try again.
-    Delivered,
-}
 
 /// Plan and write `batch` inside the caller's transaction.
 pub(super) async fn settle_batch<'a>(

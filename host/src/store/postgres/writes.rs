@@ -6,10 +6,21 @@ use std::collections::HashMap;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::settle::Settling;
 use super::{insert_new, notify};
 use crate::store::settle::{SettlePlan, Stay};
 use crate::store::{Result, headers_json};
+
+/// What is being settled.
+#[derive(Clone, Copy)]
+pub(super) enum Settling<'a> {
+    /// Leased inbox rows: fenced on their tokens here, then removed or rescheduled.
+    Leased,
+    /// Inbox rows this transaction claimed and deleted, with their enqueue times (only
+    /// those needing another attempt go back).
+    Held(&'a HashMap<Uuid, i64>),
+    /// No rows: a transport delivered the messages and re-publishes those to try again.
+    Delivered,
+}
 
 /// Write `plan` inside the settle transaction.
 pub(super) async fn write(
