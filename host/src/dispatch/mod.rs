@@ -117,7 +117,7 @@ impl Dispatcher {
     }
 
     /// Run every plugin still owing a verdict on `message`.
-    pub async fn handle(&self, message: Envelope, delays: Delays) -> Settlement {
+    async fn handle(&self, message: Envelope, delays: Delays) -> Settlement {
         let routed = self.plugins.route(&message.kind);
         let refused = routed.is_empty().then(|| {
             tracing::warn!(message_id = %message.id, kind = message.kind, "no plugin subscribes to this kind; moving it to the failed messages");

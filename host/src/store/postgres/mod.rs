@@ -93,9 +93,9 @@ impl PostgresStore {
         Ok(Self {
             pool,
             channel: format!("wharf_inbox:{schema}"),
-            listener: Listener::new(format!("wharf_inbox:{schema}")),
+            listener: Listener::default(),
             plugins_channel: format!("wharf_plugins:{schema}"),
-            plugins_listener: Listener::new(format!("wharf_plugins:{schema}")),
+            plugins_listener: Listener::default(),
             idle_queues: Default::default(),
         })
     }
@@ -160,28 +160,20 @@ pub(super) async fn insert_new(
 
 /// A `LISTEN` on one channel, opened on the first wait and kept, so notifications
 /// between waits are not lost; a connection that failed is opened again on the next.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Listener {
-    channel: String,
     current: Mutex<Option<PgListener>>,
 }
 
 impl Listener {
-    fn new(channel: String) -> Self {
-        Self {
-            channel,
-            current: Mutex::new(None),
-        }
-    }
-
-    /// Return on a notification or after `at_most`.
-    async fn wait(&self, pool: &PgPool, at_most: Duration) -> Result<()> {
+    /// Return on a notification on `channel` or after `at_most`.
+    async fn wait(&self, pool: &PgPool, channel: &str, at_most: Duration) -> Result<()> {
         let mut guard = self.current.lock().await;
         let listener = match &mut *guard {
             Some(listener) => listener,
             None => {
                 let mut listener = PgListener::connect_with(pool).await?;
-                listener.listen(&self.channel).await?;
+                listener.listen(channel).await?;
                 guard.insert(listener)
             }
         };
@@ -293,7 +285,7 @@ impl Store for PostgresStore {
             Some(ms) => at_most.min(Duration::from_millis(ms as u64)),
             None => at_most,
         };
-        self.listener.wait(&self.pool, wait).await
+        self.listener.wait(&self.pool, &self.channel, wait).await
     }
 
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {

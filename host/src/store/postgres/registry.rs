@@ -124,7 +124,9 @@ impl Registry for PostgresStore {
     }
 
     async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
-        self.plugins_listener.wait(&self.pool, at_most).await
+        self.plugins_listener
+            .wait(&self.pool, &self.plugins_channel, at_most)
+            .await
     }
 
     async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()> {
