@@ -1,0 +1,72 @@
+//! What can go wrong in a store, and which failures are worth trying again.
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not decode.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database was migrated by a newer wharf.
+    #[error(
+        "the database schema is at migration {found}, newer than this wharf knows (up to {known}); upgrade wharf or point it at another database"
+    )]
+    SchemaTooNew {
+        /// Newest migration applied to the database.
+        found: i64,
+        /// Newest migration this binary carries.
+        known: i64,
+    },
+    /// A claim held in a transaction was lost with its connection (the database closed
+    /// it, e.g. `idle_in_transaction_session_timeout` after a missed heartbeat): nothing
+    /// of the batch was written and its messages are claimable again.
+    #[error("the claim's transaction was lost, nothing was written: {0}")]
+    ClaimLost(sqlx::Error),
+    /// `database.url` names no supported database.
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// May the same call succeed if tried again later? True when the database went
+    /// away or is restarting (connection errors, admin shutdown, pool timeout), was
+    /// briefly out of resources, or rolled the transaction back to break a deadlock or a
+    /// serialization conflict; false for what needs an operator (schema, corrupt rows,
+    /// bad SQL, bad URL).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) | Self::ClaimLost(e) => transient(e),
+            Self::Migrate(_) | Self::Corrupt(_) | Self::SchemaTooNew { .. } => false,
+            Self::UnsupportedUrl(_) => false,
+        }
+    }
+}
+
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // Connection exceptions, transaction rollbacks, insufficient resources,
+                // operator intervention (shutdown, crash, cannot connect now).
+                ["08", "40", "53", "57P"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+            } else {
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,68 @@
+//! The rows a [`super::SettlePlan`] holds, borrowed from the batch it was built from.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::effects::Publish;
+use crate::envelope::Envelope;
+use crate::store::PluginVersion;
+
+/// A message published to an AMQP exchange, for the outbox.
+pub(crate) struct OutboxRow<'a> {
+    /// The message whose handler published it.
+    pub source: Uuid,
+    /// That handler's plugin.
+    pub plugin: &'a str,
+    /// Target exchange.
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Id, kind, headers and payload.
+    pub publish: &'a Publish,
+}
+
+/// The final value of a written state key.
+pub(crate) struct StateWrite<'a> {
+    /// `None` deletes the key.
+    pub value: Option<&'a [u8]>,
+    /// Its new version.
+    pub version: i64,
+}
+
+/// One failed attempt, for the message's history.
+pub(crate) struct AttemptRow<'a> {
+    /// The message.
+    pub message: Uuid,
+    /// The plugin that failed it.
+    pub plugin: &'a str,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// Its error.
+    pub error: &'a str,
+    /// Wait before the next attempt; `None` for the final one.
+    pub delay: Option<Duration>,
+}
+
+/// A (message, plugin) pair that gave up: a failed-message row. A message failed again by
+/// the same plugin adds its attempts to the existing row.
+pub(crate) struct DeadRow<'a> {
+    /// The message as it was claimed or delivered.
+    pub message: &'a Envelope,
+    /// The plugin that gave up on it (empty when the message was refused).
+    pub plugin: &'a PluginVersion,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The final error.
+    pub error: &'a str,
+}
+
+/// A message that stays for another attempt.
+pub(crate) struct Stay<'a> {
+    /// The message.
+    pub message: &'a Envelope,
+    /// Whether the attempt counts (false for stale reads and deferred plugins).
+    pub counts: bool,
+    /// Wait before it is due: the longest delay any of its plugins asked for.
+    pub delay: Duration,
+}

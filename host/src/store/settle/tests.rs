@@ -1,0 +1,205 @@
+//! The settle rules, checked without a database.
+
+use super::*;
+use crate::effects::Effects;
+
+fn message(n: u8, attempts: u32) -> Envelope {
+    Envelope {
+        id: Uuid::from_bytes([n; 16]),
+        queue: "q".into(),
+        kind: "k".into(),
+        headers: Default::default(),
+        payload: vec![n],
+        attempts,
+        lock_token: Uuid::nil(),
+        settled_plugins: Default::default(),
+        origin: Default::default(),
+    }
+}
+
+fn plugin(name: &str) -> PluginVersion {
+    PluginVersion {
+        name: name.into(),
+        version: "1.0.0".into(),
+        sha256: "ab".into(),
+    }
+}
+
+fn result(name: &str, verdict: Verdict) -> PluginResult {
+    PluginResult {
+        plugin: plugin(name),
+        attempt: 1,
+        verdict,
+    }
+}
+
+/// A handled result that read `key` at `seen` and wrote `value` to it.
+fn read_modify_write(key: &str, seen: i64, value: Option<&[u8]>) -> Verdict {
+    Verdict::Handled(Effects {
+        reads: [(key.to_owned(), seen)].into(),
+        writes: [(key.to_owned(), value.map(<[u8]>::to_vec))].into(),
+        ..Effects::default()
+    })
+}
+
+fn settlement(n: u8, results: Vec<PluginResult>) -> Settlement {
+    Settlement {
+        message: message(n, 0),
+        results,
+        refused: None,
+    }
+}
+
+fn build<'a>(batch: &'a [Settlement], committed: &[(&'a str, &'a str, i64)]) -> SettlePlan<'a> {
+    let held: Vec<&Settlement> = batch.iter().collect();
+    let mut versions: Versions = state_keys(&held).into_iter().map(|k| (k, 0)).collect();
+    for (plugin, key, version) in committed {
+        versions.insert((plugin, key), *version);
+    }
+    SettlePlan::build(&held, versions)
+}
+
+#[test]
+fn a_read_made_stale_by_an_earlier_message_of_the_batch_runs_again_uncounted() {
+    let batch = [
+        settlement(1, vec![result("p", read_modify_write("n", 3, Some(b"4")))]),
+        settlement(2, vec![result("p", read_modify_write("n", 3, Some(b"4")))]),
+    ];
+    let plan = build(&batch, &[("p", "n", 3)]);
+    assert_eq!((plan.summary.handled, plan.summary.conflicts), (1, 1));
+    assert_eq!(plan.handled.len(), 1);
+    assert_eq!(plan.handled[0].0, batch[0].message.id);
+    assert_eq!(plan.done, [batch[0].message.id]);
+    assert_eq!(plan.stay.len(), 1);
+    let stay = &plan.stay[0];
+    assert_eq!(stay.message.id, batch[1].message.id);
+    assert!(!stay.counts);
+    assert_eq!(stay.delay, Duration::ZERO);
+    let write = &plan.state[&("p", "n")];
+    assert_eq!((write.value, write.version), (Some(&b"4"[..]), 4));
+}
+
+#[test]
+fn a_read_changed_by_another_host_is_stale_and_a_delete_leaves_version_zero() {
+    let batch = [
+        settlement(1, vec![result("p", read_modify_write("a", 1, None))]),
+        settlement(2, vec![result("p", read_modify_write("b", 1, None))]),
+    ];
+    // "a" is as the handler read it, "b" moved on meanwhile.
+    let plan = build(&batch, &[("p", "a", 1), ("p", "b", 2)]);
+    assert_eq!((plan.summary.handled, plan.summary.conflicts), (1, 1));
+    let write = &plan.state[&("p", "a")];
+    assert_eq!((write.value, write.version), (None, 0));
+    assert!(!plan.state.contains_key(&("p", "b")));
+}
+
+#[test]
+fn a_message_stays_for_its_longest_delay_and_counts_if_any_plugin_retried() {
+    let second = Duration::from_secs(1);
+    let batch = [settlement(
+        1,
+        vec![
+            result(
+                "slow",
+                Verdict::Retry {
+                    error: "busy".into(),
+                    delay: second,
+                },
+            ),
+            result("open", Verdict::Deferred { delay: 5 * second }),
+            result("fine", Verdict::Handled(Effects::default())),
+        ],
+    )];
+    let plan = build(&batch, &[]);
+    let summary = plan.summary;
+    assert_eq!(
+        (summary.retried, summary.deferred, summary.handled),
+        (1, 1, 1)
+    );
+    assert_eq!(plan.stay.len(), 1);
+    assert!(plan.stay[0].counts);
+    assert_eq!(plan.stay[0].delay, 5 * second);
+    assert!(plan.done.is_empty());
+    let errors: Vec<_> = plan
+        .attempt_errors
+        .iter()
+        .map(|a| (a.plugin, a.error, a.delay))
+        .collect();
+    assert_eq!(errors, [("slow", "busy", Some(second))]);
+    assert_eq!(plan.next_attempts()[0].delay, 5 * second);
+}
+
+#[test]
+fn dead_and_refused_messages_are_failed_rows_and_done() {
+    let mut refused = settlement(1, Vec::new());
+    refused.refused = Some("no handler for kind k".into());
+    refused.message.attempts = 2;
+    let dead = |error: &str| Verdict::Dead {
+        error: error.into(),
+    };
+    let batch = [
+        refused,
+        settlement(
+            2,
+            vec![result("a", dead("first")), result("b", dead("second"))],
+        ),
+    ];
+    let plan = build(&batch, &[]);
+    assert_eq!(plan.summary.dead, 3);
+    let rows: Vec<_> = plan
+        .dead
+        .iter()
+        .map(|d| {
+            (
+                d.message.payload[0],
+                d.plugin.name.as_str(),
+                d.attempts,
+                d.error,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "", 3, "no handler for kind k"),
+            (2, "a", 1, "first"),
+            (2, "b", 1, "second")
+        ]
+    );
+    // A refusal has no attempt of a plugin to record.
+    assert_eq!(plan.attempt_errors.len(), 2);
+    assert_eq!(plan.done.len(), 2);
+    let letters: Vec<_> = plan.dead_letters().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(letters, ["no handler for kind k", "first"]);
+}
+
+#[test]
+fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
+    let publish = |destination| Publish {
+        id: Uuid::now_v7(),
+        destination,
+        kind: "k".into(),
+        headers: Default::default(),
+        payload: b"x".to_vec(),
+    };
+    let effects = Effects {
+        publishes: vec![
+            publish(Destination::Queue("next".into())),
+            publish(Destination::Exchange {
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+            }),
+        ],
+        ..Effects::default()
+    };
+    let batch = [settlement(1, vec![result("p", Verdict::Handled(effects))])];
+    let plan = build(&batch, &[]);
+    assert_eq!(plan.publishes.len(), 1);
+    assert_eq!(plan.publishes[0].queue, "next");
+    assert_eq!(plan.outbox.len(), 1);
+    let o = &plan.outbox[0];
+    assert_eq!(
+        (o.source, o.plugin, o.exchange, o.routing_key),
+        (batch[0].message.id, "p", "ex", "rk")
+    );
+}
