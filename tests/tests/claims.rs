@@ -11,7 +11,7 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::store::{ClaimMode, Hold, PluginResult, PluginVersion, Settlement, StoreError};
-use wharf_tests::{Backend, Host, conformance, test_config};
+use wharf_tests::{Backend, Host, conformance, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
 fn handled(message: &Envelope, tag: &str) -> Settlement {
@@ -187,12 +187,21 @@ async fn a_held_claim_keeps_others_off_and_returns_its_messages_at_once_when_dro
         "a held message was claimed twice"
     );
     drop(held);
-    let rival = host
-        .store
-        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(rival.messages.len(), 1);
+    // sqlx rolls a dropped transaction back in the background: wait for that, far less
+    // than the 30 s lease a leased claim would have made the rival wait out.
+    wait_for(
+        "the dropped claim's message",
+        Duration::from_secs(2),
+        async || {
+            let rival = host
+                .store
+                .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+                .await
+                .unwrap();
+            rival.messages.len() == 1
+        },
+    )
+    .await;
 }
 
 /// A held claim that is not renewed is ended by the server after its lease: the settle
