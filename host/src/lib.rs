@@ -10,12 +10,15 @@
 //!                                     of deliveries, minus plugins the ledger has settled
 //!   -> dispatch::Dispatcher::handle_batch
 //!                                     route, call, classify; circuit breaker, the plugin's
-//!                                     own permits, then the host-wide call budget
+//!                                     own permits, then the host-wide call budget; a
+//!                                     contended plugin is left to run in the settle
 //!   -> plugins::Catalog::route        the live plugin set (directory watch + fleet
 //!                                     registry, swapped atomically) for the kind (router)
 //!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
 //!                                     effects buffered by the host imports (effects)
 //!   -> outcome::decide                ok | retry (backoff, retry) | dead letter
+//!   -> store::settle::resolve         with the state keys locked: run stale and contended
+//!                                     handlers again over committed state + batch writes
 //!   -> store::settle::SettlePlan      what the batch writes, decided once for every store
 //!   -> store::Store::settle           ONE transaction per batch: ledger rows + effects,
 //!                                     retries, failed messages with attempt history
@@ -30,7 +33,8 @@
 //!   RabbitMQ (`transport::amqp`).
 //! - **attempt**: one run of one plugin on one message; a retry counts one, a stale read
 //!   or an open breaker does not.
-//! - **verdict**: what a (message, plugin) pair comes to: handled, retry, dead, deferred.
+//! - **verdict**: what a (message, plugin) pair comes to: handled, retry, dead, deferred,
+//!   or run at settle (a contended plugin, run inside the settle).
 //! - **dead letter** (verdict `Dead`, counters `dead`): a pair that gave up (rejected,
 //!   retries exhausted) or a message refused before any plugin ran (no handler, unreadable
 //!   delivery). Dead letters are kept as the **failed messages** (table `failed_messages`,
@@ -43,7 +47,10 @@
 //! - **claim**: how a batch of inbox rows is kept from other hosts until it settles: a
 //!   **held** transaction or a **lease** fenced by a lock token.
 //! - **stale read**: a state key a handler read that changed before its settle; the
-//!   handler runs again.
+//!   handler runs again inside the settle (**resolved**), or past the settle's budget in
+//!   the next round (**rescheduled**).
+//! - **contended plugin**: one whose messages mostly read keys earlier messages of their
+//!   batch wrote; its messages run inside the settle, in order (`dispatch::contention`).
 
 pub mod cli;
 pub mod config;

@@ -49,6 +49,10 @@ pub enum Verdict {
         /// Wait before the next try.
         delay: Duration,
     },
+    /// The plugin was not called yet: its state keys are contended, so it runs inside
+    /// the settle, over the committed state under the keys' locks. One the settle could
+    /// not run (its budget was spent) is tried again without counting an attempt.
+    RunAtSettle,
 }
 
 /// Classify `outcome` of attempt number `attempt` (1-based) under `policy`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use uuid::Uuid;
+use wharf_host::dispatch::Delays;
 use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
@@ -64,7 +65,11 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
 
     let late = host
         .store
-        .settle(Hold::Lease, &[handled(&slow[0], "slow")])
+        .settle(
+            Hold::Lease,
+            &mut [handled(&slow[0], "slow")],
+            &host.dispatcher.rerunner(Delays::Jittered),
+        )
         .await
         .unwrap();
     assert_eq!((late.fenced, late.handled), (1, 0));
@@ -78,13 +83,21 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
 
     let current = host
         .store
-        .settle(Hold::Lease, &[handled(&fast[0], "fast")])
+        .settle(
+            Hold::Lease,
+            &mut [handled(&fast[0], "fast")],
+            &host.dispatcher.rerunner(Delays::Jittered),
+        )
         .await
         .unwrap();
     assert_eq!((current.fenced, current.handled), (0, 1));
     let again = host
         .store
-        .settle(Hold::Lease, &[handled(&slow[0], "slow")])
+        .settle(
+            Hold::Lease,
+            &mut [handled(&slow[0], "slow")],
+            &host.dispatcher.rerunner(Delays::Jittered),
+        )
         .await
         .unwrap();
     assert_eq!((again.fenced, again.handled), (1, 0));
@@ -224,7 +237,11 @@ async fn a_held_claim_not_renewed_is_lost_and_its_settle_writes_nothing() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let settled = host
         .store
-        .settle(claim.hold, &[handled(&claim.messages[0], "late")])
+        .settle(
+            claim.hold,
+            &mut [handled(&claim.messages[0], "late")],
+            &host.dispatcher.rerunner(Delays::Jittered),
+        )
         .await;
     assert!(
         matches!(settled, Err(StoreError::ClaimLost(_))),

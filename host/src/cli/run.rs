@@ -13,6 +13,7 @@ use crate::dispatch::report;
 use crate::envelope::NewMessage;
 use crate::plugins::directory;
 use crate::plugins::fleet::Follower;
+use crate::store::PluginRuns;
 use crate::transport::amqp::supervisor::Supervisor;
 use crate::transport::inbox::{StopWhen, Worker};
 
@@ -129,25 +130,48 @@ async fn serve(
     }
     let consumed = consumed?;
     let report = report?;
-    let s = report.settled;
+    let s = &report.settled;
+    let runs = s.runs();
     tracing::info!(
         messages = report.messages,
         handled = s.handled,
         retried = s.retried,
         dead = s.dead,
+        runs = runs.runs,
+        resolved = runs.resolved,
+        rescheduled = runs.rescheduled,
         "inbox stopped"
     );
+    let mut plugins = report.settled.plugins;
     if let Some(amqp) = consumed {
         let c = amqp.consumed;
+        let runs: PluginRuns = c.plugins.values().copied().sum();
         tracing::info!(
             acked = c.acked,
             retried = c.retried,
             dead = c.dead,
             duplicates = c.duplicates,
+            runs = runs.runs,
+            resolved = runs.resolved,
+            rescheduled = runs.rescheduled,
             relayed = amqp.relayed.sent,
             unroutable = amqp.relayed.unroutable,
             restarts = amqp.restarts,
             "AMQP stopped"
+        );
+        for (plugin, runs) in c.plugins {
+            *plugins.entry(plugin).or_default() += runs;
+        }
+    }
+    for (plugin, r) in &plugins {
+        tracing::info!(
+            plugin,
+            runs = r.runs,
+            handled = r.handled,
+            runs_per_handled = format!("{:.2}", r.runs as f64 / r.handled.max(1) as f64),
+            resolved_in_settle = r.resolved,
+            rescheduled = r.rescheduled,
+            "handler runs"
         );
     }
     tracing::info!("wharf stopped");

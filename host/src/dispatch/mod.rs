@@ -2,11 +2,17 @@
 //! sandbox under the host-wide call budget, and classify each outcome into a verdict
 //! (`outcome::decide`) for the settle. Shared by every source: the inbox worker and the
 //! AMQP consumers.
+//!
+//! A batch's messages run concurrently, except a contended plugin's, which are left to
+//! run inside the settle (`contention`). The settle runs those, and handlers whose state
+//! reads went stale, through [`Dispatcher::rerunner`].
 
 pub mod breaker;
+mod contention;
 pub mod report;
+mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +25,12 @@ use crate::outcome::{Outcome, Verdict, decide};
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime, StateError, StateReader};
-use crate::store::{PluginResult, PluginVersion, Settlement, Store};
+use crate::store::{
+    PluginResult, PluginVersion, Rerun, RerunBudget, SettleState, Settlement, Store,
+};
 use breaker::{Admission, Breakers};
+use contention::Contention;
+use view::SettleReader;
 
 /// How retry delays are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +50,8 @@ pub struct DispatchConfig {
     pub breaker_failures: u32,
     /// `runtime.breaker_cool_down_ms`.
     pub breaker_cool_down: Duration,
+    /// `runtime.settle_runs` and `runtime.settle_runs_ms`.
+    pub settle_runs: RerunBudget,
     /// `inbox.max_payload_bytes`: the largest payload a handler may publish.
     pub max_payload_bytes: usize,
     /// `[retry]`: the policy of plugins that set none.
@@ -50,7 +62,7 @@ pub struct DispatchConfig {
 
 /// Calls plugins for messages of any source.
 pub struct Dispatcher {
-    /// Where handlers read their committed state: the store.
+    /// The store as the sandbox's state reader.
     state: Arc<dyn StateReader>,
     runtime: Arc<Runtime>,
     plugins: Arc<Catalog>,
@@ -64,6 +76,8 @@ pub struct Dispatcher {
     plugin_calls: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     /// One circuit breaker per plugin.
     breakers: Breakers,
+    /// Which plugins run a batch's messages in order.
+    contention: Contention,
 }
 
 impl Dispatcher {
@@ -87,6 +101,7 @@ impl Dispatcher {
             calls: Semaphore::new(config.concurrency),
             plugin_calls: Mutex::default(),
             breakers: Breakers::new(config.breaker_failures, config.breaker_cool_down),
+            contention: Contention::default(),
             config,
             plugin_config,
         }
@@ -104,7 +119,9 @@ impl Dispatcher {
 
     /// Run every plugin still owing a verdict on each of `messages`, up to
     /// `runtime.concurrency` messages at once (a slow one does not hold up the start of
-    /// the others). The settlements come back in the order of `messages`.
+    /// the others). A contended plugin is not run here: its messages run inside the
+    /// settle ([`Verdict::RunAtSettle`]). The settlements come back in the order of
+    /// `messages`.
     pub async fn handle_batch(&self, messages: Vec<Envelope>, delays: Delays) -> Vec<Settlement> {
         let mut settlements: Vec<(usize, Settlement)> =
             futures::stream::iter(messages.into_iter().enumerate())
@@ -126,14 +143,21 @@ impl Dispatcher {
                 message.kind
             )
         });
-        let attempt = message.attempts + 1;
         let pending: Vec<Arc<Plugin>> = routed
             .into_iter()
             .filter(|p| !message.settled_plugins.contains(p.name()))
             .collect();
-        let calls = pending
-            .iter()
-            .map(|p| self.call(p, &message, attempt, delays));
+        let calls = pending.iter().map(|p| async {
+            if self.contention.at_settle(p.name()) {
+                PluginResult {
+                    plugin: version_of(p),
+                    attempt: message.attempts + 1,
+                    verdict: Verdict::RunAtSettle,
+                }
+            } else {
+                self.call(p, &message, delays, self.state.clone()).await
+            }
+        });
         let results = futures::future::join_all(calls).await;
         Settlement {
             message,
@@ -142,13 +166,37 @@ impl Dispatcher {
         }
     }
 
+    /// Learn from a settled batch which plugins contend for state keys, and on which.
+    pub fn observe(&self, batch: &[Settlement]) {
+        let names: BTreeSet<&str> = batch
+            .iter()
+            .flat_map(|s| s.results.iter().map(|r| r.plugin.name.as_str()))
+            .collect();
+        for name in names {
+            let of_plugin = batch
+                .iter()
+                .flat_map(|s| s.results.iter().filter(|r| r.plugin.name == name));
+            self.contention.observe(name, of_plugin);
+        }
+    }
+
+    /// What runs handlers inside a settle: the plugins as served now, called as `delays`
+    /// says, each reading the settle's view of the state.
+    pub fn rerunner(&self, delays: Delays) -> impl Rerun + '_ {
+        Rerunner {
+            dispatcher: self,
+            delays,
+        }
+    }
+
     async fn call(
         &self,
         plugin: &Plugin,
         message: &Envelope,
-        attempt: u32,
         delays: Delays,
+        state: Arc<dyn StateReader>,
     ) -> PluginResult {
+        let attempt = message.attempts + 1;
         let name = plugin.name();
         let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
         async {
@@ -160,7 +208,7 @@ impl Dispatcher {
                 }
                 Admission::Go | Admission::Trial => {
                     let started = Instant::now();
-                    let outcome = self.run(plugin, message, attempt).await;
+                    let outcome = self.run(plugin, message, attempt, state).await;
                     let elapsed = started.elapsed();
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
                     self.breakers
@@ -178,17 +226,13 @@ impl Dispatcher {
                         Verdict::Dead { error } => {
                             tracing::error!(?elapsed, "moved to the failed messages: {error}")
                         }
-                        Verdict::Deferred { .. } => {}
+                        Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
                     }
                     verdict
                 }
             };
             PluginResult {
-                plugin: PluginVersion {
-                    name: name.to_owned(),
-                    version: plugin.manifest.version.clone(),
-                    sha256: plugin.sha256.clone(),
-                },
+                plugin: version_of(plugin),
                 attempt,
                 verdict,
             }
@@ -198,13 +242,19 @@ impl Dispatcher {
     }
 
     /// Call `plugin` under its limits: its own concurrency, then the host-wide call budget.
-    async fn run(&self, plugin: &Plugin, message: &Envelope, attempt: u32) -> Outcome {
+    async fn run(
+        &self,
+        plugin: &Plugin,
+        message: &Envelope,
+        attempt: u32,
+        state: Arc<dyn StateReader>,
+    ) -> Outcome {
         let name = plugin.name();
         let context = CallContext {
             plugin: Arc::from(name),
             message_id: message.id,
             config: self.plugin_config.get(name).cloned().unwrap_or_default(),
-            state: self.state.clone(),
+            state,
             max_payload_bytes: self.config.max_payload_bytes,
         };
         let _plugin_permit = self
@@ -250,6 +300,49 @@ impl Dispatcher {
             .and_then(|c| c.retry.as_ref())
             .or(plugin.manifest.retry.as_ref())
             .unwrap_or(&self.config.retry)
+    }
+}
+
+/// The exact version of `plugin`, as the store records it.
+fn version_of(plugin: &Plugin) -> PluginVersion {
+    PluginVersion {
+        name: plugin.name().to_owned(),
+        version: plugin.manifest.version.clone(),
+        sha256: plugin.sha256.clone(),
+    }
+}
+
+/// Runs handlers inside a settle (see [`Dispatcher::rerunner`]).
+struct Rerunner<'d> {
+    dispatcher: &'d Dispatcher,
+    delays: Delays,
+}
+
+#[async_trait::async_trait]
+impl Rerun for Rerunner<'_> {
+    fn budget(&self) -> RerunBudget {
+        self.dispatcher.config.settle_runs
+    }
+
+    fn expected_keys(&self, plugin: &str) -> Vec<String> {
+        self.dispatcher.contention.expected_keys(plugin)
+    }
+
+    async fn rerun(
+        &self,
+        message: &Envelope,
+        plugin: &str,
+        attempt: u32,
+        state: SettleState,
+    ) -> Option<PluginResult> {
+        let plugin = self.dispatcher.plugins.current().get(plugin)?.clone();
+        let reader = Arc::new(SettleReader(state));
+        let mut result = self
+            .dispatcher
+            .call(&plugin, message, self.delays, reader)
+            .await;
+        result.attempt = attempt;
+        Some(result)
     }
 }
 

@@ -25,6 +25,14 @@ pub struct RuntimeConfig {
     pub breaker_failures: u32,
     /// How long an open breaker waits before a trial call, in milliseconds.
     pub breaker_cool_down_ms: u64,
+    /// Handlers whose state reads went stale by the time their batch settles, and
+    /// plugins whose messages contend for state keys, run inside the settle with the
+    /// batch's state keys locked: at most this many runs per batch (0: none; stale
+    /// results wait for another round)...
+    pub settle_runs: u32,
+    /// ...and none starts once the settle has run handlers for this many milliseconds
+    /// (other hosts' settles wait for the keys meanwhile).
+    pub settle_runs_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +45,8 @@ impl Default for RuntimeConfig {
             instance_pool: 128,
             breaker_failures: 20,
             breaker_cool_down_ms: 10_000,
+            settle_runs: 256,
+            settle_runs_ms: 200,
         }
     }
 }

@@ -42,7 +42,7 @@ impl Delivered {
         Self {
             summary: super::SettleSummary {
                 duplicates,
-                ..plan.summary
+                ..plan.summary.clone()
             },
             try_again: plan.next_attempts(),
             dead: plan.dead_letters(),
@@ -50,32 +50,22 @@ impl Delivered {
     }
 }
 
-/// `batch` without the results of plugins that `settled` lists for their message (and
-/// without a refusal already recorded, plugin `""`). `None` when nothing is dropped, so
-/// the common case copies nothing. Counts the messages that lost something.
-pub(super) fn without_settled(
-    batch: &[Settlement],
+/// Drop from `batch` the results of plugins that `settled` lists for their message (and
+/// a refusal already recorded, plugin `""`). Counts the messages that lost something.
+pub(super) fn drop_settled(
+    batch: &mut [Settlement],
     settled: &BTreeMap<Uuid, BTreeSet<String>>,
     dropped: &mut u64,
-) -> Option<Vec<Settlement>> {
-    if settled.is_empty() {
-        return None;
+) {
+    for s in batch {
+        let Some(plugins) = settled.get(&s.message.id) else {
+            continue;
+        };
+        let before = (s.refused.is_some(), s.results.len());
+        if plugins.contains("") {
+            s.refused = None;
+        }
+        s.results.retain(|r| !plugins.contains(&r.plugin.name));
+        *dropped += u64::from((s.refused.is_some(), s.results.len()) != before);
     }
-    let kept = batch
-        .iter()
-        .map(|s| {
-            let Some(plugins) = settled.get(&s.message.id) else {
-                return s.clone();
-            };
-            let mut s = s.clone();
-            let before = (s.refused.is_some(), s.results.len());
-            if plugins.contains("") {
-                s.refused = None;
-            }
-            s.results.retain(|r| !plugins.contains(&r.plugin.name));
-            *dropped += u64::from((s.refused.is_some(), s.results.len()) != before);
-            s
-        })
-        .collect();
-    Some(kept)
 }

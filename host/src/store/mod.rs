@@ -35,6 +35,7 @@ pub use error::StoreError;
 pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
+pub use settle::{KeyRequest, Rerun, RerunBudget, SettleState, SharedView, StateView};
 pub use sqlite::SqliteStore;
 
 /// Result alias for store calls.
@@ -105,7 +106,7 @@ pub struct Settlement {
 }
 
 /// What a settle did, for progress output and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SettleSummary {
     /// (message, plugin) pairs recorded as handled.
     pub handled: u64,
@@ -113,8 +114,6 @@ pub struct SettleSummary {
     pub retried: u64,
     /// Pairs that gave up (dead letters): moved to the failed messages.
     pub dead: u64,
-    /// Pairs whose state reads were stale; re-run without counting an attempt.
-    pub conflicts: u64,
     /// Pairs not run because the plugin's circuit breaker is open; tried again later
     /// without counting an attempt.
     pub deferred: u64,
@@ -123,6 +122,15 @@ pub struct SettleSummary {
     /// Delivered messages another consumer settled first (a duplicate delivered twice
     /// at once); the results of the plugins it settled were not written.
     pub duplicates: u64,
+    /// Handler runs and stale reads, by plugin.
+    pub plugins: BTreeMap<String, PluginRuns>,
+}
+
+impl SettleSummary {
+    /// The per-plugin counts added up.
+    pub fn runs(&self) -> PluginRuns {
+        self.plugins.values().copied().sum()
+    }
 }
 
 impl std::ops::AddAssign for SettleSummary {
@@ -130,10 +138,47 @@ impl std::ops::AddAssign for SettleSummary {
         self.handled += other.handled;
         self.retried += other.retried;
         self.dead += other.dead;
-        self.conflicts += other.conflicts;
         self.deferred += other.deferred;
         self.fenced += other.fenced;
         self.duplicates += other.duplicates;
+        for (plugin, runs) in other.plugins {
+            *self.plugins.entry(plugin).or_default() += runs;
+        }
+    }
+}
+
+/// How a plugin's handler runs went: what contention on its state keys costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PluginRuns {
+    /// Handler runs settled: those of the batch and those inside the settle.
+    pub runs: u64,
+    /// (message, plugin) pairs recorded as handled.
+    pub handled: u64,
+    /// Stale reads re-run inside the settle, against the committed state and the
+    /// batch's earlier writes.
+    pub resolved: u64,
+    /// Results sent back for another round, run again without counting an attempt: stale
+    /// reads and contended messages the settle did not run (its budget was spent, or
+    /// another host held a key the handler newly touched).
+    pub rescheduled: u64,
+}
+
+impl std::ops::AddAssign for PluginRuns {
+    fn add_assign(&mut self, other: Self) {
+        self.runs += other.runs;
+        self.handled += other.handled;
+        self.resolved += other.resolved;
+        self.rescheduled += other.rescheduled;
+    }
+}
+
+impl std::iter::Sum for PluginRuns {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        let mut total = Self::default();
+        for runs in iter {
+            total += runs;
+        }
+        total
     }
 }
 
@@ -187,8 +232,14 @@ pub trait Store: registry::Registry + Send + Sync {
 
     /// Apply a batch of settlements in one transaction: the claim's own when it holds
     /// one ([`StoreError::ClaimLost`] if that is gone), else a new one fenced on the
-    /// messages' lock tokens.
-    async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary>;
+    /// messages' lock tokens. Results whose state reads are stale run again inside it,
+    /// through `rerun`, and take their place in `batch` (see `settle::resolve`).
+    async fn settle(
+        &self,
+        hold: Hold,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<SettleSummary>;
 
     /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
     /// operator sent it back): a redelivered message skips them.
@@ -200,8 +251,12 @@ pub trait Store: registry::Registry + Send + Sync {
     /// in [`Delivered::try_again`], forwards [`Delivered::dead`] and acks the rest. Results
     /// of plugins that settled a message meanwhile (another consumer had a duplicate)
     /// are dropped: the transaction waits for such a concurrent settle and checks the
-    /// ledger itself.
-    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered>;
+    /// ledger itself. Stale results re-run through `rerun` as in [`Store::settle`].
+    async fn settle_delivered(
+        &self,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<Delivered>;
 
     /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from
     /// now. Returns how many are still held.

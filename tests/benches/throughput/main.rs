@@ -5,9 +5,11 @@
 //! inbox against a raw claim+delete loop on the same database, and publish -> handled
 //! latency on an idle host; (`amqp`) the AMQP transport against a bare lapin
 //! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
-//! a fast plugin's throughput beside a slow one.
+//! a fast plugin's throughput beside a slow one; (`contention`) stateful handlers on hot
+//! keys beside a stateless plugin.
 
 mod amqp;
+mod contention;
 mod plugins;
 
 use std::sync::Arc;
@@ -308,7 +310,7 @@ async fn postgres_inbox() {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|contention|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -330,6 +332,9 @@ async fn main() {
     }
     if wanted("fair") {
         plugins::fair().await;
+    }
+    if wanted("contention") {
+        contention::scenarios().await;
     }
     if !wanted("sqlite") {
         return;

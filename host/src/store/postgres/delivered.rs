@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::settle::settle_batch;
 use super::writes::Settling;
-use crate::store::delivered::without_settled;
-use crate::store::{Delivered, Result, Settlement};
+use crate::store::delivered::drop_settled;
+use crate::store::{Delivered, Rerun, Result, Settlement};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -52,7 +52,8 @@ pub(super) async fn settled<'e>(
 pub(super) async fn settle(
     pool: &PgPool,
     channel: &str,
-    batch: &[Settlement],
+    batch: &mut [Settlement],
+    rerun: &dyn Rerun,
 ) -> Result<Delivered> {
     let mut tx = pool.begin().await?;
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
@@ -72,9 +73,8 @@ pub(super) async fn settle(
     .await?;
     let already = settled(&mut *tx, &ids).await?;
     let mut duplicates = 0;
-    let kept = without_settled(batch, &already, &mut duplicates);
-    let batch = kept.as_deref().unwrap_or(batch);
-    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered).await?;
+    drop_settled(batch, &already, &mut duplicates);
+    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered, rerun).await?;
     tx.commit().await?;
     if duplicates > 0 {
         tracing::debug!(

@@ -51,7 +51,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, migrate,
+    QueueStats, Rerun, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -215,12 +215,18 @@ impl Store for PostgresStore {
         claim::claim(&self.pool, &self.idle_queues, queues, limit, mode, lease).await
     }
 
-    async fn settle(&self, hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
+    async fn settle(
+        &self,
+        hold: Hold,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<SettleSummary> {
         match hold {
             Hold::Lease => {
                 let mut tx = self.pool.begin().await?;
                 let plan =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased).await?;
+                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased, rerun)
+                        .await?;
                 tx.commit().await?;
                 Ok(plan.summary)
             }
@@ -230,6 +236,7 @@ impl Store for PostgresStore {
                     &self.channel,
                     batch,
                     Settling::Held(&created_at),
+                    rerun,
                 )
                 .await
                 .map_err(claim_lost)?;
@@ -243,8 +250,12 @@ impl Store for PostgresStore {
         delivered::settled(&self.pool, ids).await
     }
 
-    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
-        delivered::settle(&self.pool, &self.channel, batch).await
+    async fn settle_delivered(
+        &self,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<Delivered> {
+        delivered::settle(&self.pool, &self.channel, batch, rerun).await
     }
 
     async fn lease_held(

@@ -3,8 +3,11 @@
 //! 1. Fence: clear the claim of every message whose lock token is still current; the
 //!    others were taken over and nothing of theirs is written.
 //! 2. Lock the state keys the batch read or wrote (advisory transaction locks, in one
-//!    order) and load their committed versions, so two hosts cannot both commit a write
-//!    based on the same read.
+//!    order) and load their committed values, so two hosts cannot both commit a write
+//!    based on the same read, and re-run the stale results over them ([`resolve`]). A key
+//!    a re-run newly touches is locked without waiting (`pg_try_advisory_xact_lock`):
+//!    taking it out of order could deadlock against another host's settle, so a key
+//!    held elsewhere sends that result back for another round instead.
 //! 3. Build the [`SettlePlan`] (the rules every store shares) and write each kind of its
 //!    rows with one statement (`writes`).
 
@@ -15,26 +18,28 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::writes::{Settling, write};
-use crate::store::settle::{SettlePlan, StateKey, Versions, state_keys};
+use crate::store::settle::{Rerun, SettlePlan, SharedView, StateLocks, resolve};
 use crate::store::{Result, Settlement};
 
-/// Plan and write `batch` inside the caller's transaction.
+/// Plan and write `batch` inside the caller's transaction, re-running its stale results
+/// through `rerun`.
 pub(super) async fn settle_batch<'a>(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
-    batch: &'a [Settlement],
+    batch: &'a mut [Settlement],
     settling: Settling<'_>,
+    rerun: &dyn Rerun,
 ) -> Result<SettlePlan<'a>> {
     if batch.is_empty() {
         return Ok(SettlePlan::default());
     }
     let mut fenced = 0;
-    let held: Vec<&Settlement> = match settling {
-        Settling::Held(_) | Settling::Delivered => batch.iter().collect(),
+    let mut held: Vec<&mut Settlement> = match settling {
+        Settling::Held(_) | Settling::Delivered => batch.iter_mut().collect(),
         Settling::Leased => {
             let ours = fence(tx, batch).await?;
             batch
-                .iter()
+                .iter_mut()
                 .filter(|s| {
                     let ours = ours.contains(&s.message.id);
                     if !ours {
@@ -46,8 +51,9 @@ pub(super) async fn settle_batch<'a>(
                 .collect()
         }
     };
-    let versions = lock_state(tx, &held).await?;
-    let mut plan = SettlePlan::build(&held, versions);
+    let (view, reran) = resolve(&mut held, &mut Locks(tx), rerun).await?;
+    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
+    let mut plan = SettlePlan::resolved(&held, &view, reran);
     plan.summary.fenced = fenced;
     write(tx, channel, &plan, settling).await?;
     Ok(plan)
@@ -70,38 +76,59 @@ async fn fence(tx: &mut Transaction<'_, Postgres>, batch: &[Settlement]) -> Resu
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Take an advisory lock on every state key the batch's handled results read or wrote,
-/// then load their committed versions (absent = 0).
-async fn lock_state<'a>(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &[&'a Settlement],
-) -> Result<Versions<'a>> {
-    let mut versions: Versions<'a> = state_keys(batch).into_iter().map(|k| (k, 0)).collect();
-    if versions.is_empty() {
-        return Ok(versions);
-    }
-    let mut hashes: Vec<i64> = versions.keys().map(|(p, k)| lock_id(p, k)).collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(h) FROM UNNEST($1::bigint[]) AS h ORDER BY h")
-        .bind(&hashes)
-        .execute(&mut **tx)
+/// Advisory locks on state keys, taken in the settle transaction.
+struct Locks<'t, 'c>(&'t mut Transaction<'c, Postgres>);
+
+#[async_trait::async_trait]
+impl StateLocks for Locks<'_, '_> {
+    async fn lock(
+        &mut self,
+        keys: &[(String, String)],
+        wait: bool,
+        view: &SharedView,
+    ) -> Result<bool> {
+        let mut hashes: Vec<i64> = keys.iter().map(|(p, k)| lock_id(p, k)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        if wait {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(h) FROM UNNEST($1::bigint[]) AS h ORDER BY h",
+            )
+            .bind(&hashes)
+            .execute(&mut **self.0)
+            .await?;
+        } else {
+            let all: bool = sqlx::query_scalar(
+                "SELECT bool_and(pg_try_advisory_xact_lock(h)) FROM UNNEST($1::bigint[]) AS h",
+            )
+            .bind(&hashes)
+            .fetch_one(&mut **self.0)
+            .await?;
+            if !all {
+                return Ok(false);
+            }
+        }
+        let (plugins, names): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(p, k)| (p.as_str(), k.as_str())).unzip();
+        let rows = sqlx::query(
+            "SELECT k.n, s.value, s.version FROM plugin_state s
+             JOIN UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS k(plugin, key, n) USING (plugin, key)",
+        )
+        .bind(&plugins)
+        .bind(&names)
+        .fetch_all(&mut **self.0)
         .await?;
-    let keys: Vec<StateKey<'a>> = versions.keys().copied().collect();
-    let (plugins, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    let rows = sqlx::query(
-        "SELECT k.n, s.version FROM plugin_state s
-         JOIN UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS k(plugin, key, n) USING (plugin, key)",
-    )
-    .bind(&plugins)
-    .bind(&names)
-    .fetch_all(&mut **tx)
-    .await?;
-    for row in &rows {
-        let n: i64 = row.get(0);
-        versions.insert(keys[n as usize - 1], row.get(1));
+        let mut committed: Vec<Option<(Vec<u8>, i64)>> = vec![None; keys.len()];
+        for row in &rows {
+            let n: i64 = row.get(0);
+            committed[n as usize - 1] = Some((row.get(1), row.get(2)));
+        }
+        let mut view = view.lock().expect("no panic while the view is locked");
+        for ((plugin, key), committed) in keys.iter().zip(committed) {
+            view.load(plugin, key, committed);
+        }
+        Ok(true)
     }
-    Ok(versions)
 }
 
 /// The advisory lock id of a state key: 64 bits of its sha256.

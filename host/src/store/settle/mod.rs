@@ -1,16 +1,19 @@
 //! The settle plan: what a batch of settlements writes, decided once for every store.
 //!
-//! A store settles a batch in three steps (River's executor/completer split):
+//! A store settles a batch in four steps (River's executor/completer split):
 //!
 //! 1. It keeps the messages it still holds (fencing; a transport's deliveries need none),
 //!    locks the state keys the batch read or wrote ([`state_keys`]) and loads their
-//!    committed versions (absent = 0).
-//! 2. [`SettlePlan::build`] walks the batch in order, in memory, and decides per
+//!    committed values and versions (absent = 0).
+//! 2. [`resolve`](resolve::resolve) runs, right there, the results whose reads are stale
+//!    and the contended plugins dispatch left to run here, over the committed state and
+//!    the batch's earlier writes, within a budget.
+//! 3. [`SettlePlan::build`] walks the batch in order, in memory, and decides per
 //!    (message, plugin) result what rows to write. This module is the only place these
 //!    rules live:
-//!    - **handled**: a result whose state reads are stale (another host changed a key
-//!      since the handler read it, or an earlier message of this batch did) re-runs
-//!      without counting an attempt; otherwise a ledger row, its publishes (inbox
+//!    - **handled**: a result whose state reads are still stale (the settle's budget was
+//!      spent) runs again in another round without counting an attempt, as does a
+//!      contended plugin's the settle did not run; otherwise a ledger row, its publishes (inbox
 //!      messages and outbox rows), its state writes (each key's final value with its new
 //!      version; a delete leaves the key absent, version 0), and the failed-message rows
 //!      of an operator's retry marked resolved;
@@ -22,7 +25,7 @@
 //!
 //!    A message that stays is due after the longest delay any of its plugins asked for;
 //!    the others are done.
-//! 3. The store writes the plan: SQLite row by row, PostgreSQL one bulk statement per
+//! 4. The store writes the plan: SQLite row by row, PostgreSQL one bulk statement per
 //!    table.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,11 +33,17 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+mod resolve;
 mod rows;
+mod view;
 
+pub use resolve::{KeyRequest, Rerun, RerunBudget, SettleState, SharedView};
+pub(crate) use resolve::{StateLocks, resolve};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
+pub use view::StateView;
+pub(crate) use view::next_version;
 
-use super::{NextAttempt, PluginResult, PluginVersion, SettleSummary, Settlement};
+use super::{NextAttempt, PluginResult, PluginRuns, PluginVersion, SettleSummary, Settlement};
 use crate::effects::{Destination, Publish};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
@@ -103,6 +112,29 @@ impl<'a> SettlePlan<'a> {
         plan
     }
 
+    /// Decide the rows of `batch` after [`resolve`] re-ran its stale results over `view`
+    /// (`reran`: the re-runs by plugin).
+    pub fn resolved(
+        batch: &[&'a Settlement],
+        view: &StateView,
+        reran: BTreeMap<String, PluginRuns>,
+    ) -> Self {
+        let versions = state_keys(batch)
+            .into_iter()
+            .map(|(plugin, key)| {
+                let version = view
+                    .committed(plugin, key)
+                    .expect("resolve loaded every key");
+                ((plugin, key), version)
+            })
+            .collect();
+        let mut plan = Self::build(batch, versions);
+        for (plugin, runs) in reran {
+            *plan.summary.plugins.entry(plugin).or_default() += runs;
+        }
+        plan
+    }
+
     fn add(&mut self, s: &'a Settlement, versions: &mut Versions<'a>) {
         let message = &s.message;
         // The next attempt: the longest delay any plugin asked for, and whether it counts.
@@ -127,6 +159,10 @@ impl<'a> SettlePlan<'a> {
                 attempt,
                 verdict,
             } = result;
+            let runs = self.summary.plugins.entry(plugin.name.clone()).or_default();
+            if !matches!(verdict, Verdict::Deferred { .. } | Verdict::RunAtSettle) {
+                runs.runs += 1;
+            }
             match verdict {
                 Verdict::Handled(effects) => {
                     let name = plugin.name.as_str();
@@ -136,15 +172,16 @@ impl<'a> SettlePlan<'a> {
                         .find(|(key, seen)| versions[&(name, key.as_str())] != **seen);
                     if let Some((key, _)) = stale {
                         tracing::debug!(message_id = %message.id, plugin = name, key, "state changed while the handler ran; running it again");
-                        self.summary.conflicts += 1;
+                        runs.rescheduled += 1;
                         schedule(Duration::ZERO, false);
                         continue;
                     }
+                    runs.handled += 1;
                     self.record_handled(message, plugin, &effects.publishes);
                     for (key, value) in &effects.writes {
                         let key = (name, key.as_str());
                         let version = versions.get_mut(&key).expect("state_keys has it");
-                        *version = if value.is_some() { *version + 1 } else { 0 };
+                        *version = next_version(*version, value.as_deref());
                         self.state.insert(
                             key,
                             StateWrite {
@@ -185,6 +222,10 @@ impl<'a> SettlePlan<'a> {
                 Verdict::Deferred { delay } => {
                     self.summary.deferred += 1;
                     schedule(*delay, false);
+                }
+                Verdict::RunAtSettle => {
+                    runs.rescheduled += 1;
+                    schedule(Duration::ZERO, false);
                 }
             }
         }

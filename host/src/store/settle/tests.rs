@@ -66,7 +66,10 @@ fn a_read_made_stale_by_an_earlier_message_of_the_batch_runs_again_uncounted() {
         settlement(2, vec![result("p", read_modify_write("n", 3, Some(b"4")))]),
     ];
     let plan = build(&batch, &[("p", "n", 3)]);
-    assert_eq!((plan.summary.handled, plan.summary.conflicts), (1, 1));
+    assert_eq!(
+        (plan.summary.handled, plan.summary.runs().rescheduled),
+        (1, 1)
+    );
     assert_eq!(plan.handled.len(), 1);
     assert_eq!(plan.handled[0].0, batch[0].message.id);
     assert_eq!(plan.done, [batch[0].message.id]);
@@ -87,7 +90,10 @@ fn a_read_changed_by_another_host_is_stale_and_a_delete_leaves_version_zero() {
     ];
     // "a" is as the handler read it, "b" moved on meanwhile.
     let plan = build(&batch, &[("p", "a", 1), ("p", "b", 2)]);
-    assert_eq!((plan.summary.handled, plan.summary.conflicts), (1, 1));
+    assert_eq!(
+        (plan.summary.handled, plan.summary.runs().rescheduled),
+        (1, 1)
+    );
     let write = &plan.state[&("p", "a")];
     assert_eq!((write.value, write.version), (None, 0));
     assert!(!plan.state.contains_key(&("p", "b")));
@@ -111,7 +117,7 @@ fn a_message_stays_for_its_longest_delay_and_counts_if_any_plugin_retried() {
         ],
     )];
     let plan = build(&batch, &[]);
-    let summary = plan.summary;
+    let summary = plan.summary.clone();
     assert_eq!(
         (summary.retried, summary.deferred, summary.handled),
         (1, 1, 1)

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::parse_uuid;
 use super::settle::{Settling, settle_batch};
-use crate::store::delivered::without_settled;
-use crate::store::{Delivered, Result, Settlement, now_ms};
+use crate::store::delivered::drop_settled;
+use crate::store::{Delivered, Rerun, Result, Settlement, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -42,14 +42,17 @@ pub(super) async fn settled_of(
 }
 
 /// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
-pub(super) async fn settle(pool: &SqlitePool, batch: &[Settlement]) -> Result<Delivered> {
+pub(super) async fn settle(
+    pool: &SqlitePool,
+    batch: &mut [Settlement],
+    rerun: &dyn Rerun,
+) -> Result<Delivered> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
     let already = settled_of(&mut tx, &ids).await?;
     let mut duplicates = 0;
-    let kept = without_settled(batch, &already, &mut duplicates);
-    let batch = kept.as_deref().unwrap_or(batch);
-    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered).await?;
+    drop_settled(batch, &already, &mut duplicates);
+    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered, rerun).await?;
     tx.commit().await?;
     Ok(Delivered::of(&plan, duplicates))
 }

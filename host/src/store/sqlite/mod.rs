@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, StoreError,
-    headers_json, now_ms, parse_headers,
+    QueueStats, Rerun, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
+    StoreError, headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -164,9 +164,14 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn settle(&self, _hold: Hold, batch: &[Settlement]) -> Result<SettleSummary> {
+    async fn settle(
+        &self,
+        _hold: Hold,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let plan = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed).await?;
+        let plan = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, rerun).await?;
         tx.commit().await?;
         Ok(plan.summary)
     }
@@ -176,8 +181,12 @@ impl Store for SqliteStore {
         settled_of(&mut conn, ids).await
     }
 
-    async fn settle_delivered(&self, batch: &[Settlement]) -> Result<Delivered> {
-        delivered::settle(&self.pool, batch).await
+    async fn settle_delivered(
+        &self,
+        batch: &mut [Settlement],
+        rerun: &dyn Rerun,
+    ) -> Result<Delivered> {
+        delivered::settle(&self.pool, batch, rerun).await
     }
 
     async fn renew(

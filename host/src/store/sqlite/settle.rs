@@ -1,13 +1,14 @@
 //! The settle transaction on SQLite: fence each claimed message on its lock token, load
-//! the versions of the state keys the batch touched, build the [`SettlePlan`] and write
-//! it row by row. SQLite has one writer (`BEGIN IMMEDIATE`), so the versions loaded here
-//! cannot change before the commit and no lock is needed.
+//! the state keys the batch touched and re-run its stale results over them
+//! ([`resolve`]), build the [`SettlePlan`] and write it row by row. SQLite has one writer
+//! (`BEGIN IMMEDIATE`), so the state loaded here cannot change before the commit and
+//! taking a key's "lock" is loading it.
 
 use sqlx::{Row, SqliteConnection};
 
 use super::insert_new;
 use crate::store::headers_json;
-use crate::store::settle::{SettlePlan, Versions, state_keys};
+use crate::store::settle::{Rerun, SettlePlan, SharedView, StateLocks, resolve};
 use crate::store::{Result, Settlement};
 
 /// What is being settled.
@@ -19,12 +20,14 @@ pub(super) enum Settling {
     Delivered,
 }
 
-/// Plan and write `batch` inside the caller's transaction, at `now` (Unix ms).
+/// Plan and write `batch` inside the caller's transaction, at `now` (Unix ms), re-running
+/// its stale results through `rerun`.
 pub(super) async fn settle_batch<'a>(
     conn: &mut SqliteConnection,
-    batch: &'a [Settlement],
+    batch: &'a mut [Settlement],
     now: i64,
     settling: Settling,
+    rerun: &dyn Rerun,
 ) -> Result<SettlePlan<'a>> {
     let mut held = Vec::with_capacity(batch.len());
     let mut fenced = 0;
@@ -36,8 +39,9 @@ pub(super) async fn settle_batch<'a>(
             fenced += 1;
         }
     }
-    let versions = versions(conn, &held).await?;
-    let mut plan = SettlePlan::build(&held, versions);
+    let (view, reran) = resolve(&mut held, &mut Loader(conn), rerun).await?;
+    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
+    let mut plan = SettlePlan::resolved(&held, &view, reran);
     plan.summary.fenced = fenced;
     write(conn, &plan, now, settling).await?;
     Ok(plan)
@@ -56,23 +60,31 @@ async fn still_ours(conn: &mut SqliteConnection, s: &Settlement) -> Result<bool>
     Ok(cleared == 1)
 }
 
-/// The committed version of every state key `batch` touches.
-async fn versions<'a>(
-    conn: &mut SqliteConnection,
-    batch: &[&'a Settlement],
-) -> Result<Versions<'a>> {
-    let mut versions = Versions::new();
-    for (plugin, key) in state_keys(batch) {
-        let version: i64 =
-            sqlx::query("SELECT version FROM plugin_state WHERE plugin = ? AND key = ?")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?
-                .map_or(0, |r| r.get("version"));
-        versions.insert((plugin, key), version);
+/// Loads state keys in the settle transaction, which already excludes every other writer.
+struct Loader<'c>(&'c mut SqliteConnection);
+
+#[async_trait::async_trait]
+impl StateLocks for Loader<'_> {
+    async fn lock(
+        &mut self,
+        keys: &[(String, String)],
+        _wait: bool,
+        view: &SharedView,
+    ) -> Result<bool> {
+        for (plugin, key) in keys {
+            let row =
+                sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
+                    .bind(plugin)
+                    .bind(key)
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+            let committed = row.map(|r| (r.get("value"), r.get("version")));
+            view.lock()
+                .expect("no panic while the view is locked")
+                .load(plugin, key, committed);
+        }
+        Ok(true)
     }
-    Ok(versions)
 }
 
 async fn write(

@@ -9,7 +9,7 @@
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
@@ -26,10 +26,10 @@ use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-use crate::store::{Delivered, NextAttempt, Settlement, Store, StoreError};
+use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, StoreError};
 
 /// Totals of one consumer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumeReport {
     /// Deliveries acked.
     pub acked: u64,
@@ -41,6 +41,8 @@ pub struct ConsumeReport {
     /// duplicate), found in the ledger before the handlers ran (nothing ran) or while
     /// settling (what ran was not written).
     pub duplicates: u64,
+    /// Handler runs and stale reads of the settled batches, by plugin.
+    pub plugins: BTreeMap<String, PluginRuns>,
 }
 
 impl std::ops::AddAssign for ConsumeReport {
@@ -49,6 +51,9 @@ impl std::ops::AddAssign for ConsumeReport {
         self.retried += other.retried;
         self.dead += other.dead;
         self.duplicates += other.duplicates;
+        for (plugin, runs) in other.plugins {
+            *self.plugins.entry(plugin).or_default() += runs;
+        }
     }
 }
 
@@ -248,7 +253,7 @@ impl Consumer {
         let Prepared {
             batch,
             by_id,
-            settlements,
+            mut settlements,
             duplicates,
         } = prepared;
         let store_error = |source| ConsumeError::Store {
@@ -264,12 +269,18 @@ impl Consumer {
         } = if settlements.is_empty() {
             Delivered::default()
         } else {
-            self.store
-                .settle_delivered(&settlements)
+            let delivered = self
+                .store
+                .settle_delivered(&mut settlements, &self.dispatcher.rerunner(Delays::Exact))
                 .await
-                .map_err(store_error)?
+                .map_err(store_error)?;
+            self.dispatcher.observe(&settlements);
+            delivered
         };
         report.duplicates += summary.duplicates;
+        for (plugin, runs) in summary.plugins {
+            *report.plugins.entry(plugin).or_default() += runs;
+        }
         let mut confirms = Vec::new();
         for NextAttempt { id, delay, counts } in &try_again {
             let (i, attempts) = by_id[id];

@@ -170,7 +170,7 @@ impl Supervisor {
 }
 
 /// Totals of [`Supervisor::run`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SuperviseReport {
     /// All consumers together.
     pub consumed: ConsumeReport,

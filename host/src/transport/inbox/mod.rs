@@ -26,7 +26,7 @@ pub struct StopWhen {
 }
 
 /// Totals of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
     /// Messages claimed and settled.
     pub messages: u64,

@@ -54,11 +54,15 @@ impl Progress {
             settled: summary,
         };
         if last_logged.elapsed() >= Duration::from_secs(5) {
+            let runs = report.settled.runs();
             tracing::info!(
                 messages = report.messages,
                 handled = report.settled.handled,
                 retried = report.settled.retried,
                 dead = report.settled.dead,
+                runs = runs.runs,
+                resolved = runs.resolved,
+                rescheduled = runs.rescheduled,
                 "progress"
             );
             *last_logged = Instant::now();
@@ -213,8 +217,12 @@ impl Worker {
                 s.message.lock_token = token;
             }
         }
-        match self.store.settle(hold, &settlements).await {
-            Ok(summary) => Ok((claimed, summary)),
+        let rerun = self.dispatcher.rerunner(Delays::Jittered);
+        match self.store.settle(hold, &mut settlements, &rerun).await {
+            Ok(summary) => {
+                self.dispatcher.observe(&settlements);
+                Ok((claimed, summary))
+            }
             Err(StoreError::ClaimLost(e)) => {
                 tracing::warn!(
                     messages = claimed,

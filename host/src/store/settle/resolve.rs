@@ -1,0 +1,248 @@
+//! Running handlers inside the settle, before the plan is built, so contention on state
+//! keys does not cost a round.
+//!
+//! With the batch's state keys locked (in one order, waiting) and loaded into a
+//! [`StateView`], the batch is walked in order. A handled result whose reads match the
+//! view writes into it. One whose reads are stale (another host committed a key since
+//! the handler read it, or an earlier message of the batch wrote it), and one that
+//! dispatch left to run here ([`Verdict::RunAtSettle`]: a contended plugin), run right
+//! here through [`Rerun`], reading the view: the committed state and the writes of the
+//! batch's earlier messages. Their result takes the old one's place.
+//!
+//! Such a run may read a key nobody locked yet (the keys dispatch expected a contended
+//! plugin to touch are locked up front): the sandbox asks for it ([`KeyRequest`]) and the
+//! settle locks it without waiting (another settle waiting on a key this one holds would
+//! deadlock with a wait) and loads it. When another settle holds it, the run reads it as
+//! absent, its result is dropped and the message runs again in another round. A key
+//! the run wrote without reading is locked the same way after it.
+//!
+//! The work is bounded by [`RerunBudget`]: past it, the results left go back for another
+//! round (without counting an attempt), as every stale result did before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::state_keys;
+use super::view::StateView;
+use crate::envelope::Envelope;
+use crate::outcome::Verdict;
+use crate::store::{PluginResult, PluginRuns, Result, Settlement};
+
+/// A [`StateView`] shared with the sandbox while a handler runs over it.
+pub type SharedView = Arc<Mutex<StateView>>;
+
+/// How much running one settle may do while it holds the batch's state locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RerunBudget {
+    /// At most this many handler runs per batch.
+    pub runs: u32,
+    /// No run starts once the settle has spent this long running handlers.
+    pub within: Duration,
+}
+
+/// A handler's request, while it runs inside the settle, for a state key not in the
+/// view: the settle locks and loads it, and answers whether it could.
+#[derive(Debug)]
+pub struct KeyRequest {
+    /// The plugin.
+    pub plugin: String,
+    /// The key.
+    pub key: String,
+    /// `true` once the key is in the view; `false` when another settle holds it.
+    pub loaded: oneshot::Sender<bool>,
+}
+
+/// The state a handler running inside the settle reads.
+#[derive(Debug, Clone)]
+pub struct SettleState {
+    /// The committed state of the locked keys with the batch's writes so far.
+    pub view: SharedView,
+    /// Where to ask for a key the view does not hold.
+    pub requests: mpsc::UnboundedSender<KeyRequest>,
+}
+
+/// Runs handlers inside the settle (dispatch implements it over the sandbox).
+#[async_trait::async_trait]
+pub trait Rerun: Send + Sync {
+    /// The settle's budget.
+    fn budget(&self) -> RerunBudget;
+
+    /// The keys `plugin`'s messages are expected to touch: those its recent batches'
+    /// messages shared. They are locked with the batch's keys, before any run.
+    fn expected_keys(&self, plugin: &str) -> Vec<String>;
+
+    /// Run `plugin` on `message` as attempt `attempt`, reading `state`. `None` when the
+    /// plugin is no longer served.
+    async fn rerun(
+        &self,
+        message: &Envelope,
+        plugin: &str,
+        attempt: u32,
+        state: SettleState,
+    ) -> Option<PluginResult>;
+}
+
+/// Locks and loads state keys inside a store's settle transaction.
+#[async_trait::async_trait]
+pub(crate) trait StateLocks: Send {
+    /// Lock `keys` (in one order, waiting for each when `wait`; else without waiting,
+    /// giving up when one is held elsewhere) and load their committed values. `false`
+    /// when a key was held elsewhere and nothing was loaded.
+    async fn lock(
+        &mut self,
+        keys: &[(String, String)],
+        wait: bool,
+        view: &SharedView,
+    ) -> Result<bool>;
+}
+
+/// Lock the state keys of `batch` (and those its contended plugins are expected to
+/// touch), load them, and run its stale and contended results within `rerun`'s budget.
+/// Returns the view (for the keys' committed versions) and, by plugin, the runs whose
+/// result was not kept (the plan counts the others) and the stale results replaced.
+pub(crate) async fn resolve(
+    batch: &mut [&mut Settlement],
+    locks: &mut dyn StateLocks,
+    rerun: &dyn Rerun,
+) -> Result<(StateView, BTreeMap<String, PluginRuns>)> {
+    let mut keys: Vec<(String, String)> = {
+        let shared: Vec<&Settlement> = batch.iter().map(|s| &**s).collect();
+        state_keys(&shared)
+            .into_iter()
+            .map(|(p, k)| (p.to_owned(), k.to_owned()))
+            .collect()
+    };
+    let contended: BTreeSet<&str> = batch
+        .iter()
+        .flat_map(|s| &s.results)
+        .filter(|r| r.verdict == Verdict::RunAtSettle)
+        .map(|r| r.plugin.name.as_str())
+        .collect();
+    for plugin in contended {
+        keys.extend(
+            rerun
+                .expected_keys(plugin)
+                .into_iter()
+                .map(|k| (plugin.to_owned(), k)),
+        );
+    }
+    let mut runs = BTreeMap::<String, PluginRuns>::new();
+    let view = SharedView::default();
+    if !keys.is_empty() {
+        keys.sort_unstable();
+        keys.dedup();
+        locks.lock(&keys, true, &view).await?;
+    }
+    let budget = rerun.budget();
+    let (started, mut spent) = (Instant::now(), 0);
+    for s in batch.iter_mut() {
+        let Settlement {
+            message, results, ..
+        } = &mut **s;
+        for result in results.iter_mut() {
+            let name = result.plugin.name.clone();
+            let stale = match &result.verdict {
+                Verdict::Handled(effects) => {
+                    let stale = view_of(&view).stale(&name, effects).is_some();
+                    if !stale {
+                        view_of(&view).apply(&name, &effects.writes);
+                        continue;
+                    }
+                    true
+                }
+                Verdict::RunAtSettle => false,
+                _ => continue,
+            };
+            // Runs whose result is not kept count here; the plan counts the kept one.
+            while spent < budget.runs && started.elapsed() < budget.within {
+                spent += 1;
+                let tally = runs.entry(name.clone()).or_default();
+                let Some(ran) = run(rerun, locks, message, &name, result.attempt, &view).await?
+                else {
+                    tally.runs += 1;
+                    break;
+                };
+                if let Verdict::Handled(effects) = &ran.verdict {
+                    if view_of(&view).stale(&name, effects).is_some() {
+                        tally.runs += 1;
+                        continue;
+                    }
+                    view_of(&view).apply(&name, &effects.writes);
+                }
+                if stale {
+                    tally.runs += 1;
+                    tally.resolved += 1;
+                }
+                *result = ran;
+                break;
+            }
+        }
+    }
+    if spent > 0 {
+        tracing::debug!(
+            runs = spent,
+            elapsed = ?started.elapsed(),
+            "handlers ran inside the settle"
+        );
+    }
+    let view = std::mem::take(&mut *view_of(&view));
+    Ok((view, runs))
+}
+
+/// Run `plugin` on `message` over `view`, locking and loading the keys it asks for.
+/// `None` when the plugin is gone, or when another settle held a key it needed (read or
+/// written): its result is not to be used.
+async fn run(
+    rerun: &dyn Rerun,
+    locks: &mut dyn StateLocks,
+    message: &Envelope,
+    plugin: &str,
+    attempt: u32,
+    view: &SharedView,
+) -> Result<Option<PluginResult>> {
+    let (requests, mut asked) = mpsc::unbounded_channel();
+    let state = SettleState {
+        view: view.clone(),
+        requests,
+    };
+    let mut refused = false;
+    let running = rerun.rerun(message, plugin, attempt, state);
+    tokio::pin!(running);
+    let ran = loop {
+        tokio::select! {
+            ran = &mut running => break ran,
+            Some(request) = asked.recv() => {
+                let key = [(request.plugin, request.key)];
+                let loaded = locks.lock(&key, false, view).await?;
+                refused |= !loaded;
+                let _ = request.loaded.send(loaded);
+            }
+        }
+    };
+    let Some(ran) = ran else {
+        return Ok(None);
+    };
+    if let Verdict::Handled(effects) = &ran.verdict {
+        let written: Vec<(String, String)> = effects
+            .writes
+            .keys()
+            .filter(|key| !view_of(view).contains(plugin, key))
+            .map(|key| (plugin.to_owned(), key.clone()))
+            .collect();
+        if !written.is_empty() {
+            refused |= !locks.lock(&written, false, view).await?;
+        }
+    }
+    if refused {
+        tracing::debug!(message_id = %message.id, plugin, "a key the handler needed is locked by another settle; the message runs again later");
+        return Ok(None);
+    }
+    Ok(Some(ran))
+}
+
+fn view_of(view: &SharedView) -> std::sync::MutexGuard<'_, StateView> {
+    view.lock().expect("no panic while the view is locked")
+}
