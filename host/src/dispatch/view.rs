@@ -30,10 +30,11 @@ impl StateReader for SettleReader {
             key: key.to_owned(),
             loaded,
         };
-        if self.0.requests.send(request).is_ok() && answer.await == Ok(true) {
-            if let Some((value, version)) = self.view().get(plugin, key) {
-                return Ok(value.map(|v| (v, version)));
-            }
+        if self.0.requests.send(request).is_ok()
+            && answer.await == Ok(true)
+            && let Some((value, version)) = self.view().get(plugin, key)
+        {
+            return Ok(value.map(|v| (v, version)));
         }
         // Another settle holds the key: the settle drops this run's result, so what it
         // reads here does not matter.
