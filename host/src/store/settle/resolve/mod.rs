@@ -246,3 +246,6 @@ async fn run(
 fn view_of(view: &SharedView) -> std::sync::MutexGuard<'_, StateView> {
     view.lock().expect("no panic while the view is locked")
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Running handlers inside the settle, checked without a database or a sandbox: the
+//! handler is a counter in Rust, the locks a map of committed values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::*;
+use crate::effects::Effects;
+use crate::store::PluginVersion;
+use crate::store::settle::SettlePlan;
+
+/// Committed state, and keys another settle holds.
+#[derive(Default)]
+struct Committed {
+    values: BTreeMap<String, (Vec<u8>, i64)>,
+    held_elsewhere: BTreeSet<String>,
+}
+
+#[async_trait::async_trait]
+impl StateLocks for Committed {
+    async fn lock(
+        &mut self,
+        keys: &[(String, String)],
+        wait: bool,
+        view: &SharedView,
+    ) -> Result<bool> {
+        if !wait && keys.iter().any(|(_, k)| self.held_elsewhere.contains(k)) {
+            return Ok(false);
+        }
+        let mut view = view.lock().unwrap();
+        for (plugin, key) in keys {
+            view.load(plugin, key, self.values.get(key).cloned());
+        }
+        Ok(true)
+    }
+}
+
+/// The handler: adds one to `count`; on an odd count it also adds one to `odd`.
+struct Counter {
+    budget: RerunBudget,
+}
+
+/// Read `key` as the sandbox's reader does: from the view, else asking the settle.
+async fn read(state: &SettleState, effects: &mut Effects, key: &str) -> u64 {
+    let known = state.view.lock().unwrap().get("counter", key);
+    let (value, version) = match known {
+        Some(found) => found,
+        None => {
+            let (loaded, answer) = oneshot::channel();
+            let request = KeyRequest {
+                plugin: "counter".into(),
+                key: key.into(),
+                loaded,
+            };
+            state.requests.send(request).unwrap();
+            match answer.await.unwrap() {
+                true => state.view.lock().unwrap().get("counter", key).unwrap(),
+                false => (None, 0),
+            }
+        }
+    };
+    effects.reads.insert(key.into(), version);
+    value.map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
+}
+
+fn counter_version() -> PluginVersion {
+    PluginVersion {
+        name: "counter".into(),
+        version: "1".into(),
+        sha256: "ab".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Rerun for Counter {
+    fn budget(&self) -> RerunBudget {
+        self.budget
+    }
+
+    fn expected_keys(&self, _: &str) -> Vec<String> {
+        vec!["count".into()]
+    }
+
+    async fn rerun(
+        &self,
+        _: &Envelope,
+        _: &str,
+        attempt: u32,
+        state: SettleState,
+    ) -> Option<PluginResult> {
+        let mut effects = Effects::default();
+        let count = read(&state, &mut effects, "count").await;
+        if count % 2 == 1 {
+            let odd = read(&state, &mut effects, "odd").await;
+            effects
+                .writes
+                .insert("odd".into(), Some((odd + 1).to_string().into_bytes()));
+        }
+        effects
+            .writes
+            .insert("count".into(), Some((count + 1).to_string().into_bytes()));
+        Some(PluginResult {
+            plugin: counter_version(),
+            attempt,
+            verdict: Verdict::Handled(effects),
+        })
+    }
+}
+
+fn settlement(n: u8, verdict: Verdict) -> Settlement {
+    Settlement {
+        message: Envelope {
+            id: Uuid::from_bytes([n; 16]),
+            queue: "q".into(),
+            kind: "k".into(),
+            headers: Default::default(),
+            payload: vec![],
+            attempts: 0,
+            lock_token: Uuid::nil(),
+            settled_plugins: Default::default(),
+            origin: Default::default(),
+        },
+        results: vec![PluginResult {
+            plugin: counter_version(),
+            attempt: 1,
+            verdict,
+        }],
+        refused: None,
+    }
+}
+
+/// What a handler that ran ahead of the settle saw: `count` at 0, absent.
+fn ran_ahead() -> Verdict {
+    Verdict::Handled(Effects {
+        reads: [("count".to_owned(), 0)].into(),
+        writes: [("count".to_owned(), Some(b"1".to_vec()))].into(),
+        ..Effects::default()
+    })
+}
+
+fn budget(runs: u32) -> Counter {
+    Counter {
+        budget: RerunBudget {
+            runs,
+            within: Duration::from_secs(10),
+        },
+    }
+}
+
+/// Resolve `batch` and build its plan; the final values of `count` and `odd` and the
+/// plan's counts.
+async fn settle(
+    batch: &mut [Settlement],
+    locks: &mut Committed,
+    rerun: &Counter,
+) -> (Option<String>, Option<String>, PluginRuns, usize) {
+    let mut held: Vec<&mut Settlement> = batch.iter_mut().collect();
+    let (view, runs) = resolve(&mut held, locks, rerun).await.unwrap();
+    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
+    let plan = SettlePlan::resolved(&held, &view, runs);
+    let value = |key: &str| {
+        plan.state
+            .get(&("counter", key))
+            .and_then(|w| w.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    (
+        value("count"),
+        value("odd"),
+        plan.summary.runs(),
+        plan.stay.len(),
+    )
+}
+
+#[tokio::test]
+async fn stale_results_run_again_in_order_over_the_batchs_writes() {
+    let mut batch: Vec<Settlement> = (1..=4).map(|n| settlement(n, ran_ahead())).collect();
+    let (count, odd, runs, stay) = settle(&mut batch, &mut Committed::default(), &budget(10)).await;
+    assert_eq!((count.as_deref(), odd.as_deref()), (Some("4"), Some("2")));
+    assert_eq!(stay, 0, "the batch settles in one round");
+    // The first result was fresh; three ran again, each replacing one run ahead.
+    assert_eq!((runs.runs, runs.handled, runs.resolved), (7, 4, 3));
+    assert_eq!(runs.rescheduled, 0);
+}
+
+#[tokio::test]
+async fn a_contended_plugin_runs_once_per_message_inside_the_settle() {
+    let mut batch: Vec<Settlement> = (1..=5)
+        .map(|n| settlement(n, Verdict::RunAtSettle))
+        .collect();
+    let mut committed = Committed::default();
+    committed
+        .values
+        .insert("count".into(), (b"10".to_vec(), 10));
+    let (count, odd, runs, stay) = settle(&mut batch, &mut committed, &budget(10)).await;
+    // 10 -> 15; the counts read were 10..=14, odd at 11 and 13 (odd read from absent).
+    assert_eq!((count.as_deref(), odd.as_deref()), (Some("15"), Some("2")));
+    assert_eq!(stay, 0);
+    assert_eq!((runs.runs, runs.handled, runs.resolved), (5, 5, 0));
+}
+
+#[tokio::test]
+async fn a_new_key_held_by_another_settle_sends_the_message_to_the_next_round() {
+    let mut batch: Vec<Settlement> = (1..=3).map(|n| settlement(n, ran_ahead())).collect();
+    let mut committed = Committed::default();
+    committed.held_elsewhere.insert("odd".into());
+    let (count, odd, runs, stay) = settle(&mut batch, &mut committed, &budget(10)).await;
+    // Message 2 reads count 1 (odd) and so needs `odd`, which it cannot lock: it stays,
+    // and message 3 runs over count 1 as well.
+    assert_eq!((count.as_deref(), odd), (Some("1"), None));
+    assert_eq!(stay, 2);
+    assert_eq!(runs.rescheduled, 2);
+    assert_eq!(runs.handled, 1);
+}
+
+#[tokio::test]
+async fn past_the_budget_the_stale_results_go_to_the_next_round() {
+    let mut batch: Vec<Settlement> = (1..=4).map(|n| settlement(n, ran_ahead())).collect();
+    let (count, _, runs, stay) = settle(&mut batch, &mut Committed::default(), &budget(1)).await;
+    assert_eq!(count.as_deref(), Some("2"));
+    assert_eq!(stay, 2);
+    assert_eq!((runs.handled, runs.resolved, runs.rescheduled), (2, 1, 2));
+}
