@@ -1,7 +1,8 @@
 //! The AMQP transport against the real RabbitMQ (unique queue names per test), on both
 //! stores: ack after commit, a redelivery of a committed message handled once, retries
 //! through growing delay queues, the dead-letter queue after the last attempt, a message
-//! without message_id, a body a JSON handler cannot read.
+//! without message_id, a body a JSON handler cannot read, stale state reads resolved in
+//! the settle rather than through a delay queue.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -195,6 +196,7 @@ wharf_tests::conformance!(
     the_bridge_moves_deliveries_into_the_inbox_once_each,
     retries_wait_in_growing_delay_queues_then_dead_letter,
     unreadable_messages_go_to_the_failed_messages_and_the_dlq,
+    a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_queues,
 );
 
 async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend) {
@@ -518,6 +520,58 @@ async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Back
     assert_eq!(broker.depth(&broker.queue).await, 0);
     assert_eq!(
         count(&broker.host, "SELECT COUNT(*) FROM processed").await,
+        0
+    );
+}
+
+async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_queues(
+    backend: Backend,
+) {
+    let broker = Broker::start_with(backend, &["fixture-counter"], |c| {
+        c.amqp.consume[0].consumers = 2;
+    })
+    .await;
+    for _ in 0..300 {
+        let id = uuid::Uuid::now_v7().to_string();
+        broker
+            .publish("test.count", Some(&id), br#"{"key": "hot"}"#)
+            .await;
+    }
+    let report = broker
+        .supervise_until("300 handled and the queue empty", async |b| {
+            count(&b.host, "SELECT COUNT(*) FROM processed").await == 300
+                && b.depth(&b.queue).await == 0
+        })
+        .await;
+    let value = async |key: &str| -> u64 {
+        let (value, _) = broker
+            .host
+            .store
+            .state_get("counter", key)
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&value).unwrap()
+    };
+    assert_eq!(value("count:hot").await, 300);
+    assert_eq!(value("odd:hot").await, 150);
+    let runs: wharf_host::store::PluginRuns = report.consumed.plugins.values().copied().sum();
+    eprintln!(
+        "{backend:?}: {runs:?}, {} retried through a delay queue",
+        report.consumed.retried
+    );
+    assert_eq!(runs.handled, 300);
+    assert!(
+        runs.runs < 2 * runs.handled,
+        "a hot key costs {runs:?} on AMQP"
+    );
+    assert!(
+        report.consumed.retried <= 30,
+        "stale reads are resolved in the settle, not republished: {} went through a delay queue",
+        report.consumed.retried
+    );
+    assert_eq!(
+        count(&broker.host, "SELECT COUNT(*) FROM failed_messages").await,
         0
     );
 }

@@ -32,7 +32,7 @@ pub(super) async fn write(
     write_handled(tx, plan).await?;
     insert_new(tx, channel, &plan.publishes).await?;
     write_outbox(tx, plan).await?;
-    write_state(tx, plan).await?;
+    write_deleted_state(tx, plan).await?;
     write_attempt_errors(tx, plan).await?;
     write_dead(tx, plan).await?;
     match settling {
@@ -56,7 +56,10 @@ pub(super) async fn write(
     Ok(())
 }
 
-/// Ledger rows, and the failed-message rows of an operator's retry marked resolved.
+/// Ledger rows, the failed-message rows of an operator's retry marked resolved, and the
+/// final value of every key written (not deleted), in one statement: inside the settle it
+/// runs with the batch's state keys locked, so every round trip saved there is one other
+/// hosts do not wait for.
 async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
     if plan.handled.is_empty() {
         return Ok(());
@@ -65,25 +68,36 @@ async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>
     let column = |f: fn(&crate::store::PluginVersion) -> &str| -> Vec<&str> {
         plan.handled.iter().map(|(_, p)| f(p)).collect()
     };
-    let names = column(|p| &p.name);
+    let set: Vec<_> = plan
+        .state
+        .iter()
+        .filter(|(_, w)| w.value.is_some())
+        .collect();
     sqlx::query(
-        "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
-         SELECT id, name, version, sha256, wharf_now_ms()
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, name, version, sha256)",
+        "WITH handled AS (
+             INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
+             SELECT id, name, version, sha256, wharf_now_ms()
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, name, version, sha256)
+             RETURNING message_id, plugin
+         ), state AS (
+             INSERT INTO plugin_state (plugin, key, value, version, updated_at)
+             SELECT plugin, key, value, version, wharf_now_ms()
+             FROM UNNEST($5::text[], $6::text[], $7::bytea[], $8::bigint[]) AS t(plugin, key, value, version)
+             ON CONFLICT (plugin, key) DO UPDATE
+             SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at
+         )
+         UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
+         FROM handled r
+         WHERE f.message_id = r.message_id AND f.plugin IN (r.plugin, '') AND f.status = 'retrying'",
     )
     .bind(&ids)
-    .bind(&names)
+    .bind(column(|p| &p.name))
     .bind(column(|p| &p.version))
     .bind(column(|p| &p.sha256))
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
-         FROM UNNEST($1::uuid[], $2::text[]) AS r(id, plugin)
-         WHERE f.message_id = r.id AND f.plugin IN (r.plugin, '') AND f.status = 'retrying'",
-    )
-    .bind(&ids)
-    .bind(&names)
+    .bind(set.iter().map(|((plugin, _), _)| *plugin).collect::<Vec<_>>())
+    .bind(set.iter().map(|((_, key), _)| *key).collect::<Vec<_>>())
+    .bind(set.iter().map(|(_, w)| w.value).collect::<Vec<_>>())
+    .bind(set.iter().map(|(_, w)| w.version).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -113,24 +127,16 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>)
     Ok(())
 }
 
-/// Upsert the final value of every written key with its new version; delete the others.
-async fn write_state(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
-    let (set, deleted): (Vec<_>, Vec<_>) = plan.state.iter().partition(|(_, w)| w.value.is_some());
-    if !set.is_empty() {
-        sqlx::query(
-            "INSERT INTO plugin_state (plugin, key, value, version, updated_at)
-             SELECT plugin, key, value, version, wharf_now_ms()
-             FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bigint[]) AS t(plugin, key, value, version)
-             ON CONFLICT (plugin, key) DO UPDATE
-             SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at",
-        )
-        .bind(set.iter().map(|((plugin, _), _)| *plugin).collect::<Vec<_>>())
-        .bind(set.iter().map(|((_, key), _)| *key).collect::<Vec<_>>())
-        .bind(set.iter().map(|(_, w)| w.value).collect::<Vec<_>>())
-        .bind(set.iter().map(|(_, w)| w.version).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
+/// Delete the keys the batch deleted (`write_handled` upserts the others).
+async fn write_deleted_state(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &SettlePlan<'_>,
+) -> Result<()> {
+    let deleted: Vec<_> = plan
+        .state
+        .iter()
+        .filter(|(_, w)| w.value.is_none())
+        .collect();
     if !deleted.is_empty() {
         sqlx::query(
             "DELETE FROM plugin_state s USING UNNEST($1::text[], $2::text[]) AS d(plugin, key)

@@ -18,6 +18,27 @@
 //!
 //! The work is bounded by [`RerunBudget`]: past it, the results left go back for another
 //! round (without counting an attempt), as every stale result did before.
+//!
+//! Why this design. Before it, a batch's handlers all read the same committed version of
+//! a hot key, only the first write per key won and the rest went back for another claim
+//! round (and, on AMQP, through a delay queue): the `update-stock` example on 10,000
+//! orders over 7 SKUs ran its handler 4.9 times per handled message at ~430 msgs/s on one
+//! PostgreSQL host, 9.4 times at ~300 msgs/s on three. Re-running only the stale results
+//! here bounds the cost at two runs per message (one ahead, one here); running a
+//! contended plugin only here (chosen by `dispatch::contention` from what its batches
+//! showed) brings it to one, and locking the keys its messages shared up front makes
+//! hosts wait their turn on a hot key instead of all running over the same version.
+//!
+//! Measured (`cargo bench -p wharf-tests -- contention`, 20,000 orders, two runs on the
+//! 2-core CI machine; the stateless noop plugin on the same hosts at 11-15k msgs/s on
+//! PostgreSQL, 5-7k on SQLite): on 7 SKUs, 1.006 runs per handled message on one host and
+//! 1.02 on three (the first two batches of each host run ahead before contention is
+//! seen), 7-8.6k msgs/s on PostgreSQL (0.59-0.70x of stateless) and ~5k on SQLite
+//! (0.74-0.80x); 1 SKU alike. Three hosts in one process made 0.73-0.96x of one host's
+//! rate (stateless: 0.88-1.06x): on two cores the hosts share the CPU, and a hot key's
+//! updates are serial by nature, so more hosts add coordination, not capacity. On 10,000
+//! SKUs nothing contends (1.000 runs per message); there the cost is the per-message
+//! state read (~3k msgs/s on PostgreSQL), the uncontended path's own overhead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
