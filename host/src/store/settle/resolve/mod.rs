@@ -29,16 +29,18 @@
 //! showed) brings it to one, and locking the keys its messages shared up front makes
 //! hosts wait their turn on a hot key instead of all running over the same version.
 //!
-//! Measured (`cargo bench -p wharf-tests -- contention`, 20,000 orders, two runs on the
-//! 2-core CI machine; the stateless noop plugin on the same hosts at 11-15k msgs/s on
-//! PostgreSQL, 5-7k on SQLite): on 7 SKUs, 1.006 runs per handled message on one host and
+//! Measured (`cargo bench -p wharf-tests -- contention`, 20,000 orders, three runs on the
+//! 2-core CI machine; the stateless noop plugin on the same hosts at 11-17k msgs/s on
+//! PostgreSQL, 5-8k on SQLite): on 7 SKUs, 1.006 runs per handled message on one host and
 //! 1.02 on three (the first two batches of each host run ahead before contention is
-//! seen), 7-8.6k msgs/s on PostgreSQL (0.59-0.70x of stateless) and ~5k on SQLite
-//! (0.74-0.80x); 1 SKU alike. Three hosts in one process made 0.73-0.96x of one host's
-//! rate (stateless: 0.88-1.06x): on two cores the hosts share the CPU, and a hot key's
-//! updates are serial by nature, so more hosts add coordination, not capacity. On 10,000
-//! SKUs nothing contends (1.000 runs per message); there the cost is the per-message
-//! state read (~3k msgs/s on PostgreSQL), the uncontended path's own overhead.
+//! seen), 7-9.3k msgs/s on PostgreSQL (0.59-0.70x of stateless) and 5-5.5k on SQLite
+//! (0.74-0.80x); 1 SKU alike. A batch holds its keys from lock to commit, ~5 ms per 64
+//! messages (runs ~2.2 ms, writes ~1.2 ms in one statement, commit ~1.2 ms), which caps a
+//! hot key set near 12k msgs/s for the whole fleet; one host gets close to it, and three
+//! PostgreSQL hosts sharing two cores made 0.71-0.96x of one host's rate (stateless:
+//! 0.88-1.1x), three SQLite hosts 0.77-1.23x. On 10,000 SKUs nothing contends (1.000 runs
+//! per message); there the cost is the per-message state read (~3k msgs/s on
+//! PostgreSQL), the uncontended path's own overhead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
