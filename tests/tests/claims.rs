@@ -68,7 +68,7 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
         .settle(
             Hold::Lease,
             &mut [handled(&slow[0], "slow")],
-            &host.dispatcher.rerunner(Delays::Jittered),
+            &host.dispatcher.settle_runner(Delays::Jittered),
         )
         .await
         .unwrap();
@@ -86,7 +86,7 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
         .settle(
             Hold::Lease,
             &mut [handled(&fast[0], "fast")],
-            &host.dispatcher.rerunner(Delays::Jittered),
+            &host.dispatcher.settle_runner(Delays::Jittered),
         )
         .await
         .unwrap();
@@ -96,7 +96,7 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
         .settle(
             Hold::Lease,
             &mut [handled(&slow[0], "slow")],
-            &host.dispatcher.rerunner(Delays::Jittered),
+            &host.dispatcher.settle_runner(Delays::Jittered),
         )
         .await
         .unwrap();
@@ -240,7 +240,7 @@ async fn a_held_claim_not_renewed_is_lost_and_its_settle_writes_nothing() {
         .settle(
             claim.hold,
             &mut [handled(&claim.messages[0], "late")],
-            &host.dispatcher.rerunner(Delays::Jittered),
+            &host.dispatcher.settle_runner(Delays::Jittered),
         )
         .await;
     assert!(

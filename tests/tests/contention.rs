@@ -95,7 +95,7 @@ async fn one_hot_counter_from_two_hosts(backend: Backend) {
     );
 }
 
-async fn past_the_rerun_budget_stale_results_go_back_and_stay_exact(backend: Backend) {
+async fn past_the_settle_budget_stale_results_go_back_and_stay_exact(backend: Backend) {
     let host = Host::start_with(backend, &["fixture-counter"], |c| {
         batches(c);
         c.runtime.settle_runs = 1;
@@ -116,5 +116,5 @@ async fn past_the_rerun_budget_stale_results_go_back_and_stay_exact(backend: Bac
 conformance!(
     one_hot_counter_from_concurrent_batches,
     one_hot_counter_from_two_hosts,
-    past_the_rerun_budget_stale_results_go_back_and_stay_exact,
+    past_the_settle_budget_stale_results_go_back_and_stay_exact,
 );

@@ -22,7 +22,7 @@ use crate::plugins::{PluginConfig, PluginsConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::setting::InvalidSetting;
-use crate::store::{DatabaseConfig, RerunBudget};
+use crate::store::{DatabaseConfig, SettleBudget};
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::inbox::InboxConfig;
 
@@ -117,7 +117,7 @@ impl Config {
             concurrency: self.runtime.concurrency,
             breaker_failures: self.runtime.breaker_failures,
             breaker_cool_down: Duration::from_millis(self.runtime.breaker_cool_down_ms),
-            settle_runs: RerunBudget {
+            settle_runs: SettleBudget {
                 runs: self.runtime.settle_runs,
                 within: Duration::from_millis(self.runtime.settle_runs_ms),
             },

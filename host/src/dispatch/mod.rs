@@ -5,7 +5,7 @@
 //!
 //! A batch's messages run concurrently, except a contended plugin's, which are left to
 //! run inside the settle (`contention`). The settle runs those, and handlers whose state
-//! reads went stale, through [`Dispatcher::rerunner`].
+//! reads went stale, through [`Dispatcher::settle_runner`].
 
 pub mod breaker;
 mod contention;
@@ -26,7 +26,7 @@ use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime, StateError, StateReader};
 use crate::store::{
-    PluginResult, PluginVersion, Rerun, RerunBudget, SettleState, Settlement, Store,
+    PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, Store,
 };
 use breaker::{Admission, Breakers};
 use contention::Contention;
@@ -51,7 +51,7 @@ pub struct DispatchConfig {
     /// `runtime.breaker_cool_down_ms`.
     pub breaker_cool_down: Duration,
     /// `runtime.settle_runs` and `runtime.settle_runs_ms`.
-    pub settle_runs: RerunBudget,
+    pub settle_runs: SettleBudget,
     /// `inbox.max_payload_bytes`: the largest payload a handler may publish.
     pub max_payload_bytes: usize,
     /// `[retry]`: the policy of plugins that set none.
@@ -182,8 +182,8 @@ impl Dispatcher {
 
     /// What runs handlers inside a settle: the plugins as served now, called as `delays`
     /// says, each reading the settle's view of the state.
-    pub fn rerunner(&self, delays: Delays) -> impl Rerun + '_ {
-        Rerunner {
+    pub fn settle_runner(&self, delays: Delays) -> impl SettleRunner + '_ {
+        SettleCalls {
             dispatcher: self,
             delays,
         }
@@ -312,15 +312,15 @@ fn version_of(plugin: &Plugin) -> PluginVersion {
     }
 }
 
-/// Runs handlers inside a settle (see [`Dispatcher::rerunner`]).
-struct Rerunner<'d> {
+/// Runs handlers inside a settle (see [`Dispatcher::settle_runner`]).
+struct SettleCalls<'d> {
     dispatcher: &'d Dispatcher,
     delays: Delays,
 }
 
 #[async_trait::async_trait]
-impl Rerun for Rerunner<'_> {
-    fn budget(&self) -> RerunBudget {
+impl SettleRunner for SettleCalls<'_> {
+    fn budget(&self) -> SettleBudget {
         self.dispatcher.config.settle_runs
     }
 
@@ -328,7 +328,7 @@ impl Rerun for Rerunner<'_> {
         self.dispatcher.contention.expected_keys(plugin)
     }
 
-    async fn rerun(
+    async fn run(
         &self,
         message: &Envelope,
         plugin: &str,

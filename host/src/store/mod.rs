@@ -35,7 +35,7 @@ pub use error::StoreError;
 pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
-pub use settle::{KeyRequest, Rerun, RerunBudget, SettleState, SharedView, StateView};
+pub use settle::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateView};
 pub use sqlite::SqliteStore;
 
 /// Result alias for store calls.
@@ -232,13 +232,14 @@ pub trait Store: registry::Registry + Send + Sync {
 
     /// Apply a batch of settlements in one transaction: the claim's own when it holds
     /// one ([`StoreError::ClaimLost`] if that is gone), else a new one fenced on the
-    /// messages' lock tokens. Results whose state reads are stale run again inside it,
-    /// through `rerun`, and take their place in `batch` (see `settle::resolve`).
+    /// messages' lock tokens. Results whose state reads are stale, and contended plugins
+    /// left to run there, run inside it through `runner`, and their results take their
+    /// place in `batch` (see `settle::resolve`).
     async fn settle(
         &self,
         hold: Hold,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<SettleSummary>;
 
     /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
@@ -251,11 +252,12 @@ pub trait Store: registry::Registry + Send + Sync {
     /// in [`Delivered::try_again`], forwards [`Delivered::dead`] and acks the rest. Results
     /// of plugins that settled a message meanwhile (another consumer had a duplicate)
     /// are dropped: the transaction waits for such a concurrent settle and checks the
-    /// ledger itself. Stale results re-run through `rerun` as in [`Store::settle`].
+    /// ledger itself. Stale and contended results run through `runner` as in
+    /// [`Store::settle`].
     async fn settle_delivered(
         &self,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<Delivered>;
 
     /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from

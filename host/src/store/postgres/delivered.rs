@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::settle::settle_batch;
 use super::writes::Settling;
 use crate::store::delivered::drop_settled;
-use crate::store::{Delivered, Rerun, Result, Settlement};
+use crate::store::{Delivered, Result, SettleRunner, Settlement};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -53,7 +53,7 @@ pub(super) async fn settle(
     pool: &PgPool,
     channel: &str,
     batch: &mut [Settlement],
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
 ) -> Result<Delivered> {
     let mut tx = pool.begin().await?;
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
@@ -74,7 +74,7 @@ pub(super) async fn settle(
     let already = settled(&mut *tx, &ids).await?;
     let mut duplicates = 0;
     drop_settled(batch, &already, &mut duplicates);
-    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered, rerun).await?;
+    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered, runner).await?;
     tx.commit().await?;
     if duplicates > 0 {
         tracing::debug!(

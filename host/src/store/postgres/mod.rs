@@ -51,7 +51,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Rerun, Result, Retried, RetrySelection, SettleSummary, Settlement, Store, migrate,
+    QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary, Settlement, Store,
+    migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -219,13 +220,13 @@ impl Store for PostgresStore {
         &self,
         hold: Hold,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
         match hold {
             Hold::Lease => {
                 let mut tx = self.pool.begin().await?;
                 let plan =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased, rerun)
+                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased, runner)
                         .await?;
                 tx.commit().await?;
                 Ok(plan.summary)
@@ -236,7 +237,7 @@ impl Store for PostgresStore {
                     &self.channel,
                     batch,
                     Settling::Held(&created_at),
-                    rerun,
+                    runner,
                 )
                 .await
                 .map_err(claim_lost)?;
@@ -253,9 +254,9 @@ impl Store for PostgresStore {
     async fn settle_delivered(
         &self,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<Delivered> {
-        delivered::settle(&self.pool, &self.channel, batch, rerun).await
+        delivered::settle(&self.pool, &self.channel, batch, runner).await
     }
 
     async fn lease_held(

@@ -4,8 +4,8 @@
 //!    others were taken over and nothing of theirs is written.
 //! 2. Lock the state keys the batch read or wrote (advisory transaction locks, in one
 //!    order) and load their committed values, so two hosts cannot both commit a write
-//!    based on the same read, and re-run the stale results over them ([`resolve`]). A key
-//!    a re-run newly touches is locked without waiting (`pg_try_advisory_xact_lock`):
+//!    based on the same read, and run the stale and contended results over them
+//!    ([`resolve`]). A key such a run newly touches is locked without waiting (`pg_try_advisory_xact_lock`):
 //!    taking it out of order could deadlock against another host's settle, so a key
 //!    held elsewhere sends that result back for another round instead.
 //! 3. Build the [`SettlePlan`] (the rules every store shares) and write each kind of its
@@ -18,17 +18,17 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::writes::{Settling, write};
-use crate::store::settle::{Rerun, SettlePlan, SharedView, StateLocks, resolve};
+use crate::store::settle::{SettlePlan, SettleRunner, SharedView, StateLocks, resolve};
 use crate::store::{Result, Settlement};
 
-/// Plan and write `batch` inside the caller's transaction, re-running its stale results
-/// through `rerun`.
+/// Plan and write `batch` inside the caller's transaction, running its stale and contended
+/// results through `runner`.
 pub(super) async fn settle_batch<'a>(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
     batch: &'a mut [Settlement],
     settling: Settling<'_>,
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
 ) -> Result<SettlePlan<'a>> {
     if batch.is_empty() {
         return Ok(SettlePlan::default());
@@ -51,9 +51,9 @@ pub(super) async fn settle_batch<'a>(
                 .collect()
         }
     };
-    let (view, reran) = resolve(&mut held, &mut Locks(tx), rerun).await?;
+    let (view, runs) = resolve(&mut held, &mut Locks(tx), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = SettlePlan::resolved(&held, &view, reran);
+    let mut plan = SettlePlan::resolved(&held, &view, runs);
     plan.summary.fenced = fenced;
     write(tx, channel, &plan, settling).await?;
     Ok(plan)

@@ -37,7 +37,7 @@ mod resolve;
 mod rows;
 mod view;
 
-pub use resolve::{KeyRequest, Rerun, RerunBudget, SettleState, SharedView};
+pub use resolve::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView};
 pub(crate) use resolve::{StateLocks, resolve};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
 pub use view::StateView;
@@ -113,11 +113,12 @@ impl<'a> SettlePlan<'a> {
     }
 
     /// Decide the rows of `batch` after [`resolve`] re-ran its stale results over `view`
-    /// (`reran`: the re-runs by plugin).
+    /// (`runs`: by plugin, the runs whose result was not kept and the stale results
+    /// replaced).
     pub fn resolved(
         batch: &[&'a Settlement],
         view: &StateView,
-        reran: BTreeMap<String, PluginRuns>,
+        runs: BTreeMap<String, PluginRuns>,
     ) -> Self {
         let versions = state_keys(batch)
             .into_iter()
@@ -129,8 +130,8 @@ impl<'a> SettlePlan<'a> {
             })
             .collect();
         let mut plan = Self::build(batch, versions);
-        for (plugin, runs) in reran {
-            *plan.summary.plugins.entry(plugin).or_default() += runs;
+        for (plugin, extra) in runs {
+            *plan.summary.plugins.entry(plugin).or_default() += extra;
         }
         plan
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::parse_uuid;
 use super::settle::{Settling, settle_batch};
 use crate::store::delivered::drop_settled;
-use crate::store::{Delivered, Rerun, Result, Settlement, now_ms};
+use crate::store::{Delivered, Result, SettleRunner, Settlement, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -45,14 +45,14 @@ pub(super) async fn settled_of(
 pub(super) async fn settle(
     pool: &SqlitePool,
     batch: &mut [Settlement],
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
 ) -> Result<Delivered> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
     let already = settled_of(&mut tx, &ids).await?;
     let mut duplicates = 0;
     drop_settled(batch, &already, &mut duplicates);
-    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered, rerun).await?;
+    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered, runner).await?;
     tx.commit().await?;
     Ok(Delivered::of(&plan, duplicates))
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Rerun, Result, Retried, RetrySelection, SettleSummary, Settlement, Store,
+    QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary, Settlement, Store,
     StoreError, headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
@@ -168,10 +168,11 @@ impl Store for SqliteStore {
         &self,
         _hold: Hold,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let plan = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, rerun).await?;
+        let plan =
+            settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner).await?;
         tx.commit().await?;
         Ok(plan.summary)
     }
@@ -184,9 +185,9 @@ impl Store for SqliteStore {
     async fn settle_delivered(
         &self,
         batch: &mut [Settlement],
-        rerun: &dyn Rerun,
+        runner: &dyn SettleRunner,
     ) -> Result<Delivered> {
-        delivered::settle(&self.pool, batch, rerun).await
+        delivered::settle(&self.pool, batch, runner).await
     }
 
     async fn renew(

@@ -1,5 +1,5 @@
 //! The settle transaction on SQLite: fence each claimed message on its lock token, load
-//! the state keys the batch touched and re-run its stale results over them
+//! the state keys the batch touched and run its stale and contended results over them
 //! ([`resolve`]), build the [`SettlePlan`] and write it row by row. SQLite has one writer
 //! (`BEGIN IMMEDIATE`), so the state loaded here cannot change before the commit and
 //! taking a key's "lock" is loading it.
@@ -8,7 +8,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::insert_new;
 use crate::store::headers_json;
-use crate::store::settle::{Rerun, SettlePlan, SharedView, StateLocks, resolve};
+use crate::store::settle::{SettlePlan, SettleRunner, SharedView, StateLocks, resolve};
 use crate::store::{Result, Settlement};
 
 /// What is being settled.
@@ -20,14 +20,14 @@ pub(super) enum Settling {
     Delivered,
 }
 
-/// Plan and write `batch` inside the caller's transaction, at `now` (Unix ms), re-running
-/// its stale results through `rerun`.
+/// Plan and write `batch` inside the caller's transaction, at `now` (Unix ms), running
+/// its stale and contended results through `runner`.
 pub(super) async fn settle_batch<'a>(
     conn: &mut SqliteConnection,
     batch: &'a mut [Settlement],
     now: i64,
     settling: Settling,
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
 ) -> Result<SettlePlan<'a>> {
     let mut held = Vec::with_capacity(batch.len());
     let mut fenced = 0;
@@ -39,9 +39,9 @@ pub(super) async fn settle_batch<'a>(
             fenced += 1;
         }
     }
-    let (view, reran) = resolve(&mut held, &mut Loader(conn), rerun).await?;
+    let (view, runs) = resolve(&mut held, &mut Loader(conn), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = SettlePlan::resolved(&held, &view, reran);
+    let mut plan = SettlePlan::resolved(&held, &view, runs);
     plan.summary.fenced = fenced;
     write(conn, &plan, now, settling).await?;
     Ok(plan)

@@ -271,7 +271,10 @@ impl Consumer {
         } else {
             let delivered = self
                 .store
-                .settle_delivered(&mut settlements, &self.dispatcher.rerunner(Delays::Exact))
+                .settle_delivered(
+                    &mut settlements,
+                    &self.dispatcher.settle_runner(Delays::Exact),
+                )
                 .await
                 .map_err(store_error)?;
             self.dispatcher.observe(&settlements);

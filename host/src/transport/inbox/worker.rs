@@ -217,8 +217,8 @@ impl Worker {
                 s.message.lock_token = token;
             }
         }
-        let rerun = self.dispatcher.rerunner(Delays::Jittered);
-        match self.store.settle(hold, &mut settlements, &rerun).await {
+        let runner = self.dispatcher.settle_runner(Delays::Jittered);
+        match self.store.settle(hold, &mut settlements, &runner).await {
             Ok(summary) => {
                 self.dispatcher.observe(&settlements);
                 Ok((claimed, summary))

@@ -6,8 +6,8 @@
 //! view writes into it. One whose reads are stale (another host committed a key since
 //! the handler read it, or an earlier message of the batch wrote it), and one that
 //! dispatch left to run here ([`Verdict::RunAtSettle`]: a contended plugin), run right
-//! here through [`Rerun`], reading the view: the committed state and the writes of the
-//! batch's earlier messages. Their result takes the old one's place.
+//! here through [`SettleRunner`], reading the view: the committed state and the writes
+//! of the batch's earlier messages. Their result takes the old one's place.
 //!
 //! Such a run may read a key nobody locked yet (the keys dispatch expected a contended
 //! plugin to touch are locked up front): the sandbox asks for it ([`KeyRequest`]) and the
@@ -16,7 +16,7 @@
 //! absent, its result is dropped and the message runs again in another round. A key
 //! the run wrote without reading is locked the same way after it.
 //!
-//! The work is bounded by [`RerunBudget`]: past it, the results left go back for another
+//! The work is bounded by [`SettleBudget`]: past it, the results left go back for another
 //! round (without counting an attempt), as every stale result did before.
 //!
 //! Why this design. Before it, a batch's handlers all read the same committed version of
@@ -59,7 +59,7 @@ pub type SharedView = Arc<Mutex<StateView>>;
 
 /// How much running one settle may do while it holds the batch's state locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RerunBudget {
+pub struct SettleBudget {
     /// At most this many handler runs per batch.
     pub runs: u32,
     /// No run starts once the settle has spent this long running handlers.
@@ -89,9 +89,9 @@ pub struct SettleState {
 
 /// Runs handlers inside the settle (dispatch implements it over the sandbox).
 #[async_trait::async_trait]
-pub trait Rerun: Send + Sync {
+pub trait SettleRunner: Send + Sync {
     /// The settle's budget.
-    fn budget(&self) -> RerunBudget;
+    fn budget(&self) -> SettleBudget;
 
     /// The keys `plugin`'s messages are expected to touch: those its recent batches'
     /// messages shared. They are locked with the batch's keys, before any run.
@@ -99,7 +99,7 @@ pub trait Rerun: Send + Sync {
 
     /// Run `plugin` on `message` as attempt `attempt`, reading `state`. `None` when the
     /// plugin is no longer served.
-    async fn rerun(
+    async fn run(
         &self,
         message: &Envelope,
         plugin: &str,
@@ -123,13 +123,13 @@ pub(crate) trait StateLocks: Send {
 }
 
 /// Lock the state keys of `batch` (and those its contended plugins are expected to
-/// touch), load them, and run its stale and contended results within `rerun`'s budget.
+/// touch), load them, and run its stale and contended results within `runner`'s budget.
 /// Returns the view (for the keys' committed versions) and, by plugin, the runs whose
 /// result was not kept (the plan counts the others) and the stale results replaced.
 pub(crate) async fn resolve(
     batch: &mut [&mut Settlement],
     locks: &mut dyn StateLocks,
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
 ) -> Result<(StateView, BTreeMap<String, PluginRuns>)> {
     let mut keys: Vec<(String, String)> = {
         let shared: Vec<&Settlement> = batch.iter().map(|s| &**s).collect();
@@ -146,7 +146,7 @@ pub(crate) async fn resolve(
         .collect();
     for plugin in contended {
         keys.extend(
-            rerun
+            runner
                 .expected_keys(plugin)
                 .into_iter()
                 .map(|k| (plugin.to_owned(), k)),
@@ -159,7 +159,7 @@ pub(crate) async fn resolve(
         keys.dedup();
         locks.lock(&keys, true, &view).await?;
     }
-    let budget = rerun.budget();
+    let budget = runner.budget();
     let (started, mut spent) = (Instant::now(), 0);
     for s in batch.iter_mut() {
         let Settlement {
@@ -183,7 +183,7 @@ pub(crate) async fn resolve(
             while spent < budget.runs && started.elapsed() < budget.within {
                 spent += 1;
                 let tally = runs.entry(name.clone()).or_default();
-                let Some(ran) = run(rerun, locks, message, &name, result.attempt, &view).await?
+                let Some(ran) = run(runner, locks, message, &name, result.attempt, &view).await?
                 else {
                     tally.runs += 1;
                     break;
@@ -219,7 +219,7 @@ pub(crate) async fn resolve(
 /// `None` when the plugin is gone, or when another settle held a key it needed (read or
 /// written): its result is not to be used.
 async fn run(
-    rerun: &dyn Rerun,
+    runner: &dyn SettleRunner,
     locks: &mut dyn StateLocks,
     message: &Envelope,
     plugin: &str,
@@ -232,7 +232,7 @@ async fn run(
         requests,
     };
     let mut refused = false;
-    let running = rerun.rerun(message, plugin, attempt, state);
+    let running = runner.run(message, plugin, attempt, state);
     tokio::pin!(running);
     let ran = loop {
         tokio::select! {

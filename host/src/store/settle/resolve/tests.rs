@@ -40,7 +40,7 @@ impl StateLocks for Committed {
 
 /// The handler: adds one to `count`; on an odd count it also adds one to `odd`.
 struct Counter {
-    budget: RerunBudget,
+    budget: SettleBudget,
 }
 
 /// Read `key` as the sandbox's reader does: from the view, else asking the settle.
@@ -75,8 +75,8 @@ fn counter_version() -> PluginVersion {
 }
 
 #[async_trait::async_trait]
-impl Rerun for Counter {
-    fn budget(&self) -> RerunBudget {
+impl SettleRunner for Counter {
+    fn budget(&self) -> SettleBudget {
         self.budget
     }
 
@@ -84,7 +84,7 @@ impl Rerun for Counter {
         vec!["count".into()]
     }
 
-    async fn rerun(
+    async fn run(
         &self,
         _: &Envelope,
         _: &str,
@@ -143,7 +143,7 @@ fn ran_ahead() -> Verdict {
 
 fn budget(runs: u32) -> Counter {
     Counter {
-        budget: RerunBudget {
+        budget: SettleBudget {
             runs,
             within: Duration::from_secs(10),
         },
@@ -155,10 +155,10 @@ fn budget(runs: u32) -> Counter {
 async fn settle(
     batch: &mut [Settlement],
     locks: &mut Committed,
-    rerun: &Counter,
+    runner: &Counter,
 ) -> (Option<String>, Option<String>, PluginRuns, usize) {
     let mut held: Vec<&mut Settlement> = batch.iter_mut().collect();
-    let (view, runs) = resolve(&mut held, locks, rerun).await.unwrap();
+    let (view, runs) = resolve(&mut held, locks, runner).await.unwrap();
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
     let plan = SettlePlan::resolved(&held, &view, runs);
     let value = |key: &str| {
