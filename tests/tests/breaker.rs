@@ -3,10 +3,12 @@
 //! calls after each cool-down reopen it while the fault lasts, and the first trial that
 //! succeeds closes it and lets the messages through.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use wharf_host::dispatch::breaker::BreakerState;
+use wharf_host::envelope::NewMessage;
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(the_breaker_opens_on_repeated_traps_and_closes_after_the_fault);
@@ -20,22 +22,27 @@ async fn the_breaker_opens_on_repeated_traps_and_closes_after_the_fault(backend:
     })
     .await;
     // The plugin traps until the fault is over; its retry policy retries every 20 ms,
-    // so without a breaker it would trap ~75 times per message.
+    // so without a breaker it would trap ~75 times per message. The messages go in with
+    // one insert, so the fault is still on when the first of them runs.
     let fault_ends = SystemTime::now() + FAULT;
     let until_ms = fault_ends.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    for _ in 0..MESSAGES {
-        host.publish(
-            "test",
-            "test.versioned",
-            json!({ "trap_until_ms": until_ms }),
-        )
-        .await;
-    }
+    let body = json!({ "trap_until_ms": until_ms })
+        .to_string()
+        .into_bytes();
+    let messages: Vec<NewMessage> = (0..MESSAGES)
+        .map(|_| NewMessage::new("test", "test.versioned", body.clone()))
+        .collect();
+    host.store.enqueue(&messages).await.unwrap();
 
     let breakers = host.dispatcher.breakers();
+    let drained = AtomicBool::new(false);
+    // Watch until the inbox is drained (and past the fault), however long the machine
+    // takes to get there.
     let watch_breaker = async {
         let mut seen = Vec::new();
-        while SystemTime::now() < fault_ends + Duration::from_millis(500) {
+        while !drained.load(Ordering::SeqCst)
+            || SystemTime::now() < fault_ends + Duration::from_millis(500)
+        {
             let state = breakers.state("versioned");
             if seen.last() != Some(&state) {
                 seen.push(state);
@@ -44,7 +51,12 @@ async fn the_breaker_opens_on_repeated_traps_and_closes_after_the_fault(backend:
         }
         seen
     };
-    let (report, seen) = tokio::join!(host.drain(), watch_breaker);
+    let drain = async {
+        let report = host.drain().await;
+        drained.store(true, Ordering::SeqCst);
+        report
+    };
+    let (report, seen) = tokio::join!(drain, watch_breaker);
 
     assert!(
         seen.contains(&BreakerState::Open) && seen.contains(&BreakerState::HalfOpen),
