@@ -1,8 +1,8 @@
 //! The AMQP transport against the real RabbitMQ (unique queue names per test), on both
 //! stores: ack after commit, a redelivery of a committed message handled once, retries
 //! through growing delay queues, the dead-letter queue after the last attempt, a message
-//! without message_id, a body a JSON handler cannot read, stale state reads resolved in
-//! the settle rather than through a delay queue.
+//! without message_id, a body a JSON handler cannot read or over the payload limit, stale
+//! state reads resolved in the settle rather than through a delay queue.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -494,14 +494,21 @@ async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend)
 }
 
 async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Backend) {
-    let broker = Broker::start(backend, &["fixture-once"]).await;
+    let broker = Broker::start_with(backend, &["fixture-once"], |c| {
+        c.inbox.max_payload_bytes = 1024;
+    })
+    .await;
     broker.publish("test.once", None, b"{}").await;
     broker
         .publish("test.once", Some("order-1001"), b"not json")
         .await;
+    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(2048));
     broker
-        .consume_until("two failed", async |h| {
-            count(h, "SELECT COUNT(*) FROM failed_messages").await == 2
+        .publish("test.once", Some("order-1002"), oversized.as_bytes())
+        .await;
+    broker
+        .consume_until("three failed", async |h| {
+            count(h, "SELECT COUNT(*) FROM failed_messages").await == 3
         })
         .await;
     let errors: Vec<String> = broker
@@ -511,12 +518,19 @@ async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Back
         .iter()
         .map(|r| sqlx::Row::get(r, 0))
         .collect();
-    assert!(errors[0].starts_with("missing message_id"), "{errors:?}");
+    let has = |what: &dyn Fn(&str) -> bool| errors.iter().any(|e| what(e));
+    assert!(has(&|e| e.starts_with("missing message_id")), "{errors:?}");
     assert!(
-        errors[1].contains("expected") || errors[1].contains("JSON"),
+        has(&|e| e.contains("expected") || e.contains("JSON")),
         "{errors:?}"
     );
-    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 2);
+    assert!(
+        has(&|e| e.starts_with("payload of")
+            && e.contains("exceeds the limit of 1024 bytes")
+            && e.contains("inbox.max_payload_bytes")),
+        "{errors:?}"
+    );
+    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 3);
     assert_eq!(broker.depth(&broker.queue).await, 0);
     assert_eq!(
         count(&broker.host, "SELECT COUNT(*) FROM processed").await,

@@ -112,6 +112,12 @@ impl Dispatcher {
         &self.plugins
     }
 
+    /// The largest payload a message may carry into a handler, or a handler publish
+    /// (`inbox.max_payload_bytes`).
+    pub fn max_payload_bytes(&self) -> usize {
+        self.config.max_payload_bytes
+    }
+
     /// The plugins' circuit breakers.
     pub fn breakers(&self) -> &Breakers {
         &self.breakers

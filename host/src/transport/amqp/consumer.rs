@@ -199,7 +199,12 @@ impl Consumer {
         let mut envelopes = Vec::with_capacity(batch.len());
         let mut by_id: HashMap<Uuid, (usize, u32)> = HashMap::with_capacity(batch.len());
         for (i, delivery) in batch.iter().enumerate() {
-            let (message, refusal) = envelope(delivery, &self.spec, self.amqp.missing_message_id);
+            let (message, refusal) = envelope(
+                delivery,
+                &self.spec,
+                self.amqp.missing_message_id,
+                self.dispatcher.max_payload_bytes(),
+            );
             if by_id.insert(message.id, (i, message.attempts)).is_some() {
                 // The same message twice in one batch: the first one settles it.
                 tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");

@@ -39,11 +39,13 @@ pub fn origin(delivery: &Delivery) -> (String, String) {
 }
 
 /// The envelope of `delivery` from `spec.queue`, and why it must go to the failed
-/// messages unhandled, if it must (no `message_id` and `missing` is `Fail`).
+/// messages unhandled, if it must (no `message_id` and `missing` is `Fail`; a body over
+/// `max_payload_bytes`).
 pub fn envelope(
     delivery: &Delivery,
     spec: &ConsumeSpec,
     missing: MissingMessageId,
+    max_payload_bytes: usize,
 ) -> (Envelope, Option<String>) {
     let p = &delivery.properties;
     let (id, refused) = match p.message_id() {
@@ -56,6 +58,14 @@ pub fn envelope(
             (id, refused)
         }
     };
+    let refused = refused.or_else(|| {
+        let size = delivery.data.len();
+        (size > max_payload_bytes).then(|| {
+            format!(
+                "payload of {size} bytes exceeds the limit of {max_payload_bytes} bytes; publish a smaller message (a reference to the data) or raise inbox.max_payload_bytes"
+            )
+        })
+    });
     let (exchange, routing_key) = origin(delivery);
     let kind = match (spec.kind_from, p.kind()) {
         (KindFrom::Type, Some(kind)) => kind.as_str(),

@@ -25,7 +25,8 @@ pub struct InboxConfig {
     /// How long a claim lasts without renewal, in ms: the worker renews it every third of
     /// this while handlers run, so it bounds how long a crashed host's messages wait.
     pub lease_ms: u64,
-    /// Largest accepted payload, for `publish` and for handlers' publishes.
+    /// Largest accepted payload: for `publish`, handlers' publishes and AMQP deliveries
+    /// (a larger one goes to the failed messages and the dead-letter queue).
     pub max_payload_bytes: usize,
     /// PostgreSQL: when `runtime.deadline_ms` is at most this, a batch is claimed inside a
     /// transaction held open while its handlers run and committed with its results (one
