@@ -13,7 +13,7 @@ use crate::dispatch::report;
 use crate::envelope::NewMessage;
 use crate::plugins::directory;
 use crate::plugins::fleet::Follower;
-use crate::store::PluginRuns;
+use crate::store::{PluginRuns, add_runs};
 use crate::transport::amqp::supervisor::Supervisor;
 use crate::transport::inbox::{StopWhen, Worker};
 
@@ -159,9 +159,7 @@ async fn serve(
             restarts = amqp.restarts,
             "AMQP stopped"
         );
-        for (plugin, runs) in c.plugins {
-            *plugins.entry(plugin).or_default() += runs;
-        }
+        add_runs(&mut plugins, c.plugins);
     }
     for (plugin, r) in &plugins {
         tracing::info!(

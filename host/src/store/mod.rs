@@ -141,9 +141,7 @@ impl std::ops::AddAssign for SettleSummary {
         self.deferred += other.deferred;
         self.fenced += other.fenced;
         self.duplicates += other.duplicates;
-        for (plugin, runs) in other.plugins {
-            *self.plugins.entry(plugin).or_default() += runs;
-        }
+        add_runs(&mut self.plugins, other.plugins);
     }
 }
 
@@ -169,6 +167,13 @@ impl std::ops::AddAssign for PluginRuns {
         self.handled += other.handled;
         self.resolved += other.resolved;
         self.rescheduled += other.rescheduled;
+    }
+}
+
+/// Add the per-plugin counts `more` to `into`.
+pub fn add_runs(into: &mut BTreeMap<String, PluginRuns>, more: BTreeMap<String, PluginRuns>) {
+    for (plugin, runs) in more {
+        *into.entry(plugin).or_default() += runs;
     }
 }
 

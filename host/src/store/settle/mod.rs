@@ -130,9 +130,7 @@ impl<'a> SettlePlan<'a> {
             })
             .collect();
         let mut plan = Self::build(batch, versions);
-        for (plugin, extra) in runs {
-            *plan.summary.plugins.entry(plugin).or_default() += extra;
-        }
+        super::add_runs(&mut plan.summary.plugins, runs);
         plan
     }
 

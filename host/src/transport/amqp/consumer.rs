@@ -26,7 +26,7 @@ use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, StoreError};
+use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, StoreError, add_runs};
 
 /// Totals of one consumer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,9 +51,7 @@ impl std::ops::AddAssign for ConsumeReport {
         self.retried += other.retried;
         self.dead += other.dead;
         self.duplicates += other.duplicates;
-        for (plugin, runs) in other.plugins {
-            *self.plugins.entry(plugin).or_default() += runs;
-        }
+        add_runs(&mut self.plugins, other.plugins);
     }
 }
 
@@ -286,9 +284,7 @@ impl Consumer {
             delivered
         };
         report.duplicates += summary.duplicates;
-        for (plugin, runs) in summary.plugins {
-            *report.plugins.entry(plugin).or_default() += runs;
-        }
+        add_runs(&mut report.plugins, summary.plugins);
         let mut confirms = Vec::new();
         for NextAttempt { id, delay, counts } in &try_again {
             let (i, attempts) = by_id[id];

@@ -144,6 +144,7 @@ pub(crate) async fn resolve(
         .filter(|r| r.verdict == Verdict::RunAtSettle)
         .map(|r| r.plugin.name.as_str())
         .collect();
+    let to_run = !contended.is_empty();
     for plugin in contended {
         keys.extend(
             runner
@@ -153,6 +154,10 @@ pub(crate) async fn resolve(
         );
     }
     let mut runs = BTreeMap::<String, PluginRuns>::new();
+    if keys.is_empty() && !to_run {
+        // Nothing read or wrote state and nothing is left to run: nothing to resolve.
+        return Ok((StateView::default(), runs));
+    }
     let view = SharedView::default();
     if !keys.is_empty() {
         keys.sort_unstable();
