@@ -15,7 +15,9 @@
 //!   -> plugins::Catalog::route        the live plugin set (directory watch + fleet
 //!                                     registry, swapped atomically) for the kind (router)
 //!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
-//!                                     effects buffered by the host imports (effects)
+//!                                     effects buffered by the host imports (effects),
+//!                                     each charged to the call's limits (runtime::budget)
+//!                                     and its names checked (names) as it is made
 //!   -> outcome::decide                ok | retry (backoff, retry) | dead letter
 //!   -> store::settle::resolve         with the state keys locked: run stale and contended
 //!                                     handlers again over committed state + batch writes
@@ -57,6 +59,7 @@ pub mod config;
 pub mod dispatch;
 pub mod effects;
 pub mod envelope;
+pub mod names;
 pub mod outcome;
 pub mod plugins;
 pub mod retry;

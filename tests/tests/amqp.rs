@@ -1,7 +1,8 @@
 //! The AMQP transport against the real RabbitMQ (unique queue names per test), on both
 //! stores: ack after commit, a redelivery of a committed message handled once, retries
 //! through growing delay queues, the dead-letter queue after the last attempt, a message
-//! without message_id, a body a JSON handler cannot read or over the payload limit, stale
+//! without message_id, a body a JSON handler cannot read or over the payload limit, a
+//! kind or headers that break the naming rules (binary headers are skipped), stale
 //! state reads resolved in the settle rather than through a delay queue.
 
 use std::collections::HashSet;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
 use wharf_host::store::{Retried, RetrySelection};
@@ -77,6 +78,11 @@ impl Broker {
         if let Some(id) = id {
             properties = properties.with_message_id(id.into());
         }
+        self.publish_with(properties, body).await;
+    }
+
+    /// Publish with `properties` to the exchange with routing key `orders`, confirmed.
+    async fn publish_with(&self, properties: BasicProperties, body: &[u8]) {
         let confirm = self
             .channel
             .basic_publish(
@@ -507,8 +513,33 @@ async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Back
         .publish("test.once", Some("order-1002"), oversized.as_bytes())
         .await;
     broker
-        .consume_until("three failed", async |h| {
-            count(h, "SELECT COUNT(*) FROM failed_messages").await == 3
+        .publish("order created", Some("order-1003"), b"{}")
+        .await;
+    let mut many = FieldTable::default();
+    for i in 0..150 {
+        many.insert(format!("h{i}").into(), AMQPValue::LongString("v".into()));
+    }
+    let properties = BasicProperties::default()
+        .with_type("test.once".into())
+        .with_message_id("order-1004".into())
+        .with_headers(many);
+    broker.publish_with(properties, b"{}").await;
+    // A binary header is not text: the handler does not see it, and the message is handled.
+    let mut binary = FieldTable::default();
+    binary.insert(
+        "trace-bin".into(),
+        AMQPValue::LongString(b"\x00\x01\xff"[..].into()),
+    );
+    binary.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+    let properties = BasicProperties::default()
+        .with_type("test.once".into())
+        .with_message_id("order-1005".into())
+        .with_headers(binary);
+    broker.publish_with(properties, b"{}").await;
+    broker
+        .consume_until("five failed, one handled", async |h| {
+            count(h, "SELECT COUNT(*) FROM failed_messages").await == 5
+                && count(h, "SELECT COUNT(*) FROM processed").await == 1
         })
         .await;
     let errors: Vec<String> = broker
@@ -530,12 +561,16 @@ async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Back
             && e.contains("inbox.max_payload_bytes")),
         "{errors:?}"
     );
-    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 3);
-    assert_eq!(broker.depth(&broker.queue).await, 0);
-    assert_eq!(
-        count(&broker.host, "SELECT COUNT(*) FROM processed").await,
-        0
+    assert!(
+        has(&|e| e.starts_with("message kind \"order created\" contains ' '")),
+        "{errors:?}"
     );
+    assert!(
+        has(&|e| e.starts_with("150 headers, over the limit of 100")),
+        "{errors:?}"
+    );
+    assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 5);
+    assert_eq!(broker.depth(&broker.queue).await, 0);
 }
 
 async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_queues(

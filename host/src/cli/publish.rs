@@ -8,7 +8,9 @@ use clap::Args;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::effects::Destination;
 use crate::envelope::NewMessage;
+use crate::names;
 use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
 use crate::transport::amqp::supervisor::display_url;
 
@@ -70,11 +72,19 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             config.inbox.max_payload_bytes
         );
     }
-    if args.kind.is_empty() {
-        bail!("--kind must not be empty");
-    }
     let id = args.id.unwrap_or_else(Uuid::now_v7);
     let headers = args.headers.into_iter().collect();
+    let destination = match (&args.queue, &args.exchange) {
+        (Some(queue), _) => Destination::Queue(queue.clone()),
+        (None, Some(exchange)) => Destination::Exchange {
+            exchange: exchange.clone(),
+            routing_key: args.routing_key.clone(),
+        },
+        (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
+    };
+    if let Err(invalid) = names::publish(&destination, &args.kind, &headers) {
+        bail!("{invalid}; see \"Names\" in the README for what is allowed");
+    }
     match (args.queue, args.exchange) {
         (Some(queue), _) => to_inbox(&config, queue, args.kind, id, headers, payload).await,
         (None, Some(exchange)) => {
@@ -100,9 +110,6 @@ async fn to_inbox(
     headers: std::collections::BTreeMap<String, String>,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    if queue.is_empty() {
-        bail!("--queue must not be empty");
-    }
     let mut message = NewMessage::new(&queue, &kind, payload);
     message.id = id;
     message.headers = headers;

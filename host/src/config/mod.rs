@@ -88,7 +88,7 @@ impl Config {
         self.runtime.validate()?;
         self.inbox.validate()?;
         for (name, plugin) in &self.plugin {
-            plugin.validate(name, &self.runtime)?;
+            plugin.validate(name, &self.runtime, self.inbox.max_payload_bytes)?;
         }
         self.amqp.validate()?;
         self.retry.validate("retry")
@@ -107,7 +107,12 @@ impl Config {
             .iter()
             .map(|(name, plugin)| (name.clone(), plugin.limits()))
             .collect();
-        Runtime::new(&self.runtime, self.plugins.cache_dir.clone(), overrides)
+        Runtime::new(
+            &self.runtime,
+            self.inbox.max_payload_bytes,
+            self.plugins.cache_dir.clone(),
+            overrides,
+        )
     }
 
     /// What dispatch needs: the call budget, breakers, the payload cap, retry policies

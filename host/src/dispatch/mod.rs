@@ -261,7 +261,6 @@ impl Dispatcher {
             message_id: message.id,
             config: self.plugin_config.get(name).cloned().unwrap_or_default(),
             state,
-            max_payload_bytes: self.config.max_payload_bytes,
         };
         let _plugin_permit = self
             .plugin_slots(name, plugin.limits.max_concurrency)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
-use crate::runtime::{Requested, RuntimeConfig};
+use crate::runtime::{EffectOverrides, Requested, RuntimeConfig};
 use crate::setting::InvalidSetting;
 
 /// Default directory scanned for `.wasm` plugins.
@@ -55,6 +55,25 @@ pub struct PluginConfig {
     /// Calls of this plugin at once on a host (at most `runtime.concurrency`; default
     /// half of it); overrides the manifest.
     pub max_concurrency: Option<usize>,
+    /// Messages one call may publish (at most `runtime.max_publishes`).
+    pub max_publishes: Option<u32>,
+    /// Bytes of one published payload (at most `inbox.max_payload_bytes`).
+    pub max_payload_bytes: Option<usize>,
+    /// Bytes one call may buffer in publishes and state writes (at most
+    /// `runtime.max_effect_bytes`).
+    pub max_effect_bytes: Option<usize>,
+    /// State keys one call may read (at most `runtime.max_state_reads`).
+    pub max_state_reads: Option<u32>,
+    /// State writes of one call (at most `runtime.max_state_writes`).
+    pub max_state_writes: Option<u32>,
+    /// Bytes of one state value (at most `runtime.max_state_value_bytes`).
+    pub max_state_value_bytes: Option<usize>,
+    /// Log lines of one call (at most `runtime.max_log_lines`).
+    pub max_log_lines: Option<u32>,
+    /// Bytes of log lines of one call (at most `runtime.max_log_bytes`).
+    pub max_log_bytes: Option<usize>,
+    /// Bytes of stdout and of stderr kept per call (at most `runtime.max_stdio_bytes`).
+    pub max_stdio_bytes: Option<usize>,
 }
 
 impl PluginConfig {
@@ -65,12 +84,99 @@ impl PluginConfig {
             deadline_ms: self.deadline_ms,
             fuel: self.fuel,
             max_concurrency: self.max_concurrency,
+            effects: EffectOverrides {
+                max_publishes: self.max_publishes,
+                max_payload_bytes: self.max_payload_bytes,
+                max_effect_bytes: self.max_effect_bytes,
+                max_state_reads: self.max_state_reads,
+                max_state_writes: self.max_state_writes,
+                max_state_value_bytes: self.max_state_value_bytes,
+                max_log_lines: self.max_log_lines,
+                max_log_bytes: self.max_log_bytes,
+                max_stdio_bytes: self.max_stdio_bytes,
+            },
         }
     }
 
-    /// The section of plugin `name`: its limits within the runtime's `r`, its retry
-    /// policy in range.
-    pub fn validate(&self, name: &str, r: &RuntimeConfig) -> Result<(), InvalidSetting> {
+    /// The first effect limit set above its ceiling: the setting, its value, the
+    /// ceiling's name and value.
+    fn effect_limit_above(
+        &self,
+        r: &RuntimeConfig,
+        max_payload_bytes: usize,
+    ) -> Option<(&'static str, u64, &'static str, u64)> {
+        let n = |v: Option<u32>| v.map(u64::from);
+        let b = |v: Option<usize>| v.map(|v| v as u64);
+        [
+            (
+                "max_publishes",
+                n(self.max_publishes),
+                "runtime.max_publishes",
+                r.max_publishes as u64,
+            ),
+            (
+                "max_payload_bytes",
+                b(self.max_payload_bytes),
+                "inbox.max_payload_bytes",
+                max_payload_bytes as u64,
+            ),
+            (
+                "max_effect_bytes",
+                b(self.max_effect_bytes),
+                "runtime.max_effect_bytes",
+                r.max_effect_bytes as u64,
+            ),
+            (
+                "max_state_reads",
+                n(self.max_state_reads),
+                "runtime.max_state_reads",
+                r.max_state_reads as u64,
+            ),
+            (
+                "max_state_writes",
+                n(self.max_state_writes),
+                "runtime.max_state_writes",
+                r.max_state_writes as u64,
+            ),
+            (
+                "max_state_value_bytes",
+                b(self.max_state_value_bytes),
+                "runtime.max_state_value_bytes",
+                r.max_state_value_bytes as u64,
+            ),
+            (
+                "max_log_lines",
+                n(self.max_log_lines),
+                "runtime.max_log_lines",
+                r.max_log_lines as u64,
+            ),
+            (
+                "max_log_bytes",
+                b(self.max_log_bytes),
+                "runtime.max_log_bytes",
+                r.max_log_bytes as u64,
+            ),
+            (
+                "max_stdio_bytes",
+                b(self.max_stdio_bytes),
+                "runtime.max_stdio_bytes",
+                r.max_stdio_bytes as u64,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(key, value, ceiling, max)| {
+            value.filter(|v| *v > max).map(|v| (key, v, ceiling, max))
+        })
+    }
+
+    /// The section of plugin `name`: its limits within the runtime's `r` (published
+    /// payloads within `max_payload_bytes`), its retry policy in range.
+    pub fn validate(
+        &self,
+        name: &str,
+        r: &RuntimeConfig,
+        max_payload_bytes: usize,
+    ) -> Result<(), InvalidSetting> {
         let outside =
             |value: Option<u64>, min: u64, max: u64| value.is_some_and(|v| v < min || v > max);
         let problem = if outside(self.memory_limit_mib, 1, r.memory_limit_mib) {
@@ -95,6 +201,12 @@ impl PluginConfig {
             format!(
                 "max_concurrency must be between 1 and runtime.concurrency ({})",
                 r.concurrency
+            )
+        } else if let Some((key, value, ceiling, max)) =
+            self.effect_limit_above(r, max_payload_bytes)
+        {
+            format!(
+                "{key} {value} is above {ceiling} ({max}); raise {ceiling} to give this plugin more"
             )
         } else if let Some(Err(e)) = self.retry.as_ref().map(|p| p.validate("retry")) {
             e.to_string()

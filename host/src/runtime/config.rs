@@ -33,6 +33,23 @@ pub struct RuntimeConfig {
     /// ...and none starts once the settle has run handlers for this many milliseconds
     /// (other hosts' settles wait for the keys meanwhile).
     pub settle_runs_ms: u64,
+    /// Messages one call may publish.
+    pub max_publishes: u32,
+    /// Bytes one call may buffer in all: published messages (kind, destination, headers,
+    /// payload; each payload at most `inbox.max_payload_bytes`) and state writes.
+    pub max_effect_bytes: usize,
+    /// State keys one call may read from the store.
+    pub max_state_reads: u32,
+    /// State writes and deletes of one call.
+    pub max_state_writes: u32,
+    /// Bytes of one state value.
+    pub max_state_value_bytes: usize,
+    /// Log lines one call may write; the rest are dropped and counted in one line.
+    pub max_log_lines: u32,
+    /// Bytes of log lines (message and fields) of one call; beyond them lines are dropped.
+    pub max_log_bytes: usize,
+    /// Bytes of one call's stdout, and of its stderr, kept and logged; the rest is dropped.
+    pub max_stdio_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +64,14 @@ impl Default for RuntimeConfig {
             breaker_cool_down_ms: 10_000,
             settle_runs: 256,
             settle_runs_ms: 200,
+            max_publishes: 100,
+            max_effect_bytes: 4 << 20,
+            max_state_reads: 1_000,
+            max_state_writes: 1_000,
+            max_state_value_bytes: 256 << 10,
+            max_log_lines: 100,
+            max_log_bytes: 64 << 10,
+            max_stdio_bytes: 16 << 10,
         }
     }
 }
@@ -69,6 +94,18 @@ impl RuntimeConfig {
                 "runtime.instance_pool",
                 "must be at least runtime.concurrency",
             );
+        }
+        let zero = [
+            ("runtime.max_publishes", self.max_publishes as usize),
+            ("runtime.max_effect_bytes", self.max_effect_bytes),
+            ("runtime.max_state_reads", self.max_state_reads as usize),
+            ("runtime.max_state_writes", self.max_state_writes as usize),
+            ("runtime.max_state_value_bytes", self.max_state_value_bytes),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0);
+        if let Some((key, _)) = zero {
+            return invalid(key, "must be greater than 0");
         }
         Ok(())
     }

@@ -1,17 +1,23 @@
 //! The per-call store data (`HostState`) and the host side of the plugin's imports: log,
-//! outbox, state and config. Publishes and state writes are buffered in [`Effects`].
+//! outbox, state and config. Publishes and state writes are buffered in [`Effects`],
+//! each charged to the call's [`Budget`] first; names are checked by [`crate::names`].
+//! A charge the budget refuses, or a malformed state key (the state imports return no
+//! errors), ends the call: a trap the runtime reports as the [`Rejection`] recorded here,
+//! and rejects. A malformed publish is an error the guest sees.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wharf::plugin::{config, log, outbox, state, types};
+use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
 use super::state::StateReader;
+use super::stdio::Captured;
 use crate::effects::{Destination, Effects, Publish};
+use crate::names::{self, InvalidName};
 
 /// What the host knows while one `handle` call runs.
 pub(super) struct HostState {
@@ -22,11 +28,15 @@ pub(super) struct HostState {
     /// Memory cap enforcement.
     pub(super) limiter: MemoryLimiter,
     /// Guest stdout, logged after the call.
-    pub(super) stdout: MemoryOutputPipe,
+    pub(super) stdout: Captured,
     /// Guest stderr, logged after the call; holds the panic message of a panicking guest.
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stderr: Captured,
     /// Buffered effects of this call.
     pub(super) effects: Effects,
+    /// What the effects may still grow by.
+    pub(super) budget: Budget,
+    /// Why the host ended the call, if it did.
+    pub(super) rejection: Option<Rejection>,
     /// Call context shared with the imports.
     pub(super) call: CallContext,
 }
@@ -42,8 +52,37 @@ pub struct CallContext {
     pub config: Arc<BTreeMap<String, String>>,
     /// Where committed state is read from.
     pub state: Arc<dyn StateReader>,
-    /// Largest payload a publish may carry.
-    pub max_payload_bytes: usize,
+}
+
+/// Why the host ended a call: it would end the same way again, so it is a reject.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Rejection {
+    /// It went over one of its limits.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// It used a malformed state key.
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+}
+
+impl HostState {
+    /// End the call for `rejection`.
+    fn end(&mut self, rejection: impl Into<Rejection>) -> wasmtime::Error {
+        let rejection = rejection.into();
+        let error = wasmtime::Error::msg(rejection.to_string());
+        self.rejection = Some(rejection);
+        error
+    }
+
+    /// End the call: it went over a limit.
+    fn over(&mut self, (limit, what): Refused) -> wasmtime::Error {
+        let plugin = self.call.plugin.clone();
+        self.end(LimitExceeded {
+            limit,
+            plugin,
+            what,
+        })
+    }
 }
 
 impl WasiView for HostState {
@@ -64,6 +103,14 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<types::Header>,
     ) -> wasmtime::Result<()> {
+        let bytes = message.len()
+            + fields
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum::<usize>();
+        if !self.budget.log(bytes) {
+            return Ok(());
+        }
         let plugin = &*self.call.plugin;
         let id = self.call.message_id;
         let fields: BTreeMap<String, String> =
@@ -87,32 +134,36 @@ impl outbox::Host for HostState {
         headers: Vec<types::Header>,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<String, String>> {
-        let destination = match destination {
-            types::Destination::Queue(q) if q.is_empty() => {
-                return Ok(Err("destination queue name is empty".into()));
+        let (destination, route_bytes) = match destination {
+            types::Destination::Queue(queue) => {
+                let bytes = queue.len();
+                (Destination::Queue(queue), bytes)
             }
-            types::Destination::Queue(q) => Destination::Queue(q),
-            types::Destination::Exchange(t) => Destination::Exchange {
-                exchange: t.exchange,
-                routing_key: t.routing_key,
-            },
+            types::Destination::Exchange(t) => {
+                let bytes = t.exchange.len() + t.routing_key.len();
+                let destination = Destination::Exchange {
+                    exchange: t.exchange,
+                    routing_key: t.routing_key,
+                };
+                (destination, bytes)
+            }
         };
-        if kind.is_empty() {
-            return Ok(Err("message kind is empty".into()));
+        let headers: BTreeMap<String, String> =
+            headers.into_iter().map(|h| (h.key, h.value)).collect();
+        if let Err(invalid) = names::publish(&destination, &kind, &headers) {
+            return Ok(Err(invalid.to_string()));
         }
-        if payload.len() > self.call.max_payload_bytes {
-            return Ok(Err(format!(
-                "payload of {} bytes exceeds the limit of {} bytes",
-                payload.len(),
-                self.call.max_payload_bytes
-            )));
+        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let bytes = route_bytes + kind.len() + header_bytes + payload.len();
+        if let Err(refused) = self.budget.publish(payload.len(), bytes) {
+            return Err(self.over(refused));
         }
         let id = Uuid::now_v7();
         self.effects.publishes.push(Publish {
             id,
             destination,
             kind,
-            headers: headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            headers,
             payload,
         });
         Ok(Ok(id.to_string()))
@@ -123,6 +174,14 @@ impl state::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         if let Some(written) = self.effects.writes.get(&key) {
             return Ok(written.clone());
+        }
+        if let Err(invalid) = names::state_key(&key) {
+            return Err(self.end(invalid));
+        }
+        if !self.effects.reads.contains_key(&key)
+            && let Err(refused) = self.budget.state_read()
+        {
+            return Err(self.over(refused));
         }
         let found = self
             .call
@@ -139,12 +198,32 @@ impl state::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.effects.writes.insert(key, Some(value));
-        Ok(())
+        self.write(key, Some(value))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.effects.writes.insert(key, None);
+        self.write(key, None)
+    }
+}
+
+impl HostState {
+    /// Buffer a state write (`None` deletes), within the budget.
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) -> wasmtime::Result<()> {
+        if let Err(invalid) = names::state_key(&key) {
+            return Err(self.end(invalid));
+        }
+        let replaced = self
+            .effects
+            .writes
+            .get(&key)
+            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Vec::len));
+        let charged = self
+            .budget
+            .state_write(key.len(), value.as_ref().map(Vec::len), replaced);
+        if let Err(refused) = charged {
+            return Err(self.over(refused));
+        }
+        self.effects.writes.insert(key, value);
         Ok(())
     }
 }

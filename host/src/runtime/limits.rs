@@ -1,11 +1,13 @@
-//! Per-call sandbox limits: linear-memory cap, wall-clock deadline, optional fuel, and
-//! how many calls of one plugin may run at once. The `[runtime]` settings are the host's
-//! defaults and the most a plugin's manifest may ask for; a plugin's `[plugin.<name>]`
-//! settings win over its manifest.
+//! Per-call sandbox limits: linear-memory cap, wall-clock deadline, optional fuel, how
+//! many calls of one plugin may run at once, and what one call's effects may be
+//! ([`EffectLimits`]). The `[runtime]` settings are the host's defaults and the most a
+//! plugin's manifest may ask for; a plugin's `[plugin.<name>]` settings win over its
+//! manifest (effect limits are set by operators only).
 
 use std::time::Duration;
 
 use super::RuntimeConfig;
+use super::budget::{EffectLimits, EffectOverrides};
 
 /// Limits applied to one plugin's instances and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Calls of the plugin running at once on this host.
     pub max_concurrency: usize,
+    /// What one call may publish, write and log.
+    pub effects: EffectLimits,
 }
 
 /// Limits a plugin's manifest or its operator config asks for; `None` keeps the value
@@ -32,17 +36,31 @@ pub struct Requested {
     pub fuel: Option<u64>,
     /// Concurrent calls.
     pub max_concurrency: Option<usize>,
+    /// Effect limits (operator config only).
+    pub effects: EffectOverrides,
 }
 
 impl Limits {
-    /// The host's defaults, which are also the ceiling: `[runtime]`. A plugin may use
-    /// half of the host's call slots unless it asks for another share.
-    pub fn from_config(config: &RuntimeConfig) -> Self {
+    /// The host's defaults, which are also the ceiling: `[runtime]`, and
+    /// `inbox.max_payload_bytes` for published payloads. A plugin may use half of the
+    /// host's call slots unless it asks for another share.
+    pub fn from_config(config: &RuntimeConfig, max_payload_bytes: usize) -> Self {
         Self {
             memory_bytes: (config.memory_limit_mib as usize) << 20,
             deadline: Duration::from_millis(config.deadline_ms),
             fuel: config.fuel,
             max_concurrency: config.concurrency.div_ceil(2),
+            effects: EffectLimits {
+                max_publishes: config.max_publishes,
+                max_payload_bytes,
+                max_effect_bytes: config.max_effect_bytes,
+                max_state_reads: config.max_state_reads,
+                max_state_writes: config.max_state_writes,
+                max_state_value_bytes: config.max_state_value_bytes,
+                max_log_lines: config.max_log_lines,
+                max_log_bytes: config.max_log_bytes,
+                max_stdio_bytes: config.max_stdio_bytes,
+            },
         }
     }
 
@@ -90,6 +108,7 @@ impl Limits {
             deadline,
             fuel,
             max_concurrency,
+            effects: self.effects,
         };
         (limits, notes)
     }
@@ -106,6 +125,7 @@ impl Limits {
                 .map_or(self.deadline, Duration::from_millis),
             fuel: config.fuel.or(self.fuel),
             max_concurrency: config.max_concurrency.unwrap_or(self.max_concurrency),
+            effects: self.effects.overridden_by(&config.effects),
         }
     }
 }
@@ -147,13 +167,16 @@ mod tests {
     use super::*;
 
     fn host() -> Limits {
-        Limits::from_config(&RuntimeConfig {
-            memory_limit_mib: 64,
-            deadline_ms: 5_000,
-            fuel: Some(1_000_000),
-            concurrency: 16,
-            ..RuntimeConfig::default()
-        })
+        Limits::from_config(
+            &RuntimeConfig {
+                memory_limit_mib: 64,
+                deadline_ms: 5_000,
+                fuel: Some(1_000_000),
+                concurrency: 16,
+                ..RuntimeConfig::default()
+            },
+            1 << 20,
+        )
     }
 
     #[test]
@@ -164,6 +187,7 @@ mod tests {
                 deadline_ms: Some(100_000),
                 fuel: None,
                 max_concurrency: Some(2),
+                ..Requested::default()
             },
             16,
         );

@@ -10,12 +10,14 @@
 //! does not hold a worker thread, and interrupts the call once its deadline has passed.
 
 mod bindings;
+mod budget;
 mod cache;
 mod config;
 mod host_state;
 mod limits;
 mod plugin;
 mod state;
+mod stdio;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,14 +28,16 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use bindings::wharf::plugin::types;
+use budget::Budget;
 use host_state::HostState;
 use limits::MemoryLimiter;
+use stdio::Captured;
 
+pub use budget::{EffectLimits, EffectOverrides, Limit, LimitExceeded};
 pub use config::RuntimeConfig;
 pub use host_state::CallContext;
 pub use limits::{Limits, Requested};
@@ -47,8 +51,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// again by the next instance. Only used where `PAGEMAP_SCAN` (Linux >= 6.7) finds the
 /// dirty pages; without it wasmtime would reset this much from the start of memory.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
-/// Bytes of guest stdout/stderr kept per call.
-const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
 
 /// The wasmtime engine and linker shared by every plugin of a host.
 pub struct Runtime {
@@ -66,15 +68,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// An engine with the `[runtime]` limits, caching compiled plugins in `cache_dir`;
-    /// a plugin named in `overrides` (the operator's `[plugin.<name>]` limits) runs under
-    /// those rather than its manifest's.
+    /// An engine with the `[runtime]` limits (and handlers' publishes within
+    /// `max_payload_bytes`), caching compiled plugins in `cache_dir`; a plugin named in
+    /// `overrides` (the operator's `[plugin.<name>]` limits) runs under those rather than
+    /// its manifest's.
     pub fn new(
         config: &RuntimeConfig,
+        max_payload_bytes: usize,
         cache_dir: PathBuf,
         overrides: BTreeMap<String, Requested>,
     ) -> anyhow::Result<Self> {
-        let limits = Limits::from_config(config);
+        let limits = Limits::from_config(config, max_payload_bytes);
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.instance_pool;
         pool.total_component_instances(slots)
@@ -144,8 +148,8 @@ impl Runtime {
     }
 
     fn new_store(&self, call: CallContext, limits: &Limits) -> Store<HostState> {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let stdout = Captured::new(limits.effects.max_stdio_bytes);
+        let stderr = Captured::new(limits.effects.max_stdio_bytes);
         // Clocks and random only: no preopened directories, no env, no args, and the
         // default socket policy refuses every address.
         let wasi = WasiCtxBuilder::new()
@@ -162,6 +166,8 @@ impl Runtime {
             stdout,
             stderr,
             effects: Default::default(),
+            budget: Budget::new(limits.effects),
+            rejection: None,
             call,
         };
         let mut store = Store::new(&self.engine, state);
@@ -221,6 +227,9 @@ impl Runtime {
         };
         let state = store.into_data();
         forward_stdio(&state);
+        if let Some(rejection) = &state.rejection {
+            return Outcome::Reject(rejection.to_string());
+        }
         match result {
             Ok(Ok(())) => Outcome::Ok(state.effects),
             Ok(Err(types::HandlerError::Retry(r))) => Outcome::Retry {
@@ -252,7 +261,7 @@ fn describe_trap(error: &wasmtime::Error, state: &HostState, limits: &Limits) ->
             limits.fuel.unwrap_or_default()
         ),
         _ => {
-            let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+            let stderr = String::from_utf8_lossy(&state.stderr.contents().0).into_owned();
             match stderr.lines().find(|l| l.contains("panicked at")) {
                 Some(_) => format!("panicked: {}", panic_message(&stderr)),
                 None => format!("{error:#}"),
@@ -279,17 +288,35 @@ fn panic_message(stderr: &str) -> String {
     format!("{} ({location})", message.join(" ").trim())
 }
 
+/// Log what the guest wrote to stdout and stderr, and what it logged or wrote past its
+/// limits (dropped).
 fn forward_stdio(state: &HostState) {
+    let plugin = &*state.call.plugin;
+    let message_id = state.call.message_id;
+    let limits = state.budget.limits();
     for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
-        let bytes = pipe.contents();
+        let (bytes, dropped) = pipe.contents();
         if !bytes.is_empty() {
-            tracing::info!(
-                plugin = &*state.call.plugin,
-                message_id = %state.call.message_id,
+            tracing::info!(plugin, %message_id, stream, "{}", String::from_utf8_lossy(&bytes).trim_end());
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                plugin,
+                %message_id,
                 stream,
-                "{}",
-                String::from_utf8_lossy(&bytes).trim_end()
+                "dropped {dropped} bytes of {stream} past the first {} of the call; raise [plugin.{plugin}] max_stdio_bytes (at most [runtime] max_stdio_bytes) to keep more",
+                limits.max_stdio_bytes
             );
         }
+    }
+    let (lines, bytes) = state.budget.dropped_logs;
+    if lines > 0 {
+        tracing::warn!(
+            plugin,
+            %message_id,
+            "dropped {lines} log lines ({bytes} bytes) past the call's limit of {} lines / {} bytes; raise [plugin.{plugin}] max_log_lines / max_log_bytes (at most [runtime]'s) to keep more",
+            limits.max_log_lines,
+            limits.max_log_bytes
+        );
     }
 }

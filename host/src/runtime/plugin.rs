@@ -211,7 +211,6 @@ impl Runtime {
                 message_id: Uuid::nil(),
                 config: Arc::new(BTreeMap::new()),
                 state: Arc::new(super::NoState),
-                max_payload_bytes: 0,
             },
             &self.limits,
         );
@@ -239,6 +238,7 @@ impl Runtime {
                 deadline_ms: l.deadline_ms,
                 fuel: l.fuel,
                 max_concurrency: l.max_concurrency.map(|n| n as usize),
+                ..Requested::default()
             }),
         };
         let valid_name = !manifest.name.is_empty()

@@ -61,7 +61,6 @@ async fn sandbox_cost() -> f64 {
         message_id: envelope.id,
         config: Arc::default(),
         state: Arc::new(wharf_host::runtime::NoState),
-        max_payload_bytes: 1 << 20,
     };
     for _ in 0..1_000 {
         runtime.call(&plugin, &envelope, 1, context.clone()).await;

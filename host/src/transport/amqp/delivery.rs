@@ -1,6 +1,10 @@
 //! One AMQP delivery as an [`Envelope`]: its id from the `message_id` property, its kind
-//! from `type` or the routing key, its headers (and content type) as strings, and the
-//! attempts already made from `x-retry-count`; and the properties a re-publish carries.
+//! from `type` or the routing key, its text headers (and content type) as strings, and
+//! the attempts already made from `x-retry-count`; and the properties a re-publish
+//! carries. Headers that are not text (tables, arrays, byte arrays, strings holding
+//! control characters) stay on the AMQP message but are not handed to handlers. A
+//! delivery whose body, kind or headers break the rules of [`crate::names`] is refused
+//! with the rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +17,7 @@ use uuid::Uuid;
 use super::topology::text;
 use super::{ConsumeSpec, KindFrom, MissingMessageId};
 use crate::envelope::{Envelope, Origin};
+use crate::names;
 
 /// Header carrying the attempts already made.
 pub const RETRY_COUNT: &str = "x-retry-count";
@@ -40,7 +45,7 @@ pub fn origin(delivery: &Delivery) -> (String, String) {
 
 /// The envelope of `delivery` from `spec.queue`, and why it must go to the failed
 /// messages unhandled, if it must (no `message_id` and `missing` is `Fail`; a body over
-/// `max_payload_bytes`).
+/// `max_payload_bytes`; a kind or headers that break the rules of [`names`]).
 pub fn envelope(
     delivery: &Delivery,
     spec: &ConsumeSpec,
@@ -87,10 +92,19 @@ pub fn envelope(
     if let Some(content_type) = p.content_type() {
         headers.insert("content-type".to_owned(), content_type.as_str().to_owned());
     }
+    let refused = refused.or_else(|| {
+        let invalid = match names::kind(kind) {
+            Ok(()) => names::header_map(&headers).err()?,
+            Err(invalid) => invalid,
+        };
+        Some(format!(
+            "{invalid}; fix the publisher (see \"Limits and quotas\" in wharf's README for the rules)"
+        ))
+    });
     let envelope = Envelope {
         id,
         queue: spec.queue.clone(),
-        kind: kind.to_owned(),
+        kind: names::storable(kind),
         headers,
         payload: delivery.data.clone(),
         attempts,
@@ -171,9 +185,17 @@ fn as_u32(value: &AMQPValue) -> Option<u32> {
     }
 }
 
+/// A header value as text; `None` for one that is not (tables, arrays, byte arrays,
+/// strings with control characters other than tab and line breaks).
 fn as_text(value: &AMQPValue) -> Option<String> {
     Some(match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongString(s) => {
+            let text = String::from_utf8_lossy(s.as_bytes());
+            if !names::is_text(&text) {
+                return None;
+            }
+            text.into_owned()
+        }
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
         AMQPValue::Boolean(b) => b.to_string(),
         AMQPValue::ShortShortInt(n) => n.to_string(),

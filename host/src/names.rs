@@ -1,0 +1,347 @@
+//! The rules for what a message carries besides its body: kind, inbox queue, exchange,
+//! routing key, headers; and for the state keys a handler writes. One code path checks
+//! them wherever a message enters wharf (`wharf publish`, AMQP deliveries, plugin
+//! publishes), so a name that would bloat a table, a log line or a dashboard, or that a
+//! database or the broker cannot store, is refused at the door with the rule it breaks.
+//!
+//! | what | length | characters |
+//! |---|---|---|
+//! | kind, inbox queue | 1-255 bytes | ASCII letters, digits, `.` `_` `-` `:` `/` |
+//! | exchange | 0-255 bytes (empty: the default exchange) | the same |
+//! | routing key | 0-255 bytes | printable ASCII, no spaces |
+//! | header key | 1-255 bytes | printable ASCII, no spaces |
+//! | header value | 0-8 KiB | text without control characters (tab and line breaks allowed) |
+//! | headers | at most 100, 64 KiB in all | |
+//! | state key | 1-1024 bytes | the same |
+
+use std::collections::BTreeMap;
+
+use crate::effects::Destination;
+
+/// Longest kind, queue, exchange, routing key or header key, in bytes (AMQP's short
+/// strings).
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest header value, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 << 10;
+/// Most headers on one message.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of all header keys and values of one message.
+pub const MAX_HEADERS_BYTES: usize = 64 << 10;
+/// Longest state key, in bytes.
+pub const MAX_STATE_KEY_BYTES: usize = 1024;
+
+/// A name or header that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidName {
+    /// Empty where a value is needed.
+    #[error("{what} is empty")]
+    Empty {
+        /// What it names, e.g. "message kind".
+        what: &'static str,
+    },
+    /// Longer than its limit.
+    #[error("{what} {shown} is {len} bytes long, over the limit of {max} bytes")]
+    TooLong {
+        /// What it names.
+        what: &'static str,
+        /// Its start, quoted.
+        shown: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Holds a character its kind of name may not.
+    #[error("{what} {shown} contains {found:?}; allowed: {allowed}")]
+    Character {
+        /// What it names.
+        what: &'static str,
+        /// Its start, quoted.
+        shown: String,
+        /// The first character that is not allowed.
+        found: char,
+        /// The characters that are.
+        allowed: &'static str,
+    },
+    /// More headers than allowed.
+    #[error("{count} headers, over the limit of {MAX_HEADERS}")]
+    TooManyHeaders {
+        /// How many there are.
+        count: usize,
+    },
+    /// Headers larger than allowed in all.
+    #[error("headers of {bytes} bytes in all, over the limit of {MAX_HEADERS_BYTES} bytes")]
+    HeadersTooLarge {
+        /// Bytes of keys and values.
+        bytes: usize,
+    },
+}
+
+/// What one kind of name must be.
+struct Rule {
+    /// What it names, for errors.
+    what: &'static str,
+    /// Shortest, in bytes.
+    min: usize,
+    /// Longest, in bytes.
+    max: usize,
+    /// Its characters...
+    allowed: fn(char) -> bool,
+    /// ...as the errors say it.
+    allowed_text: &'static str,
+}
+
+const KIND: Rule = Rule::name("message kind", 1);
+const QUEUE: Rule = Rule::name("queue name", 1);
+const EXCHANGE: Rule = Rule::name("exchange name", 0);
+const ROUTING_KEY: Rule = Rule::key("routing key", 0);
+const HEADER_KEY: Rule = Rule::key("header key", 1);
+const HEADER_VALUE: Rule = Rule::text("header value", 0, MAX_HEADER_VALUE_BYTES);
+const STATE_KEY: Rule = Rule::text("state key", 1, MAX_STATE_KEY_BYTES);
+
+/// A message kind.
+pub fn kind(name: &str) -> Result<(), InvalidName> {
+    KIND.check(name)
+}
+
+/// An inbox queue.
+pub fn queue(name: &str) -> Result<(), InvalidName> {
+    QUEUE.check(name)
+}
+
+/// An AMQP exchange ("" is the default exchange).
+pub fn exchange(name: &str) -> Result<(), InvalidName> {
+    EXCHANGE.check(name)
+}
+
+/// An AMQP routing key.
+pub fn routing_key(key: &str) -> Result<(), InvalidName> {
+    ROUTING_KEY.check(key)
+}
+
+/// A state key.
+pub fn state_key(key: &str) -> Result<(), InvalidName> {
+    STATE_KEY.check(key)
+}
+
+/// The headers of one message: each key and value, their number and their size.
+pub fn headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), InvalidName> {
+    let (mut count, mut bytes) = (0, 0);
+    for (key, value) in headers {
+        HEADER_KEY.check(key)?;
+        HEADER_VALUE.check(value)?;
+        count += 1;
+        bytes += key.len() + value.len();
+    }
+    if count > MAX_HEADERS {
+        return Err(InvalidName::TooManyHeaders { count });
+    }
+    if bytes > MAX_HEADERS_BYTES {
+        return Err(InvalidName::HeadersTooLarge { bytes });
+    }
+    Ok(())
+}
+
+/// A message to publish: where it goes, its kind and its headers.
+pub fn publish(
+    destination: &Destination,
+    kind: &str,
+    headers: &BTreeMap<String, String>,
+) -> Result<(), InvalidName> {
+    match destination {
+        Destination::Queue(name) => queue(name)?,
+        Destination::Exchange {
+            exchange: name,
+            routing_key: key,
+        } => {
+            exchange(name)?;
+            routing_key(key)?;
+        }
+    }
+    self::kind(kind)?;
+    header_map(headers)
+}
+
+/// [`headers`] of a header map.
+pub fn header_map(map: &BTreeMap<String, String>) -> Result<(), InvalidName> {
+    headers(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// `text` as it can be stored and shown whatever it holds: control characters replaced
+/// and cut to the name limit (for a refused message's kind, say).
+pub fn storable(text: &str) -> String {
+    let mut shown: String = text
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if shown.len() > MAX_NAME_BYTES {
+        let mut end = MAX_NAME_BYTES - '…'.len_utf8();
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push('…');
+    }
+    shown
+}
+
+/// Whether `text` holds no control characters but tab and line breaks (the characters of
+/// header values and state keys).
+pub fn is_text(text: &str) -> bool {
+    text.chars().all(is_text_char)
+}
+
+fn is_text_char(c: char) -> bool {
+    !c.is_control() || matches!(c, '\t' | '\n' | '\r')
+}
+
+impl Rule {
+    /// Kinds, queues and exchanges.
+    const fn name(what: &'static str, min: usize) -> Self {
+        Self {
+            what,
+            min,
+            max: MAX_NAME_BYTES,
+            allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'),
+            allowed_text: "ASCII letters, digits, '.', '_', '-', ':' and '/'",
+        }
+    }
+
+    /// Routing keys and header keys.
+    const fn key(what: &'static str, min: usize) -> Self {
+        Self {
+            what,
+            min,
+            max: MAX_NAME_BYTES,
+            allowed: |c| c.is_ascii_graphic(),
+            allowed_text: "printable ASCII without spaces",
+        }
+    }
+
+    /// Header values and state keys.
+    const fn text(what: &'static str, min: usize, max: usize) -> Self {
+        Self {
+            what,
+            min,
+            max,
+            allowed: is_text_char,
+            allowed_text: "text without control characters (tab and line breaks allowed)",
+        }
+    }
+
+    fn check(&self, value: &str) -> Result<(), InvalidName> {
+        let what = self.what;
+        if value.len() < self.min {
+            return Err(InvalidName::Empty { what });
+        }
+        if value.len() > self.max {
+            return Err(InvalidName::TooLong {
+                what,
+                shown: shown(value),
+                len: value.len(),
+                max: self.max,
+            });
+        }
+        match value.chars().find(|c| !(self.allowed)(*c)) {
+            Some(found) => Err(InvalidName::Character {
+                what,
+                shown: shown(value),
+                found,
+                allowed: self.allowed_text,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The start of `value`, quoted, for an error message.
+fn shown(value: &str) -> String {
+    const SHOWN_CHARS: usize = 40;
+    let start: String = value.chars().take(SHOWN_CHARS).collect();
+    if start.len() < value.len() {
+        format!("{start:?}…")
+    } else {
+        format!("{start:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_table() {
+        kind("order.created").unwrap();
+        kind("urn:acme/order_v2-created").unwrap();
+        assert_eq!(
+            kind("").unwrap_err(),
+            InvalidName::Empty {
+                what: "message kind"
+            }
+        );
+        assert_eq!(
+            kind("order created").unwrap_err().to_string(),
+            "message kind \"order created\" contains ' '; allowed: ASCII letters, digits, '.', '_', '-', ':' and '/'"
+        );
+        let huge = "k".repeat(1 << 20);
+        let error = kind(&huge).unwrap_err().to_string();
+        assert!(
+            error.contains("is 1048576 bytes long, over the limit of 255 bytes"),
+            "{error}"
+        );
+        assert!(
+            error.len() < 150,
+            "the error does not repeat the name: {error}"
+        );
+        queue("orders").unwrap();
+        assert!(queue("").is_err());
+        exchange("").unwrap();
+        exchange("amq.topic").unwrap();
+        assert!(exchange("a b").is_err());
+        routing_key("orders.*.eu#1").unwrap();
+        routing_key("").unwrap();
+        assert!(routing_key("a\u{0}b").is_err());
+        state_key("count:sku-1 é").unwrap();
+        assert!(state_key("").is_err());
+        assert!(state_key(&"s".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn headers_are_checked_one_by_one_and_in_all() {
+        headers([("content-type", "application/json"), ("trace", "a\tb\r\nc")]).unwrap();
+        assert!(matches!(
+            headers([("x", "nul\u{0}")]),
+            Err(InvalidName::Character { found: '\u{0}', .. })
+        ));
+        assert!(headers([("", "v")]).is_err());
+        assert!(headers([("has space", "v")]).is_err());
+        let big = "v".repeat(MAX_HEADER_VALUE_BYTES + 1);
+        assert!(headers([("k", big.as_str())]).is_err());
+        let many: BTreeMap<String, String> = (0..=MAX_HEADERS)
+            .map(|i| (format!("h{i}"), "v".into()))
+            .collect();
+        assert_eq!(
+            header_map(&many).unwrap_err(),
+            InvalidName::TooManyHeaders { count: 101 }
+        );
+        let value = "v".repeat(MAX_HEADER_VALUE_BYTES);
+        let large: BTreeMap<String, String> =
+            (0..9).map(|i| (format!("h{i}"), value.clone())).collect();
+        assert!(matches!(
+            header_map(&large),
+            Err(InvalidName::HeadersTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn storable_text_has_no_control_characters_and_a_bounded_length() {
+        assert_eq!(storable("a\u{0}b"), "a\u{fffd}b");
+        let long = storable(&"é".repeat(300));
+        assert!(
+            long.len() <= MAX_NAME_BYTES && long.ends_with('…'),
+            "{long}"
+        );
+    }
+}
