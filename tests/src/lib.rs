@@ -138,7 +138,12 @@ impl Host {
     }
 
     /// A host with exactly `config` (its database already chosen), keeping `dir` alive.
+    /// The host's warnings go to the test's captured output, shown when it fails.
     pub async fn start_on(config: Config, plugins: &[&str], dir: tempfile::TempDir) -> Host {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         std::fs::create_dir_all(&config.plugins.dir).unwrap();
         for name in plugins {
             let file = plugin_wasm(name);

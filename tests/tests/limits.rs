@@ -1,7 +1,8 @@
 //! Per-plugin limits and fair scheduling: a manifest's limits apply within the host's and
 //! `[plugin.<name>]` settings win over them; a slow plugin uses at most its share of the
 //! call slots, and on a queue of its own it does not hold up another plugin's messages
-//! even when they arrive interleaved.
+//! even when they arrive interleaved; a plugin's state quota stops the message that would
+//! take it over, and its usage stays exact. (What one call may do: `hostile.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,10 @@ use wharf_host::plugins::PluginConfig;
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 
-conformance!(a_slow_plugin_uses_its_share_and_does_not_hold_up_a_fast_one);
+conformance!(
+    a_slow_plugin_uses_its_share_and_does_not_hold_up_a_fast_one,
+    a_state_quota_dead_letters_the_message_that_would_go_over_it,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_limits_apply_and_operator_config_wins() {
@@ -142,4 +146,64 @@ async fn a_slow_plugin_uses_its_share_and_does_not_hold_up_a_fast_one(backend: B
     );
     assert_eq!(most_slow_calls, 2, "the manifest's max_concurrency");
     assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
+}
+
+async fn a_state_quota_dead_letters_the_message_that_would_go_over_it(backend: Backend) {
+    let host = Host::start_with(backend, &["fixture-hostile"], |c| {
+        let hostile = c.plugin.entry("hostile".into()).or_default();
+        hostile.max_state_keys = Some(50);
+        hostile.max_state_bytes = Some(150_000);
+    })
+    .await;
+    let flood = |n: u32| json!({ "n": n });
+    let huge = |bytes: u32| json!({ "bytes": bytes });
+    let messages: Vec<NewMessage> = [
+        ("hostile.key-flood", flood(30)),
+        ("hostile.key-flood", flood(60)),
+        ("hostile.key-flood", flood(40)),
+        ("hostile.huge-value", huge(100_000)),
+        ("hostile.huge-value", huge(200_000)),
+    ]
+    .into_iter()
+    .map(|(kind, body)| NewMessage::new("test", kind, body.to_string().into_bytes()))
+    .collect();
+    // Whatever order a batch holds the floods in, the second one goes over. The values
+    // go one at a time: within a batch only the last write of a key is committed, and
+    // the quota is on what is committed.
+    for some in [&messages[..3], &messages[3..4], &messages[4..]] {
+        host.store.enqueue(some).await.unwrap();
+        host.drain().await;
+    }
+
+    let failed = host.store.failed_list().await.unwrap();
+    let error_of = |i: usize| {
+        failed
+            .iter()
+            .find(|f| f.message_id == messages[i].id)
+            .map(|f| f.error.clone())
+            .unwrap_or_else(|| panic!("message {i} did not fail: {failed:#?}"))
+    };
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(
+        error_of(1).starts_with("state quota exceeded: plugin hostile would hold 60 keys of state, over its max_state_keys of 50; delete state it no longer needs, or raise [plugin.hostile] max_state_keys (at most [runtime] max_state_keys)"),
+        "{}",
+        error_of(1)
+    );
+    assert!(
+        error_of(4).contains("over its max_state_bytes of 150000"),
+        "{}",
+        error_of(4)
+    );
+    let rows = host
+        .rows(
+            "SELECT (SELECT COUNT(*) FROM plugin_state),
+                    (SELECT SUM(LENGTH(key) + LENGTH(value)) FROM plugin_state),
+                    (SELECT keys FROM plugin_state_usage WHERE plugin = 'hostile'),
+                    (SELECT bytes FROM plugin_state_usage WHERE plugin = 'hostile')",
+        )
+        .await;
+    let held: (i64, i64) = (rows[0].get(0), rows[0].get(1));
+    let usage: (i64, i64) = (rows[0].get(2), rows[0].get(3));
+    assert_eq!(held.0, 41, "key:0..39 and huge");
+    assert_eq!(usage, held, "the usage row is what the state holds");
 }

@@ -83,7 +83,7 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
     };
     if let Err(invalid) = names::publish(&destination, &args.kind, &headers) {
-        bail!("{invalid}; see \"Names\" in the README for what is allowed");
+        bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
     }
     match (args.queue, args.exchange) {
         (Some(queue), _) => to_inbox(&config, queue, args.kind, id, headers, payload).await,

@@ -22,7 +22,7 @@ use crate::plugins::{PluginConfig, PluginsConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::setting::InvalidSetting;
-use crate::store::{DatabaseConfig, SettleBudget};
+use crate::store::{DatabaseConfig, SettleBudget, StateQuota};
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::inbox::InboxConfig;
 
@@ -127,6 +127,10 @@ impl Config {
                 within: Duration::from_millis(self.runtime.settle_runs_ms),
             },
             max_payload_bytes: self.inbox.max_payload_bytes,
+            state_quota: StateQuota {
+                keys: self.runtime.max_state_keys,
+                bytes: self.runtime.max_state_bytes,
+            },
             retry: self.retry.clone(),
             plugin: self.plugin.clone(),
         }

@@ -26,7 +26,8 @@ use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{CallContext, Plugin, Runtime, StateError, StateReader};
 use crate::store::{
-    PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, Store,
+    PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, StateQuota,
+    Store,
 };
 use breaker::{Admission, Breakers};
 use contention::Contention;
@@ -52,8 +53,11 @@ pub struct DispatchConfig {
     pub breaker_cool_down: Duration,
     /// `runtime.settle_runs` and `runtime.settle_runs_ms`.
     pub settle_runs: SettleBudget,
-    /// `inbox.max_payload_bytes`: the largest payload a handler may publish.
+    /// `inbox.max_payload_bytes`: the largest payload a delivery may carry.
     pub max_payload_bytes: usize,
+    /// `runtime.max_state_keys` and `max_state_bytes`: the state quota of plugins that
+    /// set none.
+    pub state_quota: StateQuota,
     /// `[retry]`: the policy of plugins that set none.
     pub retry: RetryPolicy,
     /// `[plugin.<name>]`: config values and retry policies per plugin.
@@ -331,6 +335,14 @@ impl SettleRunner for SettleCalls<'_> {
 
     fn expected_keys(&self, plugin: &str) -> Vec<String> {
         self.dispatcher.contention.expected_keys(plugin)
+    }
+
+    fn state_quota(&self, plugin: &str) -> StateQuota {
+        let host = self.dispatcher.config.state_quota;
+        match self.dispatcher.config.plugin.get(plugin) {
+            Some(config) => config.state_quota(host),
+            None => host,
+        }
     }
 
     async fn run(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::retry::RetryPolicy;
 use crate::runtime::{EffectOverrides, Requested, RuntimeConfig};
 use crate::setting::InvalidSetting;
+use crate::store::StateQuota;
 
 /// Default directory scanned for `.wasm` plugins.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins.d";
@@ -74,9 +75,22 @@ pub struct PluginConfig {
     pub max_log_bytes: Option<usize>,
     /// Bytes of stdout and of stderr kept per call (at most `runtime.max_stdio_bytes`).
     pub max_stdio_bytes: Option<usize>,
+    /// State keys the plugin may hold in all (at most `runtime.max_state_keys`).
+    pub max_state_keys: Option<u64>,
+    /// Bytes of keys and values the plugin's state may hold in all (at most
+    /// `runtime.max_state_bytes`).
+    pub max_state_bytes: Option<u64>,
 }
 
 impl PluginConfig {
+    /// This plugin's state quota: its own values, else the host's.
+    pub fn state_quota(&self, host: StateQuota) -> StateQuota {
+        StateQuota {
+            keys: self.max_state_keys.unwrap_or(host.keys),
+            bytes: self.max_state_bytes.unwrap_or(host.bytes),
+        }
+    }
+
     /// The limits this section sets.
     pub fn limits(&self) -> Requested {
         Requested {
@@ -161,6 +175,18 @@ impl PluginConfig {
                 b(self.max_stdio_bytes),
                 "runtime.max_stdio_bytes",
                 r.max_stdio_bytes as u64,
+            ),
+            (
+                "max_state_keys",
+                self.max_state_keys,
+                "runtime.max_state_keys",
+                r.max_state_keys,
+            ),
+            (
+                "max_state_bytes",
+                self.max_state_bytes,
+                "runtime.max_state_bytes",
+                r.max_state_bytes,
             ),
         ]
         .into_iter()

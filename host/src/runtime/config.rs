@@ -50,6 +50,10 @@ pub struct RuntimeConfig {
     pub max_log_bytes: usize,
     /// Bytes of one call's stdout, and of its stderr, kept and logged; the rest is dropped.
     pub max_stdio_bytes: usize,
+    /// State keys one plugin may hold in all (a quota checked at settle).
+    pub max_state_keys: u64,
+    /// Bytes (keys and values) one plugin's state may hold in all (checked at settle).
+    pub max_state_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -72,6 +76,8 @@ impl Default for RuntimeConfig {
             max_log_lines: 100,
             max_log_bytes: 64 << 10,
             max_stdio_bytes: 16 << 10,
+            max_state_keys: 1_000_000,
+            max_state_bytes: 1 << 30,
         }
     }
 }
@@ -101,6 +107,8 @@ impl RuntimeConfig {
             ("runtime.max_state_reads", self.max_state_reads as usize),
             ("runtime.max_state_writes", self.max_state_writes as usize),
             ("runtime.max_state_value_bytes", self.max_state_value_bytes),
+            ("runtime.max_state_keys", self.max_state_keys as usize),
+            ("runtime.max_state_bytes", self.max_state_bytes as usize),
         ]
         .into_iter()
         .find(|(_, value)| *value == 0);

@@ -35,7 +35,10 @@ pub use error::StoreError;
 pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
-pub use settle::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateView};
+pub use settle::{
+    KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
+    StateView,
+};
 pub use sqlite::SqliteStore;
 
 /// Result alias for store calls.

@@ -8,17 +8,20 @@
 //!    ([`resolve`]). A key such a run newly touches is locked without waiting (`pg_try_advisory_xact_lock`):
 //!    taking it out of order could deadlock against another host's settle, so a key
 //!    held elsewhere sends that result back for another round instead.
-//! 3. Build the [`SettlePlan`] (the rules every store shares) and write each kind of its
-//!    rows with one statement (`writes`).
+//! 3. Build the [`SettlePlan`] (the rules every store shares) within the plugins' state
+//!    quotas (their `plugin_state_usage` rows locked, in plugin order, when their state
+//!    changes) and write each kind of its rows with one statement (`writes`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::writes::{Settling, write};
-use crate::store::settle::{SettlePlan, SettleRunner, SharedView, StateLocks, resolve};
+use crate::store::settle::{
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+};
 use crate::store::{Result, Settlement};
 
 /// Plan and write `batch` inside the caller's transaction, running its stale and contended
@@ -53,7 +56,7 @@ pub(super) async fn settle_batch<'a>(
     };
     let (view, runs) = resolve(&mut held, &mut Locks(tx), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = SettlePlan::resolved(&held, &view, runs);
+    let mut plan = plan(&held, &view, runs, &mut Locks(tx), runner).await?;
     plan.summary.fenced = fenced;
     write(tx, channel, &plan, settling).await?;
     Ok(plan)
@@ -128,6 +131,26 @@ impl StateLocks for Locks<'_, '_> {
             view.load(plugin, key, committed);
         }
         Ok(true)
+    }
+
+    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>> {
+        let rows = sqlx::query(
+            "SELECT plugin, keys, bytes FROM plugin_state_usage WHERE plugin = ANY($1)
+             ORDER BY plugin FOR UPDATE",
+        )
+        .bind(plugins)
+        .fetch_all(&mut **self.0)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let usage = StateUsage {
+                    keys: r.get(1),
+                    bytes: r.get(2),
+                };
+                (r.get(0), usage)
+            })
+            .collect())
     }
 }
 

@@ -56,10 +56,11 @@ pub(super) async fn write(
     Ok(())
 }
 
-/// Ledger rows, the failed-message rows of an operator's retry marked resolved, and the
-/// final value of every key written (not deleted), in one statement: inside the settle it
-/// runs with the batch's state keys locked, so every round trip saved there is one other
-/// hosts do not wait for.
+/// Ledger rows, the failed-message rows of an operator's retry marked resolved, the
+/// final value of every key written (not deleted) and the change of each plugin's state
+/// usage, in one statement: inside the settle it runs with the batch's state keys locked,
+/// so every round trip saved there is one other hosts do not wait for. Usage rows are
+/// inserted in plugin order, as they were locked (`StateLocks::usage`).
 async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -> Result<()> {
     if plan.handled.is_empty() {
         return Ok(());
@@ -85,6 +86,14 @@ async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>
              FROM UNNEST($5::text[], $6::text[], $7::bytea[], $8::bigint[]) AS t(plugin, key, value, version)
              ON CONFLICT (plugin, key) DO UPDATE
              SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at
+         ), usage AS (
+             INSERT INTO plugin_state_usage (plugin, keys, bytes)
+             SELECT plugin, keys, bytes
+             FROM UNNEST($9::text[], $10::bigint[], $11::bigint[]) AS t(plugin, keys, bytes)
+             ORDER BY plugin
+             ON CONFLICT (plugin) DO UPDATE
+             SET keys = plugin_state_usage.keys + excluded.keys,
+                 bytes = plugin_state_usage.bytes + excluded.bytes
          )
          UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
          FROM handled r
@@ -98,6 +107,9 @@ async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>
     .bind(set.iter().map(|((_, key), _)| *key).collect::<Vec<_>>())
     .bind(set.iter().map(|(_, w)| w.value).collect::<Vec<_>>())
     .bind(set.iter().map(|(_, w)| w.version).collect::<Vec<_>>())
+    .bind(plan.usage.keys().collect::<Vec<_>>())
+    .bind(plan.usage.values().map(|u| u.keys).collect::<Vec<_>>())
+    .bind(plan.usage.values().map(|u| u.bytes).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -173,7 +185,7 @@ async fn write_attempt_errors(
     .bind(rows.iter().map(|a| a.message).collect::<Vec<_>>())
     .bind(rows.iter().map(|a| a.plugin).collect::<Vec<_>>())
     .bind(rows.iter().map(|a| a.attempt as i32).collect::<Vec<_>>())
-    .bind(rows.iter().map(|a| a.error).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| &*a.error).collect::<Vec<_>>())
     .bind(
         rows.iter()
             .map(|a| a.delay.map(|d| d.as_millis() as i64))
@@ -214,7 +226,7 @@ async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -
     .bind(rows.iter().map(|d| d.message.kind.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| headers_json(&d.message.headers)).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.message.payload.as_slice()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|d| d.error).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| &*d.error).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.attempts as i32).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.message.amqp_route().map(|(e, _)| e)).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.message.amqp_route().map(|(_, k)| k)).collect::<Vec<_>>())

@@ -23,20 +23,29 @@
 //!      for a refusal) and a failed-message row;
 //!    - **deferred** (breaker open): the message stays, the attempt does not count.
 //!
+//!    A handled result whose writes would take its plugin over its state quota is dead
+//!    instead ([`quota`]: the plan is built again that way only when the first plan
+//!    shows a plugin going over).
+//!
 //!    A message that stays is due after the longest delay any of its plugins asked for;
 //!    the others are done.
 //! 4. The store writes the plan: SQLite row by row, PostgreSQL one bulk statement per
 //!    table.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use uuid::Uuid;
 
+mod quota;
 mod resolve;
 mod rows;
 mod view;
 
+use quota::Quotas;
+pub(crate) use quota::plan;
+pub use quota::{StateQuota, StateUsage};
 pub use resolve::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView};
 pub(crate) use resolve::{StateLocks, resolve};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
@@ -99,26 +108,36 @@ pub(crate) struct SettlePlan<'a> {
     pub stay: Vec<Stay<'a>>,
     /// Messages that are done (every plugin handled or gave up).
     pub done: Vec<Uuid>,
+    /// By plugin, what its state gains or loses (plugins whose state changes); only
+    /// known from a plan built over a view.
+    pub usage: BTreeMap<&'a str, StateUsage>,
 }
 
 impl<'a> SettlePlan<'a> {
     /// Decide the rows of `batch` (the settlements a store still holds, in order), given
     /// the committed `versions` of every key in [`state_keys`] of it.
-    pub fn build(batch: &[&'a Settlement], mut versions: Versions<'a>) -> Self {
+    /// When `quotas` are given, a handled result that would take its plugin over its state
+    /// quota is dead-lettered instead.
+    fn build(
+        batch: &[&'a Settlement],
+        mut versions: Versions<'a>,
+        mut quotas: Option<Quotas<'_>>,
+    ) -> Self {
         let mut plan = Self::default();
         for s in batch {
-            plan.add(s, &mut versions);
+            plan.add(s, &mut versions, &mut quotas);
         }
         plan
     }
 
     /// Decide the rows of `batch` after [`resolve`] re-ran its stale results over `view`
     /// (`runs`: by plugin, the runs whose result was not kept and the stale results
-    /// replaced).
-    pub fn resolved(
+    /// replaced), within `quotas` if given; with what each plugin's state gains.
+    pub(crate) fn resolved(
         batch: &[&'a Settlement],
         view: &StateView,
         runs: BTreeMap<String, PluginRuns>,
+        quotas: Option<Quotas<'_>>,
     ) -> Self {
         let versions = state_keys(batch)
             .into_iter()
@@ -129,12 +148,23 @@ impl<'a> SettlePlan<'a> {
                 ((plugin, key), version)
             })
             .collect();
-        let mut plan = Self::build(batch, versions);
+        let mut plan = Self::build(batch, versions, quotas);
         super::add_runs(&mut plan.summary.plugins, runs);
+        for ((plugin, key), write) in &plan.state {
+            let change = StateUsage::of(key, write.value.map(<[u8]>::len))
+                - view.committed_usage(plugin, key);
+            *plan.usage.entry(plugin).or_default() += change;
+        }
+        plan.usage.retain(|_, change| !change.is_zero());
         plan
     }
 
-    fn add(&mut self, s: &'a Settlement, versions: &mut Versions<'a>) {
+    fn add(
+        &mut self,
+        s: &'a Settlement,
+        versions: &mut Versions<'a>,
+        quotas: &mut Option<Quotas<'_>>,
+    ) {
         let message = &s.message;
         // The next attempt: the longest delay any plugin asked for, and whether it counts.
         let mut stay: Option<(Duration, bool)> = None;
@@ -148,7 +178,7 @@ impl<'a> SettlePlan<'a> {
                 message,
                 plugin: &NO_PLUGIN,
                 attempts: message.attempts + 1,
-                error,
+                error: Cow::Borrowed(error),
             });
             self.summary.dead += 1;
         }
@@ -175,6 +205,14 @@ impl<'a> SettlePlan<'a> {
                         schedule(Duration::ZERO, false);
                         continue;
                     }
+                    let charged = quotas
+                        .as_mut()
+                        .map_or(Ok(()), |q| q.charge(name, &effects.writes));
+                    if let Err(error) = charged {
+                        tracing::warn!(message_id = %message.id, plugin = name, "{error}");
+                        self.dead(message, plugin, *attempt, Cow::Owned(error));
+                        continue;
+                    }
                     runs.handled += 1;
                     self.record_handled(message, plugin, &effects.publishes);
                     for (key, value) in &effects.writes {
@@ -196,27 +234,14 @@ impl<'a> SettlePlan<'a> {
                         message: message.id,
                         plugin: &plugin.name,
                         attempt: *attempt,
-                        error,
+                        error: Cow::Borrowed(error),
                         delay: Some(*delay),
                     });
                     self.summary.retried += 1;
                     schedule(*delay, true);
                 }
                 Verdict::Dead { error } => {
-                    self.attempt_errors.push(AttemptRow {
-                        message: message.id,
-                        plugin: &plugin.name,
-                        attempt: *attempt,
-                        error,
-                        delay: None,
-                    });
-                    self.dead.push(DeadRow {
-                        message,
-                        plugin,
-                        attempts: *attempt,
-                        error,
-                    });
-                    self.summary.dead += 1;
+                    self.dead(message, plugin, *attempt, Cow::Borrowed(error))
                 }
                 Verdict::Deferred { delay } => {
                     self.summary.deferred += 1;
@@ -236,6 +261,31 @@ impl<'a> SettlePlan<'a> {
             }),
             None => self.done.push(message.id),
         }
+    }
+
+    /// A pair that gave up on attempt `attempt` with `error`: its last attempt error and
+    /// its failed-message row.
+    fn dead(
+        &mut self,
+        message: &'a Envelope,
+        plugin: &'a PluginVersion,
+        attempt: u32,
+        error: Cow<'a, str>,
+    ) {
+        self.attempt_errors.push(AttemptRow {
+            message: message.id,
+            plugin: &plugin.name,
+            attempt,
+            error: error.clone(),
+            delay: None,
+        });
+        self.dead.push(DeadRow {
+            message,
+            plugin,
+            attempts: attempt,
+            error,
+        });
+        self.summary.dead += 1;
     }
 
     /// The ledger row of a handled pair and its publishes.
@@ -287,7 +337,7 @@ impl<'a> SettlePlan<'a> {
         self.dead
             .iter()
             .filter(|d| seen.insert(std::ptr::from_ref(d.message)))
-            .map(|d| (d.message.id, d.error.to_owned()))
+            .map(|d| (d.message.id, d.error.to_string()))
             .collect()
     }
 }

@@ -1,5 +1,6 @@
 //! The rows a [`super::SettlePlan`] holds, borrowed from the batch it was built from.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -39,7 +40,7 @@ pub(crate) struct AttemptRow<'a> {
     /// Which attempt (1-based).
     pub attempt: u32,
     /// Its error.
-    pub error: &'a str,
+    pub error: Cow<'a, str>,
     /// Wait before the next attempt; `None` for the final one.
     pub delay: Option<Duration>,
 }
@@ -54,7 +55,7 @@ pub(crate) struct DeadRow<'a> {
     /// Attempts made.
     pub attempts: u32,
     /// The final error.
-    pub error: &'a str,
+    pub error: Cow<'a, str>,
 }
 
 /// A message that stays for another attempt.

@@ -56,7 +56,7 @@ fn build<'a>(batch: &'a [Settlement], committed: &[(&'a str, &'a str, i64)]) -> 
     for (plugin, key, version) in committed {
         versions.insert((plugin, key), *version);
     }
-    SettlePlan::build(&held, versions)
+    SettlePlan::build(&held, versions, None)
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn a_message_stays_for_its_longest_delay_and_counts_if_any_plugin_retried() {
     let errors: Vec<_> = plan
         .attempt_errors
         .iter()
-        .map(|a| (a.plugin, a.error, a.delay))
+        .map(|a| (a.plugin, &*a.error, a.delay))
         .collect();
     assert_eq!(errors, [("slow", "busy", Some(second))]);
     assert_eq!(plan.next_attempts()[0].delay, 5 * second);
@@ -160,7 +160,7 @@ fn dead_and_refused_messages_are_failed_rows_and_done() {
                 d.message.payload[0],
                 d.plugin.name.as_str(),
                 d.attempts,
-                d.error,
+                &*d.error,
             )
         })
         .collect();

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::quota::StateUsage;
 use crate::effects::Effects;
 
 /// The version a key has after a write: one more, or 0 when deleted (absent).
@@ -15,6 +16,8 @@ pub(crate) fn next_version(version: i64, value: Option<&[u8]>) -> i64 {
 struct Entry {
     /// The version committed when the key was loaded (absent = 0).
     committed: i64,
+    /// What it held then.
+    committed_usage: StateUsage,
     /// The value with the batch's writes so far applied (`None` = absent).
     value: Option<Vec<u8>>,
     /// Its version.
@@ -51,6 +54,7 @@ impl StateView {
             key.to_owned(),
             Entry {
                 committed: version,
+                committed_usage: StateUsage::of(key, value.as_ref().map(Vec::len)),
                 value,
                 version,
             },
@@ -67,6 +71,14 @@ impl StateView {
     /// The committed version `key` was loaded with.
     pub(crate) fn committed(&self, plugin: &str, key: &str) -> Option<i64> {
         Some(self.plugins.get(plugin)?.get(key)?.committed)
+    }
+
+    /// What `key` of `plugin` held when it was loaded (nothing when absent or not loaded).
+    pub(crate) fn committed_usage(&self, plugin: &str, key: &str) -> StateUsage {
+        self.plugins
+            .get(plugin)
+            .and_then(|keys| keys.get(key))
+            .map_or_else(StateUsage::default, |e| e.committed_usage)
     }
 
     /// Apply the writes of a handled result of `plugin`; each written key must have been

@@ -4,11 +4,15 @@
 //! (`BEGIN IMMEDIATE`), so the state loaded here cannot change before the commit and
 //! taking a key's "lock" is loading it.
 
+use std::collections::BTreeMap;
+
 use sqlx::{Row, SqliteConnection};
 
 use super::insert_new;
 use crate::store::headers_json;
-use crate::store::settle::{SettlePlan, SettleRunner, SharedView, StateLocks, resolve};
+use crate::store::settle::{
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+};
 use crate::store::{Result, Settlement};
 
 /// What is being settled.
@@ -41,7 +45,7 @@ pub(super) async fn settle_batch<'a>(
     }
     let (view, runs) = resolve(&mut held, &mut Loader(conn), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = SettlePlan::resolved(&held, &view, runs);
+    let mut plan = plan(&held, &view, runs, &mut Loader(conn), runner).await?;
     plan.summary.fenced = fenced;
     write(conn, &plan, now, settling).await?;
     Ok(plan)
@@ -84,6 +88,24 @@ impl StateLocks for Loader<'_> {
                 .load(plugin, key, committed);
         }
         Ok(true)
+    }
+
+    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>> {
+        let mut usage = BTreeMap::new();
+        for plugin in plugins {
+            let row = sqlx::query("SELECT keys, bytes FROM plugin_state_usage WHERE plugin = ?")
+                .bind(plugin)
+                .fetch_optional(&mut *self.0)
+                .await?;
+            if let Some(row) = row {
+                let held = StateUsage {
+                    keys: row.get(0),
+                    bytes: row.get(1),
+                };
+                usage.insert(plugin.to_string(), held);
+            }
+        }
+        Ok(usage)
     }
 }
 
@@ -155,6 +177,18 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
+    for (plugin, change) in &plan.usage {
+        sqlx::query(
+            "INSERT INTO plugin_state_usage (plugin, keys, bytes) VALUES (?, ?, ?)
+             ON CONFLICT (plugin) DO UPDATE
+             SET keys = keys + excluded.keys, bytes = bytes + excluded.bytes",
+        )
+        .bind(plugin)
+        .bind(change.keys)
+        .bind(change.bytes)
+        .execute(&mut *conn)
+        .await?;
+    }
     for a in &plan.attempt_errors {
         sqlx::query(
             "INSERT INTO attempt_errors (message_id, plugin, attempt, error, delay_ms, at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -162,7 +196,7 @@ async fn write(
         .bind(a.message.to_string())
         .bind(a.plugin)
         .bind(a.attempt)
-        .bind(a.error)
+        .bind(&*a.error)
         .bind(a.delay.map(|d| d.as_millis() as i64))
         .bind(now)
         .execute(&mut *conn)
@@ -189,7 +223,7 @@ async fn write(
         .bind(&m.kind)
         .bind(headers_json(&m.headers))
         .bind(&m.payload)
-        .bind(d.error)
+        .bind(&*d.error)
         .bind(d.attempts)
         .bind(now)
         .bind(m.amqp_route().map(|(e, _)| e))

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::quota::{StateQuota, StateUsage};
 use super::state_keys;
 use super::view::StateView;
 use crate::envelope::Envelope;
@@ -97,6 +98,9 @@ pub trait SettleRunner: Send + Sync {
     /// messages shared. They are locked with the batch's keys, before any run.
     fn expected_keys(&self, plugin: &str) -> Vec<String>;
 
+    /// How many state keys and bytes `plugin` may hold in all.
+    fn state_quota(&self, plugin: &str) -> StateQuota;
+
     /// Run `plugin` on `message` as attempt `attempt`, reading `state`. `None` when the
     /// plugin is no longer served.
     async fn run(
@@ -120,6 +124,10 @@ pub(crate) trait StateLocks: Send {
         wait: bool,
         view: &SharedView,
     ) -> Result<bool>;
+
+    /// The committed state usage of `plugins` (sorted), locked until the settle commits
+    /// so no other settle adds to it meanwhile; a plugin without state has none.
+    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>>;
 }
 
 /// Lock the state keys of `batch` (and those its contended plugins are expected to

@@ -10,13 +10,24 @@ use uuid::Uuid;
 use super::*;
 use crate::effects::Effects;
 use crate::store::PluginVersion;
-use crate::store::settle::SettlePlan;
+use crate::store::settle::{StateQuota, StateUsage, plan};
 
 /// Committed state, and keys another settle holds.
 #[derive(Default)]
 struct Committed {
     values: BTreeMap<String, (Vec<u8>, i64)>,
     held_elsewhere: BTreeSet<String>,
+}
+
+impl Committed {
+    /// What the counter's committed keys hold.
+    fn usage(&self) -> StateUsage {
+        let mut usage = StateUsage::default();
+        for (key, (value, _)) in &self.values {
+            usage += StateUsage::of(key, Some(value.len()));
+        }
+        usage
+    }
 }
 
 #[async_trait::async_trait]
@@ -36,11 +47,17 @@ impl StateLocks for Committed {
         }
         Ok(true)
     }
+
+    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>> {
+        assert_eq!(plugins, ["counter"]);
+        Ok([("counter".to_owned(), Committed::usage(self))].into())
+    }
 }
 
 /// The handler: adds one to `count`; on an odd count it also adds one to `odd`.
 struct Counter {
     budget: SettleBudget,
+    quota: StateQuota,
 }
 
 /// Read `key` as the sandbox's reader does: from the view, else asking the settle.
@@ -82,6 +99,10 @@ impl SettleRunner for Counter {
 
     fn expected_keys(&self, _: &str) -> Vec<String> {
         vec!["count".into()]
+    }
+
+    fn state_quota(&self, _: &str) -> StateQuota {
+        self.quota
     }
 
     async fn run(
@@ -147,6 +168,10 @@ fn budget(runs: u32) -> Counter {
             runs,
             within: Duration::from_secs(10),
         },
+        quota: StateQuota {
+            keys: 100,
+            bytes: 1 << 20,
+        },
     }
 }
 
@@ -160,7 +185,7 @@ async fn settle(
     let mut held: Vec<&mut Settlement> = batch.iter_mut().collect();
     let (view, runs) = resolve(&mut held, locks, runner).await.unwrap();
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let plan = SettlePlan::resolved(&held, &view, runs);
+    let plan = plan(&held, &view, runs, locks, runner).await.unwrap();
     let value = |key: &str| {
         plan.state
             .get(&("counter", key))
@@ -223,4 +248,40 @@ async fn past_the_budget_the_stale_results_go_to_the_next_round() {
     assert_eq!(count.as_deref(), Some("2"));
     assert_eq!(stay, 2);
     assert_eq!((runs.handled, runs.resolved, runs.rescheduled), (2, 1, 2));
+}
+
+#[tokio::test]
+async fn a_result_over_the_state_quota_is_dead_and_the_ones_before_it_keep_their_writes() {
+    let mut batch: Vec<Settlement> = (1..=3)
+        .map(|n| settlement(n, Verdict::RunAtSettle))
+        .collect();
+    let runner = Counter {
+        quota: StateQuota {
+            keys: 1,
+            bytes: 1 << 20,
+        },
+        ..budget(10)
+    };
+    let mut locks = Committed::default();
+    let mut held: Vec<&mut Settlement> = batch.iter_mut().collect();
+    let (view, runs) = resolve(&mut held, &mut locks, &runner).await.unwrap();
+    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
+    let plan = plan(&held, &view, runs, &mut locks, &runner).await.unwrap();
+    // 1: count 0 -> 1, one key. 2: count 1 is odd, so it would add `odd`: a second key.
+    // 3: ran over 2's writes, which are not committed: stale, it runs again next round.
+    let count = plan.state.get(&("counter", "count")).and_then(|w| w.value);
+    assert_eq!(count, Some(&b"1"[..]));
+    assert!(!plan.state.contains_key(&("counter", "odd")));
+    assert_eq!(plan.dead.len(), 1);
+    assert_eq!(plan.dead[0].message.id, Uuid::from_bytes([2; 16]));
+    assert_eq!(
+        plan.dead[0].error,
+        "state quota exceeded: plugin counter would hold 2 keys of state, over its max_state_keys of 1; delete state it no longer needs, or raise [plugin.counter] max_state_keys (at most [runtime] max_state_keys)"
+    );
+    assert_eq!(plan.stay.len(), 1);
+    assert_eq!(
+        plan.usage[&"counter"],
+        StateUsage { keys: 1, bytes: 6 },
+        "\"count\" holding \"1\""
+    );
 }
