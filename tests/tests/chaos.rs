@@ -1,0 +1,179 @@
+//! Chaos (its own test binary, so its processes and kills disturb no other test): real
+//! `wharf run` processes on PostgreSQL, each killed with SIGKILL at some point while
+//! they drain thousands of stateful messages on a few hot keys (a read-modify-write of a
+//! counter that also publishes to an exchange), alternating held and leased claims; then
+//! a host finishes the rest. A checker compares what the database holds with what the
+//! messages asked for and reports lost, duplicated and double-applied effects: it must
+//! find none.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Row;
+use wharf_host::envelope::NewMessage;
+use wharf_tests::{Host, fresh_postgres_schema, test_config};
+
+/// Messages drained.
+const MESSAGES: usize = 3_000;
+/// Hot keys they count on.
+const KEYS: usize = 5;
+/// Host processes killed.
+const KILLS: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_killed_again_and_again_lose_duplicate_and_double_apply_nothing() {
+    let url = fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.database.url = url.clone();
+    config.inbox.lease_ms = 1_500;
+    config.runtime.deadline_ms = 1_000;
+    let checker = Host::start_on(config, &["fixture-counter"], tempfile::tempdir().unwrap()).await;
+    let messages: Vec<NewMessage> = (0..MESSAGES)
+        .map(|i| {
+            let body = json!({ "key": format!("k{}", i % KEYS), "publish": true });
+            NewMessage::new("test", "test.count", body.to_string().into_bytes())
+        })
+        .collect();
+    checker.store.enqueue(&messages).await.unwrap();
+
+    let plugins = checker.config.plugins.dir.clone();
+    let mut killed_at = Vec::new();
+    for round in 0..KILLS {
+        let mut victim = host_process(&url, &plugins, dir.path(), round % 2 == 1);
+        let target = ((round + 1) * MESSAGES / (KILLS + 2)) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress to {target} handled"
+            );
+            assert!(
+                victim.try_wait().unwrap().is_none(),
+                "round {round}: the host exited"
+            );
+            if handled(&checker).await >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // A little later, so kills land at different points of a batch.
+        tokio::time::sleep(Duration::from_millis(7 * round as u64)).await;
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        let at = handled(&checker).await;
+        assert!(
+            at < MESSAGES as i64,
+            "round {round}: the host finished before it was killed"
+        );
+        killed_at.push(at);
+    }
+    let report = checker.drain().await;
+    eprintln!(
+        "chaos: {MESSAGES} messages on {KEYS} keys, {KILLS} hosts killed with SIGKILL at {killed_at:?} handled; the last host handled {} more",
+        report.settled.handled
+    );
+
+    let found = check(&checker, &messages).await;
+    eprintln!("chaos: {found:?}");
+    assert_eq!(found, Found::default(), "lost or repeated effects");
+}
+
+/// A `wharf run` process on `url`, with claims held in a transaction or leased.
+fn host_process(
+    url: &str,
+    plugins: &std::path::Path,
+    dir: &std::path::Path,
+    leased: bool,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .arg("run")
+        .env("WHARF_DATABASE_URL", url)
+        .env("WHARF_PLUGINS_DIR", plugins)
+        .env("WHARF_PLUGINS_CACHE_DIR", dir.join("victim-cache"))
+        .env("WHARF_INBOX_BATCH_SIZE", "20")
+        .env("WHARF_INBOX_LEASE_MS", "1500")
+        .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
+        .env(
+            "WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS",
+            if leased { "0" } else { "10000" },
+        )
+        .env("WHARF_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a host")
+}
+
+async fn handled(host: &Host) -> i64 {
+    host.count("SELECT COUNT(*) FROM processed").await
+}
+
+/// What the checker found wrong; all zero when every effect is there exactly once.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Found {
+    /// Messages with no ledger row, or still in the inbox, or failed.
+    lost: usize,
+    /// Ledger rows or outbox rows beyond one per message.
+    duplicated: usize,
+    /// Counter increments beyond (or short of) one per message, per key; `odd`
+    /// counters off their count.
+    double_applied: usize,
+    /// Messages whose outbox row is missing.
+    unpublished: usize,
+    /// Whether the plugin's state usage row differs from what its state holds.
+    usage_off: bool,
+}
+
+/// Compare the database with what `messages` asked for.
+async fn check(host: &Host, messages: &[NewMessage]) -> Found {
+    let mut found = Found::default();
+    let ids = |sql: &'static str| async move {
+        let mut by_id: BTreeMap<String, i64> = BTreeMap::new();
+        for row in host.rows(sql).await {
+            *by_id.entry(row.get::<String, _>(0)).or_default() += 1;
+        }
+        by_id
+    };
+    let ledger = ids("SELECT CAST(message_id AS TEXT) FROM processed").await;
+    let outbox = ids("SELECT CAST(source_message_id AS TEXT) FROM outbox").await;
+    for message in messages {
+        let id = message.id.to_string();
+        match ledger.get(&id) {
+            None => found.lost += 1,
+            Some(n) => found.duplicated += (*n - 1) as usize,
+        }
+        match outbox.get(&id) {
+            None => found.unpublished += 1,
+            Some(n) => found.duplicated += (*n - 1) as usize,
+        }
+    }
+    found.lost += (host.count("SELECT COUNT(*) FROM inbox").await
+        + host.count("SELECT COUNT(*) FROM failed_messages").await) as usize;
+    let counters: BTreeMap<String, i64> = host
+        .rows("SELECT key, convert_from(value, 'UTF8') FROM plugin_state")
+        .await
+        .iter()
+        .map(|r| (r.get(0), r.get::<String, _>(1).parse().unwrap()))
+        .collect();
+    let per_key = MESSAGES / KEYS;
+    for k in 0..KEYS {
+        let count = counters.get(&format!("count:k{k}")).copied().unwrap_or(0);
+        let odd = counters.get(&format!("odd:k{k}")).copied().unwrap_or(0);
+        found.double_applied += count.abs_diff(per_key as i64) as usize;
+        found.double_applied += odd.abs_diff(count / 2) as usize;
+    }
+    let usage = host
+        .rows(
+            "SELECT (SELECT COUNT(*) FROM plugin_state),
+                    (SELECT SUM(LENGTH(key) + LENGTH(value)) FROM plugin_state),
+                    (SELECT keys FROM plugin_state_usage WHERE plugin = 'counter'),
+                    (SELECT bytes FROM plugin_state_usage WHERE plugin = 'counter')",
+        )
+        .await;
+    let row = &usage[0];
+    found.usage_off = (row.get::<i64, _>(0), row.get::<i64, _>(1))
+        != (row.get::<i64, _>(2), row.get::<i64, _>(3));
+    found
+}
