@@ -239,10 +239,51 @@ impl Host {
         sqlx::query(sql).fetch_one(&self.db).await.unwrap().get(0)
     }
 
+    /// What the plugins' state holds in all, (keys, bytes of keys and values), and what
+    /// their `plugin_state_usage` rows say it holds: equal when the usage is exact.
+    pub async fn state_usage(&self) -> ((i64, i64), (i64, i64)) {
+        let rows = self
+            .rows(
+                "SELECT (SELECT COUNT(*) FROM plugin_state),
+                        (SELECT CAST(COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) AS BIGINT)
+                         FROM plugin_state),
+                        (SELECT CAST(COALESCE(SUM(keys), 0) AS BIGINT) FROM plugin_state_usage),
+                        (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM plugin_state_usage)",
+            )
+            .await;
+        let get = |i| rows[0].get::<i64, _>(i);
+        ((get(0), get(1)), (get(2), get(3)))
+    }
+
     /// Run a query (portable SQL) and return its rows.
     pub async fn rows(&self, sql: &'static str) -> Vec<sqlx::any::AnyRow> {
         sqlx::query(sql).fetch_all(&self.db).await.unwrap()
     }
+}
+
+/// A `wharf run` process (the binary at `exe`) on `url` serving `plugins`: small batches,
+/// a 1.5 s lease and a 1 s deadline, so a kill lands in a batch and its claims come back
+/// soon; claims held in a transaction up to `hold_claims_up_to_ms` ("0": leased).
+pub fn victim_process(
+    exe: &str,
+    url: &str,
+    plugins: &std::path::Path,
+    cache: &std::path::Path,
+    hold_claims_up_to_ms: &str,
+) -> std::process::Child {
+    std::process::Command::new(exe)
+        .arg("run")
+        .env("WHARF_DATABASE_URL", url)
+        .env("WHARF_PLUGINS_DIR", plugins)
+        .env("WHARF_PLUGINS_CACHE_DIR", cache)
+        .env("WHARF_INBOX_BATCH_SIZE", "20")
+        .env("WHARF_INBOX_LEASE_MS", "1500")
+        .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
+        .env("WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS", hold_claims_up_to_ms)
+        .env("WHARF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a wharf run process")
 }
 
 /// The component of fixture `crate_name`, validated by `runtime`, ready to deploy.

@@ -7,13 +7,12 @@
 //! find none.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::envelope::NewMessage;
-use wharf_tests::{Host, fresh_postgres_schema, test_config};
+use wharf_tests::{Host, fresh_postgres_schema, test_config, victim_process};
 
 /// Messages drained.
 const MESSAGES: usize = 3_000;
@@ -42,7 +41,13 @@ async fn hosts_killed_again_and_again_lose_duplicate_and_double_apply_nothing() 
     let plugins = checker.config.plugins.dir.clone();
     let mut killed_at = Vec::new();
     for round in 0..KILLS {
-        let mut victim = host_process(&url, &plugins, dir.path(), round % 2 == 1);
+        let mut victim = victim_process(
+            env!("CARGO_BIN_EXE_wharf-under-test"),
+            &url,
+            &plugins,
+            &dir.path().join("victim-cache"),
+            if round % 2 == 1 { "0" } else { "10000" },
+        );
         let target = ((round + 1) * MESSAGES / (KILLS + 2)) as i64;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -79,31 +84,6 @@ async fn hosts_killed_again_and_again_lose_duplicate_and_double_apply_nothing() 
     let found = check(&checker, &messages).await;
     eprintln!("chaos: {found:?}");
     assert_eq!(found, Found::default(), "lost or repeated effects");
-}
-
-/// A `wharf run` process on `url`, with claims held in a transaction or leased.
-fn host_process(
-    url: &str,
-    plugins: &std::path::Path,
-    dir: &std::path::Path,
-    leased: bool,
-) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
-        .arg("run")
-        .env("WHARF_DATABASE_URL", url)
-        .env("WHARF_PLUGINS_DIR", plugins)
-        .env("WHARF_PLUGINS_CACHE_DIR", dir.join("victim-cache"))
-        .env("WHARF_INBOX_BATCH_SIZE", "20")
-        .env("WHARF_INBOX_LEASE_MS", "1500")
-        .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
-        .env(
-            "WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS",
-            if leased { "0" } else { "10000" },
-        )
-        .env("WHARF_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a host")
 }
 
 async fn handled(host: &Host) -> i64 {
@@ -164,16 +144,7 @@ async fn check(host: &Host, messages: &[NewMessage]) -> Found {
         found.double_applied += count.abs_diff(per_key as i64) as usize;
         found.double_applied += odd.abs_diff(count / 2) as usize;
     }
-    let usage = host
-        .rows(
-            "SELECT (SELECT COUNT(*) FROM plugin_state),
-                    (SELECT SUM(LENGTH(key) + LENGTH(value)) FROM plugin_state),
-                    (SELECT keys FROM plugin_state_usage WHERE plugin = 'counter'),
-                    (SELECT bytes FROM plugin_state_usage WHERE plugin = 'counter')",
-        )
-        .await;
-    let row = &usage[0];
-    found.usage_off = (row.get::<i64, _>(0), row.get::<i64, _>(1))
-        != (row.get::<i64, _>(2), row.get::<i64, _>(3));
+    let (held, recorded) = host.state_usage().await;
+    found.usage_off = held != recorded;
     found
 }

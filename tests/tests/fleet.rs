@@ -3,14 +3,16 @@
 //! duplicates no effect (ledger row, outbox row, state write); nor does a host whose
 //! database connections are cut while it works.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wharf_host::envelope::NewMessage;
 use wharf_host::transport::inbox::StopWhen;
-use wharf_tests::{Backend, Host, fresh_postgres_schema, plugin_wasm, postgres_url, test_config};
+use wharf_tests::{
+    Backend, Host, fresh_postgres_schema, plugin_wasm, postgres_url, test_config, victim_process,
+};
 
 fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {
     (0..n)
@@ -98,19 +100,13 @@ async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
     std::fs::copy(&wasm, plugins.join(wasm.file_name().unwrap())).unwrap();
 
     // The victim: a real `wharf run` process with a short lease.
-    let mut victim = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
-        .arg("run")
-        .env("WHARF_DATABASE_URL", &url)
-        .env("WHARF_PLUGINS_DIR", &plugins)
-        .env("WHARF_PLUGINS_CACHE_DIR", dir.path().join("victim-cache"))
-        .env("WHARF_INBOX_BATCH_SIZE", "20")
-        .env("WHARF_INBOX_LEASE_MS", "1500")
-        .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
-        .env("WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS", hold_claims_up_to_ms)
-        .env("WHARF_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the victim host");
+    let mut victim = victim_process(
+        env!("CARGO_BIN_EXE_wharf-under-test"),
+        &url,
+        &plugins,
+        &dir.path().join("victim-cache"),
+        hold_claims_up_to_ms,
+    );
 
     let mut config = test_config(dir.path());
     config.database.url = url;
