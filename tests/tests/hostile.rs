@@ -129,8 +129,22 @@ async fn each_abuse_is_stopped_by_its_limit_and_the_neighbour_is_served(backend:
             }
         }
     });
-    host.drain().await;
+    // How many abuses had settled when the neighbour's last message was handled.
+    let abuses_settled_by_then = async {
+        let sql = "SELECT COUNT(*) FROM processed WHERE plugin = 'noop'";
+        while host.count(sql).await < NEIGHBOUR as i64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        host.count("SELECT COUNT(*) FROM processed WHERE plugin <> 'noop'")
+            .await
+            + host.count("SELECT COUNT(*) FROM failed_messages").await
+    };
+    let (_, abuses_settled_by_then) = tokio::join!(host.drain(), abuses_settled_by_then);
     sampler.abort();
+    assert!(
+        abuses_settled_by_then < abuses.len() as i64,
+        "the neighbour's messages waited for the abuses: all {abuses_settled_by_then} had settled first"
+    );
     let growth_mib = peak.load(Ordering::Relaxed).saturating_sub(baseline) >> 10;
     eprintln!(
         "{backend:?}: resident memory {} MiB at the start, at most {growth_mib} MiB more during the abuses",
