@@ -102,6 +102,10 @@ macro_rules! export {
 
 /// Publish a message to an inbox queue; it is delivered once the current message is
 /// handled successfully. Returns the new message's id.
+///
+/// A queue or kind the host does not accept (see "Limits and quotas" in wharf's README)
+/// is an error, a *reject* when passed on with `?`. Publishing more messages or bytes
+/// than the host allows one call ends the call: the message is rejected.
 pub fn publish(queue: &str, kind: &str, payload: &serde_json::Value) -> Result<String> {
     host::publish(
         requests::Destination::Queue(queue.to_owned()),
@@ -130,6 +134,11 @@ pub fn publish_to_exchange(
 }
 
 /// Key/value state private to this plugin, committed with the message's outcome.
+///
+/// The host limits what one call may read and write (keys read, writes, bytes of a value)
+/// and what a plugin may hold in all; going over a limit ends the call and rejects the
+/// message, naming the setting an operator can raise (see "Limits and quotas" in wharf's
+/// README).
 pub mod state {
     use crate::host;
 
