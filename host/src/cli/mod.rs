@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod failed;
+mod ndjson;
 mod plugins;
 mod publish;
 mod queues;

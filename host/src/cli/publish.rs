@@ -1,7 +1,12 @@
-//! `wharf publish`: put a message into an inbox queue, or (`--amqp`) publish it to an
-//! exchange of the AMQP broker with a publisher confirm.
+//! `wharf publish`: put messages into an inbox queue, or (`--amqp`) publish them to an
+//! exchange of the AMQP broker with publisher confirms: one (`--json`, `--file`) or many,
+//! one per line (`--ndjson`, see `ndjson`), in batches with a progress line. Every
+//! message is checked (JSON, size, names) before the first one goes out.
 
+use std::collections::BTreeMap;
+use std::io::BufReader;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -14,9 +19,14 @@ use crate::names;
 use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
 use crate::transport::amqp::supervisor::display_url;
 
+/// Messages inserted into the inbox per transaction, or awaiting broker confirms at once.
+const BATCH: usize = 500;
+/// How often a long publish prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Options of `wharf publish`.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("body").required(true).args(["json", "file"]))]
+#[command(group = clap::ArgGroup::new("body").required(true).args(["json", "file", "ndjson"]))]
 pub struct PublishArgs {
     /// Inbox queue.
     #[arg(long, required_unless_present = "amqp", conflicts_with = "amqp")]
@@ -31,13 +41,13 @@ pub struct PublishArgs {
     /// With --amqp: the routing key.
     #[arg(long, requires = "amqp", default_value = "")]
     routing_key: String,
-    /// Message kind, e.g. order.created.
-    #[arg(long)]
-    kind: String,
+    /// Message kind, e.g. order.created (with --ndjson: of the lines that give none).
+    #[arg(long, required_unless_present = "ndjson")]
+    kind: Option<String>,
     /// Message id (a UUID); a new UUID v7 when omitted. Publishing an id twice is a no-op.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ndjson")]
     id: Option<Uuid>,
-    /// A header, repeatable.
+    /// A header, repeatable (with --ndjson: added to every line's).
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
     /// The payload as inline JSON.
@@ -46,6 +56,25 @@ pub struct PublishArgs {
     /// Read the payload (JSON) from a file.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Publish many: one message per line of this file ("-": stdin), each
+    /// `{"message": <payload>, "id"?: "<uuid>", "kind"?: "...", "headers"?: {...}}`.
+    #[arg(long, value_name = "FILE|-")]
+    ndjson: Option<PathBuf>,
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub(super) struct Message {
+    /// Its line of the `--ndjson` input.
+    pub line: Option<usize>,
+    /// Its id.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Its headers.
+    pub headers: BTreeMap<String, String>,
+    /// Its body.
+    pub payload: Vec<u8>,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -56,24 +85,31 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
-    let payload = match (&args.json, &args.file) {
-        (Some(json), _) => json.clone().into_bytes(),
-        (None, Some(file)) => std::fs::read(file)
-            .with_context(|| format!("cannot read payload file {}", file.display()))?,
-        (None, None) => unreachable!("clap requires --json or --file"),
+    let headers: BTreeMap<String, String> = args.headers.iter().cloned().collect();
+    let single = |payload: Vec<u8>| Message {
+        line: None,
+        id: args.id.unwrap_or_else(Uuid::now_v7),
+        kind: args.kind.clone().unwrap_or_default(),
+        headers: headers.clone(),
+        payload,
     };
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&payload) {
-        bail!("payload is not valid JSON: {e}");
-    }
-    if payload.len() > config.inbox.max_payload_bytes {
-        bail!(
-            "payload of {} bytes exceeds inbox.max_payload_bytes ({})",
-            payload.len(),
-            config.inbox.max_payload_bytes
-        );
-    }
-    let id = args.id.unwrap_or_else(Uuid::now_v7);
-    let headers = args.headers.into_iter().collect();
+    let messages = match (&args.json, &args.file, &args.ndjson) {
+        (Some(json), _, _) => vec![single(json.clone().into_bytes())],
+        (_, Some(file), _) => {
+            vec![single(std::fs::read(file).with_context(|| {
+                format!("cannot read payload file {}", file.display())
+            })?)]
+        }
+        (_, _, Some(path)) if path.as_os_str() == "-" => {
+            super::ndjson::read(std::io::stdin().lock(), args.kind.as_deref(), &headers)?
+        }
+        (_, _, Some(path)) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            super::ndjson::read(BufReader::new(file), args.kind.as_deref(), &headers)?
+        }
+        (None, None, None) => unreachable!("clap requires --json, --file or --ndjson"),
+    };
     let destination = match (&args.queue, &args.exchange) {
         (Some(queue), _) => Destination::Queue(queue.clone()),
         (None, Some(exchange)) => Destination::Exchange {
@@ -82,73 +118,167 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         },
         (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
     };
-    if let Err(invalid) = names::publish(&destination, &args.kind, &headers) {
-        bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
-    }
-    match (args.queue, args.exchange) {
-        (Some(queue), _) => to_inbox(&config, queue, args.kind, id, headers, payload).await,
-        (None, Some(exchange)) => {
-            let message = Outgoing {
-                id,
-                exchange: &exchange,
-                routing_key: &args.routing_key,
-                kind: &args.kind,
-                headers: &headers,
-                payload: &payload,
-            };
-            to_broker(&config, message).await
+    for message in &messages {
+        let checked = check(message, &destination, config.inbox.max_payload_bytes);
+        if let Some(line) = message.line {
+            checked.with_context(|| format!("line {line} cannot be published; none was"))?;
+        } else {
+            checked?;
         }
-        (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
+    }
+    match &destination {
+        Destination::Queue(queue) => to_inbox(&config, queue, messages).await,
+        Destination::Exchange {
+            exchange,
+            routing_key,
+        } => to_broker(&config, exchange, routing_key, messages).await,
     }
 }
 
-async fn to_inbox(
-    config: &Config,
-    queue: String,
-    kind: String,
-    id: Uuid,
-    headers: std::collections::BTreeMap<String, String>,
-    payload: Vec<u8>,
+/// What `wharf publish` refuses: a body that is not JSON or over the payload limit, names
+/// that break the rules.
+fn check(
+    message: &Message,
+    destination: &Destination,
+    max_payload_bytes: usize,
 ) -> anyhow::Result<()> {
-    let mut message = NewMessage::new(&queue, &kind, payload);
-    message.id = id;
-    message.headers = headers;
-    let store = super::open_store(config).await?;
-    if store.enqueue(std::slice::from_ref(&message)).await? == 1 {
-        println!("{}", message.id);
-    } else {
-        println!(
-            "{} (duplicate: already received, not queued again)",
-            message.id
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&message.payload) {
+        bail!("payload is not valid JSON: {e}");
+    }
+    if message.payload.len() > max_payload_bytes {
+        bail!(
+            "payload of {} bytes exceeds inbox.max_payload_bytes ({max_payload_bytes})",
+            message.payload.len(),
         );
+    }
+    if let Err(invalid) = names::publish(destination, &message.kind, &message.headers) {
+        bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
     }
     Ok(())
 }
 
-async fn to_broker(config: &Config, message: Outgoing<'_>) -> anyhow::Result<()> {
+/// Prints how far a publish of many messages got, at most every [`PROGRESS_EVERY`].
+struct Progress {
+    total: usize,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            last: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, done: usize) {
+        if self.total > 1 && self.last.elapsed() >= PROGRESS_EVERY {
+            eprintln!("published {done} of {} messages", self.total);
+            self.last = Instant::now();
+        }
+    }
+}
+
+async fn to_inbox(config: &Config, queue: &str, messages: Vec<Message>) -> anyhow::Result<()> {
+    let store = super::open_store(config).await?;
+    let total = messages.len();
+    let mut progress = Progress::new(total);
+    let (mut done, mut queued) = (0, 0);
+    let mut rows = messages.into_iter().map(|m| NewMessage {
+        id: m.id,
+        queue: queue.to_owned(),
+        kind: m.kind,
+        headers: m.headers,
+        payload: m.payload,
+    });
+    loop {
+        let batch: Vec<NewMessage> = rows.by_ref().take(BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        queued += store.enqueue(&batch).await.with_context(|| {
+            format!("publishing stopped after {done} of {total} messages (a message published twice is queued once: rerun with ids to resume)")
+        })?;
+        done += batch.len();
+        progress.done(done);
+        if total == 1 {
+            let id = batch[0].id;
+            match queued {
+                1 => println!("{id}"),
+                _ => println!("{id} (duplicate: already received, not queued again)"),
+            }
+            return Ok(());
+        }
+    }
+    let duplicates = total - queued as usize;
+    println!(
+        "{total} messages published to queue {queue}{}",
+        match duplicates {
+            0 => String::new(),
+            n => format!(" ({n} already received were not queued again)"),
+        }
+    );
+    Ok(())
+}
+
+async fn to_broker(
+    config: &Config,
+    exchange: &str,
+    routing_key: &str,
+    messages: Vec<Message>,
+) -> anyhow::Result<()> {
     let url = display_url(&config.amqp.url);
     let connection = lapin::Connection::connect(&config.amqp.url, Default::default())
         .await
         .with_context(|| format!("cannot connect to the AMQP broker at {url}; is it running? (amqp.url / WHARF_AMQP_URL)"))?;
     let channel = confirming_channel(&connection).await?;
-    let confirm = send(&channel, message).await?;
-    let published = answer(confirm).await.map_err(|e| {
+    let refused_by_broker = |e: lapin::Error| {
         anyhow::anyhow!(
-            "the broker refused the message ({e}); declare exchange {:?} ([[amqp.exchanges]]) or check its name",
-            message.exchange
+            "the broker refused the messages ({e}); declare exchange {exchange:?} ([[amqp.exchanges]]) or check its name"
         )
-    })?;
-    let _ = connection.close(200, "published".into()).await;
-    match published {
-        Published::Stored => {
-            println!("{}", message.id);
-            Ok(())
+    };
+    let total = messages.len();
+    let mut progress = Progress::new(total);
+    let (mut done, mut unroutable, mut refused) = (Vec::new(), 0, 0);
+    for batch in messages.chunks(BATCH) {
+        let mut confirms = Vec::with_capacity(batch.len());
+        for m in batch {
+            let message = Outgoing {
+                id: m.id,
+                exchange,
+                routing_key,
+                kind: &m.kind,
+                headers: &m.headers,
+                payload: &m.payload,
+            };
+            confirms.push((
+                m.id,
+                send(&channel, message).await.map_err(refused_by_broker)?,
+            ));
         }
-        Published::Unroutable => bail!(
-            "exchange {:?} routed the message to no queue (routing key {:?}): nothing is bound for it, so the broker dropped it",
-            message.exchange,
-            message.routing_key
-        ),
-        Published::Refused => bail!("the broker could not store the message (nack); try again"),
+        for (id, confirm) in confirms {
+            match answer(confirm).await.map_err(refused_by_broker)? {
+                Published::Stored => done.push(id),
+                Published::Unroutable => unroutable += 1,
+                Published::Refused => refused += 1,
+            }
+        }
+        progress.done(done.len() + unroutable + refused);
     }
+    let _ = connection.close(200, "published".into()).await;
+    if unroutable > 0 {
+        bail!(
+            "exchange {exchange:?} routed {unroutable} of {total} messages to no queue (routing key {routing_key:?}): nothing is bound for it, so the broker dropped them"
+        );
+    }
+    if refused > 0 {
+        bail!(
+            "the broker could not store {refused} of {total} messages (nack); publish them again (their ids make it safe)"
+        );
+    }
+    match done.as_slice() {
+        [id] => println!("{id}"),
+        _ => println!("{total} messages published to exchange {exchange:?}"),
+    }
+    Ok(())
 }

@@ -1,0 +1,147 @@
+//! `wharf publish --ndjson`: thousands of messages from one process, into an inbox queue
+//! (in batches, duplicates counted) and to the broker (confirmed); a bad line refuses the
+//! whole input, naming the line, before anything is published.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use lapin::options::QueueDeclareOptions;
+use serde_json::json;
+use wharf_tests::{amqp_connection, amqp_url, unique_name};
+
+/// `wharf publish <args>` on the SQLite database in `dir`, `input` on stdin.
+fn publish(dir: &std::path::Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .arg("publish")
+        .args(args)
+        .env(
+            "WHARF_DATABASE_URL",
+            format!("sqlite://{}", dir.join("w.db").display()),
+        )
+        .env("WHARF_AMQP_URL", amqp_url())
+        .env("WHARF_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(n: usize) -> String {
+    (0..n)
+        .map(|i| json!({ "message": { "order_id": i } }).to_string() + "\n")
+        .collect()
+}
+
+async fn inbox_count(dir: &std::path::Path) -> i64 {
+    let url = format!("sqlite://{}", dir.join("w.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE queue = 'orders'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn many_messages_go_into_the_inbox_from_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = uuid::Uuid::now_v7();
+    let mut input = lines(2_000);
+    // The same id twice: queued once.
+    for _ in 0..2 {
+        input += &(json!({ "message": {}, "id": id, "kind": "order.paid" }).to_string() + "\n");
+    }
+    let args = [
+        "--queue",
+        "orders",
+        "--kind",
+        "order.created",
+        "--ndjson",
+        "-",
+    ];
+    let out = publish(dir.path(), &args, &input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout.trim(),
+        "2002 messages published to queue orders (1 already received were not queued again)"
+    );
+    assert_eq!(inbox_count(dir.path()).await, 2_001);
+
+    // A bad line: nothing of the input is published.
+    let mut input = lines(10);
+    input += "{\"message\": {}, \"kind\": \"order paid\"}\n";
+    let out = publish(dir.path(), &args, &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "line 11 cannot be published; none was: message kind \"order paid\" contains ' '"
+        ),
+        "{stderr}"
+    );
+    let out = publish(dir.path(), &args, "{\"message\": 1}\nnot json\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2 is not a message object"),
+        "{stderr}"
+    );
+    assert_eq!(inbox_count(dir.path()).await, 2_001);
+}
+
+#[tokio::test]
+async fn many_messages_go_to_the_broker_confirmed() {
+    let connection = amqp_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = unique_name("q");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--amqp",
+        "--exchange",
+        "",
+        "--routing-key",
+        &queue,
+        "--kind",
+        "order.created",
+        "--ndjson",
+        "-",
+    ];
+    let out = publish(dir.path(), &args, &lines(1_200));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1200 messages published to exchange \"\""
+    );
+    let depth = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert_eq!(depth, 1_200);
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+}
