@@ -27,7 +27,8 @@
 //!                                     (settle_delivered for AMQP, then ack)
 //! ```
 //!
-//! `cli` is the `wharf` binary's front end; `config` loads and validates its settings.
+//! `cli` is the `wharf` binary's front end; `config` loads and validates its settings;
+//! `http` serves the admin API (health probes, and the CLI's operations behind tokens).
 //!
 //! ## Glossary
 //!
@@ -63,6 +64,7 @@ pub mod config;
 pub mod dispatch;
 pub mod effects;
 pub mod envelope;
+pub mod http;
 pub mod names;
 pub mod outcome;
 pub mod plugins;

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::report;
 use crate::envelope::NewMessage;
+use crate::http::{self, Api};
 use crate::plugins::directory;
 use crate::plugins::fleet::Follower;
 use crate::store::{PluginRuns, add_runs};
@@ -73,6 +74,11 @@ async fn serve(
         .sync()
         .await
         .context("cannot read the plugin registry")?;
+    // Bound before any work starts, so a port in use stops the host at once.
+    let listener = match config.http.address()? {
+        Some(address) => Some(http::bind(address).await?),
+        None => None,
+    };
     if plugins.current().is_empty() {
         tracing::warn!(dir = %config.plugins.dir.display(), "no plugins loaded yet: messages fail with \"no handler\" until a plugin subscribes to their kind");
     }
@@ -102,29 +108,56 @@ async fn serve(
         let _ = stop_all.send(true);
         report
     };
-    let amqp = async {
-        if config.amqp.consume.is_empty() && !config.amqp.relays() {
-            return Ok(None);
-        }
-        let supervisor = Supervisor::new(
+    let supervisor = (!config.amqp.consume.is_empty() || config.amqp.relays()).then(|| {
+        Supervisor::new(
             config.amqp.clone(),
             Duration::from_millis(config.inbox.poll_interval_ms),
             store.clone(),
             dispatcher.clone(),
-        );
+        )
+    });
+    let host = report::host_id();
+    let api = match listener {
+        Some(listener) => {
+            let api = Api::new(
+                &config.http,
+                host.clone(),
+                store.clone(),
+                dispatcher.plugins().clone(),
+                supervisor.as_ref().map(Supervisor::link),
+            )?;
+            Some((listener, Arc::new(api)))
+        }
+        None => None,
+    };
+    let serving = async {
+        let Some((listener, api)) = api else {
+            return Ok(());
+        };
+        let served = http::serve(listener, api, config.http.max_body_bytes, shutdown.clone()).await;
+        if served.is_err() {
+            let _ = stop_all.send(true);
+        }
+        served
+    };
+    let amqp = async {
+        let Some(supervisor) = &supervisor else {
+            return Ok(None);
+        };
         let report = supervisor.run(shutdown.clone()).await;
         if report.is_err() {
             let _ = stop_all.send(true);
         }
         report.map(Some)
     };
-    let host = report::host_id();
-    let (report, consumed, (), ()) = tokio::join!(
+    let (report, consumed, served, (), ()) = tokio::join!(
         inbox,
         amqp,
+        serving,
         follower.run(shutdown.clone()),
         report::run(&*store, &dispatcher, &host, shutdown.clone()),
     );
+    served?;
     if let Some(task) = cleaning {
         task.abort();
     }

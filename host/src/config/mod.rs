@@ -18,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::DispatchConfig;
+use crate::http::config::HttpConfig;
 use crate::plugins::{PluginConfig, PluginsConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -43,6 +44,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The AMQP broker (used by the AMQP transport).
     pub amqp: AmqpConfig,
+    /// The admin HTTP API.
+    pub http: HttpConfig,
     /// Per-plugin operator settings, keyed by the plugin's manifest name.
     pub plugin: BTreeMap<String, PluginConfig>,
 }
@@ -91,6 +94,7 @@ impl Config {
             plugin.validate(name, &self.runtime, self.inbox.max_payload_bytes)?;
         }
         self.amqp.validate()?;
+        self.http.validate()?;
         self.retry.validate("retry")
     }
 

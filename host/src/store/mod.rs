@@ -313,6 +313,9 @@ pub trait Store: registry::Registry + Send + Sync {
     /// Delete a failed message and its history. Returns whether it existed.
     async fn failed_delete(&self, id: i64) -> Result<bool>;
 
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
+
     /// Depth of every queue that has messages or failures.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
 

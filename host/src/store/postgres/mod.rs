@@ -366,6 +366,11 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let depths = sqlx::query_as(
             "SELECT queue,

@@ -275,6 +275,11 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let now = now_ms();
         let depths = sqlx::query_as(

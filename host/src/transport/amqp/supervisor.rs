@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{Mutex, watch};
@@ -64,9 +65,25 @@ impl SuperviseError {
     }
 }
 
+/// The host's broker connection as others see it (readiness): whether it is open.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerLink(Arc<ArcSwapOption<Connection>>);
+
+impl BrokerLink {
+    /// Whether the connection is open now.
+    pub fn connected(&self) -> bool {
+        self.0
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+}
+
 /// The AMQP work of one host: its consumers and the outbox relay.
 pub struct Supervisor {
     config: AmqpConfig,
+    /// The connection, for readiness.
+    link: BrokerLink,
     /// How often the outbox relay looks for new rows when idle.
     relay_poll: Duration,
     store: Arc<dyn Store>,
@@ -84,10 +101,16 @@ impl Supervisor {
     ) -> Self {
         Self {
             config,
+            link: BrokerLink::default(),
             relay_poll,
             store,
             dispatcher,
         }
+    }
+
+    /// Whether the connection is open, as it changes.
+    pub fn link(&self) -> BrokerLink {
+        self.link.clone()
     }
 
     /// Consume (and relay the outbox, with `amqp.relay`) until `shutdown` turns true
@@ -100,6 +123,7 @@ impl Supervisor {
         let shared = SharedConnection {
             config: &self.config,
             current: Mutex::new(None),
+            link: &self.link,
         };
         let mut consumers = Vec::new();
         for spec in &self.config.consume {
@@ -245,6 +269,8 @@ async fn keep_running(
 struct SharedConnection<'a> {
     config: &'a AmqpConfig,
     current: Mutex<Option<Arc<Connection>>>,
+    /// Shows the current connection.
+    link: &'a BrokerLink,
 }
 
 impl SharedConnection<'_> {
@@ -273,6 +299,7 @@ impl SharedConnection<'_> {
                         "connected to the AMQP broker; topology declared"
                     );
                     *current = Some(connection.clone());
+                    self.link.0.store(Some(connection.clone()));
                     return Ok(Some(connection));
                 }
                 Err(Opening::Connect(e)) if !super::is_transient(&e) => {
@@ -325,6 +352,7 @@ impl SharedConnection<'_> {
 
     /// Close the connection, if open (on shutdown).
     async fn close(&self) {
+        self.link.0.store(None);
         if let Some(connection) = self.current.lock().await.take()
             && connection.status().connected()
         {

@@ -1,0 +1,93 @@
+//! Who calls: the bearer token of a request, compared in constant time with every
+//! configured one. [`Reader`] and [`Operator`] are extractors: a handler that takes one
+//! answers 401 without a known token, and an [`Operator`] handler 403 to a `read` token.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use subtle::ConstantTimeEq;
+
+use super::Api;
+use super::config::{Scope, Token};
+use super::error::ApiError;
+
+/// The tokens the API accepts.
+#[derive(Debug, Default)]
+pub struct Tokens(Vec<Token>);
+
+impl Tokens {
+    /// These tokens.
+    pub fn new(tokens: Vec<Token>) -> Self {
+        Self(tokens)
+    }
+
+    /// The token whose secret is `secret`, checking every one without stopping early.
+    fn find(&self, secret: &str) -> Option<&Token> {
+        let mut found = None;
+        for token in &self.0 {
+            if bool::from(token.token.as_bytes().ct_eq(secret.as_bytes())) {
+                found = Some(token);
+            }
+        }
+        found
+    }
+
+    /// The caller of `parts`, with at least `scope`.
+    fn caller(&self, parts: &Parts, scope: Scope) -> Result<String, ApiError> {
+        let unauthorized = |why: &str| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("{why}: send Authorization: Bearer <token> with a token of [http] tokens"),
+            )
+        };
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| unauthorized("no token"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header is not a bearer token"))?;
+        let token = self
+            .find(secret.trim())
+            .ok_or_else(|| unauthorized("unknown token"))?;
+        if token.scope < scope {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} may only read; this call needs a token with scope operate",
+                    token.name
+                ),
+            ));
+        }
+        Ok(token.name.clone())
+    }
+}
+
+/// A caller with a `read` or `operate` token.
+#[derive(Debug)]
+pub struct Reader;
+
+/// A caller with an `operate` token: its name.
+#[derive(Debug)]
+pub struct Operator(pub String);
+
+impl FromRequestParts<Arc<Api>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        api.tokens.caller(parts, Scope::Read).map(|_| Self)
+    }
+}
+
+impl FromRequestParts<Arc<Api>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        api.tokens.caller(parts, Scope::Operate).map(Self)
+    }
+}

@@ -1,0 +1,250 @@
+//! The admin HTTP API with a real HTTP client against a served host, on each store: open
+//! health probes (readiness 503 naming what fails), the auth matrix (no token, unknown,
+//! read, operate x each route), failed messages listed, shown, retried and deleted, and
+//! JSON errors for bad paths and ids.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use wharf_host::http::config::{HttpConfig, Token};
+use wharf_host::http::{self, Api};
+use wharf_tests::{Backend, Host, conformance};
+
+conformance!(failed_messages_are_listed_shown_retried_and_deleted_over_http);
+
+const READ: &str = "viewer-0123456789abcdef";
+const OPERATE: &str = "ops-0123456789abcdef012";
+
+/// `host` served on a free loopback port; its base URL.
+async fn serve(host: &Host) -> String {
+    let config = HttpConfig {
+        tokens: vec![
+            Token::parse(&format!("viewer:read:{READ}")).unwrap(),
+            Token::parse(&format!("ops:operate:{OPERATE}")).unwrap(),
+        ],
+        ..HttpConfig::default()
+    };
+    let api = Api::new(
+        &config,
+        "test-host".into(),
+        host.store.clone(),
+        host.catalog.clone(),
+        None,
+    )
+    .unwrap();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (_running, shutdown) = tokio::sync::watch::channel(false);
+        http::serve(listener, Arc::new(api), 1 << 20, shutdown).await
+    });
+    base
+}
+
+/// `method path` with `token` (if any): the status and the JSON body.
+async fn call(base: &str, method: Method, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or_else(|e| {
+        panic!("{path}: the answer is not JSON: {e}");
+    });
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_open_and_readiness_names_what_fails() {
+    let host = Host::start(Backend::Sqlite, &["fixture-noop"]).await;
+    let base = serve(&host).await;
+    let (status, body) = call(&base, Method::GET, "/api/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["service"], "wharf");
+    assert_eq!(body["host"], "test-host");
+    let (status, body) = call(&base, Method::GET, "/api/health/ready", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["checks"],
+        json!({"database": "ok", "broker": "ok", "plugins": "ok"})
+    );
+
+    let empty = Host::start(Backend::Sqlite, &[]).await;
+    let base = serve(&empty).await;
+    let (status, body) = call(&base, Method::GET, "/api/health/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], json!(["plugins"]));
+    assert_eq!(body["checks"]["plugins"], "no plugins loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_answers_by_the_callers_scope() {
+    let host = Host::start(Backend::Sqlite, &["fixture-noop"]).await;
+    let base = serve(&host).await;
+    let routes = [
+        (Method::GET, "/api/queues", false),
+        (Method::GET, "/api/messages/failed", false),
+        (Method::GET, "/api/messages/failed/1", false),
+        (Method::POST, "/api/messages/retry/1", true),
+        (Method::DELETE, "/api/messages/failed/1", true),
+    ];
+    for (method, path, mutates) in routes {
+        let status = async |token| call(&base, method.clone(), path, token).await.0;
+        assert_eq!(
+            status(None).await,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            status(Some("not-a-token")).await,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        let (read, operate) = (status(Some(READ)).await, status(Some(OPERATE)).await);
+        // Row 1 does not exist: a caller who may make the call is told so.
+        let allowed = |s: StatusCode| s == StatusCode::OK || s == StatusCode::NOT_FOUND;
+        if mutates {
+            assert_eq!(read, StatusCode::FORBIDDEN, "{method} {path}");
+        } else {
+            assert!(allowed(read), "{method} {path}: {read}");
+        }
+        assert!(allowed(operate), "{method} {path}: {operate}");
+    }
+    let (status, body) = call(&base, Method::GET, "/api/messages/failed/abc", Some(READ)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("is not a number"),
+        "{body}"
+    );
+    let (status, body) = call(&base, Method::GET, "/api/nothing", Some(READ)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("no such endpoint"),
+        "{body}"
+    );
+}
+
+async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend: Backend) {
+    let host = Host::start(backend, &["fixture-always-reject"]).await;
+    let base = serve(&host).await;
+    host.publish("test", "test.reject", json!({})).await;
+    host.drain().await;
+
+    let (status, list) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 1);
+    let id = list["items"][0]["id"].as_i64().unwrap();
+    let path = format!("/api/messages/failed/{id}");
+    let (status, one) = call(&base, Method::GET, &path, Some(READ)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["message"]["kind"], "test.reject");
+    assert_eq!(one["attempts"].as_array().unwrap().len(), 1, "{one}");
+
+    let retry = format!("/api/messages/retry/{id}");
+    let (status, retried) = call(&base, Method::POST, &retry, Some(OPERATE)).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["retried"], 1);
+    let (_, queues) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+    let test = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "test")
+        .unwrap();
+    assert_eq!(test["message_count"], 1, "{queues}");
+    host.drain().await;
+
+    let (status, _) = call(&base, Method::DELETE, &path, Some(OPERATE)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&base, Method::GET, &path, Some(READ)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no failed message"),
+        "{body}"
+    );
+    let (status, _) = call(&base, Method::DELETE, &path, Some(OPERATE)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// `wharf run` with `WHARF_HTTP_LISTEN` and `WHARF_HTTP_TOKENS`: it serves, and stops
+/// serving when SIGTERM stops the host; beyond loopback without a token it does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wharf_run_serves_the_api_until_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wharf = |listen: &str, tokens: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+            .arg("run")
+            .env(
+                "WHARF_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("w.db").display()),
+            )
+            .env("WHARF_PLUGINS_DIR", dir.path().join("plugins"))
+            .env("WHARF_HTTP_LISTEN", listen)
+            .env("WHARF_HTTP_TOKENS", tokens)
+            .env("WHARF_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = wharf("0.0.0.0:0", "").wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("refusing to serve the HTTP API on 0.0.0.0:0 without tokens"),
+        "{stderr}"
+    );
+
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let mut host = wharf(
+        &format!("127.0.0.1:{port}"),
+        &format!("viewer:read:{READ},ops:operate:{OPERATE}"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(format!("{base}/api/health")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API did not come up"
+        );
+        assert!(host.try_wait().unwrap().is_none(), "wharf run exited");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the tokens of WHARF_HTTP_TOKENS are accepted"
+    );
+    let (status, _) = call(&base, Method::DELETE, "/api/messages/failed/1", Some(READ)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let pid = host.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = host.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "wharf run stops cleanly on SIGTERM: {stopped:?}"
+    );
+    assert!(
+        reqwest::get(format!("{base}/api/health")).await.is_err(),
+        "no longer serving"
+    );
+}
