@@ -11,10 +11,15 @@ use wharf_host::http::config::{HttpConfig, Token};
 use wharf_host::http::{self, Api};
 use wharf_tests::{Backend, Host, conformance};
 
-conformance!(failed_messages_are_listed_shown_retried_and_deleted_over_http);
+conformance!(
+    failed_messages_are_listed_shown_retried_and_deleted_over_http,
+    messages_are_published_into_a_queue_or_the_outbox_over_http,
+);
 
 const READ: &str = "viewer-0123456789abcdef";
 const OPERATE: &str = "ops-0123456789abcdef012";
+/// `http.max_body_bytes` of the served hosts.
+const BODY_LIMIT: usize = 4 << 20;
 
 /// `host` served on a free loopback port; its base URL.
 async fn serve(host: &Host) -> String {
@@ -31,13 +36,14 @@ async fn serve(host: &Host) -> String {
         host.store.clone(),
         host.catalog.clone(),
         None,
+        host.config.inbox.max_payload_bytes,
     )
     .unwrap();
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let (_running, shutdown) = tokio::sync::watch::channel(false);
-        http::serve(listener, Arc::new(api), 1 << 20, shutdown).await
+        http::serve(listener, Arc::new(api), BODY_LIMIT, shutdown).await
     });
     base
 }
@@ -90,6 +96,8 @@ async fn each_route_answers_by_the_callers_scope() {
         (Method::GET, "/api/messages/failed/1", false),
         (Method::POST, "/api/messages/retry/1", true),
         (Method::DELETE, "/api/messages/failed/1", true),
+        (Method::POST, "/api/messages/publish", true),
+        (Method::GET, "/api/audit", false),
     ];
     for (method, path, mutates) in routes {
         let status = async |token| call(&base, method.clone(), path, token).await.0;
@@ -104,8 +112,9 @@ async fn each_route_answers_by_the_callers_scope() {
             "{method} {path}"
         );
         let (read, operate) = (status(Some(READ)).await, status(Some(OPERATE)).await);
-        // Row 1 does not exist: a caller who may make the call is told so.
-        let allowed = |s: StatusCode| s == StatusCode::OK || s == StatusCode::NOT_FOUND;
+        // A caller who may make the call gets past the door (row 1 does not exist, the
+        // publish has no body: they are told so).
+        let allowed = |s: StatusCode| s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN;
         if mutates {
             assert_eq!(read, StatusCode::FORBIDDEN, "{method} {path}");
         } else {
@@ -170,6 +179,43 @@ async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend:
     );
     let (status, _) = call(&base, Method::DELETE, &path, Some(OPERATE)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Each call that changed something, or tried to, by the token's name, newest first.
+    let (status, audit) = call(&base, Method::GET, "/api/audit", Some(READ)).await;
+    assert_eq!(status, StatusCode::OK);
+    let trail: Vec<(String, String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |f: &str| e[f].as_str().unwrap().to_owned();
+            (field("who"), field("action"), field("result"))
+        })
+        .collect();
+    assert_eq!(trail.len(), 3, "{audit}");
+    assert_eq!(trail[0].1, "delete");
+    assert!(
+        trail[0].2.starts_with("404: no failed message"),
+        "{trail:?}"
+    );
+    assert_eq!(
+        (trail[1].1.as_str(), trail[1].2.as_str()),
+        ("delete", "ok: {\"deleted\":1}")
+    );
+    assert_eq!(trail[2].1, "retry");
+    assert!(trail.iter().all(|(who, _, _)| who == "ops"));
+    let (status, body) = call(&base, Method::GET, "/api/audit?limit=0", Some(READ)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .args(["audit", "--json"])
+        .env("WHARF_DATABASE_URL", &host.config.database.url)
+        .env("WHARF_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+    let listed: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(listed, audit["items"], "wharf audit lists the same trail");
 }
 
 /// `wharf run` with `WHARF_HTTP_LISTEN` and `WHARF_HTTP_TOKENS`: it serves, and stops
@@ -246,5 +292,109 @@ async fn wharf_run_serves_the_api_until_it_stops() {
     assert!(
         reqwest::get(format!("{base}/api/health")).await.is_err(),
         "no longer serving"
+    );
+}
+
+/// `POST /api/messages/publish` with `body` as the operator.
+async fn post(base: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/messages/publish"))
+        .bearer_auth(OPERATE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Backend) {
+    let host = Host::start(backend, &["fixture-noop"]).await;
+    let base = serve(&host).await;
+    let id = uuid::Uuid::now_v7();
+    let to_queue = json!({ "queue": "test", "kind": "test.noop", "message": { "n": 1 }, "id": id });
+    let (status, answer) = post(&base, to_queue.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({ "id": id, "queue": "test", "queued": true }));
+    let (_, again) = post(&base, to_queue).await;
+    assert_eq!(again["queued"], false, "a repeated id is queued once");
+    host.drain().await;
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
+
+    // The seed's shape: exchange, routing key, message; the kind is the routing key.
+    let (status, answer) = post(
+        &base,
+        json!({ "exchange": "orders", "routing_key": "order.created", "message": { "n": 2 } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["queued"], true);
+    let rows = host.rows("SELECT kind, exchange FROM outbox").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(sqlx::Row::get::<String, _>(&rows[0], 0), "order.created");
+
+    let refused = [
+        (
+            json!({ "queue": "test", "message": {} }),
+            "needs a \"kind\"",
+        ),
+        (
+            json!({ "queue": "test", "kind": "bad kind", "message": {} }),
+            "message kind \"bad kind\" contains ' '",
+        ),
+        (
+            json!({ "queue": "test", "exchange": "x", "kind": "k", "message": {} }),
+            "one of them",
+        ),
+        (
+            json!({ "queue": "test", "kind": "k", "mesage": {} }),
+            "not a publish request",
+        ),
+    ];
+    for (body, expected) in refused {
+        let (status, answer) = post(&base, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{body}: {error}");
+    }
+    let big = "x".repeat(host.config.inbox.max_payload_bytes);
+    let (status, answer) = post(
+        &base,
+        json!({ "queue": "test", "kind": "k", "message": big }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds inbox.max_payload_bytes")
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/messages/publish"))
+        .bearer_auth(OPERATE)
+        .body("not json at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a publish request")
+    );
+
+    let (_, audit) = call(&base, Method::GET, "/api/audit?limit=1000", Some(READ)).await;
+    let publishes = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "publish")
+        .count();
+    assert_eq!(
+        publishes, 9,
+        "every publish, refused or not, is in the audit trail"
     );
 }

@@ -1,6 +1,7 @@
 //! The `wharf` command line: argument parsing and the shared start-up steps (config,
 //! logging, store, runtime and plugins). One file per group of subcommands.
 
+mod audit;
 mod cleanup;
 mod failed;
 mod ndjson;
@@ -55,6 +56,15 @@ enum Command {
     Migrate,
     /// Retention: delete finished rows older than a duration.
     Cleanup(cleanup::CleanupArgs),
+    /// What operators changed through the HTTP API, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parse the command line and run the command.
@@ -70,6 +80,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Queues { json } => queues::queues(config, json).await,
         Command::Plugins(cmd) => plugins::plugins(config, cmd).await,
         Command::Cleanup(args) => cleanup::cleanup(config, args).await,
+        Command::Audit { limit, json } => audit::audit(config, limit, json).await,
         Command::Migrate => {
             open_store(&config).await?;
             println!("database {} is up to date", config.database.url);

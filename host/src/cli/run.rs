@@ -125,6 +125,7 @@ async fn serve(
                 store.clone(),
                 dispatcher.plugins().clone(),
                 supervisor.as_ref().map(Supervisor::link),
+                config.inbox.max_payload_bytes,
             )?;
             Some((listener, Arc::new(api)))
         }

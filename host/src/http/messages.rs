@@ -72,15 +72,22 @@ pub async fn failed_retry(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = failed_id(&id)?;
-    let retried = api.store.failed_retry(RetrySelection::One(id)).await?;
-    if retried.total() == 0 {
-        return Err(no_such(id));
+    let outcome = async {
+        let id = failed_id(&id)?;
+        let retried = api.store.failed_retry(RetrySelection::One(id)).await?;
+        if retried.total() == 0 {
+            return Err(no_such(id));
+        }
+        Ok(Json(json!({
+            "retried": retried.total(),
+            "to_inbox": retried.inbox,
+            "to_broker": retried.broker,
+        })))
     }
-    tracing::info!(caller = who, id, "HTTP API: failed message sent back");
-    Ok(Json(
-        json!({ "retried": retried.total(), "to_inbox": retried.inbox, "to_broker": retried.broker }),
-    ))
+    .await;
+    api.record(&who, "retry", format!("failed message {id}"), &outcome)
+        .await;
+    outcome
 }
 
 /// `DELETE /api/messages/failed/{id}`
@@ -89,10 +96,15 @@ pub async fn failed_delete(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = failed_id(&id)?;
-    if !api.store.failed_delete(id).await? {
-        return Err(no_such(id));
+    let outcome = async {
+        let id = failed_id(&id)?;
+        if !api.store.failed_delete(id).await? {
+            return Err(no_such(id));
+        }
+        Ok(Json(json!({ "deleted": 1 })))
     }
-    tracing::info!(caller = who, id, "HTTP API: failed message deleted");
-    Ok(Json(json!({ "deleted": 1 })))
+    .await;
+    api.record(&who, "delete", format!("failed message {id}"), &outcome)
+        .await;
+    outcome
 }

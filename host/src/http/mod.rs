@@ -11,26 +11,33 @@
 //! | `GET /api/messages/failed/{id}` | read | one, with its attempt history |
 //! | `POST /api/messages/retry/{id}` | operate | send one back to its queue or exchange |
 //! | `DELETE /api/messages/failed/{id}` | operate | delete one |
+//! | `POST /api/messages/publish` | operate | into an inbox queue, or to an exchange via the outbox |
+//! | `GET /api/audit[?limit=N]` | read | the calls that changed something, newest first |
+//!
+//! Every call that changes something writes an audit row (who: the token's name, what, on
+//! what, how it ended), whether it succeeded or not.
 
 mod auth;
 pub mod config;
 mod error;
 mod health;
 mod messages;
+mod publish;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::plugins::Catalog;
-use crate::store::Store;
+use crate::store::{AuditEntry, Store};
 use crate::transport::amqp::supervisor::BrokerLink;
 use auth::Tokens;
 use config::{HttpConfig, Token};
@@ -48,19 +55,22 @@ pub struct Api {
     pub plugins: Arc<Catalog>,
     /// The broker connection, when this host consumes from or relays to one.
     pub broker: Option<BrokerLink>,
+    /// `inbox.max_payload_bytes`: the largest message the API publishes.
+    pub max_payload_bytes: usize,
     /// Who may call.
     tokens: Tokens,
 }
 
 impl Api {
     /// The API over these parts, accepting the tokens of `config` (and of its
-    /// `tokens_file`, read now).
+    /// `tokens_file`, read now) and messages up to `max_payload_bytes`.
     pub fn new(
         config: &HttpConfig,
         host: String,
         store: Arc<dyn Store>,
         plugins: Arc<Catalog>,
         broker: Option<BrokerLink>,
+        max_payload_bytes: usize,
     ) -> anyhow::Result<Self> {
         let mut tokens = config.tokens.clone();
         if let Some(file) = &config.tokens_file {
@@ -81,9 +91,68 @@ impl Api {
             store,
             plugins,
             broker,
+            max_payload_bytes,
             tokens: Tokens::new(tokens),
         })
     }
+}
+
+impl Api {
+    /// Record a call by `who` that changed, or tried to change, `target`.
+    async fn record(
+        &self,
+        who: &str,
+        action: &str,
+        target: String,
+        outcome: &Result<Json<Value>, ApiError>,
+    ) {
+        let result = match outcome {
+            Ok(Json(answer)) => format!("ok: {answer}"),
+            Err(e) => format!("{}: {}", e.status.as_u16(), e.message),
+        };
+        let entry = AuditEntry {
+            id: 0,
+            at: 0,
+            who: who.to_owned(),
+            action: action.to_owned(),
+            target,
+            result,
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(
+                who,
+                action,
+                target = entry.target,
+                "HTTP API: the audit row could not be written: {e}"
+            );
+        }
+    }
+}
+
+/// Most audit entries one call returns.
+const MAX_AUDIT_ENTRIES: u32 = 1_000;
+
+/// `GET /api/audit[?limit=N]` (default 100).
+async fn audit(
+    _: auth::Reader,
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match query.as_deref().and_then(|q| q.strip_prefix("limit=")) {
+        None => 100,
+        Some(n) => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_AUDIT_ENTRIES).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit {n:?} must be a number from 1 to {MAX_AUDIT_ENTRIES}"),
+                )
+            })?,
+    };
+    let entries = api.store.audit_list(limit).await?;
+    Ok(Json(serde_json::json!({ "items": entries })))
 }
 
 /// The routes, over `api`, taking bodies up to `max_body_bytes`.
@@ -96,6 +165,8 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/api/messages/failed/{id}", get(messages::failed_get))
         .route("/api/messages/failed/{id}", delete(messages::failed_delete))
         .route("/api/messages/retry/{id}", post(messages::failed_retry))
+        .route("/api/messages/publish", post(publish::publish))
+        .route("/api/audit", get(audit))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -10,6 +10,7 @@
 //! rows. A backend only holds what differs: its SQL, how it claims and locks, and the
 //! decoding of its hot-path rows.
 
+mod audit;
 mod config;
 mod delivered;
 mod error;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
+pub use audit::AuditEntry;
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use delivered::{Delivered, NextAttempt};
 pub use error::StoreError;
@@ -315,6 +317,23 @@ pub trait Store: registry::Registry + Send + Sync {
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+
+    /// Put a message in the outbox, for a relay to publish to `exchange` with
+    /// `routing_key` (the HTTP API's publish); `false` when the outbox has its id already.
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool>;
+
+    /// Record `entry` in the audit trail (its `id` and `at` are the store's).
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>>;
 
     /// Depth of every queue that has messages or failures.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;

@@ -50,9 +50,9 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary, Settlement, Store,
-    migrate,
+    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold,
+    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary,
+    Settlement, Store, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -369,6 +369,64 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+             VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(kind)
+        .bind(super::headers_json(headers))
+        .bind(payload)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, who, action, target, result) VALUES (wharf_now_ms(), $1, $2, $3, $4)",
+        )
+        .bind(&entry.who)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get("id"),
+                at: r.get("at"),
+                who: r.get("who"),
+                action: r.get("action"),
+                target: r.get("target"),
+                result: r.get("result"),
+            })
+            .collect())
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

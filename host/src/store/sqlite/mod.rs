@@ -19,9 +19,9 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AttemptError, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold, OutboxClaim,
-    QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary, Settlement, Store,
-    StoreError, headers_json, now_ms, parse_headers,
+    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold,
+    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary,
+    Settlement, Store, StoreError, headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -278,6 +278,65 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+             VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(id.to_string())
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(kind)
+        .bind(headers_json(headers))
+        .bind(payload)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query("INSERT INTO audit (at, who, action, target, result) VALUES (?, ?, ?, ?, ?)")
+            .bind(now_ms())
+            .bind(&entry.who)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(&entry.result)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get("id"),
+                at: r.get("at"),
+                who: r.get("who"),
+                action: r.get("action"),
+                target: r.get("target"),
+                result: r.get("result"),
+            })
+            .collect())
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

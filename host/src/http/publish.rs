@@ -1,0 +1,127 @@
+//! `POST /api/messages/publish`: a message into an inbox queue, or to an exchange through
+//! the outbox (so a relay publishes it with a confirm, and a broker outage only delays
+//! it). Checked as `wharf publish` checks: the naming rules and the payload limit; the
+//! id makes a repeat harmless.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Api;
+use super::auth::Operator;
+use super::error::ApiError;
+use crate::effects::Destination;
+use crate::envelope::NewMessage;
+use crate::names;
+
+/// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    queue: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    kind: Option<String>,
+    message: Value,
+    id: Option<Uuid>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// `POST /api/messages/publish`
+pub async fn publish(
+    Operator(who): Operator,
+    State(api): State<Arc<Api>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body
+        .map_err(|r| ApiError::new(r.status(), r.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<PublishRequest>(&body).map_err(|e| {
+                bad(format!(
+                    "the body is not a publish request ({e}); send {{\"queue\": \"orders\", \"kind\": \"order.created\", \"message\": {{...}}}} or {{\"exchange\": \"orders\", \"routing_key\": \"order.created\", \"message\": {{...}}}}"
+                ))
+            })
+        });
+    let target = match &request {
+        Ok(PublishRequest {
+            queue: Some(queue), ..
+        }) => format!("queue {queue}"),
+        Ok(PublishRequest {
+            exchange: Some(exchange),
+            ..
+        }) => format!("exchange {exchange}"),
+        _ => "(no destination)".to_owned(),
+    };
+    let outcome = match request {
+        Ok(request) => send(&api, request).await,
+        Err(e) => Err(e),
+    };
+    api.record(&who, "publish", target, &outcome).await;
+    outcome
+}
+
+async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiError> {
+    let payload = serde_json::to_vec(&request.message).map_err(|e| bad(e.to_string()))?;
+    if payload.len() > api.max_payload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "payload of {} bytes exceeds inbox.max_payload_bytes ({}); publish a smaller message (a reference to the data)",
+                payload.len(),
+                api.max_payload_bytes
+            ),
+        ));
+    }
+    let id = request.id.unwrap_or_else(Uuid::now_v7);
+    let headers = request.headers;
+    match (request.queue, request.exchange) {
+        (Some(queue), None) => {
+            let kind = request
+                .kind
+                .ok_or_else(|| bad("a message for a queue needs a \"kind\""))?;
+            let destination = Destination::Queue(queue.clone());
+            names::publish(&destination, &kind, &headers).map_err(|e| bad(e.to_string()))?;
+            let message = NewMessage {
+                id,
+                queue: queue.clone(),
+                kind,
+                headers,
+                payload,
+            };
+            let queued = api.store.enqueue(std::slice::from_ref(&message)).await? == 1;
+            Ok(Json(json!({ "id": id, "queue": queue, "queued": queued })))
+        }
+        (None, Some(exchange)) => {
+            let routing_key = request.routing_key.unwrap_or_default();
+            let kind = request.kind.unwrap_or_else(|| routing_key.clone());
+            let destination = Destination::Exchange {
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+            };
+            names::publish(&destination, &kind, &headers).map_err(|e| bad(e.to_string()))?;
+            let queued = api
+                .store
+                .outbox_add(id, (&exchange, &routing_key), &kind, &headers, &payload)
+                .await?;
+            Ok(Json(
+                json!({ "id": id, "exchange": exchange, "queued": queued }),
+            ))
+        }
+        _ => Err(bad(
+            "give \"queue\" (an inbox queue) or \"exchange\" (with \"routing_key\"), one of them",
+        )),
+    }
+}
