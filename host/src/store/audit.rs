@@ -2,6 +2,7 @@
 //! made it (the token's name), what and on what, and how it ended.
 
 use serde::Serialize;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// One audited call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,4 +19,21 @@ pub struct AuditEntry {
     pub target: String,
     /// How it ended: `ok: ...`, or the error.
     pub result: String,
+}
+
+/// An entry from a row of `id, at, who, action, target, result`, on either database.
+pub(super) fn audit_entry<R: Row>(row: &R) -> AuditEntry
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    AuditEntry {
+        id: row.get("id"),
+        at: row.get("at"),
+        who: row.get("who"),
+        action: row.get("action"),
+        target: row.get("target"),
+        result: row.get("result"),
+    }
 }

@@ -49,6 +49,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold,
     OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary,
@@ -416,17 +417,7 @@ impl Store for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                id: r.get("id"),
-                at: r.get("at"),
-                who: r.get("who"),
-                action: r.get("action"),
-                target: r.get("target"),
-                result: r.get("result"),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_entry).collect())
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
