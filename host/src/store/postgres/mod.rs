@@ -375,26 +375,12 @@ impl Store for PostgresStore {
     async fn outbox_add(
         &self,
         id: Uuid,
-        (exchange, routing_key): (&str, &str),
+        route: (&str, &str),
         kind: &str,
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(kind)
-        .bind(super::headers_json(headers))
-        .bind(payload)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(added == 1)
+        outbox::add(&self.pool, id, route, kind, headers, payload).await
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {

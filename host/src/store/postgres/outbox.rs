@@ -6,11 +6,14 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::claim::HeldTransaction;
 use crate::store::outbox::outbox_message;
-use crate::store::{Hold, OutboxClaim, Result};
+use crate::store::{Hold, OutboxClaim, Result, headers_json};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
@@ -60,4 +63,31 @@ pub(super) async fn sent(pool: &PgPool, hold: Hold, seqs: &[i64]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Put a message in the outbox for a relay (the HTTP API's publish); `false` when the
+/// outbox has its id already.
+pub(super) async fn add(
+    pool: &PgPool,
+    id: Uuid,
+    (exchange, routing_key): (&str, &str),
+    kind: &str,
+    headers: &BTreeMap<String, String>,
+    payload: &[u8],
+) -> Result<bool> {
+    let added = sqlx::query(
+        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+         VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(exchange)
+    .bind(routing_key)
+    .bind(kind)
+    .bind(headers_json(headers))
+    .bind(payload)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(added == 1)
 }

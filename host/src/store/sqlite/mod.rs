@@ -284,28 +284,12 @@ impl Store for SqliteStore {
     async fn outbox_add(
         &self,
         id: Uuid,
-        (exchange, routing_key): (&str, &str),
+        route: (&str, &str),
         kind: &str,
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(id.to_string())
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(kind)
-        .bind(headers_json(headers))
-        .bind(payload)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(added == 1)
+        outbox::add(&self.pool, id, route, kind, headers, payload).await
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {

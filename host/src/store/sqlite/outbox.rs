@@ -2,10 +2,13 @@
 //! relay reads unsent rows and marks them sent once the broker confirmed them. Nothing is
 //! locked in between; a relay that dies before marking sends those rows again.
 
+use std::collections::BTreeMap;
+
 use sqlx::SqlitePool;
+use uuid::Uuid;
 
 use crate::store::outbox::{OUTBOX_COLUMNS, outbox_message};
-use crate::store::{Hold, OutboxClaim, Result, now_ms};
+use crate::store::{Hold, OutboxClaim, Result, headers_json, now_ms};
 
 pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -32,4 +35,33 @@ pub(super) async fn sent(pool: &SqlitePool, seqs: &[i64]) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Put a message in the outbox for a relay (the HTTP API's publish); `false` when the
+/// outbox has its id already.
+pub(super) async fn add(
+    pool: &SqlitePool,
+    id: Uuid,
+    (exchange, routing_key): (&str, &str),
+    kind: &str,
+    headers: &BTreeMap<String, String>,
+    payload: &[u8],
+) -> Result<bool> {
+    let added = sqlx::query(
+        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+         VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(id.to_string())
+    .bind(exchange)
+    .bind(routing_key)
+    .bind(kind)
+    .bind(headers_json(headers))
+    .bind(payload)
+    .bind(now_ms())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(added == 1)
 }
