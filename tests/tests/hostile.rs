@@ -101,8 +101,7 @@ async fn each_abuse_is_stopped_by_its_limit_and_the_neighbour_is_served(backend:
         c.runtime.deadline_ms = 5_000;
         c.runtime.memory_limit_mib = 16;
         c.retry.max_retries = 0;
-        // A plugin's own limit, within the host's (1,000). Low, as each read waits its
-        // turn behind the spinning guests of the three tests (5 ms epoch slices).
+        // A plugin's own limit, within the host's (1,000).
         let hostile = c.plugin.entry("hostile".into()).or_default();
         hostile.max_state_reads = Some(20);
     })
@@ -131,17 +130,10 @@ async fn each_abuse_is_stopped_by_its_limit_and_the_neighbour_is_served(backend:
             }
         }
     });
-    // How many abuses had settled when the neighbour's messages were all handled (on
-    // PostgreSQL), or its first batch (on SQLite: its settle writes row by row, and each
-    // statement's answer waits up to a 5 ms epoch slice of the spinning guest, so a batch
-    // of 64 settles in 0.3-1.7 s instead of milliseconds while the loop runs).
-    let neighbour_done = match backend {
-        Backend::Sqlite => 64,
-        _ => NEIGHBOUR as i64,
-    };
+    // How many abuses had settled when the neighbour's messages were all handled.
     let abuses_settled_by_then = async {
         let sql = "SELECT COUNT(*) FROM processed WHERE plugin = 'noop'";
-        while host.count(sql).await < neighbour_done {
+        while host.count(sql).await < NEIGHBOUR as i64 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         host.count("SELECT COUNT(*) FROM processed WHERE plugin <> 'noop'")
@@ -152,7 +144,7 @@ async fn each_abuse_is_stopped_by_its_limit_and_the_neighbour_is_served(backend:
     sampler.abort();
     assert!(
         abuses_settled_by_then < abuses.len() as i64,
-        "the neighbour's messages waited for the abuses: all {abuses_settled_by_then} had settled before {neighbour_done} of them were handled"
+        "the neighbour's messages waited for the abuses: all {abuses_settled_by_then} had settled before the neighbour's {NEIGHBOUR} were handled"
     );
     let growth_mib = peak.load(Ordering::Relaxed).saturating_sub(baseline) >> 10;
     eprintln!(

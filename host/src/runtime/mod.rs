@@ -6,8 +6,9 @@
 //! fresh instance under the [`Limits`] and returns an [`Outcome`]. A trap (panic, memory
 //! cap, deadline, fuel) is an outcome like any other and never stops the host.
 //!
-//! Calls are async: the epoch callback yields to tokio every tick, so a long guest call
-//! does not hold a worker thread, and interrupts the call once its deadline has passed.
+//! Calls are async, each a tokio task of its own: the epoch callback yields to tokio every
+//! tick, so a long guest call holds neither a worker thread nor the futures of its caller,
+//! and interrupts the call once its deadline has passed.
 
 mod bindings;
 mod budget;
@@ -191,6 +192,12 @@ impl Runtime {
 
     /// Run `plugin`'s `handle` on `message` (attempt number `attempt`) in a fresh instance
     /// under the plugin's limits.
+    ///
+    /// The call is a tokio task of its own: a guest spinning until its deadline yields at
+    /// every epoch tick to whatever else the worker threads have to do, but a future
+    /// polled in the same task (the other calls of a batch, the other inbox lanes, a
+    /// settle's statements) would wait a whole tick for each step. Dropping the returned
+    /// future stops the call.
     pub async fn call(
         &self,
         plugin: &Plugin,
@@ -198,8 +205,8 @@ impl Runtime {
         attempt: u32,
         call: CallContext,
     ) -> Outcome {
-        let limits = &plugin.limits;
-        let mut store = self.new_store(call, limits);
+        let limits = plugin.limits;
+        let store = self.new_store(call, &limits);
         let input = types::Message {
             id: message.id.to_string(),
             kind: message.kind.clone(),
@@ -215,30 +222,59 @@ impl Runtime {
             payload: message.payload.clone(),
             attempt,
         };
-        // The epoch deadline interrupts guest code; this one also ends a call that waits
-        // in the host past its deadline (a guest sleeping in a WASI poll).
-        let run = async {
-            let instance = plugin.pre().instantiate_async(&mut store).await?;
-            instance.call_handle(&mut store, &input).await
-        };
-        let result = match tokio::time::timeout(limits.deadline + EPOCH_TICK * 2, run).await {
-            Ok(result) => result,
-            Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
-        };
-        let state = store.into_data();
-        forward_stdio(&state);
-        if let Some(rejection) = &state.rejection {
-            return Outcome::Reject(rejection.to_string());
+        let mut task = Task(tokio::spawn(run(
+            plugin.pre().clone(),
+            store,
+            input,
+            limits,
+        )));
+        match (&mut task.0).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Outcome::Trap(format!("the call was cancelled: {e}")),
         }
-        match result {
-            Ok(Ok(())) => Outcome::Ok(state.effects),
-            Ok(Err(types::HandlerError::Retry(r))) => Outcome::Retry {
-                reason: r.reason,
-                delay: r.delay_ms.map(Duration::from_millis),
-            },
-            Ok(Err(types::HandlerError::Reject(reason))) => Outcome::Reject(reason),
-            Err(e) => Outcome::Trap(describe_trap(&e, &state, limits)),
-        }
+    }
+}
+
+/// A spawned call, aborted when its caller stops waiting for it.
+struct Task(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Instantiate `pre` in `store` and call `handle` with `input` under `limits`.
+async fn run(
+    pre: bindings::PluginPre<HostState>,
+    mut store: Store<HostState>,
+    input: types::Message,
+    limits: Limits,
+) -> Outcome {
+    // The epoch deadline interrupts guest code; this one also ends a call that waits in
+    // the host past its deadline (a guest sleeping in a WASI poll).
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.call_handle(&mut store, &input).await
+    };
+    let result = match tokio::time::timeout(limits.deadline + EPOCH_TICK * 2, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
+    };
+    let state = store.into_data();
+    forward_stdio(&state);
+    if let Some(rejection) = &state.rejection {
+        return Outcome::Reject(rejection.to_string());
+    }
+    match result {
+        Ok(Ok(())) => Outcome::Ok(state.effects),
+        Ok(Err(types::HandlerError::Retry(r))) => Outcome::Retry {
+            reason: r.reason,
+            delay: r.delay_ms.map(Duration::from_millis),
+        },
+        Ok(Err(types::HandlerError::Reject(reason))) => Outcome::Reject(reason),
+        Err(e) => Outcome::Trap(describe_trap(&e, &state, &limits)),
     }
 }
 
