@@ -3,6 +3,7 @@
 //! file in a temp directory, or a schema of its own in the real PostgreSQL (so tests run in
 //! parallel). [`conformance!`] runs one test body against both.
 
+pub mod http;
 mod services;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::Artifact;
-use wharf_host::store::{self, Store};
+use wharf_host::store::{self, FailedFilter, FailedMessage, PageRequest, Store};
 use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
 
 pub use services::{
@@ -232,6 +233,16 @@ impl Host {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("inbox did not drain within 10 s");
+    }
+
+    /// Every failed message, newest first (up to 1,000).
+    pub async fn failed(&self) -> Vec<FailedMessage> {
+        let page = PageRequest {
+            before: None,
+            limit: 1000,
+        };
+        let all = FailedFilter::default();
+        self.store.failed_list(&all, page).await.unwrap().items
     }
 
     /// Run a scalar COUNT query.

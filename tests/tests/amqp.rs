@@ -15,7 +15,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
-use wharf_host::store::{Retried, RetrySelection};
+use wharf_host::store::{FailedFilter, Retried};
 use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
 use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
 use wharf_host::transport::amqp::topology::{self, BindingSpec, ExchangeSpec, ExchangeType};
@@ -363,11 +363,11 @@ async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(b
         .await;
     // A host with a plugin for test.noop, on the same database and broker.
     let second = broker.second_host(&["fixture-noop"]).await;
-    let failed = second.store.failed_list().await.unwrap();
+    let failed = second.failed().await;
     assert_eq!(
         second
             .store
-            .failed_retry(RetrySelection::One(failed[0].id))
+            .failed_retry(&FailedFilter::id(failed[0].id), 1)
             .await
             .unwrap(),
         Retried {
@@ -394,7 +394,7 @@ async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(b
         [format!("{id} noop")],
         "the same message id came back"
     );
-    let after = second.store.failed_list().await.unwrap();
+    let after = second.failed().await;
     assert_eq!(after[0].status.as_str(), "resolved");
     assert_eq!(broker.depth(&broker.queue).await, 0);
 }

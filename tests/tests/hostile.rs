@@ -156,7 +156,7 @@ async fn each_abuse_is_stopped_by_its_limit_and_the_neighbour_is_served(backend:
         "resident memory grew by {growth_mib} MiB"
     );
 
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     for ((kind, payload, expected), id) in abuses.iter().zip(&ids) {
         let Some(expected) = expected else { continue };
         let error = failed

@@ -3,64 +3,15 @@
 //! read, operate x each route), failed messages listed, shown, retried and deleted, and
 //! JSON errors for bad paths and ids.
 
-use std::sync::Arc;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_host::http::config::{HttpConfig, Token};
-use wharf_host::http::{self, Api};
+use wharf_tests::http::{OPERATE, READ, call, send, serve};
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(
     failed_messages_are_listed_shown_retried_and_deleted_over_http,
     messages_are_published_into_a_queue_or_the_outbox_over_http,
 );
-
-const READ: &str = "viewer-0123456789abcdef";
-const OPERATE: &str = "ops-0123456789abcdef012";
-/// `http.max_body_bytes` of the served hosts.
-const BODY_LIMIT: usize = 4 << 20;
-
-/// `host` served on a free loopback port; its base URL.
-async fn serve(host: &Host) -> String {
-    let config = HttpConfig {
-        tokens: vec![
-            Token::parse(&format!("viewer:read:{READ}")).unwrap(),
-            Token::parse(&format!("ops:operate:{OPERATE}")).unwrap(),
-        ],
-        ..HttpConfig::default()
-    };
-    let api = Api::new(
-        &config,
-        "test-host".into(),
-        host.store.clone(),
-        host.catalog.clone(),
-        None,
-        host.config.inbox.max_payload_bytes,
-    )
-    .unwrap();
-    let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let (_running, shutdown) = tokio::sync::watch::channel(false);
-        http::serve(listener, Arc::new(api), BODY_LIMIT, shutdown).await
-    });
-    base
-}
-
-/// `method path` with `token` (if any): the status and the JSON body.
-async fn call(base: &str, method: Method, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or_else(|e| {
-        panic!("{path}: the answer is not JSON: {e}");
-    });
-    (status, body)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_open_and_readiness_names_what_fails() {
@@ -297,15 +248,8 @@ async fn wharf_run_serves_the_api_until_it_stops() {
 
 /// `POST /api/messages/publish` with `body` as the operator.
 async fn post(base: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/messages/publish"))
-        .bearer_auth(OPERATE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    let path = "/api/messages/publish";
+    send(base, Method::POST, path, Some(OPERATE), Some(&body)).await
 }
 
 async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Backend) {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::store::{Retried, RetrySelection};
+use wharf_host::store::{FailedFilter, Retried};
 use wharf_tests::{Backend, Host, conformance};
 
 async fn the_same_message_id_twice_is_handled_once(backend: Backend) {
@@ -67,7 +67,7 @@ async fn a_reject_goes_straight_to_the_failed_messages(backend: Backend) {
     let message = host.publish("test", "test.reject", json!({"n": 1})).await;
     let report = host.drain().await;
     assert_eq!((report.settled.dead, report.settled.retried), (1, 0));
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     assert_eq!(failed.len(), 1);
     let f = &failed[0];
     assert_eq!(f.message_id, message.id);
@@ -104,7 +104,7 @@ async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained(backen
         ),
         (2, 1, 1)
     );
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     let f = &failed[0];
     assert_eq!(f.attempts, 3);
     assert!(
@@ -143,7 +143,7 @@ async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backe
     }
     let report = host.drain().await;
     assert_eq!((report.settled.handled, report.settled.dead), (20, 1));
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     assert_eq!(failed[0].plugin, "infinite-loop");
     assert!(
         failed[0].error.contains("deadline of 300 ms exceeded"),
@@ -161,7 +161,7 @@ async fn a_memory_bomb_hits_the_cap_and_costs_only_its_own_message(backend: Back
     host.publish("test", "test.noop", json!({})).await;
     let report = host.drain().await;
     assert_eq!((report.settled.handled, report.settled.dead), (1, 1));
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     assert!(
         failed[0].error.contains("memory limit of 32 MiB exceeded"),
         "{}",
@@ -183,7 +183,7 @@ async fn every_message_gets_a_fresh_instance_even_after_a_memory_bomb_in_the_sam
     let report = host.drain().await;
     // The fixture rejects when its static counter or heap marker survived an earlier call.
     assert_eq!((report.settled.handled, report.settled.dead), (40, 1));
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     assert_eq!(failed[0].kind, "test.alloc");
 }
 
@@ -290,7 +290,7 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
     let first = Host::start(backend, &["fixture-always-reject"]).await;
     let message = first.publish("test", "test.noop", json!({})).await;
     first.drain().await;
-    let failed = first.store.failed_list().await.unwrap();
+    let failed = first.failed().await;
     assert_eq!(failed.len(), 1);
     assert_eq!(
         failed[0].error,
@@ -304,7 +304,7 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
     assert_eq!(
         second
             .store
-            .failed_retry(RetrySelection::One(failed[0].id))
+            .failed_retry(&FailedFilter::id(failed[0].id), 1)
             .await
             .unwrap(),
         Retried {
@@ -315,14 +315,14 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
     assert_eq!(
         second
             .store
-            .failed_retry(RetrySelection::One(failed[0].id))
+            .failed_retry(&FailedFilter::id(failed[0].id), 1)
             .await
             .unwrap(),
         Retried::default()
     );
     let report = second.drain().await;
     assert_eq!(report.settled.handled, 1);
-    let after = second.store.failed_list().await.unwrap();
+    let after = second.failed().await;
     assert_eq!(after[0].status.as_str(), "resolved");
     assert!(after[0].resolved_at.is_some() && after[0].last_retry_at.is_some());
     let ledger = second

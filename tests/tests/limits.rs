@@ -64,7 +64,7 @@ async fn manifest_limits_apply_and_operator_config_wins() {
         1,
         "the operator's 280 ms deadline wins over the manifest's 150"
     );
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     assert_eq!(failed.len(), 1);
     assert!(
         failed[0].error.contains("memory limit of 8 MiB exceeded"),
@@ -175,7 +175,7 @@ async fn a_state_quota_dead_letters_the_message_that_would_go_over_it(backend: B
         host.drain().await;
     }
 
-    let failed = host.store.failed_list().await.unwrap();
+    let failed = host.failed().await;
     let error_of = |i: usize| {
         failed
             .iter()

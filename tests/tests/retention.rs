@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_host::store::{Cleaned, RetrySelection};
+use wharf_host::store::{Cleaned, FailedFilter};
 use wharf_tests::{Backend, Host, conformance};
 
 async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backend: Backend) {
@@ -25,11 +25,11 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
         c.database.url = url
     })
     .await;
-    let failed = second.store.failed_list().await.unwrap();
+    let failed = second.failed().await;
     let orphan_row = failed.iter().find(|f| f.message_id == orphan.id).unwrap();
     second
         .store
-        .failed_retry(RetrySelection::One(orphan_row.id))
+        .failed_retry(&FailedFilter::id(orphan_row.id), 1)
         .await
         .unwrap();
     let handled = second.publish("test", "test.noop", json!({})).await;
@@ -70,7 +70,7 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
         1,
         "the parked message, still in the inbox, keeps its dedup row"
     );
-    let left = second.store.failed_list().await.unwrap();
+    let left = second.failed().await;
     assert_eq!(left.len(), 1, "the rejected message waits for an operator");
     assert_eq!(left[0].status.as_str(), "failed");
     let (_, history) = second.store.failed_get(left[0].id).await.unwrap().unwrap();

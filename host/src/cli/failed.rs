@@ -1,16 +1,24 @@
-//! `wharf failed list|show|retry|delete`: the dead letters.
+//! `wharf failed list|show|retry|delete`: the dead letters, selected by id or by filter.
 
 use anyhow::bail;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::store::{FailedMessage, RetrySelection};
+use crate::store::{FailedFilter, FailedMessage, FailedStatus, PageRequest, Retried, parse_time};
 
 /// Subcommands of `wharf failed`.
 #[derive(Debug, Subcommand)]
 pub enum FailedCommand {
-    /// List failed messages, newest first.
+    /// List failed messages, newest first, a page at a time.
     List {
+        #[command(flatten)]
+        select: Select,
+        /// Messages per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Start after this id (the "next page" of the previous list).
+        #[arg(long)]
+        before: Option<i64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -23,21 +31,101 @@ pub enum FailedCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send a failed message (or all of them) back to its queue.
+    /// Send failed messages back to where they came from: by id, every one a filter
+    /// selects, or --all.
     Retry {
-        /// Failed message id.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<i64>,
-        /// Every failed message.
+        /// Failed message ids.
+        ids: Vec<i64>,
+        #[command(flatten)]
+        select: Select,
+        /// Every failed message (the filters still apply).
         #[arg(long)]
         all: bool,
     },
-    /// Delete a failed message and its history.
+    /// Delete failed messages and their history: by id, every one a filter selects, or
+    /// --all.
     Delete {
-        /// Failed message id.
-        id: i64,
+        /// Failed message ids.
+        ids: Vec<i64>,
+        #[command(flatten)]
+        select: Select,
+        /// Every failed message (the filters still apply).
+        #[arg(long)]
+        all: bool,
     },
 }
+
+/// Which failed messages a command applies to.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// Failed by this plugin ("" for messages no plugin handles).
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Failed by this version of the plugin.
+    #[arg(long)]
+    plugin_version: Option<String>,
+    /// Of this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// From this inbox queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// From this source (inbox, or amqp:<queue>).
+    #[arg(long)]
+    source: Option<String>,
+    /// Whose error contains this text (ignoring ASCII case).
+    #[arg(long)]
+    error: Option<String>,
+    /// In this status: pending, failed, retrying or resolved.
+    #[arg(long, value_parser = status)]
+    status: Option<FailedStatus>,
+    /// Failed at or after this time: Unix ms, RFC 3339 or a date (UTC).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Failed before this time: Unix ms, RFC 3339 or a date (UTC).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+}
+
+impl Select {
+    fn filter(self, ids: Vec<i64>) -> FailedFilter {
+        FailedFilter {
+            ids,
+            plugin: self.plugin,
+            plugin_version: self.plugin_version,
+            kind: self.kind,
+            queue: self.queue,
+            source: self.source,
+            error: self.error,
+            status: self.status,
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
+fn status(text: &str) -> Result<FailedStatus, String> {
+    FailedStatus::parse(text)
+        .ok_or_else(|| format!("status {text:?} is not one of pending, failed, retrying, resolved"))
+}
+
+/// The filter of a retry or a delete, refusing one that selects everything without
+/// `--all`, or too many ids.
+fn bulk(ids: Vec<i64>, select: Select, all: bool, verb: &str) -> anyhow::Result<FailedFilter> {
+    let filter = select.filter(ids);
+    if filter.is_everything() && !all {
+        bail!(
+            "name the failed messages to {verb}: ids, a filter (--plugin, --kind, --error, ... see --help), or --all for every one"
+        );
+    }
+    if let Err(e) = filter.check() {
+        bail!("{e}");
+    }
+    Ok(filter)
+}
+
+/// Failed messages a retry or a delete handles per transaction.
+const BULK_CHUNK: u64 = 1000;
 
 /// A Unix-ms time as UTC `YYYY-MM-DD HH:MM:SS.mmm`.
 pub(super) fn time(ms: i64) -> String {
@@ -57,16 +145,24 @@ fn plugin_label(f: &FailedMessage) -> String {
 pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     match command {
-        FailedCommand::List { json } => {
-            let failed = store.failed_list().await?;
+        FailedCommand::List {
+            select,
+            limit,
+            before,
+            json,
+        } => {
+            let filter = select.filter(Vec::new());
+            let page = store
+                .failed_list(&filter, PageRequest { before, limit })
+                .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&failed)?);
+                println!("{}", serde_json::to_string_pretty(&page)?);
                 return Ok(());
             }
-            if failed.is_empty() {
+            if page.items.is_empty() {
                 println!("no failed messages");
             }
-            for f in &failed {
+            for f in &page.items {
                 println!(
                     "{:>5}  {:<8}  {}  {:<20} {:<24} attempts={} {}",
                     f.id,
@@ -76,6 +172,13 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                     plugin_label(f),
                     f.attempts,
                     f.error
+                );
+            }
+            if let Some(next) = page.next {
+                println!(
+                    "{} of {} shown; the next page: --before {next}",
+                    page.items.len(),
+                    page.total
                 );
             }
         }
@@ -113,20 +216,22 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                 );
             }
         }
-        FailedCommand::Retry { id, all } => {
-            let which = match (id, all) {
-                (_, true) => RetrySelection::All,
-                (Some(id), false) => RetrySelection::One(id),
-                (None, false) => unreachable!("clap requires an id or --all"),
-            };
-            let retried = store.failed_retry(which).await?;
-            if retried.total() == 0 {
-                match id {
-                    Some(id) => bail!(
-                        "no failed message {id} to retry (unknown, or already retrying/resolved); see `wharf failed list`"
-                    ),
-                    None => println!("no failed messages to retry"),
+        FailedCommand::Retry { ids, select, all } => {
+            let filter = bulk(ids, select, all, "retry")?;
+            let mut retried = Retried::default();
+            loop {
+                let chunk = store.failed_retry(&filter, BULK_CHUNK).await?;
+                retried.inbox += chunk.inbox;
+                retried.broker += chunk.broker;
+                if chunk.total() < BULK_CHUNK {
+                    break;
                 }
+                eprintln!("{} retried so far", retried.total());
+            }
+            if retried.total() == 0 {
+                bail!(
+                    "no failed message to retry there (unknown, or already retrying or resolved); see `wharf failed list`"
+                );
             }
             if retried.inbox > 0 {
                 println!(
@@ -141,11 +246,21 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                 );
             }
         }
-        FailedCommand::Delete { id } => {
-            if !store.failed_delete(id).await? {
-                bail!("no failed message with id {id}; see `wharf failed list`");
+        FailedCommand::Delete { ids, select, all } => {
+            let filter = bulk(ids, select, all, "delete")?;
+            let mut deleted = 0;
+            loop {
+                let chunk = store.failed_delete(&filter, BULK_CHUNK).await?;
+                deleted += chunk;
+                if chunk < BULK_CHUNK {
+                    break;
+                }
+                eprintln!("{deleted} deleted so far");
             }
-            println!("deleted failed message {id}");
+            if deleted == 0 {
+                bail!("no failed message to delete there; see `wharf failed list`");
+            }
+            println!("deleted {deleted} failed messages and their history");
         }
     }
     Ok(())

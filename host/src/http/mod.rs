@@ -165,6 +165,8 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/api/messages/failed/{id}", get(messages::failed_get))
         .route("/api/messages/failed/{id}", delete(messages::failed_delete))
         .route("/api/messages/retry/{id}", post(messages::failed_retry))
+        .route("/api/messages/retry", post(messages::bulk_retry))
+        .route("/api/messages/delete", post(messages::bulk_delete))
         .route("/api/messages/publish", post(publish::publish))
         .route("/api/audit", get(audit))
         .fallback(|| async {

@@ -34,7 +34,10 @@ pub use audit::AuditEntry;
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use delivered::{Delivered, NextAttempt};
 pub use error::StoreError;
-pub use failed::{AttemptError, FailedMessage, FailedStatus, Retried, RetrySelection};
+pub use failed::{
+    AttemptError, FailedFilter, FailedMessage, FailedPage, FailedStatus, MAX_SELECTED_IDS,
+    PageRequest, Retried, parse_time,
+};
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
 pub use settle::{
@@ -300,8 +303,9 @@ pub trait Store: registry::Registry + Send + Sync {
     /// Committed value and version of a plugin's state key.
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>>;
 
-    /// Failed messages, newest first.
-    async fn failed_list(&self) -> Result<Vec<FailedMessage>>;
+    /// A page of the failed messages `filter` selects, newest first, and how many it
+    /// selects in all.
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage>;
 
     /// One failed message with its attempt history.
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>>;
@@ -309,11 +313,13 @@ pub trait Store: registry::Registry + Send + Sync {
     /// Send failed messages back where they came from: inbox messages to the inbox, AMQP
     /// messages (with a source exchange) to the outbox, for the relay to republish to
     /// that exchange and routing key, with their id. Marks them retrying, in one
-    /// transaction.
-    async fn failed_retry(&self, which: RetrySelection) -> Result<Retried>;
+    /// transaction: the newest `limit` of those `filter` selects that are failed or
+    /// pending.
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried>;
 
-    /// Delete a failed message and its history. Returns whether it existed.
-    async fn failed_delete(&self, id: i64) -> Result<bool>;
+    /// Delete the newest `limit` failed messages `filter` selects, and their history, in
+    /// one transaction. Returns how many.
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<()>;

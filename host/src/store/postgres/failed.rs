@@ -2,25 +2,44 @@
 //! them back (to the inbox, or through the outbox to their source exchange) and deleting
 //! them.
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::notify;
 use crate::store::failed::{attempt_error, failed_message};
-use crate::store::{AttemptError, FailedMessage, Result, Retried, RetrySelection};
+use crate::store::{
+    AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
+};
 
 /// The columns `failed_message` reads, as text and 64-bit integers.
 const FAILED_COLUMNS: &str = "id, message_id::text AS message_id, plugin, plugin_version, source,
      queue, kind, headers::text AS headers, payload, error, attempts::bigint AS attempts, status,
      failed_at, last_retry_at, resolved_at";
 
-/// Every failed message, newest first; see [`crate::store::Store::failed_list`].
-pub(super) async fn list(pool: &PgPool) -> Result<Vec<FailedMessage>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id DESC"
-    )))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(failed_message).collect()
+/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
+pub(super) async fn list(
+    pool: &PgPool,
+    filter: &FailedFilter,
+    page: PageRequest,
+) -> Result<FailedPage> {
+    let mut query = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {FAILED_COLUMNS} FROM failed_messages WHERE "
+    ));
+    filter.push_conditions(&mut query);
+    if let Some(before) = page.before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit) + 1);
+    let rows = query.build().fetch_all(pool).await?;
+    let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM failed_messages WHERE ");
+    filter.push_conditions(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    let mut items = rows
+        .iter()
+        .map(failed_message)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(FailedPage::of(total, &mut items, page.limit))
 }
 
 /// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
@@ -53,17 +72,20 @@ pub(super) async fn get(
 }
 
 /// Send failed messages back; see [`crate::store::Store::failed_retry`].
-pub(super) async fn retry(pool: &PgPool, channel: &str, which: RetrySelection) -> Result<Retried> {
-    let (all, id) = match which {
-        RetrySelection::All => (true, 0),
-        RetrySelection::One(id) => (false, id),
-    };
-    let mut tx = pool.begin().await?;
-    let row = sqlx::query(
+pub(super) async fn retry(
+    pool: &PgPool,
+    channel: &str,
+    filter: &FailedFilter,
+    limit: u64,
+) -> Result<Retried> {
+    let mut query = QueryBuilder::<Postgres>::new(
         "WITH retried AS (
              UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
-             WHERE ($1 OR id = $2) AND status IN ('failed', 'pending')
-             RETURNING message_id, plugin, queue, kind, headers, payload,
+             WHERE id IN (",
+    );
+    filter.push_ids(&mut query, true, limit);
+    query.push(
+        ") RETURNING message_id, plugin, queue, kind, headers, payload,
                        source_exchange, source_routing_key),
          back AS (
              INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
@@ -81,11 +103,9 @@ pub(super) async fn retry(pool: &PgPool, channel: &str, which: RetrySelection) -
          SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,
                 COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
          FROM retried",
-    )
-    .bind(all)
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    );
+    let mut tx = pool.begin().await?;
+    let row = query.build().fetch_one(&mut *tx).await?;
     let retried = Retried {
         inbox: row.get::<i64, _>("inbox") as u64,
         broker: row.get::<i64, _>("broker") as u64,
@@ -97,17 +117,18 @@ pub(super) async fn retry(pool: &PgPool, channel: &str, which: RetrySelection) -
     Ok(retried)
 }
 
-/// Delete a failed message and its history; see [`crate::store::Store::failed_delete`].
-pub(super) async fn delete(pool: &PgPool, id: i64) -> Result<bool> {
-    let deleted: i64 = sqlx::query_scalar(
-        "WITH gone AS (DELETE FROM failed_messages WHERE id = $1 RETURNING message_id, plugin),
+/// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
+pub(super) async fn delete(pool: &PgPool, filter: &FailedFilter, limit: u64) -> Result<u64> {
+    let mut query =
+        QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE id IN (");
+    filter.push_ids(&mut query, false, limit);
+    query.push(
+        ") RETURNING message_id, plugin),
          history AS (
              DELETE FROM attempt_errors a USING gone
              WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
          SELECT COUNT(*) FROM gone",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await?;
-    Ok(deleted > 0)
+    );
+    let deleted: i64 = query.build_query_scalar().fetch_one(pool).await?;
+    Ok(deleted as u64)
 }

@@ -1,17 +1,36 @@
 //! The failed messages on SQLite: listing them with their attempts' errors, sending them
 //! back (to the inbox, or through the outbox to their source exchange) and deleting them.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::store::failed::{attempt_error, failed_message};
-use crate::store::{AttemptError, FailedMessage, Result, Retried, RetrySelection, now_ms};
+use crate::store::{
+    AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried, now_ms,
+};
 
-/// Every failed message, newest first; see [`crate::store::Store::failed_list`].
-pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<FailedMessage>> {
-    let rows = sqlx::query("SELECT * FROM failed_messages ORDER BY id DESC")
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(failed_message).collect()
+/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
+pub(super) async fn list(
+    pool: &SqlitePool,
+    filter: &FailedFilter,
+    page: PageRequest,
+) -> Result<FailedPage> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM failed_messages WHERE ");
+    filter.push_conditions(&mut query);
+    if let Some(before) = page.before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit) + 1);
+    let rows = query.build().fetch_all(pool).await?;
+    let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM failed_messages WHERE ");
+    filter.push_conditions(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    let mut items = rows
+        .iter()
+        .map(failed_message)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(FailedPage::of(total, &mut items, page.limit))
 }
 
 /// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
@@ -42,24 +61,19 @@ pub(super) async fn get(
 }
 
 /// Send failed messages back; see [`crate::store::Store::failed_retry`].
-pub(super) async fn retry(pool: &SqlitePool, which: RetrySelection) -> Result<Retried> {
+pub(super) async fn retry(pool: &SqlitePool, filter: &FailedFilter, limit: u64) -> Result<Retried> {
     let now = now_ms();
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "UPDATE failed_messages SET status = 'retrying', last_retry_at = ",
+    );
+    query.push_bind(now).push(" WHERE id IN (");
+    filter.push_ids(&mut query, true, limit);
+    query.push(
+        ") RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
+                     source_routing_key",
+    );
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let (all, id) = match which {
-        RetrySelection::All => (true, 0),
-        RetrySelection::One(id) => (false, id),
-    };
-    let rows = sqlx::query(
-        "UPDATE failed_messages SET status = 'retrying', last_retry_at = ?1
-         WHERE (?2 OR id = ?3) AND status IN ('failed', 'pending')
-         RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
-                   source_routing_key",
-    )
-    .bind(now)
-    .bind(all)
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = query.build().fetch_all(&mut *tx).await?;
     let mut retried = Retried::default();
     for row in &rows {
         let exchange: Option<String> = row.get("source_exchange");
@@ -103,14 +117,14 @@ pub(super) async fn retry(pool: &SqlitePool, which: RetrySelection) -> Result<Re
     Ok(retried)
 }
 
-/// Delete a failed message and its history; see [`crate::store::Store::failed_delete`].
-pub(super) async fn delete(pool: &SqlitePool, id: i64) -> Result<bool> {
+/// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
+pub(super) async fn delete(pool: &SqlitePool, filter: &FailedFilter, limit: u64) -> Result<u64> {
+    let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM failed_messages WHERE id IN (");
+    filter.push_ids(&mut query, false, limit);
+    query.push(") RETURNING message_id, plugin");
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let row = sqlx::query("DELETE FROM failed_messages WHERE id = ? RETURNING message_id, plugin")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(row) = &row {
+    let gone = query.build().fetch_all(&mut *tx).await?;
+    for row in &gone {
         sqlx::query("DELETE FROM attempt_errors WHERE message_id = ? AND plugin = ?")
             .bind(row.get::<String, _>("message_id"))
             .bind(row.get::<String, _>("plugin"))
@@ -118,5 +132,5 @@ pub(super) async fn delete(pool: &SqlitePool, id: i64) -> Result<bool> {
             .await?;
     }
     tx.commit().await?;
-    Ok(row.is_some())
+    Ok(gone.len() as u64)
 }

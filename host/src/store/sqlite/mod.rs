@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::audit::audit_entry;
 use super::{
-    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedMessage, Hold,
-    OutboxClaim, QueueStats, Result, Retried, RetrySelection, SettleRunner, SettleSummary,
-    Settlement, Store, StoreError, headers_json, now_ms, parse_headers,
+    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedFilter, FailedMessage,
+    FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried, SettleRunner,
+    SettleSummary, Settlement, Store, StoreError, headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -224,20 +224,20 @@ impl Store for SqliteStore {
         Ok(row.map(|r| (r.get("value"), r.get("version"))))
     }
 
-    async fn failed_list(&self) -> Result<Vec<FailedMessage>> {
-        failed::list(&self.pool).await
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
+        failed::list(&self.pool, filter, page).await
     }
 
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
         failed::get(&self.pool, id).await
     }
 
-    async fn failed_retry(&self, which: RetrySelection) -> Result<Retried> {
-        failed::retry(&self.pool, which).await
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+        failed::retry(&self.pool, filter, limit).await
     }
 
-    async fn failed_delete(&self, id: i64) -> Result<bool> {
-        failed::delete(&self.pool, id).await
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+        failed::delete(&self.pool, filter, limit).await
     }
 
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {

@@ -1,0 +1,79 @@
+//! A host's admin HTTP API served on a free loopback port for a test, and a client for it.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use wharf_host::http::config::{HttpConfig, Token};
+use wharf_host::http::{self, Api};
+
+use crate::Host;
+
+/// The read-scope token of [`serve`]d hosts (named `viewer`).
+pub const READ: &str = "viewer-0123456789abcdef";
+/// The operate-scope token of [`serve`]d hosts (named `ops`).
+pub const OPERATE: &str = "ops-0123456789abcdef012";
+/// `http.max_body_bytes` of [`serve`]d hosts.
+pub const BODY_LIMIT: usize = 4 << 20;
+
+/// `host` served on a free loopback port with the [`READ`] and [`OPERATE`] tokens; its
+/// base URL.
+pub async fn serve(host: &Host) -> String {
+    let config = HttpConfig {
+        tokens: vec![
+            Token::parse(&format!("viewer:read:{READ}")).unwrap(),
+            Token::parse(&format!("ops:operate:{OPERATE}")).unwrap(),
+        ],
+        ..HttpConfig::default()
+    };
+    let api = Api::new(
+        &config,
+        "test-host".into(),
+        host.store.clone(),
+        host.catalog.clone(),
+        None,
+        host.config.inbox.max_payload_bytes,
+    )
+    .unwrap();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (_running, shutdown) = tokio::sync::watch::channel(false);
+        http::serve(listener, Arc::new(api), BODY_LIMIT, shutdown).await
+    });
+    base
+}
+
+/// `method path` with `token` (if any) and a JSON `body` (if any): the status and the
+/// JSON answer (panics when the answer is not JSON).
+pub async fn send(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or_else(|e| {
+        panic!("{path}: the answer is not JSON: {e}");
+    });
+    (status, body)
+}
+
+/// `method path` with `token` (if any), no body.
+pub async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    send(base, method, path, token, None).await
+}
