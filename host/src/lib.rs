@@ -65,6 +65,7 @@ pub mod dispatch;
 pub mod effects;
 pub mod envelope;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod outcome;
 pub mod plugins;

@@ -110,6 +110,7 @@ impl Breakers {
                 .remove(plugin)
                 .is_some_and(|b| b.open_until.is_some())
             {
+                crate::metrics::breaker(plugin, false);
                 tracing::info!(
                     plugin,
                     "circuit breaker closed: a call succeeded, messages flow again"
@@ -125,6 +126,7 @@ impl Breakers {
         let reopen = trial && b.open_until.is_some();
         if reopen || (b.open_until.is_none() && b.consecutive_failures >= self.failures) {
             b.open_until = Some(Instant::now() + self.cool_down);
+            crate::metrics::breaker(plugin, true);
             tracing::warn!(
                 plugin,
                 consecutive_failures = b.consecutive_failures,

@@ -228,6 +228,7 @@ impl Dispatcher {
                         policy.jitter = 0.0;
                     }
                     let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
+                    crate::metrics::handler_call(name, &verdict, elapsed);
                     match &verdict {
                         Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
                         Verdict::Retry { error, delay } => {

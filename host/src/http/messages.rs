@@ -36,6 +36,7 @@ fn no_such(id: i64) -> ApiError {
 /// `GET /api/queues`
 pub async fn queues(_: Reader, State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
     let stats = api.store.queue_stats().await?;
+    let now = crate::store::now_ms();
     let queues: Vec<Value> = stats
         .iter()
         .map(|q| {
@@ -47,6 +48,7 @@ pub async fn queues(_: Reader, State(api): State<Arc<Api>>) -> Result<Json<Value
                 "in_flight": q.in_flight,
                 "scheduled": q.scheduled,
                 "failed": q.failed,
+                "oldest_age_seconds": q.oldest_at.map(|at| (now - at).max(0) as f64 / 1000.0),
             })
         })
         .collect();

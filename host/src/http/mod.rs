@@ -6,11 +6,13 @@
 //! |---|---|---|
 //! | `GET /api/health` | open | liveness |
 //! | `GET /api/health/ready` | open | database, broker, plugins; 503 naming what fails |
+//! | `GET /metrics` | open | Prometheus text: handler calls, settles, depths, backlog |
 //! | `GET /api/queues` | read | inbox queues: pending, in flight, scheduled, failed |
-//! | `GET /api/messages/failed` | read | the failed messages |
+//! | `GET /api/messages/failed` | read | a page of failed messages a filter selects |
 //! | `GET /api/messages/failed/{id}` | read | one, with its attempt history |
 //! | `POST /api/messages/retry/{id}` | operate | send one back to its queue or exchange |
 //! | `DELETE /api/messages/failed/{id}` | operate | delete one |
+//! | `POST /api/messages/retry`, `/delete` | operate | in bulk: by ids, filter or all |
 //! | `POST /api/messages/publish` | operate | into an inbox queue, or to an exchange via the outbox |
 //! | `GET /api/audit[?limit=N]` | read | the calls that changed something, newest first |
 //!
@@ -22,6 +24,7 @@ pub mod config;
 mod error;
 mod health;
 mod messages;
+mod metrics;
 mod publish;
 
 use std::net::SocketAddr;
@@ -86,6 +89,8 @@ impl Api {
                 tokens.push(token);
             }
         }
+        // Counted from now on, for /metrics.
+        crate::metrics::prometheus();
         Ok(Self {
             host,
             store,
@@ -160,6 +165,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/health", get(health::live))
         .route("/api/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/api/queues", get(messages::queues))
         .route("/api/messages/failed", get(messages::failed_list))
         .route("/api/messages/failed/{id}", get(messages::failed_get))

@@ -122,15 +122,21 @@ async fn reload(catalog: &Catalog, runtime: &Runtime, path: &Path) {
     let serving = catalog.file(path);
     match runtime.load(path).await {
         Ok(plugin) if serving.as_ref().is_some_and(|s| s.sha256 == plugin.sha256) => {}
-        Ok(plugin) => log_duplicates(catalog.put_file(plugin)),
-        Err(e) => match serving {
-            Some(old) => tracing::error!(
-                plugin = old.name(),
-                version = old.manifest.version,
-                "plugin file refused, the loaded version keeps serving: {e}"
-            ),
-            None => tracing::error!("plugin file refused: {e}"),
-        },
+        Ok(plugin) => {
+            crate::metrics::plugin_reload("served");
+            log_duplicates(catalog.put_file(plugin));
+        }
+        Err(e) => {
+            crate::metrics::plugin_reload("refused");
+            match serving {
+                Some(old) => tracing::error!(
+                    plugin = old.name(),
+                    version = old.manifest.version,
+                    "plugin file refused, the loaded version keeps serving: {e}"
+                ),
+                None => tracing::error!("plugin file refused: {e}"),
+            }
+        }
     }
 }
 

@@ -54,12 +54,14 @@ impl Follower {
             }
             match self.load(deployment).await? {
                 Ok(plugin) => {
+                    crate::metrics::plugin_reload("served");
                     for e in self.catalog.put_deployed(plugin) {
                         tracing::warn!("plugin file not served: {e}");
                     }
                     changed += 1;
                 }
                 Err(e) => {
+                    crate::metrics::plugin_reload("refused");
                     self.refused.insert(deployment.id);
                     match current {
                         Some(old) => tracing::error!(

@@ -208,6 +208,17 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Dead letters not yet retried.
     pub failed: u64,
+    /// When the oldest message in the queue was enqueued (Unix ms); `None` when empty.
+    pub oldest_at: Option<i64>,
+}
+
+/// What waits beyond the inbox queues: for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Dead letters not yet retried, by the plugin that failed them (`""`: no handler).
+    pub failed_by_plugin: Vec<(String, u64)>,
+    /// Outbox messages not yet published.
+    pub outbox_pending: u64,
 }
 
 /// What a [`Store::cleanup`] deleted.
@@ -321,6 +332,9 @@ pub trait Store: registry::Registry + Send + Sync {
     /// one transaction. Returns how many.
     async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
 
+    /// Unsent outbox messages and dead letters per plugin (for metrics).
+    async fn backlog(&self) -> Result<Backlog>;
+
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<()>;
 
@@ -387,9 +401,10 @@ where
 }
 
 /// Merge a store's two counts into [`QueueStats`] per queue, by name: the inbox's
-/// (queue, in flight, pending, scheduled) rows and the failed messages' (queue, failed).
+/// (queue, in flight, pending, scheduled, oldest created_at) rows and the failed
+/// messages' (queue, failed).
 fn queue_stats(
-    depths: impl IntoIterator<Item = (String, i64, i64, i64)>,
+    depths: impl IntoIterator<Item = (String, i64, i64, i64, i64)>,
     failed: impl IntoIterator<Item = (String, i64)>,
 ) -> Vec<QueueStats> {
     fn entry(stats: &mut BTreeMap<String, QueueStats>, queue: String) -> &mut QueueStats {
@@ -399,10 +414,14 @@ fn queue_stats(
         })
     }
     let mut stats = BTreeMap::new();
-    for (queue, in_flight, pending, scheduled) in depths {
+    for (queue, in_flight, pending, scheduled, oldest_at) in depths {
         let e = entry(&mut stats, queue);
-        (e.in_flight, e.pending, e.scheduled) =
-            (in_flight as u64, pending as u64, scheduled as u64);
+        (e.in_flight, e.pending, e.scheduled, e.oldest_at) = (
+            in_flight as u64,
+            pending as u64,
+            scheduled as u64,
+            Some(oldest_at),
+        );
     }
     for (queue, failed) in failed {
         entry(&mut stats, queue).failed = failed as u64;

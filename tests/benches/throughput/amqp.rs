@@ -62,13 +62,13 @@ pub async fn versus_bare_loop() {
 }
 
 /// A JSON body of 256 bytes.
-fn payload() -> Vec<u8> {
+pub(crate) fn payload() -> Vec<u8> {
     let mut body = br#"{"order_id":"o-1"}"#.to_vec();
     body.resize(256, b' ');
     body
 }
 
-async fn fresh_queue(channel: &Channel, what: &str) -> String {
+pub(crate) async fn fresh_queue(channel: &Channel, what: &str) -> String {
     let queue = unique_name(what);
     channel
         .queue_declare(
@@ -85,7 +85,7 @@ async fn fresh_queue(channel: &Channel, what: &str) -> String {
 }
 
 /// Publish `MESSAGES` persistent `bench.noop` messages to `queue`, confirmed.
-async fn fill(channel: &Channel, queue: &str, body: &[u8]) {
+pub(crate) async fn fill(channel: &Channel, queue: &str, body: &[u8]) {
     for _ in 0..MESSAGES / 1_000 {
         let mut confirms = Vec::with_capacity(1_000);
         for _ in 0..1_000 {
@@ -115,7 +115,7 @@ async fn fill(channel: &Channel, queue: &str, body: &[u8]) {
 /// The last message: `test.once` writes state, so it reaches the database even with the
 /// ledger off; once it is handled, so is everything before it (one consumer, FIFO).
 /// Returns its id.
-async fn sentinel(channel: &Channel, queue: &str) -> uuid::Uuid {
+pub(crate) async fn sentinel(channel: &Channel, queue: &str) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
     let properties = BasicProperties::default()
         .with_message_id(id.to_string().into())
@@ -167,7 +167,7 @@ async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
 }
 
 /// A PostgreSQL host consuming `queue` with one consumer, prefetch 1000, batches of 50.
-async fn amqp_host(queue: &str, ledger: bool) -> Host {
+pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
     Host::start_with(Backend::Postgres, &["fixture-noop", "fixture-once"], |c| {
         c.amqp.url = wharf_tests::amqp_url();
         c.amqp.ledger = ledger;
@@ -188,7 +188,7 @@ async fn amqp_host(queue: &str, ledger: bool) -> Host {
 /// Run the host's consumers (as `wharf run` does) until the sentinel `last` is handled
 /// (looked up by its id: a primary-key probe, so the watching costs the database next to
 /// nothing). Msgs/s.
-async fn consume_all(host: Host, last: uuid::Uuid) -> f64 {
+pub(crate) async fn consume_all(host: Host, last: uuid::Uuid) -> f64 {
     let host = Arc::new(host);
     let (stop, stopped) = watch::channel(false);
     let supervisor = Supervisor::new(

@@ -5,12 +5,14 @@
 //! inbox against a raw claim+delete loop on the same database, and publish -> handled
 //! latency on an idle host; (`amqp`) the AMQP transport against a bare lapin
 //! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
-//! a fast plugin's throughput beside a slow one; (`contention`) stateful handlers on hot
+//! a fast plugin's throughput beside a slow one; (`metrics`) the PostgreSQL inbox and the
+//! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
 //! keys beside a stateless plugin.
 
 mod amqp;
 mod contention;
 mod plugins;
+mod recording;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -309,7 +311,7 @@ async fn postgres_inbox() {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|contention|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|metrics|contention|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -331,6 +333,9 @@ async fn main() {
     }
     if wanted("fair") {
         plugins::fair().await;
+    }
+    if wanted("metrics") {
+        recording::on_off().await;
     }
     if wanted("contention") {
         contention::scenarios().await;

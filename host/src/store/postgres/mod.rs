@@ -51,9 +51,9 @@ use uuid::Uuid;
 
 use super::audit::audit_entry;
 use super::{
-    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedFilter, FailedMessage,
-    FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried, SettleRunner,
-    SettleSummary, Settlement, Store, migrate,
+    AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleRunner, SettleSummary, Settlement, Store, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -413,7 +413,8 @@ impl Store for PostgresStore {
                     COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
                                        AND available_at <= wharf_now_ms()) AS pending,
                     COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
-                                       AND available_at > wharf_now_ms()) AS scheduled
+                                       AND available_at > wharf_now_ms()) AS scheduled,
+                    MIN(created_at) AS oldest
              FROM inbox GROUP BY queue",
         )
         .fetch_all(&self.pool)
@@ -425,6 +426,26 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(super::queue_stats(depths, failed))
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT plugin, COUNT(*) FROM failed_messages
+             WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let outbox_pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Backlog {
+            failed_by_plugin: failed_by_plugin
+                .into_iter()
+                .map(|(plugin, n)| (plugin, n as u64))
+                .collect(),
+            outbox_pending: outbox_pending as u64,
+        })
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {

@@ -20,9 +20,10 @@ use uuid::Uuid;
 
 use super::audit::audit_entry;
 use super::{
-    AttemptError, AuditEntry, Claim, ClaimMode, Cleaned, Delivered, FailedFilter, FailedMessage,
-    FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried, SettleRunner,
-    SettleSummary, Settlement, Store, StoreError, headers_json, now_ms, parse_headers,
+    AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json, now_ms,
+    parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
@@ -320,7 +321,8 @@ impl Store for SqliteStore {
             "SELECT queue,
                     SUM(locked_until > ?1) AS in_flight,
                     SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at <= ?1) AS pending,
-                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at > ?1) AS scheduled
+                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at > ?1) AS scheduled,
+                    MIN(created_at) AS oldest
              FROM inbox GROUP BY queue",
         )
         .bind(now)
@@ -333,6 +335,26 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(super::queue_stats(depths, failed))
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT plugin, COUNT(*) FROM failed_messages
+             WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let outbox_pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Backlog {
+            failed_by_plugin: failed_by_plugin
+                .into_iter()
+                .map(|(plugin, n)| (plugin, n as u64))
+                .collect(),
+            outbox_pending: outbox_pending as u64,
+        })
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {

@@ -284,6 +284,9 @@ impl Consumer {
             delivered
         };
         report.duplicates += summary.duplicates;
+        let source = format!("amqp:{}", self.spec.queue);
+        crate::metrics::dedup_skipped(&source, duplicates);
+        crate::metrics::settled(&source, &summary);
         add_runs(&mut report.plugins, summary.plugins);
         let mut confirms = Vec::new();
         for NextAttempt { id, delay, counts } in &try_again {

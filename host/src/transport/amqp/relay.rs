@@ -97,6 +97,7 @@ impl Relay {
             }
             let sent = self.publish(channel, &claim.messages, report).await?;
             self.store.outbox_sent(claim.hold, &sent).await?;
+            crate::metrics::outbox_published(sent.len() as u64);
         }
         Ok(())
     }

@@ -221,6 +221,7 @@ impl Worker {
         match self.store.settle(hold, &mut settlements, &runner).await {
             Ok(summary) => {
                 self.dispatcher.observe(&settlements);
+                crate::metrics::settled("inbox", &summary);
                 Ok((claimed, summary))
             }
             Err(StoreError::ClaimLost(e)) => {

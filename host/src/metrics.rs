@@ -1,0 +1,155 @@
+//! What the host counts for Prometheus: every metric's name, labels and meaning in one
+//! place, recorded by the message path through these functions and rendered by the HTTP
+//! API's `/metrics`. Without a recorder (no HTTP API) each call is a branch.
+//!
+//! Labels are low-cardinality: plugin names, queue names (`source`), outcomes; never a
+//! message id or an error's text.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::outcome::Verdict;
+use crate::store::{Backlog, QueueStats, SettleSummary};
+
+/// Bucket bounds of the `_seconds` histograms: 1 ms to 60 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The process's Prometheus recorder, installed the first time it is asked for.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("the bucket list is not empty")
+            .install_recorder()
+            .expect("wharf installs the only metrics recorder of the process")
+    })
+}
+
+/// A handler call of `plugin` ended in `verdict` after `elapsed`:
+/// `wharf_handler_invocations_total{plugin,outcome}` and
+/// `wharf_handler_duration_seconds{plugin}`.
+pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
+    let outcome = match verdict {
+        Verdict::Handled(_) => "handled",
+        Verdict::Retry { .. } => "retry",
+        Verdict::Dead { .. } => "dead",
+        Verdict::Deferred { .. } => "deferred",
+        Verdict::RunAtSettle => "at_settle",
+    };
+    let plugin = plugin.to_owned();
+    counter!("wharf_handler_invocations_total", "plugin" => plugin.clone(), "outcome" => outcome)
+        .increment(1);
+    histogram!("wharf_handler_duration_seconds", "plugin" => plugin).record(elapsed);
+}
+
+/// A batch from `source` (`inbox`, `amqp:<queue>`) was settled:
+/// `wharf_settled_total{source,result}` per (message, plugin) pair,
+/// `wharf_dedup_skipped_total{source}` for duplicates settled elsewhere first,
+/// `wharf_settle_reruns_total{plugin,why}` for handler runs the settle repeated.
+pub fn settled(source: &str, summary: &SettleSummary) {
+    for (result, n) in [
+        ("handled", summary.handled),
+        ("retried", summary.retried),
+        ("dead", summary.dead),
+        ("deferred", summary.deferred),
+        ("fenced", summary.fenced),
+    ] {
+        if n > 0 {
+            counter!("wharf_settled_total", "source" => source.to_owned(), "result" => result)
+                .increment(n);
+        }
+    }
+    dedup_skipped(source, summary.duplicates);
+    for (plugin, runs) in &summary.plugins {
+        for (why, n) in [("stale", runs.resolved), ("rescheduled", runs.rescheduled)] {
+            if n > 0 {
+                counter!("wharf_settle_reruns_total", "plugin" => plugin.clone(), "why" => why)
+                    .increment(n);
+            }
+        }
+    }
+}
+
+/// `n` deliveries from `source` were duplicates of messages handled already, skipped
+/// without running a handler: `wharf_dedup_skipped_total{source}`.
+pub fn dedup_skipped(source: &str, n: u64) {
+    if n > 0 {
+        counter!("wharf_dedup_skipped_total", "source" => source.to_owned()).increment(n);
+    }
+}
+
+/// The relay published `n` outbox messages, confirmed: `wharf_outbox_published_total`.
+pub fn outbox_published(n: u64) {
+    counter!("wharf_outbox_published_total").increment(n);
+}
+
+/// A plugin file or deployment was loaded and served (`outcome` `served`), or refused
+/// (`refused`): `wharf_plugin_reloads_total{outcome}`.
+pub fn plugin_reload(outcome: &'static str) {
+    counter!("wharf_plugin_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// `plugin`'s circuit breaker opened or closed: `wharf_breaker_open{plugin}` (1 open).
+pub fn breaker(plugin: &str, open: bool) {
+    gauge!("wharf_breaker_open", "plugin" => plugin.to_owned()).set(f64::from(u8::from(open)));
+}
+
+/// The inbox queues as the store counts them now: `wharf_inbox_messages{queue,state}`
+/// (`ready`, `in_flight`, `scheduled`) and `wharf_inbox_oldest_message_age_seconds{queue}`.
+pub fn queues(stats: &[QueueStats], now_ms: i64) {
+    for q in stats {
+        for (state, n) in [
+            ("ready", q.pending),
+            ("in_flight", q.in_flight),
+            ("scheduled", q.scheduled),
+        ] {
+            gauge!("wharf_inbox_messages", "queue" => q.queue.clone(), "state" => state)
+                .set(n as f64);
+        }
+        let age = q.oldest_at.map_or(0, |at| (now_ms - at).max(0));
+        gauge!("wharf_inbox_oldest_message_age_seconds", "queue" => q.queue.clone())
+            .set(age as f64 / 1000.0);
+    }
+}
+
+/// What waits beyond the inbox: `wharf_failed_messages{plugin}` (`""`: no handler) and
+/// `wharf_outbox_pending`.
+pub fn backlog(backlog: &Backlog) {
+    for (plugin, n) in &backlog.failed_by_plugin {
+        gauge!("wharf_failed_messages", "plugin" => plugin.clone()).set(*n as f64);
+    }
+    gauge!("wharf_outbox_pending").set(backlog.outbox_pending as f64);
+}
+
+/// Whether the database answered the scrape's queries: `wharf_database_up`.
+pub fn database_up(up: bool) {
+    gauge!("wharf_database_up").set(f64::from(u8::from(up)));
+}
+
+/// Whether this host is connected to the broker it uses: `wharf_amqp_connected`.
+pub fn amqp_connected(connected: bool) {
+    gauge!("wharf_amqp_connected").set(f64::from(u8::from(connected)));
+}
+
+/// The plugins served now, as (name, version, sha256): `wharf_plugin_info{plugin,version,
+/// sha256}` is 1 for each, and 0 for a version served earlier and replaced.
+pub fn plugins(served: BTreeSet<(String, String, String)>) {
+    static EARLIER: Mutex<BTreeSet<(String, String, String)>> = Mutex::new(BTreeSet::new());
+    let mut earlier = EARLIER.lock().unwrap_or_else(|e| e.into_inner());
+    for (plugin, version, sha256) in earlier.difference(&served) {
+        gauge!("wharf_plugin_info", "plugin" => plugin.clone(), "version" => version.clone(), "sha256" => sha256.clone())
+            .set(0.0);
+    }
+    for (plugin, version, sha256) in &served {
+        gauge!("wharf_plugin_info", "plugin" => plugin.clone(), "version" => version.clone(), "sha256" => sha256.clone())
+            .set(1.0);
+    }
+    *earlier = served;
+}
