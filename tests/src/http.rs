@@ -5,7 +5,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use wharf_host::http::config::{HttpConfig, Token};
-use wharf_host::http::{self, Api};
+use wharf_host::http::{self, Api, Tokens};
 
 use crate::Host;
 
@@ -26,15 +26,17 @@ pub async fn serve(host: &Host) -> String {
         ],
         ..HttpConfig::default()
     };
-    let api = Api::new(
-        &config,
-        "test-host".into(),
-        host.store.clone(),
-        host.catalog.clone(),
-        None,
-        host.config.inbox.max_payload_bytes,
-    )
-    .unwrap();
+    let api = Api {
+        host: "test-host".into(),
+        store: host.store.clone(),
+        plugins: host.catalog.clone(),
+        runtime: host.runtime.clone(),
+        broker: None,
+        amqp: host.config.amqp.clone(),
+        max_payload_bytes: host.config.inbox.max_payload_bytes,
+        tokens: Tokens::from_config(&config).unwrap(),
+        handles: true,
+    };
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {

@@ -49,6 +49,14 @@ async fn each_route_answers_by_the_callers_scope() {
         (Method::DELETE, "/api/messages/failed/1", true),
         (Method::POST, "/api/messages/publish", true),
         (Method::GET, "/api/audit", false),
+        (Method::POST, "/api/messages/retry", true),
+        (Method::POST, "/api/messages/delete", true),
+        (Method::GET, "/api/queues/test/stats", false),
+        (Method::POST, "/api/queues/test/purge", true),
+        (Method::GET, "/api/plugins", false),
+        (Method::POST, "/api/plugins", true),
+        (Method::POST, "/api/plugins/noop/rollback", true),
+        (Method::GET, "/api/plugins/noop/history", false),
     ];
     for (method, path, mutates) in routes {
         let status = async |token| call(&base, method.clone(), path, token).await.0;
@@ -64,7 +72,7 @@ async fn each_route_answers_by_the_callers_scope() {
         );
         let (read, operate) = (status(Some(READ)).await, status(Some(OPERATE)).await);
         // A caller who may make the call gets past the door (row 1 does not exist, the
-        // publish has no body: they are told so).
+        // publish, bulk and deploy calls have no body: they are told so).
         let allowed = |s: StatusCode| s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN;
         if mutates {
             assert_eq!(read, StatusCode::FORBIDDEN, "{method} {path}");
@@ -169,19 +177,15 @@ async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend:
     assert_eq!(listed, audit["items"], "wharf audit lists the same trail");
 }
 
-/// `wharf run` with `WHARF_HTTP_LISTEN` and `WHARF_HTTP_TOKENS`: it serves, and stops
-/// serving when SIGTERM stops the host; beyond loopback without a token it does not start.
+/// `wharf run` and `wharf serve` (the API alone) with `WHARF_HTTP_LISTEN` and
+/// `WHARF_HTTP_TOKENS`: they serve, and stop serving when SIGTERM stops them; beyond
+/// loopback without a token they do not start, nor does `serve` without an address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wharf_run_serves_the_api_until_it_stops() {
+async fn wharf_run_and_serve_serve_the_api_until_they_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let wharf = |listen: &str, tokens: &str| {
+    let wharf = |command: &str, listen: &str, tokens: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
-            .arg("run")
+            .arg(command)
             .env(
                 "WHARF_DATABASE_URL",
                 format!("sqlite://{}", dir.path().join("w.db").display()),
@@ -195,55 +199,84 @@ async fn wharf_run_serves_the_api_until_it_stops() {
             .spawn()
             .unwrap()
     };
-    let refused = wharf("0.0.0.0:0", "").wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    for command in ["run", "serve"] {
+        let refused = wharf(command, "0.0.0.0:0", "").wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(
+            stderr.contains("refusing to serve the HTTP API on 0.0.0.0:0 without tokens"),
+            "{command}: {stderr}"
+        );
+    }
+    let unset = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
+        .arg("serve")
+        .env("WHARF_DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    assert!(!unset.status.success());
     assert!(
-        stderr.contains("refusing to serve the HTTP API on 0.0.0.0:0 without tokens"),
-        "{stderr}"
+        String::from_utf8_lossy(&unset.stderr)
+            .contains("wharf serve needs an address to listen on"),
+        "{unset:?}"
     );
 
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    let mut host = wharf(
-        &format!("127.0.0.1:{port}"),
-        &format!("viewer:read:{READ},ops:operate:{OPERATE}"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reqwest::get(format!("{base}/api/health")).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the API did not come up"
-        );
-        assert!(host.try_wait().unwrap().is_none(), "wharf run exited");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let (status, _) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "the tokens of WHARF_HTTP_TOKENS are accepted"
-    );
-    let (status, _) = call(&base, Method::DELETE, "/api/messages/failed/1", Some(READ)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-
-    let pid = host.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
+    for command in ["run", "serve"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
-            .success()
-    );
-    let stopped = host.wait().unwrap();
-    assert!(
-        stopped.success(),
-        "wharf run stops cleanly on SIGTERM: {stopped:?}"
-    );
-    assert!(
-        reqwest::get(format!("{base}/api/health")).await.is_err(),
-        "no longer serving"
-    );
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut host = wharf(
+            command,
+            &format!("127.0.0.1:{port}"),
+            &format!("viewer:read:{READ},ops:operate:{OPERATE}"),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while reqwest::get(format!("{base}/api/health")).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{command}: the API did not come up"
+            );
+            assert!(host.try_wait().unwrap().is_none(), "wharf {command} exited");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (status, _) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{command}: the tokens of WHARF_HTTP_TOKENS are accepted"
+        );
+        let (status, _) = call(&base, Method::DELETE, "/api/messages/failed/1", Some(READ)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // With no plugin in the directory, a host that handles messages is not ready; the
+        // API alone is.
+        let (status, ready) = call(&base, Method::GET, "/api/health/ready", None).await;
+        let expected = match command {
+            "run" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::OK,
+        };
+        assert_eq!(status, expected, "{command}: {ready}");
+
+        let pid = host.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let stopped = host.wait().unwrap();
+        assert!(
+            stopped.success(),
+            "wharf {command} stops cleanly on SIGTERM: {stopped:?}"
+        );
+        assert!(
+            reqwest::get(format!("{base}/api/health")).await.is_err(),
+            "{command}: no longer serving"
+        );
+    }
 }
 
 /// `POST /api/messages/publish` with `body` as the operator.

@@ -9,6 +9,7 @@ mod plugins;
 mod publish;
 mod queues;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Cli {
 enum Command {
     /// Consume the inbox and run the plugins.
     Run(run::RunArgs),
+    /// Serve the HTTP API only, no workers (an admin node); needs `[http] listen`.
+    Serve,
     /// Publish sample orders and handle them with the example plugins, then exit.
     Demo,
     /// Put a message into an inbox queue.
@@ -74,6 +77,7 @@ pub async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
+        Command::Serve => serve::serve(config).await,
         Command::Demo => run::demo(config).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::report;
 use crate::envelope::NewMessage;
-use crate::http::{self, Api};
+use crate::http::{self, Api, Tokens};
 use crate::plugins::directory;
 use crate::plugins::fleet::Follower;
 use crate::store::{PluginRuns, add_runs};
@@ -90,7 +90,7 @@ async fn serve(
     );
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
-        runtime,
+        runtime.clone(),
         plugins,
         config.dispatch(),
     ));
@@ -119,14 +119,17 @@ async fn serve(
     let host = report::host_id();
     let api = match listener {
         Some(listener) => {
-            let api = Api::new(
-                &config.http,
-                host.clone(),
-                store.clone(),
-                dispatcher.plugins().clone(),
-                supervisor.as_ref().map(Supervisor::link),
-                config.inbox.max_payload_bytes,
-            )?;
+            let api = Api {
+                host: host.clone(),
+                store: store.clone(),
+                plugins: dispatcher.plugins().clone(),
+                runtime: runtime.clone(),
+                broker: supervisor.as_ref().map(Supervisor::link),
+                amqp: config.amqp.clone(),
+                max_payload_bytes: config.inbox.max_payload_bytes,
+                tokens: Tokens::from_config(&config.http)?,
+                handles: true,
+            };
             Some((listener, Arc::new(api)))
         }
         None => None,

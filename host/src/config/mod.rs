@@ -59,9 +59,16 @@ pub enum ConfigError {
     /// A value has the wrong type or an unknown key was given.
     #[error("invalid configuration: {0}")]
     Parse(Box<figment::Error>),
-    /// A value is out of range, or settings disagree.
+    /// A value is out of range, or settings disagree. (Not a `source`: the message says
+    /// it all, and an error chain would print it twice.)
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] InvalidSetting),
+    Invalid(InvalidSetting),
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        Self::Invalid(e)
+    }
 }
 
 impl Config {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
@@ -11,7 +13,7 @@ use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use super::Api;
-use super::config::{Scope, Token};
+use super::config::{HttpConfig, Scope, Token};
 use super::error::ApiError;
 
 /// The tokens the API accepts.
@@ -19,9 +21,23 @@ use super::error::ApiError;
 pub struct Tokens(Vec<Token>);
 
 impl Tokens {
-    /// These tokens.
-    pub fn new(tokens: Vec<Token>) -> Self {
-        Self(tokens)
+    /// The tokens of `config`, and of its `tokens_file`, read now.
+    pub fn from_config(config: &HttpConfig) -> anyhow::Result<Self> {
+        let mut tokens = config.tokens.clone();
+        if let Some(file) = &config.tokens_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read http.tokens_file {}", file.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                    continue;
+                }
+                let token = Token::parse(line).map_err(|e| {
+                    anyhow::anyhow!("http.tokens_file {} line {}: {e}", file.display(), i + 1)
+                })?;
+                tokens.push(token);
+            }
+        }
+        Ok(Self(tokens))
     }
 
     /// The token whose secret is `secret`, checking every one without stopping early.

@@ -1,5 +1,5 @@
-//! Queues and failed messages: what `wharf queues` and `wharf failed` show and do, one
-//! message at a time or in bulk by ids or filter.
+//! Failed messages: what `wharf failed` shows and does, one message at a time or in bulk
+//! by ids or filter.
 
 use std::sync::Arc;
 
@@ -31,28 +31,6 @@ fn no_such(id: i64) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("no failed message {id}; GET /api/messages/failed lists them"),
     )
-}
-
-/// `GET /api/queues`
-pub async fn queues(_: Reader, State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
-    let stats = api.store.queue_stats().await?;
-    let now = crate::store::now_ms();
-    let queues: Vec<Value> = stats
-        .iter()
-        .map(|q| {
-            json!({
-                "name": q.queue,
-                "source": "inbox",
-                "message_count": q.pending + q.in_flight + q.scheduled,
-                "ready": q.pending,
-                "in_flight": q.in_flight,
-                "scheduled": q.scheduled,
-                "failed": q.failed,
-                "oldest_age_seconds": q.oldest_at.map(|at| (now - at).max(0) as f64 / 1000.0),
-            })
-        })
-        .collect();
-    Ok(Json(Value::Array(queues)))
 }
 
 /// Failed messages per page unless `limit` says.

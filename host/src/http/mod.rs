@@ -7,13 +7,19 @@
 //! | `GET /api/health` | open | liveness |
 //! | `GET /api/health/ready` | open | database, broker, plugins; 503 naming what fails |
 //! | `GET /metrics` | open | Prometheus text: handler calls, settles, depths, backlog |
-//! | `GET /api/queues` | read | inbox queues: pending, in flight, scheduled, failed |
+//! | `GET /api/queues` | read | inbox and consumed AMQP queues: depths, consumers, age |
+//! | `GET /api/queues/{queue}/stats` | read | one of them |
+//! | `POST /api/queues/{queue}/purge?confirm={queue}` | operate | delete its waiting messages |
 //! | `GET /api/messages/failed` | read | a page of failed messages a filter selects |
 //! | `GET /api/messages/failed/{id}` | read | one, with its attempt history |
 //! | `POST /api/messages/retry/{id}` | operate | send one back to its queue or exchange |
 //! | `DELETE /api/messages/failed/{id}` | operate | delete one |
 //! | `POST /api/messages/retry`, `/delete` | operate | in bulk: by ids, filter or all |
 //! | `POST /api/messages/publish` | operate | into an inbox queue, or to an exchange via the outbox |
+//! | `GET /api/plugins` | read | this host's plugins, every host's, the registry's |
+//! | `POST /api/plugins` | operate | deploy the `.wasm` in the body to the fleet |
+//! | `POST /api/plugins/{name}/rollback` | operate | return to the previous deployment |
+//! | `GET /api/plugins/{name}/history` | read | every deployment, newest first |
 //! | `GET /api/audit[?limit=N]` | read | the calls that changed something, newest first |
 //!
 //! Every call that changes something writes an audit row (who: the token's name, what, on
@@ -25,7 +31,9 @@ mod error;
 mod health;
 mod messages;
 mod metrics;
+mod plugins;
 mod publish;
+mod queues;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,12 +48,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::plugins::Catalog;
+use crate::runtime::Runtime;
 use crate::store::{AuditEntry, Store};
+use crate::transport::amqp::AmqpConfig;
 use crate::transport::amqp::supervisor::BrokerLink;
-use auth::Tokens;
-use config::{HttpConfig, Token};
 use error::ApiError;
 
+pub use auth::Tokens;
 pub use config::Scope;
 
 /// What the API's handlers reach.
@@ -56,50 +65,19 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// The plugins served.
     pub plugins: Arc<Catalog>,
+    /// The sandbox, to validate an uploaded plugin as `wharf plugins deploy` does.
+    pub runtime: Arc<Runtime>,
     /// The broker connection, when this host consumes from or relays to one.
     pub broker: Option<BrokerLink>,
+    /// The broker and the queues this host consumes (`[amqp]`), for their depths and purge.
+    pub amqp: AmqpConfig,
     /// `inbox.max_payload_bytes`: the largest message the API publishes.
     pub max_payload_bytes: usize,
-    /// Who may call.
-    tokens: Tokens,
-}
-
-impl Api {
-    /// The API over these parts, accepting the tokens of `config` (and of its
-    /// `tokens_file`, read now) and messages up to `max_payload_bytes`.
-    pub fn new(
-        config: &HttpConfig,
-        host: String,
-        store: Arc<dyn Store>,
-        plugins: Arc<Catalog>,
-        broker: Option<BrokerLink>,
-        max_payload_bytes: usize,
-    ) -> anyhow::Result<Self> {
-        let mut tokens = config.tokens.clone();
-        if let Some(file) = &config.tokens_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read http.tokens_file {}", file.display()))?;
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                    continue;
-                }
-                let token = Token::parse(line).map_err(|e| {
-                    anyhow::anyhow!("http.tokens_file {} line {}: {e}", file.display(), i + 1)
-                })?;
-                tokens.push(token);
-            }
-        }
-        // Counted from now on, for /metrics.
-        crate::metrics::prometheus();
-        Ok(Self {
-            host,
-            store,
-            plugins,
-            broker,
-            max_payload_bytes,
-            tokens: Tokens::new(tokens),
-        })
-    }
+    /// Who may call (`Tokens::from_config`).
+    pub tokens: Tokens,
+    /// Whether this host handles messages (`wharf run`), or only serves the API (`wharf
+    /// serve`): readiness asks for loaded plugins only of the former.
+    pub handles: bool,
 }
 
 impl Api {
@@ -166,7 +144,9 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/api/health", get(health::live))
         .route("/api/health/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
-        .route("/api/queues", get(messages::queues))
+        .route("/api/queues", get(queues::list))
+        .route("/api/queues/{queue}/stats", get(queues::stats))
+        .route("/api/queues/{queue}/purge", post(queues::purge))
         .route("/api/messages/failed", get(messages::failed_list))
         .route("/api/messages/failed/{id}", get(messages::failed_get))
         .route("/api/messages/failed/{id}", delete(messages::failed_delete))
@@ -174,6 +154,9 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/api/messages/retry", post(messages::bulk_retry))
         .route("/api/messages/delete", post(messages::bulk_delete))
         .route("/api/messages/publish", post(publish::publish))
+        .route("/api/plugins", get(plugins::list).post(plugins::deploy))
+        .route("/api/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/api/plugins/{name}/history", get(plugins::history))
         .route("/api/audit", get(audit))
         .fallback(|| async {
             ApiError::new(
@@ -185,8 +168,10 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .with_state(api)
 }
 
-/// A listener on `address` (`http.listen`).
+/// A listener on `address` (`http.listen`). From now on the host counts what `/metrics`
+/// shows.
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    crate::metrics::prometheus();
     TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address} (http.listen): is another process using it?")
     })

@@ -332,6 +332,10 @@ pub trait Store: registry::Registry + Send + Sync {
     /// one transaction. Returns how many.
     async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
 
+    /// Delete the messages of inbox queue `queue` no worker has claimed; returns how
+    /// many. Claimed ones are left to finish.
+    async fn purge_queue(&self, queue: &str) -> Result<u64>;
+
     /// Unsent outbox messages and dead letters per plugin (for metrics).
     async fn backlog(&self) -> Result<Backlog>;
 

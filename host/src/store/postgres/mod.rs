@@ -428,6 +428,19 @@ impl Store for PostgresStore {
         Ok(super::queue_stats(depths, failed))
     }
 
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        let purged = sqlx::query(
+            "DELETE FROM inbox WHERE id IN (
+                 SELECT id FROM inbox
+                 WHERE queue = $1 AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(queue)
+        .execute(&self.pool)
+        .await?;
+        Ok(purged.rows_affected())
+    }
+
     async fn backlog(&self) -> Result<Backlog> {
         let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
             "SELECT plugin, COUNT(*) FROM failed_messages

@@ -337,6 +337,17 @@ impl Store for SqliteStore {
         Ok(super::queue_stats(depths, failed))
     }
 
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        let purged = sqlx::query(
+            "DELETE FROM inbox WHERE queue = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
+        )
+        .bind(queue)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(purged.rows_affected())
+    }
+
     async fn backlog(&self) -> Result<Backlog> {
         let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
             "SELECT plugin, COUNT(*) FROM failed_messages

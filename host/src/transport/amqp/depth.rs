@@ -1,8 +1,9 @@
-//! How the consumed queues look on the broker, for `wharf queues`: messages ready, the
-//! consumers attached (0 means no host is consuming: stopped, or reconnecting after the
-//! broker or the network went away) and dead letters waiting in the queue's DLQ.
+//! How the consumed queues look on the broker, for `wharf queues` and the HTTP API:
+//! messages ready, the consumers attached (0 means no host is consuming: stopped, or
+//! reconnecting after the broker or the network went away) and dead letters waiting in
+//! the queue's DLQ; and purging one.
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde::Serialize;
@@ -61,4 +62,16 @@ async fn look_up(connection: &Connection, queue: &str) -> Result<Option<(u32, u3
         Err(e) if !super::is_transient(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Purge `queue` on the broker: its ready messages are deleted (those delivered and not
+/// yet acked stay). Returns how many were deleted.
+pub async fn purge(amqp: &AmqpConfig, queue: &str) -> Result<u32, lapin::Error> {
+    let connection = Connection::connect(&amqp.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let purged = channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await;
+    let _ = connection.close(200, "purged".into()).await;
+    purged
 }
