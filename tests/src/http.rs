@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use wharf_host::http::config::{HttpConfig, Token};
 use wharf_host::http::{self, Api, Tokens};
+use wharf_host::transport::amqp::supervisor::BrokerLink;
 
 use crate::Host;
 
@@ -19,6 +20,11 @@ pub const BODY_LIMIT: usize = 4 << 20;
 /// `host` served on a free loopback port with the [`READ`] and [`OPERATE`] tokens; its
 /// base URL.
 pub async fn serve(host: &Host) -> String {
+    serve_with(host, None).await
+}
+
+/// [`serve`], with the link to the broker of `host`'s consumers (readiness checks it).
+pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
     let config = HttpConfig {
         tokens: vec![
             Token::parse(&format!("viewer:read:{READ}")).unwrap(),
@@ -31,7 +37,7 @@ pub async fn serve(host: &Host) -> String {
         store: host.store.clone(),
         plugins: host.catalog.clone(),
         runtime: host.runtime.clone(),
-        broker: None,
+        broker,
         amqp: host.config.amqp.clone(),
         max_payload_bytes: host.config.inbox.max_payload_bytes,
         tokens: Tokens::from_config(&config).unwrap(),

@@ -4,6 +4,7 @@
 //! parallel). [`conformance!`] runs one test body against both.
 
 pub mod http;
+pub mod proxy;
 mod services;
 
 use std::path::PathBuf;

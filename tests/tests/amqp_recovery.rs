@@ -1,6 +1,7 @@
 //! Recovery of the AMQP consumers (the supervisor `wharf run` uses) when the broker
 //! restarts mid-run: `rabbitmqctl stop_app` / `start_app` on the real RabbitMQ while
-//! messages flow. Nothing may be lost and nothing handled twice. A test binary of its own,
+//! messages flow. Nothing may be lost and nothing handled twice; the HTTP API's readiness
+//! names the broker while it is down, and is ready again once the consumers are back. A test binary of its own,
 //! so the restart cannot disturb the other AMQP tests (cargo runs test binaries one after
 //! another).
 
@@ -10,8 +11,11 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::supervisor::Supervisor;
+use wharf_tests::http::{call, serve_with};
 use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name, wait_for};
 
 const MESSAGES: usize = 3_000;
@@ -33,6 +37,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
         host.store.clone(),
         host.dispatcher.clone(),
     );
+    let api = serve_with(&host, Some(supervisor.link())).await;
     let (stop, stopped) = watch::channel(false);
     let consuming = tokio::spawn(async move { supervisor.run(stopped).await });
     let host = Arc::new(host);
@@ -50,10 +55,22 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     })
     .await;
     let handled_before = processed(&host).await;
+    assert_eq!(ready(&api).await, (StatusCode::OK, json!([])));
     {
         let _down = BrokerDown::stop_app();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        wait_for(
+            "readiness to name the broker",
+            Duration::from_secs(20),
+            async || ready(&api).await == (StatusCode::SERVICE_UNAVAILABLE, json!(["broker"])),
+        )
+        .await;
     }
+    wait_for(
+        "readiness to come back",
+        Duration::from_secs(60),
+        async || ready(&api).await.0 == StatusCode::OK,
+    )
+    .await;
     let publish_retries = publishing.await.unwrap();
     wait_for(
         "every message handled",
@@ -217,6 +234,12 @@ async fn queue_depth(queue: &str) -> Option<u32> {
         .map(|q| q.message_count());
     let _ = connection.close(200, "looked".into()).await;
     depth
+}
+
+/// The readiness probe's status and failing checks.
+async fn ready(base: &str) -> (StatusCode, Value) {
+    let (status, body) = call(base, Method::GET, "/api/health/ready", None).await;
+    (status, body["failing"].clone())
 }
 
 /// The broker's application stopped (`rabbitmqctl stop_app`) until this is dropped, even
