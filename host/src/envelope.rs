@@ -53,6 +53,9 @@ pub struct Envelope {
     pub settled_plugins: BTreeSet<String>,
     /// Where it came from.
     pub origin: Origin,
+    /// When it became due in the inbox (Unix ms): enqueued, or its retry delay ended;
+    /// `None` for a delivery from the broker.
+    pub due_at: Option<i64>,
 }
 
 /// The source a message was taken from.

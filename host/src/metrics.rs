@@ -12,6 +12,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::envelope::Envelope;
 use crate::outcome::Verdict;
 use crate::store::{Backlog, QueueStats, SettleSummary};
 
@@ -47,6 +48,18 @@ pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
     counter!("wharf_handler_invocations_total", "plugin" => plugin.clone(), "outcome" => outcome)
         .increment(1);
     histogram!("wharf_handler_duration_seconds", "plugin" => plugin).record(elapsed);
+}
+
+/// A batch was claimed from the inbox: `wharf_queue_wait_seconds{queue}`, how long each
+/// message waited for a worker once it was due.
+pub fn claimed(messages: &[Envelope]) {
+    let now = crate::store::now_ms();
+    for message in messages {
+        if let Some(due) = message.due_at {
+            histogram!("wharf_queue_wait_seconds", "queue" => message.queue.clone())
+                .record((now - due).max(0) as f64 / 1000.0);
+        }
+    }
 }
 
 /// A batch from `source` (`inbox`, `amqp:<queue>`) was settled:

@@ -1,7 +1,7 @@
 //! `/metrics` after a known run, scraped like Prometheus does (no token): the handler
-//! calls by plugin and outcome with their durations, the settles by result, the inbox
-//! depth and oldest age, the failed messages by plugin, the plugins served. One test in
-//! its own binary: the recorder is the process's.
+//! calls by plugin and outcome with their durations, the queue wait, the settles by
+//! result, the inbox depth and oldest age, the failed messages by plugin, the plugins
+//! served. One test in its own binary: the recorder is the process's.
 
 use std::time::Duration;
 
@@ -57,6 +57,7 @@ async fn metrics_count_a_known_run() {
             r#"wharf_handler_duration_seconds_count{plugin="noop"}"#,
             10.0,
         ),
+        (r#"wharf_queue_wait_seconds_count{queue="test"}"#, 13.0),
         (
             r#"wharf_settled_total{source="inbox",result="handled"}"#,
             10.0,

@@ -57,6 +57,7 @@ async fn sandbox_cost() -> f64 {
         lock_token: Uuid::nil(),
         settled_plugins: Default::default(),
         origin: Default::default(),
+        due_at: None,
     };
     let context = CallContext {
         plugin: Arc::from("noop"),

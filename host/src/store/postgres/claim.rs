@@ -54,7 +54,7 @@ pub(super) fn plan_per_call(queues: &[String], idle: &HashSet<String>) -> bool {
 /// The claimed rows `c`, each with the plugins that already handled or dead-lettered it.
 const CLAIMED_ROWS: &str =
     "SELECT c.id, c.queue, c.kind, c.headers::text AS headers, c.payload, c.attempts,
-        c.created_at,
+        c.created_at, c.available_at,
         ARRAY(SELECT plugin FROM processed p WHERE p.message_id = c.id
               UNION
               SELECT plugin FROM failed_messages f
@@ -235,6 +235,7 @@ fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
                 lock_token: token,
                 settled_plugins: row.get::<Vec<String>, _>("settled").into_iter().collect(),
                 origin: Default::default(),
+                due_at: Some(row.get("available_at")),
             })
         })
         .collect()

@@ -14,6 +14,7 @@ fn message(n: u8, attempts: u32) -> Envelope {
         lock_token: Uuid::nil(),
         settled_plugins: Default::default(),
         origin: Default::default(),
+        due_at: None,
     }
 }
 

@@ -127,7 +127,7 @@ impl Store for SqliteStore {
                  WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
                    AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
                  ORDER BY available_at LIMIT ?5)
-             RETURNING id, queue, kind, headers, payload, attempts",
+             RETURNING id, queue, kind, headers, payload, attempts, available_at",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(token.to_string())
@@ -148,6 +148,7 @@ impl Store for SqliteStore {
                 lock_token: token,
                 settled_plugins: BTreeSet::new(),
                 origin: Default::default(),
+                due_at: Some(row.get("available_at")),
             });
         }
         if !claimed.is_empty() {

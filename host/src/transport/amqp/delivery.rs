@@ -114,6 +114,7 @@ pub fn envelope(
             exchange,
             routing_key,
         },
+        due_at: None,
     };
     (envelope, refused)
 }

@@ -205,6 +205,7 @@ impl Worker {
         if messages.is_empty() {
             return Ok((0, SettleSummary::default()));
         }
+        crate::metrics::claimed(&messages);
         let claimed = messages.len() as u64;
         let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
         let held = matches!(hold, Hold::Transaction(_)).then(|| messages.clone());

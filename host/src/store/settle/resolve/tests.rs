@@ -143,6 +143,7 @@ fn settlement(n: u8, verdict: Verdict) -> Settlement {
             lock_token: Uuid::nil(),
             settled_plugins: Default::default(),
             origin: Default::default(),
+            due_at: None,
         },
         results: vec![PluginResult {
             plugin: counter_version(),
