@@ -6,8 +6,9 @@
 //!
 //! What the backends share is written once here: the settle plan (`settle`: which rows a
 //! batch's verdicts write), what a transport's settle answers (`delivered`), the registry's
-//! deploy and rollback rules (`registry`), and the decoding of failed messages and outbox
-//! rows. A backend only holds what differs: its SQL, how it claims and locks, and the
+//! deploy and rollback rules (`registry`), the failed-message filter as SQL and the
+//! decoding of failed messages (`failed`), queue rows (`queues`) and outbox rows. A backend
+//! only holds what differs: its SQL, how it claims and locks, and the
 //! decoding of its hot-path rows.
 
 mod audit;
@@ -17,6 +18,7 @@ mod error;
 mod failed;
 mod outbox;
 mod postgres;
+mod queues;
 pub mod registry;
 mod settle;
 mod sqlite;
@@ -40,6 +42,7 @@ pub use failed::{
 };
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
+pub use queues::{Backlog, QueueStats};
 pub use settle::{
     KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
     StateView,
@@ -193,32 +196,6 @@ impl std::iter::Sum for PluginRuns {
         }
         total
     }
-}
-
-/// Depths of one inbox queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct QueueStats {
-    /// Queue name.
-    pub queue: String,
-    /// Due and not claimed.
-    pub pending: u64,
-    /// Claimed by a worker right now.
-    pub in_flight: u64,
-    /// Waiting for a retry delay.
-    pub scheduled: u64,
-    /// Dead letters not yet retried.
-    pub failed: u64,
-    /// When the oldest message in the queue was enqueued (Unix ms); `None` when empty.
-    pub oldest_at: Option<i64>,
-}
-
-/// What waits beyond the inbox queues: for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Backlog {
-    /// Dead letters not yet retried, by the plugin that failed them (`""`: no handler).
-    pub failed_by_plugin: Vec<(String, u64)>,
-    /// Outbox messages not yet published.
-    pub outbox_pending: u64,
 }
 
 /// What a [`Store::cleanup`] deleted.
@@ -402,35 +379,6 @@ where
         }
         e => e.into(),
     })
-}
-
-/// Merge a store's two counts into [`QueueStats`] per queue, by name: the inbox's
-/// (queue, in flight, pending, scheduled, oldest created_at) rows and the failed
-/// messages' (queue, failed).
-fn queue_stats(
-    depths: impl IntoIterator<Item = (String, i64, i64, i64, i64)>,
-    failed: impl IntoIterator<Item = (String, i64)>,
-) -> Vec<QueueStats> {
-    fn entry(stats: &mut BTreeMap<String, QueueStats>, queue: String) -> &mut QueueStats {
-        stats.entry(queue.clone()).or_insert_with(|| QueueStats {
-            queue,
-            ..QueueStats::default()
-        })
-    }
-    let mut stats = BTreeMap::new();
-    for (queue, in_flight, pending, scheduled, oldest_at) in depths {
-        let e = entry(&mut stats, queue);
-        (e.in_flight, e.pending, e.scheduled, e.oldest_at) = (
-            in_flight as u64,
-            pending as u64,
-            scheduled as u64,
-            Some(oldest_at),
-        );
-    }
-    for (queue, failed) in failed {
-        entry(&mut stats, queue).failed = failed as u64;
-    }
-    stats.into_values().collect()
 }
 
 /// Headers as the stores keep them: a JSON object of strings.

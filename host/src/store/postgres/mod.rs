@@ -34,6 +34,7 @@ mod claim;
 mod delivered;
 mod failed;
 mod outbox;
+mod queues;
 mod registry;
 mod settle;
 mod writes;
@@ -407,58 +408,15 @@ impl Store for PostgresStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        let depths = sqlx::query_as(
-            "SELECT queue,
-                    COUNT(*) FILTER (WHERE locked_until > wharf_now_ms()) AS in_flight,
-                    COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
-                                       AND available_at <= wharf_now_ms()) AS pending,
-                    COUNT(*) FILTER (WHERE (locked_until IS NULL OR locked_until <= wharf_now_ms())
-                                       AND available_at > wharf_now_ms()) AS scheduled,
-                    MIN(created_at) AS oldest
-             FROM inbox GROUP BY queue",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let failed = sqlx::query_as(
-            "SELECT queue, COUNT(*) AS failed FROM failed_messages
-             WHERE status IN ('failed', 'pending') GROUP BY queue",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(super::queue_stats(depths, failed))
+        queues::stats(&self.pool).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        let purged = sqlx::query(
-            "DELETE FROM inbox WHERE id IN (
-                 SELECT id FROM inbox
-                 WHERE queue = $1 AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
-                 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(queue)
-        .execute(&self.pool)
-        .await?;
-        Ok(purged.rows_affected())
+        queues::purge(&self.pool, queue).await
     }
 
     async fn backlog(&self) -> Result<Backlog> {
-        let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT plugin, COUNT(*) FROM failed_messages
-             WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let outbox_pending: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Backlog {
-            failed_by_plugin: failed_by_plugin
-                .into_iter()
-                .map(|(plugin, n)| (plugin, n as u64))
-                .collect(),
-            outbox_pending: outbox_pending as u64,
-        })
+        queues::backlog(&self.pool).await
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {

@@ -7,6 +7,7 @@
 mod delivered;
 mod failed;
 mod outbox;
+mod queues;
 mod registry;
 mod settle;
 
@@ -317,56 +318,15 @@ impl Store for SqliteStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        let now = now_ms();
-        let depths = sqlx::query_as(
-            "SELECT queue,
-                    SUM(locked_until > ?1) AS in_flight,
-                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at <= ?1) AS pending,
-                    SUM((locked_until IS NULL OR locked_until <= ?1) AND available_at > ?1) AS scheduled,
-                    MIN(created_at) AS oldest
-             FROM inbox GROUP BY queue",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        let failed = sqlx::query_as(
-            "SELECT queue, COUNT(*) AS failed FROM failed_messages
-             WHERE status IN ('failed', 'pending') GROUP BY queue",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(super::queue_stats(depths, failed))
+        queues::stats(&self.pool).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        let purged = sqlx::query(
-            "DELETE FROM inbox WHERE queue = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
-        )
-        .bind(queue)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(purged.rows_affected())
+        queues::purge(&self.pool, queue).await
     }
 
     async fn backlog(&self) -> Result<Backlog> {
-        let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT plugin, COUNT(*) FROM failed_messages
-             WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let outbox_pending: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Backlog {
-            failed_by_plugin: failed_by_plugin
-                .into_iter()
-                .map(|(plugin, n)| (plugin, n as u64))
-                .collect(),
-            outbox_pending: outbox_pending as u64,
-        })
+        queues::backlog(&self.pool).await
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
