@@ -226,6 +226,32 @@ impl FailedFilter {
         query.push_bind(limit.min(i64::MAX as u64) as i64);
     }
 
+    /// The queries of a page of `columns` of the rows the filter selects (one row more
+    /// than the page holds, to tell whether another follows; see [`FailedPage::of`]), and
+    /// of how many it selects in all.
+    pub(super) fn page_queries<DB>(
+        &self,
+        columns: &str,
+        page: PageRequest,
+    ) -> (QueryBuilder<DB>, QueryBuilder<DB>)
+    where
+        DB: Database,
+        DB::Arguments: Default,
+        i64: for<'q> Encode<'q, DB> + Type<DB>,
+        String: for<'q> Encode<'q, DB> + Type<DB>,
+    {
+        let mut rows = QueryBuilder::new(format!("SELECT {columns} FROM failed_messages WHERE "));
+        self.push_conditions(&mut rows);
+        if let Some(before) = page.before {
+            rows.push(" AND id < ").push_bind(before);
+        }
+        rows.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM failed_messages WHERE ");
+        self.push_conditions(&mut count);
+        (rows, count)
+    }
+
     /// Push the filter's conditions (`TRUE` for none), for a `WHERE` on `failed_messages`.
     pub(super) fn push_conditions<DB>(&self, query: &mut QueryBuilder<DB>)
     where

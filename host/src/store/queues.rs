@@ -22,6 +22,14 @@ pub struct QueueStats {
     pub oldest_at: Option<i64>,
 }
 
+/// Dead letters waiting for an operator, by plugin: (plugin, count) rows.
+pub(in crate::store) const FAILED_BY_PLUGIN: &str = "SELECT plugin, COUNT(*) FROM failed_messages
+     WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin";
+
+/// Outbox messages not yet published: one count.
+pub(in crate::store) const OUTBOX_PENDING: &str =
+    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL";
+
 /// What waits beyond the inbox queues: for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Backlog {
@@ -29,6 +37,19 @@ pub struct Backlog {
     pub failed_by_plugin: Vec<(String, u64)>,
     /// Outbox messages not yet published.
     pub outbox_pending: u64,
+}
+
+impl Backlog {
+    /// From the rows of [`FAILED_BY_PLUGIN`] and the count of [`OUTBOX_PENDING`].
+    pub(in crate::store) fn of(failed_by_plugin: Vec<(String, i64)>, outbox_pending: i64) -> Self {
+        Self {
+            failed_by_plugin: failed_by_plugin
+                .into_iter()
+                .map(|(plugin, n)| (plugin, n as u64))
+                .collect(),
+            outbox_pending: outbox_pending as u64,
+        }
+    }
 }
 
 /// Merge a store's two counts into [`QueueStats`] per queue, by name: the inbox's

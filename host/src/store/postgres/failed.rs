@@ -21,19 +21,8 @@ pub(super) async fn list(
     filter: &FailedFilter,
     page: PageRequest,
 ) -> Result<FailedPage> {
-    let mut query = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {FAILED_COLUMNS} FROM failed_messages WHERE "
-    ));
-    filter.push_conditions(&mut query);
-    if let Some(before) = page.before {
-        query.push(" AND id < ").push_bind(before);
-    }
-    query
-        .push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(page.limit) + 1);
-    let rows = query.build().fetch_all(pool).await?;
-    let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM failed_messages WHERE ");
-    filter.push_conditions(&mut count);
+    let (mut rows, mut count) = filter.page_queries::<Postgres>(FAILED_COLUMNS, page);
+    let rows = rows.build().fetch_all(pool).await?;
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     let mut items = rows
         .iter()

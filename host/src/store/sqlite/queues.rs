@@ -4,6 +4,7 @@
 
 use sqlx::SqlitePool;
 
+use crate::store::queues::{FAILED_BY_PLUGIN, OUTBOX_PENDING};
 use crate::store::{Backlog, QueueStats, Result, now_ms};
 
 /// The inbox queues' depths; see [`crate::store::Store::queue_stats`].
@@ -43,21 +44,7 @@ pub(super) async fn purge(pool: &SqlitePool, queue: &str) -> Result<u64> {
 
 /// The outbox backlog and failed messages per plugin; see [`crate::store::Store::backlog`].
 pub(super) async fn backlog(pool: &SqlitePool) -> Result<Backlog> {
-    let failed_by_plugin: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT plugin, COUNT(*) FROM failed_messages
-         WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin",
-    )
-    .fetch_all(pool)
-    .await?;
-    let outbox_pending: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(pool)
-            .await?;
-    Ok(Backlog {
-        failed_by_plugin: failed_by_plugin
-            .into_iter()
-            .map(|(plugin, n)| (plugin, n as u64))
-            .collect(),
-        outbox_pending: outbox_pending as u64,
-    })
+    let failed = sqlx::query_as(FAILED_BY_PLUGIN).fetch_all(pool).await?;
+    let outbox = sqlx::query_scalar(OUTBOX_PENDING).fetch_one(pool).await?;
+    Ok(Backlog::of(failed, outbox))
 }
