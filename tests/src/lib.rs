@@ -23,7 +23,8 @@ use wharf_host::store::{self, FailedFilter, FailedMessage, PageRequest, Store};
 use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
 
 pub use services::{
-    amqp_connection, amqp_url, fresh_postgres_schema, postgres_url, route_orders, unique_name,
+    amqp_connection, amqp_url, confirming_channel, fresh_postgres_schema, postgres_url,
+    route_orders, unique_name,
 };
 
 /// Which store a test runs on.

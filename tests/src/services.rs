@@ -84,6 +84,17 @@ pub async fn amqp_connection() -> lapin::Connection {
     connection
 }
 
+/// A connection to the test broker and a channel on it with publisher confirms.
+pub async fn confirming_channel() -> (lapin::Connection, lapin::Channel) {
+    let connection = amqp_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (connection, channel)
+}
+
 /// Delete the `wharf_t_<pid>_...` queues and exchanges of test processes that are gone.
 /// Needs `rabbitmqctl` (to list them); without it, nothing is swept.
 async fn sweep_amqp(connection: &lapin::Connection) {

@@ -9,9 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
@@ -19,7 +17,7 @@ use wharf_host::store::{FailedFilter, Retried};
 use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
 use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
 use wharf_host::transport::amqp::topology::{self, BindingSpec, ExchangeSpec, ExchangeType};
-use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name};
+use wharf_tests::{Backend, Host, confirming_channel, route_orders, unique_name};
 
 /// A host consuming a fresh queue bound to a fresh direct exchange with key `orders`.
 struct Broker {
@@ -49,12 +47,7 @@ impl Broker {
             adjust(c);
         })
         .await;
-        let connection = amqp_connection().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (connection, channel) = confirming_channel().await;
         let amqp = &host.config.amqp;
         topology::declare(&channel, &amqp.exchanges, &amqp.queues)
             .await

@@ -4,14 +4,14 @@
 //! broker); plugins served, deploy by upload (validated), history and rollback.
 
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::http::{OPERATE, READ, call, serve};
 use wharf_tests::{
-    Backend, Host, amqp_connection, amqp_url, conformance, plugin_wasm, unique_name,
+    Backend, Host, amqp_url, confirming_channel, conformance, plugin_wasm, unique_name,
 };
 
 conformance!(
@@ -125,12 +125,7 @@ async fn an_inbox_queue_is_shown_and_purged_only_when_confirmed(backend: Backend
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumed_amqp_queue_is_shown_and_purged() {
-    let connection = amqp_connection().await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (_connection, channel) = confirming_channel().await;
     let queue = unique_name("purge");
     let durable = QueueDeclareOptions {
         durable: true,

@@ -22,6 +22,11 @@ pub struct QueueStats {
     pub oldest_at: Option<i64>,
 }
 
+/// Dead letters waiting for an operator, by queue: (queue, count) rows.
+pub(in crate::store) const FAILED_BY_QUEUE: &str =
+    "SELECT queue, COUNT(*) AS failed FROM failed_messages
+     WHERE status IN ('failed', 'pending') GROUP BY queue";
+
 /// Dead letters waiting for an operator, by plugin: (plugin, count) rows.
 pub(in crate::store) const FAILED_BY_PLUGIN: &str = "SELECT plugin, COUNT(*) FROM failed_messages
      WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin";

@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::supervisor::Supervisor;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
-use wharf_tests::{Backend, Host, amqp_connection, unique_name};
+use wharf_tests::{Backend, Host, confirming_channel, unique_name};
 
 use super::{BOTH, CpuCost, RABBITMQ};
 
@@ -27,12 +26,7 @@ const ACK_EVERY: usize = 50;
 
 /// Print msgs/s of the bare loop and of wharf with the ledger off and on, with ratios.
 pub async fn versus_bare_loop() {
-    let connection = amqp_connection().await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (connection, channel) = confirming_channel().await;
     let body = payload();
 
     let queue = fresh_queue(&channel, "bench_bare").await;
