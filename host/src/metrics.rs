@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::envelope::Envelope;
 use crate::outcome::Verdict;
-use crate::store::{Backlog, QueueStats, SettleSummary};
+use crate::store::{Backlog, QueueSource, QueueStats, SettleSummary};
 
 /// Bucket bounds of the `_seconds` histograms: 1 ms to 60 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -117,7 +117,7 @@ pub fn breaker(plugin: &str, open: bool) {
 /// The inbox queues as the store counts them now: `wharf_inbox_messages{queue,state}`
 /// (`ready`, `in_flight`, `scheduled`) and `wharf_inbox_oldest_message_age_seconds{queue}`.
 pub fn queues(stats: &[QueueStats], now_ms: i64) {
-    for q in stats {
+    for q in stats.iter().filter(|q| q.source == QueueSource::Inbox) {
         for (state, n) in [
             ("ready", q.pending),
             ("in_flight", q.in_flight),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::Api;
 use super::auth::{Operator, Reader};
 use super::error::ApiError;
-use crate::store::{QueueStats, now_ms};
+use crate::store::{QueueSource, QueueStats, now_ms};
 use crate::transport::amqp::depth::{self, QueueDepth};
 use crate::transport::amqp::supervisor::display_url;
 
@@ -35,14 +35,16 @@ fn inbox(q: &QueueStats, now: i64) -> Value {
     })
 }
 
-/// A consumed AMQP queue as the API shows it (`null` counts: the queue does not exist).
-fn amqp(d: &QueueDepth) -> Value {
+/// A consumed AMQP queue as the API shows it: the broker's numbers (`null`: the queue does
+/// not exist), and its messages among the failed messages.
+fn amqp(d: &QueueDepth, failed: u64) -> Value {
     json!({
         "name": d.queue,
         "source": "amqp",
         "message_count": d.ready,
         "consumer_count": d.consumers,
         "dead_letters": d.dead_letters,
+        "failed": failed,
     })
 }
 
@@ -50,28 +52,33 @@ fn amqp(d: &QueueDepth) -> Value {
 /// broker cannot be reached).
 async fn all(api: &Api) -> Result<Vec<Value>, ApiError> {
     let now = now_ms();
-    let mut queues: Vec<Value> = api
-        .store
-        .queue_stats()
-        .await?
+    let stats = api.store.queue_stats().await?;
+    let mut queues: Vec<Value> = stats
         .iter()
+        .filter(|q| q.source == QueueSource::Inbox)
         .map(|q| inbox(q, now))
         .collect();
     if api.amqp.consume.is_empty() {
         return Ok(queues);
     }
+    let failed = |queue: &str| {
+        stats
+            .iter()
+            .find(|q| q.source == QueueSource::Amqp && q.queue == queue)
+            .map_or(0, |q| q.failed)
+    };
     let unreachable = |why: String| {
         let error = format!(
             "AMQP broker {} unreachable: {why}",
             display_url(&api.amqp.url)
         );
-        api.amqp
-            .consume
-            .iter()
-            .map(move |spec| json!({ "name": spec.queue, "source": "amqp", "error": error }))
+        api.amqp.consume.iter().map(move |spec| {
+            let failed = failed(&spec.queue);
+            json!({ "name": spec.queue, "source": "amqp", "failed": failed, "error": error })
+        })
     };
     match tokio::time::timeout(BROKER_TIMEOUT, depth::depths(&api.amqp)).await {
-        Ok(Ok(depths)) => queues.extend(depths.iter().map(amqp)),
+        Ok(Ok(depths)) => queues.extend(depths.iter().map(|d| amqp(d, failed(&d.queue)))),
         Ok(Err(e)) => queues.extend(unreachable(e.to_string())),
         Err(_) => queues.extend(unreachable(format!("no answer within {BROKER_TIMEOUT:?}"))),
     }

@@ -42,7 +42,7 @@ pub use failed::{
 };
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
-pub use queues::{Backlog, QueueStats};
+pub use queues::{Backlog, QueueSource, QueueStats};
 pub use settle::{
     KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
     StateView,

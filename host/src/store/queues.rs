@@ -5,9 +5,23 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Depths of one inbox queue.
+/// Where a queue's messages come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueSource {
+    /// An inbox queue (the inbox table).
+    #[default]
+    Inbox,
+    /// A consumed AMQP queue: the store knows only its dead letters.
+    Amqp,
+}
+
+/// Depths of one queue as the store sees them: an inbox queue's messages, and the dead
+/// letters of inbox and AMQP queues.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
+    /// Inbox or AMQP.
+    pub source: QueueSource,
     /// Queue name.
     pub queue: String,
     /// Due and not claimed.
@@ -22,10 +36,11 @@ pub struct QueueStats {
     pub oldest_at: Option<i64>,
 }
 
-/// Dead letters waiting for an operator, by queue: (queue, count) rows.
+/// Dead letters waiting for an operator, by source (`inbox:<queue>`, `amqp:<queue>`):
+/// (source, count) rows.
 pub(in crate::store) const FAILED_BY_QUEUE: &str =
-    "SELECT queue, COUNT(*) AS failed FROM failed_messages
-     WHERE status IN ('failed', 'pending') GROUP BY queue";
+    "SELECT source, COUNT(*) AS failed FROM failed_messages
+     WHERE status IN ('failed', 'pending') GROUP BY source";
 
 /// Dead letters waiting for an operator, by plugin: (plugin, count) rows.
 pub(in crate::store) const FAILED_BY_PLUGIN: &str = "SELECT plugin, COUNT(*) FROM failed_messages
@@ -57,22 +72,26 @@ impl Backlog {
     }
 }
 
-/// Merge a store's two counts into [`QueueStats`] per queue, by name: the inbox's
-/// (queue, in flight, pending, scheduled, oldest created_at) rows and the failed
-/// messages' (queue, failed).
+/// Merge a store's two counts into [`QueueStats`] per queue: the inbox's (queue, in
+/// flight, pending, scheduled, oldest created_at) rows and the failed messages' (source,
+/// failed).
 pub(in crate::store) fn queue_stats(
     depths: impl IntoIterator<Item = (String, i64, i64, i64, i64)>,
     failed: impl IntoIterator<Item = (String, i64)>,
 ) -> Vec<QueueStats> {
-    fn entry(stats: &mut BTreeMap<String, QueueStats>, queue: String) -> &mut QueueStats {
-        stats.entry(queue.clone()).or_insert_with(|| QueueStats {
-            queue,
-            ..QueueStats::default()
-        })
+    type Stats = BTreeMap<(QueueSource, String), QueueStats>;
+    fn entry(stats: &mut Stats, source: QueueSource, queue: String) -> &mut QueueStats {
+        stats
+            .entry((source, queue.clone()))
+            .or_insert_with(|| QueueStats {
+                source,
+                queue,
+                ..QueueStats::default()
+            })
     }
-    let mut stats = BTreeMap::new();
+    let mut stats = Stats::new();
     for (queue, in_flight, pending, scheduled, oldest_at) in depths {
-        let e = entry(&mut stats, queue);
+        let e = entry(&mut stats, QueueSource::Inbox, queue);
         (e.in_flight, e.pending, e.scheduled, e.oldest_at) = (
             in_flight as u64,
             pending as u64,
@@ -80,8 +99,51 @@ pub(in crate::store) fn queue_stats(
             Some(oldest_at),
         );
     }
-    for (queue, failed) in failed {
-        entry(&mut stats, queue).failed = failed as u64;
+    for (source, failed) in failed {
+        let (source, queue) = match source.split_once(':') {
+            Some(("amqp", queue)) => (QueueSource::Amqp, queue),
+            Some((_, queue)) => (QueueSource::Inbox, queue),
+            None => (QueueSource::Inbox, source.as_str()),
+        };
+        entry(&mut stats, source, queue.to_owned()).failed = failed as u64;
     }
     stats.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_count_for_the_queue_and_source_they_came_from() {
+        let depths = [("orders".to_owned(), 1, 2, 3, 40)];
+        let failed = [
+            ("inbox:orders".to_owned(), 5),
+            ("amqp:orders".to_owned(), 7),
+            ("inbox:audit".to_owned(), 1),
+        ];
+        let stats = queue_stats(depths, failed);
+        let row = |source, queue: &str| {
+            stats
+                .iter()
+                .find(|q| q.source == source && q.queue == queue)
+                .cloned()
+                .unwrap()
+        };
+        let orders = row(QueueSource::Inbox, "orders");
+        assert_eq!(
+            (
+                orders.in_flight,
+                orders.pending,
+                orders.scheduled,
+                orders.failed
+            ),
+            (1, 2, 3, 5)
+        );
+        assert_eq!(orders.oldest_at, Some(40));
+        let amqp = row(QueueSource::Amqp, "orders");
+        assert_eq!((amqp.pending, amqp.failed, amqp.oldest_at), (0, 7, None));
+        assert_eq!(row(QueueSource::Inbox, "audit").failed, 1);
+        assert_eq!(stats.len(), 3);
+    }
 }
