@@ -1,11 +1,12 @@
 //! What the host counts for Prometheus: every metric's name, labels and meaning in one
 //! place, recorded by the message path through these functions and rendered by the HTTP
-//! API's `/metrics`. Without a recorder (no HTTP API) each call is a branch.
+//! API's `/metrics`. Until the recorder is installed (no HTTP API) each call is a branch.
 //!
 //! Labels are low-cardinality: plugin names, queue names (`source`), outcomes; never a
 //! message id or an error's text.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -21,22 +22,40 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// The process's Prometheus recorder, installed the first time it is asked for.
+/// Whether the functions below record (see [`set_recording`]).
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// The process's Prometheus recorder, installed (and recording turned on) the first time
+/// it is asked for.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .expect("the bucket list is not empty")
             .install_recorder()
-            .expect("wharf installs the only metrics recorder of the process")
+            .expect("wharf installs the only metrics recorder of the process");
+        set_recording(true);
+        handle
     })
+}
+
+/// Turn recording on or off (the bench compares both in one process).
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
 }
 
 /// A handler call of `plugin` ended in `verdict` after `elapsed`:
 /// `wharf_handler_invocations_total{plugin,outcome}` and
 /// `wharf_handler_duration_seconds{plugin}`.
 pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
+    if !recording() {
+        return;
+    }
     let outcome = match verdict {
         Verdict::Handled(_) => "handled",
         Verdict::Retry { .. } => "retry",
@@ -53,6 +72,9 @@ pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
 /// A batch was claimed from the inbox: `wharf_queue_wait_seconds{queue}`, how long each
 /// message waited for a worker once it was due.
 pub fn claimed(messages: &[Envelope]) {
+    if !recording() {
+        return;
+    }
     let now = crate::store::now_ms();
     for message in messages {
         if let Some(due) = message.due_at {
@@ -67,6 +89,9 @@ pub fn claimed(messages: &[Envelope]) {
 /// `wharf_dedup_skipped_total{source}` for duplicates settled elsewhere first,
 /// `wharf_settle_reruns_total{plugin,why}` for handler runs the settle repeated.
 pub fn settled(source: &str, summary: &SettleSummary) {
+    if !recording() {
+        return;
+    }
     for (result, n) in [
         ("handled", summary.handled),
         ("retried", summary.retried),
@@ -93,6 +118,9 @@ pub fn settled(source: &str, summary: &SettleSummary) {
 /// `n` deliveries from `source` were duplicates of messages handled already, skipped
 /// without running a handler: `wharf_dedup_skipped_total{source}`.
 pub fn dedup_skipped(source: &str, n: u64) {
+    if !recording() {
+        return;
+    }
     if n > 0 {
         counter!("wharf_dedup_skipped_total", "source" => source.to_owned()).increment(n);
     }
@@ -100,23 +128,35 @@ pub fn dedup_skipped(source: &str, n: u64) {
 
 /// The relay published `n` outbox messages, confirmed: `wharf_outbox_published_total`.
 pub fn outbox_published(n: u64) {
+    if !recording() {
+        return;
+    }
     counter!("wharf_outbox_published_total").increment(n);
 }
 
 /// A plugin file or deployment was loaded and served (`outcome` `served`), or refused
 /// (`refused`): `wharf_plugin_reloads_total{outcome}`.
 pub fn plugin_reload(outcome: &'static str) {
+    if !recording() {
+        return;
+    }
     counter!("wharf_plugin_reloads_total", "outcome" => outcome).increment(1);
 }
 
 /// `plugin`'s circuit breaker opened or closed: `wharf_breaker_open{plugin}` (1 open).
 pub fn breaker(plugin: &str, open: bool) {
+    if !recording() {
+        return;
+    }
     gauge!("wharf_breaker_open", "plugin" => plugin.to_owned()).set(f64::from(u8::from(open)));
 }
 
 /// The inbox queues as the store counts them now: `wharf_inbox_messages{queue,state}`
 /// (`ready`, `in_flight`, `scheduled`) and `wharf_inbox_oldest_message_age_seconds{queue}`.
 pub fn queues(stats: &[QueueStats], now_ms: i64) {
+    if !recording() {
+        return;
+    }
     for q in stats.iter().filter(|q| q.source == QueueSource::Inbox) {
         for (state, n) in [
             ("ready", q.pending),
@@ -135,6 +175,9 @@ pub fn queues(stats: &[QueueStats], now_ms: i64) {
 /// What waits beyond the inbox: `wharf_failed_messages{plugin}` (`""`: no handler) and
 /// `wharf_outbox_pending`.
 pub fn backlog(backlog: &Backlog) {
+    if !recording() {
+        return;
+    }
     for (plugin, n) in &backlog.failed_by_plugin {
         gauge!("wharf_failed_messages", "plugin" => plugin.clone()).set(*n as f64);
     }
@@ -143,11 +186,17 @@ pub fn backlog(backlog: &Backlog) {
 
 /// Whether the database answered the scrape's queries: `wharf_database_up`.
 pub fn database_up(up: bool) {
+    if !recording() {
+        return;
+    }
     gauge!("wharf_database_up").set(f64::from(u8::from(up)));
 }
 
 /// Whether this host is connected to the broker it uses: `wharf_amqp_connected`.
 pub fn amqp_connected(connected: bool) {
+    if !recording() {
+        return;
+    }
     gauge!("wharf_amqp_connected").set(f64::from(u8::from(connected)));
 }
 

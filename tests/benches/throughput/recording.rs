@@ -1,11 +1,8 @@
 //! (`metrics`) What recording metrics costs: the PostgreSQL inbox and the AMQP consumer
-//! with the PostgreSQL ledger, with the Prometheus recorder on and off, alternating in
-//! the same run (the machine is noisy: compare the ratio, not the rates).
+//! with the PostgreSQL ledger, recording on (as with the HTTP API) and off (without it),
+//! alternating in the same run (the machine is noisy: compare the ratio, not the rates).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use wharf_host::metrics;
 use wharf_tests::Backend;
 
 use crate::amqp;
@@ -13,63 +10,20 @@ use crate::amqp;
 /// Rounds of (off, on), each order in turn.
 const ROUNDS: usize = 4;
 
-/// Whether the [`Switch`] records.
-static RECORDING: AtomicBool = AtomicBool::new(false);
-
-/// wharf's Prometheus recorder while [`RECORDING`], no recorder otherwise.
-struct Switch(PrometheusRecorder);
-
-impl Recorder for Switch {
-    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.0.describe_counter(key, unit, description);
-    }
-
-    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.0.describe_gauge(key, unit, description);
-    }
-
-    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.0.describe_histogram(key, unit, description);
-    }
-
-    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        match RECORDING.load(Ordering::Relaxed) {
-            true => self.0.register_counter(key, metadata),
-            false => Counter::noop(),
-        }
-    }
-
-    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        match RECORDING.load(Ordering::Relaxed) {
-            true => self.0.register_gauge(key, metadata),
-            false => Gauge::noop(),
-        }
-    }
-
-    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        match RECORDING.load(Ordering::Relaxed) {
-            true => self.0.register_histogram(key, metadata),
-            false => Histogram::noop(),
-        }
-    }
-}
-
 fn mean(rates: &[f64]) -> f64 {
     rates.iter().sum::<f64>() / rates.len() as f64
 }
 
 /// Print msgs/s with metrics off and on, and the ratio.
 pub async fn on_off() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(Switch(recorder)).expect("the bench installs the only recorder");
+    let handle = metrics::prometheus();
     let payload = vec![b' '; 256];
 
     let host = crate::postgres_host(Backend::Postgres).await;
     let mut inbox = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         for on in [round % 2 == 1, round % 2 == 0] {
-            RECORDING.store(on, Ordering::Relaxed);
+            metrics::set_recording(on);
             inbox[usize::from(on)].push(crate::wharf_drain(&host, &payload).await);
         }
     }
@@ -79,7 +33,7 @@ pub async fn on_off() {
     let mut consumed = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         for on in [round % 2 == 1, round % 2 == 0] {
-            RECORDING.store(on, Ordering::Relaxed);
+            metrics::set_recording(on);
             let queue = amqp::fresh_queue(&channel, "bench_metrics").await;
             let host = amqp::amqp_host(&queue, true).await;
             amqp::fill(&channel, &queue, &body).await;
@@ -87,7 +41,7 @@ pub async fn on_off() {
             consumed[usize::from(on)].push(amqp::consume_all(host, last).await);
         }
     }
-    RECORDING.store(false, Ordering::Relaxed);
+    metrics::set_recording(false);
     let scrape = handle.render();
     assert!(
         scrape.contains("wharf_handler_invocations_total"),
