@@ -27,8 +27,7 @@ pub async fn on_off() {
             inbox[usize::from(on)].push(crate::wharf_drain(&host, &payload).await);
         }
     }
-    let connection = wharf_tests::amqp_connection().await;
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = wharf_tests::confirming_channel().await;
     let body = amqp::payload();
     let mut consumed = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
