@@ -28,7 +28,9 @@
 //! ```
 //!
 //! `cli` is the `wharf` binary's front end; `config` loads and validates its settings;
-//! `http` serves the admin API (health probes, and the CLI's operations behind tokens).
+//! `http` serves the admin API (health probes, `/metrics`, and the CLI's operations behind
+//! tokens); `metrics` names what the message path counts; `trace` carries a message's W3C
+//! trace context through each handler call to what it publishes.
 //!
 //! ## Glossary
 //!
@@ -75,4 +77,5 @@ pub mod runtime;
 pub mod setting;
 pub mod shutdown;
 pub mod store;
+pub mod trace;
 pub mod transport;

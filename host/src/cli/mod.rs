@@ -107,10 +107,23 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("WHARF_LOG_FORMAT").as_deref() {
+        // One object per line; the fields of the span a line was logged in (a handler
+        // call's plugin, message id, trace_id and span_id) under "span".
+        Ok("json") => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        Ok("text") | Err(_) => logs.init(),
+        Ok(other) => {
+            logs.init();
+            tracing::warn!("WHARF_LOG_FORMAT={other:?} is neither text nor json; logging text");
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

@@ -81,8 +81,9 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        // WHARF_LOG and WHARF_LOG_FORMAT set up logging, not the config.
         let env = Env::prefixed("WHARF_")
-            .ignore(&["log"])
+            .ignore(&["log", "log_format"])
             .map(|key| key.as_str().replacen('_', ".", 1).into());
         let config: Config = figment
             .merge(env)

@@ -29,6 +29,7 @@ use crate::store::{
     PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, StateQuota,
     Store,
 };
+use crate::trace::TraceContext;
 use breaker::{Admission, Breakers};
 use contention::Contention;
 use view::SettleReader;
@@ -208,7 +209,8 @@ impl Dispatcher {
     ) -> PluginResult {
         let attempt = message.attempts + 1;
         let name = plugin.name();
-        let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt);
+        let trace = TraceContext::for_call(&message.headers);
+        let span = tracing::info_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt, trace_id = %trace.trace_id(), span_id = %trace.span_id());
         async {
             let admission = self.breakers.admit(name);
             let verdict = match admission {
@@ -218,7 +220,7 @@ impl Dispatcher {
                 }
                 Admission::Go | Admission::Trial => {
                     let started = Instant::now();
-                    let outcome = self.run(plugin, message, attempt, state).await;
+                    let outcome = self.run(plugin, message, attempt, state, trace).await;
                     let elapsed = started.elapsed();
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
                     self.breakers
@@ -259,6 +261,7 @@ impl Dispatcher {
         message: &Envelope,
         attempt: u32,
         state: Arc<dyn StateReader>,
+        trace: TraceContext,
     ) -> Outcome {
         let name = plugin.name();
         let context = CallContext {
@@ -266,6 +269,7 @@ impl Dispatcher {
             message_id: message.id,
             config: self.plugin_config.get(name).cloned().unwrap_or_default(),
             state,
+            trace,
         };
         let _plugin_permit = self
             .plugin_slots(name, plugin.limits.max_concurrency)

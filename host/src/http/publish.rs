@@ -1,7 +1,8 @@
 //! `POST /api/messages/publish`: a message into an inbox queue, or to an exchange through
 //! the outbox (so a relay publishes it with a confirm, and a broker outage only delays
 //! it). Checked as `wharf publish` checks: the naming rules and the payload limit; the
-//! id makes a repeat harmless.
+//! id makes a repeat harmless. A `traceparent` HTTP header goes on the message, unless its
+//! `headers` carry one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -21,6 +22,7 @@ use super::error::ApiError;
 use crate::effects::Destination;
 use crate::envelope::NewMessage;
 use crate::names;
+use crate::trace;
 
 /// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it).
 #[derive(Deserialize)]
@@ -44,6 +46,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 pub async fn publish(
     Operator(who): Operator,
     State(api): State<Arc<Api>>,
+    http_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request = body
@@ -66,7 +69,19 @@ pub async fn publish(
         _ => "(no destination)".to_owned(),
     };
     let outcome = match request {
-        Ok(request) => send(&api, request).await,
+        Ok(mut request) => {
+            // The caller's trace, unless the message carries one of its own.
+            if let Some(traceparent) = http_headers
+                .get(trace::HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                request
+                    .headers
+                    .entry(trace::HEADER.to_owned())
+                    .or_insert_with(|| traceparent.to_owned());
+            }
+            send(&api, request).await
+        }
         Err(e) => Err(e),
     };
     api.record(&who, "publish", target, &outcome).await;

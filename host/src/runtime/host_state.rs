@@ -18,6 +18,7 @@ use super::state::StateReader;
 use super::stdio::Captured;
 use crate::effects::{Destination, Effects, Publish};
 use crate::names::{self, InvalidName};
+use crate::trace::{self, TraceContext};
 
 /// What the host knows while one `handle` call runs.
 pub(super) struct HostState {
@@ -52,6 +53,9 @@ pub struct CallContext {
     pub config: Arc<BTreeMap<String, String>>,
     /// Where committed state is read from.
     pub state: Arc<dyn StateReader>,
+    /// The call's trace context: the plugin sees it as the message's `traceparent`, and
+    /// its publishes carry it unless they set their own.
+    pub trace: TraceContext,
 }
 
 /// Why the host ended a call: it would end the same way again, so it is a reject.
@@ -148,8 +152,11 @@ impl outbox::Host for HostState {
                 (destination, bytes)
             }
         };
-        let headers: BTreeMap<String, String> =
+        let mut headers: BTreeMap<String, String> =
             headers.into_iter().map(|h| (h.key, h.value)).collect();
+        headers
+            .entry(trace::HEADER.to_owned())
+            .or_insert_with(|| self.call.trace.to_string());
         if let Err(invalid) = names::publish(&destination, &kind, &headers) {
             return Ok(Err(invalid.to_string()));
         }

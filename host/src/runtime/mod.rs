@@ -27,12 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Enabled, Engine, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
+use crate::trace;
 use bindings::wharf::plugin::types;
 use budget::Budget;
 use host_state::HostState;
@@ -207,6 +209,11 @@ impl Runtime {
         call: CallContext,
     ) -> Outcome {
         let limits = plugin.limits;
+        // The plugin sees its own call as the message's parent span.
+        let traceparent = types::Header {
+            key: trace::HEADER.to_owned(),
+            value: call.trace.to_string(),
+        };
         let store = self.new_store(call, &limits);
         let input = types::Message {
             id: message.id.to_string(),
@@ -215,10 +222,12 @@ impl Runtime {
             headers: message
                 .headers
                 .iter()
+                .filter(|(k, _)| k.as_str() != trace::HEADER)
                 .map(|(k, v)| types::Header {
                     key: k.clone(),
                     value: v.clone(),
                 })
+                .chain([traceparent])
                 .collect(),
             payload: message.payload.clone(),
             attempt,
@@ -230,7 +239,8 @@ impl Runtime {
         if let Poll::Ready(outcome) = futures::poll!(call.as_mut()) {
             return outcome;
         }
-        let mut task = Task(tokio::spawn(call));
+        // In the caller's span, so its logs keep the message's fields and trace.
+        let mut task = Task(tokio::spawn(call.in_current_span()));
         match (&mut task.0).await {
             Ok(outcome) => outcome,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

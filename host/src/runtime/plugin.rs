@@ -12,6 +12,7 @@ use super::bindings::PluginPre;
 use super::{CallContext, Limits, Requested, Runtime, cache};
 use crate::retry::RetryPolicy;
 use crate::router;
+use crate::trace::TraceContext;
 
 /// Magic and version of a WebAssembly component binary.
 const COMPONENT_HEADER: &[u8] = b"\0asm\x0d\0\x01\0";
@@ -211,6 +212,7 @@ impl Runtime {
                 message_id: Uuid::nil(),
                 config: Arc::new(BTreeMap::new()),
                 state: Arc::new(super::NoState),
+                trace: TraceContext::for_call(&BTreeMap::new()),
             },
             &self.limits,
         );

@@ -64,6 +64,7 @@ async fn sandbox_cost() -> f64 {
         message_id: envelope.id,
         config: Arc::default(),
         state: Arc::new(wharf_host::runtime::NoState),
+        trace: wharf_host::trace::TraceContext::for_call(&envelope.headers),
     };
     for _ in 0..1_000 {
         runtime.call(&plugin, &envelope, 1, context.clone()).await;
