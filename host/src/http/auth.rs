@@ -51,8 +51,8 @@ impl Tokens {
         found
     }
 
-    /// The caller of `parts`, with at least `scope`.
-    fn caller(&self, parts: &Parts, scope: Scope) -> Result<String, ApiError> {
+    /// The caller of `parts` (its token's name and scope), with at least `scope`.
+    fn caller(&self, parts: &Parts, scope: Scope) -> Result<(String, Scope), ApiError> {
         let unauthorized = |why: &str| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -80,13 +80,18 @@ impl Tokens {
                 ),
             ));
         }
-        Ok(token.name.clone())
+        Ok((token.name.clone(), token.scope))
     }
 }
 
-/// A caller with a `read` or `operate` token.
+/// A caller with a `read` or `operate` token: its name and scope.
 #[derive(Debug)]
-pub struct Reader;
+pub struct Reader {
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+}
 
 /// A caller with an `operate` token: its name.
 #[derive(Debug)]
@@ -96,7 +101,8 @@ impl FromRequestParts<Arc<Api>> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        api.tokens.caller(parts, Scope::Read).map(|_| Self)
+        let (name, scope) = api.tokens.caller(parts, Scope::Read)?;
+        Ok(Self { name, scope })
     }
 }
 
@@ -104,6 +110,8 @@ impl FromRequestParts<Arc<Api>> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        api.tokens.caller(parts, Scope::Operate).map(Self)
+        api.tokens
+            .caller(parts, Scope::Operate)
+            .map(|(name, _)| Self(name))
     }
 }

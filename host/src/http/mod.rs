@@ -4,6 +4,8 @@
 //!
 //! | route | scope | what |
 //! |---|---|---|
+//! | `GET /` | open | the dashboard (`dashboard`), a client of the routes below |
+//! | `GET /api/whoami` | read | the token's name and scope |
 //! | `GET /api/health` | open | liveness |
 //! | `GET /api/health/ready` | open | database, broker, plugins; 503 naming what fails |
 //! | `GET /metrics` | open | Prometheus text: handler calls, settles, depths, backlog |
@@ -27,6 +29,7 @@
 
 mod auth;
 pub mod config;
+mod dashboard;
 mod error;
 mod health;
 mod messages;
@@ -141,6 +144,10 @@ async fn audit(
 /// The routes, over `api`, taking bodies up to `max_body_bytes`.
 pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/api/whoami", get(dashboard::whoami))
         .route("/api/health", get(health::live))
         .route("/api/health/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))

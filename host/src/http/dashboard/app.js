@@ -1,0 +1,312 @@
+// The wharf dashboard: a client of the admin API. The token lives in this tab's
+// sessionStorage and goes out as the bearer header; every value from the server is put
+// on the page as text, never as markup.
+"use strict";
+
+const REFRESH_MS = 3000;
+const state = { token: sessionStorage.getItem("wharf-token"), scope: null, page: null, timer: null, filter: {}, before: [] };
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+async function api(method, path, body, raw) {
+  const headers = { Authorization: "Bearer " + state.token };
+  const init = { method, headers };
+  if (raw !== undefined) { init.body = raw; headers["Content-Type"] = "application/wasm"; }
+  else if (body !== undefined) { init.body = JSON.stringify(body); headers["Content-Type"] = "application/json"; }
+  const response = await fetch(path, init);
+  const answer = await response.json().catch(() => ({ error: "the answer was not JSON (" + response.status + ")" }));
+  if (response.status === 401) { signOut(answer.error); throw new Error(answer.error); }
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  return answer;
+}
+
+const canOperate = () => state.scope === "operate";
+const ago = (ms) => ms === null || ms === undefined ? "" : (Math.max(0, Date.now() - ms) / 1000).toFixed(1) + " s ago";
+const seconds = (s) => s === null || s === undefined ? "" : s.toFixed(1) + " s";
+const time = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+const short = (sha) => (sha || "").slice(0, 12);
+
+function table(columns, rows, onRow) {
+  return el("div", { class: "scroll" }, el("table", {},
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", { class: c.num ? "num" : null }, c.title)))),
+    el("tbody", {}, rows.map((row) => el("tr", onRow ? { class: "clickable", onclick: () => onRow(row) } : {},
+      columns.map((c) => el("td", { class: c.num ? "num" : c.wrap ? "wrap" : null }, c.value(row))))))));
+}
+
+function show(...nodes) {
+  document.getElementById("page").replaceChildren(...nodes);
+}
+
+function problem(error) {
+  return el("p", { class: "error", role: "alert" }, String(error.message || error));
+}
+
+// --- pages -----------------------------------------------------------------------
+
+async function overview() {
+  const [queues, ready, plugins] = await Promise.all([
+    api("GET", "/api/queues"),
+    fetch("/api/health/ready").then((r) => r.json()),
+    api("GET", "/api/plugins"),
+  ]);
+  const checks = Object.entries(ready.checks || {}).map(([name, value]) =>
+    el("span", { class: value === "ok" ? "ok" : "bad" }, name + ": " + value, "  "));
+  const hosts = {};
+  for (const report of plugins.hosts) hosts[report.host] = Math.max(hosts[report.host] || 0, report.reported_at);
+  show(
+    el("h1", {}, "Overview"),
+    el("div", { class: "card", id: "readiness" }, el("strong", {}, ready.status === "ready" ? "Ready" : "Not ready"), " — ", checks),
+    el("h2", {}, "Queues"),
+    table([
+      { title: "Queue", value: (q) => q.name },
+      { title: "Source", value: (q) => q.source },
+      { title: "Ready", num: true, value: (q) => q.ready ?? q.message_count ?? "" },
+      { title: "In flight", num: true, value: (q) => q.in_flight ?? "" },
+      { title: "Scheduled", num: true, value: (q) => q.scheduled ?? "" },
+      { title: "Failed", num: true, value: (q) => q.failed ?? "" },
+      { title: "Oldest", num: true, value: (q) => seconds(q.oldest_age_seconds) },
+      { title: "Consumers", num: true, value: (q) => q.consumer_count ?? "" },
+      { title: "", wrap: true, value: (q) => q.error || "" },
+    ], queues, (q) => { state.filter = { queue: q.name }; go("failed"); }),
+    el("h2", {}, "Hosts"),
+    table([
+      { title: "Host", value: (h) => h[0] },
+      { title: "Last report", value: (h) => ago(h[1]) },
+    ], Object.entries(hosts)),
+  );
+}
+
+const FILTERS = ["plugin", "plugin_version", "kind", "queue", "source", "error", "since", "until"];
+
+function query(extra) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries({ ...state.filter, ...extra })) if (value) params.set(key, value);
+  return params.toString();
+}
+
+async function bulk(action, selection, total) {
+  const verb = action === "retry" ? "Retry" : "Delete";
+  if (!confirm(verb + " " + total + " failed message" + (total === 1 ? "" : "s") + "?")) return;
+  let done = 0;
+  for (;;) {
+    const answer = await api("POST", "/api/messages/" + action, selection);
+    done += action === "retry" ? answer.retried : answer.deleted;
+    if (!answer.more || selection.ids) break;
+  }
+  document.getElementById("bulk-result").textContent = (action === "retry" ? "Retried " : "Deleted ") + done + ".";
+}
+
+async function failed() {
+  const page = await api("GET", "/api/messages/failed?" + query({ before: state.before[state.before.length - 1], limit: 50 }));
+  const selected = new Set();
+  const filterForm = el("form", { class: "filters", id: "filters", onsubmit: (e) => {
+    e.preventDefault();
+    state.filter = Object.fromEntries(FILTERS.map((f) => [f, e.target.elements[f].value.trim()]).filter(([, v]) => v));
+    state.before = [];
+    refresh();
+  } }, FILTERS.map((f) => el("label", {}, f.replace("_", " "), el("input", { name: f, value: state.filter[f] || "", placeholder: f === "since" || f === "until" ? "2026-12-01" : "" }))),
+  el("button", { type: "submit" }, "Filter"));
+  const selection = () => ({ filter: state.filter, all: Object.keys(state.filter).length === 0 });
+  const actions = canOperate() ? el("div", { class: "actions" },
+    el("button", { id: "retry-selected", class: "secondary", onclick: () => bulk("retry", { ids: [...selected] }, selected.size).then(refresh).catch(report) }, "Retry selected"),
+    el("button", { id: "delete-selected", class: "secondary", onclick: () => bulk("delete", { ids: [...selected] }, selected.size).then(refresh).catch(report) }, "Delete selected"),
+    el("button", { id: "retry-all", onclick: () => bulk("retry", selection(), page.total).then(refresh).catch(report) }, "Retry all " + page.total + " matching"),
+    el("button", { id: "delete-all", class: "danger", onclick: () => bulk("delete", selection(), page.total).then(refresh).catch(report) }, "Delete all " + page.total + " matching"),
+  ) : null;
+  const columns = [
+    { title: "Id", value: (f) => f.id },
+    { title: "Status", value: (f) => f.status },
+    { title: "Failed at", value: (f) => time(f.failed_at) },
+    { title: "Kind", value: (f) => f.kind },
+    { title: "Plugin", value: (f) => f.plugin ? f.plugin + "@" + f.plugin_version : "(no handler)" },
+    { title: "Queue", value: (f) => f.source },
+    { title: "Attempts", num: true, value: (f) => f.attempts },
+    { title: "Error", wrap: true, value: (f) => f.error },
+  ];
+  if (canOperate()) columns.unshift({ title: "", value: (f) => el("input", { type: "checkbox", "aria-label": "select " + f.id, onclick: (e) => { e.stopPropagation(); e.target.checked ? selected.add(f.id) : selected.delete(f.id); } }) });
+  show(
+    el("h1", {}, "Failed messages"),
+    el("div", { class: "card" }, filterForm),
+    el("p", { id: "failed-total" }, page.total + " matching"),
+    actions,
+    el("p", { id: "bulk-result", class: "muted" }),
+    table(columns, page.items, (f) => detail(f.id)),
+    el("div", { class: "actions" },
+      state.before.length ? el("button", { class: "secondary", onclick: () => { state.before.pop(); refresh(); } }, "Newer") : null,
+      page.next ? el("button", { class: "secondary", onclick: () => { state.before.push(page.next); refresh(); } }, "Older") : null),
+  );
+}
+
+async function detail(id) {
+  stopRefresh();
+  const { message, attempts } = await api("GET", "/api/messages/failed/" + id);
+  const payload = el("pre", { id: "payload", hidden: true }, message.payload);
+  show(
+    el("h1", {}, "Failed message " + message.id),
+    el("div", { class: "actions" }, el("button", { class: "secondary", onclick: () => go("failed") }, "Back to the list"),
+      canOperate() ? el("button", { id: "retry-one", onclick: () => api("POST", "/api/messages/retry/" + id).then(() => go("failed")).catch(report) }, "Retry") : null,
+      canOperate() ? el("button", { id: "delete-one", class: "danger", onclick: () => confirm("Delete failed message " + id + "?") && api("DELETE", "/api/messages/failed/" + id).then(() => go("failed")).catch(report) }, "Delete") : null),
+    el("div", { class: "card" }, detailList([
+      ["Message id", message.message_id], ["Status", message.status], ["Kind", message.kind],
+      ["Plugin", message.plugin ? message.plugin + " " + message.plugin_version : "(no handler)"],
+      ["Source", message.source], ["Failed at", time(message.failed_at)], ["Error", message.error],
+      ["Headers", JSON.stringify(message.headers)],
+    ])),
+    el("div", { class: "card" }, el("button", { id: "show-payload", class: "secondary", onclick: (e) => { payload.hidden = !payload.hidden; e.target.textContent = payload.hidden ? "Show payload" : "Hide payload"; } }, "Show payload"), payload),
+    el("h2", {}, "Attempts"),
+    table([
+      { title: "Attempt", num: true, value: (a) => a.attempt },
+      { title: "At", value: (a) => time(a.at) },
+      { title: "Next retry in", value: (a) => a.delay_ms === null ? "" : a.delay_ms + " ms" },
+      { title: "Error", wrap: true, value: (a) => a.error },
+    ], attempts),
+  );
+}
+
+function detailList(pairs) {
+  return el("dl", {}, pairs.map(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
+}
+
+async function plugins() {
+  const answer = await api("GET", "/api/plugins");
+  const deploy = canOperate() ? el("form", { class: "actions", id: "deploy", onsubmit: async (e) => {
+    e.preventDefault();
+    const file = e.target.elements.wasm.files[0];
+    if (!file) return;
+    try {
+      const done = await api("POST", "/api/plugins", undefined, await file.arrayBuffer());
+      document.getElementById("deploy-result").textContent = (done.new ? "Deployed " : "Already active: ") + done.deployed.plugin + " " + done.deployed.version;
+      refresh();
+    } catch (error) { report(error); }
+  } }, el("label", {}, "Deploy a .wasm component", el("input", { name: "wasm", type: "file", accept: ".wasm" })), el("button", { type: "submit" }, "Deploy")) : null;
+  show(
+    el("h1", {}, "Plugins"),
+    deploy, el("p", { id: "deploy-result", class: "muted" }),
+    el("h2", {}, "Served, per host"),
+    table([
+      { title: "Host", value: (p) => p.host },
+      { title: "Plugin", value: (p) => p.plugin },
+      { title: "Version", value: (p) => p.version },
+      { title: "sha256", value: (p) => short(p.sha256) },
+      { title: "Source", value: (p) => p.source },
+      { title: "Breaker", value: (p) => el("span", { class: p.breaker === "closed" ? "ok" : "bad" }, p.breaker) },
+      { title: "Seen", value: (p) => ago(p.reported_at) },
+    ], answer.hosts),
+    el("h2", {}, "Registry"),
+    table([
+      { title: "Plugin", value: (d) => d.plugin },
+      { title: "Version", value: (d) => d.version },
+      { title: "sha256", value: (d) => short(d.sha256) },
+      { title: "Deployed", value: (d) => time(d.deployed_at) + " by " + d.deployed_by },
+      { title: "", value: (d) => el("span", {},
+        el("button", { class: "secondary", onclick: (e) => { e.stopPropagation(); pluginHistory(d.plugin).catch(report); } }, "History"), " ",
+        canOperate() ? el("button", { class: "danger", "data-rollback": d.plugin, onclick: (e) => { e.stopPropagation(); rollback(d.plugin); } }, "Roll back") : null) },
+    ], answer.registry),
+    el("div", { id: "history" }),
+  );
+}
+
+async function rollback(plugin) {
+  if (!confirm("Roll back " + plugin + " to its previous deployment on every host?")) return;
+  try {
+    const done = await api("POST", "/api/plugins/" + encodeURIComponent(plugin) + "/rollback");
+    document.getElementById("deploy-result").textContent = "Rolled back " + plugin + ": " + done.rolled_back.version + " -> " + done.active.version;
+    refresh();
+  } catch (error) { report(error); }
+}
+
+async function pluginHistory(plugin) {
+  stopRefresh();
+  const answer = await api("GET", "/api/plugins/" + encodeURIComponent(plugin) + "/history");
+  document.getElementById("history").replaceChildren(el("h2", {}, "History of " + plugin), table([
+    { title: "Deployment", num: true, value: (d) => d.id },
+    { title: "Version", value: (d) => d.version },
+    { title: "sha256", value: (d) => short(d.sha256) },
+    { title: "Deployed", value: (d) => time(d.deployed_at) + " by " + d.deployed_by },
+    { title: "Rolled back", value: (d) => d.rolled_back_at ? time(d.rolled_back_at) : "" },
+  ], answer.deployments));
+}
+
+// --- navigation, refresh, sign-in ----------------------------------------------------
+
+const PAGES = { overview, failed, plugins };
+
+function report(error) {
+  const page = document.getElementById("page");
+  page.prepend(problem(error));
+}
+
+function stopRefresh() {
+  clearTimeout(state.timer);
+  state.timer = null;
+}
+
+async function refresh() {
+  stopRefresh();
+  const page = state.page;
+  try {
+    await PAGES[page]();
+  } catch (error) {
+    if (state.token) show(problem(error));
+  }
+  // Live: the overview and plugin pages reload every few seconds; the failed list does
+  // not, so a selection or a filter being typed is not lost.
+  if (state.token && page === state.page && page !== "failed") state.timer = setTimeout(refresh, REFRESH_MS);
+}
+
+function go(page) {
+  state.page = PAGES[page] ? page : "overview";
+  if (location.hash !== "#" + state.page) history.replaceState(null, "", "#" + state.page);
+  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.page === state.page);
+  refresh();
+}
+
+function signOut(why) {
+  stopRefresh();
+  state.token = null;
+  sessionStorage.removeItem("wharf-token");
+  document.getElementById("nav").hidden = true;
+  document.getElementById("signout").hidden = true;
+  document.getElementById("who").textContent = "";
+  document.getElementById("page").replaceChildren();
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-error").textContent = why || "";
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    const me = await api("GET", "/api/whoami");
+    state.scope = me.scope;
+    sessionStorage.setItem("wharf-token", token);
+    document.getElementById("login").hidden = true;
+    document.getElementById("nav").hidden = false;
+    document.getElementById("signout").hidden = false;
+    document.getElementById("who").textContent = me.name + " (" + me.scope + ")";
+    go(location.hash.slice(1));
+  } catch (error) {
+    signOut(error.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signIn(document.getElementById("token").value.trim());
+  });
+  document.getElementById("signout").addEventListener("click", () => signOut());
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.addEventListener("click", (e) => { e.preventDefault(); go(link.dataset.page); });
+  }
+  if (state.token) signIn(state.token); else signOut();
+});
