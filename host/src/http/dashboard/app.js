@@ -4,7 +4,7 @@
 "use strict";
 
 const REFRESH_MS = 3000;
-const state = { token: sessionStorage.getItem("wharf-token"), scope: null, page: null, timer: null, filter: {}, before: [] };
+const state = { token: sessionStorage.getItem("wharf-token"), scope: null, page: null, timer: null, filter: {}, before: [], notice: "" };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -12,7 +12,7 @@ function el(tag, attrs, ...children) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
   }
   return node;
@@ -86,7 +86,7 @@ async function overview() {
   );
 }
 
-const FILTERS = ["plugin", "plugin_version", "kind", "queue", "source", "error", "since", "until"];
+const FILTERS = ["plugin", "plugin_version", "kind", "queue", "source", "error", "status", "since", "until"];
 
 function query(extra) {
   const params = new URLSearchParams();
@@ -103,7 +103,7 @@ async function bulk(action, selection, total) {
     done += action === "retry" ? answer.retried : answer.deleted;
     if (!answer.more || selection.ids) break;
   }
-  document.getElementById("bulk-result").textContent = (action === "retry" ? "Retried " : "Deleted ") + done + ".";
+  state.notice = (action === "retry" ? "Retried " : "Deleted ") + done + ".";
 }
 
 async function failed() {
@@ -113,8 +113,9 @@ async function failed() {
     e.preventDefault();
     state.filter = Object.fromEntries(FILTERS.map((f) => [f, e.target.elements[f].value.trim()]).filter(([, v]) => v));
     state.before = [];
+    state.notice = "";
     refresh();
-  } }, FILTERS.map((f) => el("label", {}, f.replace("_", " "), el("input", { name: f, value: state.filter[f] || "", placeholder: f === "since" || f === "until" ? "2026-12-01" : "" }))),
+  } }, FILTERS.map((f) => el("label", {}, f.replace("_", " "), el("input", { name: f, value: state.filter[f] || "", placeholder: f === "since" || f === "until" ? "2026-12-01" : f === "status" ? "failed" : "" }))),
   el("button", { type: "submit" }, "Filter"));
   const selection = () => ({ filter: state.filter, all: Object.keys(state.filter).length === 0 });
   const actions = canOperate() ? el("div", { class: "actions" },
@@ -129,7 +130,7 @@ async function failed() {
     { title: "Failed at", value: (f) => time(f.failed_at) },
     { title: "Kind", value: (f) => f.kind },
     { title: "Plugin", value: (f) => f.plugin ? f.plugin + "@" + f.plugin_version : "(no handler)" },
-    { title: "Queue", value: (f) => f.source },
+    { title: "Source", value: (f) => f.source },
     { title: "Attempts", num: true, value: (f) => f.attempts },
     { title: "Error", wrap: true, value: (f) => f.error },
   ];
@@ -139,7 +140,7 @@ async function failed() {
     el("div", { class: "card" }, filterForm),
     el("p", { id: "failed-total" }, page.total + " matching"),
     actions,
-    el("p", { id: "bulk-result", class: "muted" }),
+    el("p", { id: "bulk-result", class: "muted" }, state.notice),
     table(columns, page.items, (f) => detail(f.id)),
     el("div", { class: "actions" },
       state.before.length ? el("button", { class: "secondary", onclick: () => { state.before.pop(); refresh(); } }, "Newer") : null,
@@ -185,13 +186,13 @@ async function plugins() {
     if (!file) return;
     try {
       const done = await api("POST", "/api/plugins", undefined, await file.arrayBuffer());
-      document.getElementById("deploy-result").textContent = (done.new ? "Deployed " : "Already active: ") + done.deployed.plugin + " " + done.deployed.version;
+      state.notice = (done.new ? "Deployed " : "Already active: ") + done.deployed.plugin + " " + done.deployed.version;
       refresh();
     } catch (error) { report(error); }
   } }, el("label", {}, "Deploy a .wasm component", el("input", { name: "wasm", type: "file", accept: ".wasm" })), el("button", { type: "submit" }, "Deploy")) : null;
   show(
     el("h1", {}, "Plugins"),
-    deploy, el("p", { id: "deploy-result", class: "muted" }),
+    deploy, el("p", { id: "deploy-result", class: "muted" }, state.notice),
     el("h2", {}, "Served, per host"),
     table([
       { title: "Host", value: (p) => p.host },
@@ -220,7 +221,7 @@ async function rollback(plugin) {
   if (!confirm("Roll back " + plugin + " to its previous deployment on every host?")) return;
   try {
     const done = await api("POST", "/api/plugins/" + encodeURIComponent(plugin) + "/rollback");
-    document.getElementById("deploy-result").textContent = "Rolled back " + plugin + ": " + done.rolled_back.version + " -> " + done.active.version;
+    state.notice = "Rolled back " + plugin + ": " + done.rolled_back.version + " -> " + done.active.version;
     refresh();
   } catch (error) { report(error); }
 }
@@ -266,6 +267,7 @@ async function refresh() {
 
 function go(page) {
   state.page = PAGES[page] ? page : "overview";
+  state.notice = "";
   if (location.hash !== "#" + state.page) history.replaceState(null, "", "#" + state.page);
   for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.page === state.page);
   refresh();

@@ -1,0 +1,300 @@
+//! The dashboard in a real browser: Debian's `chromium`, headless, driven through
+//! `chromedriver` (WebDriver, fantoccini) against a host with real failed messages and
+//! plugin deployments. An operator signs in, filters the failed messages by error, retries
+//! all matching (confirming the count) and sees none left, opens a detail with its payload
+//! hidden until asked, rolls a plugin back; a read token sees no button that changes
+//! something; the overview fits a phone's width. A screenshot of each page is kept under
+//! the test's output directory (`target/tmp/dashboard/`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use wharf_tests::http::{OPERATE, READ, serve};
+use wharf_tests::{Backend, Host, plugin_wasm};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A `chromedriver` on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for tool in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; .ci/run does it)"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        Driver { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless chromium session with a fresh profile, `width` x `height`.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let options = json!({
+        "binary": CHROMIUM,
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+            format!("--user-data-dir={}", profile.display()), "--window-size=1280,900",
+        ],
+    });
+    let capabilities = serde_json::Map::from_iter([("goog:chromeOptions".to_owned(), options)]);
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no WebDriver session from chromedriver: {e}"),
+        }
+    }
+}
+
+/// Wait until `css` matches an element whose text contains `text`.
+async fn wait_text(client: &Client, css: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if found.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never said {text:?} (last: {found:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Accept the confirmation dialog the last click opened; its text.
+async fn confirm(client: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = client.get_alert_text().await {
+            client.accept_alert().await.unwrap();
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no confirmation dialog");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn present(client: &Client, css: &str) -> bool {
+    !client.find_all(Locator::Css(css)).await.unwrap().is_empty()
+}
+
+/// Keep a screenshot of what the browser shows as `name`.png.
+async fn screenshot(client: &Client, dir: &Path, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn sign_in(client: &Client, base: &str, token: &str) {
+    client.goto(base).await.unwrap();
+    let field = client
+        .wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap();
+    field.send_keys(token).await.unwrap();
+    click(client, "#login-form button").await;
+    wait_text(client, "#who", "(").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
+    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let host = Host::start(Backend::Sqlite, &["fixture-always-reject", "fixture-panic"]).await;
+    let base = serve(&host).await;
+    for i in 0..3 {
+        host.publish("test", "test.reject", json!({ "order": i }))
+            .await;
+    }
+    for i in 0..2 {
+        host.publish(
+            "test",
+            "test.panic",
+            json!({ "order": i, "secret": "hidden-payload" }),
+        )
+        .await;
+    }
+    host.drain().await;
+    for version in ["fixture-versioned-v1", "fixture-versioned-v2"] {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/plugins"))
+            .bearer_auth(OPERATE)
+            .body(std::fs::read(plugin_wasm(version)).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+    sign_in(&client, &base, OPERATE).await;
+    wait_text(&client, "#who", "ops (operate)").await;
+    wait_text(&client, "#readiness", "Ready").await;
+    wait_text(&client, "#page table", "test").await;
+    screenshot(&client, &screenshots, "overview").await;
+
+    // Failed messages: filter by error, retry all matching, none left.
+    click(&client, r#"#nav a[data-page="failed"]"#).await;
+    wait_text(&client, "#failed-total", "5 matching").await;
+    let error = client
+        .find(Locator::Css(r#"#filters input[name="error"]"#))
+        .await
+        .unwrap();
+    error.send_keys("panicked").await.unwrap();
+    let status = client
+        .find(Locator::Css(r#"#filters input[name="status"]"#))
+        .await
+        .unwrap();
+    status.send_keys("failed").await.unwrap();
+    click(&client, "#filters button").await;
+    wait_text(&client, "#failed-total", "2 matching").await;
+    screenshot(&client, &screenshots, "failed").await;
+    click(&client, "#retry-all").await;
+    assert_eq!(confirm(&client).await, "Retry 2 failed messages?");
+    wait_text(&client, "#failed-total", "0 matching").await;
+    wait_text(&client, "#bulk-result", "Retried 2.").await;
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM failed_messages WHERE status = 'retrying'")
+            .await,
+        2
+    );
+
+    // A detail: the payload stays hidden until asked for.
+    let error = client
+        .find(Locator::Css(r#"#filters input[name="error"]"#))
+        .await
+        .unwrap();
+    error.clear().await.unwrap();
+    error.send_keys("can never be valid").await.unwrap();
+    click(&client, "#filters button").await;
+    wait_text(&client, "#failed-total", "3 matching").await;
+    click(&client, "#page tbody tr").await;
+    let payload = client
+        .wait()
+        .for_element(Locator::Css("#payload"))
+        .await
+        .unwrap();
+    assert!(
+        !payload.is_displayed().await.unwrap(),
+        "the payload is hidden at first"
+    );
+    wait_text(&client, "#page dl", "always-reject").await;
+    click(&client, "#show-payload").await;
+    assert!(payload.is_displayed().await.unwrap());
+    assert!(payload.text().await.unwrap().contains("order"));
+    screenshot(&client, &screenshots, "detail").await;
+
+    // Plugins: roll the registry's versioned plugin back to 1.0.0.
+    click(&client, r#"#nav a[data-page="plugins"]"#).await;
+    click(&client, r#"button[data-rollback="versioned"]"#).await;
+    assert!(confirm(&client).await.starts_with("Roll back versioned"));
+    wait_text(
+        &client,
+        "#deploy-result",
+        "Rolled back versioned: 2.0.0 -> 1.0.0",
+    )
+    .await;
+    screenshot(&client, &screenshots, "plugins").await;
+
+    // A reader sees the same pages without a button that changes something.
+    click(&client, "#signout").await;
+    sign_in(&client, &base, READ).await;
+    wait_text(&client, "#who", "viewer (read)").await;
+    click(&client, r#"#nav a[data-page="failed"]"#).await;
+    wait_text(&client, "#failed-total", "matching").await;
+    for css in [
+        "#retry-all",
+        "#delete-all",
+        "#retry-selected",
+        r#"#page input[type="checkbox"]"#,
+    ] {
+        assert!(!present(&client, css).await, "a read token sees no {css}");
+    }
+    click(&client, "#page tbody tr").await;
+    client
+        .wait()
+        .for_element(Locator::Css("#show-payload"))
+        .await
+        .unwrap();
+    assert!(!present(&client, "#retry-one").await && !present(&client, "#delete-one").await);
+    click(&client, r#"#nav a[data-page="plugins"]"#).await;
+    wait_text(&client, "#page", "Registry").await;
+    assert!(!present(&client, "#deploy").await && !present(&client, "[data-rollback]").await);
+    screenshot(&client, &screenshots, "plugins-read-only").await;
+
+    // Phone width.
+    client.set_window_size(390, 844).await.unwrap();
+    click(&client, r#"#nav a[data-page="overview"]"#).await;
+    wait_text(&client, "#page table", "test").await;
+    let overflow = client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page fits a phone's width (tables scroll inside it)"
+    );
+    screenshot(&client, &screenshots, "overview-phone").await;
+    client.close().await.unwrap();
+    eprintln!("screenshots in {}", screenshots.display());
+}
