@@ -96,42 +96,6 @@ async fn each_route_answers_by_the_callers_scope() {
     );
 }
 
-/// The dashboard's page and assets are open, served with a policy that allows no inline
-/// code or framing; `/api/whoami` tells the page what the token may do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_is_served_and_told_who_calls() {
-    let host = Host::start(Backend::Sqlite, &["fixture-noop"]).await;
-    let base = serve(&host).await;
-    for (path, content_type, contains) in [
-        (
-            "/",
-            "text/html",
-            r#"<script src="/dashboard/app.js" defer></script>"#,
-        ),
-        ("/dashboard/app.js", "text/javascript", "/api/whoami"),
-        (
-            "/dashboard/app.css",
-            "text/css",
-            "@media (max-width: 640px)",
-        ),
-    ] {
-        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
-        assert!(header("content-type").starts_with(content_type), "{path}");
-        assert!(
-            header("content-security-policy").contains("default-src 'self'"),
-            "{path}"
-        );
-        assert!(response.text().await.unwrap().contains(contains), "{path}");
-    }
-    for (token, name, scope) in [(READ, "viewer", "read"), (OPERATE, "ops", "operate")] {
-        let (status, me) = call(&base, Method::GET, "/api/whoami", Some(token)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(me, json!({ "name": name, "scope": scope }));
-    }
-}
-
 async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend: Backend) {
     let host = Host::start(backend, &["fixture-always-reject"]).await;
     let base = serve(&host).await;

@@ -1,7 +1,8 @@
 //! Operating queues and plugins over the HTTP API: queue depths (inbox and consumed AMQP
 //! queues, a broker that cannot be reached named per queue), one queue's numbers, purge
 //! refused without `?confirm=<queue>` and done with it (inbox on each store, AMQP on the
-//! broker); plugins served, deploy by upload (validated), history and rollback.
+//! broker); plugins served, deploy by upload (validated), history and rollback; the
+//! dashboard's page and assets, and who the page's token is.
 
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -313,4 +314,40 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
         })
         .collect();
     assert_eq!(registry, [("versioned", "1.0.0")]);
+}
+
+/// The dashboard's page and assets are open, served with a policy that allows no inline
+/// code or framing; `/api/whoami` tells the page what the token may do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_and_told_who_calls() {
+    let host = Host::start(Backend::Sqlite, &["fixture-noop"]).await;
+    let base = serve(&host).await;
+    for (path, content_type, contains) in [
+        (
+            "/",
+            "text/html",
+            r#"<script src="/dashboard/app.js" defer></script>"#,
+        ),
+        ("/dashboard/app.js", "text/javascript", "/api/whoami"),
+        (
+            "/dashboard/app.css",
+            "text/css",
+            "@media (max-width: 640px)",
+        ),
+    ] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        assert!(
+            header("content-security-policy").contains("default-src 'self'"),
+            "{path}"
+        );
+        assert!(response.text().await.unwrap().contains(contains), "{path}");
+    }
+    for (token, name, scope) in [(READ, "viewer", "read"), (OPERATE, "ops", "operate")] {
+        let (status, me) = call(&base, Method::GET, "/api/whoami", Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me, json!({ "name": name, "scope": scope }));
+    }
 }

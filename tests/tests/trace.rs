@@ -49,35 +49,21 @@ fn a_traceparent_follows_an_order_through_both_handlers() {
     for plugin in ["send-confirmation", "send-email"] {
         std::fs::copy(plugin_wasm(plugin), plugins.join(format!("{plugin}.wasm"))).unwrap();
     }
-    let header = format!("traceparent={PARENT}");
-    let traced = order("o-1");
-    wharf(
-        dir.path(),
-        &[
-            "publish",
-            "--queue",
-            "orders",
-            "--kind",
-            "order.created",
-            "--header",
-            &header,
-            "--json",
-            &traced,
-        ],
-    );
-    let untraced = order("o-2");
-    wharf(
-        dir.path(),
-        &[
+    // One order with a traceparent, one without.
+    let traceparent = format!("traceparent={PARENT}");
+    for (id, headers) in [("o-1", vec!["--header", &traceparent]), ("o-2", vec![])] {
+        let order = order(id);
+        let publish = [
             "publish",
             "--queue",
             "orders",
             "--kind",
             "order.created",
             "--json",
-            &untraced,
-        ],
-    );
+            &order,
+        ];
+        wharf(dir.path(), &[&publish[..], &headers].concat());
+    }
     let logs = wharf(dir.path(), &["run", "--until-idle"]);
 
     // Each handler call's (trace id, span id), from the lines logged in its span.

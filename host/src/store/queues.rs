@@ -38,7 +38,7 @@ pub struct QueueStats {
 
 /// Dead letters waiting for an operator, by source (`inbox:<queue>`, `amqp:<queue>`):
 /// (source, count) rows.
-pub(in crate::store) const FAILED_BY_QUEUE: &str =
+pub(in crate::store) const FAILED_BY_SOURCE: &str =
     "SELECT source, COUNT(*) AS failed FROM failed_messages
      WHERE status IN ('failed', 'pending') GROUP BY source";
 

@@ -17,11 +17,8 @@ pub(super) async fn list(
     let (mut rows, mut count) = filter.page_queries::<Sqlite>("*", page);
     let rows = rows.build().fetch_all(pool).await?;
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let mut items = rows
-        .iter()
-        .map(failed_message)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(FailedPage::of(total, &mut items, page.limit))
+    let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
+    Ok(FailedPage::of(total, items, page.limit))
 }
 
 /// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].

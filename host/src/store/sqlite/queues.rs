@@ -4,7 +4,7 @@
 
 use sqlx::SqlitePool;
 
-use crate::store::queues::{FAILED_BY_PLUGIN, FAILED_BY_QUEUE, OUTBOX_PENDING};
+use crate::store::queues::{FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING};
 use crate::store::{Backlog, QueueStats, Result, now_ms};
 
 /// The inbox queues' depths; see [`crate::store::Store::queue_stats`].
@@ -21,7 +21,7 @@ pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>> {
     .bind(now)
     .fetch_all(pool)
     .await?;
-    let failed = sqlx::query_as(FAILED_BY_QUEUE).fetch_all(pool).await?;
+    let failed = sqlx::query_as(FAILED_BY_SOURCE).fetch_all(pool).await?;
     Ok(crate::store::queues::queue_stats(depths, failed))
 }
 

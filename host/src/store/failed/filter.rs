@@ -1,102 +1,11 @@
-//! Dead letters as the stores hand them out: a failed message with its status and
-//! history, which of them an operator selects (a filter, turned into SQL for both
-//! databases) and what a retry sends back.
+//! Which failed messages an operator means: a [`FailedFilter`] (from the HTTP API's query
+//! or body, or the CLI's flags), turned into SQL for either database, and the keyset
+//! [`FailedPage`]s of a listing.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
-use uuid::Uuid;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{Result, StoreError, parse_headers};
-
-/// Status of a failed message, mirrored by a CHECK constraint in SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailedStatus {
-    /// Recorded, waiting for an operator.
-    Pending,
-    /// Sent back to the inbox by `failed retry`.
-    Retrying,
-    /// Dead-lettered.
-    Failed,
-    /// Handled after a retry.
-    Resolved,
-}
-
-impl FailedStatus {
-    /// The SQL spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Retrying => "retrying",
-            Self::Failed => "failed",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    /// Parse the SQL spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "retrying" => Self::Retrying,
-            "failed" => Self::Failed,
-            "resolved" => Self::Resolved,
-            _ => return None,
-        })
-    }
-}
-
-/// A dead letter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FailedMessage {
-    /// Row id, used by `wharf failed show|retry|delete`.
-    pub id: i64,
-    /// The message.
-    pub message_id: Uuid,
-    /// The plugin that failed it; empty when no plugin handles the kind.
-    pub plugin: String,
-    /// Its version.
-    pub plugin_version: String,
-    /// Where the message came from.
-    pub source: String,
-    /// Inbox queue.
-    pub queue: String,
-    /// Kind.
-    pub kind: String,
-    /// Headers.
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Body, as text when it is UTF-8.
-    #[serde(serialize_with = "payload_text")]
-    pub payload: Vec<u8>,
-    /// The final error.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Status.
-    pub status: FailedStatus,
-    /// When it failed (Unix ms).
-    pub failed_at: i64,
-    /// When an operator last retried it.
-    pub last_retry_at: Option<i64>,
-    /// When it was handled after a retry.
-    pub resolved_at: Option<i64>,
-}
-
-fn payload_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(payload))
-}
-
-/// One failed attempt in a message's history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptError {
-    /// Attempt number.
-    pub attempt: u32,
-    /// Its error.
-    pub error: String,
-    /// Wait scheduled before the next attempt; `None` for the final one.
-    pub delay_ms: Option<u64>,
-    /// When (Unix ms).
-    pub at: i64,
-}
+use super::{FailedMessage, FailedStatus};
 
 /// Which failed messages a list, a retry or a delete applies to: each condition set
 /// narrows the selection; none selects every failed message.
@@ -211,8 +120,12 @@ impl FailedFilter {
     /// Push `SELECT id FROM failed_messages WHERE <the filter>` (only rows an operator can
     /// retry, `failed` or `pending`, when `retryable`), newest first, at most `limit`
     /// rows, into a query of either database.
-    pub(super) fn push_ids<DB>(&self, query: &mut QueryBuilder<DB>, retryable: bool, limit: u64)
-    where
+    pub(in crate::store) fn push_ids<DB>(
+        &self,
+        query: &mut QueryBuilder<DB>,
+        retryable: bool,
+        limit: u64,
+    ) where
         DB: Database,
         i64: for<'q> Encode<'q, DB> + Type<DB>,
         String: for<'q> Encode<'q, DB> + Type<DB>,
@@ -229,7 +142,7 @@ impl FailedFilter {
     /// The queries of a page of `columns` of the rows the filter selects (one row more
     /// than the page holds, to tell whether another follows; see [`FailedPage::of`]), and
     /// of how many it selects in all.
-    pub(super) fn page_queries<DB>(
+    pub(in crate::store) fn page_queries<DB>(
         &self,
         columns: &str,
         page: PageRequest,
@@ -253,7 +166,7 @@ impl FailedFilter {
     }
 
     /// Push the filter's conditions (`TRUE` for none), for a `WHERE` on `failed_messages`.
-    pub(super) fn push_conditions<DB>(&self, query: &mut QueryBuilder<DB>)
+    pub(in crate::store) fn push_conditions<DB>(&self, query: &mut QueryBuilder<DB>)
     where
         DB: Database,
         i64: for<'q> Encode<'q, DB> + Type<DB>,
@@ -336,81 +249,13 @@ pub struct FailedPage {
 impl FailedPage {
     /// The page of `limit` rows from `rows` (read with one more than `limit`, to know
     /// whether a next page exists), of `total` selected.
-    pub(super) fn of(total: i64, rows: &mut Vec<FailedMessage>, limit: u32) -> Self {
+    pub(in crate::store) fn of(total: i64, mut rows: Vec<FailedMessage>, limit: u32) -> Self {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         Self {
             total: total as u64,
             next: more.then(|| rows.last().map(|r| r.id)).flatten(),
-            items: std::mem::take(rows),
+            items: rows,
         }
-    }
-}
-
-/// What [`super::Store::failed_retry`] sent back, in failed rows (one per message and plugin).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retried {
-    /// Back in their inbox queue.
-    pub inbox: u64,
-    /// In the outbox, to be republished to their AMQP exchange.
-    pub broker: u64,
-}
-
-impl Retried {
-    /// All of them.
-    pub fn total(&self) -> u64 {
-        self.inbox + self.broker
-    }
-}
-
-/// A failed message from a row with these columns as text and integers, on either
-/// database (PostgreSQL casts its `uuid`, `jsonb` and `int` columns):
-/// `id, message_id, plugin, plugin_version, source, queue, kind, headers, payload, error,
-/// attempts, status, failed_at, last_retry_at, resolved_at`.
-pub(super) fn failed_message<R: Row>(row: &R) -> Result<FailedMessage>
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    let status: String = row.get("status");
-    let message_id: String = row.get("message_id");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: Uuid::parse_str(&message_id)
-            .map_err(|e| StoreError::Corrupt(format!("id {message_id:?}: {e}")))?,
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(&row.get::<String, _>("headers"))?,
-        payload: row.get("payload"),
-        error: row.get("error"),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
-}
-
-/// One attempt of a history from a row of `attempt, error, delay_ms, at` (integers as
-/// 64 bits), on either database.
-pub(super) fn attempt_error<R: Row>(row: &R) -> AttemptError
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    AttemptError {
-        attempt: row.get::<i64, _>("attempt") as u32,
-        error: row.get("error"),
-        delay_ms: row.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-        at: row.get("at"),
     }
 }
