@@ -47,7 +47,8 @@ async fn the_breaker_opens_on_repeated_traps_and_closes_after_the_fault(backend:
             if seen.last() != Some(&state) {
                 seen.push(state);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Half-open lasts from the cool-down's end to the trial's answer: a few ms.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         seen
     };
