@@ -130,6 +130,12 @@ async fn exhaustion_records_every_attempts_error_and_a_panic_is_contained(backen
         history.iter().map(|a| a.delay_ms).collect::<Vec<_>>(),
         [Some(1), Some(2), None]
     );
+    // Every attempt names the version that ran it and its component's hash.
+    for a in &history {
+        assert_eq!(a.plugin_version.as_deref(), Some(f.plugin_version.as_str()));
+        assert_eq!(a.plugin_sha256.as_deref(), Some(f.plugin_sha256.as_str()));
+        assert_eq!(a.plugin_sha256.as_ref().map(String::len), Some(64));
+    }
 }
 
 async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backend: Backend) {

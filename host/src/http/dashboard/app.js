@@ -159,7 +159,7 @@ async function detail(id) {
       canOperate() ? el("button", { id: "delete-one", class: "danger", onclick: () => confirm("Delete failed message " + id + "?") && api("DELETE", "/api/messages/failed/" + id).then(() => go("failed")).catch(report) }, "Delete") : null),
     el("div", { class: "card" }, detailList([
       ["Message id", message.message_id], ["Status", message.status], ["Kind", message.kind],
-      ["Plugin", message.plugin ? message.plugin + " " + message.plugin_version : "(no handler)"],
+      ["Plugin", message.plugin ? message.plugin + " " + message.plugin_version + " (sha256 " + short(message.plugin_sha256) + ")" : "(no handler)"],
       ["Source", message.source], ["Failed at", time(message.failed_at)], ["Error", message.error],
       ["Headers", JSON.stringify(message.headers)],
     ])),
@@ -168,6 +168,8 @@ async function detail(id) {
     table([
       { title: "Attempt", num: true, value: (a) => a.attempt },
       { title: "At", value: (a) => time(a.at) },
+      { title: "Version", value: (a) => a.plugin_version ?? "" },
+      { title: "sha256", value: (a) => el("span", { title: a.plugin_sha256 ?? "" }, short(a.plugin_sha256)) },
       { title: "Next retry in", value: (a) => a.delay_ms === null ? "" : a.delay_ms + " ms" },
       { title: "Error", wrap: true, value: (a) => a.error },
     ], attempts),

@@ -60,6 +60,8 @@ pub struct FailedMessage {
     pub plugin: String,
     /// Its version.
     pub plugin_version: String,
+    /// The sha256 of that version's `.wasm`.
+    pub plugin_sha256: String,
     /// Where the message came from.
     pub source: String,
     /// Inbox queue.
@@ -94,6 +96,10 @@ fn payload_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::
 pub struct AttemptError {
     /// Attempt number.
     pub attempt: u32,
+    /// The plugin version that ran it; `None` for attempts recorded before wharf kept it.
+    pub plugin_version: Option<String>,
+    /// The sha256 of that version's `.wasm`; `None` like `plugin_version`.
+    pub plugin_sha256: Option<String>,
     /// Its error.
     pub error: String,
     /// Wait scheduled before the next attempt; `None` for the final one.
@@ -120,7 +126,7 @@ impl Retried {
 
 /// A failed message from a row with these columns as text and integers, on either
 /// database (PostgreSQL casts its `uuid`, `jsonb` and `int` columns):
-/// `id, message_id, plugin, plugin_version, source, queue, kind, headers, payload, error,
+/// `id, message_id, plugin, plugin_version, plugin_sha256, source, queue, kind, headers, payload, error,
 /// attempts, status, failed_at, last_retry_at, resolved_at`.
 pub(super) fn failed_message<R: Row>(row: &R) -> Result<FailedMessage>
 where
@@ -138,6 +144,7 @@ where
             .map_err(|e| StoreError::Corrupt(format!("id {message_id:?}: {e}")))?,
         plugin: row.get("plugin"),
         plugin_version: row.get("plugin_version"),
+        plugin_sha256: row.get("plugin_sha256"),
         source: row.get("source"),
         queue: row.get("queue"),
         kind: row.get("kind"),
@@ -160,10 +167,13 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
     AttemptError {
         attempt: row.get::<i64, _>("attempt") as u32,
+        plugin_version: row.get("plugin_version"),
+        plugin_sha256: row.get("plugin_sha256"),
         error: row.get("error"),
         delay_ms: row.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
         at: row.get("at"),

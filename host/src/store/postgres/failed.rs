@@ -11,7 +11,8 @@ use crate::store::{
 };
 
 /// The columns `failed_message` reads, as text and 64-bit integers.
-const FAILED_COLUMNS: &str = "id, message_id::text AS message_id, plugin, plugin_version, source,
+const FAILED_COLUMNS: &str =
+    "id, message_id::text AS message_id, plugin, plugin_version, plugin_sha256, source,
      queue, kind, headers::text AS headers, payload, error, attempts::bigint AS attempts, status,
      failed_at, last_retry_at, resolved_at";
 
@@ -44,7 +45,8 @@ pub(super) async fn get(
     };
     let failed = failed_message(&row)?;
     let history = sqlx::query(
-        "SELECT attempt::bigint AS attempt, error, delay_ms, at FROM attempt_errors
+        "SELECT attempt::bigint AS attempt, plugin_version, plugin_sha256, error, delay_ms, at
+         FROM attempt_errors
          WHERE message_id = $1 AND plugin = $2 ORDER BY id",
     )
     .bind(failed.message_id)

@@ -176,14 +176,30 @@ async fn write_attempt_errors(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO attempt_errors (message_id, plugin, attempt, error, delay_ms, at)
-         SELECT id, plugin, attempt, error, delay, wharf_now_ms()
-         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[])
-             WITH ORDINALITY AS t(id, plugin, attempt, error, delay, n)
+        "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
+                                     error, delay_ms, at)
+         SELECT id, plugin, version, sha256, attempt, error, delay, wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                     $7::bigint[])
+             WITH ORDINALITY AS t(id, plugin, version, sha256, attempt, error, delay, n)
          ORDER BY n",
     )
     .bind(rows.iter().map(|a| a.message).collect::<Vec<_>>())
-    .bind(rows.iter().map(|a| a.plugin).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|a| a.plugin.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|a| a.plugin.version.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|a| a.plugin.sha256.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|a| a.attempt as i32).collect::<Vec<_>>())
     .bind(rows.iter().map(|a| &*a.error).collect::<Vec<_>>())
     .bind(

@@ -232,7 +232,7 @@ impl<'a> SettlePlan<'a> {
                 Verdict::Retry { error, delay } => {
                     self.attempt_errors.push(AttemptRow {
                         message: message.id,
-                        plugin: &plugin.name,
+                        plugin,
                         attempt: *attempt,
                         error: Cow::Borrowed(error),
                         delay: Some(*delay),
@@ -274,7 +274,7 @@ impl<'a> SettlePlan<'a> {
     ) {
         self.attempt_errors.push(AttemptRow {
             message: message.id,
-            plugin: &plugin.name,
+            plugin,
             attempt,
             error: error.clone(),
             delay: None,

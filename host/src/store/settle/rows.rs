@@ -35,8 +35,8 @@ pub(crate) struct StateWrite<'a> {
 pub(crate) struct AttemptRow<'a> {
     /// The message.
     pub message: Uuid,
-    /// The plugin that failed it.
-    pub plugin: &'a str,
+    /// The plugin that failed it, in the version that ran.
+    pub plugin: &'a PluginVersion,
     /// Which attempt (1-based).
     pub attempt: u32,
     /// Its error.

@@ -130,7 +130,7 @@ fn a_message_stays_for_its_longest_delay_and_counts_if_any_plugin_retried() {
     let errors: Vec<_> = plan
         .attempt_errors
         .iter()
-        .map(|a| (a.plugin, &*a.error, a.delay))
+        .map(|a| (a.plugin.name.as_str(), &*a.error, a.delay))
         .collect();
     assert_eq!(errors, [("slow", "busy", Some(second))]);
     assert_eq!(plan.next_attempts()[0].delay, 5 * second);

@@ -35,7 +35,7 @@ pub(super) async fn get(
     };
     let failed = failed_message(&row)?;
     let history = sqlx::query(
-        "SELECT attempt, error, delay_ms, at FROM attempt_errors
+        "SELECT attempt, plugin_version, plugin_sha256, error, delay_ms, at FROM attempt_errors
          WHERE message_id = ? AND plugin = ? ORDER BY id",
     )
     .bind(failed.message_id.to_string())

@@ -191,10 +191,13 @@ async fn write(
     }
     for a in &plan.attempt_errors {
         sqlx::query(
-            "INSERT INTO attempt_errors (message_id, plugin, attempt, error, delay_ms, at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(a.message.to_string())
-        .bind(a.plugin)
+        .bind(&a.plugin.name)
+        .bind(&a.plugin.version)
+        .bind(&a.plugin.sha256)
         .bind(a.attempt)
         .bind(&*a.error)
         .bind(a.delay.map(|d| d.as_millis() as i64))
