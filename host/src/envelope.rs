@@ -82,6 +82,12 @@ impl Envelope {
         }
     }
 
+    /// Whether `other` came from the same queue ([`Self::source`]) as this message.
+    pub fn same_queue(&self, other: &Envelope) -> bool {
+        self.queue == other.queue
+            && matches!(self.origin, Origin::Inbox) == matches!(other.origin, Origin::Inbox)
+    }
+
     /// Exchange and routing key of a message that came from AMQP.
     pub fn amqp_route(&self) -> Option<(&str, &str)> {
         match &self.origin {

@@ -3,6 +3,7 @@
 //! file in a temp directory, or a schema of its own in the real PostgreSQL (so tests run in
 //! parallel). [`conformance!`] runs one test body against both.
 
+pub mod collector;
 pub mod http;
 pub mod proxy;
 mod services;

@@ -1,9 +1,11 @@
 //! The dashboard in a real browser: Debian's `chromium`, headless, driven through
 //! `chromedriver` (WebDriver, fantoccini) against a host with real failed messages and
-//! plugin deployments. An operator signs in, filters the failed messages by error, retries
-//! all matching (confirming the count) and sees none left, opens a detail with its payload
-//! hidden until asked, rolls a plugin back; a read token sees no button that changes
-//! something; the overview fits a phone's width. A screenshot of each page is kept under
+//! plugin deployments. An operator signs in, sees each queue's handled/min and the hosts,
+//! filters the failed messages by error, retries all matching (confirming the count) and
+//! sees none left, sees new failures come in without reloading (but not while messages are
+//! selected), opens a detail with its payload hidden until asked and the version of each
+//! attempt, rolls a plugin back; a read token sees no button that changes something; the
+//! overview fits a phone's width. A screenshot of each page is kept under
 //! the test's output directory (`target/tmp/dashboard/`).
 
 use std::net::TcpListener;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use wharf_host::dispatch::report;
 use wharf_tests::http::{OPERATE, READ, serve};
 use wharf_tests::{Backend, Host, plugin_wasm};
 
@@ -128,6 +131,18 @@ async fn click(client: &Client, css: &str) {
         .unwrap();
 }
 
+/// The cells of each row of the table in `css`, by column title.
+async fn table_rows(client: &Client, css: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let script = format!(
+        "const t = document.querySelector({css:?}); if (!t) return [];
+         const titles = [...t.querySelectorAll('thead th')].map((th) => th.textContent);
+         return [...t.querySelectorAll('tbody tr')].map((tr) =>
+             Object.fromEntries([...tr.cells].map((td, i) => [titles[i], td.textContent])));"
+    );
+    let rows = client.execute(&script, vec![]).await.unwrap();
+    serde_json::from_value(rows).unwrap()
+}
+
 async fn present(client: &Client, css: &str) -> bool {
     !client.find_all(Locator::Css(css)).await.unwrap().is_empty()
 }
@@ -154,8 +169,15 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
 async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&screenshots).unwrap();
-    let host = Host::start(Backend::Sqlite, &["fixture-always-reject", "fixture-panic"]).await;
+    let host = Host::start(
+        Backend::Sqlite,
+        &["fixture-always-reject", "fixture-panic", "fixture-noop"],
+    )
+    .await;
     let base = serve(&host).await;
+    for _ in 0..4 {
+        host.publish("test", "test.noop", json!({})).await;
+    }
     for i in 0..3 {
         host.publish("test", "test.reject", json!({ "order": i }))
             .await;
@@ -169,6 +191,12 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
         .await;
     }
     host.drain().await;
+    let serving = report::serving("dashboard-host/1", &host.dispatcher);
+    let handled = host.dispatcher.throughput().last_minute();
+    host.store
+        .report_host("dashboard-host/1", &serving, &handled)
+        .await
+        .unwrap();
     for version in ["fixture-versioned-v1", "fixture-versioned-v2"] {
         let response = reqwest::Client::new()
             .post(format!("{base}/api/plugins"))
@@ -187,6 +215,10 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     wait_text(&client, "#who", "ops (operate)").await;
     wait_text(&client, "#readiness", "Ready").await;
     wait_text(&client, "#page table", "test").await;
+    wait_text(&client, "#hosts", "dashboard-host/1").await;
+    let queues = table_rows(&client, "#queues table").await;
+    let test = queues.iter().find(|q| q["Queue"] == "test").unwrap();
+    assert_eq!(test["Handled/min"], "4", "{queues:?}");
     screenshot(&client, &screenshots, "overview").await;
 
     // Failed messages: filter by error, retry all matching, none left.
@@ -215,6 +247,29 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
         2
     );
 
+    // The list follows new failures without a reload: the two retried fail again, and a
+    // third; but not while a message is selected.
+    host.publish("test", "test.panic", json!({ "order": 2 }))
+        .await;
+    host.drain().await;
+    wait_text(&client, "#failed-total", "3 matching").await;
+    click(&client, r#"#page input[type="checkbox"]"#).await;
+    host.publish("test", "test.panic", json!({ "order": 3 }))
+        .await;
+    host.drain().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_text(&client, "#failed-total", "3 matching").await;
+    let checkbox = client
+        .find(Locator::Css(r#"#page input[type="checkbox"]"#))
+        .await
+        .unwrap();
+    assert!(
+        checkbox.is_selected().await.unwrap(),
+        "the selection survives the refresh period"
+    );
+    checkbox.click().await.unwrap();
+    wait_text(&client, "#failed-total", "4 matching").await;
+
     // A detail: the payload stays hidden until asked for.
     let error = client
         .find(Locator::Css(r#"#filters input[name="error"]"#))
@@ -235,6 +290,14 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
         "the payload is hidden at first"
     );
     wait_text(&client, "#page dl", "always-reject").await;
+    let attempts = table_rows(&client, "#page table").await;
+    assert!(
+        !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| a["Version"] == "1.0.0" && a["sha256"].as_str().unwrap().len() == 12),
+        "every attempt names the version and hash that ran it: {attempts:?}"
+    );
     click(&client, "#show-payload").await;
     assert!(payload.is_displayed().await.unwrap());
     assert!(payload.text().await.unwrap().contains("order"));

@@ -2,8 +2,10 @@
 //! with a `traceparent` goes through `send-confirmation`, which publishes
 //! `email.requested`, handled by `send-email`; both handlers' spans carry the order's trace
 //! id, each with a span of its own, and the email request carries the trace on. An order
-//! without one starts a trace of its own, shared by both hops. The HTTP publish puts a
-//! request's `traceparent` header on the message.
+//! without one starts a trace of its own, shared by both hops. The same run exports its
+//! spans over OTLP to a collector of the test's: the handler calls in the orders' traces
+//! (each hop the child of the one before), the claim and settle linked to them. The HTTP
+//! publish puts a request's `traceparent` header on the message.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,17 +13,19 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use wharf_tests::collector::{Collector, Span};
 use wharf_tests::http::{OPERATE, serve};
 use wharf_tests::{Backend, Host, plugin_wasm};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// `wharf <args>` on the database and plugins of `dir`, logging JSON at debug; its
-/// stderr.
-fn wharf(dir: &Path, args: &[&str]) -> String {
+/// `wharf <args>` on the database and plugins of `dir`, logging JSON at debug, exporting
+/// spans to `collector`; its stderr.
+fn wharf(dir: &Path, collector: &Collector, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
         .args(args)
+        .env("WHARF_TRACING_OTLP_ENDPOINT", &collector.url)
         .env(
             "WHARF_DATABASE_URL",
             format!("sqlite://{}", dir.join("w.db").display()),
@@ -44,6 +48,7 @@ fn order(id: &str) -> String {
 #[test]
 fn a_traceparent_follows_an_order_through_both_handlers() {
     let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     for plugin in ["send-confirmation", "send-email"] {
@@ -62,9 +67,9 @@ fn a_traceparent_follows_an_order_through_both_handlers() {
             "--json",
             &order,
         ];
-        wharf(dir.path(), &[&publish[..], &headers].concat());
+        wharf(dir.path(), &collector, &[&publish[..], &headers].concat());
     }
-    let logs = wharf(dir.path(), &["run", "--until-idle"]);
+    let logs = wharf(dir.path(), &collector, &["run", "--until-idle"]);
 
     // Each handler call's (trace id, span id), from the lines logged in its span.
     let mut calls: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
@@ -119,6 +124,54 @@ fn a_traceparent_follows_an_order_through_both_handlers() {
         "an order without a trace starts one, shared by both hops"
     );
     assert_eq!(other[0].len(), 32);
+
+    // The exported spans: each handler call as in the logs, a child of the span that
+    // published its message; the trace the host started has its root.
+    let spans = collector.spans();
+    let handle = |plugin: &str, trace: &str| {
+        let found: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == "wharf.handle" && s.trace_id == trace)
+            .filter(|s| s.attribute("wharf.plugin") == Some(plugin))
+            .collect();
+        assert_eq!(found.len(), 1, "one {plugin} call in {trace}: {spans:#?}");
+        found[0].clone()
+    };
+    for trace in [TRACE, other[0].as_str()] {
+        let confirmation = handle("send-confirmation", trace);
+        let email = handle("send-email", trace);
+        assert!(
+            calls
+                .values()
+                .any(|ids| *ids == (trace.to_owned(), confirmation.span_id.clone()))
+        );
+        assert_eq!(
+            email.parent_span_id, confirmation.span_id,
+            "email.requested was published in the confirmation's span"
+        );
+        assert_eq!(email.attribute("wharf.outcome"), Some("handled"));
+        let root = match trace {
+            TRACE => "00f067aa0ba902b7".to_owned(),
+            _ => {
+                let receive = spans
+                    .iter()
+                    .find(|s| s.name == "wharf.receive" && s.trace_id == trace)
+                    .expect("the trace the host started has its root");
+                assert_eq!(receive.parent_span_id, "");
+                receive.span_id.clone()
+            }
+        };
+        assert_eq!(confirmation.parent_span_id, root);
+        for batch in ["wharf.claim", "wharf.settle"] {
+            let linked = spans
+                .iter()
+                .filter(|s| s.name == batch)
+                .flat_map(|s| &s.links)
+                .filter(|(t, _)| t == trace)
+                .count();
+            assert_eq!(linked, 2, "a {batch} span linked to each hop of {trace}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,7 +209,9 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                     .map(|d| format!(", retry in {d} ms"))
                     .unwrap_or_default();
                 let ran = match (&a.plugin_version, &a.plugin_sha256) {
-                    (Some(version), Some(sha256)) => format!(" by {version} ({})", sha256.get(..12).unwrap_or(sha256)),
+                    (Some(version), Some(sha256)) => {
+                        format!(" by {version} ({})", sha256.get(..12).unwrap_or(sha256))
+                    }
                     _ => String::new(),
                 };
                 println!(

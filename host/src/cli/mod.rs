@@ -76,9 +76,9 @@ pub async fn main() -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run(args) => run::run(config, args).await,
+        Command::Run(args) => exporting(&config, run::run(config.clone(), args)).await,
         Command::Serve => serve::serve(config).await,
-        Command::Demo => run::demo(config).await,
+        Command::Demo => exporting(&config, run::demo(config.clone())).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,
         Command::Queues { json } => queues::queues(config, json).await,
@@ -102,6 +102,23 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Run `work` with the host's spans exported as `[tracing]` says, sending the last of
+/// them before returning.
+async fn exporting(
+    config: &Config,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &config.tracing.otlp_endpoint {
+        crate::trace::export::install(endpoint, &config.tracing.service_name)?;
+        let result = work.await;
+        tokio::task::spawn_blocking(crate::trace::export::flush).await?;
+        return result;
+    }
+    let _ = config;
+    work.await
 }
 
 fn init_tracing() {

@@ -24,6 +24,7 @@ use crate::retry::RetryPolicy;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::setting::InvalidSetting;
 use crate::store::{DatabaseConfig, SettleBudget, StateQuota};
+use crate::trace::config::TracingConfig;
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::inbox::InboxConfig;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// The admin HTTP API.
     pub http: HttpConfig,
+    /// Trace export.
+    pub tracing: TracingConfig,
     /// Per-plugin operator settings, keyed by the plugin's manifest name.
     pub plugin: BTreeMap<String, PluginConfig>,
 }
@@ -103,6 +106,7 @@ impl Config {
         }
         self.amqp.validate()?;
         self.http.validate()?;
+        self.tracing.validate()?;
         self.retry.validate("retry")
     }
 

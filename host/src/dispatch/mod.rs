@@ -10,11 +10,12 @@
 pub mod breaker;
 mod contention;
 pub mod report;
+mod throughput;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -29,9 +30,11 @@ use crate::store::{
     PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, StateQuota,
     Store,
 };
-use crate::trace::TraceContext;
+use crate::trace::export::{Kind, Span};
+use crate::trace::{self, TraceContext};
 use breaker::{Admission, Breakers};
 use contention::Contention;
+pub use throughput::Throughput;
 use view::SettleReader;
 
 /// How retry delays are drawn.
@@ -65,6 +68,46 @@ pub struct DispatchConfig {
     pub plugin: BTreeMap<String, PluginConfig>,
 }
 
+/// Export the span of `plugin`'s call on `message`: in the message's trace, a child of
+/// the span that published it (its `traceparent`).
+fn export_call(
+    message: &Envelope,
+    plugin: &Plugin,
+    attempt: u32,
+    context: TraceContext,
+    start: SystemTime,
+    verdict: &Verdict,
+) {
+    let (outcome, error) = match verdict {
+        Verdict::Handled(_) => ("handled", None),
+        Verdict::Retry { error, .. } => ("retry", Some(error.clone())),
+        Verdict::Dead { error } => ("dead", Some(error.clone())),
+        Verdict::Deferred { .. } | Verdict::RunAtSettle => ("not run", None),
+    };
+    let mut attributes = trace::message_attributes(message);
+    attributes.extend([
+        ("wharf.plugin", plugin.name().into()),
+        (
+            "wharf.plugin.version",
+            plugin.manifest.version.as_str().into(),
+        ),
+        ("wharf.plugin.sha256", plugin.sha256.as_str().into()),
+        ("wharf.attempt", u64::from(attempt).into()),
+        ("wharf.outcome", outcome.into()),
+    ]);
+    trace::export::export(Span {
+        name: "wharf.handle",
+        kind: Kind::Consumer,
+        context,
+        parent: TraceContext::of(&message.headers).map(|p| p.span_id),
+        start,
+        end: SystemTime::now(),
+        attributes,
+        links: Vec::new(),
+        error,
+    });
+}
+
 /// Calls plugins for messages of any source.
 pub struct Dispatcher {
     /// The store as the sandbox's state reader.
@@ -83,6 +126,8 @@ pub struct Dispatcher {
     breakers: Breakers,
     /// Which plugins run a batch's messages in order.
     contention: Contention,
+    /// Messages handled per queue over the last minute.
+    throughput: Throughput,
 }
 
 impl Dispatcher {
@@ -107,6 +152,7 @@ impl Dispatcher {
             plugin_calls: Mutex::default(),
             breakers: Breakers::new(config.breaker_failures, config.breaker_cool_down),
             contention: Contention::default(),
+            throughput: Throughput::default(),
             config,
             plugin_config,
         }
@@ -126,6 +172,11 @@ impl Dispatcher {
     /// The plugins' circuit breakers.
     pub fn breakers(&self) -> &Breakers {
         &self.breakers
+    }
+
+    /// Messages this host handled per queue over the last minute.
+    pub fn throughput(&self) -> &Throughput {
+        &self.throughput
     }
 
     /// Run every plugin still owing a verdict on each of `messages`, up to
@@ -177,8 +228,24 @@ impl Dispatcher {
         }
     }
 
-    /// Learn from a settled batch which plugins contend for state keys, and on which.
+    /// Learn from a settled batch which plugins contend for state keys, and on which;
+    /// count its messages that every plugin handled.
     pub fn observe(&self, batch: &[Settlement]) {
+        let mut handled: Vec<(&Envelope, u64)> = Vec::new();
+        for s in batch.iter().filter(|s| {
+            s.refused.is_none()
+                && s.results
+                    .iter()
+                    .all(|r| matches!(r.verdict, Verdict::Handled(_)))
+        }) {
+            match handled.iter_mut().find(|(m, _)| m.same_queue(&s.message)) {
+                Some((_, n)) => *n += 1,
+                None => handled.push((&s.message, 1)),
+            }
+        }
+        for (message, n) in handled {
+            self.throughput.record(&message.source(), n);
+        }
         let names: BTreeSet<&str> = batch
             .iter()
             .flat_map(|s| s.results.iter().map(|r| r.plugin.name.as_str()))
@@ -220,6 +287,7 @@ impl Dispatcher {
                 }
                 Admission::Go | Admission::Trial => {
                     let started = Instant::now();
+                    let began = SystemTime::now();
                     let outcome = self.run(plugin, message, attempt, state, trace).await;
                     let elapsed = started.elapsed();
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
@@ -240,6 +308,9 @@ impl Dispatcher {
                             tracing::error!(?elapsed, "moved to the failed messages: {error}")
                         }
                         Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
+                    }
+                    if trace::export::enabled() {
+                        export_call(message, plugin, attempt, trace, began, &verdict);
                     }
                     verdict
                 }

@@ -1,6 +1,7 @@
 //! What this host serves, written to the database every few seconds and on every change,
-//! for `wharf plugins list`: each plugin's version and hash, where it comes from and its
-//! circuit breaker. A host that stops deletes its report.
+//! for `wharf plugins list` and the dashboard: each plugin's version and hash, where it
+//! comes from and its circuit breaker, and the messages it handled per queue in the last
+//! minute. A host that stops deletes its report.
 
 use std::time::Duration;
 
@@ -55,7 +56,8 @@ pub async fn run(
         };
         let changed = now.len() != last.len() || !now.iter().zip(&last).all(|(a, b)| same(a, b));
         if changed || since.elapsed() >= REPORT_EVERY {
-            match store.report_host(host, &now).await {
+            let handled = dispatcher.throughput().last_minute();
+            match store.report_host(host, &now, &handled).await {
                 Ok(()) => {
                     last = now;
                     since = tokio::time::Instant::now();

@@ -21,8 +21,9 @@ use crate::transport::amqp::supervisor::display_url;
 /// How long the broker may take to answer for the AMQP queues.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An inbox queue as the API shows it (the seed's `message_count`, and the parts).
-fn inbox(q: &QueueStats, now: i64) -> Value {
+/// An inbox queue as the API shows it (the seed's `message_count`, and the parts), with
+/// what the fleet handled of it in the last minute.
+fn inbox(q: &QueueStats, now: i64, handled: u64) -> Value {
     json!({
         "name": q.queue,
         "source": "inbox",
@@ -32,12 +33,13 @@ fn inbox(q: &QueueStats, now: i64) -> Value {
         "scheduled": q.scheduled,
         "failed": q.failed,
         "oldest_age_seconds": q.oldest_at.map(|at| (now - at).max(0) as f64 / 1000.0),
+        "handled_per_minute": handled,
     })
 }
 
 /// A consumed AMQP queue as the API shows it: the broker's numbers (`null`: the queue does
 /// not exist), and its messages among the failed messages.
-fn amqp(d: &QueueDepth, failed: u64) -> Value {
+fn amqp(d: &QueueDepth, failed: u64, handled: u64) -> Value {
     json!({
         "name": d.queue,
         "source": "amqp",
@@ -45,18 +47,43 @@ fn amqp(d: &QueueDepth, failed: u64) -> Value {
         "consumer_count": d.consumers,
         "dead_letters": d.dead_letters,
         "failed": failed,
+        "handled_per_minute": handled,
     })
 }
 
-/// Every queue: the inbox's, then the consumed AMQP queues (each with an `error` when the
-/// broker cannot be reached).
+/// Every queue: the inbox's (those with messages or dead letters, and those the fleet
+/// handled messages of in the last minute), then the consumed AMQP queues (each with an
+/// `error` when the broker cannot be reached).
 async fn all(api: &Api) -> Result<Vec<Value>, ApiError> {
     let now = now_ms();
-    let stats = api.store.queue_stats().await?;
+    let mut stats = api.store.queue_stats().await?;
+    let rates: HashMap<String, u64> = api.store.handled_per_minute().await?.into_iter().collect();
+    let handled = |source: QueueSource, queue: &str| {
+        let prefix = match source {
+            QueueSource::Inbox => "inbox",
+            QueueSource::Amqp => "amqp",
+        };
+        rates
+            .get(&format!("{prefix}:{queue}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    for queue in rates.keys().filter_map(|s| s.strip_prefix("inbox:")) {
+        let listed = stats
+            .iter()
+            .any(|q| q.source == QueueSource::Inbox && q.queue == queue);
+        if !listed {
+            stats.push(QueueStats {
+                queue: queue.to_owned(),
+                ..QueueStats::default()
+            });
+        }
+    }
+    stats.sort_by(|a, b| (a.source, &a.queue).cmp(&(b.source, &b.queue)));
     let mut queues: Vec<Value> = stats
         .iter()
         .filter(|q| q.source == QueueSource::Inbox)
-        .map(|q| inbox(q, now))
+        .map(|q| inbox(q, now, handled(q.source, &q.queue)))
         .collect();
     if api.amqp.consume.is_empty() {
         return Ok(queues);
@@ -74,11 +101,16 @@ async fn all(api: &Api) -> Result<Vec<Value>, ApiError> {
         );
         api.amqp.consume.iter().map(move |spec| {
             let failed = failed(&spec.queue);
-            json!({ "name": spec.queue, "source": "amqp", "failed": failed, "error": error })
+            let handled = handled(QueueSource::Amqp, &spec.queue);
+            json!({ "name": spec.queue, "source": "amqp", "failed": failed, "handled_per_minute": handled, "error": error })
         })
     };
     match tokio::time::timeout(BROKER_TIMEOUT, depth::depths(&api.amqp)).await {
-        Ok(Ok(depths)) => queues.extend(depths.iter().map(|d| amqp(d, failed(&d.queue)))),
+        Ok(Ok(depths)) => queues.extend(
+            depths
+                .iter()
+                .map(|d| amqp(d, failed(&d.queue), handled(QueueSource::Amqp, &d.queue))),
+        ),
         Ok(Err(e)) => queues.extend(unreachable(e.to_string())),
         Err(_) => queues.extend(unreachable(format!("no answer within {BROKER_TIMEOUT:?}"))),
     }

@@ -158,15 +158,33 @@ pub trait Registry: Send + Sync {
     /// are woken by `NOTIFY`; SQLite returns after a short poll interval.
     async fn wait_for_deployments(&self, at_most: Duration) -> Result<()>;
 
-    /// Replace what `host` reported it serves.
-    async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()>;
+    /// Replace what `host` reported: the plugins it serves and the messages it handled
+    /// per queue (source) in the last minute.
+    async fn report_host(
+        &self,
+        host: &str,
+        plugins: &[HostPlugin],
+        handled: &[(String, u64)],
+    ) -> Result<()>;
 
     /// Delete `host`'s reports (it is stopping).
     async fn forget_host(&self, host: &str) -> Result<()>;
 
     /// Every host's latest report, by host and plugin.
     async fn host_reports(&self) -> Result<Vec<HostPlugin>>;
+
+    /// Messages the fleet handled per queue (source) in the last minute: the sum of the
+    /// reports younger than [`RATES_FRESH_FOR`].
+    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>>;
 }
+
+/// A host's handled/min report counts while it is this young (a few report intervals):
+/// a host that stopped reporting stops counting.
+pub const RATES_FRESH_FOR: Duration = Duration::from_secs(20);
+
+/// The fleet's handled/min per source, from the rows of `host_queues`.
+pub(super) const HANDLED_PER_MINUTE: &str = "SELECT source, CAST(SUM(handled) AS BIGINT) AS handled
+     FROM host_queues WHERE reported_at >= $1 GROUP BY source ORDER BY source";
 
 /// The deploy rule: deploying the component `active` already runs changes nothing.
 pub(super) fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Option<Deployed> {

@@ -4,7 +4,9 @@
 "use strict";
 
 const REFRESH_MS = 3000;
-const state = { token: sessionStorage.getItem("wharf-token"), scope: null, page: null, timer: null, filter: {}, before: [], notice: "" };
+// `view` counts what the page shows: a page that loads while the operator moved on (a
+// detail opened, another page) is dropped rather than shown over it.
+const state = { token: sessionStorage.getItem("wharf-token"), scope: null, page: null, timer: null, view: 0, filter: {}, before: [], notice: "", selected: new Set(), shown: null };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -54,11 +56,13 @@ function problem(error) {
 // --- pages -----------------------------------------------------------------------
 
 async function overview() {
+  const view = state.view;
   const [queues, ready, plugins] = await Promise.all([
     api("GET", "/api/queues"),
     fetch("/api/health/ready").then((r) => r.json()),
     api("GET", "/api/plugins"),
   ]);
+  if (view !== state.view) return;
   const checks = Object.entries(ready.checks || {}).map(([name, value]) =>
     el("span", { class: value === "ok" ? "ok" : "bad" }, name + ": " + value, "  "));
   const hosts = {};
@@ -67,7 +71,7 @@ async function overview() {
     el("h1", {}, "Overview"),
     el("div", { class: "card", id: "readiness" }, el("strong", {}, ready.status === "ready" ? "Ready" : "Not ready"), " — ", checks),
     el("h2", {}, "Queues"),
-    table([
+    el("div", { id: "queues" }, table([
       { title: "Queue", value: (q) => q.name },
       { title: "Source", value: (q) => q.source },
       { title: "Ready", num: true, value: (q) => q.ready ?? q.message_count ?? "" },
@@ -75,14 +79,15 @@ async function overview() {
       { title: "Scheduled", num: true, value: (q) => q.scheduled ?? "" },
       { title: "Failed", num: true, value: (q) => q.failed ?? "" },
       { title: "Oldest", num: true, value: (q) => seconds(q.oldest_age_seconds) },
+      { title: "Handled/min", num: true, value: (q) => q.handled_per_minute ?? "" },
       { title: "Consumers", num: true, value: (q) => q.consumer_count ?? "" },
       { title: "", wrap: true, value: (q) => q.error || "" },
-    ], queues, (q) => { state.filter = { queue: q.name }; go("failed"); }),
+    ], queues, (q) => { state.filter = { queue: q.name }; go("failed"); })),
     el("h2", {}, "Hosts"),
-    table([
+    el("div", { id: "hosts" }, table([
       { title: "Host", value: (h) => h[0] },
       { title: "Last report", value: (h) => ago(h[1]) },
-    ], Object.entries(hosts)),
+    ], Object.entries(hosts))),
   );
 }
 
@@ -106,9 +111,22 @@ async function bulk(action, selection, total) {
   state.notice = (action === "retry" ? "Retried " : "Deleted ") + done + ".";
 }
 
-async function failed() {
+// Whether the operator is at work on the failed list: messages selected, or a filter
+// being typed; the list is not refreshed under them.
+function busy() {
+  const form = document.getElementById("filters");
+  if (state.selected.size || !form) return state.selected.size > 0;
+  return form.contains(document.activeElement) || FILTERS.some((f) => form.elements[f].value.trim() !== (state.filter[f] || ""));
+}
+
+async function failed(auto) {
+  if (auto && busy()) return;
+  const view = state.view;
   const page = await api("GET", "/api/messages/failed?" + query({ before: state.before[state.before.length - 1], limit: 50 }));
-  const selected = new Set();
+  const shown = JSON.stringify([state.filter, state.before, page]);
+  if (view !== state.view || (auto && (shown === state.shown || busy()))) return;
+  state.shown = shown;
+  const selected = state.selected = new Set();
   const filterForm = el("form", { class: "filters", id: "filters", onsubmit: (e) => {
     e.preventDefault();
     state.filter = Object.fromEntries(FILTERS.map((f) => [f, e.target.elements[f].value.trim()]).filter(([, v]) => v));
@@ -149,8 +167,9 @@ async function failed() {
 }
 
 async function detail(id) {
-  stopRefresh();
+  const view = leave();
   const { message, attempts } = await api("GET", "/api/messages/failed/" + id);
+  if (view !== state.view) return;
   const payload = el("pre", { id: "payload", hidden: true }, message.payload);
   show(
     el("h1", {}, "Failed message " + message.id),
@@ -181,7 +200,9 @@ function detailList(pairs) {
 }
 
 async function plugins() {
+  const view = state.view;
   const answer = await api("GET", "/api/plugins");
+  if (view !== state.view) return;
   const deploy = canOperate() ? el("form", { class: "actions", id: "deploy", onsubmit: async (e) => {
     e.preventDefault();
     const file = e.target.elements.wasm.files[0];
@@ -229,8 +250,9 @@ async function rollback(plugin) {
 }
 
 async function pluginHistory(plugin) {
-  stopRefresh();
+  const view = leave();
   const answer = await api("GET", "/api/plugins/" + encodeURIComponent(plugin) + "/history");
+  if (view !== state.view) return;
   document.getElementById("history").replaceChildren(el("h2", {}, "History of " + plugin), table([
     { title: "Deployment", num: true, value: (d) => d.id },
     { title: "Version", value: (d) => d.version },
@@ -254,20 +276,28 @@ function stopRefresh() {
   state.timer = null;
 }
 
-async function refresh() {
+// Stop refreshing and drop what is loading: the page shows something else now.
+function leave() {
+  stopRefresh();
+  return ++state.view;
+}
+
+// Load the page now (`auto`: the timer's reload, which the failed list skips while the
+// operator works on it or nothing changed), then again every few seconds.
+async function refresh(auto) {
   stopRefresh();
   const page = state.page;
+  const view = state.view;
   try {
-    await PAGES[page]();
+    await PAGES[page](auto === true);
   } catch (error) {
-    if (state.token) show(problem(error));
+    if (state.token && view === state.view) show(problem(error));
   }
-  // Live: the overview and plugin pages reload every few seconds; the failed list does
-  // not, so a selection or a filter being typed is not lost.
-  if (state.token && page === state.page && page !== "failed") state.timer = setTimeout(refresh, REFRESH_MS);
+  if (state.token && page === state.page && view === state.view) state.timer = setTimeout(() => refresh(true), REFRESH_MS);
 }
 
 function go(page) {
+  leave();
   state.page = PAGES[page] ? page : "overview";
   state.notice = "";
   if (location.hash !== "#" + state.page) history.replaceState(null, "", "#" + state.page);
@@ -276,7 +306,7 @@ function go(page) {
 }
 
 function signOut(why) {
-  stopRefresh();
+  leave();
   state.token = null;
   sessionStorage.removeItem("wharf-token");
   document.getElementById("nav").hidden = true;

@@ -8,11 +8,12 @@ use std::time::Duration;
 use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
-use crate::store::Result;
 use crate::store::registry::{
-    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
-    HostPlugin, Registry, Rollback, deployment, host_plugin, rollback_of, unchanged,
+    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HANDLED_PER_MINUTE,
+    HOST_PLUGIN_COLUMNS, HostPlugin, RATES_FRESH_FOR, Registry, Rollback, deployment, host_plugin,
+    rollback_of, unchanged,
 };
+use crate::store::{Result, now_ms};
 
 /// `plugin`'s standing deployments, newest first, at most `limit`.
 async fn standing(
@@ -129,13 +130,29 @@ impl Registry for PostgresStore {
             .await
     }
 
-    async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()> {
+    async fn report_host(
+        &self,
+        host: &str,
+        plugins: &[HostPlugin],
+        handled: &[(String, u64)],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        for table in ["plugin_hosts", "host_queues"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE host = $1 OR reported_at < wharf_now_ms() - $2"
+            )))
+            .bind(host)
+            .bind(FORGET_HOSTS_AFTER.as_millis() as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
-            "DELETE FROM plugin_hosts WHERE host = $1 OR reported_at < wharf_now_ms() - $2",
+            "INSERT INTO host_queues (host, source, handled, reported_at)
+             SELECT $1, s, n, wharf_now_ms() FROM UNNEST($2::text[], $3::bigint[]) AS t (s, n)",
         )
         .bind(host)
-        .bind(FORGET_HOSTS_AFTER.as_millis() as i64)
+        .bind(handled.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
+        .bind(handled.iter().map(|(_, n)| *n as i64).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         let column = |f: fn(&HostPlugin) -> &str| -> Vec<&str> { plugins.iter().map(f).collect() };
@@ -158,10 +175,13 @@ impl Registry for PostgresStore {
     }
 
     async fn forget_host(&self, host: &str) -> Result<()> {
-        sqlx::query("DELETE FROM plugin_hosts WHERE host = $1")
-            .bind(host)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "WITH queues AS (DELETE FROM host_queues WHERE host = $1)
+             DELETE FROM plugin_hosts WHERE host = $1",
+        )
+        .bind(host)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -172,5 +192,14 @@ impl Registry for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(host_plugin).collect())
+    }
+
+    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
+        let since = now_ms() - RATES_FRESH_FOR.as_millis() as i64;
+        let rows: Vec<(String, i64)> = sqlx::query_as(HANDLED_PER_MINUTE)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 }

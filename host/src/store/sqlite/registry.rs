@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::SqliteStore;
 use crate::store::registry::{
-    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
-    HostPlugin, Registry, Rollback, deployment, host_plugin, rollback_of, unchanged,
+    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HANDLED_PER_MINUTE,
+    HOST_PLUGIN_COLUMNS, HostPlugin, RATES_FRESH_FOR, Registry, Rollback, deployment, host_plugin,
+    rollback_of, unchanged,
 };
 use crate::store::{Result, now_ms};
 
@@ -122,14 +123,34 @@ impl Registry for SqliteStore {
         Ok(())
     }
 
-    async fn report_host(&self, host: &str, plugins: &[HostPlugin]) -> Result<()> {
+    async fn report_host(
+        &self,
+        host: &str,
+        plugins: &[HostPlugin],
+        handled: &[(String, u64)],
+    ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM plugin_hosts WHERE host = ? OR reported_at < ?")
+        for table in ["plugin_hosts", "host_queues"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE host = ? OR reported_at < ?"
+            )))
             .bind(host)
             .bind(now - FORGET_HOSTS_AFTER.as_millis() as i64)
             .execute(&mut *tx)
             .await?;
+        }
+        for (source, n) in handled {
+            sqlx::query(
+                "INSERT INTO host_queues (host, source, handled, reported_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(host)
+            .bind(source)
+            .bind(*n as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         for p in plugins {
             sqlx::query(
                 "INSERT INTO plugin_hosts
@@ -151,10 +172,16 @@ impl Registry for SqliteStore {
     }
 
     async fn forget_host(&self, host: &str) -> Result<()> {
-        sqlx::query("DELETE FROM plugin_hosts WHERE host = ?")
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for table in ["plugin_hosts", "host_queues"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE host = ?"
+            )))
             .bind(host)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -165,5 +192,14 @@ impl Registry for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(host_plugin).collect())
+    }
+
+    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
+        let since = now_ms() - RATES_FRESH_FOR.as_millis() as i64;
+        let rows: Vec<(String, i64)> = sqlx::query_as(HANDLED_PER_MINUTE)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 }

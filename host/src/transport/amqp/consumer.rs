@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -27,6 +28,7 @@ use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, StoreError, add_runs};
+use crate::trace;
 
 /// Totals of one consumer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,6 +194,7 @@ impl Consumer {
             queue: self.spec.queue.clone(),
             source,
         };
+        let received = SystemTime::now();
         let mut duplicates = 0;
         let mut refused = Vec::new();
         let mut envelopes = Vec::with_capacity(batch.len());
@@ -221,6 +224,8 @@ impl Consumer {
                 None => envelopes.push(message),
             }
         }
+        trace::start_missing(&mut envelopes);
+        trace::batch_span("wharf.claim", received, &envelopes, Vec::new);
         let mut settlements = match &self.spec.to_inbox {
             Some(inbox) => {
                 duplicates += self.bridge(envelopes, inbox).await.map_err(store_error)?;
@@ -272,6 +277,7 @@ impl Consumer {
         } = if settlements.is_empty() {
             Delivered::default()
         } else {
+            let settling = SystemTime::now();
             let delivered = self
                 .store
                 .settle_delivered(
@@ -280,6 +286,10 @@ impl Consumer {
                 )
                 .await
                 .map_err(store_error)?;
+            let messages = settlements.iter().map(|s| &s.message);
+            trace::batch_span("wharf.settle", settling, messages, || {
+                trace::settle_attributes(&delivered.summary)
+            });
             self.dispatcher.observe(&settlements);
             delivered
         };

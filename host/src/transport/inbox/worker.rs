@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -14,6 +14,7 @@ use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
 use crate::shutdown::sleep_or_stop;
 use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Store, StoreError};
+use crate::trace;
 use crate::transport::OUTAGE_BACKOFF;
 
 /// Totals shared by the lanes of one [`Worker::run`].
@@ -200,11 +201,16 @@ impl Worker {
         limit: u32,
     ) -> Result<(u64, SettleSummary), StoreError> {
         let lease = Duration::from_millis(self.config.lease_ms);
-        let Claim { messages, mut hold } =
-            self.store.claim(queues, limit, self.mode, lease).await?;
+        let claiming = SystemTime::now();
+        let Claim {
+            mut messages,
+            mut hold,
+        } = self.store.claim(queues, limit, self.mode, lease).await?;
         if messages.is_empty() {
             return Ok((0, SettleSummary::default()));
         }
+        trace::start_missing(&mut messages);
+        trace::batch_span("wharf.claim", claiming, &messages, Vec::new);
         crate::metrics::claimed(&messages);
         let claimed = messages.len() as u64;
         let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
@@ -219,8 +225,13 @@ impl Worker {
             }
         }
         let runner = self.dispatcher.settle_runner(Delays::Jittered);
+        let settling = SystemTime::now();
         match self.store.settle(hold, &mut settlements, &runner).await {
             Ok(summary) => {
+                let messages = settlements.iter().map(|s| &s.message);
+                trace::batch_span("wharf.settle", settling, messages, || {
+                    trace::settle_attributes(&summary)
+                });
                 self.dispatcher.observe(&settlements);
                 crate::metrics::settled("inbox", &summary);
                 Ok((claimed, summary))

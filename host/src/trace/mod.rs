@@ -3,11 +3,25 @@
 //! message has none): its ids tag the call's logs, the plugin sees them as the message's
 //! `traceparent`, and every message it publishes carries them unless it set its own.
 //!
+//! A message that arrives without one gets a new trace when it is claimed or delivered
+//! (its `traceparent` header is set, so its calls, publishes and dead letter share it).
+//! With OTLP export on ([`export`]), the host's spans go to a collector: a batch's claim
+//! and settle (linked to each message's trace), each handler call (in the message's trace)
+//! and the root of each trace the host starts.
+//!
 //! `traceparent` is `00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`
 //! (<https://www.w3.org/TR/trace-context/>).
 
+pub mod config;
+pub mod export;
+
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::SystemTime;
+
+use crate::envelope::Envelope;
+use crate::store::SettleSummary;
+use export::{Attribute, Kind, Span};
 
 /// The header that carries the context.
 pub const HEADER: &str = "traceparent";
@@ -52,16 +66,29 @@ impl TraceContext {
         })
     }
 
+    /// The context a message with `headers` carries, if it carries a valid one.
+    pub fn of(headers: &BTreeMap<String, String>) -> Option<Self> {
+        headers.get(HEADER).and_then(|v| Self::parse(v))
+    }
+
+    /// The root of a new trace (sampled).
+    pub fn root() -> Self {
+        Self {
+            trace_id: nonzero(),
+            span_id: nonzero(),
+            flags: 1,
+        }
+    }
+
     /// The context of a handler call on a message with `headers`: a new span in the
     /// message's trace, or in a new trace (sampled) when it carries none.
     pub fn for_call(headers: &BTreeMap<String, String>) -> Self {
         let span_id = nonzero();
-        match headers.get(HEADER).and_then(|v| Self::parse(v)) {
+        match Self::of(headers) {
             Some(parent) => Self { span_id, ..parent },
             None => Self {
-                trace_id: nonzero(),
                 span_id,
-                flags: 1,
+                ..Self::root()
             },
         }
     }
@@ -88,6 +115,81 @@ impl fmt::Display for TraceContext {
             self.flags
         )
     }
+}
+
+/// Start a trace for each of `messages` that carries none: its `traceparent` becomes the
+/// root of a new trace (exported as a `wharf.receive` span), so its handler calls and what
+/// they publish share one trace.
+pub fn start_missing(messages: &mut [Envelope]) {
+    let now = SystemTime::now();
+    for message in messages {
+        if TraceContext::of(&message.headers).is_some() {
+            continue;
+        }
+        let root = TraceContext::root();
+        message.headers.insert(HEADER.to_owned(), root.to_string());
+        if export::enabled() {
+            export::export(Span {
+                name: "wharf.receive",
+                kind: Kind::Consumer,
+                context: root,
+                parent: None,
+                start: now,
+                end: now,
+                attributes: message_attributes(message),
+                links: Vec::new(),
+                error: None,
+            });
+        }
+    }
+}
+
+/// A batch's span (`wharf.claim`, `wharf.settle`) from `start` to now, linked to the
+/// trace of each of `messages`; exported when export is on.
+pub fn batch_span<'a>(
+    name: &'static str,
+    start: SystemTime,
+    messages: impl IntoIterator<Item = &'a Envelope>,
+    attributes: impl FnOnce() -> Vec<(&'static str, Attribute)>,
+) {
+    if !export::enabled() {
+        return;
+    }
+    export::export(Span {
+        name,
+        kind: Kind::Internal,
+        context: TraceContext::root(),
+        parent: None,
+        start,
+        end: SystemTime::now(),
+        attributes: attributes(),
+        links: messages
+            .into_iter()
+            .filter_map(|m| TraceContext::of(&m.headers))
+            .collect(),
+        error: None,
+    });
+}
+
+/// What a settle span says of what the settle did.
+pub fn settle_attributes(summary: &SettleSummary) -> Vec<(&'static str, Attribute)> {
+    vec![
+        ("wharf.handled", summary.handled.into()),
+        ("wharf.retried", summary.retried.into()),
+        ("wharf.dead", summary.dead.into()),
+        ("wharf.deferred", summary.deferred.into()),
+        ("wharf.fenced", summary.fenced.into()),
+        ("wharf.duplicates", summary.duplicates.into()),
+    ]
+}
+
+/// What a span says of one message.
+pub fn message_attributes(message: &Envelope) -> Vec<(&'static str, Attribute)> {
+    vec![
+        ("messaging.message.id", message.id.to_string().into()),
+        ("messaging.destination.name", message.source().into()),
+        ("wharf.kind", message.kind.clone().into()),
+    ]
 }
 
 /// `N` bytes from exactly `2 * N` lowercase or uppercase hex digits.
