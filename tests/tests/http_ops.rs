@@ -162,7 +162,7 @@ async fn a_consumed_amqp_queue_is_shown_and_purged() {
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(
         stats,
-        json!({ "name": queue, "source": "amqp", "message_count": 3, "consumer_count": 0, "dead_letters": null, "failed": 0 })
+        json!({ "name": queue, "source": "amqp", "message_count": 3, "consumer_count": 0, "dead_letters": null, "failed": 0, "handled_per_minute": 0 })
     );
     let path = format!("/api/queues/{queue}/purge?confirm={queue}");
     let (status, purged) = call(&base, Method::POST, &path, Some(OPERATE)).await;

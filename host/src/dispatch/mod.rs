@@ -10,6 +10,7 @@
 pub mod breaker;
 mod contention;
 pub mod report;
+mod span;
 mod throughput;
 mod view;
 
@@ -30,7 +31,6 @@ use crate::store::{
     PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, StateQuota,
     Store,
 };
-use crate::trace::export::{Kind, Span};
 use crate::trace::{self, TraceContext};
 use breaker::{Admission, Breakers};
 use contention::Contention;
@@ -66,46 +66,6 @@ pub struct DispatchConfig {
     pub retry: RetryPolicy,
     /// `[plugin.<name>]`: config values and retry policies per plugin.
     pub plugin: BTreeMap<String, PluginConfig>,
-}
-
-/// Export the span of `plugin`'s call on `message`: in the message's trace, a child of
-/// the span that published it (its `traceparent`).
-fn export_call(
-    message: &Envelope,
-    plugin: &Plugin,
-    attempt: u32,
-    context: TraceContext,
-    start: SystemTime,
-    verdict: &Verdict,
-) {
-    let (outcome, error) = match verdict {
-        Verdict::Handled(_) => ("handled", None),
-        Verdict::Retry { error, .. } => ("retry", Some(error.clone())),
-        Verdict::Dead { error } => ("dead", Some(error.clone())),
-        Verdict::Deferred { .. } | Verdict::RunAtSettle => ("not run", None),
-    };
-    let mut attributes = trace::message_attributes(message);
-    attributes.extend([
-        ("wharf.plugin", plugin.name().into()),
-        (
-            "wharf.plugin.version",
-            plugin.manifest.version.as_str().into(),
-        ),
-        ("wharf.plugin.sha256", plugin.sha256.as_str().into()),
-        ("wharf.attempt", u64::from(attempt).into()),
-        ("wharf.outcome", outcome.into()),
-    ]);
-    trace::export::export(Span {
-        name: "wharf.handle",
-        kind: Kind::Consumer,
-        context,
-        parent: TraceContext::of(&message.headers).map(|p| p.span_id),
-        start,
-        end: SystemTime::now(),
-        attributes,
-        links: Vec::new(),
-        error,
-    });
 }
 
 /// Calls plugins for messages of any source.
@@ -231,21 +191,7 @@ impl Dispatcher {
     /// Learn from a settled batch which plugins contend for state keys, and on which;
     /// count its messages that every plugin handled.
     pub fn observe(&self, batch: &[Settlement]) {
-        let mut handled: Vec<(&Envelope, u64)> = Vec::new();
-        for s in batch.iter().filter(|s| {
-            s.refused.is_none()
-                && s.results
-                    .iter()
-                    .all(|r| matches!(r.verdict, Verdict::Handled(_)))
-        }) {
-            match handled.iter_mut().find(|(m, _)| m.same_queue(&s.message)) {
-                Some((_, n)) => *n += 1,
-                None => handled.push((&s.message, 1)),
-            }
-        }
-        for (message, n) in handled {
-            self.throughput.record(&message.source(), n);
-        }
+        self.throughput.record_handled(batch);
         let names: BTreeSet<&str> = batch
             .iter()
             .flat_map(|s| s.results.iter().map(|r| r.plugin.name.as_str()))
@@ -310,7 +256,7 @@ impl Dispatcher {
                         Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
                     }
                     if trace::export::enabled() {
-                        export_call(message, plugin, attempt, trace, began, &verdict);
+                        span::export(message, plugin, attempt, trace, began, &verdict);
                     }
                     verdict
                 }

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::envelope::Envelope;
+use crate::outcome::Verdict;
+use crate::store::Settlement;
+
 /// Seconds in the window.
 const WINDOW: usize = 60;
 
@@ -51,9 +55,25 @@ impl Default for Throughput {
 }
 
 impl Throughput {
-    /// Count `n` messages of `source` handled now.
-    pub fn record(&self, source: &str, n: u64) {
-        self.record_at(self.started.elapsed().as_secs(), source, n);
+    /// Count the messages of a settled `batch` that every plugin handled, by queue.
+    pub fn record_handled(&self, batch: &[Settlement]) {
+        let mut handled: Vec<(&Envelope, u64)> = Vec::new();
+        let all_handled = |s: &&Settlement| {
+            s.refused.is_none()
+                && s.results
+                    .iter()
+                    .all(|r| matches!(r.verdict, Verdict::Handled(_)))
+        };
+        for s in batch.iter().filter(all_handled) {
+            match handled.iter_mut().find(|(m, _)| m.same_queue(&s.message)) {
+                Some((_, n)) => *n += 1,
+                None => handled.push((&s.message, 1)),
+            }
+        }
+        let second = self.started.elapsed().as_secs();
+        for (message, n) in handled {
+            self.record_at(second, &message.source(), n);
+        }
     }
 
     /// Messages handled in the last minute, by source; sources with none are forgotten.

@@ -55,3 +55,29 @@ impl TracingConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(endpoint: &str) -> Result<(), InvalidSetting> {
+        TracingConfig {
+            otlp_endpoint: Some(endpoint.into()),
+            ..TracingConfig::default()
+        }
+        .validate()
+    }
+
+    #[test]
+    fn an_endpoint_is_an_http_url_and_needs_the_otlp_build() {
+        assert!(TracingConfig::default().validate().is_ok());
+        let bad = with("127.0.0.1:4318").unwrap_err();
+        assert_eq!(bad.key, "tracing.otlp_endpoint");
+        assert!(bad.problem.contains("http://127.0.0.1:4318"), "{bad:?}");
+        let built = with("http://127.0.0.1:4318");
+        assert_eq!(built.is_ok(), cfg!(feature = "otlp"), "{built:?}");
+        if let Err(e) = built {
+            assert!(e.problem.contains("--features otlp"), "{e:?}");
+        }
+    }
+}
