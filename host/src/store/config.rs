@@ -11,8 +11,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://wharf.db";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` (created if missing) or `postgres://user@host/db` (the schema is
-    /// the connection's `search_path`, e.g. `?options=-csearch_path%3Dwharf`).
+    /// `sqlite://path` (created if missing), `postgres://user@host/db` (the schema is
+    /// the connection's `search_path`, e.g. `?options=-csearch_path%3Dwharf`) or
+    /// `mysql://user:password@host/db` (MariaDB >= 10.6, MySQL >= 8.0.1).
     pub url: String,
 }
 
@@ -27,15 +28,21 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// The URL names a store wharf has.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        if ["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| self.url.starts_with(scheme))
+        if [
+            "sqlite:",
+            "postgres://",
+            "postgresql://",
+            "mysql://",
+            "mariadb://",
+        ]
+        .iter()
+        .any(|scheme| self.url.starts_with(scheme))
         {
             Ok(())
         } else {
             Err(InvalidSetting::new(
                 "database.url",
-                "must start with sqlite: (embedded) or postgres:// (fleet)",
+                "must start with sqlite: (embedded), postgres:// or mysql:// (MariaDB/MySQL) (fleet)",
             ))
         }
     }

@@ -28,7 +28,9 @@ pub enum StoreError {
     #[error("the claim's transaction was lost, nothing was written: {0}")]
     ClaimLost(sqlx::Error),
     /// `database.url` names no supported database.
-    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    #[error(
+        "unsupported database url {0:?}: use sqlite://PATH, postgres://USER@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
+    )]
     UnsupportedUrl(String),
 }
 
@@ -62,6 +64,12 @@ fn transient(e: &sqlx::Error) -> bool {
                 ["08", "40", "53", "57P"]
                     .iter()
                     .any(|c| code.starts_with(c))
+            } else if let Some(e) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Deadlock, lock wait timeout, server shutting down or gone, too many
+                // connections.
+                code.starts_with("40")
+                    || code.starts_with("08")
+                    || matches!(e.number(), 1205 | 1213 | 1040 | 1053 | 2006 | 2013)
             } else {
                 // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
                 code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))

@@ -16,6 +16,7 @@ mod config;
 mod delivered;
 mod error;
 mod failed;
+mod mysql;
 mod outbox;
 mod postgres;
 mod queues;
@@ -40,6 +41,7 @@ pub use failed::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, FailedStatus, MAX_SELECTED_IDS,
     PageRequest, Retried, parse_time,
 };
+pub use mysql::MySqlStore;
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::{HeldTransaction, PostgresStore};
 pub use queues::{Backlog, QueueSource, QueueStats};
@@ -214,7 +216,38 @@ pub struct Cleaned {
     pub attempt_errors: u64,
 }
 
-/// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`].
+impl Cleaned {
+    /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
+    pub(crate) fn of([received, processed, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
+        Self {
+            received,
+            processed,
+            outbox,
+            failed,
+            attempt_errors,
+        }
+    }
+}
+
+/// Retention as statements of one `?` (the cut, Unix ms), for the stores that bind with
+/// `?` (SQLite, MariaDB/MySQL), run in this order in one transaction; see
+/// [`Store::cleanup`]. PostgreSQL runs the same rules as one statement.
+pub(crate) const CLEANUP: [&str; 5] = [
+    "DELETE FROM received WHERE received_at < ?
+       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)",
+    "DELETE FROM processed WHERE handled_at < ?
+       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
+    "DELETE FROM outbox WHERE sent_at < ?",
+    // Attempt errors before failures: a resolved failure's history goes with it.
+    "DELETE FROM attempt_errors WHERE at < ?
+       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
+       AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                       WHERE f.message_id = attempt_errors.message_id
+                         AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
+    "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ?",
+];
+
+/// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 #[async_trait::async_trait]
 pub trait Store: registry::Registry + Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
@@ -361,6 +394,8 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(std::sync::Arc::new(MySqlStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

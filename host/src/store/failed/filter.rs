@@ -201,7 +201,7 @@ impl FailedFilter {
         if let Some(text) = &self.error {
             query.push(r" AND LOWER(error) LIKE ");
             query.push_bind(format!("%{}%", escape_like(&text.to_ascii_lowercase())));
-            query.push(r" ESCAPE '\'");
+            query.push(" ESCAPE '!'");
         }
         if let Some(since) = self.since {
             query.push(" AND failed_at >= ");
@@ -214,12 +214,13 @@ impl FailedFilter {
     }
 }
 
-/// `text` with the `LIKE` wildcards and the escape character escaped by `\`.
+/// `text` with the `LIKE` wildcards and the escape character escaped by `!` (not `\`,
+/// which MySQL string literals treat as an escape of their own).
 fn escape_like(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            escaped.push('\\');
+        if matches!(c, '%' | '_' | '!') {
+            escaped.push('!');
         }
         escaped.push(c);
     }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::audit::audit_entry;
 use super::{
-    AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
     SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json, now_ms,
     parse_headers,
@@ -247,21 +247,7 @@ impl Store for SqliteStore {
         let cut = now_ms() - older_than.as_millis() as i64;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut deleted = [0u64; 5];
-        let statements = [
-            "DELETE FROM received WHERE received_at < ?1
-               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)",
-            "DELETE FROM processed WHERE handled_at < ?1
-               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
-            "DELETE FROM outbox WHERE sent_at < ?1",
-            // Attempt errors before failures: a resolved failure's history goes with it.
-            "DELETE FROM attempt_errors WHERE at < ?1
-               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
-               AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                               WHERE f.message_id = attempt_errors.message_id
-                                 AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
-            "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ?1",
-        ];
-        for (n, sql) in deleted.iter_mut().zip(statements) {
+        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
             *n = sqlx::query(sql)
                 .bind(cut)
                 .execute(&mut *tx)
@@ -269,14 +255,7 @@ impl Store for SqliteStore {
                 .rows_affected();
         }
         tx.commit().await?;
-        let [received, processed, outbox, attempt_errors, failed] = deleted;
-        Ok(Cleaned {
-            received,
-            processed,
-            outbox,
-            failed,
-            attempt_errors,
-        })
+        Ok(Cleaned::of(deleted))
     }
 
     async fn ping(&self) -> Result<()> {

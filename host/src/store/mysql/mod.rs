@@ -1,0 +1,435 @@
+//! The fleet store on MariaDB (>= 10.6) or MySQL (>= 8.0.1): many hosts share one inbox,
+//! on the database the systems wharf replaces already run.
+//!
+//! Claims are leases (`locked_until` + `lock_token`), whatever [`ClaimMode`] asks: the
+//! due rows no other host holds are picked with `SELECT ... FOR UPDATE SKIP LOCKED` and
+//! stamped in the same short transaction; the handlers run outside any transaction and a
+//! settle whose token is no longer current writes nothing (fencing). A crashed host's
+//! claims come back when their lease expires.
+//!
+//! Written for both servers: no `RETURNING` (MySQL has none, MariaDB none on `UPDATE`),
+//! `?` placeholders with `IN (...)` lists built per call, and `INSERT IGNORE` with a
+//! per-call token to tell new rows from duplicates (the driver reports found rows, so
+//! `ON DUPLICATE KEY UPDATE` cannot). Times come from the database clock, read once per
+//! transaction ([`now`]), so hosts with skewed clocks agree on leases and due times.
+//! There is no `LISTEN`/`NOTIFY`: idle hosts poll ([`POLL_EVERY`]).
+
+mod delivered;
+mod failed;
+mod outbox;
+mod queues;
+mod registry;
+mod settle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::audit::audit_entry;
+use super::{
+    AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json, parse_headers,
+};
+use crate::envelope::{Envelope, NewMessage};
+use delivered::settled_of;
+use settle::Settling;
+
+/// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
+const POOL_SIZE: u32 = 8;
+
+/// How often an idle host looks for due work: the wake-up latency of a new message on an
+/// idle host is at most this (PostgreSQL hosts are woken at once by `NOTIFY`).
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// The database clock in Unix milliseconds, as SQL.
+const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+
+/// MariaDB/MySQL-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+impl MySqlStore {
+    /// Connect to `url` (`mysql://user:password@host/database`) and bring the schema up
+    /// to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = MySqlConnectOptions::from_str(url)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Read what committed; the claim and the settle take the locks they need.
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        super::migrate(&sqlx::migrate!("../migrations/mysql"), &pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for tests and tools that inspect the tables.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+/// `column` (a BINARY(16) UUID) as hyphenated lowercase text, for the readers shared with
+/// the other stores, which decode ids from text.
+pub(super) fn uuid_text(column: &str) -> String {
+    format!(
+        "LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-'))"
+    )
+}
+
+/// How many times a transaction InnoDB chose as a deadlock victim is run again.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Whether `e` says InnoDB rolled the transaction back to break a deadlock (or it waited
+/// too long for a lock): running it again is the cure.
+pub(super) fn is_deadlock(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(e)) => e
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|e| matches!(e.number(), 1205 | 1213)),
+        _ => false,
+    }
+}
+
+/// The database clock, in Unix milliseconds.
+pub(super) async fn now(conn: &mut MySqlConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {NOW_MS}")))
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// `, ?` for each of `items` after the first `?`: the placeholders of an `IN (...)` list.
+pub(super) fn push_list<T>(query: &mut QueryBuilder<MySql>, items: impl IntoIterator<Item = T>)
+where
+    T: for<'t> sqlx::Encode<'t, MySql> + sqlx::Type<MySql>,
+{
+    let mut list = query.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+}
+
+/// Insert the messages whose ids were not received before, at `now`; returns how many
+/// were new. The ids this call inserts into `received` carry its own token, so a second
+/// read tells them from ids received before (or by a concurrent call).
+pub(super) async fn insert_new(
+    conn: &mut MySqlConnection,
+    messages: &[NewMessage],
+    now: i64,
+) -> Result<u64> {
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let token = Uuid::now_v7();
+    let mut received =
+        QueryBuilder::<MySql>::new("INSERT IGNORE INTO received (id, queue, received_at, token) ");
+    received.push_values(messages, |mut row, m| {
+        row.push_bind(m.id)
+            .push_bind(&m.queue)
+            .push_bind(now)
+            .push_bind(token);
+    });
+    received.build().execute(&mut *conn).await?;
+    let mut fresh = QueryBuilder::<MySql>::new("SELECT id FROM received WHERE token = ");
+    fresh.push_bind(token).push(" AND id IN (");
+    push_list(&mut fresh, messages.iter().map(|m| m.id));
+    fresh.push(")");
+    let fresh: BTreeSet<Uuid> = fresh
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    // The first of an id given twice in one call.
+    let mut seen = BTreeSet::new();
+    let new: Vec<&NewMessage> = messages
+        .iter()
+        .filter(|m| fresh.contains(&m.id) && seen.insert(m.id))
+        .collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let mut inbox = QueryBuilder::<MySql>::new(
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at) ",
+    );
+    inbox.push_values(&new, |mut row, m| {
+        row.push_bind(m.id)
+            .push_bind(&m.queue)
+            .push_bind(&m.kind)
+            .push_bind(headers_json(&m.headers))
+            .push_bind(&m.payload)
+            .push_bind(0)
+            .push_bind(now)
+            .push_bind(now);
+    });
+    inbox.build().execute(&mut *conn).await?;
+    Ok(new.len() as u64)
+}
+
+#[async_trait::async_trait]
+impl Store for MySqlStore {
+    async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
+        let mut tries = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let now = now(&mut tx).await?;
+            match insert_new(&mut tx, messages, now).await {
+                Ok(inserted) => {
+                    tx.commit().await?;
+                    return Ok(inserted);
+                }
+                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        limit: u32,
+        _mode: ClaimMode,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let token = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let now = now(&mut tx).await?;
+        let mut due = QueryBuilder::<MySql>::new(
+            "SELECT id, queue, kind, headers, payload, attempts, available_at FROM inbox
+             WHERE available_at <= ",
+        );
+        due.push_bind(now)
+            .push(" AND (locked_until IS NULL OR locked_until <= ")
+            .push_bind(now)
+            .push(")");
+        if !queues.is_empty() {
+            due.push(" AND queue IN (");
+            push_list(&mut due, queues);
+            due.push(")");
+        }
+        due.push(" ORDER BY available_at LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" FOR UPDATE SKIP LOCKED");
+        let rows = due.build().fetch_all(&mut *tx).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push(Envelope {
+                id: row.get("id"),
+                queue: row.get("queue"),
+                kind: row.get("kind"),
+                headers: parse_headers(row.get("headers"))?,
+                payload: row.get("payload"),
+                attempts: row.get::<i32, _>("attempts") as u32,
+                lock_token: token,
+                settled_plugins: BTreeSet::new(),
+                origin: Default::default(),
+                due_at: Some(row.get("available_at")),
+            });
+        }
+        if !claimed.is_empty() {
+            let mut stamp = QueryBuilder::<MySql>::new("UPDATE inbox SET locked_until = ");
+            stamp
+                .push_bind(now + lease.as_millis() as i64)
+                .push(", lock_token = ")
+                .push_bind(token)
+                .push(" WHERE id IN (");
+            push_list(&mut stamp, claimed.iter().map(|m| m.id));
+            stamp.push(")");
+            stamp.build().execute(&mut *tx).await?;
+            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+            let mut by_id = settled_of(&mut tx, &ids).await?;
+            for message in &mut claimed {
+                if let Some(plugins) = by_id.remove(&message.id) {
+                    message.settled_plugins = plugins;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Claim {
+            messages: claimed,
+            hold: Hold::Lease,
+        })
+    }
+
+    async fn settle(
+        &self,
+        _hold: Hold,
+        batch: &mut [Settlement],
+        runner: &dyn SettleRunner,
+    ) -> Result<SettleSummary> {
+        let mut tries = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let now = now(&mut tx).await?;
+            match settle::settle_batch(&mut tx, batch, now, Settling::Claimed, runner).await {
+                Ok(plan) => {
+                    let summary = plan.summary;
+                    tx.commit().await?;
+                    return Ok(summary);
+                }
+                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => {
+                    tries += 1;
+                    tracing::debug!("settle chosen as a deadlock victim; running it again: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        let mut conn = self.pool.acquire().await?;
+        settled_of(&mut conn, ids).await
+    }
+
+    async fn settle_delivered(
+        &self,
+        batch: &mut [Settlement],
+        runner: &dyn SettleRunner,
+    ) -> Result<Delivered> {
+        delivered::settle(&self.pool, batch, runner).await
+    }
+
+    async fn renew(
+        &self,
+        _hold: &mut Hold,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+    ) -> Result<u64> {
+        let Some((_, token)) = claims.first() else {
+            return Ok(0);
+        };
+        let mut renew =
+            QueryBuilder::<MySql>::new(format!("UPDATE inbox SET locked_until = {NOW_MS} + "));
+        renew
+            .push_bind(lease.as_millis() as i64)
+            .push(" WHERE lock_token = ")
+            .push_bind(token)
+            .push(" AND id IN (");
+        push_list(&mut renew, claims.iter().map(|(id, _)| *id));
+        renew.push(")");
+        Ok(renew.build().execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
+        let _ = queues;
+        tokio::time::sleep(at_most.min(POLL_EVERY)).await;
+        Ok(())
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND `key` = ?")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
+
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
+        failed::list(&self.pool, filter, page).await
+    }
+
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        failed::get(&self.pool, id).await
+    }
+
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+        failed::retry(&self.pool, filter, limit).await
+    }
+
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+        failed::delete(&self.pool, filter, limit).await
+    }
+
+    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+        let mut tx = self.pool.begin().await?;
+        let cut = now(&mut tx).await? - older_than.as_millis() as i64;
+        let mut deleted = [0u64; 5];
+        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
+            *n = sqlx::query(sql)
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Cleaned::of(deleted))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        route: (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        outbox::add(&self.pool, id, route, kind, headers, payload).await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO audit (at, who, action, target, result) VALUES ({NOW_MS}, ?, ?, ?, ?)"
+        )))
+        .bind(&entry.who)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        queues::stats(&self.pool).await
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        queues::purge(&self.pool, queue).await
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        queues::backlog(&self.pool).await
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        outbox::claim(&self.pool, limit).await
+    }
+
+    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()> {
+        outbox::sent(&self.pool, hold, seqs).await
+    }
+}

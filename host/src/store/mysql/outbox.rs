@@ -1,0 +1,89 @@
+//! The outbox relay's side of MariaDB/MySQL: a relay leases the unsent rows it takes
+//! (`locked_until`, skipping rows other hosts' relays hold) and marks them sent once the
+//! broker confirmed them. A relay that dies leaves its rows to the next after the lease.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::{MySql, MySqlPool, QueryBuilder};
+use uuid::Uuid;
+
+use super::{NOW_MS, now, push_list, uuid_text};
+use crate::store::outbox::outbox_message;
+use crate::store::{Hold, OutboxClaim, Result, headers_json};
+
+/// How long a relay holds the rows it took before another may send them.
+const OUTBOX_LEASE: Duration = Duration::from_secs(30);
+
+pub(super) async fn claim(pool: &MySqlPool, limit: u32) -> Result<OutboxClaim> {
+    let mut tx = pool.begin().await?;
+    let now = now(&mut tx).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT seq, {} AS id, exchange, routing_key, kind, headers, payload FROM outbox
+         WHERE sent_at IS NULL AND (locked_until IS NULL OR locked_until <= ?)
+         ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+        uuid_text("id")
+    )))
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let messages = rows
+        .iter()
+        .map(outbox_message)
+        .collect::<Result<Vec<_>>>()?;
+    if !messages.is_empty() {
+        let mut lease = QueryBuilder::<MySql>::new("UPDATE outbox SET locked_until = ");
+        lease
+            .push_bind(now + OUTBOX_LEASE.as_millis() as i64)
+            .push(" WHERE seq IN (");
+        push_list(&mut lease, messages.iter().map(|m| m.seq));
+        lease.push(")");
+        lease.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(OutboxClaim {
+        messages,
+        hold: Hold::Lease,
+    })
+}
+
+pub(super) async fn sent(pool: &MySqlPool, _hold: Hold, seqs: &[i64]) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let mut sent = QueryBuilder::<MySql>::new(format!(
+        "UPDATE outbox SET locked_until = NULL, sent_at = {NOW_MS} WHERE seq IN ("
+    ));
+    push_list(&mut sent, seqs.iter().copied());
+    sent.push(")");
+    sent.build().execute(pool).await?;
+    Ok(())
+}
+
+/// Put a message in the outbox for a relay (the HTTP API's publish); `false` when the
+/// outbox has its id already.
+pub(super) async fn add(
+    pool: &MySqlPool,
+    id: Uuid,
+    (exchange, routing_key): (&str, &str),
+    kind: &str,
+    headers: &BTreeMap<String, String>,
+    payload: &[u8],
+) -> Result<bool> {
+    let added = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT IGNORE INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+         VALUES (?, ?, '', ?, ?, ?, ?, ?, {NOW_MS})"
+    )))
+    .bind(id)
+    .bind(id)
+    .bind(exchange)
+    .bind(routing_key)
+    .bind(kind)
+    .bind(headers_json(headers))
+    .bind(payload)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(added == 1)
+}

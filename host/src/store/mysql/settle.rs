@@ -1,0 +1,383 @@
+//! The settle transaction on MariaDB/MySQL.
+//!
+//! 1. Fence: clear the claim of every message whose lock token is still current; the
+//!    others were taken over and nothing of theirs is written.
+//! 2. Lock the state keys the batch read or wrote (their rows of `state_lock_slots`,
+//!    `FOR UPDATE` in slot order) and load their committed values, so two hosts cannot
+//!    both commit a write based on the same read, and run the stale and contended results
+//!    over them ([`resolve`]). A key such a run newly touches is locked without waiting
+//!    (`NOWAIT`): taking it out of order could deadlock against another host's settle, so
+//!    a key held elsewhere sends that result back for another round instead.
+//! 3. Build the [`SettlePlan`] (the rules every store shares) within the plugins' state
+//!    quotas (their `plugin_state_usage` rows locked, in plugin order) and write it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{insert_new, push_list};
+use crate::store::settle::{
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+};
+use crate::store::{Result, Settlement, headers_json};
+
+/// Slots of `state_lock_slots` (2^18): the lower half for delivered messages' ids, the
+/// upper half for state keys, so a settle that locks both (ids first) takes them in one
+/// order.
+const LOCK_SLOTS: u32 = 1 << 18;
+
+/// What is being settled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settling {
+    /// Leased inbox rows: fenced on their tokens, then removed or rescheduled.
+    Claimed,
+    /// Messages a transport delivered: no inbox rows; it re-publishes those to try again.
+    Delivered,
+}
+
+/// Plan and write `batch` inside the caller's transaction, at `now` (the database's
+/// Unix ms), running its stale and contended results through `runner`.
+pub(super) async fn settle_batch<'a>(
+    conn: &mut MySqlConnection,
+    batch: &'a mut [Settlement],
+    now: i64,
+    settling: Settling,
+    runner: &dyn SettleRunner,
+) -> Result<SettlePlan<'a>> {
+    if batch.is_empty() {
+        return Ok(SettlePlan::default());
+    }
+    let mut fenced = 0;
+    let mut held: Vec<&mut Settlement> = match settling {
+        Settling::Delivered => batch.iter_mut().collect(),
+        Settling::Claimed => {
+            let ours = fence(conn, batch).await?;
+            batch
+                .iter_mut()
+                .filter(|s| {
+                    let ours = ours.contains(&s.message.id);
+                    if !ours {
+                        tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
+                        fenced += 1;
+                    }
+                    ours
+                })
+                .collect()
+        }
+    };
+    let (view, runs) = resolve(&mut held, &mut Locks(conn), runner).await?;
+    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
+    let mut plan = plan(&held, &view, runs, &mut Locks(conn), runner).await?;
+    plan.summary.fenced = fenced;
+    write(conn, &plan, now, settling).await?;
+    Ok(plan)
+}
+
+/// Lock the batch's rows still held by its tokens and clear their claims; returns their
+/// message ids.
+async fn fence(conn: &mut MySqlConnection, batch: &[Settlement]) -> Result<BTreeSet<Uuid>> {
+    let mut ours = QueryBuilder::<MySql>::new("SELECT id FROM inbox WHERE (id, lock_token) IN (");
+    let mut pairs = ours.separated(", ");
+    for s in batch {
+        pairs
+            .push("(")
+            .push_bind_unseparated(s.message.id)
+            .push_unseparated(", ")
+            .push_bind_unseparated(s.message.lock_token)
+            .push_unseparated(")");
+    }
+    ours.push(") FOR UPDATE");
+    let ours: BTreeSet<Uuid> = ours
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    if !ours.is_empty() {
+        let mut clear = QueryBuilder::<MySql>::new(
+            "UPDATE inbox SET locked_until = NULL, lock_token = NULL WHERE id IN (",
+        );
+        push_list(&mut clear, ours.iter().copied());
+        clear.push(")");
+        clear.build().execute(&mut *conn).await?;
+    }
+    Ok(ours)
+}
+
+/// Row locks on state keys' slots, taken in the settle transaction.
+struct Locks<'c>(&'c mut MySqlConnection);
+
+#[async_trait::async_trait]
+impl StateLocks for Locks<'_> {
+    async fn lock(
+        &mut self,
+        keys: &[(String, String)],
+        wait: bool,
+        view: &SharedView,
+    ) -> Result<bool> {
+        let slots: BTreeSet<u32> = keys.iter().map(|(p, k)| lock_slot(p, k)).collect();
+        let mut lock =
+            QueryBuilder::<MySql>::new("SELECT slot FROM state_lock_slots WHERE slot IN (");
+        push_list(&mut lock, slots.iter().copied());
+        lock.push(") ORDER BY slot FOR UPDATE");
+        if !wait {
+            lock.push(" NOWAIT");
+        }
+        match lock.build().fetch_all(&mut *self.0).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if !wait && is_lock_refused(&*e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let mut load = QueryBuilder::<MySql>::new(
+            "SELECT plugin, `key`, value, version FROM plugin_state WHERE (plugin, `key`) IN (",
+        );
+        let mut pairs = load.separated(", ");
+        for (plugin, key) in keys {
+            pairs
+                .push("(")
+                .push_bind_unseparated(plugin)
+                .push_unseparated(", ")
+                .push_bind_unseparated(key)
+                .push_unseparated(")");
+        }
+        load.push(")");
+        let rows = load.build().fetch_all(&mut *self.0).await?;
+        let mut committed: BTreeMap<(String, String), (Vec<u8>, i64)> = rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+            .collect();
+        let mut view = view.lock().expect("no panic while the view is locked");
+        for (plugin, key) in keys {
+            let value = committed.remove(&(plugin.clone(), key.clone()));
+            view.load(plugin, key, value);
+        }
+        Ok(true)
+    }
+
+    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>> {
+        let mut usage = QueryBuilder::<MySql>::new(
+            "SELECT plugin, `keys`, bytes FROM plugin_state_usage WHERE plugin IN (",
+        );
+        push_list(&mut usage, plugins.iter().copied());
+        usage.push(") ORDER BY plugin FOR UPDATE");
+        let rows = usage.build().fetch_all(&mut *self.0).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let usage = StateUsage {
+                    keys: r.get(1),
+                    bytes: r.get(2),
+                };
+                (r.get(0), usage)
+            })
+            .collect())
+    }
+}
+
+/// Whether `e` is a `NOWAIT` lock refused because another transaction holds the row
+/// (MariaDB and MySQL: 1205 lock wait timeout; MySQL 8: 3572).
+fn is_lock_refused(e: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(e.code().as_deref(), Some("HY000") | Some("40001"))
+        && (e.message().contains("NOWAIT") || e.message().contains("Lock wait timeout"))
+}
+
+/// The lock slot of a state key: 17 bits of its sha256, in the upper half.
+fn lock_slot(plugin: &str, key: &str) -> u32 {
+    let digest = Sha256::new()
+        .chain_update(plugin)
+        .chain_update([0])
+        .chain_update(key)
+        .finalize();
+    let bits = u32::from_le_bytes(digest[..4].try_into().expect("sha256 has 32 bytes"));
+    LOCK_SLOTS / 2 + bits % (LOCK_SLOTS / 2)
+}
+
+/// Lock the slots of messages `ids` (17 random bits of each id, in the lower half) until
+/// the transaction ends, so two settles of the same delivered message take turns.
+pub(super) async fn lock_messages(conn: &mut MySqlConnection, ids: &[Uuid]) -> Result<()> {
+    let slots: BTreeSet<u32> = ids
+        .iter()
+        .map(|id| {
+            let bits = u32::from_le_bytes(id.as_bytes()[12..].try_into().expect("16 bytes"));
+            bits % (LOCK_SLOTS / 2)
+        })
+        .collect();
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut lock = QueryBuilder::<MySql>::new("SELECT slot FROM state_lock_slots WHERE slot IN (");
+    push_list(&mut lock, slots);
+    lock.push(") ORDER BY slot FOR UPDATE");
+    lock.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn write(
+    conn: &mut MySqlConnection,
+    plan: &SettlePlan<'_>,
+    now: i64,
+    settling: Settling,
+) -> Result<()> {
+    if !plan.handled.is_empty() {
+        let mut ledger = QueryBuilder::<MySql>::new(
+            "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at) ",
+        );
+        ledger.push_values(&plan.handled, |mut row, (id, plugin)| {
+            row.push_bind(*id)
+                .push_bind(&plugin.name)
+                .push_bind(&plugin.version)
+                .push_bind(&plugin.sha256)
+                .push_bind(now);
+        });
+        ledger.build().execute(&mut *conn).await?;
+        let mut resolved = QueryBuilder::<MySql>::new(
+            "UPDATE failed_messages SET status = 'resolved', resolved_at = ",
+        );
+        resolved
+            .push_bind(now)
+            .push(" WHERE status = 'retrying' AND (message_id, plugin) IN (");
+        let mut pairs = resolved.separated(", ");
+        for (id, plugin) in &plan.handled {
+            for name in [plugin.name.as_str(), ""] {
+                pairs
+                    .push("(")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(name)
+                    .push_unseparated(")");
+            }
+        }
+        resolved.push(")");
+        resolved.build().execute(&mut *conn).await?;
+    }
+    insert_new(conn, &plan.publishes, now).await?;
+    if !plan.outbox.is_empty() {
+        let mut outbox = QueryBuilder::<MySql>::new(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
+        );
+        outbox.push_values(&plan.outbox, |mut row, o| {
+            row.push_bind(o.publish.id)
+                .push_bind(o.source)
+                .push_bind(o.plugin)
+                .push_bind(o.exchange)
+                .push_bind(o.routing_key)
+                .push_bind(&o.publish.kind)
+                .push_bind(headers_json(&o.publish.headers))
+                .push_bind(&o.publish.payload)
+                .push_bind(now);
+        });
+        outbox.build().execute(&mut *conn).await?;
+    }
+    let (written, deleted): (Vec<_>, Vec<_>) =
+        plan.state.iter().partition(|(_, w)| w.value.is_some());
+    if !written.is_empty() {
+        let mut state = QueryBuilder::<MySql>::new(
+            "INSERT INTO plugin_state (plugin, `key`, value, version, updated_at) ",
+        );
+        state.push_values(&written, |mut row, ((plugin, key), write)| {
+            row.push_bind(*plugin)
+                .push_bind(*key)
+                .push_bind(write.value.expect("partitioned on a value"))
+                .push_bind(write.version)
+                .push_bind(now);
+        });
+        state.push(
+            " ON DUPLICATE KEY UPDATE value = VALUES(value), version = VALUES(version),
+                                      updated_at = VALUES(updated_at)",
+        );
+        state.build().execute(&mut *conn).await?;
+    }
+    if !deleted.is_empty() {
+        let mut gone =
+            QueryBuilder::<MySql>::new("DELETE FROM plugin_state WHERE (plugin, `key`) IN (");
+        let mut pairs = gone.separated(", ");
+        for ((plugin, key), _) in &deleted {
+            pairs
+                .push("(")
+                .push_bind_unseparated(*plugin)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*key)
+                .push_unseparated(")");
+        }
+        gone.push(")");
+        gone.build().execute(&mut *conn).await?;
+    }
+    if !plan.usage.is_empty() {
+        let mut usage =
+            QueryBuilder::<MySql>::new("INSERT INTO plugin_state_usage (plugin, `keys`, bytes) ");
+        usage.push_values(&plan.usage, |mut row, (plugin, change)| {
+            row.push_bind(*plugin)
+                .push_bind(change.keys)
+                .push_bind(change.bytes);
+        });
+        usage.push(
+            " ON DUPLICATE KEY UPDATE `keys` = `keys` + VALUES(`keys`), bytes = bytes + VALUES(bytes)",
+        );
+        usage.build().execute(&mut *conn).await?;
+    }
+    if !plan.attempt_errors.is_empty() {
+        let mut attempts = QueryBuilder::<MySql>::new(
+            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at) ",
+        );
+        attempts.push_values(&plan.attempt_errors, |mut row, a| {
+            row.push_bind(a.message)
+                .push_bind(&a.plugin.name)
+                .push_bind(&a.plugin.version)
+                .push_bind(&a.plugin.sha256)
+                .push_bind(a.attempt)
+                .push_bind(&*a.error)
+                .push_bind(a.delay.map(|d| d.as_millis() as i64))
+                .push_bind(now);
+        });
+        attempts.build().execute(&mut *conn).await?;
+    }
+    for d in &plan.dead {
+        let m = d.message;
+        sqlx::query(
+            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
+                                          headers, payload, error, attempts, status, failed_at,
+                                          source_exchange, source_routing_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)
+             ON DUPLICATE KEY UPDATE
+                 plugin_version = VALUES(plugin_version), plugin_sha256 = VALUES(plugin_sha256),
+                 error = VALUES(error), attempts = attempts + VALUES(attempts),
+                 status = 'failed', failed_at = VALUES(failed_at)",
+        )
+        .bind(m.id)
+        .bind(&d.plugin.name)
+        .bind(&d.plugin.version)
+        .bind(&d.plugin.sha256)
+        .bind(m.source())
+        .bind(&m.queue)
+        .bind(&m.kind)
+        .bind(headers_json(&m.headers))
+        .bind(&m.payload)
+        .bind(&*d.error)
+        .bind(d.attempts)
+        .bind(now)
+        .bind(m.amqp_route().map(|(e, _)| e))
+        .bind(m.amqp_route().map(|(_, k)| k))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if settling == Settling::Delivered {
+        return Ok(());
+    }
+    for stay in &plan.stay {
+        sqlx::query("UPDATE inbox SET attempts = attempts + ?, available_at = ? WHERE id = ?")
+            .bind(i64::from(stay.counts))
+            .bind(now + stay.delay.as_millis() as i64)
+            .bind(stay.message.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !plan.done.is_empty() {
+        let mut done = QueryBuilder::<MySql>::new("DELETE FROM inbox WHERE id IN (");
+        push_list(&mut done, plan.done.iter().copied());
+        done.push(")");
+        done.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
