@@ -24,8 +24,8 @@ use wharf_host::store::{self, FailedFilter, FailedMessage, PageRequest, Store};
 use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
 
 pub use services::{
-    amqp_connection, amqp_url, confirming_channel, fresh_postgres_schema, postgres_url,
-    route_orders, unique_name,
+    amqp_connection, amqp_url, confirming_channel, fresh_mysql_database, fresh_postgres_schema,
+    mysql_url, postgres_url, route_orders, unique_name,
 };
 
 /// Which store a test runs on.
@@ -38,10 +38,12 @@ pub enum Backend {
     Postgres,
     /// The same with leased claims (`inbox.hold_claims_up_to_ms = 0`).
     PostgresLeased,
+    /// The MariaDB/MySQL store, a fresh database on the server of `WHARF_TEST_MYSQL_URL`.
+    MySql,
 }
 
 /// Run a test body `async fn name(backend: Backend)` once per backend, as the tests
-/// `sqlite::name`, `postgres::name` and `postgres_leased::name`.
+/// `sqlite::name`, `postgres::name`, `postgres_leased::name` and `mysql::name`.
 #[macro_export]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -61,6 +63,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::Backend::PostgresLeased).await
+            })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::Backend::MySql).await
             })*
         }
     };
@@ -136,6 +144,7 @@ impl Host {
                 config.database.url = fresh_postgres_schema().await;
                 config.inbox.hold_claims_up_to_ms = 0;
             }
+            Backend::MySql => config.database.url = fresh_mysql_database().await,
         }
         adjust(&mut config);
         Self::start_on(config, plugins, dir).await
@@ -156,8 +165,19 @@ impl Host {
         }
         let store = store::open(&config.database.url).await.unwrap();
         sqlx::any::install_default_drivers();
+        let ansi = config.database.url.starts_with("mysql:");
         let db = AnyPoolOptions::new()
             .max_connections(2)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if ansi {
+                        sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI')")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&config.database.url)
             .await
             .unwrap();
@@ -256,14 +276,19 @@ impl Host {
     /// What the plugins' state holds in all, (keys, bytes of keys and values), and what
     /// their `plugin_state_usage` rows say it holds: equal when the usage is exact.
     pub async fn state_usage(&self) -> ((i64, i64), (i64, i64)) {
+        let int = if self.config.database.url.starts_with("mysql:") {
+            "SIGNED"
+        } else {
+            "BIGINT"
+        };
         let rows = self
-            .rows(
-                "SELECT (SELECT COUNT(*) FROM plugin_state),
-                        (SELECT CAST(COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) AS BIGINT)
+            .query_rows(format!(
+                r#"SELECT (SELECT COUNT(*) FROM plugin_state),
+                        (SELECT CAST(COALESCE(SUM(LENGTH("key") + LENGTH(value)), 0) AS {int})
                          FROM plugin_state),
-                        (SELECT CAST(COALESCE(SUM(keys), 0) AS BIGINT) FROM plugin_state_usage),
-                        (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM plugin_state_usage)",
-            )
+                        (SELECT CAST(COALESCE(SUM("keys"), 0) AS {int}) FROM plugin_state_usage),
+                        (SELECT CAST(COALESCE(SUM(bytes), 0) AS {int}) FROM plugin_state_usage)"#
+            ))
             .await;
         let get = |i| rows[0].get::<i64, _>(i);
         ((get(0), get(1)), (get(2), get(3)))
@@ -272,6 +297,26 @@ impl Host {
     /// Run a query (portable SQL) and return its rows.
     pub async fn rows(&self, sql: &'static str) -> Vec<sqlx::any::AnyRow> {
         sqlx::query(sql).fetch_all(&self.db).await.unwrap()
+    }
+
+    /// [`Host::rows`] of a query built at run time (e.g. with [`Host::uuid_text`]).
+    pub async fn query_rows(&self, sql: String) -> Vec<sqlx::any::AnyRow> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// A UUID `column` as hyphenated text, in this host's database's SQL (MariaDB/MySQL
+    /// keep ids as 16 bytes).
+    pub fn uuid_text(&self, column: &str) -> String {
+        if self.config.database.url.starts_with("mysql:") {
+            format!(
+                "LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-'))"
+            )
+        } else {
+            format!("CAST({column} AS TEXT)")
+        }
     }
 }
 
@@ -326,12 +371,13 @@ pub async fn handled_once_by_their_version(
     versions: &[(&str, &str)],
 ) -> (Vec<usize>, std::collections::HashMap<String, String>) {
     assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
+    let id = host.uuid_text("p.message_id");
     let rows = host
-        .rows(
-            "SELECT CAST(p.message_id AS TEXT), p.plugin_version, p.plugin_sha256, s.value, s.version
+        .query_rows(format!(
+            "SELECT {id}, p.plugin_version, p.plugin_sha256, s.value, s.version
              FROM processed p LEFT JOIN plugin_state s
-               ON s.plugin = p.plugin AND s.key = 'seen:' || CAST(p.message_id AS TEXT)",
-        )
+               ON s.plugin = p.plugin AND s.key = 'seen:' || {id}"
+        ))
         .await;
     assert_eq!(rows.len(), total);
     let mut counts = vec![0; versions.len()];

@@ -62,6 +62,68 @@ pub async fn fresh_postgres_schema() -> String {
     format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
+/// The MariaDB (or MySQL) the tests use: `WHARF_TEST_MYSQL_URL`, by default the local
+/// server's `test` database.
+pub fn mysql_url() -> String {
+    std::env::var("WHARF_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Create an empty database for one test and return a `database.url` that uses it.
+/// Databases left by earlier test processes that are no longer running are dropped first.
+pub async fn fresh_mysql_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let base = mysql_url();
+    let mut conn = sqlx::MySqlConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!(
+            "MariaDB is not reachable at {base}: {e}. Start it (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd) or set WHARF_TEST_MYSQL_URL"
+        )
+    });
+    SWEPT
+        .get_or_init(|| async {
+            let databases: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata
+                 WHERE schema_name LIKE 'wharf!_t!_%' ESCAPE '!'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for database in databases {
+                let pid = database
+                    .split('_')
+                    .nth(2)
+                    .and_then(|p| p.parse::<u32>().ok());
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS `{database}`"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                }
+            }
+        })
+        .await;
+    let database = format!(
+        "wharf_t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(server, _)| server);
+    format!("{server}/{database}")
+}
+
 /// The RabbitMQ the tests use: `WHARF_TEST_AMQP_URL`, by default the local broker.
 pub fn amqp_url() -> String {
     std::env::var("WHARF_TEST_AMQP_URL")

@@ -305,7 +305,7 @@ async fn the_outbox_relay_publishes_with_confirms_and_marks_sent(backend: Backen
     let host = &broker.host;
     assert_eq!(count(host, "SELECT COUNT(*) FROM outbox").await, 30);
     let outbox: HashSet<String> = host
-        .rows("SELECT CAST(id AS TEXT) FROM outbox")
+        .query_rows(format!("SELECT {} FROM outbox", host.uuid_text("id")))
         .await
         .iter()
         .map(|r| sqlx::Row::get(r, 0))
@@ -377,7 +377,10 @@ async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(b
     assert_eq!(report.relayed.sent, 1, "{report:?}");
     assert_eq!(report.consumed.acked, 1, "{report:?}");
     let handled: Vec<String> = second
-        .rows("SELECT CAST(message_id AS TEXT) || ' ' || plugin FROM processed")
+        .query_rows(format!(
+            "SELECT {} || ' ' || plugin FROM processed",
+            second.uuid_text("message_id")
+        ))
         .await
         .iter()
         .map(|r| sqlx::Row::get(r, 0))
@@ -424,7 +427,10 @@ async fn the_bridge_moves_deliveries_into_the_inbox_once_each(backend: Backend) 
         "the bridge handles nothing itself"
     );
     let bridged: HashSet<String> = host
-        .rows("SELECT CAST(id AS TEXT) FROM inbox WHERE queue = 'bridged' AND kind = 'test.once'")
+        .query_rows(format!(
+            "SELECT {} FROM inbox WHERE queue = 'bridged' AND kind = 'test.once'",
+            host.uuid_text("id")
+        ))
         .await
         .iter()
         .map(|r| sqlx::Row::get(r, 0))

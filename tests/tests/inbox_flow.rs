@@ -332,7 +332,10 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
     assert_eq!(after[0].status.as_str(), "resolved");
     assert!(after[0].resolved_at.is_some() && after[0].last_retry_at.is_some());
     let ledger = second
-        .rows("SELECT CAST(message_id AS TEXT) FROM processed")
+        .query_rows(format!(
+            "SELECT {} FROM processed",
+            second.uuid_text("message_id")
+        ))
         .await;
     assert_eq!(ledger[0].get::<String, _>(0), message.id.to_string());
 }
