@@ -1,6 +1,6 @@
-//! Several hosts on one PostgreSQL database: the work is shared, each message is handled
-//! once, and a host killed with SIGKILL in the middle of a batch loses nothing and
-//! duplicates no effect (ledger row, outbox row, state write); nor does a host whose
+//! Several hosts on one PostgreSQL or MariaDB database: the work is shared, each message
+//! is handled once, and a host killed with SIGKILL in the middle of a batch loses nothing
+//! and duplicates no effect (ledger row, outbox row, state write); nor does a host whose
 //! database connections are cut while it works.
 
 use std::process::Command;
@@ -11,7 +11,8 @@ use serde_json::json;
 use wharf_host::envelope::NewMessage;
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::{
-    Backend, Host, fresh_postgres_schema, plugin_wasm, postgres_url, test_config, victim_process,
+    Backend, Host, fresh_mysql_database, fresh_postgres_schema, mysql_url, plugin_wasm,
+    postgres_url, test_config, victim_process,
 };
 
 fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {
@@ -47,10 +48,17 @@ async fn assert_each_effect_once(host: &Host, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_10000_messages_and_handle_each_exactly_once() {
-    let a = Host::start_with(Backend::Postgres, &["fixture-once"], |c| {
-        c.inbox.batch_size = 100
-    })
-    .await;
+    two_hosts_share(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mariadb_hosts_share_10000_messages_and_handle_each_exactly_once() {
+    two_hosts_share(Backend::MySql).await
+}
+
+async fn two_hosts_share(backend: Backend) {
+    let started = Instant::now();
+    let a = Host::start_with(backend, &["fixture-once"], |c| c.inbox.batch_size = 100).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.database.url = a.config.database.url.clone();
@@ -70,29 +78,44 @@ async fn two_hosts_share_10000_messages_and_handle_each_exactly_once() {
     );
     assert_eq!(ra.settled.fenced + rb.settled.fenced, 0);
     assert_each_effect_once(&a, 10_000).await;
+    eprintln!(
+        "{backend:?}: two hosts, 10,000 messages in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
-    killed_mid_batch("10000").await
+    killed_mid_batch(Backend::Postgres, "10000").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leasing_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
-    killed_mid_batch("0").await
+    killed_mid_batch(Backend::PostgresLeased, "0").await
 }
 
-/// Messages claimed by another host: leased, or held in its open transaction (their rows
-/// are locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
+    killed_mid_batch(Backend::MySql, "0").await
+}
+
+/// Messages claimed by another host on PostgreSQL: leased, or held in its open
+/// transaction (their rows are locked).
 const CLAIMED_ELSEWHERE: &str = "SELECT (SELECT COUNT(*) FROM inbox)
      - (SELECT COUNT(*) FROM (SELECT id FROM inbox WHERE locked_until IS NULL
                               FOR KEY SHARE SKIP LOCKED) free)";
 
-/// Kill -9 a real `wharf run` holding a claimed batch, with claims held in a transaction
-/// or leased (`hold_claims_up_to_ms` 10000 or 0 against a 1000 ms deadline).
-async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
+/// Messages claimed by another host on MariaDB/MySQL (claims there are leases).
+const LEASED_ELSEWHERE: &str = "SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL";
+
+/// Kill -9 a real `wharf run` on `backend` holding a claimed batch, with claims held in a
+/// transaction or leased (`hold_claims_up_to_ms` 10000 or 0 against a 1000 ms deadline).
+async fn killed_mid_batch(backend: Backend, hold_claims_up_to_ms: &str) {
     const MESSAGES: usize = 400;
-    let url = fresh_postgres_schema().await;
+    let (url, claimed_elsewhere) = match backend {
+        Backend::MySql => (fresh_mysql_database().await, LEASED_ELSEWHERE),
+        _ => (fresh_postgres_schema().await, CLAIMED_ELSEWHERE),
+    };
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -141,7 +164,7 @@ async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
             // A statement the victim sent just before it froze (a COMMIT) may still be
             // running on the server: let it finish so the claims counted stay put.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let claimed = survivor.count(CLAIMED_ELSEWHERE).await;
+            let claimed = survivor.count(claimed_elsewhere).await;
             if claimed > 0 {
                 break;
             }
@@ -149,7 +172,7 @@ async fn killed_mid_batch(hold_claims_up_to_ms: &str) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let orphaned = survivor.count(CLAIMED_ELSEWHERE).await;
+    let orphaned = survivor.count(claimed_elsewhere).await;
     assert!(orphaned > 0, "the victim holds a claimed batch");
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -173,6 +196,48 @@ async fn connections_cut_mid_run_of_a_leasing_host_lose_nothing_and_duplicate_no
     connections_cut(Backend::PostgresLeased).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_run_of_a_mariadb_host_lose_nothing_and_duplicate_no_effect() {
+    connections_cut(Backend::MySql).await
+}
+
+/// Terminate every connection to the database of `host` (its own, and the test's
+/// inspection pool's, which reconnects); how many.
+async fn cut_connections(host: &Host) -> i64 {
+    let url = &host.config.database.url;
+    if url.starts_with("mysql:") {
+        let admin = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
+        let database = url.rsplit('/').next().unwrap();
+        let ids: Vec<u64> = sqlx::query_scalar(
+            "SELECT CAST(id AS UNSIGNED) FROM information_schema.processlist WHERE db = ?",
+        )
+        .bind(database)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        for id in &ids {
+            // A connection may close by itself meanwhile.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                .execute(&admin)
+                .await;
+        }
+        return ids.len() as i64;
+    }
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&host.db)
+        .await
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&admin)
+    .await
+    .unwrap()
+}
+
 /// Terminate every connection of a working host (pool, held claims, listener) again and
 /// again, as a database restart or a failover would: the host rides it out, and every
 /// message is still handled once with each effect committed once.
@@ -188,11 +253,6 @@ async fn connections_cut(backend: Backend) {
     for chunk in once_messages(MESSAGES as usize, 0).chunks(1_000) {
         host.store.enqueue(chunk).await.unwrap();
     }
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-        .fetch_one(&host.db)
-        .await
-        .unwrap();
-    let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut running = tokio::spawn({
         let host = host.clone();
@@ -215,14 +275,7 @@ async fn connections_cut(backend: Backend) {
             break;
         }
         if handled >= (cuts + 1) * MESSAGES / 5 && cuts < 4 {
-            let cut: i64 = sqlx::query_scalar(
-                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = $1",
-            )
-            .bind(&schema)
-            .fetch_one(&admin)
-            .await
-            .unwrap();
+            let cut = cut_connections(&host).await;
             assert!(cut > 0, "the host has connections to cut");
             cuts += 1;
         }

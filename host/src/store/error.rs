@@ -27,6 +27,11 @@ pub enum StoreError {
     /// of the batch was written and its messages are claimable again.
     #[error("the claim's transaction was lost, nothing was written: {0}")]
     ClaimLost(sqlx::Error),
+    /// Another host has held the database's migration lock (MariaDB/MySQL) too long.
+    #[error(
+        "another host has been migrating the database for over {0:?}; wait for it, or look for a stuck session holding the lock wharf_migrate:<database>"
+    )]
+    MigrationLocked(std::time::Duration),
     /// `database.url` names no supported database.
     #[error(
         "unsupported database url {0:?}: use sqlite://PATH, postgres://USER@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
@@ -45,6 +50,7 @@ impl StoreError {
             Self::Database(e) | Self::ClaimLost(e) => transient(e),
             Self::Migrate(_) | Self::Corrupt(_) | Self::SchemaTooNew { .. } => false,
             Self::UnsupportedUrl(_) => false,
+            Self::MigrationLocked(_) => true,
         }
     }
 }

@@ -46,6 +46,9 @@ const POOL_SIZE: u32 = 8;
 /// idle host is at most this (PostgreSQL hosts are woken at once by `NOTIFY`).
 pub const POLL_EVERY: Duration = Duration::from_millis(50);
 
+/// How long a host waits for another to finish migrating the database.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// The database clock in Unix milliseconds, as SQL.
 const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 
@@ -74,7 +77,23 @@ impl MySqlStore {
             })
             .connect_with(options)
             .await?;
-        super::migrate(&sqlx::migrate!("../migrations/mysql"), &pool).await?;
+        // Hosts started together must not migrate at once (the migrator's own lock does
+        // not hold on MariaDB): take a named lock for this database first, on the
+        // connection that migrates.
+        let mut conn = pool.acquire().await?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT GET_LOCK(CONCAT('wharf_migrate:', DATABASE()), ?)")
+                .bind(MIGRATION_LOCK_WAIT.as_secs())
+                .fetch_one(&mut *conn)
+                .await?;
+        if locked != Some(1) {
+            return Err(StoreError::MigrationLocked(MIGRATION_LOCK_WAIT));
+        }
+        let migrated = super::migrate(&sqlx::migrate!("../migrations/mysql"), &mut *conn).await;
+        sqlx::query("SELECT RELEASE_LOCK(CONCAT('wharf_migrate:', DATABASE()))")
+            .execute(&mut *conn)
+            .await?;
+        migrated?;
         Ok(Self { pool })
     }
 
