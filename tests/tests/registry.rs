@@ -1,7 +1,7 @@
 //! The fleet plugin registry: deploy, rollback and history; hosts follow it (registry
 //! wins over the directory), serve a restarted host's plugins from the compiled cache
 //! without fetching them, swap under load without losing or doubling a message, and two
-//! real host processes on one PostgreSQL both pick up a deploy (the time each took is
+//! real host processes on one PostgreSQL (and on one MariaDB) pick up a deploy (the time each took is
 //! printed; the 2 s target is a latency, measured rather than asserted, like every speed
 //! target here). Hosts report what they handled per queue; the fleet's handled/min is the
 //! sum of the fresh reports.
@@ -23,8 +23,8 @@ use wharf_host::store::registry::{Deployed, Rollback};
 use wharf_host::transport::inbox::StopWhen;
 use wharf_tests::http::{READ, call, serve};
 use wharf_tests::{
-    Backend, Host, artifact, conformance, fresh_postgres_schema, handled_once_by_their_version,
-    plugin_wasm, wait_for,
+    Backend, Host, artifact, conformance, fresh_mysql_database, fresh_postgres_schema,
+    handled_once_by_their_version, plugin_wasm, wait_for,
 };
 
 conformance!(
@@ -283,9 +283,19 @@ fn plugins_command(url: &str, dir: &Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_host_processes_both_pick_up_a_deploy() {
-    let url = fresh_postgres_schema().await;
+    two_host_processes(fresh_postgres_schema().await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mariadb_host_processes_both_pick_up_a_deploy() {
+    two_host_processes(fresh_mysql_database().await).await
+}
+
+/// Two `wharf run` processes on the database at `url` follow deploys and a rollback.
+async fn two_host_processes(url: String) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
     let mut hosts = [
         host_process(&url, dir.path(), "a"),
         host_process(&url, dir.path(), "b"),

@@ -7,10 +7,12 @@
 //! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
 //! a fast plugin's throughput beside a slow one; (`metrics`) the PostgreSQL inbox and the
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
-//! keys beside a stateless plugin.
+//! keys beside a stateless plugin; (`mariadb`) the MariaDB inbox against a raw claim loop
+//! on the same server.
 
 mod amqp;
 mod contention;
+mod mariadb;
 mod plugins;
 mod recording;
 
@@ -313,7 +315,7 @@ async fn postgres_inbox() {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|amqp|swap|fair|metrics|contention|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -326,6 +328,9 @@ async fn main() {
     );
     if wanted("postgres") {
         postgres_inbox().await;
+    }
+    if wanted("mariadb") {
+        mariadb::inbox().await;
     }
     if wanted("amqp") {
         amqp::versus_bare_loop().await;
