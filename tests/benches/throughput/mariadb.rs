@@ -4,17 +4,14 @@
 //! call, ledger, settle) on the same rows; CPU per 1,000 messages of both; publish ->
 //! handled on an idle host (which polls).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
-use wharf_host::envelope::NewMessage;
-use wharf_host::transport::inbox::StopWhen;
-use wharf_tests::{Backend, Host};
+use wharf_tests::Backend;
 
 use super::{
-    CpuCost, LATENCY_SAMPLES, PG_BATCH, PG_MESSAGES, fill, postgres_host, wharf_drain_filled,
+    CpuCost, PG_BATCH, PG_MESSAGES, fill, postgres_host, publish_to_handled, wharf_drain_filled,
 };
 
 /// The MariaDB server's processes.
@@ -54,46 +51,6 @@ async fn raw_claim_delete(pool: &MySqlPool) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Publish -> handled (committed) on an idle host, one message at a time; p50, p99 in ms.
-async fn publish_to_handled(host: Host, pool: &MySqlPool, payload: &[u8]) -> (f64, f64) {
-    let host = Arc::new(host);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn({
-        let host = host.clone();
-        async move { host.worker.run(StopWhen::default(), stopped).await }
-    });
-    let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
-    for _ in 0..LATENCY_SAMPLES {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let message = NewMessage::new("bench", "bench.noop", payload.to_vec());
-        let started = Instant::now();
-        host.store
-            .enqueue(std::slice::from_ref(&message))
-            .await
-            .unwrap();
-        loop {
-            let done: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE message_id = ?")
-                    .bind(message.id)
-                    .fetch_one(pool)
-                    .await
-                    .unwrap();
-            if done > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        latencies.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    stop.send(true).unwrap();
-    running.await.unwrap().unwrap();
-    latencies.sort_by(f64::total_cmp);
-    (
-        latencies[LATENCY_SAMPLES / 2],
-        latencies[LATENCY_SAMPLES * 99 / 100],
-    )
-}
-
 /// The MariaDB numbers.
 pub async fn inbox() {
     let payload = vec![b' '; 256];
@@ -111,7 +68,15 @@ pub async fn inbox() {
         wharf / raw
     );
     println!("mariadb CPU: raw loop {raw_cpu}; wharf {wharf_cpu}");
-    let (p50, p99) = publish_to_handled(host, &pool, &payload).await;
+    let handled = async |id: Uuid| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM processed WHERE message_id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            > 0
+    };
+    let (p50, p99) = publish_to_handled(host, &payload, handled).await;
     println!(
         "mariadb publish -> handled on an idle host (it polls every 50 ms): p50 {p50:.2} ms, p99 {p99:.2} ms"
     );
