@@ -166,9 +166,12 @@ impl Broker {
         Host::start_on(config, plugins, dir).await
     }
 
-    /// Ready messages in a queue.
+    /// Ready messages in a queue, asked on a connection of its own: the consumers share
+    /// the broker's, and lapin may take all of its channels down with a consumer it is
+    /// cancelling while its channel closes.
     async fn depth(&self, queue: &str) -> u32 {
-        self.channel
+        let (_connection, channel) = confirming_channel().await;
+        channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
