@@ -233,7 +233,7 @@ impl Dispatcher {
                 }
                 Admission::Go | Admission::Trial => {
                     let started = Instant::now();
-                    let began = SystemTime::now();
+                    let began = trace::export::enabled().then(SystemTime::now);
                     let outcome = self.run(plugin, message, attempt, state, trace).await;
                     let elapsed = started.elapsed();
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
@@ -255,7 +255,7 @@ impl Dispatcher {
                         }
                         Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
                     }
-                    if trace::export::enabled() {
+                    if let Some(began) = began {
                         span::export(message, plugin, attempt, trace, began, &verdict);
                     }
                     verdict
