@@ -38,12 +38,16 @@ pub enum Backend {
     Postgres,
     /// The same with leased claims (`inbox.hold_claims_up_to_ms = 0`).
     PostgresLeased,
-    /// The MariaDB/MySQL store, a fresh database on the server of `WHARF_TEST_MYSQL_URL`.
+    /// The MariaDB/MySQL store, a fresh database on the server of `WHARF_TEST_MYSQL_URL`,
+    /// with the default claims (held in a transaction on MariaDB).
     MySql,
+    /// The same with leased claims.
+    MySqlLeased,
 }
 
 /// Run a test body `async fn name(backend: Backend)` once per backend, as the tests
-/// `sqlite::name`, `postgres::name`, `postgres_leased::name` and `mysql::name`.
+/// `sqlite::name`, `postgres::name`, `postgres_leased::name`, `mysql::name` and
+/// `mysql_leased::name`.
 #[macro_export]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -69,6 +73,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::Backend::MySql).await
+            })*
+        }
+        mod mysql_leased {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::Backend::MySqlLeased).await
             })*
         }
     };
@@ -145,6 +155,10 @@ impl Host {
                 config.inbox.hold_claims_up_to_ms = 0;
             }
             Backend::MySql => config.database.url = fresh_mysql_database().await,
+            Backend::MySqlLeased => {
+                config.database.url = fresh_mysql_database().await;
+                config.inbox.hold_claims_up_to_ms = 0;
+            }
         }
         adjust(&mut config);
         Self::start_on(config, plugins, dir).await

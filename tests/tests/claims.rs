@@ -180,7 +180,16 @@ async fn the_same_id_twice_in_one_publish_inserts_one_row(backend: Backend) {
 /// claimable at once, with no lease to wait out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_claim_keeps_others_off_and_returns_its_messages_at_once_when_dropped() {
-    let host = Host::start(Backend::Postgres, &["fixture-noop"]).await;
+    held_claim_dropped(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_mariadb_claim_keeps_others_off_and_returns_its_messages_at_once_when_dropped() {
+    held_claim_dropped(Backend::MySql).await
+}
+
+async fn held_claim_dropped(backend: Backend) {
+    let host = Host::start(backend, &["fixture-noop"]).await;
     host.publish("test", "test.noop", json!({})).await;
     let queues = ["test".to_owned()];
     let held = host
@@ -221,20 +230,25 @@ async fn a_held_claim_keeps_others_off_and_returns_its_messages_at_once_when_dro
 /// reports the claim lost, writes nothing, and the message is claimable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_claim_not_renewed_is_lost_and_its_settle_writes_nothing() {
-    let host = Host::start(Backend::Postgres, &["fixture-noop"]).await;
+    held_claim_not_renewed(Backend::Postgres, Duration::from_millis(100)).await
+}
+
+/// MariaDB counts an idle transaction's timeout in whole seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_mariadb_claim_not_renewed_is_lost_and_its_settle_writes_nothing() {
+    held_claim_not_renewed(Backend::MySql, Duration::from_secs(1)).await
+}
+
+async fn held_claim_not_renewed(backend: Backend, lease: Duration) {
+    let host = Host::start(backend, &["fixture-noop"]).await;
     host.publish("test", "test.noop", json!({})).await;
     let queues = ["test".to_owned()];
     let claim = host
         .store
-        .claim(
-            &queues,
-            10,
-            ClaimMode::Transaction,
-            Duration::from_millis(100),
-        )
+        .claim(&queues, 10, ClaimMode::Transaction, lease)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(lease * 4).await;
     let settled = host
         .store
         .settle(

@@ -96,7 +96,12 @@ async fn a_leasing_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
-    killed_mid_batch(Backend::MySql, "0").await
+    killed_mid_batch(Backend::MySql, "10000").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leasing_mariadb_host_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
+    killed_mid_batch(Backend::MySqlLeased, "0").await
 }
 
 /// Messages claimed by another host on PostgreSQL: leased, or held in its open
@@ -105,15 +110,24 @@ const CLAIMED_ELSEWHERE: &str = "SELECT (SELECT COUNT(*) FROM inbox)
      - (SELECT COUNT(*) FROM (SELECT id FROM inbox WHERE locked_until IS NULL
                               FOR KEY SHARE SKIP LOCKED) free)";
 
-/// Messages claimed by another host on MariaDB/MySQL (claims there are leases).
-const LEASED_ELSEWHERE: &str = "SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL";
+/// Messages claimed by another host on MariaDB: leased, or held in its open transaction
+/// (the rows its transactions on this database lock; claims are all they lock while
+/// the handlers run).
+const CLAIMED_ELSEWHERE_MYSQL: &str = "SELECT
+       (SELECT COUNT(*) FROM inbox WHERE locked_until IS NOT NULL)
+     + (SELECT CAST(COALESCE(SUM(t.trx_rows_locked), 0) AS SIGNED)
+        FROM information_schema.INNODB_TRX t
+        JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+        WHERE p.DB = DATABASE())";
 
 /// Kill -9 a real `wharf run` on `backend` holding a claimed batch, with claims held in a
 /// transaction or leased (`hold_claims_up_to_ms` 10000 or 0 against a 1000 ms deadline).
 async fn killed_mid_batch(backend: Backend, hold_claims_up_to_ms: &str) {
     const MESSAGES: usize = 400;
     let (url, claimed_elsewhere) = match backend {
-        Backend::MySql => (fresh_mysql_database().await, LEASED_ELSEWHERE),
+        Backend::MySql | Backend::MySqlLeased => {
+            (fresh_mysql_database().await, CLAIMED_ELSEWHERE_MYSQL)
+        }
         _ => (fresh_postgres_schema().await, CLAIMED_ELSEWHERE),
     };
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +213,11 @@ async fn connections_cut_mid_run_of_a_leasing_host_lose_nothing_and_duplicate_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_mid_run_of_a_mariadb_host_lose_nothing_and_duplicate_no_effect() {
     connections_cut(Backend::MySql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_run_of_a_leasing_mariadb_host_lose_nothing_and_duplicate_no_effect() {
+    connections_cut(Backend::MySqlLeased).await
 }
 
 /// Terminate every connection to the database of `host` (its own, and the test's

@@ -165,7 +165,9 @@ async fn deploy_rollback_and_history_drive_what_hosts_serve(backend: Backend) {
     // spoil the stored bytes, and a fresh runtime on the same cache still loads v2.
     let spoil = match backend {
         Backend::Sqlite => "UPDATE plugin_artifacts SET wasm = CAST('spoiled' AS BLOB)",
-        Backend::MySql => "UPDATE plugin_artifacts SET wasm = CAST('spoiled' AS BINARY)",
+        Backend::MySql | Backend::MySqlLeased => {
+            "UPDATE plugin_artifacts SET wasm = CAST('spoiled' AS BINARY)"
+        }
         _ => "UPDATE plugin_artifacts SET wasm = convert_to('spoiled', 'UTF8')",
     };
     sqlx::query(spoil).execute(&host.db).await.unwrap();

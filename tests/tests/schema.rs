@@ -19,7 +19,7 @@ async fn a_database_migrated_by_a_newer_wharf_is_refused(backend: Backend) {
         .expect("a schema it knows opens again");
     let checksum = match backend {
         Backend::Postgres | Backend::PostgresLeased => "decode('00', 'hex')",
-        Backend::Sqlite | Backend::MySql => "X'00'",
+        Backend::Sqlite | Backend::MySql | Backend::MySqlLeased => "X'00'",
     };
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)

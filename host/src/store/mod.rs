@@ -43,7 +43,7 @@ pub use failed::{
 };
 pub use mysql::MySqlStore;
 pub use outbox::{OutboxClaim, OutboxMessage};
-pub use postgres::{HeldTransaction, PostgresStore};
+pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
 pub use settle::{
     KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
@@ -82,8 +82,17 @@ pub enum ClaimMode {
 pub enum Hold {
     /// The rows carry a lease and the messages' `lock_token`s.
     Lease,
-    /// The rows are taken inside this open PostgreSQL transaction.
+    /// The rows are taken inside this open transaction.
     Transaction(HeldTransaction),
+}
+
+/// A claim's open transaction, of the store that claimed (and settles) it.
+#[derive(Debug)]
+pub enum HeldTransaction {
+    /// The claimed rows are deleted in it, uncommitted.
+    Postgres(postgres::HeldClaim),
+    /// The claimed rows are locked in it (`FOR UPDATE`).
+    MySql(mysql::HeldClaim),
 }
 
 /// A claimed batch.

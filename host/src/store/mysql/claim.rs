@@ -1,32 +1,124 @@
-//! Claiming on MariaDB/MySQL: due rows no other host holds, taken with `FOR UPDATE SKIP
-//! LOCKED` and stamped with a lease and a fencing token in one short transaction; and the
-//! heartbeat that renews the lease while the handlers run.
+//! Claiming on MariaDB/MySQL: due rows no other host holds, locked with `FOR UPDATE SKIP
+//! LOCKED`, either taken (deleted) in the claim's transaction, held open until the
+//! settle commits it (MariaDB), or stamped with a lease and a fencing token in one short
+//! transaction; and keeping either alive while the handlers run.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::delivered::settled_of;
+use super::inbox::{self, CreatedAt};
 use super::{NOW_MS, now, push_list};
 use crate::envelope::Envelope;
-use crate::store::{Claim, Hold, Result, parse_headers};
+use crate::store::settle::Stay;
+use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, StoreError, parse_headers};
 
-/// Claim up to `limit` due messages of `queues` (all when empty), leased for `lease`.
+/// A claim's open transaction on MariaDB: the batch's rows are deleted in it,
+/// uncommitted, so other hosts' claims skip them; the settle writes into it and commits.
+pub struct HeldClaim {
+    pub(super) tx: Transaction<'static, MySql>,
+    /// When each claimed message was enqueued, for those put back.
+    pub(super) created_at: CreatedAt,
+}
+
+impl std::fmt::Debug for HeldClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldClaim")
+            .field("messages", &self.created_at.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claim up to `limit` due messages of `queues` (all when empty): held in a transaction
+/// when `mode` asks for it and the server can bound an idle transaction (`holds`), else
+/// leased for `lease`.
 pub(super) async fn claim(
     pool: &MySqlPool,
     queues: &[String],
     limit: u32,
+    mode: ClaimMode,
+    holds: bool,
     lease: Duration,
 ) -> Result<Claim> {
-    let token = Uuid::now_v7();
+    let held = holds && mode == ClaimMode::Transaction;
     let mut tx = pool.begin().await?;
+    if held {
+        // A host that stops renewing (frozen, cut off) loses the claim within `lease`: the
+        // server closes a connection whose transaction sat idle that long, rolling it
+        // back, and the rows are claimable again. The setting stays on the pooled
+        // connection and bounds its later transactions alike; a transaction idle for a
+        // whole lease is a stuck one.
+        sqlx::query("SET SESSION idle_transaction_timeout = ?")
+            .bind(lease.as_millis().div_ceil(1000) as u64)
+            .execute(&mut *tx)
+            .await?;
+    }
     let now = now(&mut tx).await?;
-    let mut due = QueryBuilder::<MySql>::new(
-        "SELECT id, queue, kind, headers, payload, attempts, available_at FROM inbox
-         WHERE available_at <= ",
-    );
+    let token = if held { Uuid::nil() } else { Uuid::now_v7() };
+    let (mut claimed, created_at) = due(&mut tx, queues, limit, now, token).await?;
+    if claimed.is_empty() {
+        tx.rollback().await?;
+        return Ok(Claim {
+            messages: claimed,
+            hold: Hold::Lease,
+        });
+    }
+    if held {
+        inbox::take(&mut tx, claimed.iter().map(|m| m.id)).await?;
+    } else {
+        let mut stamp = QueryBuilder::<MySql>::new("UPDATE inbox SET locked_until = ");
+        stamp
+            .push_bind(now + lease.as_millis() as i64)
+            .push(", lock_token = ")
+            .push_bind(token)
+            .push(" WHERE id IN (");
+        push_list(&mut stamp, claimed.iter().map(|m| m.id));
+        stamp.push(")");
+        stamp.build().execute(&mut *tx).await?;
+    }
+    let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+    let mut by_id = settled_of(&mut tx, &ids).await?;
+    for message in &mut claimed {
+        if let Some(plugins) = by_id.remove(&message.id) {
+            message.settled_plugins = plugins;
+        }
+    }
+    let hold = if held {
+        Hold::Transaction(HeldTransaction::MySql(HeldClaim { tx, created_at }))
+    } else {
+        tx.commit().await?;
+        Hold::Lease
+    };
+    Ok(Claim {
+        messages: claimed,
+        hold,
+    })
+}
+
+/// Lock up to `limit` due rows of `queues` that no other host holds, as messages carrying
+/// `token`, with their enqueue times.
+async fn due(
+    conn: &mut MySqlConnection,
+    queues: &[String],
+    limit: u32,
+    now: i64,
+    token: Uuid,
+) -> Result<(Vec<Envelope>, CreatedAt)> {
+    // The index is named: on a table whose statistics are stale (new, just filled) the
+    // optimizer may scan and sort it instead, and a locking read that sorts locks every
+    // due row it read, not just the batch it returns.
+    let index = match queues.len() {
+        1 => "inbox_queue_due",
+        _ => "inbox_due",
+    };
+    let mut due = QueryBuilder::<MySql>::new(format!(
+        "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at
+         FROM inbox FORCE INDEX ({index})
+         WHERE available_at <= "
+    ));
     due.push_bind(now)
         .push(" AND (locked_until IS NULL OR locked_until <= ")
         .push_bind(now)
@@ -39,54 +131,78 @@ pub(super) async fn claim(
     due.push(" ORDER BY available_at LIMIT ")
         .push_bind(i64::from(limit))
         .push(" FOR UPDATE SKIP LOCKED");
-    let rows = due.build().fetch_all(&mut *tx).await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        claimed.push(Envelope {
-            id: row.get("id"),
-            queue: row.get("queue"),
-            kind: row.get("kind"),
-            headers: parse_headers(row.get("headers"))?,
-            payload: row.get("payload"),
-            attempts: row.get::<i32, _>("attempts") as u32,
-            lock_token: token,
-            settled_plugins: BTreeSet::new(),
-            origin: Default::default(),
-            due_at: Some(row.get("available_at")),
-        });
-    }
-    if !claimed.is_empty() {
-        let mut stamp = QueryBuilder::<MySql>::new("UPDATE inbox SET locked_until = ");
-        stamp
-            .push_bind(now + lease.as_millis() as i64)
-            .push(", lock_token = ")
-            .push_bind(token)
-            .push(" WHERE id IN (");
-        push_list(&mut stamp, claimed.iter().map(|m| m.id));
-        stamp.push(")");
-        stamp.build().execute(&mut *tx).await?;
-        let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-        let mut by_id = settled_of(&mut tx, &ids).await?;
-        for message in &mut claimed {
-            if let Some(plugins) = by_id.remove(&message.id) {
-                message.settled_plugins = plugins;
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(Claim {
-        messages: claimed,
-        hold: Hold::Lease,
-    })
+    let rows = due.build().fetch_all(&mut *conn).await?;
+    let created_at = rows
+        .iter()
+        .map(|row| (row.get("id"), row.get("created_at")))
+        .collect();
+    let messages = rows
+        .iter()
+        .map(|row| {
+            Ok(Envelope {
+                id: row.get("id"),
+                queue: row.get("queue"),
+                kind: row.get("kind"),
+                headers: parse_headers(row.get("headers"))?,
+                payload: row.get("payload"),
+                attempts: row.get::<i32, _>("attempts") as u32,
+                lock_token: token,
+                settled_plugins: BTreeSet::new(),
+                origin: Default::default(),
+                due_at: Some(row.get("available_at")),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((messages, created_at))
+}
+
+/// Hand a held claim over to leases: its `messages` go back into the inbox leased under a
+/// new token and the transaction commits. `None` when the claim is a lease already.
+pub(super) async fn lease_held(
+    hold: &mut Hold,
+    messages: &[Envelope],
+    lease: Duration,
+) -> Result<Option<Uuid>> {
+    let Hold::Transaction(HeldTransaction::MySql(held)) = std::mem::replace(hold, Hold::Lease)
+    else {
+        return Ok(None);
+    };
+    let HeldClaim { mut tx, created_at } = held;
+    let token = Uuid::now_v7();
+    let stay: Vec<Stay> = messages
+        .iter()
+        .map(|message| Stay {
+            message,
+            counts: false,
+            delay: Duration::ZERO,
+        })
+        .collect();
+    let handed_over = async {
+        let now = now(&mut tx).await?;
+        let leased = Some((token, now + lease.as_millis() as i64));
+        inbox::put_back(&mut tx, &stay, &created_at, now, leased).await
+    };
+    handed_over.await.map_err(claim_lost)?;
+    tx.commit().await.map_err(|e| claim_lost(e.into()))?;
+    Ok(Some(token))
 }
 
 /// Keep the claimed messages (id, lock token) for another `lease` from now; how many
-/// are still held.
+/// are still held. A held claim only needs its transaction to show it is alive.
 pub(super) async fn renew(
     pool: &MySqlPool,
+    hold: &mut Hold,
     claims: &[(Uuid, Uuid)],
     lease: Duration,
 ) -> Result<u64> {
+    if let Hold::Transaction(HeldTransaction::MySql(held)) = hold {
+        // Any statement restarts the server's idle-transaction clock.
+        sqlx::query("SELECT 1")
+            .execute(&mut *held.tx)
+            .await
+            .map_err(|e| claim_lost(e.into()))?;
+        return Ok(claims.len() as u64);
+    }
     let Some((_, token)) = claims.first() else {
         return Ok(0);
     };
@@ -100,4 +216,26 @@ pub(super) async fn renew(
     push_list(&mut renew, claims.iter().map(|(id, _)| *id));
     renew.push(")");
     Ok(renew.build().execute(pool).await?.rows_affected())
+}
+
+/// A claim held in a transaction fails as a whole when its connection is gone (the
+/// server closed it after the idle timeout, or it was cut) or InnoDB rolled the
+/// transaction back to break a deadlock: nothing was written and the messages are
+/// claimable again.
+pub(super) fn claim_lost(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Database(e) if rolled_back(&e) => StoreError::ClaimLost(e),
+        e => e,
+    }
+}
+
+fn rolled_back(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            // Deadlock victim; connection killed (KILL, idle timeout); server shutdown.
+            .is_some_and(|e| matches!(e.number(), 1213 | 1927 | 1053)),
+        _ => false,
+    }
 }

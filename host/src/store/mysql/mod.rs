@@ -1,11 +1,21 @@
 //! The fleet store on MariaDB (>= 10.6) or MySQL (>= 8.0.1): many hosts share one inbox,
 //! on the database the systems wharf replaces already run.
 //!
-//! Claims are leases (`locked_until` + `lock_token`), whatever [`ClaimMode`] asks: the
-//! due rows no other host holds are picked with `SELECT ... FOR UPDATE SKIP LOCKED` and
-//! stamped in the same short transaction; the handlers run outside any transaction and a
-//! settle whose token is no longer current writes nothing (fencing). A crashed host's
-//! claims come back when their lease expires.
+//! Claims take the due rows no other host holds with `SELECT ... FOR UPDATE SKIP LOCKED`,
+//! in the two designs of [`ClaimMode`]:
+//! - held (MariaDB, short handlers): the rows stay locked in the claim's transaction
+//!   while the handlers run, and the settle writes into it and commits: no claim is
+//!   written, and a crashed host's messages are free the moment its connection drops.
+//!   The server ends a transaction idle for a lease (`idle_transaction_timeout`), so a
+//!   frozen host loses its claim like a lease; MySQL has no such bound and leases.
+//! - leased: the rows are stamped with a lease (`locked_until` + `lock_token`) in one
+//!   short transaction; the handlers run outside any transaction and a settle whose token
+//!   is no longer current writes nothing (fencing). A crashed host's claims come back
+//!   when their lease expires.
+//!
+//! Statements that lock or delete rows by key reach them through the key list joined as
+//! a table (`keyed`), and claims name the index they walk (`FORCE INDEX`): planned as a
+//! scan, such a statement waits for and locks rows other hosts hold.
 //!
 //! Written for both servers: no `RETURNING` (MySQL has none, MariaDB none on `UPDATE`),
 //! `?` placeholders with `IN (...)` lists built per call, and `INSERT IGNORE` with a
@@ -17,10 +27,14 @@
 mod claim;
 mod delivered;
 mod failed;
+mod inbox;
+mod keyed;
 mod outbox;
 mod queues;
 mod registry;
 mod settle;
+
+pub use claim::HeldClaim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -33,10 +47,11 @@ use uuid::Uuid;
 use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
-    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json,
+    FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json,
 };
 use crate::envelope::NewMessage;
+use claim::claim_lost;
 use delivered::settled_of;
 use settle::Settling;
 
@@ -57,6 +72,9 @@ const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// Whether claims may be held in a transaction: the server can end an idle one
+    /// (MariaDB's `idle_transaction_timeout`).
+    holds: bool,
 }
 
 impl MySqlStore {
@@ -95,7 +113,13 @@ impl MySqlStore {
             .execute(&mut *conn)
             .await?;
         migrated?;
-        Ok(Self { pool })
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Self {
+            pool,
+            holds: version.contains("MariaDB"),
+        })
     }
 
     /// The connection pool, for tests and tools that inspect the tables.
@@ -225,23 +249,43 @@ impl Store for MySqlStore {
         &self,
         queues: &[String],
         limit: u32,
-        _mode: ClaimMode,
+        mode: ClaimMode,
         lease: Duration,
     ) -> Result<Claim> {
-        claim::claim(&self.pool, queues, limit, lease).await
+        let mut tries = 0;
+        loop {
+            match claim::claim(&self.pool, queues, limit, mode, self.holds, lease).await {
+                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+                claimed => return claimed,
+            }
+        }
     }
 
     async fn settle(
         &self,
-        _hold: Hold,
+        hold: Hold,
         batch: &mut [Settlement],
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
+        if let Hold::Transaction(held) = hold {
+            let HeldTransaction::MySql(HeldClaim { mut tx, created_at }) = held else {
+                unreachable!("{held:?} was claimed by another store");
+            };
+            let settled = async {
+                let now = now(&mut tx).await?;
+                let plan =
+                    settle::settle_batch(&mut tx, batch, now, Settling::Held(&created_at), runner)
+                        .await?;
+                tx.commit().await?;
+                Ok(plan.summary)
+            };
+            return settled.await.map_err(claim_lost);
+        }
         let mut tries = 0;
         loop {
             let mut tx = self.pool.begin().await?;
             let now = now(&mut tx).await?;
-            match settle::settle_batch(&mut tx, batch, now, Settling::Claimed, runner).await {
+            match settle::settle_batch(&mut tx, batch, now, Settling::Leased, runner).await {
                 Ok(plan) => {
                     let summary = plan.summary;
                     tx.commit().await?;
@@ -269,13 +313,22 @@ impl Store for MySqlStore {
         delivered::settle(&self.pool, batch, runner).await
     }
 
+    async fn lease_held(
+        &self,
+        hold: &mut Hold,
+        messages: &[crate::envelope::Envelope],
+        lease: Duration,
+    ) -> Result<Option<Uuid>> {
+        claim::lease_held(hold, messages, lease).await
+    }
+
     async fn renew(
         &self,
-        _hold: &mut Hold,
+        hold: &mut Hold,
         claims: &[(Uuid, Uuid)],
         lease: Duration,
     ) -> Result<u64> {
-        claim::renew(&self.pool, claims, lease).await
+        claim::renew(&self.pool, hold, claims, lease).await
     }
 
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {

@@ -19,7 +19,8 @@ pub(super) async fn claim(pool: &MySqlPool, limit: u32) -> Result<OutboxClaim> {
     let mut tx = pool.begin().await?;
     let now = now(&mut tx).await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT seq, {} AS id, exchange, routing_key, kind, headers, payload FROM outbox
+        "SELECT seq, {} AS id, exchange, routing_key, kind, headers, payload
+         FROM outbox FORCE INDEX (outbox_unsent)
          WHERE sent_at IS NULL AND (locked_until IS NULL OR locked_until <= ?)
          ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
         uuid_text("id")

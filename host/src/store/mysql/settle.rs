@@ -1,7 +1,8 @@
 //! The settle transaction on MariaDB/MySQL.
 //!
-//! 1. Fence: clear the claim of every message whose lock token is still current; the
-//!    others were taken over and nothing of theirs is written.
+//! 1. Fence (leased claims): lock the batch's rows, keep those whose lock token is still
+//!    current and take them (`inbox`); the others were taken over and nothing of theirs
+//!    is written. A claim held in this transaction took its rows already.
 //! 2. Lock the state keys the batch read or wrote (their rows of `state_lock_slots`,
 //!    `FOR UPDATE` in slot order) and load their committed values, so two hosts cannot
 //!    both commit a write based on the same read, and run the stale and contended results
@@ -9,7 +10,8 @@
 //!    (`NOWAIT`): taking it out of order could deadlock against another host's settle, so
 //!    a key held elsewhere sends that result back for another round instead.
 //! 3. Build the [`SettlePlan`] (the rules every store shares) within the plugins' state
-//!    quotas (their `plugin_state_usage` rows locked, in plugin order) and write it.
+//!    quotas (their `plugin_state_usage` rows locked, in plugin order) and write it; the
+//!    messages that stay go back into the inbox.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +19,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::inbox::{self, CreatedAt};
+use super::keyed::{self, SLOTS, STATE_KEYS};
 use super::{insert_new, push_list};
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
@@ -29,10 +33,13 @@ use crate::store::{Result, Settlement, headers_json};
 const LOCK_SLOTS: u32 = 1 << 18;
 
 /// What is being settled.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settling {
-    /// Leased inbox rows: fenced on their tokens, then removed or rescheduled.
-    Claimed,
+#[derive(Clone, Copy)]
+pub(super) enum Settling<'a> {
+    /// Leased inbox rows: fenced on their tokens and taken, the others left alone.
+    Leased,
+    /// Inbox rows the claim transaction this settle writes into took, with their enqueue
+    /// times: all still ours.
+    Held(&'a CreatedAt),
     /// Messages a transport delivered: no inbox rows; it re-publishes those to try again.
     Delivered,
 }
@@ -43,67 +50,39 @@ pub(super) async fn settle_batch<'a>(
     conn: &mut MySqlConnection,
     batch: &'a mut [Settlement],
     now: i64,
-    settling: Settling,
+    settling: Settling<'_>,
     runner: &dyn SettleRunner,
 ) -> Result<SettlePlan<'a>> {
     if batch.is_empty() {
         return Ok(SettlePlan::default());
     }
     let mut fenced = 0;
-    let mut held: Vec<&mut Settlement> = match settling {
-        Settling::Delivered => batch.iter_mut().collect(),
-        Settling::Claimed => {
-            let ours = fence(conn, batch).await?;
-            batch
+    let ours;
+    let (mut held, taken): (Vec<&mut Settlement>, Option<&CreatedAt>) = match settling {
+        Settling::Delivered => (batch.iter_mut().collect(), None),
+        Settling::Held(taken) => (batch.iter_mut().collect(), Some(taken)),
+        Settling::Leased => {
+            ours = inbox::fence(conn, batch).await?;
+            let held = batch
                 .iter_mut()
                 .filter(|s| {
-                    let ours = ours.contains(&s.message.id);
+                    let ours = ours.contains_key(&s.message.id);
                     if !ours {
                         tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
                         fenced += 1;
                     }
                     ours
                 })
-                .collect()
+                .collect();
+            (held, Some(&ours))
         }
     };
     let (view, runs) = resolve(&mut held, &mut Locks(conn), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
     let mut plan = plan(&held, &view, runs, &mut Locks(conn), runner).await?;
     plan.summary.fenced = fenced;
-    write(conn, &plan, now, settling).await?;
+    write(conn, &plan, now, taken).await?;
     Ok(plan)
-}
-
-/// Lock the batch's rows still held by its tokens and clear their claims; returns their
-/// message ids.
-async fn fence(conn: &mut MySqlConnection, batch: &[Settlement]) -> Result<BTreeSet<Uuid>> {
-    let mut ours = QueryBuilder::<MySql>::new("SELECT id FROM inbox WHERE (id, lock_token) IN (");
-    let mut pairs = ours.separated(", ");
-    for s in batch {
-        pairs
-            .push("(")
-            .push_bind_unseparated(s.message.id)
-            .push_unseparated(", ")
-            .push_bind_unseparated(s.message.lock_token)
-            .push_unseparated(")");
-    }
-    ours.push(") FOR UPDATE");
-    let ours: BTreeSet<Uuid> = ours
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    if !ours.is_empty() {
-        let mut clear = QueryBuilder::<MySql>::new(
-            "UPDATE inbox SET locked_until = NULL, lock_token = NULL WHERE id IN (",
-        );
-        push_list(&mut clear, ours.iter().copied());
-        clear.push(")");
-        clear.build().execute(&mut *conn).await?;
-    }
-    Ok(ours)
 }
 
 /// Row locks on state keys' slots, taken in the settle transaction.
@@ -118,32 +97,19 @@ impl StateLocks for Locks<'_> {
         view: &SharedView,
     ) -> Result<bool> {
         let slots: BTreeSet<u32> = keys.iter().map(|(p, k)| lock_slot(p, k)).collect();
-        let mut lock =
-            QueryBuilder::<MySql>::new("SELECT slot FROM state_lock_slots WHERE slot IN (");
-        push_list(&mut lock, slots.iter().copied());
-        lock.push(") ORDER BY slot FOR UPDATE");
-        if !wait {
-            lock.push(" NOWAIT");
-        }
-        match lock.build().fetch_all(&mut *self.0).await {
+        match lock_slots(self.0, &slots, wait).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if !wait && is_lock_refused(&*e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let mut load = QueryBuilder::<MySql>::new(
-            "SELECT plugin, `key`, value, version FROM plugin_state WHERE (plugin, `key`) IN (",
-        );
-        let mut pairs = load.separated(", ");
-        for (plugin, key) in keys {
-            pairs
-                .push("(")
-                .push_bind_unseparated(plugin)
-                .push_unseparated(", ")
-                .push_bind_unseparated(key)
-                .push_unseparated(")");
-        }
-        load.push(")");
-        let rows = load.build().fetch_all(&mut *self.0).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT s.plugin, s.`key`, s.value, s.version
+             FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s
+                 ON s.plugin = j.plugin AND s.`key` = j.k"
+        )))
+        .bind(keyed::json(keys))
+        .fetch_all(&mut *self.0)
+        .await?;
         let mut committed: BTreeMap<(String, String), (Vec<u8>, i64)> = rows
             .iter()
             .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
@@ -207,18 +173,35 @@ pub(super) async fn lock_messages(conn: &mut MySqlConnection, ids: &[Uuid]) -> R
     if slots.is_empty() {
         return Ok(());
     }
-    let mut lock = QueryBuilder::<MySql>::new("SELECT slot FROM state_lock_slots WHERE slot IN (");
-    push_list(&mut lock, slots);
-    lock.push(") ORDER BY slot FOR UPDATE");
-    lock.build().execute(&mut *conn).await?;
+    lock_slots(conn, &slots, true).await?;
     Ok(())
 }
 
+/// Lock `slots` of `state_lock_slots` in ascending order (so every settle takes them in
+/// one order), waiting for them or (`wait` false) failing at once when one is held.
+async fn lock_slots(
+    conn: &mut MySqlConnection,
+    slots: &BTreeSet<u32>,
+    wait: bool,
+) -> std::result::Result<(), sqlx::Error> {
+    let nowait = if wait { "" } else { " NOWAIT" };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.slot FROM {SLOTS} STRAIGHT_JOIN state_lock_slots s ON s.slot = j.slot
+         FOR UPDATE{nowait}"
+    )))
+    .bind(keyed::json(slots))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Write `plan`; the messages that stay go back into the inbox when the batch's rows
+/// were `taken` (not for a transport's deliveries).
 async fn write(
     conn: &mut MySqlConnection,
     plan: &SettlePlan<'_>,
     now: i64,
-    settling: Settling,
+    taken: Option<&CreatedAt>,
 ) -> Result<()> {
     if !plan.handled.is_empty() {
         let mut ledger = QueryBuilder::<MySql>::new(
@@ -237,17 +220,22 @@ async fn write(
         );
         resolved
             .push_bind(now)
-            .push(" WHERE status = 'retrying' AND (message_id, plugin) IN (");
-        let mut pairs = resolved.separated(", ");
+            .push(" WHERE status = 'retrying' AND (");
+        // Per plugin: its failures, and failures of no plugin, of the messages it handled.
+        let mut by_plugin: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
         for (id, plugin) in &plan.handled {
-            for name in [plugin.name.as_str(), ""] {
-                pairs
-                    .push("(")
-                    .push_bind_unseparated(*id)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(name)
-                    .push_unseparated(")");
+            by_plugin.entry(&plugin.name).or_default().push(*id);
+        }
+        for (n, (plugin, ids)) in by_plugin.into_iter().enumerate() {
+            if n > 0 {
+                resolved.push(" OR ");
             }
+            resolved
+                .push("(plugin IN (")
+                .push_bind(plugin)
+                .push(", '') AND message_id IN (");
+            push_list(&mut resolved, ids);
+            resolved.push("))");
         }
         resolved.push(")");
         resolved.build().execute(&mut *conn).await?;
@@ -290,19 +278,13 @@ async fn write(
         state.build().execute(&mut *conn).await?;
     }
     if !deleted.is_empty() {
-        let mut gone =
-            QueryBuilder::<MySql>::new("DELETE FROM plugin_state WHERE (plugin, `key`) IN (");
-        let mut pairs = gone.separated(", ");
-        for ((plugin, key), _) in &deleted {
-            pairs
-                .push("(")
-                .push_bind_unseparated(*plugin)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*key)
-                .push_unseparated(")");
-        }
-        gone.push(")");
-        gone.build().execute(&mut *conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE s FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s
+                 ON s.plugin = j.plugin AND s.`key` = j.k"
+        )))
+        .bind(keyed::json(deleted.iter().map(|(key, _)| key)))
+        .execute(&mut *conn)
+        .await?;
     }
     if !plan.usage.is_empty() {
         let mut usage =
@@ -362,22 +344,8 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    if settling == Settling::Delivered {
-        return Ok(());
+    match taken {
+        Some(created_at) => inbox::put_back(conn, &plan.stay, created_at, now, None).await,
+        None => Ok(()),
     }
-    for stay in &plan.stay {
-        sqlx::query("UPDATE inbox SET attempts = attempts + ?, available_at = ? WHERE id = ?")
-            .bind(i64::from(stay.counts))
-            .bind(now + stay.delay.as_millis() as i64)
-            .bind(stay.message.id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !plan.done.is_empty() {
-        let mut done = QueryBuilder::<MySql>::new("DELETE FROM inbox WHERE id IN (");
-        push_list(&mut done, plan.done.iter().copied());
-        done.push(")");
-        done.build().execute(&mut *conn).await?;
-    }
-    Ok(())
 }

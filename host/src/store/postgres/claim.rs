@@ -14,7 +14,7 @@ use crate::store::settle::Stay;
 
 use crate::envelope::Envelope;
 use crate::store::parse_headers;
-use crate::store::{Claim, ClaimMode, Hold, Result, StoreError};
+use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, StoreError};
 
 /// The due rows a claim of `queues` takes, `$2` of them (`$1` is `queues`).
 fn due_rows(queues: &[String]) -> String {
@@ -63,15 +63,15 @@ const CLAIMED_ROWS: &str =
 
 /// A claim's open transaction: the batch's rows are deleted in it, uncommitted, so other
 /// hosts skip them; the settle writes into it and commits.
-pub struct HeldTransaction {
+pub struct HeldClaim {
     pub(super) tx: Transaction<'static, Postgres>,
     /// When each claimed message was enqueued, for those put back for another attempt.
     pub(super) created_at: HashMap<Uuid, i64>,
 }
 
-impl std::fmt::Debug for HeldTransaction {
+impl std::fmt::Debug for HeldClaim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeldTransaction")
+        f.debug_struct("HeldClaim")
             .field("messages", &self.created_at.len())
             .finish_non_exhaustive()
     }
@@ -159,7 +159,7 @@ async fn claim_on(
                 .collect();
             Ok(Claim {
                 messages: envelopes(&rows, Uuid::nil())?,
-                hold: Hold::Transaction(HeldTransaction { tx, created_at }),
+                hold: Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, created_at })),
             })
         }
     }
@@ -171,10 +171,11 @@ pub(super) async fn lease_held(
     messages: &[Envelope],
     lease: Duration,
 ) -> Result<Option<Uuid>> {
-    let Hold::Transaction(held) = std::mem::replace(hold, Hold::Lease) else {
+    let Hold::Transaction(HeldTransaction::Postgres(held)) = std::mem::replace(hold, Hold::Lease)
+    else {
         return Ok(None);
     };
-    let HeldTransaction { mut tx, created_at } = held;
+    let HeldClaim { mut tx, created_at } = held;
     let token = Uuid::now_v7();
     let stay: Vec<Stay> = messages
         .iter()
@@ -199,7 +200,7 @@ pub(super) async fn renew(
     claims: &[(Uuid, Uuid)],
     lease: Duration,
 ) -> Result<u64> {
-    if let Hold::Transaction(held) = hold {
+    if let Hold::Transaction(HeldTransaction::Postgres(held)) = hold {
         // Any statement restarts the server's idle-in-transaction clock.
         sqlx::query("SELECT 1")
             .execute(&mut *held.tx)

@@ -39,7 +39,7 @@ mod registry;
 mod settle;
 mod writes;
 
-pub use claim::HeldTransaction;
+pub use claim::HeldClaim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -53,8 +53,8 @@ use uuid::Uuid;
 use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
-    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleRunner, SettleSummary, Settlement, Store, migrate,
+    FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -233,7 +233,7 @@ impl Store for PostgresStore {
                 tx.commit().await?;
                 Ok(plan.summary)
             }
-            Hold::Transaction(HeldTransaction { mut tx, created_at }) => {
+            Hold::Transaction(HeldTransaction::Postgres(HeldClaim { mut tx, created_at })) => {
                 let plan = settle::settle_batch(
                     &mut tx,
                     &self.channel,
@@ -246,6 +246,7 @@ impl Store for PostgresStore {
                 tx.commit().await.map_err(|e| claim_lost(e.into()))?;
                 Ok(plan.summary)
             }
+            Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
         }
     }
 

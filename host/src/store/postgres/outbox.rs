@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::claim::HeldTransaction;
+use super::claim::HeldClaim;
 use crate::store::outbox::outbox_message;
-use crate::store::{Hold, OutboxClaim, Result, headers_json};
+use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, headers_json};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
@@ -44,23 +44,24 @@ pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
     }
     Ok(OutboxClaim {
         messages,
-        hold: Hold::Transaction(HeldTransaction {
+        hold: Hold::Transaction(HeldTransaction::Postgres(HeldClaim {
             tx,
             created_at: Default::default(),
-        }),
+        })),
     })
 }
 
 pub(super) async fn sent(pool: &PgPool, hold: Hold, seqs: &[i64]) -> Result<()> {
     let statement = "UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1)";
     match hold {
-        Hold::Transaction(HeldTransaction { mut tx, .. }) => {
+        Hold::Transaction(HeldTransaction::Postgres(HeldClaim { mut tx, .. })) => {
             sqlx::query(statement).bind(seqs).execute(&mut *tx).await?;
             tx.commit().await?;
         }
         Hold::Lease => {
             sqlx::query(statement).bind(seqs).execute(pool).await?;
         }
+        Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
     }
     Ok(())
 }
