@@ -1,10 +1,12 @@
 //! Test harness for the end-to-end tests: fixture plugin paths (built by `build.rs`) and a
-//! [`Host`] that runs a real wharf worker on a fresh database of either backend: an SQLite
-//! file in a temp directory, or a schema of its own in the real PostgreSQL (so tests run in
-//! parallel). [`conformance!`] runs one test body against both.
+//! [`Host`] that runs a real wharf worker on a fresh database of any backend: an SQLite
+//! file in a temp directory, a schema of its own in the real PostgreSQL or a database of
+//! its own on the real MariaDB (so tests run in parallel). [`conformance!`] runs one test
+//! body against each.
 
 pub mod collector;
 pub mod http;
+mod inspect;
 pub mod proxy;
 mod services;
 
@@ -20,7 +22,7 @@ use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::Artifact;
-use wharf_host::store::{self, FailedFilter, FailedMessage, PageRequest, Store};
+use wharf_host::store::{self, Store};
 use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
 
 pub use services::{
@@ -270,67 +272,6 @@ impl Host {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("inbox did not drain within 10 s");
-    }
-
-    /// Every failed message, newest first (up to 1,000).
-    pub async fn failed(&self) -> Vec<FailedMessage> {
-        let page = PageRequest {
-            before: None,
-            limit: 1000,
-        };
-        let all = FailedFilter::default();
-        self.store.failed_list(&all, page).await.unwrap().items
-    }
-
-    /// Run a scalar COUNT query.
-    pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query(sql).fetch_one(&self.db).await.unwrap().get(0)
-    }
-
-    /// What the plugins' state holds in all, (keys, bytes of keys and values), and what
-    /// their `plugin_state_usage` rows say it holds: equal when the usage is exact.
-    pub async fn state_usage(&self) -> ((i64, i64), (i64, i64)) {
-        let int = if self.config.database.url.starts_with("mysql:") {
-            "SIGNED"
-        } else {
-            "BIGINT"
-        };
-        let rows = self
-            .query_rows(format!(
-                r#"SELECT (SELECT COUNT(*) FROM plugin_state),
-                        (SELECT CAST(COALESCE(SUM(LENGTH("key") + LENGTH(value)), 0) AS {int})
-                         FROM plugin_state),
-                        (SELECT CAST(COALESCE(SUM("keys"), 0) AS {int}) FROM plugin_state_usage),
-                        (SELECT CAST(COALESCE(SUM(bytes), 0) AS {int}) FROM plugin_state_usage)"#
-            ))
-            .await;
-        let get = |i| rows[0].get::<i64, _>(i);
-        ((get(0), get(1)), (get(2), get(3)))
-    }
-
-    /// Run a query (portable SQL) and return its rows.
-    pub async fn rows(&self, sql: &'static str) -> Vec<sqlx::any::AnyRow> {
-        sqlx::query(sql).fetch_all(&self.db).await.unwrap()
-    }
-
-    /// [`Host::rows`] of a query built at run time (e.g. with [`Host::uuid_text`]).
-    pub async fn query_rows(&self, sql: String) -> Vec<sqlx::any::AnyRow> {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.db)
-            .await
-            .unwrap()
-    }
-
-    /// A UUID `column` as hyphenated text, in this host's database's SQL (MariaDB/MySQL
-    /// keep ids as 16 bytes).
-    pub fn uuid_text(&self, column: &str) -> String {
-        if self.config.database.url.starts_with("mysql:") {
-            format!(
-                "LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-'))"
-            )
-        } else {
-            format!("CAST({column} AS TEXT)")
-        }
     }
 }
 

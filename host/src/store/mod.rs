@@ -1,15 +1,16 @@
 //! Stores: where the inbox, the dedup ledger, the outbox, plugin state and failed messages
-//! live. [`Store`] is the seam; `sqlite` is the embedded default, `postgres` the fleet
-//! store that many hosts share. The store is the only writer of a message's final state:
+//! live. [`Store`] is the seam; `sqlite` is the embedded default, `postgres` and `mysql`
+//! (MariaDB/MySQL) the fleet stores that many hosts share. The store is the only writer
+//! of a message's final state:
 //! [`Store::settle`] applies a batch of verdicts in one transaction (ledger rows, effects,
 //! retries, dead letters).
 //!
 //! What the backends share is written once here: the settle plan (`settle`: which rows a
 //! batch's verdicts write), what a transport's settle answers (`delivered`), the registry's
 //! deploy and rollback rules (`registry`), the failed-message filter as SQL and the
-//! decoding of failed messages (`failed`), queue rows (`queues`) and outbox rows. A backend
-//! only holds what differs: its SQL, how it claims and locks, and the
-//! decoding of its hot-path rows.
+//! decoding of failed messages (`failed`), queue rows (`queues`), outbox rows and the
+//! retention rules (`retention`). A backend only holds what differs: its SQL, how it
+//! claims and locks, and the decoding of its hot-path rows.
 
 mod audit;
 mod config;
@@ -21,6 +22,7 @@ mod outbox;
 mod postgres;
 mod queues;
 pub mod registry;
+mod retention;
 mod settle;
 mod sqlite;
 
@@ -45,6 +47,8 @@ pub use mysql::MySqlStore;
 pub use outbox::{OutboxClaim, OutboxMessage};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
+pub(crate) use retention::CLEANUP;
+pub use retention::Cleaned;
 pub use settle::{
     KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
     StateView,
@@ -208,53 +212,6 @@ impl std::iter::Sum for PluginRuns {
         total
     }
 }
-
-/// What a [`Store::cleanup`] deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Cleaned {
-    /// Dedup rows of messages no longer in the inbox: a duplicate of one of these ids
-    /// arriving later is accepted and handled again.
-    pub received: u64,
-    /// Ledger rows of messages no longer in the inbox.
-    pub processed: u64,
-    /// Outbox rows already sent.
-    pub outbox: u64,
-    /// Failed messages handled after a retry (`resolved`).
-    pub failed: u64,
-    /// Attempt errors of messages no longer in the inbox or the pending dead letters.
-    pub attempt_errors: u64,
-}
-
-impl Cleaned {
-    /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
-    pub(crate) fn of([received, processed, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
-        Self {
-            received,
-            processed,
-            outbox,
-            failed,
-            attempt_errors,
-        }
-    }
-}
-
-/// Retention as statements of one `?` (the cut, Unix ms), for the stores that bind with
-/// `?` (SQLite, MariaDB/MySQL), run in this order in one transaction; see
-/// [`Store::cleanup`]. PostgreSQL runs the same rules as one statement.
-pub(crate) const CLEANUP: [&str; 5] = [
-    "DELETE FROM received WHERE received_at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)",
-    "DELETE FROM processed WHERE handled_at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
-    "DELETE FROM outbox WHERE sent_at < ?",
-    // Attempt errors before failures: a resolved failure's history goes with it.
-    "DELETE FROM attempt_errors WHERE at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
-       AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                       WHERE f.message_id = attempt_errors.message_id
-                         AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
-    "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ?",
-];
 
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 #[async_trait::async_trait]

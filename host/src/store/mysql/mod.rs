@@ -26,6 +26,7 @@
 
 mod claim;
 mod delivered;
+mod enqueue;
 mod failed;
 mod inbox;
 mod keyed;
@@ -48,11 +49,12 @@ use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
 use delivered::settled_of;
+use enqueue::insert_new;
 use settle::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
@@ -168,63 +170,6 @@ where
     for item in items {
         list.push_bind(item);
     }
-}
-
-/// Insert the messages whose ids were not received before, at `now`; returns how many
-/// were new. The ids this call inserts into `received` carry its own token, so a second
-/// read tells them from ids received before (or by a concurrent call).
-pub(super) async fn insert_new(
-    conn: &mut MySqlConnection,
-    messages: &[NewMessage],
-    now: i64,
-) -> Result<u64> {
-    if messages.is_empty() {
-        return Ok(0);
-    }
-    let token = Uuid::now_v7();
-    let mut received =
-        QueryBuilder::<MySql>::new("INSERT IGNORE INTO received (id, queue, received_at, token) ");
-    received.push_values(messages, |mut row, m| {
-        row.push_bind(m.id)
-            .push_bind(&m.queue)
-            .push_bind(now)
-            .push_bind(token);
-    });
-    received.build().execute(&mut *conn).await?;
-    let mut fresh = QueryBuilder::<MySql>::new("SELECT id FROM received WHERE token = ");
-    fresh.push_bind(token).push(" AND id IN (");
-    push_list(&mut fresh, messages.iter().map(|m| m.id));
-    fresh.push(")");
-    let fresh: BTreeSet<Uuid> = fresh
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    // The first of an id given twice in one call.
-    let mut seen = BTreeSet::new();
-    let new: Vec<&NewMessage> = messages
-        .iter()
-        .filter(|m| fresh.contains(&m.id) && seen.insert(m.id))
-        .collect();
-    if new.is_empty() {
-        return Ok(0);
-    }
-    let mut inbox = QueryBuilder::<MySql>::new(
-        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at) ",
-    );
-    inbox.push_values(&new, |mut row, m| {
-        row.push_bind(m.id)
-            .push_bind(&m.queue)
-            .push_bind(&m.kind)
-            .push_bind(headers_json(&m.headers))
-            .push_bind(&m.payload)
-            .push_bind(0)
-            .push_bind(now)
-            .push_bind(now);
-    });
-    inbox.build().execute(&mut *conn).await?;
-    Ok(new.len() as u64)
 }
 
 #[async_trait::async_trait]

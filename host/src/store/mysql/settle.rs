@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
-use super::{insert_new, push_list};
+use super::push_list;
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
 };
