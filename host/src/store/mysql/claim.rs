@@ -169,14 +169,7 @@ pub(super) async fn lease_held(
     };
     let HeldClaim { mut tx, created_at } = held;
     let token = Uuid::now_v7();
-    let stay: Vec<Stay> = messages
-        .iter()
-        .map(|message| Stay {
-            message,
-            counts: false,
-            delay: Duration::ZERO,
-        })
-        .collect();
+    let stay = Stay::unchanged(messages);
     let handed_over = async {
         let now = now(&mut tx).await?;
         let leased = Some((token, now + lease.as_millis() as i64));

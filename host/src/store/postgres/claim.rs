@@ -177,14 +177,7 @@ pub(super) async fn lease_held(
     };
     let HeldClaim { mut tx, created_at } = held;
     let token = Uuid::now_v7();
-    let stay: Vec<Stay> = messages
-        .iter()
-        .map(|message| Stay {
-            message,
-            counts: false,
-            delay: Duration::ZERO,
-        })
-        .collect();
+    let stay = Stay::unchanged(messages);
     let leased = Some((token, lease.as_millis() as i64));
     super::writes::write_stay_held(&mut tx, &stay, &created_at, leased)
         .await

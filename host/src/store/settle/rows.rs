@@ -67,3 +67,18 @@ pub(crate) struct Stay<'a> {
     /// Wait before it is due: the longest delay any of its plugins asked for.
     pub delay: Duration,
 }
+
+impl<'a> Stay<'a> {
+    /// `messages` going back as they came (a held claim handed over to leases): due at
+    /// once, no attempt counted.
+    pub(crate) fn unchanged(messages: &'a [Envelope]) -> Vec<Stay<'a>> {
+        messages
+            .iter()
+            .map(|message| Stay {
+                message,
+                counts: false,
+                delay: Duration::ZERO,
+            })
+            .collect()
+    }
+}
