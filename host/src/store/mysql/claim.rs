@@ -56,9 +56,8 @@ pub(super) async fn claim(
             .execute(&mut *tx)
             .await?;
     }
-    let now = now(&mut tx).await?;
     let token = if held { Uuid::nil() } else { Uuid::now_v7() };
-    let (mut claimed, created_at) = due(&mut tx, queues, limit, now, token).await?;
+    let (mut claimed, created_at) = due(&mut tx, queues, limit, token).await?;
     if claimed.is_empty() {
         tx.rollback().await?;
         return Ok(Claim {
@@ -69,9 +68,10 @@ pub(super) async fn claim(
     if held {
         inbox::take(&mut tx, claimed.iter().map(|m| m.id)).await?;
     } else {
-        let mut stamp = QueryBuilder::<MySql>::new("UPDATE inbox SET locked_until = ");
+        let mut stamp =
+            QueryBuilder::<MySql>::new(format!("UPDATE inbox SET locked_until = {NOW_MS} + "));
         stamp
-            .push_bind(now + lease.as_millis() as i64)
+            .push_bind(lease.as_millis() as i64)
             .push(", lock_token = ")
             .push_bind(token)
             .push(" WHERE id IN (");
@@ -104,7 +104,6 @@ async fn due(
     conn: &mut MySqlConnection,
     queues: &[String],
     limit: u32,
-    now: i64,
     token: Uuid,
 ) -> Result<(Vec<Envelope>, CreatedAt)> {
     // The index is named: on a table whose statistics are stale (new, just filled) the
@@ -117,12 +116,9 @@ async fn due(
     let mut due = QueryBuilder::<MySql>::new(format!(
         "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at
          FROM inbox FORCE INDEX ({index})
-         WHERE available_at <= "
+         WHERE available_at <= {NOW_MS}
+           AND (locked_until IS NULL OR locked_until <= {NOW_MS})"
     ));
-    due.push_bind(now)
-        .push(" AND (locked_until IS NULL OR locked_until <= ")
-        .push_bind(now)
-        .push(")");
     if !queues.is_empty() {
         due.push(" AND queue IN (");
         push_list(&mut due, queues);

@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySqlConnection, MySqlPool, Row};
 use uuid::Uuid;
 
+use super::keyed::{self, IDS};
 use super::settle::{Settling, lock_messages, settle_batch};
-use super::{DEADLOCK_RETRIES, is_deadlock, push_list};
+use super::{DEADLOCK_RETRIES, is_deadlock};
 use crate::store::delivered::drop_settled;
 use crate::store::{Delivered, Result, SettleRunner, Settlement};
 
@@ -24,24 +25,24 @@ pub(super) async fn settled_of(
     if ids.is_empty() {
         return Ok(by_id);
     }
-    let mut done = QueryBuilder::<MySql>::new(
-        "SELECT message_id, plugin FROM processed WHERE message_id IN (",
-    );
-    push_list(&mut done, ids.iter().copied());
-    done.push(")");
-    let mut failed = QueryBuilder::<MySql>::new(
-        "SELECT message_id, plugin FROM failed_messages
-         WHERE status IN ('failed', 'pending') AND message_id IN (",
-    );
-    push_list(&mut failed, ids.iter().copied());
-    failed.push(")");
-    for mut query in [done, failed] {
-        for row in query.build().fetch_all(&mut *conn).await? {
-            by_id
-                .entry(row.get("message_id"))
-                .or_default()
-                .insert(row.get("plugin"));
-        }
+    // One statement: a claim asks it for every batch, inside its transaction.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT p.message_id, p.plugin
+         FROM {IDS} STRAIGHT_JOIN processed p ON p.message_id = UNHEX(j.id)
+         UNION ALL
+         SELECT f.message_id, f.plugin
+         FROM {IDS} STRAIGHT_JOIN failed_messages f ON f.message_id = UNHEX(j.id)
+         WHERE f.status IN ('failed', 'pending')"
+    )))
+    .bind(keyed::ids(ids.iter().copied()))
+    .bind(keyed::ids(ids.iter().copied()))
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        by_id
+            .entry(row.get("message_id"))
+            .or_default()
+            .insert(row.get("plugin"));
     }
     Ok(by_id)
 }
