@@ -22,6 +22,8 @@ pub struct HeldClaim {
     pub(super) tx: Transaction<'static, MySql>,
     /// When each claimed message was enqueued, for those put back.
     pub(super) created_at: CreatedAt,
+    /// The claimed messages an operator sent back for another try.
+    pub(super) retried: BTreeSet<Uuid>,
 }
 
 impl std::fmt::Debug for HeldClaim {
@@ -80,14 +82,18 @@ pub(super) async fn claim(
         stamp.build().execute(&mut *tx).await?;
     }
     let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-    let mut by_id = settled_of(&mut tx, &ids).await?;
+    let mut settled = settled_of(&mut tx, &ids).await?;
     for message in &mut claimed {
-        if let Some(plugins) = by_id.remove(&message.id) {
+        if let Some(plugins) = settled.by_id.remove(&message.id) {
             message.settled_plugins = plugins;
         }
     }
     let hold = if held {
-        Hold::Transaction(HeldTransaction::MySql(HeldClaim { tx, created_at }))
+        Hold::Transaction(HeldTransaction::MySql(HeldClaim {
+            tx,
+            created_at,
+            retried: settled.retried,
+        }))
     } else {
         tx.commit().await?;
         Hold::Lease
@@ -163,7 +169,9 @@ pub(super) async fn lease_held(
     else {
         return Ok(None);
     };
-    let HeldClaim { mut tx, created_at } = held;
+    let HeldClaim {
+        mut tx, created_at, ..
+    } = held;
     let token = Uuid::now_v7();
     let stay = Stay::unchanged(messages);
     let handed_over = async {

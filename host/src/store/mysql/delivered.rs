@@ -15,36 +15,47 @@ use super::{DEADLOCK_RETRIES, is_deadlock};
 use crate::store::delivered::drop_settled;
 use crate::store::{Delivered, Result, SettleRunner, Settlement};
 
-/// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
-/// back since.
-pub(super) async fn settled_of(
-    conn: &mut MySqlConnection,
-    ids: &[Uuid],
-) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-    let mut by_id: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+/// What the ledger and the failed messages say of some messages.
+#[derive(Debug, Default)]
+pub(super) struct Settled {
+    /// The plugins that handled each, or dead-lettered it with no operator sending it back
+    /// since.
+    pub by_id: BTreeMap<Uuid, BTreeSet<String>>,
+    /// The messages an operator sent back for another try (a failure `retrying`).
+    pub retried: BTreeSet<Uuid>,
+}
+
+/// What the ledger and the failed messages say of `ids`.
+pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Result<Settled> {
+    let mut settled = Settled::default();
     if ids.is_empty() {
-        return Ok(by_id);
+        return Ok(settled);
     }
     // One statement: a claim asks it for every batch, inside its transaction.
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT p.message_id, p.plugin
          FROM {IDS} STRAIGHT_JOIN processed p ON p.message_id = UNHEX(j.id)
          UNION ALL
-         SELECT f.message_id, f.plugin
+         SELECT f.message_id, IF(f.status = 'retrying', NULL, f.plugin)
          FROM {IDS} STRAIGHT_JOIN failed_messages f ON f.message_id = UNHEX(j.id)
-         WHERE f.status IN ('failed', 'pending')"
+         WHERE f.status IN ('failed', 'pending', 'retrying')"
     )))
     .bind(keyed::ids(ids.iter().copied()))
     .bind(keyed::ids(ids.iter().copied()))
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {
-        by_id
-            .entry(row.get("message_id"))
-            .or_default()
-            .insert(row.get("plugin"));
+        let id = row.get(0);
+        match row.get::<Option<String>, _>(1) {
+            Some(plugin) => {
+                settled.by_id.entry(id).or_default().insert(plugin);
+            }
+            None => {
+                settled.retried.insert(id);
+            }
+        }
     }
-    Ok(by_id)
+    Ok(settled)
 }
 
 /// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
@@ -78,7 +89,7 @@ async fn settle_in(
     lock_messages(&mut *conn, &ids).await?;
     let already = settled_of(&mut *conn, &ids).await?;
     let mut duplicates = 0;
-    drop_settled(batch, &already, &mut duplicates);
+    drop_settled(batch, &already.by_id, &mut duplicates);
     let plan = settle_batch(conn, batch, now, Settling::Delivered, runner).await?;
     Ok(Delivered::of(&plan, duplicates))
 }

@@ -213,14 +213,24 @@ impl Store for MySqlStore {
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
         if let Hold::Transaction(held) = hold {
-            let HeldTransaction::MySql(HeldClaim { mut tx, created_at }) = held else {
+            let HeldTransaction::MySql(HeldClaim {
+                mut tx,
+                created_at,
+                retried,
+            }) = held
+            else {
                 unreachable!("{held:?} was claimed by another store");
             };
             let settled = async {
                 let now = now(&mut tx).await?;
-                let plan =
-                    settle::settle_batch(&mut tx, batch, now, Settling::Held(&created_at), runner)
-                        .await?;
+                let plan = settle::settle_batch(
+                    &mut tx,
+                    batch,
+                    now,
+                    Settling::Held(&created_at, &retried),
+                    runner,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(plan.summary)
             };
@@ -247,7 +257,7 @@ impl Store for MySqlStore {
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
-        settled_of(&mut conn, ids).await
+        Ok(settled_of(&mut conn, ids).await?.by_id)
     }
 
     async fn settle_delivered(

@@ -39,8 +39,8 @@ pub(super) enum Settling<'a> {
     /// Leased inbox rows: fenced on their tokens and taken, the others left alone.
     Leased,
     /// Inbox rows the claim transaction this settle writes into took, with their enqueue
-    /// times: all still ours.
-    Held(&'a CreatedAt),
+    /// times (all still ours), and the messages among them an operator sent back.
+    Held(&'a CreatedAt, &'a BTreeSet<Uuid>),
     /// Messages a transport delivered: no inbox rows; it re-publishes those to try again.
     Delivered,
 }
@@ -59,9 +59,13 @@ pub(super) async fn settle_batch<'a>(
     }
     let mut fenced = 0;
     let ours;
+    let mut retried = None;
     let (mut held, taken): (Vec<&mut Settlement>, Option<&CreatedAt>) = match settling {
         Settling::Delivered => (batch.iter_mut().collect(), None),
-        Settling::Held(taken) => (batch.iter_mut().collect(), Some(taken)),
+        Settling::Held(taken, sent_back) => {
+            retried = Some(sent_back);
+            (batch.iter_mut().collect(), Some(taken))
+        }
         Settling::Leased => {
             ours = inbox::fence(conn, batch).await?;
             let held = batch
@@ -82,7 +86,7 @@ pub(super) async fn settle_batch<'a>(
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
     let mut plan = plan(&held, &view, runs, &mut Locks(conn), runner).await?;
     plan.summary.fenced = fenced;
-    write(conn, &plan, now, taken).await?;
+    write(conn, &plan, now, taken, retried).await?;
     Ok(plan)
 }
 
@@ -197,12 +201,14 @@ async fn lock_slots(
 }
 
 /// Write `plan`; the messages that stay go back into the inbox when the batch's rows
-/// were `taken` (not for a transport's deliveries).
+/// were `taken` (not for a transport's deliveries). The failures of handled messages an
+/// operator sent back are resolved; `retried` says which those can be when known.
 async fn write(
     conn: &mut MySqlConnection,
     plan: &SettlePlan<'_>,
     now: i64,
     taken: Option<&CreatedAt>,
+    retried: Option<&BTreeSet<Uuid>>,
 ) -> Result<()> {
     if !plan.handled.is_empty() {
         let mut ledger = QueryBuilder::<MySql>::new(
@@ -216,30 +222,33 @@ async fn write(
                 .push_bind(now);
         });
         ledger.build().execute(&mut *conn).await?;
-        let mut resolved = QueryBuilder::<MySql>::new(
-            "UPDATE failed_messages SET status = 'resolved', resolved_at = ",
-        );
-        resolved
-            .push_bind(now)
-            .push(" WHERE status = 'retrying' AND (");
-        // Per plugin: its failures, and failures of no plugin, of the messages it handled.
-        let mut by_plugin: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
-        for (id, plugin) in &plan.handled {
-            by_plugin.entry(&plugin.name).or_default().push(*id);
-        }
-        for (n, (plugin, ids)) in by_plugin.into_iter().enumerate() {
-            if n > 0 {
-                resolved.push(" OR ");
-            }
+        let sent_back = |id: &Uuid| retried.is_none_or(|r| r.contains(id));
+        if plan.handled.iter().any(|(id, _)| sent_back(id)) {
+            let mut resolved = QueryBuilder::<MySql>::new(
+                "UPDATE failed_messages SET status = 'resolved', resolved_at = ",
+            );
             resolved
-                .push("(plugin IN (")
-                .push_bind(plugin)
-                .push(", '') AND message_id IN (");
-            push_list(&mut resolved, ids);
-            resolved.push("))");
+                .push_bind(now)
+                .push(" WHERE status = 'retrying' AND (");
+            // Per plugin: its failures, and failures of no plugin, of the messages it handled.
+            let mut by_plugin: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
+            for (id, plugin) in &plan.handled {
+                by_plugin.entry(&plugin.name).or_default().push(*id);
+            }
+            for (n, (plugin, ids)) in by_plugin.into_iter().enumerate() {
+                if n > 0 {
+                    resolved.push(" OR ");
+                }
+                resolved
+                    .push("(plugin IN (")
+                    .push_bind(plugin)
+                    .push(", '') AND message_id IN (");
+                push_list(&mut resolved, ids);
+                resolved.push("))");
+            }
+            resolved.push(")");
+            resolved.build().execute(&mut *conn).await?;
         }
-        resolved.push(")");
-        resolved.build().execute(&mut *conn).await?;
     }
     insert_new(conn, &plan.publishes, now).await?;
     if !plan.outbox.is_empty() {
