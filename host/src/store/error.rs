@@ -40,6 +40,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// This error as [`StoreError::ClaimLost`] when `rolled_back` says the server ended
+    /// the transaction a claim was held in (its connection gone, or rolled back).
+    pub(crate) fn lost_claim_if(self, rolled_back: fn(&sqlx::Error) -> bool) -> Self {
+        match self {
+            Self::Database(e) if rolled_back(&e) => Self::ClaimLost(e),
+            e => e,
+        }
+    }
+
     /// May the same call succeed if tried again later? True when the database went
     /// away or is restarting (connection errors, admin shutdown, pool timeout), was
     /// briefly out of resources, or rolled the transaction back to break a deadlock or a

@@ -144,14 +144,14 @@ pub(crate) async fn sentinel(channel: &Channel, queue: &str) -> uuid::Uuid {
     id
 }
 
-/// Consume `MESSAGES` and ack every `ACK_EVERY`th with `multiple=true`. Msgs/s.
-async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
+/// A channel with prefetch `PREFETCH` consuming `queue`.
+async fn consume(connection: &Connection, queue: &str) -> (Channel, lapin::Consumer) {
     let channel = connection.create_channel().await.unwrap();
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
         .unwrap();
-    let mut deliveries = channel
+    let deliveries = channel
         .basic_consume(
             queue.into(),
             "".into(),
@@ -160,6 +160,12 @@ async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
         )
         .await
         .unwrap();
+    (channel, deliveries)
+}
+
+/// Consume `MESSAGES` and ack every `ACK_EVERY`th with `multiple=true`. Msgs/s.
+async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
+    let (channel, mut deliveries) = consume(connection, queue).await;
     let started = Instant::now();
     for n in 1..=MESSAGES {
         let delivery = deliveries.next().await.unwrap().unwrap();
@@ -178,20 +184,7 @@ async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
 /// [`bare_loop`] that, before each ack, records the batch's message ids in the dedup
 /// ledger on `pool` (`INSERT ... ON CONFLICT DO NOTHING`) and commits. Msgs/s.
 async fn ledger_loop(connection: &Connection, queue: &str, pool: &sqlx::PgPool) -> f64 {
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut deliveries = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (channel, mut deliveries) = consume(connection, queue).await;
     let started = Instant::now();
     let mut ids = Vec::with_capacity(ACK_EVERY);
     for n in 1..=MESSAGES {

@@ -220,10 +220,7 @@ pub(super) async fn renew(
 /// transaction back to break a deadlock: nothing was written and the messages are
 /// claimable again.
 pub(super) fn claim_lost(e: StoreError) -> StoreError {
-    match e {
-        StoreError::Database(e) if rolled_back(&e) => StoreError::ClaimLost(e),
-        e => e,
-    }
+    e.lost_claim_if(rolled_back)
 }
 
 fn rolled_back(e: &sqlx::Error) -> bool {

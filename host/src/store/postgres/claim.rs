@@ -239,10 +239,7 @@ fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
 /// server rolled the transaction back (a deadlock or serialization conflict with another
 /// writer): nothing was written and the messages are claimable again.
 pub(super) fn claim_lost(e: StoreError) -> StoreError {
-    match e {
-        StoreError::Database(e) if rolled_back(&e) => StoreError::ClaimLost(e),
-        e => e,
-    }
+    e.lost_claim_if(rolled_back)
 }
 
 fn rolled_back(e: &sqlx::Error) -> bool {
