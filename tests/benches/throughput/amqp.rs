@@ -33,7 +33,8 @@ pub async fn versus_bare_loop() {
 
     let queue = fresh_queue(&channel, "bench_bare").await;
     fill(&channel, &queue, &body).await;
-    let (bare, bare_cpu) = CpuCost::of(RABBITMQ, MESSAGES, bare_loop(&connection, &queue)).await;
+    let (bare, bare_cpu) =
+        CpuCost::of(RABBITMQ, MESSAGES, lapin_loop(&connection, &queue, None)).await;
 
     let queue = fresh_queue(&channel, "bench_ledger").await;
     let database = amqp_host(&queue, true).await;
@@ -42,7 +43,7 @@ pub async fn versus_bare_loop() {
         .unwrap();
     fill(&channel, &queue, &body).await;
     let (paid, paid_cpu) =
-        CpuCost::of(BOTH, MESSAGES, ledger_loop(&connection, &queue, &pool)).await;
+        CpuCost::of(BOTH, MESSAGES, lapin_loop(&connection, &queue, Some(&pool))).await;
 
     let mut wharf = Vec::new();
     for ledger in [false, true] {
@@ -144,14 +145,16 @@ pub(crate) async fn sentinel(channel: &Channel, queue: &str) -> uuid::Uuid {
     id
 }
 
-/// A channel with prefetch `PREFETCH` consuming `queue`.
-async fn consume(connection: &Connection, queue: &str) -> (Channel, lapin::Consumer) {
+/// Consume `MESSAGES` and ack every `ACK_EVERY`th with `multiple=true`; with a `ledger`,
+/// first record the batch's message ids in the dedup ledger there (`INSERT ... ON
+/// CONFLICT DO NOTHING`) and commit. Msgs/s.
+async fn lapin_loop(connection: &Connection, queue: &str, ledger: Option<&sqlx::PgPool>) -> f64 {
     let channel = connection.create_channel().await.unwrap();
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
         .unwrap();
-    let deliveries = channel
+    let mut deliveries = channel
         .basic_consume(
             queue.into(),
             "".into(),
@@ -160,50 +163,29 @@ async fn consume(connection: &Connection, queue: &str) -> (Channel, lapin::Consu
         )
         .await
         .unwrap();
-    (channel, deliveries)
-}
-
-/// Consume `MESSAGES` and ack every `ACK_EVERY`th with `multiple=true`. Msgs/s.
-async fn bare_loop(connection: &Connection, queue: &str) -> f64 {
-    let (channel, mut deliveries) = consume(connection, queue).await;
-    let started = Instant::now();
-    for n in 1..=MESSAGES {
-        let delivery = deliveries.next().await.unwrap().unwrap();
-        if n % ACK_EVERY == 0 || n == MESSAGES {
-            channel
-                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
-                .await
-                .unwrap();
-        }
-    }
-    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    channel.close(200, "done".into()).await.unwrap();
-    rate
-}
-
-/// [`bare_loop`] that, before each ack, records the batch's message ids in the dedup
-/// ledger on `pool` (`INSERT ... ON CONFLICT DO NOTHING`) and commits. Msgs/s.
-async fn ledger_loop(connection: &Connection, queue: &str, pool: &sqlx::PgPool) -> f64 {
-    let (channel, mut deliveries) = consume(connection, queue).await;
     let started = Instant::now();
     let mut ids = Vec::with_capacity(ACK_EVERY);
     for n in 1..=MESSAGES {
         let delivery = deliveries.next().await.unwrap().unwrap();
-        let id = delivery.properties.message_id().as_ref().unwrap();
-        ids.push(uuid::Uuid::parse_str(id.as_str()).unwrap());
+        if ledger.is_some() {
+            let id = delivery.properties.message_id().as_ref().unwrap();
+            ids.push(uuid::Uuid::parse_str(id.as_str()).unwrap());
+        }
         if n % ACK_EVERY == 0 || n == MESSAGES {
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query(
-                "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
-                 SELECT id, 'raw', '1', repeat('0', 64), wharf_now_ms() FROM UNNEST($1::uuid[]) AS id
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            tx.commit().await.unwrap();
-            ids.clear();
+            if let Some(pool) = ledger {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(
+                    "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
+                     SELECT id, 'raw', '1', repeat('0', 64), wharf_now_ms() FROM UNNEST($1::uuid[]) AS id
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                ids.clear();
+            }
             channel
                 .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
                 .await
