@@ -32,6 +32,7 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
         return Ok(settled);
     }
     // One statement: a claim asks it for every batch, inside its transaction.
+    let keys = keyed::ids(ids.iter().copied());
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT p.message_id, p.plugin
          FROM {IDS} STRAIGHT_JOIN processed p ON p.message_id = UNHEX(j.id)
@@ -40,8 +41,8 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
          FROM {IDS} STRAIGHT_JOIN failed_messages f ON f.message_id = UNHEX(j.id)
          WHERE f.status IN ('failed', 'pending', 'retrying')"
     )))
-    .bind(keyed::ids(ids.iter().copied()))
-    .bind(keyed::ids(ids.iter().copied()))
+    .bind(&keys)
+    .bind(&keys)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {
