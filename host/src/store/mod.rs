@@ -13,6 +13,7 @@
 //! claims and locks, and the decoding of its hot-path rows.
 
 mod audit;
+mod claim;
 mod config;
 mod delivered;
 mod error;
@@ -36,6 +37,7 @@ use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
 pub use audit::AuditEntry;
+pub use claim::{Claim, ClaimMode, HeldTransaction, Hold};
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use delivered::{Delivered, NextAttempt};
 pub use error::StoreError;
@@ -67,45 +69,6 @@ pub struct PluginVersion {
     pub version: String,
     /// sha256 of the `.wasm`.
     pub sha256: String,
-}
-
-/// How a claim keeps other workers off its messages until they are settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimMode {
-    /// Stamp the rows with a lease (`locked_until`) and a fencing token and commit at
-    /// once; the handlers run outside any transaction and settle is fenced on the token.
-    Lease,
-    /// Take the rows inside a transaction that stays open while the handlers run; settle
-    /// writes into it and commits. Stores that cannot hold a transaction cheaply (SQLite
-    /// has one writer) lease instead.
-    Transaction,
-}
-
-/// What holds a claimed batch until it is settled; handed back to [`Store::settle`].
-#[derive(Debug)]
-pub enum Hold {
-    /// The rows carry a lease and the messages' `lock_token`s.
-    Lease,
-    /// The rows are taken inside this open transaction.
-    Transaction(HeldTransaction),
-}
-
-/// A claim's open transaction, of the store that claimed (and settles) it.
-#[derive(Debug)]
-pub enum HeldTransaction {
-    /// The claimed rows are deleted in it, uncommitted.
-    Postgres(postgres::HeldClaim),
-    /// The claimed rows are locked in it (`FOR UPDATE`).
-    MySql(mysql::HeldClaim),
-}
-
-/// A claimed batch.
-#[derive(Debug)]
-pub struct Claim {
-    /// The messages, in due order.
-    pub messages: Vec<Envelope>,
-    /// What keeps other workers off them.
-    pub hold: Hold,
 }
 
 /// The verdict of one plugin on one message.

@@ -32,6 +32,7 @@
 
 mod claim;
 mod delivered;
+mod enqueue;
 mod failed;
 mod outbox;
 mod queues;
@@ -58,6 +59,7 @@ use super::{
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
+use enqueue::insert_new;
 use writes::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
@@ -107,58 +109,6 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-/// Insert the messages whose ids were not received before, in one statement; wakes idle
-/// hosts when any was new. Returns how many were new.
-pub(super) async fn insert_new(
-    tx: &mut Transaction<'_, Postgres>,
-    channel: &str,
-    messages: &[NewMessage],
-) -> Result<u64> {
-    if messages.is_empty() {
-        return Ok(0);
-    }
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut queues = Vec::with_capacity(messages.len());
-    let mut kinds = Vec::with_capacity(messages.len());
-    let mut headers = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
-    for m in messages {
-        ids.push(m.id);
-        queues.push(m.queue.as_str());
-        kinds.push(m.kind.as_str());
-        headers.push(super::headers_json(&m.headers));
-        payloads.push(m.payload.as_slice());
-    }
-    // `received` remembers every id (dedup on arrival, also after the message left the
-    // inbox); only ids it did not know go into the inbox. DISTINCT ON keeps the first of
-    // an id given twice in one call.
-    let inserted = sqlx::query(
-        "WITH m AS (
-             SELECT DISTINCT ON (id) * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-                 WITH ORDINALITY AS t(id, queue, kind, headers, payload, n)
-             ORDER BY id, n),
-         fresh AS (
-             INSERT INTO received (id, queue, received_at)
-             SELECT id, queue, wharf_now_ms() FROM m ORDER BY n
-             ON CONFLICT DO NOTHING RETURNING id)
-         INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-         SELECT m.id, m.queue, m.kind, m.headers::jsonb, m.payload, 0, wharf_now_ms(), wharf_now_ms()
-         FROM m JOIN fresh USING (id)",
-    )
-    .bind(&ids)
-    .bind(&queues)
-    .bind(&kinds)
-    .bind(&headers)
-    .bind(&payloads)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted > 0 {
-        notify(tx, channel).await?;
-    }
-    Ok(inserted)
 }
 
 /// A `LISTEN` on one channel, opened on the first wait and kept, so notifications

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{insert_new, notify};
+use super::enqueue::insert_new;
+use super::notify;
 use crate::store::settle::{SettlePlan, Stay};
 use crate::store::{Result, headers_json};
 
