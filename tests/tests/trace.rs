@@ -31,6 +31,7 @@ fn wharf(dir: &Path, collector: &Collector, args: &[&str]) -> String {
             format!("sqlite://{}", dir.join("w.db").display()),
         )
         .env("WHARF_PLUGINS_DIR", dir.join("plugins"))
+        .env("WHARF_PLUGINS_CACHE_DIR", dir.join("cache"))
         .env("WHARF_LOG", "info,wharf_host::dispatch=debug")
         .env("WHARF_LOG_FORMAT", "json")
         .output()

@@ -121,7 +121,9 @@ async fn exporting(
     work.await
 }
 
-fn init_tracing() {
+/// Log as `wharf` does: `WHARF_LOG` (default `info,sqlx=warn`) to stderr, as text or
+/// (`WHARF_LOG_FORMAT=json`) one object per line.
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let logs = tracing_subscriber::fmt()

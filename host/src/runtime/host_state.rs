@@ -117,14 +117,20 @@ impl log::Host for HostState {
         }
         let plugin = &*self.call.plugin;
         let id = self.call.message_id;
+        let (trace_id, span_id) = (self.call.trace.trace_id(), self.call.trace.span_id());
         let fields: BTreeMap<String, String> =
             fields.into_iter().map(|h| (h.key, h.value)).collect();
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!($level, plugin, message_id = %id, trace_id, span_id, ?fields, "{message}")
+            };
+        }
         match level {
-            types::Level::Trace => tracing::trace!(plugin, message_id = %id, ?fields, "{message}"),
-            types::Level::Debug => tracing::debug!(plugin, message_id = %id, ?fields, "{message}"),
-            types::Level::Info => tracing::info!(plugin, message_id = %id, ?fields, "{message}"),
-            types::Level::Warn => tracing::warn!(plugin, message_id = %id, ?fields, "{message}"),
-            types::Level::Error => tracing::error!(plugin, message_id = %id, ?fields, "{message}"),
+            types::Level::Trace => log!(tracing::Level::TRACE),
+            types::Level::Debug => log!(tracing::Level::DEBUG),
+            types::Level::Info => log!(tracing::Level::INFO),
+            types::Level::Warn => log!(tracing::Level::WARN),
+            types::Level::Error => log!(tracing::Level::ERROR),
         }
         Ok(())
     }

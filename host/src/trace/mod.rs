@@ -104,16 +104,18 @@ impl TraceContext {
     }
 }
 
-/// The `traceparent` value: this span as the parent of what follows it.
+/// The `traceparent` value: this span as the parent of what follows it. Written from one
+/// stack buffer: it is formatted for every handler call.
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id(),
-            self.span_id(),
-            self.flags
-        )
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let hex = |bytes: &[u8], out: &mut [u8]| {
+            hex::encode_to_slice(bytes, out).expect("the buffer fits the ids")
+        };
+        hex(&self.trace_id, &mut text[3..35]);
+        hex(&self.span_id, &mut text[36..52]);
+        hex(&[self.flags], &mut text[53..55]);
+        f.write_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
 }
 
@@ -225,6 +227,8 @@ mod tests {
         assert_eq!(call.flags, 1);
         let header = call.to_string();
         assert_eq!(TraceContext::parse(&header), Some(call));
+        let parent = TraceContext::parse(PARENT).unwrap();
+        assert_eq!(parent.to_string(), PARENT);
         assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     }
 

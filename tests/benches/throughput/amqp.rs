@@ -20,6 +20,7 @@ use wharf_host::transport::amqp::supervisor::Supervisor;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::{Backend, Host, confirming_channel, unique_name};
 
+use super::profile::Profile;
 use super::{BOTH, CpuCost, RABBITMQ};
 
 const MESSAGES: usize = 20_000;
@@ -27,7 +28,7 @@ const PREFETCH: u16 = 1_000;
 const ACK_EVERY: usize = 50;
 
 /// Print msgs/s of the bare loop and of wharf with the ledger off and on, with ratios.
-pub async fn versus_bare_loop() {
+pub async fn versus_bare_loop(sandbox_us: f64) {
     let (connection, channel) = confirming_channel().await;
     let body = payload();
 
@@ -53,6 +54,17 @@ pub async fn versus_bare_loop() {
         let last = sentinel(&channel, &queue).await;
         wharf.push(CpuCost::of(BOTH, MESSAGES, consume_all(host, last)).await);
     }
+    // The same runs again, sampled.
+    let mut breakdowns = Vec::new();
+    for ledger in [false, true] {
+        let queue = fresh_queue(&channel, "bench_profiled").await;
+        let host = amqp_host(&queue, ledger).await;
+        fill(&channel, &queue, &body).await;
+        let last = sentinel(&channel, &queue).await;
+        let profile = Profile::start();
+        consume_all(host, last).await;
+        breakdowns.push(profile.map(Profile::stop));
+    }
     let [(off, off_cpu), (on, on_cpu)] = [&wharf[0], &wharf[1]];
     println!(
         "amqp bare lapin loop, prefetch {PREFETCH}, ack multiple every {ACK_EVERY}, 256 B persistent: {bare:.0} msgs/s"
@@ -69,6 +81,12 @@ pub async fn versus_bare_loop() {
     println!(
         "amqp CPU: bare loop {bare_cpu}; with the ledger {paid_cpu}; wharf ledger off {off_cpu}; ledger on {on_cpu} (server = RabbitMQ, plus PostgreSQL with a ledger)"
     );
+    let runs = [("amqp, ledger off", off_cpu), ("amqp, PostgreSQL ledger", on_cpu)];
+    for ((what, cpu), breakdown) in runs.into_iter().zip(breakdowns) {
+        if let Some(breakdown) = breakdown {
+            breakdown.print(what, cpu.client, sandbox_us);
+        }
+    }
 }
 
 /// A JSON body of 256 bytes.

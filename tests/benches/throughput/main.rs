@@ -14,6 +14,7 @@ mod amqp;
 mod contention;
 mod mariadb;
 mod plugins;
+mod profile;
 mod recording;
 
 use std::sync::Arc;
@@ -297,7 +298,7 @@ async fn publish_to_handled(host: Host, payload: &[u8]) -> (f64, f64) {
 
 /// The PostgreSQL numbers: raw loops and both claim designs on the same server, then
 /// latency on an idle host.
-async fn postgres_inbox() {
+async fn postgres_inbox(sandbox_us: f64) {
     let payload = vec![b' '; 256];
     let held = postgres_host(Backend::Postgres).await;
     let leased = postgres_host(Backend::PostgresLeased).await;
@@ -323,6 +324,10 @@ async fn postgres_inbox() {
     fill(&held, &payload).await;
     let (held_rate, held_cpu) = CpuCost::of(POSTGRES, PG_MESSAGES, wharf_drain_filled(&held)).await;
     let leased_rate = wharf_drain(&leased, &payload).await;
+    fill(&held, &payload).await;
+    let profile = profile::Profile::start();
+    wharf_drain_filled(&held).await;
+    let breakdown = profile.map(profile::Profile::stop);
     println!(
         "postgres raw loop, batch {PG_BATCH}, 256 B: DELETE ... SKIP LOCKED RETURNING {raw_autocommit:.0} rows/s as its own statement, {raw:.0} rows/s inside BEGIN/COMMIT"
     );
@@ -339,6 +344,9 @@ async fn postgres_inbox() {
     println!(
         "postgres CPU: raw loop in a transaction {raw_cpu}; with the ledger {ledger_cpu}; wharf held {held_cpu}"
     );
+    if let Some(breakdown) = breakdown {
+        breakdown.print("postgres inbox, held", held_cpu.client, sandbox_us);
+    }
     let (p50, p99) = publish_to_handled(held, &payload).await;
     println!(
         "postgres publish -> handled on an idle host: p50 {p50:.2} ms, p99 {p99:.2} ms (target p50 < 10 ms)"
@@ -349,6 +357,8 @@ async fn postgres_inbox() {
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
+    // Logging as `wharf run` sets it up, so its cost is counted as a user pays it.
+    wharf_host::cli::init_tracing();
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let per_call = sandbox_cost().await;
@@ -357,13 +367,13 @@ async fn main() {
         per_call / 20.0
     );
     if wanted("postgres") {
-        postgres_inbox().await;
+        postgres_inbox(per_call).await;
     }
     if wanted("mariadb") {
         mariadb::inbox().await;
     }
     if wanted("amqp") {
-        amqp::versus_bare_loop().await;
+        amqp::versus_bare_loop(per_call).await;
     }
     if wanted("swap") {
         plugins::swap().await;

@@ -130,12 +130,14 @@ async fn claim_on(
             })
         }
         ClaimMode::Transaction => {
-            let mut tx = pool.begin().await?;
             // A host that stops renewing (frozen, cut off) loses the claim after `lease`:
-            // the server ends the idle transaction and the rows are claimable again.
-            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-                .bind(lease.as_millis().to_string())
-                .execute(&mut *tx)
+            // the server ends the idle transaction and the rows are claimable again. Set
+            // with the `BEGIN`, in the same round trip.
+            let mut tx = pool
+                .begin_with(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                    lease.as_millis()
+                )))
                 .await?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "WITH c AS (DELETE FROM inbox WHERE id IN ({}) RETURNING *) {CLAIMED_ROWS}",
