@@ -215,9 +215,10 @@ async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend)
     assert_eq!(report.acked, 25);
     assert_eq!(broker.depth(&broker.queue).await, 0, "everything acked");
 
-    // The same messages again, as after a lost ack, then a new one: the duplicates are
-    // acked without running the handler; the queue is FIFO, so once the new one is
-    // handled every duplicate before it was settled too.
+    // The same messages again, as a publisher's duplicates, then a new one: the
+    // duplicates are acked and nothing of theirs is written (their first delivery skips
+    // the lookup before dispatch; the settle drops them); the queue is FIFO, so once the
+    // new one is handled every duplicate before it was settled too.
     for id in &ids[..5] {
         broker.publish("test.once", Some(id), b"{}").await;
     }

@@ -21,7 +21,7 @@ use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::{Backend, Host, confirming_channel, unique_name};
 
 use super::profile::Profile;
-use super::{BOTH, CpuCost, RABBITMQ};
+use super::{BOTH, CpuCost, RABBITMQ, print_apart};
 
 const MESSAGES: usize = 20_000;
 const PREFETCH: u16 = 1_000;
@@ -81,7 +81,12 @@ pub async fn versus_bare_loop(sandbox_us: f64) {
     println!(
         "amqp CPU: bare loop {bare_cpu}; with the ledger {paid_cpu}; wharf ledger off {off_cpu}; ledger on {on_cpu} (server = RabbitMQ, plus PostgreSQL with a ledger)"
     );
-    let runs = [("amqp, ledger off", off_cpu), ("amqp, PostgreSQL ledger", on_cpu)];
+    print_apart("amqp, ledger off", off_cpu, &bare_cpu, 0.90);
+    print_apart("amqp, PostgreSQL ledger", on_cpu, &paid_cpu, 0.75);
+    let runs = [
+        ("amqp, ledger off", off_cpu),
+        ("amqp, PostgreSQL ledger", on_cpu),
+    ];
     for ((what, cpu), breakdown) in runs.into_iter().zip(breakdowns) {
         if let Some(breakdown) = breakdown {
             breakdown.print(what, cpu.client, sandbox_us);

@@ -21,15 +21,13 @@ use std::time::Duration;
 const PARTS: &[(&str, &[&str])] = &[
     (
         "sandbox (wasmtime: instantiate, call, drop; host functions)",
-        &[
-            "wasmtime",
-            "cranelift",
-            "wasm[",
-            "wharf_host::runtime",
-        ],
+        &["wasmtime", "cranelift", "wasm[", "wharf_host::runtime"],
     ),
     ("SQL driver (sqlx: encode, decode, protocol)", &["sqlx"]),
-    ("AMQP client (lapin: frames, deliveries, acks)", &["lapin", "amq_protocol"]),
+    (
+        "AMQP client (lapin: frames, deliveries, acks)",
+        &["lapin", "amq_protocol"],
+    ),
     ("logging/tracing", &["tracing", "opentelemetry"]),
     ("metrics", &["metrics"]),
     ("JSON (serde_json)", &["serde_json"]),
@@ -45,7 +43,10 @@ const PARTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("store logic (claim, settle plan)", &["wharf_host::store"]),
-    ("transport (inbox worker, AMQP consumer)", &["wharf_host::transport"]),
+    (
+        "transport (inbox worker, AMQP consumer)",
+        &["wharf_host::transport"],
+    ),
 ];
 
 /// Tried in order after [`PARTS`] found nothing on the whole stack.
@@ -85,7 +86,15 @@ impl Profile {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("perf.data");
         let started = Command::new("perf")
-            .args(["record", "--quiet", "-F", "4999", "--call-graph", "dwarf,16384", "-p"])
+            .args([
+                "record",
+                "--quiet",
+                "-F",
+                "4999",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+            ])
             .arg(std::process::id().to_string())
             .arg("-o")
             .arg(&data)
@@ -95,7 +104,9 @@ impl Profile {
         let mut perf = match started {
             Ok(perf) => perf,
             Err(e) => {
-                println!("profile: cannot run perf ({e}); install linux-perf for the CPU breakdown");
+                println!(
+                    "profile: cannot run perf ({e}); install linux-perf for the CPU breakdown"
+                );
                 return None;
             }
         };
@@ -142,7 +153,11 @@ impl Profile {
             .arg(&self.data)
             .output()
             .unwrap();
-        assert!(script.status.success(), "perf script: {}", String::from_utf8_lossy(&script.stderr));
+        assert!(
+            script.status.success(),
+            "perf script: {}",
+            String::from_utf8_lossy(&script.stderr)
+        );
         let mut samples = BTreeMap::new();
         let text = String::from_utf8_lossy(&script.stdout);
         for stack in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
@@ -198,8 +213,12 @@ impl Breakdown {
         println!(
             "{what}: host CPU {host_us:.1} us/message, by part (perf, {total} samples, call stacks from DWARF):"
         );
-        let mut parts: Vec<_> = self.samples.iter().map(|(p, f)| (p, of_part(f), f)).collect();
-        parts.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut parts: Vec<_> = self
+            .samples
+            .iter()
+            .map(|(p, f)| (p, of_part(f), f))
+            .collect();
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
         for (part, n, frames) in parts {
             println!(
                 "  {:>6.2} us  {:>5.1}%  {part}",

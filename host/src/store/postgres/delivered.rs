@@ -55,22 +55,23 @@ pub(super) async fn settle(
     batch: &mut [Settlement],
     runner: &dyn SettleRunner,
 ) -> Result<Delivered> {
-    let mut tx = pool.begin().await?;
+    if batch.is_empty() {
+        return Ok(Delivered::default());
+    }
     let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
-    let (high, low): (Vec<i32>, Vec<i32>) = {
-        let mut keys: Vec<(i32, i32)> = ids.iter().map(|id| lock_keys(*id)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_iter().unzip()
-    };
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(a, b)
-         FROM UNNEST($1::int[], $2::int[]) WITH ORDINALITY AS k(a, b, n) ORDER BY n",
-    )
-    .bind(&high)
-    .bind(&low)
-    .execute(&mut *tx)
-    .await?;
+    let mut keys: Vec<(i32, i32)> = ids.iter().map(|id| lock_keys(*id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // The locks are taken with the `BEGIN`, in one round trip (the keys are integers,
+    // written into the statement); the ledger is read by a statement of its own, whose
+    // snapshot is taken once they are held.
+    let locks: Vec<String> = keys.iter().map(|(a, b)| format!("({a}, {b})")).collect();
+    let mut tx = pool
+        .begin_with(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(a, b) FROM (VALUES {}) AS k(a, b) ORDER BY a, b",
+            locks.join(", ")
+        )))
+        .await?;
     let already = settled(&mut *tx, &ids).await?;
     let mut duplicates = 0;
     drop_settled(batch, &already, &mut duplicates);
