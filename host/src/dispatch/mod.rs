@@ -248,25 +248,30 @@ impl Dispatcher {
                     }
                     let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
                     crate::metrics::handler_call(name, &verdict, elapsed);
+                    // A line about the call, with its ids (the call's span is off at info).
+                    macro_rules! about_call {
+                        ($level:expr, $($message:tt)+) => {
+                            tracing::event!(
+                                $level,
+                                message_id = %message.id,
+                                plugin = name,
+                                attempt,
+                                trace_id = %trace.trace_id(),
+                                span_id = %trace.span_id(),
+                                ?elapsed,
+                                $($message)+
+                            )
+                        };
+                    }
                     match &verdict {
                         Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
-                        Verdict::Retry { error, delay } => tracing::warn!(
-                            message_id = %message.id,
-                            plugin = name,
-                            attempt,
-                            trace_id = %trace.trace_id(),
-                            span_id = %trace.span_id(),
-                            ?elapsed,
+                        Verdict::Retry { error, delay } => about_call!(
+                            tracing::Level::WARN,
                             ?delay,
                             "attempt failed, will retry: {error}"
                         ),
-                        Verdict::Dead { error } => tracing::error!(
-                            message_id = %message.id,
-                            plugin = name,
-                            attempt,
-                            trace_id = %trace.trace_id(),
-                            span_id = %trace.span_id(),
-                            ?elapsed,
+                        Verdict::Dead { error } => about_call!(
+                            tracing::Level::ERROR,
                             "moved to the failed messages: {error}"
                         ),
                         Verdict::Deferred { .. } | Verdict::RunAtSettle => {}

@@ -48,19 +48,13 @@ pub async fn versus_bare_loop(sandbox_us: f64) {
 
     let mut wharf = Vec::new();
     for ledger in [false, true] {
-        let queue = fresh_queue(&channel, "bench_wharf").await;
-        let host = amqp_host(&queue, ledger).await;
-        fill(&channel, &queue, &body).await;
-        let last = sentinel(&channel, &queue).await;
+        let (host, last) = filled_host(&channel, ledger, &body).await;
         wharf.push(CpuCost::of(BOTH, MESSAGES, consume_all(host, last)).await);
     }
     // The same runs again, sampled.
     let mut breakdowns = Vec::new();
     for ledger in [false, true] {
-        let queue = fresh_queue(&channel, "bench_profiled").await;
-        let host = amqp_host(&queue, ledger).await;
-        fill(&channel, &queue, &body).await;
-        let last = sentinel(&channel, &queue).await;
+        let (host, last) = filled_host(&channel, ledger, &body).await;
         let profile = Profile::start();
         consume_all(host, last).await;
         breakdowns.push(profile.map(Profile::stop));
@@ -92,6 +86,15 @@ pub async fn versus_bare_loop(sandbox_us: f64) {
             breakdown.print(what, cpu.client, sandbox_us);
         }
     }
+}
+
+/// A host consuming a fresh queue filled with `MESSAGES` of `body` and the sentinel, whose
+/// id is returned with it.
+async fn filled_host(channel: &Channel, ledger: bool, body: &[u8]) -> (Host, uuid::Uuid) {
+    let queue = fresh_queue(channel, "bench_wharf").await;
+    let host = amqp_host(&queue, ledger).await;
+    fill(channel, &queue, body).await;
+    (host, sentinel(channel, &queue).await)
 }
 
 /// A JSON body of 256 bytes.
