@@ -25,7 +25,7 @@ use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
 use wharf_host::runtime::CallContext;
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::inbox::{InboxConfig, StopWhen};
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
 const SANDBOX_CALLS: u32 = 20_000;
@@ -269,10 +269,16 @@ fn messages(queue: &str, n: usize, payload: &[u8]) -> Vec<NewMessage> {
 }
 
 async fn postgres_host(backend: Backend) -> Host {
+    host_with_lanes(backend, InboxConfig::default().batches_in_flight).await
+}
+
+/// A bench host whose inbox runs `lanes` claim -> handle -> settle loops at once.
+async fn host_with_lanes(backend: Backend, lanes: usize) -> Host {
     Host::start_with(backend, &["fixture-noop"], |c| {
         c.inbox.queues = vec!["bench".into()];
         c.inbox.batch_size = PG_BATCH;
         c.inbox.poll_interval_ms = 1_000;
+        c.inbox.batches_in_flight = lanes;
     })
     .await
 }
@@ -357,6 +363,15 @@ async fn postgres_inbox(sandbox_us: f64) {
     fill(&held, &payload).await;
     let (held_rate, held_cpu) = CpuCost::of(POSTGRES, PG_MESSAGES, wharf_drain_filled(&held)).await;
     let leased_rate = wharf_drain(&leased, &payload).await;
+    let default_lanes = InboxConfig::default().batches_in_flight;
+    let mut by_lanes = vec![format!("{default_lanes} (default): {held_rate:.0}")];
+    for lanes in [1, 4] {
+        let host = host_with_lanes(Backend::Postgres, lanes).await;
+        by_lanes.push(format!(
+            "{lanes}: {:.0}",
+            wharf_drain(&host, &payload).await
+        ));
+    }
     fill(&held, &payload).await;
     let profile = profile::Profile::start();
     wharf_drain_filled(&held).await;
@@ -373,6 +388,10 @@ async fn postgres_inbox(sandbox_us: f64) {
         held_rate / raw,
         held_rate / raw_autocommit,
         leased_rate / ledger
+    );
+    println!(
+        "postgres held by lanes (inbox.batches_in_flight): {} msgs/s",
+        by_lanes.join(", ")
     );
     println!(
         "postgres CPU: raw loop in a transaction {raw_cpu}; with the ledger {ledger_cpu}; wharf held {held_cpu}"

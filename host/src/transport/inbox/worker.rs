@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{HOLD_AT_MOST, InboxConfig, RunReport, StopWhen, claim_mode, lanes};
@@ -72,6 +74,7 @@ impl Progress {
 }
 
 /// Consumes the inbox with one set of plugins.
+#[derive(Clone)]
 pub struct Worker {
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
@@ -100,27 +103,45 @@ impl Worker {
     /// Run until a stop condition or `shutdown` turns true; the batches in flight are
     /// always finished and settled. `inbox.batches_in_flight` batches run at once, so one
     /// is handled while another is claimed or settled.
+    ///
+    /// Each lane is a task of its own, so lanes run on different threads: a batch's
+    /// handler calls run in its lane's task (most end in their first poll, see
+    /// [`crate::runtime::Runtime::call`]), and lanes joined in one task had them all take
+    /// turns on one thread. An error in one lane stops the others (dropping the run does
+    /// too); a panic in one is resumed here.
     pub async fn run(
         &self,
         stop: StopWhen,
         shutdown: watch::Receiver<bool>,
     ) -> Result<RunReport, StoreError> {
-        let progress = Progress {
+        let progress = Arc::new(Progress {
             started: Instant::now(),
             report: Mutex::new((RunReport::default(), Instant::now())),
             reserved: AtomicU64::new(0),
-        };
-        let lanes = lanes(&self.config.queues, self.config.batches_in_flight)
-            .into_iter()
-            .map(|queues| self.lane(queues, stop, shutdown.clone(), &progress));
-        futures::future::try_join_all(lanes).await?;
+        });
+        let mut running = JoinSet::new();
+        for queues in lanes(&self.config.queues, self.config.batches_in_flight) {
+            let (worker, shutdown, progress) = (self.clone(), shutdown.clone(), progress.clone());
+            running.spawn(
+                async move { worker.lane(queues, stop, shutdown, &progress).await }
+                    .in_current_span(),
+            );
+        }
+        while let Some(lane) = running.join_next().await {
+            match lane {
+                Ok(ended) => ended?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => unreachable!("a lane is only cancelled with the run: {e}"),
+            }
+        }
+        let progress = Arc::into_inner(progress).expect("every lane has ended");
         let (report, _) = progress.report.into_inner().expect("no lane panicked");
         Ok(report)
     }
 
     /// One claim -> handle -> settle loop of [`Worker::run`], over `queues`.
     async fn lane(
-        &self,
+        self,
         queues: Vec<String>,
         stop: StopWhen,
         mut shutdown: watch::Receiver<bool>,
