@@ -10,6 +10,7 @@
 pub mod breaker;
 mod contention;
 pub mod report;
+mod settle_calls;
 mod span;
 mod throughput;
 mod view;
@@ -26,16 +27,16 @@ use crate::envelope::Envelope;
 use crate::outcome::{Outcome, Verdict, decide};
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
-use crate::runtime::{CallContext, Plugin, Runtime, StateError, StateReader};
+use crate::runtime::{CallContext, Plugin, Runtime, StateReader};
 use crate::store::{
-    PluginResult, PluginVersion, SettleBudget, SettleRunner, SettleState, Settlement, StateQuota,
-    Store,
+    PluginResult, PluginVersion, SettleBudget, SettleRunner, Settlement, StateQuota, Store,
 };
 use crate::trace::{self, TraceContext};
 use breaker::{Admission, Breakers};
 use contention::Contention;
+use settle_calls::SettleCalls;
 pub use throughput::Throughput;
-use view::SettleReader;
+use view::StoreState;
 
 /// How retry delays are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,57 +362,5 @@ fn version_of(plugin: &Plugin) -> PluginVersion {
         name: plugin.name().to_owned(),
         version: plugin.manifest.version.clone(),
         sha256: plugin.sha256.clone(),
-    }
-}
-
-/// Runs handlers inside a settle (see [`Dispatcher::settle_runner`]).
-struct SettleCalls<'d> {
-    dispatcher: &'d Dispatcher,
-    delays: Delays,
-}
-
-#[async_trait::async_trait]
-impl SettleRunner for SettleCalls<'_> {
-    fn budget(&self) -> SettleBudget {
-        self.dispatcher.config.settle_runs
-    }
-
-    fn expected_keys(&self, plugin: &str) -> Vec<String> {
-        self.dispatcher.contention.expected_keys(plugin)
-    }
-
-    fn state_quota(&self, plugin: &str) -> StateQuota {
-        let host = self.dispatcher.config.state_quota;
-        match self.dispatcher.config.plugin.get(plugin) {
-            Some(config) => config.state_quota(host),
-            None => host,
-        }
-    }
-
-    async fn run(
-        &self,
-        message: &Envelope,
-        plugin: &str,
-        attempt: u32,
-        state: SettleState,
-    ) -> Option<PluginResult> {
-        let plugin = self.dispatcher.plugins.current().get(plugin)?.clone();
-        let reader = Arc::new(SettleReader(state));
-        let mut result = self
-            .dispatcher
-            .call(&plugin, message, self.delays, reader)
-            .await;
-        result.attempt = attempt;
-        Some(result)
-    }
-}
-
-/// The store as the sandbox's state reader.
-struct StoreState(Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl StateReader for StoreState {
-    async fn read(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>, StateError> {
-        Ok(self.0.state_get(plugin, key).await?)
     }
 }

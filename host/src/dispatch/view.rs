@@ -1,10 +1,13 @@
-//! The sandbox's state reader inside a settle: what a handler reads when it runs there,
-//! over the committed state of the locked keys and the batch's earlier writes.
+//! The sandbox's state readers: the store's committed state for a batch's calls, and
+//! inside a settle what a handler reads when it runs there, over the committed state of
+//! the locked keys and the batch's earlier writes.
+
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::runtime::{StateError, StateReader};
-use crate::store::{KeyRequest, SettleState, StateView};
+use crate::store::{KeyRequest, SettleState, StateView, Store};
 
 /// Reads state through a settle's view, asking the settle for keys the view lacks.
 pub(super) struct SettleReader(pub SettleState);
@@ -39,5 +42,15 @@ impl StateReader for SettleReader {
         // Another settle holds the key: the settle drops this run's result, so what it
         // reads here does not matter.
         Ok(None)
+    }
+}
+
+/// The store as the sandbox's state reader.
+pub(super) struct StoreState(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl StateReader for StoreState {
+    async fn read(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>, StateError> {
+        Ok(self.0.state_get(plugin, key).await?)
     }
 }
