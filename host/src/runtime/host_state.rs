@@ -117,12 +117,13 @@ impl log::Host for HostState {
         }
         let plugin = &*self.call.plugin;
         let id = self.call.message_id;
-        let (trace_id, span_id) = (self.call.trace.trace_id(), self.call.trace.span_id());
+        let trace = self.call.trace;
         let fields: BTreeMap<String, String> =
             fields.into_iter().map(|h| (h.key, h.value)).collect();
+        // The trace ids are formatted only for a line the filter lets through.
         macro_rules! log {
             ($level:expr) => {
-                tracing::event!($level, plugin, message_id = %id, trace_id, span_id, ?fields, "{message}")
+                tracing::event!($level, plugin, message_id = %id, trace_id = %trace.trace_id(), span_id = %trace.span_id(), ?fields, "{message}")
             };
         }
         match level {
