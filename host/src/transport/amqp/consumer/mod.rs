@@ -9,6 +9,8 @@
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed.
 
+mod handle;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,10 +27,9 @@ use super::delivery::envelope;
 use super::republish::Republisher;
 use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
-use crate::envelope::{Envelope, NewMessage};
-use crate::outcome::Verdict;
-use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, StoreError, add_runs};
+use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, add_runs};
 use crate::trace;
+use handle::needs_database;
 
 /// Totals of one consumer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -333,61 +334,6 @@ impl Consumer {
     }
 }
 
-impl Consumer {
-    /// Skip the plugins the ledger says already settled each message, run the others.
-    /// Returns the settlements and how many messages ran nothing (every plugin had
-    /// settled them already: a redelivery).
-    ///
-    /// Only a batch that may have been `seen` (a delivery redelivered by the broker, or a
-    /// retry) is looked up: in a batch of first deliveries only a publisher's duplicate of
-    /// a settled message could be found, and the settle finds it under its lock anyway and
-    /// drops what its handlers did. Saved: a round trip per batch (with the settle's locks
-    /// taken in its `BEGIN`, the host's CPU per message with the PostgreSQL ledger went
-    /// from 28 to 25-26 us).
-    async fn handle(
-        &self,
-        mut envelopes: Vec<Envelope>,
-        seen: bool,
-    ) -> Result<(Vec<Settlement>, u64), StoreError> {
-        if self.amqp.ledger && seen && !envelopes.is_empty() {
-            let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
-            let mut settled = self.store.settled(&ids).await?;
-            for message in &mut envelopes {
-                if let Some(plugins) = settled.remove(&message.id) {
-                    message.settled_plugins = plugins;
-                }
-            }
-        }
-        let settlements = self.dispatcher.handle_batch(envelopes, Delays::Exact).await;
-        let ran_nothing = settlements
-            .iter()
-            .filter(|s| s.results.is_empty() && s.refused.is_none())
-            .count() as u64;
-        Ok((settlements, ran_nothing))
-    }
-
-    /// The bridge: insert the messages into the `inbox` queue (one transaction; ids
-    /// already received are duplicates and dropped), to be handled by the inbox worker.
-    /// Returns how many were duplicates.
-    async fn bridge(&self, envelopes: Vec<Envelope>, inbox: &str) -> Result<u64, StoreError> {
-        if envelopes.is_empty() {
-            return Ok(0);
-        }
-        let messages: Vec<NewMessage> = envelopes
-            .into_iter()
-            .map(|m| NewMessage {
-                id: m.id,
-                queue: inbox.to_owned(),
-                kind: m.kind,
-                headers: m.headers,
-                payload: m.payload,
-            })
-            .collect();
-        let new = self.store.enqueue(&messages).await?;
-        Ok(messages.len() as u64 - new)
-    }
-}
-
 /// A batch read and handled, waiting to be settled and acked.
 struct Prepared {
     batch: Vec<Delivery>,
@@ -396,16 +342,4 @@ struct Prepared {
     settlements: Vec<Settlement>,
     /// Deliveries of messages already settled, found so far.
     duplicates: u64,
-}
-
-/// With the ledger off, only settlements that write something go to the database:
-/// effects, retries' attempt history, dead letters.
-fn needs_database(s: &Settlement) -> bool {
-    s.refused.is_some()
-        || s.results.iter().any(|r| match &r.verdict {
-            Verdict::Handled(effects) => {
-                !effects.publishes.is_empty() || !effects.writes.is_empty()
-            }
-            _ => true,
-        })
 }
