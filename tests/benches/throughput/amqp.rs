@@ -20,8 +20,8 @@ use wharf_host::transport::amqp::supervisor::Supervisor;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::{Backend, Host, confirming_channel, unique_name};
 
+use super::cpu::{BOTH, CpuCost, RABBITMQ, print_apart};
 use super::profile::Profile;
-use super::{BOTH, CpuCost, RABBITMQ, print_apart};
 
 const MESSAGES: usize = 20_000;
 const PREFETCH: u16 = 1_000;

@@ -10,9 +10,8 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 use wharf_tests::Backend;
 
-use super::{
-    CpuCost, PG_BATCH, PG_MESSAGES, fill, postgres_host, publish_to_handled, wharf_drain_filled,
-};
+use super::cpu::CpuCost;
+use super::{PG_BATCH, PG_MESSAGES, fill, postgres_host, publish_to_handled, wharf_drain_filled};
 
 /// The MariaDB server's processes.
 const MARIADB: &[&str] = &["mariadbd"];
