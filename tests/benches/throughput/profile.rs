@@ -57,6 +57,10 @@ const FALLBACK: &[(&str, &[&str])] = &[
     ),
     ("bench harness", &["throughput::", "wharf_tests"]),
 ];
+
+/// What a stack no part and no fallback claims is charged to.
+const REST: &str = "rest (allocator, std, kernel, unresolved)";
+
 /// Frames shown under each part: those that claimed the most of its samples.
 const TOP_FRAMES: usize = 3;
 
@@ -65,8 +69,6 @@ fn shorten(frame: &str) -> String {
     let frame = frame.split("::h").next().unwrap_or(frame);
     frame.chars().take(110).collect()
 }
-
-const REST: &str = "rest (allocator, std, kernel, unresolved)";
 
 /// A `perf record` attached to this process.
 pub struct Profile {
