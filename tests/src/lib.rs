@@ -4,6 +4,7 @@
 //! its own on the real MariaDB (so tests run in parallel). [`conformance!`] runs one test
 //! body against each.
 
+pub mod broker;
 pub mod collector;
 pub mod http;
 mod inspect;

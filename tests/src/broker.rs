@@ -1,0 +1,193 @@
+//! A host wired to the real RabbitMQ for the AMQP tests: a fresh queue bound to a fresh
+//! direct exchange, publishing with confirms, and running the host's consumer or
+//! supervisor until a condition holds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use tokio::sync::watch;
+use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
+use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
+use wharf_host::transport::amqp::topology;
+
+use crate::{Backend, Host, confirming_channel, route_orders, unique_name};
+
+/// A host consuming a fresh queue bound to a fresh direct exchange with key `orders`.
+pub struct Broker {
+    /// The host, its consumer on `queue`.
+    pub host: Arc<Host>,
+    /// The test's own connection to the broker.
+    pub connection: lapin::Connection,
+    /// A channel on it with publisher confirms.
+    pub channel: Channel,
+    /// The exchange the test publishes to (routing key `orders`).
+    pub exchange: String,
+    /// The queue the host consumes.
+    pub queue: String,
+}
+
+impl Broker {
+    /// A host with `plugins` on `backend`, consuming its fresh queue, the topology declared.
+    pub async fn start(backend: Backend, plugins: &[&str]) -> Broker {
+        Self::start_with(backend, plugins, |_| {}).await
+    }
+
+    /// Like [`Broker::start`], letting the test adjust the config.
+    pub async fn start_with(
+        backend: Backend,
+        plugins: &[&str],
+        adjust: impl FnOnce(&mut wharf_host::config::Config),
+    ) -> Broker {
+        let exchange = unique_name("ex");
+        let queue = unique_name("q");
+        let host = Host::start_with(backend, plugins, |c| {
+            c.amqp.batch_size = 10;
+            route_orders(c, &exchange, &queue);
+            adjust(c);
+        })
+        .await;
+        let (connection, channel) = confirming_channel().await;
+        let amqp = &host.config.amqp;
+        topology::declare(&channel, &amqp.exchanges, &amqp.queues)
+            .await
+            .unwrap();
+        // Declaring twice is a no-op.
+        topology::declare(&channel, &amqp.exchanges, &amqp.queues)
+            .await
+            .unwrap();
+        Broker {
+            host: Arc::new(host),
+            connection,
+            channel,
+            exchange,
+            queue,
+        }
+    }
+
+    /// Publish to the exchange with routing key `orders`, confirmed.
+    pub async fn publish(&self, kind: &str, id: Option<&str>, body: &[u8]) {
+        let mut properties = BasicProperties::default().with_type(kind.into());
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        self.publish_with(properties, body).await;
+    }
+
+    /// Publish with `properties` to the exchange with routing key `orders`, confirmed.
+    pub async fn publish_with(&self, properties: BasicProperties, body: &[u8]) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "orders".into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took the message");
+    }
+
+    /// Run a consumer until `done` holds (panics after 20 s), then stop it.
+    pub async fn consume_until(
+        &self,
+        what: &str,
+        done: impl AsyncFn(&Host) -> bool,
+    ) -> ConsumeReport {
+        let (stop, stopped) = watch::channel(false);
+        let consumer = Consumer::new(
+            self.host.config.amqp.consume[0].clone(),
+            self.host.config.amqp.clone(),
+            self.host.store.clone(),
+            self.host.dispatcher.clone(),
+        );
+        let running = async {
+            let mut report = ConsumeReport::default();
+            consumer
+                .run(&self.connection, stopped, &mut report)
+                .await
+                .map(|()| report)
+        };
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(&self.host).await {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (report, ()) = tokio::join!(running, watching);
+        report.expect("the consumer ran without errors")
+    }
+
+    /// Run the host's consumers (and relay) as `wharf run` does, with the supervisor,
+    /// until `done` holds (panics after 20 s), then stop them.
+    pub async fn supervise_until(
+        &self,
+        what: &str,
+        done: impl AsyncFn(&Broker) -> bool,
+    ) -> SuperviseReport {
+        self.supervise_until_on(&self.host, what, done).await
+    }
+
+    /// [`Broker::supervise_until`] with the consumers of `host`.
+    pub async fn supervise_until_on(
+        &self,
+        host: &Host,
+        what: &str,
+        done: impl AsyncFn(&Broker) -> bool,
+    ) -> SuperviseReport {
+        let (stop, stopped) = watch::channel(false);
+        let supervisor = Supervisor::new(
+            host.config.amqp.clone(),
+            Duration::from_millis(host.config.inbox.poll_interval_ms),
+            host.store.clone(),
+            host.dispatcher.clone(),
+        );
+        let running = supervisor.run(stopped);
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(self).await {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (report, ()) = tokio::join!(running, watching);
+        report.expect("the consumers ran without errors")
+    }
+
+    /// Another host on the same database and broker topology, with other plugins.
+    pub async fn second_host(&self, plugins: &[&str]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.host.config.clone();
+        config.plugins.dir = dir.path().join("plugins");
+        config.plugins.cache_dir = dir.path().join("cache");
+        Host::start_on(config, plugins, dir).await
+    }
+
+    /// Ready messages in a queue, asked on a connection of its own: the consumers share
+    /// the broker's, and lapin may take all of its channels down with a consumer it is
+    /// cancelling while its channel closes.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let (_connection, channel) = confirming_channel().await;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+            .message_count()
+    }
+}
