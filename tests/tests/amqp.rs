@@ -1,13 +1,15 @@
 //! The AMQP transport against the real RabbitMQ (unique queue names per test), on every
 //! store: ack after commit, a redelivery or duplicate of a committed message settled once
 //! (also by two consumers at once), the outbox relay with confirms, the bridge into the
-//! inbox, stale state reads resolved in the settle rather than through a delay queue. The
-//! failure paths are in `amqp_failures.rs`.
+//! inbox, a message handled from a queue and then enqueued into the inbox settled once,
+//! stale state reads resolved in the settle rather than through a delay queue. The failure
+//! paths are in `amqp_failures.rs`.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lapin::options::BasicGetOptions;
+use wharf_host::envelope::NewMessage;
 use wharf_host::transport::amqp::topology::{BindingSpec, ExchangeSpec, ExchangeType};
 use wharf_tests::broker::Broker;
 use wharf_tests::{Backend, unique_name};
@@ -17,6 +19,7 @@ wharf_tests::conformance!(
     duplicates_delivered_to_two_consumers_at_once_are_settled_once,
     the_outbox_relay_publishes_with_confirms_and_marks_sent,
     the_bridge_moves_deliveries_into_the_inbox_once_each,
+    a_message_handled_from_a_queue_then_enqueued_into_the_inbox_runs_its_effects_once,
     a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_queues,
 );
 
@@ -211,6 +214,54 @@ async fn the_bridge_moves_deliveries_into_the_inbox_once_each(backend: Backend) 
     let drained = host.drain().await;
     assert_eq!(drained.settled.handled, 20);
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 20);
+}
+
+/// The inbox has no dedup row of a message handled from a queue, and a claim looks up the
+/// ledger only for messages put back: the settle meets the ledger's key, writes nothing
+/// and marks the message seen; the next claim looks it up, and nothing runs twice.
+async fn a_message_handled_from_a_queue_then_enqueued_into_the_inbox_runs_its_effects_once(
+    backend: Backend,
+) {
+    let broker = Broker::start(backend, &["fixture-counter"]).await;
+    let id = uuid::Uuid::now_v7();
+    let body = br#"{"key": "k", "publish": true}"#;
+    broker
+        .publish("test.count", Some(&id.to_string()), body)
+        .await;
+    broker
+        .consume_until("handled from the queue", async |h| {
+            h.count("SELECT COUNT(*) FROM processed").await == 1
+        })
+        .await;
+    let host = &broker.host;
+    let mut message = NewMessage::new("test", "test.count", body.to_vec());
+    message.id = id;
+    let fresh = NewMessage::new("test", "test.count", br#"{"key": "j"}"#.to_vec());
+    assert_eq!(
+        host.store.enqueue(&[message, fresh]).await.unwrap(),
+        2,
+        "the inbox has no dedup row of either"
+    );
+
+    // Bounded: were the batch not marked seen, it would come back for ever.
+    let drained = tokio::time::timeout(Duration::from_secs(30), host.drain())
+        .await
+        .expect("the batch that met the ledger's key was looked up at its next claim");
+    assert_eq!(drained.settled.handled, 1, "only the new one: {drained:?}");
+    assert!(
+        drained.settled.fenced >= 1,
+        "the first settle wrote nothing: {drained:?}"
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM inbox").await, 0);
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 2);
+    assert_eq!(host.count("SELECT COUNT(*) FROM outbox").await, 1);
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM plugin_state WHERE version = 1")
+            .await,
+        2,
+        "count:k and count:j, each written once"
+    );
+    assert_eq!(host.count("SELECT COUNT(*) FROM plugin_state").await, 2);
 }
 
 async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_queues(

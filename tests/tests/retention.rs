@@ -1,7 +1,8 @@
-//! Retention on both stores: `cleanup` deletes only rows that are old and finished (dedup
+//! Retention on every store: `cleanup` deletes only rows that are old and finished (dedup
 //! and ledger rows of messages that left the inbox, sent outbox rows, resolved failures),
-//! keeps dead letters waiting for an operator, and a duplicate arriving after its dedup
-//! row was deleted is handled again (the documented dedup window).
+//! keeps dead letters waiting for an operator and the dedup rows of ids the ledger or a
+//! dead letter still knows, and a duplicate arriving after its dedup row was deleted is
+//! handled again (the documented dedup window).
 
 use std::process::Command;
 use std::time::Duration;
@@ -58,7 +59,7 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
     assert_eq!(
         cleaned,
         Cleaned {
-            received: 4,
+            received: 3,
             processed: 3,
             outbox: 1,
             failed: 1,
@@ -67,8 +68,9 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
     );
     assert_eq!(
         second.count("SELECT COUNT(*) FROM received").await,
-        1,
-        "the parked message, still in the inbox, keeps its dedup row"
+        2,
+        "the parked message, still in the inbox, and the rejected one, waiting for an \
+         operator, keep their dedup rows"
     );
     let left = second.failed().await;
     assert_eq!(left.len(), 1, "the rejected message waits for an operator");
@@ -96,4 +98,46 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
     );
 }
 
-conformance!(cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window);
+/// A claim looks up the ledger only for messages put back, so a duplicate must not get
+/// into the inbox while the ledger still knows its id: its dedup row outlives the ledger's.
+async fn a_dedup_row_stays_while_the_ledger_keeps_its_id(backend: Backend) {
+    let host = Host::start(backend, &["fixture-counter"]).await;
+    let counted = host
+        .publish("test", "test.count", json!({"key": "k"}))
+        .await;
+    assert_eq!(host.drain().await.settled.handled, 1);
+    // Received two hours ago, handled just now: a cut at one hour leaves the ledger row.
+    sqlx::query("UPDATE received SET received_at = received_at - 7200000")
+        .execute(&host.db)
+        .await
+        .unwrap();
+    let cleaned = host.store.cleanup(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        cleaned,
+        Cleaned::default(),
+        "the ledger row is not an hour old"
+    );
+    let again = || host.store.enqueue(std::slice::from_ref(&counted));
+    assert_eq!(again().await.unwrap(), 0, "the duplicate is still dropped");
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cleaned = host.store.cleanup(Duration::ZERO).await.unwrap();
+    assert_eq!((cleaned.received, cleaned.processed), (1, 1));
+    assert_eq!(
+        again().await.unwrap(),
+        1,
+        "past both, the id is accepted again"
+    );
+    assert_eq!(host.drain().await.settled.handled, 1);
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM plugin_state WHERE version = 2")
+            .await,
+        1,
+        "and handled again: the count's second write"
+    );
+}
+
+conformance!(
+    cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window,
+    a_dedup_row_stays_while_the_ledger_keeps_its_id,
+);

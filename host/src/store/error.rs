@@ -27,6 +27,14 @@ pub enum StoreError {
     /// of the batch was written and its messages are claimable again.
     #[error("the claim's transaction was lost, nothing was written: {0}")]
     ClaimLost(sqlx::Error),
+    /// A settle found a ledger row of the batch written already: a message was handled
+    /// before under the same id and then enqueued again without a dedup row (handled from
+    /// an AMQP queue, say, before it reached the inbox). Nothing of the batch was written;
+    /// its messages are marked seen, so their next claim looks up what already ran.
+    #[error(
+        "a message of the batch was handled before ({0}); nothing was written, and the batch is handled again once its ledger is looked up"
+    )]
+    HandledBefore(sqlx::Error),
     /// Another host has held the database's migration lock (MariaDB/MySQL) too long.
     #[error(
         "another host has been migrating the database for over {0:?}; wait for it, or look for a stuck session holding the lock wharf_migrate:<database>"
@@ -49,6 +57,15 @@ impl StoreError {
         }
     }
 
+    /// The error of a statement inserting ledger rows: [`StoreError::HandledBefore`]
+    /// when it broke the ledger's key.
+    pub(crate) fn of_ledger_insert(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Self::HandledBefore(e),
+            _ => Self::Database(e),
+        }
+    }
+
     /// May the same call succeed if tried again later? True when the database went
     /// away or is restarting (connection errors, admin shutdown, pool timeout), was
     /// briefly out of resources, or rolled the transaction back to break a deadlock or a
@@ -57,6 +74,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Database(e) | Self::ClaimLost(e) => transient(e),
+            Self::HandledBefore(_) => true,
             Self::Migrate(_) | Self::Corrupt(_) | Self::SchemaTooNew { .. } => false,
             Self::UnsupportedUrl(_) => false,
             Self::MigrationLocked(_) => true,

@@ -5,8 +5,11 @@ use serde::Serialize;
 /// What a [`super::Store::cleanup`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Cleaned {
-    /// Dedup rows of messages no longer in the inbox: a duplicate of one of these ids
-    /// arriving later is accepted and handled again.
+    /// Dedup rows of messages no longer in the inbox, the ledger (after this cleanup) or
+    /// the unresolved failed messages: a duplicate of one of these ids arriving later is
+    /// accepted and handled again. While any of those rows remains, the id's dedup row
+    /// does: a claim looks up the ledger only for messages put back (`inbox.seen`), so a
+    /// duplicate must not get in while the ledger still knows its id.
     pub received: u64,
     /// Ledger rows of messages no longer in the inbox.
     pub processed: u64,
@@ -20,7 +23,7 @@ pub struct Cleaned {
 
 impl Cleaned {
     /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
-    pub(crate) fn of([received, processed, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
+    pub(crate) fn of([processed, received, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
         Self {
             received,
             processed,
@@ -35,10 +38,14 @@ impl Cleaned {
 /// `?` (SQLite, MariaDB/MySQL), run in this order in one transaction; see
 /// [`super::Store::cleanup`]. PostgreSQL runs the same rules as one statement.
 pub(crate) const CLEANUP: [&str; 5] = [
-    "DELETE FROM received WHERE received_at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)",
     "DELETE FROM processed WHERE handled_at < ?
        AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
+    // After the ledger: an id keeps its dedup row while the ledger keeps one of its.
+    "DELETE FROM received WHERE received_at < ?
+       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)
+       AND NOT EXISTS (SELECT 1 FROM processed p WHERE p.message_id = received.id)
+       AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                       WHERE f.message_id = received.id AND f.status <> 'resolved')",
     "DELETE FROM outbox WHERE sent_at < ?",
     // Attempt errors before failures: a resolved failure's history goes with it.
     "DELETE FROM attempt_errors WHERE at < ?

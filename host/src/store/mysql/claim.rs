@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use super::delivered::settled_of;
+use super::delivered::{Settled, settled_of};
 use super::inbox::{self, CreatedAt};
 use super::{NOW_MS, now, push_list};
 use crate::envelope::Envelope;
@@ -59,7 +59,7 @@ pub(super) async fn claim(
             .await?;
     }
     let token = if held { Uuid::nil() } else { Uuid::now_v7() };
-    let (mut claimed, created_at) = due(&mut tx, queues, limit, token).await?;
+    let (mut claimed, created_at, seen) = due(&mut tx, queues, limit, token).await?;
     if claimed.is_empty() {
         tx.rollback().await?;
         return Ok(Claim {
@@ -81,8 +81,12 @@ pub(super) async fn claim(
         stamp.push(")");
         stamp.build().execute(&mut *tx).await?;
     }
-    let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-    let mut settled = settled_of(&mut tx, &ids).await?;
+    // Only a message put back can have settled plugins: one that arrived once and was
+    // never put back is not looked up, and a batch of such costs no statement here.
+    let mut settled = match seen.is_empty() {
+        true => Settled::default(),
+        false => settled_of(&mut tx, &seen).await?,
+    };
     for message in &mut claimed {
         if let Some(plugins) = settled.by_id.remove(&message.id) {
             message.settled_plugins = plugins;
@@ -105,13 +109,13 @@ pub(super) async fn claim(
 }
 
 /// Lock up to `limit` due rows of `queues` that no other host holds, as messages carrying
-/// `token`, with their enqueue times.
+/// `token`, with their enqueue times and the ids of those seen before (`inbox.seen`).
 async fn due(
     conn: &mut MySqlConnection,
     queues: &[String],
     limit: u32,
     token: Uuid,
-) -> Result<(Vec<Envelope>, CreatedAt)> {
+) -> Result<(Vec<Envelope>, CreatedAt, Vec<Uuid>)> {
     // The index is named: on a table whose statistics are stale (new, just filled) the
     // optimizer may scan and sort it instead, and a locking read that sorts locks every
     // due row it read, not just the batch it returns.
@@ -120,7 +124,7 @@ async fn due(
         _ => "inbox_due",
     };
     let mut due = QueryBuilder::<MySql>::new(format!(
-        "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at
+        "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at, seen
          FROM inbox FORCE INDEX ({index})
          WHERE available_at <= {NOW_MS}
            AND (locked_until IS NULL OR locked_until <= {NOW_MS})"
@@ -137,6 +141,11 @@ async fn due(
     let created_at = rows
         .iter()
         .map(|row| (row.get("id"), row.get("created_at")))
+        .collect();
+    let seen = rows
+        .iter()
+        .filter(|row| row.get::<bool, _>("seen"))
+        .map(|row| row.get("id"))
         .collect();
     let messages = rows
         .iter()
@@ -155,7 +164,7 @@ async fn due(
             })
         })
         .collect::<Result<_>>()?;
-    Ok((messages, created_at))
+    Ok((messages, created_at, seen))
 }
 
 /// Hand a held claim over to leases: its `messages` go back into the inbox leased under a

@@ -110,9 +110,11 @@ pub(super) async fn retry(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -
             None => {
                 retried.inbox += 1;
                 sqlx::query(
-                    "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-                     VALUES (?, ?, ?, ?, ?, 0, ?, available_at)
-                     ON DUPLICATE KEY UPDATE available_at = LEAST(available_at, VALUES(available_at))",
+                    "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at,
+                                        created_at, seen)
+                     VALUES (?, ?, ?, ?, ?, 0, ?, available_at, TRUE)
+                     ON DUPLICATE KEY UPDATE available_at = LEAST(available_at, VALUES(available_at)),
+                                             seen = TRUE",
                 )
                 .bind(message_id)
                 .bind(row.get::<String, _>("queue"))

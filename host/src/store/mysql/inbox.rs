@@ -60,8 +60,8 @@ pub(super) async fn fence(conn: &mut MySqlConnection, batch: &[Settlement]) -> R
     Ok(ours)
 }
 
-/// Insert the taken messages of `stay` again, their attempt counted and due after their
-/// delay from `now`; leased until `leased`'s time under its token when given.
+/// Insert the taken messages of `stay` again, their attempt counted, due after their
+/// delay from `now` and seen; leased until `leased`'s time under its token when given.
 pub(super) async fn put_back(
     conn: &mut MySqlConnection,
     stay: &[Stay<'_>],
@@ -74,7 +74,7 @@ pub(super) async fn put_back(
     }
     let mut rows = QueryBuilder::<MySql>::new(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at,
-                            created_at, lock_token, locked_until) ",
+                            created_at, lock_token, locked_until, seen) ",
     );
     rows.push_values(stay, |mut row, s| {
         let m = s.message;
@@ -87,7 +87,8 @@ pub(super) async fn put_back(
             .push_bind(now + s.delay.as_millis() as i64)
             .push_bind(created_at.get(&m.id).copied().unwrap_or(now))
             .push_bind(leased.map(|(token, _)| token))
-            .push_bind(leased.map(|(_, until)| until));
+            .push_bind(leased.map(|(_, until)| until))
+            .push_bind(true);
     });
     rows.build().execute(conn).await?;
     Ok(())

@@ -55,7 +55,7 @@ use crate::envelope::NewMessage;
 use claim::claim_lost;
 use delivered::settled_of;
 use enqueue::insert_new;
-use settle::Settling;
+use settle::{Settling, settle_in};
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
@@ -212,47 +212,37 @@ impl Store for MySqlStore {
         batch: &mut [Settlement],
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
-        if let Hold::Transaction(held) = hold {
-            let HeldTransaction::MySql(HeldClaim {
-                mut tx,
-                created_at,
-                retried,
-            }) = held
-            else {
-                unreachable!("{held:?} was claimed by another store");
-            };
-            let settled = async {
-                let now = now(&mut tx).await?;
-                let plan = settle::settle_batch(
-                    &mut tx,
-                    batch,
-                    now,
-                    Settling::Held(&created_at, &retried),
-                    runner,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(plan.summary)
-            };
-            return settled.await.map_err(claim_lost);
-        }
-        let mut tries = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let now = now(&mut tx).await?;
-            match settle::settle_batch(&mut tx, batch, now, Settling::Leased, runner).await {
-                Ok(plan) => {
-                    let summary = plan.summary;
-                    tx.commit().await?;
-                    return Ok(summary);
-                }
-                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => {
-                    tries += 1;
-                    tracing::debug!("settle chosen as a deadlock victim; running it again: {e}");
-                }
-                Err(e) => return Err(e),
+        let settled = match hold {
+            Hold::Transaction(held) => {
+                let HeldTransaction::MySql(HeldClaim {
+                    tx,
+                    created_at,
+                    retried,
+                }) = held
+                else {
+                    unreachable!("{held:?} was claimed by another store");
+                };
+                let held = Settling::Held(&created_at, &retried);
+                settle_in(tx, batch, held, runner).await.map_err(claim_lost)
             }
+            Hold::Lease => settle::settle_leased(&self.pool, batch, runner).await,
+        };
+        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
+            // The batch's messages are seen, and free again where its claim (one token)
+            // still holds them; `locked_until` is set first, while `lock_token` is the old.
+            let token = first.message.lock_token;
+            let mut seen = QueryBuilder::<MySql>::new(
+                "UPDATE inbox SET seen = TRUE, locked_until = IF(lock_token = ",
+            );
+            seen.push_bind(token)
+                .push(", NULL, locked_until), lock_token = IF(lock_token = ")
+                .push_bind(token)
+                .push(", NULL, lock_token) WHERE id IN (");
+            push_list(&mut seen, batch.iter().map(|s| s.message.id));
+            seen.push(")");
+            seen.build().execute(&self.pool).await?;
         }
+        settled
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {

@@ -16,17 +16,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
-use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
+use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
-use super::push_list;
+use super::{DEADLOCK_RETRIES, is_deadlock, now, push_list};
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
 };
-use crate::store::{Result, Settlement, headers_json};
+use crate::store::{Result, SettleSummary, Settlement, StoreError, headers_json};
 
 /// Slots of `state_lock_slots` (2^18): the lower half for delivered messages' ids, the
 /// upper half for state keys, so a settle that locks both (ids first) takes them in one
@@ -43,6 +43,50 @@ pub(super) enum Settling<'a> {
     Held(&'a CreatedAt, &'a BTreeSet<Uuid>),
     /// Messages a transport delivered: no inbox rows; it re-publishes those to try again.
     Delivered,
+}
+
+/// Settle a leased `batch` in a transaction of its own, again when it was chosen as a
+/// deadlock victim.
+pub(super) async fn settle_leased(
+    pool: &MySqlPool,
+    batch: &mut [Settlement],
+    runner: &dyn SettleRunner,
+) -> Result<SettleSummary> {
+    let mut tries = 0;
+    loop {
+        let tx = pool.begin().await?;
+        match settle_in(tx, batch, Settling::Leased, runner).await {
+            Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => {
+                tries += 1;
+                tracing::debug!("settle chosen as a deadlock victim; running it again: {e}");
+            }
+            settled => return settled,
+        }
+    }
+}
+
+/// Settle `batch` in `tx` and commit it. A batch found handled before
+/// ([`StoreError::HandledBefore`]) is rolled back here, so its rows are free to be marked
+/// seen.
+pub(super) async fn settle_in(
+    mut tx: Transaction<'_, MySql>,
+    batch: &mut [Settlement],
+    settling: Settling<'_>,
+    runner: &dyn SettleRunner,
+) -> Result<SettleSummary> {
+    let now = now(&mut tx).await?;
+    match settle_batch(&mut tx, batch, now, settling, runner).await {
+        Ok(plan) => {
+            let summary = plan.summary;
+            tx.commit().await?;
+            Ok(summary)
+        }
+        Err(e @ StoreError::HandledBefore(_)) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Plan and write `batch` inside the caller's transaction, at `now` (the database's
@@ -221,7 +265,11 @@ async fn write(
                 .push_bind(&plugin.sha256)
                 .push_bind(now);
         });
-        ledger.build().execute(&mut *conn).await?;
+        ledger
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::of_ledger_insert)?;
         let sent_back = |id: &Uuid| retried.is_none_or(|r| r.contains(id));
         if plan.handled.iter().any(|(id, _)| sent_back(id)) {
             let mut resolved = QueryBuilder::<MySql>::new(

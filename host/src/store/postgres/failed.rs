@@ -76,11 +76,13 @@ pub(super) async fn retry(
         ") RETURNING message_id, plugin, queue, kind, headers, payload,
                        source_exchange, source_routing_key),
          back AS (
-             INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
+             INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
+                                seen)
              SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
-                    wharf_now_ms(), wharf_now_ms()
+                    wharf_now_ms(), wharf_now_ms(), true
              FROM retried WHERE source_exchange IS NULL
-             ON CONFLICT (id) DO UPDATE SET available_at = LEAST(inbox.available_at, excluded.available_at)),
+             ON CONFLICT (id) DO UPDATE
+             SET available_at = LEAST(inbox.available_at, excluded.available_at), seen = true),
          out AS (
              INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
                                  headers, payload, created_at)

@@ -55,11 +55,12 @@ use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, migrate,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
 use enqueue::insert_new;
+use settle::settle_in;
 use writes::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
@@ -174,30 +175,35 @@ impl Store for PostgresStore {
         batch: &mut [Settlement],
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
-        match hold {
+        let settled = match hold {
             Hold::Lease => {
-                let mut tx = self.pool.begin().await?;
-                let plan =
-                    settle::settle_batch(&mut tx, &self.channel, batch, Settling::Leased, runner)
-                        .await?;
-                tx.commit().await?;
-                Ok(plan.summary)
+                let tx = self.pool.begin().await?;
+                settle_in(tx, &self.channel, batch, Settling::Leased, runner).await
             }
-            Hold::Transaction(HeldTransaction::Postgres(HeldClaim { mut tx, created_at })) => {
-                let plan = settle::settle_batch(
-                    &mut tx,
-                    &self.channel,
-                    batch,
-                    Settling::Held(&created_at),
-                    runner,
-                )
-                .await
-                .map_err(claim_lost)?;
-                tx.commit().await.map_err(|e| claim_lost(e.into()))?;
-                Ok(plan.summary)
+            Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, created_at })) => {
+                let held = Settling::Held(&created_at);
+                settle_in(tx, &self.channel, batch, held, runner)
+                    .await
+                    .map_err(claim_lost)
             }
             Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
+        };
+        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
+            // The batch's messages are seen, and free again where its claim (one token)
+            // still holds them.
+            let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
+            sqlx::query(
+                "UPDATE inbox SET seen = true,
+                     locked_until = CASE WHEN lock_token = $2 THEN NULL ELSE locked_until END,
+                     lock_token = CASE WHEN lock_token = $2 THEN NULL ELSE lock_token END
+                 WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .bind(first.message.lock_token)
+            .execute(&self.pool)
+            .await?;
         }
+        settled
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
@@ -285,6 +291,10 @@ impl Store for PostgresStore {
              received_gone AS (
                  DELETE FROM received r USING cut WHERE r.received_at < cut.t
                    AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = r.id)
+                   AND NOT EXISTS (SELECT 1 FROM processed p
+                                   WHERE p.message_id = r.id AND p.handled_at >= cut.t)
+                   AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                                   WHERE f.message_id = r.id AND f.status <> 'resolved')
                  RETURNING 1),
              processed_gone AS (
                  DELETE FROM processed p USING cut WHERE p.handled_at < cut.t

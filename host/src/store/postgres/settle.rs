@@ -22,7 +22,31 @@ use super::writes::{Settling, write};
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
 };
-use crate::store::{Result, Settlement};
+use crate::store::{Result, SettleSummary, Settlement, StoreError};
+
+/// Settle `batch` in `tx` and commit it. A batch found handled before
+/// ([`StoreError::HandledBefore`]) is rolled back here, so its rows are free to be marked
+/// seen.
+pub(super) async fn settle_in(
+    mut tx: Transaction<'_, Postgres>,
+    channel: &str,
+    batch: &mut [Settlement],
+    settling: Settling<'_>,
+    runner: &dyn SettleRunner,
+) -> Result<SettleSummary> {
+    match settle_batch(&mut tx, channel, batch, settling, runner).await {
+        Ok(plan) => {
+            let summary = plan.summary;
+            tx.commit().await?;
+            Ok(summary)
+        }
+        Err(e @ StoreError::HandledBefore(_)) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Plan and write `batch` inside the caller's transaction, running its stale and contended
 /// results through `runner`.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::enqueue::insert_new;
 use super::notify;
 use crate::store::settle::{SettlePlan, Stay};
-use crate::store::{Result, headers_json};
+use crate::store::{Result, StoreError, headers_json};
 
 /// What is being settled.
 #[derive(Clone, Copy)]
@@ -112,7 +112,8 @@ async fn write_handled(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>
     .bind(plan.usage.values().map(|u| u.keys).collect::<Vec<_>>())
     .bind(plan.usage.values().map(|u| u.bytes).collect::<Vec<_>>())
     .execute(&mut **tx)
-    .await?;
+    .await
+    .map_err(StoreError::of_ledger_insert)?;
     Ok(())
 }
 
@@ -252,13 +253,15 @@ async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -
     Ok(())
 }
 
-/// Leased messages that stay: count the attempt and set when the next one is due.
+/// Leased messages that stay: count the attempt, set when the next one is due and mark
+/// them seen (their next claim looks up which plugins settled them).
 async fn write_stay_leased(tx: &mut Transaction<'_, Postgres>, stay: &[Stay<'_>]) -> Result<()> {
     if stay.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay
+        "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay,
+                           seen = true
          FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
          WHERE i.id = a.id",
     )
@@ -271,7 +274,7 @@ async fn write_stay_leased(tx: &mut Transaction<'_, Postgres>, stay: &[Stay<'_>]
 }
 
 /// Messages a held claim deleted that stay: put them back with the attempt counted and
-/// their next due time; leased for `lease` ms under `token` when given.
+/// their next due time, seen; leased for `lease` ms under `token` when given.
 pub(super) async fn write_stay_held(
     tx: &mut Transaction<'_, Postgres>,
     stay: &[Stay<'_>],
@@ -283,11 +286,11 @@ pub(super) async fn write_stay_held(
     }
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                            lock_token, locked_until)
+                            lock_token, locked_until, seen)
          SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
                 COALESCE(created, wharf_now_ms()), $9,
                 -- now() is when the held transaction began; the lease starts now.
-                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
                      $7::bigint[], $8::bigint[])
              AS t(id, queue, kind, headers, payload, attempts, delay, created)",

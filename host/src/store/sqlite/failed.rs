@@ -69,9 +69,11 @@ pub(super) async fn retry(pool: &SqlitePool, filter: &FailedFilter, limit: u64) 
             None => {
                 retried.inbox += 1;
                 sqlx::query(
-                    "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
-                     ON CONFLICT (id) DO UPDATE SET available_at = MIN(available_at, excluded.available_at)",
+                    "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at,
+                                        created_at, seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, 1)
+                     ON CONFLICT (id) DO UPDATE
+                     SET available_at = MIN(available_at, excluded.available_at), seen = 1",
                 )
                 .bind(row.get::<String, _>("message_id"))
                 .bind(row.get::<String, _>("queue"))

@@ -128,7 +128,7 @@ impl Store for SqliteStore {
                  WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
                    AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
                  ORDER BY available_at LIMIT ?5)
-             RETURNING id, queue, kind, headers, payload, attempts, available_at",
+             RETURNING id, queue, kind, headers, payload, attempts, available_at, seen",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(token.to_string())
@@ -138,6 +138,8 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        // Only a message put back can have settled plugins: the others are not looked up.
+        let mut seen = Vec::new();
         for row in &rows {
             claimed.push(Envelope {
                 id: parse_uuid(row.get("id"))?,
@@ -151,10 +153,12 @@ impl Store for SqliteStore {
                 origin: Default::default(),
                 due_at: Some(row.get("available_at")),
             });
+            if row.get::<bool, _>("seen") {
+                seen.push(claimed[claimed.len() - 1].id);
+            }
         }
-        if !claimed.is_empty() {
-            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-            let mut by_id = settled_of(&mut tx, &ids).await?;
+        if !seen.is_empty() {
+            let mut by_id = settled_of(&mut tx, &seen).await?;
             for message in &mut claimed {
                 if let Some(plugins) = by_id.remove(&message.id) {
                     message.settled_plugins = plugins;
@@ -175,10 +179,31 @@ impl Store for SqliteStore {
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let plan =
-            settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner).await?;
-        tx.commit().await?;
-        Ok(plan.summary)
+        match settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner).await {
+            Ok(plan) => {
+                tx.commit().await?;
+                Ok(plan.summary)
+            }
+            Err(e @ StoreError::HandledBefore(_)) => {
+                tx.rollback().await?;
+                // The batch's messages are seen, and free again where its claim (one
+                // token) still holds them.
+                let ids: Vec<String> = batch.iter().map(|s| s.message.id.to_string()).collect();
+                let token = batch.first().map(|s| s.message.lock_token.to_string());
+                sqlx::query(
+                    "UPDATE inbox SET seen = 1,
+                         locked_until = CASE WHEN lock_token = ?2 THEN NULL ELSE locked_until END,
+                         lock_token = CASE WHEN lock_token = ?2 THEN NULL ELSE lock_token END
+                     WHERE id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(serde_json::to_string(&ids).expect("strings serialise"))
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {

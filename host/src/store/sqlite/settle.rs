@@ -13,7 +13,7 @@ use crate::store::headers_json;
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
 };
-use crate::store::{Result, Settlement};
+use crate::store::{Result, Settlement, StoreError};
 
 /// What is being settled.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,7 +127,8 @@ async fn write(
         .bind(&plugin.sha256)
         .bind(now)
         .execute(&mut *conn)
-        .await?;
+        .await
+        .map_err(StoreError::of_ledger_insert)?;
         sqlx::query(
             "UPDATE failed_messages SET status = 'resolved', resolved_at = ?
              WHERE message_id = ? AND plugin IN (?, '') AND status = 'retrying'",
@@ -238,12 +239,14 @@ async fn write(
         return Ok(());
     }
     for stay in &plan.stay {
-        sqlx::query("UPDATE inbox SET attempts = attempts + ?, available_at = ? WHERE id = ?")
-            .bind(i64::from(stay.counts))
-            .bind(now + stay.delay.as_millis() as i64)
-            .bind(stay.message.id.to_string())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET attempts = attempts + ?, available_at = ?, seen = 1 WHERE id = ?",
+        )
+        .bind(i64::from(stay.counts))
+        .bind(now + stay.delay.as_millis() as i64)
+        .bind(stay.message.id.to_string())
+        .execute(&mut *conn)
+        .await?;
     }
     for id in &plan.done {
         sqlx::query("DELETE FROM inbox WHERE id = ?")

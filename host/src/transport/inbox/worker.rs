@@ -257,10 +257,10 @@ impl Worker {
                 crate::metrics::settled("inbox", &summary);
                 Ok((claimed, summary))
             }
-            Err(StoreError::ClaimLost(e)) => {
+            Err(e @ (StoreError::ClaimLost(_) | StoreError::HandledBefore(_))) => {
                 tracing::warn!(
                     messages = claimed,
-                    "the batch's claim was lost ({e}); its results are discarded and its messages will be handled again"
+                    "{e}; the batch's results are discarded and its messages will be handled again"
                 );
                 let summary = SettleSummary {
                     fenced: claimed,
