@@ -24,7 +24,7 @@ use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
 use super::{DEADLOCK_RETRIES, is_deadlock, now, push_list};
 use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, finish, plan, resolve,
 };
 use crate::store::{Result, SettleSummary, Settlement, StoreError, headers_json};
 
@@ -65,9 +65,7 @@ pub(super) async fn settle_leased(
     }
 }
 
-/// Settle `batch` in `tx` and commit it. A batch found handled before
-/// ([`StoreError::HandledBefore`]) is rolled back here, so its rows are free to be marked
-/// seen.
+/// Settle `batch` in `tx` and end it ([`finish`]).
 pub(super) async fn settle_in(
     mut tx: Transaction<'_, MySql>,
     batch: &mut [Settlement],
@@ -75,18 +73,8 @@ pub(super) async fn settle_in(
     runner: &dyn SettleRunner,
 ) -> Result<SettleSummary> {
     let now = now(&mut tx).await?;
-    match settle_batch(&mut tx, batch, now, settling, runner).await {
-        Ok(plan) => {
-            let summary = plan.summary;
-            tx.commit().await?;
-            Ok(summary)
-        }
-        Err(e @ StoreError::HandledBefore(_)) => {
-            tx.rollback().await?;
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
+    let settled = settle_batch(&mut tx, batch, now, settling, runner).await;
+    finish(tx, settled.map(|plan| plan.summary)).await
 }
 
 /// Plan and write `batch` inside the caller's transaction, at `now` (the database's

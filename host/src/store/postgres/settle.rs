@@ -20,13 +20,11 @@ use uuid::Uuid;
 
 use super::writes::{Settling, write};
 use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, finish, plan, resolve,
 };
-use crate::store::{Result, SettleSummary, Settlement, StoreError};
+use crate::store::{Result, SettleSummary, Settlement};
 
-/// Settle `batch` in `tx` and commit it. A batch found handled before
-/// ([`StoreError::HandledBefore`]) is rolled back here, so its rows are free to be marked
-/// seen.
+/// Settle `batch` in `tx` and end it ([`finish`]).
 pub(super) async fn settle_in(
     mut tx: Transaction<'_, Postgres>,
     channel: &str,
@@ -34,18 +32,8 @@ pub(super) async fn settle_in(
     settling: Settling<'_>,
     runner: &dyn SettleRunner,
 ) -> Result<SettleSummary> {
-    match settle_batch(&mut tx, channel, batch, settling, runner).await {
-        Ok(plan) => {
-            let summary = plan.summary;
-            tx.commit().await?;
-            Ok(summary)
-        }
-        Err(e @ StoreError::HandledBefore(_)) => {
-            tx.rollback().await?;
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
+    let settled = settle_batch(&mut tx, channel, batch, settling, runner).await;
+    finish(tx, settled.map(|plan| plan.summary)).await
 }
 
 /// Plan and write `batch` inside the caller's transaction, running its stale and contended

@@ -30,7 +30,9 @@
 //!    A message that stays is due after the longest delay any of its plugins asked for;
 //!    the others are done.
 //! 4. The store writes the plan: SQLite row by row, PostgreSQL one bulk statement per
-//!    table.
+//!    table. A settle whose ledger insert meets the ledger's key (a message handled
+//!    before reached the inbox without a dedup row) writes nothing: [`finish`] rolls it
+//!    back, and the store marks the batch seen so its next claim looks up what ran.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,10 +54,33 @@ pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
 pub use view::StateView;
 pub(crate) use view::next_version;
 
-use super::{NextAttempt, PluginResult, PluginRuns, PluginVersion, SettleSummary, Settlement};
+use super::{
+    NextAttempt, PluginResult, PluginRuns, PluginVersion, Result, SettleSummary, Settlement,
+    StoreError,
+};
 use crate::effects::{Destination, Publish};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
+
+/// End a settle's transaction: commit it after `settled` was written, roll it back after
+/// the batch met the ledger's key ([`StoreError::HandledBefore`]), so its rows are free to
+/// be marked seen; any other failure leaves `tx` to roll back as it drops.
+pub(crate) async fn finish<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    settled: Result<T>,
+) -> Result<T> {
+    match settled {
+        Ok(settled) => {
+            tx.commit().await?;
+            Ok(settled)
+        }
+        Err(e @ StoreError::HandledBefore(_)) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// A state key of one plugin: (plugin, key).
 pub(crate) type StateKey<'a> = (&'a str, &'a str);

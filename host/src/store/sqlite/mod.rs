@@ -27,6 +27,7 @@ use super::{
     parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
+use crate::store::settle::finish;
 use delivered::settled_of;
 use settle::Settling;
 
@@ -179,31 +180,26 @@ impl Store for SqliteStore {
         runner: &dyn SettleRunner,
     ) -> Result<SettleSummary> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        match settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner).await {
-            Ok(plan) => {
-                tx.commit().await?;
-                Ok(plan.summary)
-            }
-            Err(e @ StoreError::HandledBefore(_)) => {
-                tx.rollback().await?;
-                // The batch's messages are seen, and free again where its claim (one
-                // token) still holds them.
-                let ids: Vec<String> = batch.iter().map(|s| s.message.id.to_string()).collect();
-                let token = batch.first().map(|s| s.message.lock_token.to_string());
-                sqlx::query(
-                    "UPDATE inbox SET seen = 1,
-                         locked_until = CASE WHEN lock_token = ?2 THEN NULL ELSE locked_until END,
-                         lock_token = CASE WHEN lock_token = ?2 THEN NULL ELSE lock_token END
-                     WHERE id IN (SELECT value FROM json_each(?1))",
-                )
-                .bind(serde_json::to_string(&ids).expect("strings serialise"))
-                .bind(token)
-                .execute(&self.pool)
-                .await?;
-                Err(e)
-            }
-            Err(e) => Err(e),
+        let settled = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner)
+            .await
+            .map(|plan| plan.summary);
+        let settled = finish(tx, settled).await;
+        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
+            // The batch's messages are seen, and free again where its claim (one token)
+            // still holds them.
+            let ids: Vec<String> = batch.iter().map(|s| s.message.id.to_string()).collect();
+            sqlx::query(
+                "UPDATE inbox SET seen = 1,
+                     locked_until = CASE WHEN lock_token = ?2 THEN NULL ELSE locked_until END,
+                     lock_token = CASE WHEN lock_token = ?2 THEN NULL ELSE lock_token END
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&ids).expect("strings serialise"))
+            .bind(first.message.lock_token.to_string())
+            .execute(&self.pool)
+            .await?;
         }
+        settled
     }
 
     async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
