@@ -69,6 +69,20 @@ pub enum LoadError {
         /// What the compiler said.
         reason: String,
     },
+    /// A component whose linear memory starts larger than an instance may grow.
+    #[error(
+        "{path}: its memory starts at {:.1} MiB, more than runtime.memory_limit_mib = {} allows; raise runtime.memory_limit_mib (a Python plugin built with componentize-py starts at ~12.5 MiB)",
+        *needs as f64 / 1048576.0,
+        limit >> 20
+    )]
+    MemoryTooSmall {
+        /// The file.
+        path: PathBuf,
+        /// Bytes its memory starts with.
+        needs: usize,
+        /// Bytes an instance may have.
+        limit: usize,
+    },
     /// A component, but not of the `wharf:plugin/plugin` world.
     #[error(
         "{path}: does not implement the wharf:plugin/plugin@0.2.0 world ({reason}); build it with wharf-sdk's export! macro"
@@ -150,7 +164,19 @@ impl Runtime {
             tokio::task::spawn_blocking(move || cache::compile(&engine, &dir, &wasm, &sha))
                 .await
                 .map_err(|e| invalid(format!("the compiler panicked: {e}")))?
-                .map_err(|e| invalid(format!("{e:#}")))?;
+                .map_err(|e| {
+                    let reason = format!("{e:#}");
+                    match initial_memory(&reason) {
+                        Some(needs) if needs > self.limits.memory_bytes => {
+                            LoadError::MemoryTooSmall {
+                                path: path.to_owned(),
+                                needs,
+                                limit: self.limits.memory_bytes,
+                            }
+                        }
+                        _ => invalid(reason),
+                    }
+                })?;
         self.link(path, sha256, component).await
     }
 
@@ -273,4 +299,15 @@ impl Runtime {
         }
         Ok(manifest)
     }
+}
+
+/// The initial memory size, in bytes, the instance allocator refused a component for,
+/// read from wasmtime's message ("memory has a minimum byte size of N which exceeds the
+/// limit of ...").
+fn initial_memory(reason: &str) -> Option<usize> {
+    let (_, rest) = reason.split_once("minimum byte size of ")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
