@@ -65,3 +65,18 @@ impl Message {
         hex::encode(&digest[..16])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Python SDK's tests expect the same key (`sdk/python/tests/test_sdk.py`).
+    #[test]
+    fn idempotency_keys_are_the_same_in_every_sdk() {
+        let message = Message::new("order.created", &serde_json::json!({}));
+        assert_eq!(
+            message.idempotency_key("charge-card"),
+            "21384e233e6197216949e345fe681ac1"
+        );
+    }
+}

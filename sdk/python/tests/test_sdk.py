@@ -1,0 +1,173 @@
+"""The SDK's own behaviour, as the host's: effects kept only when a call returns, reads
+that see the call's writes, the shapes a handler's failures take, the manifest."""
+
+from datetime import timedelta
+
+import pytest
+
+from wharf_sdk import (
+    Limits,
+    Manifest,
+    Message,
+    Plugin,
+    Reject,
+    Retry,
+    RetryPolicy,
+    config,
+    log,
+    publish,
+    publish_to_exchange,
+    state,
+)
+from wharf_sdk.testing import Exchange, Queue, TestHost
+
+
+class Counter(Plugin):
+    """Counts messages per key; publishes each count; fails as the payload asks, after
+    its effects."""
+
+    def manifest(self):
+        return Manifest("counter", "1.0.0").subscribe("count.*")
+
+    def handle(self, message):
+        body = message.json()
+        key = f"count:{body['key']}"
+        count = state.get_json(key, 0) + 1
+        state.set_json(key, count)
+        assert state.get_json(key) == count, "a call reads its own writes"
+        publish("counts", "counted", {"count": count}, headers={"key": body["key"]})
+        publish_to_exchange("events", "counted.v1", "counted", b"raw")
+        log.info("counted", key=body["key"])
+        if body.get("fail") == "retry":
+            raise Retry("busy", delay=timedelta(milliseconds=1500))
+        if body.get("fail") == "reject":
+            raise Reject("bad")
+        if body.get("fail") == "crash":
+            raise KeyError("surprise")
+
+
+def test_a_call_that_returns_commits_its_state_and_publishes():
+    host = TestHost()
+    host.handle(Counter, Message.new("count.one", {"key": "a"}))
+    host.handle(Counter, Message.new("count.one", {"key": "a"}))
+    assert host.state_json("count:a") == 2
+    assert [(p.destination, p.kind) for p in host.published] == [
+        (Queue("counts"), "counted"),
+        (Exchange(("events", "counted.v1")), "counted"),
+    ] * 2
+    assert host.published[2].json() == {"count": 2}
+    assert host.published[2].headers == [("key", "a")]
+    assert host.published[3].payload == b"raw"
+
+
+@pytest.mark.parametrize(
+    "fail, raised", [("retry", Retry), ("reject", Reject), ("crash", KeyError)]
+)
+def test_a_call_that_raises_keeps_nothing_but_its_logs(fail, raised):
+    host = TestHost().state("count:a", 5)
+    with pytest.raises(raised):
+        host.handle(Counter, Message.new("count.one", {"key": "a", "fail": fail}))
+    assert host.state_json("count:a") == 5
+    assert host.published == []
+    assert [line.message for line in host.logs] == ["counted"]
+
+
+def test_retry_and_reject_carry_what_the_host_needs():
+    assert Retry("busy").delay_ms is None
+    assert Retry("busy", delay=1.5).delay_ms == 1500
+    assert Retry("busy", delay=timedelta(minutes=1)).delay_ms == 60_000
+    assert str(Retry("busy", delay=0.05)) == "retry after 50 ms: busy"
+    assert str(Reject("bad")) == "reject: bad"
+    with pytest.raises(ValueError, match="negative"):
+        Retry("busy", delay=-1)
+
+
+def test_state_delete_and_raw_values():
+    class Cleaner(Plugin):
+        def handle(self, message):
+            state.delete("gone")
+            state.set("raw", b"\x00\x01")
+            assert state.get("gone") is None
+
+    host = TestHost().state("gone", b"x")
+    host.handle(Cleaner, Message.new("clean", {}))
+    assert host.state_value("gone") is None
+    assert host.state_value("raw") == b"\x00\x01"
+
+
+def test_a_state_value_that_does_not_decode_is_a_rejection():
+    class Reader(Plugin):
+        def handle(self, message):
+            state.get_json("broken")
+
+    with pytest.raises(Reject, match="'broken' does not decode"):
+        TestHost().state("broken", b"{").handle(Reader, Message.new("read", {}))
+
+
+def test_config_values_parse_to_the_default_s_type():
+    class Configured(Plugin):
+        seen = {}
+
+        def handle(self, message):
+            Configured.seen = {
+                "limit": config.get_or("limit", 10),
+                "ratio": config.get_or("ratio", 0.5),
+                "name": config.get("name"),
+                "missing": config.get_or("missing", 3),
+            }
+
+    TestHost().config("limit", "42").config("ratio", "0.25").handle(
+        Configured, Message.new("x", {})
+    )
+    assert Configured.seen == {"limit": 42, "ratio": 0.25, "name": None, "missing": 3}
+
+
+def test_publishing_nowhere_is_a_rejection():
+    class Lost(Plugin):
+        def handle(self, message):
+            publish("", "lost", {})
+
+    with pytest.raises(Reject, match="queue is empty"):
+        TestHost().handle(Lost, Message.new("x", {}))
+
+
+def test_messages_decode_json_and_headers():
+    message = Message("id-1", "order.created", "inbox:orders", [("tenant", "t1")], b'{"a": 1}', 2)
+    assert message.json() == {"a": 1}
+    assert message.header("tenant") == "t1" and message.header("nope") is None
+    with pytest.raises(Reject, match="order.created message id-1 is not valid JSON"):
+        Message("id-1", "order.created", "inbox:orders", payload=b"nope").json()
+
+
+def test_idempotency_keys_match_the_rust_sdk():
+    # The Rust SDK's test expects the same key (sdk/src/message.rs).
+    message = Message.new("order.created", {})
+    assert message.idempotency_key("charge-card") == "21384e233e6197216949e345fe681ac1"
+    assert message.idempotency_key("refund") != message.idempotency_key("charge-card")
+
+
+def test_the_manifest_builds_like_the_rust_one():
+    manifest = (
+        Manifest("audit", "2.0.0")
+        .subscribe("audit.*")
+        .subscribe("order.#")
+        .retry(RetryPolicy(max_retries=3, base_delay=0.1))
+        .limits(Limits(memory_mib=64, deadline=timedelta(seconds=2)))
+    )
+    assert manifest.subscriptions == ["audit.*", "order.#"]
+    assert manifest.retry_policy.max_retries == 3
+    assert manifest.resource_limits.memory_mib == 64
+
+
+def test_host_functions_outside_a_handler_say_how_to_test():
+    with pytest.raises(RuntimeError, match="TestHost"):
+        state.get("x")
+
+
+def test_unknown_log_levels_are_refused():
+    class Loud(Plugin):
+        def handle(self, message):
+            log.log("shout", "hi")
+
+    with pytest.raises(ValueError, match="unknown log level 'shout'"):
+        TestHost().handle(Loud, Message.new("x", {}))

@@ -1,0 +1,56 @@
+"""Where the package's calls go: the wharf host's imports inside a component
+(:mod:`wharf_sdk.component`), or the :class:`wharf_sdk.testing.TestHost` a test
+installed. Plugin authors do not need this."""
+
+from typing import List, Optional, Protocol, Tuple, Union
+
+
+class Queue(str):
+    """A publish destination: an inbox queue."""
+
+
+class Exchange(tuple):
+    """A publish destination: an AMQP exchange and routing key."""
+
+
+Destination = Union[Queue, Exchange]
+
+
+class Host(Protocol):
+    """What a handler can ask of its host."""
+
+    def log(self, level: str, message: str, fields: List[Tuple[str, str]]) -> None: ...
+
+    def publish(
+        self, destination: Destination, kind: str, headers: List[Tuple[str, str]], payload: bytes
+    ) -> str:
+        """The new message's id; raises :class:`wharf_sdk.Reject` when refused."""
+        ...
+
+    def state_get(self, key: str) -> Optional[bytes]: ...
+
+    def state_set(self, key: str, value: bytes) -> None: ...
+
+    def state_delete(self, key: str) -> None: ...
+
+    def config_get(self, key: str) -> Optional[str]: ...
+
+
+_installed: Optional[Host] = None
+
+
+def current() -> Host:
+    """The host of the call in progress."""
+    if _installed is not None:
+        return _installed
+    from .component import Imports
+
+    return Imports()
+
+
+def install(host: Optional[Host]) -> Optional[Host]:
+    """Send calls to ``host`` (``None``: the component's imports); returns the previous."""
+    global _installed
+    previous, _installed = _installed, host
+    return previous
+

@@ -1,0 +1,61 @@
+"""The plugin's self-description: name, version, subscriptions, retry policy, limits."""
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import List, Optional, Union
+
+
+def _ms(value: Union[None, float, timedelta]) -> Optional[int]:
+    """Seconds (or a ``timedelta``) as whole milliseconds."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return round(value * 1000)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: ``base_delay * multiplier ** (retry - 1)``, capped at
+    ``max_delay``, spread by ``jitter`` (0.0-1.0). Delays in seconds or ``timedelta``."""
+
+    max_retries: int
+    base_delay: Union[float, timedelta] = 1.0
+    multiplier: float = 2.0
+    max_delay: Union[float, timedelta] = 300.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resources one call may use; ``None`` takes the host's default, and the host's
+    ``[runtime]`` settings are the most a plugin may ask for. A Python plugin carries an
+    interpreter: it needs a larger memory cap than a Rust one (see wharf's README)."""
+
+    memory_mib: Optional[int] = None
+    deadline: Union[None, float, timedelta] = None
+    fuel: Optional[int] = None
+    max_concurrency: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the host learns about a plugin when it loads it."""
+
+    name: str
+    version: str
+    subscriptions: List[str] = field(default_factory=list)
+    retry_policy: Optional[RetryPolicy] = None
+    resource_limits: Optional[Limits] = None
+
+    def subscribe(self, pattern: str) -> "Manifest":
+        """Also receive kinds matching ``pattern`` (``*`` one word, ``#`` any words)."""
+        return replace(self, subscriptions=[*self.subscriptions, pattern])
+
+    def retry(self, policy: RetryPolicy) -> "Manifest":
+        """The plugin's default retry policy; operator config may override it."""
+        return replace(self, retry_policy=policy)
+
+    def limits(self, limits: Limits) -> "Manifest":
+        """The resources the plugin asks for; operator config may override them."""
+        return replace(self, resource_limits=limits)

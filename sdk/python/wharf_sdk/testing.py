@@ -1,0 +1,127 @@
+"""A test harness: run a handler's logic under pytest, without wasm, against an
+in-memory host that behaves like wharf's: effects are buffered during the call and kept
+only when ``handle`` returns.
+
+    host = TestHost().config("threshold", "5")
+    host.handle(UpdateStock, Message.new("order.created", {"sku": "A1"}))
+    assert len(host.published) == 1
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
+
+from . import host as _host
+from .errors import Reject
+from .message import Message
+from .plugin import Plugin
+
+Queue = _host.Queue
+Exchange = _host.Exchange
+
+
+@dataclass(frozen=True)
+class Published:
+    """A message the handler published."""
+
+    destination: _host.Destination
+    """``Queue(name)`` or ``Exchange((exchange, routing_key))``."""
+    kind: str
+    headers: List[Tuple[str, str]]
+    payload: bytes
+
+    def json(self) -> Any:
+        """The payload decoded as JSON."""
+        return json.loads(self.payload)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A log line the handler wrote."""
+
+    level: str
+    message: str
+    fields: List[Tuple[str, str]]
+
+
+@dataclass
+class TestHost:
+    """An in-memory wharf host."""
+
+    __test__ = False  # not a pytest test class
+
+    _config: Dict[str, str] = field(default_factory=dict)
+    _state: Dict[str, bytes] = field(default_factory=dict)
+    published: List[Published] = field(default_factory=list)
+    """Messages published by calls that returned."""
+    logs: List[LogLine] = field(default_factory=list)
+    """Every log line, including those of failed calls."""
+    _writes: Dict[str, Optional[bytes]] = field(default_factory=dict)
+    _publishing: List[Published] = field(default_factory=list)
+    _next_id: int = 0
+
+    def config(self, key: str, value: str) -> "TestHost":
+        """Set a config value the plugin can read."""
+        self._config[key] = value
+        return self
+
+    def state(self, key: str, value: Union[bytes, Any]) -> "TestHost":
+        """Seed a committed state value (``bytes``, else JSON-encoded)."""
+        self._state[key] = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return self
+
+    def handle(self, plugin: Type[Plugin], message: Message) -> None:
+        """Run ``plugin().handle(message)``. When it returns, the call's state writes and
+        publishes are committed; when it raises, they are discarded, as the real host
+        does, and the exception reaches the test."""
+        self._writes, self._publishing = {}, []
+        previous = _host.install(self)
+        try:
+            plugin().handle(message)
+        finally:
+            _host.install(previous)
+            writes, publishing = self._writes, self._publishing
+            self._writes, self._publishing = {}, []
+        for key, value in writes.items():
+            if value is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = value
+        self.published.extend(publishing)
+
+    def state_value(self, key: str) -> Optional[bytes]:
+        """Committed state value."""
+        return self._state.get(key)
+
+    def state_json(self, key: str) -> Any:
+        """Committed state value decoded as JSON (``None`` when absent)."""
+        raw = self._state.get(key)
+        return None if raw is None else json.loads(raw)
+
+    # The host functions the package calls while a call is in progress.
+
+    def log(self, level, message, fields):
+        self.logs.append(LogLine(level, message, list(fields)))
+
+    def publish(self, destination, kind, headers, payload):
+        if not kind:
+            raise Reject("cannot publish: the kind is empty")
+        if isinstance(destination, Queue) and not destination:
+            raise Reject(f"cannot publish {kind}: the queue is empty")
+        self._next_id += 1
+        self._publishing.append(Published(destination, kind, list(headers), bytes(payload)))
+        return f"00000000-0000-7000-8000-{self._next_id:012x}"
+
+    def state_get(self, key):
+        if key in self._writes:
+            return self._writes[key]
+        return self._state.get(key)
+
+    def state_set(self, key, value):
+        self._writes[key] = bytes(value)
+
+    def state_delete(self, key):
+        self._writes[key] = None
+
+    def config_get(self, key):
+        return self._config.get(key)
