@@ -9,6 +9,7 @@ pub mod collector;
 pub mod http;
 mod inspect;
 pub mod proxy;
+pub mod python;
 mod services;
 
 use std::path::PathBuf;
