@@ -16,6 +16,7 @@ mod cpu;
 mod mariadb;
 mod plugins;
 mod profile;
+mod python;
 mod recording;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use sqlx::Row;
 use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
-use wharf_host::runtime::CallContext;
+use wharf_host::runtime::{CallContext, Plugin, Runtime, StateReader};
 use wharf_host::transport::inbox::{InboxConfig, StopWhen};
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
@@ -54,12 +55,34 @@ async fn sandbox_cost() -> f64 {
     let config = test_config(dir.path());
     let runtime = config.sandbox().unwrap();
     let plugin = runtime.load(&plugin_wasm("fixture-noop")).await.unwrap();
+    let state = Arc::new(wharf_host::runtime::NoState);
+    call_cost(
+        &runtime,
+        &plugin,
+        "bench.noop",
+        payload_1k(),
+        state,
+        SANDBOX_CALLS,
+    )
+    .await
+}
+
+/// Microseconds per call of `plugin` on a `kind` message of `payload`, reading `state`:
+/// a fresh instance, the call and its drop, after a warm-up.
+async fn call_cost(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    kind: &str,
+    payload: Vec<u8>,
+    state: Arc<dyn StateReader>,
+    calls: u32,
+) -> f64 {
     let envelope = Envelope {
         id: Uuid::now_v7(),
         queue: "bench".into(),
-        kind: "bench.noop".into(),
+        kind: kind.into(),
         headers: Default::default(),
-        payload: payload_1k(),
+        payload,
         attempts: 0,
         lock_token: Uuid::nil(),
         settled_plugins: Default::default(),
@@ -67,21 +90,21 @@ async fn sandbox_cost() -> f64 {
         due_at: None,
     };
     let context = CallContext {
-        plugin: Arc::from("noop"),
+        plugin: Arc::from(plugin.name()),
         message_id: envelope.id,
         config: Arc::default(),
-        state: Arc::new(wharf_host::runtime::NoState),
+        state,
         trace: wharf_host::trace::TraceContext::for_call(&envelope.headers),
     };
-    for _ in 0..1_000 {
-        runtime.call(&plugin, &envelope, 1, context.clone()).await;
+    for _ in 0..calls / 20 {
+        runtime.call(plugin, &envelope, 1, context.clone()).await;
     }
     let started = Instant::now();
-    for _ in 0..SANDBOX_CALLS {
-        let outcome = runtime.call(&plugin, &envelope, 1, context.clone()).await;
+    for _ in 0..calls {
+        let outcome = runtime.call(plugin, &envelope, 1, context.clone()).await;
         assert!(matches!(outcome, Outcome::Ok(_)), "{outcome:?}");
     }
-    started.elapsed().as_secs_f64() * 1e6 / SANDBOX_CALLS as f64
+    started.elapsed().as_secs_f64() * 1e6 / calls as f64
 }
 
 async fn inbox_throughput() -> (f64, f64) {
@@ -303,7 +326,7 @@ async fn postgres_inbox(sandbox_us: f64) {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|python|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -336,6 +359,9 @@ async fn main() {
     }
     if wanted("contention") {
         contention::scenarios().await;
+    }
+    if wanted("python") {
+        python::costs(per_call).await;
     }
     if !wanted("sqlite") {
         return;
