@@ -89,12 +89,18 @@ pub fn cache_dir() -> PathBuf {
 /// A host on `backend` serving the Python plugin `name` (with the tests' 32 MiB memory
 /// limit: a componentize-py interpreter starts at ~12.5 MiB).
 pub async fn host(backend: Backend, name: &str, adjust: impl FnOnce(&mut Config)) -> Host {
-    let (wasm, _) = component(name);
     Host::start_with(backend, &[], |c| {
-        c.plugins.cache_dir = cache_dir();
-        std::fs::create_dir_all(&c.plugins.dir).unwrap();
-        std::fs::copy(&wasm, c.plugins.dir.join(format!("{name}.wasm"))).unwrap();
+        serve(c, name);
         adjust(c);
     })
     .await
+}
+
+/// Put the Python plugin `name` into `config`'s plugin directory, compiled through the
+/// shared cache.
+pub fn serve(config: &mut Config, name: &str) {
+    let (wasm, _) = component(name);
+    config.plugins.cache_dir = cache_dir();
+    std::fs::create_dir_all(&config.plugins.dir).unwrap();
+    std::fs::copy(&wasm, config.plugins.dir.join(format!("{name}.wasm"))).unwrap();
 }

@@ -166,13 +166,7 @@ async fn an_uncaught_exception_is_a_failed_attempt(backend: Backend) {
 }
 
 async fn a_redelivered_record_is_not_run_twice(backend: Backend) {
-    let broker = Broker::start_with(backend, &[], |c| {
-        c.plugins.cache_dir = python::cache_dir();
-        std::fs::create_dir_all(&c.plugins.dir).unwrap();
-        let (wasm, _) = python::component("audit-log");
-        std::fs::copy(wasm, c.plugins.dir.join("audit-log.wasm")).unwrap();
-    })
-    .await;
+    let broker = Broker::start_with(backend, &[], |c| python::serve(c, "audit-log")).await;
     let id = uuid::Uuid::now_v7().to_string();
     let body = json!({"entity": "o9", "actor": "ana", "action": "refund"}).to_string();
     // The same message twice, as a publisher's retry after a lost confirm would send it,
