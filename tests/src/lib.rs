@@ -2,7 +2,7 @@
 //! [`Host`] that runs a real wharf worker on a fresh database of any backend: an SQLite
 //! file in a temp directory, a schema of its own in the real PostgreSQL or a database of
 //! its own on the real MariaDB (so tests run in parallel). [`conformance!`] runs one test
-//! body against each.
+//! body against each; [`python`] builds the Python plugins and serves one.
 
 pub mod broker;
 pub mod collector;
