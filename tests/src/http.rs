@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use wharf_host::http::config::{HttpConfig, Token};
 use wharf_host::http::{self, Api, Tokens};
-use wharf_host::transport::amqp::supervisor::BrokerLink;
+use wharf_host::transport::amqp::connection::BrokerLink;
 
 use crate::Host;
 

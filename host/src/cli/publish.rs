@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::effects::Destination;
 use crate::envelope::NewMessage;
 use crate::names;
+use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
-use crate::transport::amqp::supervisor::display_url;
 
 /// Messages inserted into the inbox per transaction, or awaiting broker confirms at once.
 const BATCH: usize = 500;

@@ -2,8 +2,8 @@
 
 use crate::config::Config;
 use crate::store::{QueueSource, QueueStats};
+use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::depth::depths;
-use crate::transport::amqp::supervisor::display_url;
 
 pub async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;

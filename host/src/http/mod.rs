@@ -54,7 +54,7 @@ use crate::plugins::Catalog;
 use crate::runtime::Runtime;
 use crate::store::{AuditEntry, Store};
 use crate::transport::amqp::AmqpConfig;
-use crate::transport::amqp::supervisor::BrokerLink;
+use crate::transport::amqp::connection::BrokerLink;
 use error::ApiError;
 
 pub use auth::Tokens;

@@ -15,8 +15,8 @@ use super::Api;
 use super::auth::{Operator, Reader};
 use super::error::ApiError;
 use crate::store::{QueueSource, QueueStats, now_ms};
+use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::depth::{self, QueueDepth};
-use crate::transport::amqp::supervisor::display_url;
 
 /// How long the broker may take to answer for the AMQP queues.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);

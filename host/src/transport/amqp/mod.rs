@@ -4,6 +4,7 @@
 //! running across broker restarts and network cuts.
 
 pub mod config;
+pub mod connection;
 pub mod consumer;
 pub mod delivery;
 pub mod depth;
