@@ -176,18 +176,32 @@ impl Broker {
     /// the broker's, and lapin may take all of its channels down with a consumer it is
     /// cancelling while its channel closes.
     pub async fn depth(&self, queue: &str) -> u32 {
-        let (_connection, channel) = confirming_channel().await;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        queue_depth(queue)
             .await
-            .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
-            .message_count()
+            .unwrap_or_else(|| panic!("queue {queue} cannot be looked up"))
     }
+}
+
+/// Ready messages in `queue`, on a connection of its own; `None` if it cannot be looked
+/// up (broker down, queue not declared).
+pub async fn queue_depth(queue: &str) -> Option<u32> {
+    let url = crate::amqp_url();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    let depth = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = connection.close(200, "looked".into()).await;
+    depth
 }

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::supervisor::Supervisor;
+use wharf_tests::broker;
 use wharf_tests::http::{call, serve_with};
 use wharf_tests::{Backend, Host, amqp_connection, route_orders, unique_name, wait_for};
 
@@ -42,7 +43,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     let consuming = tokio::spawn(async move { supervisor.run(stopped).await });
     let host = Arc::new(host);
     wait_for("the topology", Duration::from_secs(20), async || {
-        queue_depth(&queue).await.is_some()
+        broker::queue_depth(&queue).await.is_some()
     })
     .await;
 
@@ -81,7 +82,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_handles_nothing_twice() {
     // Redeliveries and republished copies still in the queue are duplicates: wait for the
     // queue to empty, then stop the consumers.
     wait_for("the queue to drain", Duration::from_secs(60), async || {
-        queue_depth(&queue).await == Some(0)
+        broker::queue_depth(&queue).await == Some(0)
     })
     .await;
     stop.send(true).unwrap();
@@ -211,29 +212,6 @@ async fn publish_batch(channel: &Channel, exchange: &str, ids: &[String]) -> boo
 
 async fn processed(host: &Host) -> i64 {
     host.count("SELECT COUNT(*) FROM processed").await
-}
-
-/// Ready messages in `queue`, None if it cannot be looked up (broker down, not declared).
-async fn queue_depth(queue: &str) -> Option<u32> {
-    let url = wharf_tests::amqp_url();
-    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .ok()?;
-    let channel = connection.create_channel().await.ok()?;
-    let depth = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .ok()
-        .map(|q| q.message_count());
-    let _ = connection.close(200, "looked".into()).await;
-    depth
 }
 
 /// The readiness probe's status and failing checks.
