@@ -83,9 +83,10 @@ pub(super) async fn claim(
     }
     // Only a message put back can have settled plugins: one that arrived once and was
     // never put back is not looked up, and a batch of such costs no statement here.
-    let mut settled = match seen.is_empty() {
-        true => Settled::default(),
-        false => settled_of(&mut tx, &seen).await?,
+    let mut settled = if seen.is_empty() {
+        Settled::default()
+    } else {
+        settled_of(&mut tx, &seen).await?
     };
     for message in &mut claimed {
         if let Some(plugins) = settled.by_id.remove(&message.id) {
