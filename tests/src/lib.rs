@@ -5,6 +5,7 @@
 //! body against each; [`python`] builds the Python plugins and serves one.
 
 pub mod broker;
+pub mod browser;
 pub mod collector;
 pub mod http;
 mod inspect;

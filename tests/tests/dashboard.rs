@@ -17,11 +17,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use wharf_host::dispatch::report;
+use wharf_tests::browser::{self, CHROMEDRIVER, CHROMIUM};
 use wharf_tests::http::{OPERATE, READ, serve};
 use wharf_tests::{Backend, Host, plugin_wasm};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A `chromedriver` on a free port, stopped when dropped.
 struct Driver {
@@ -31,12 +29,7 @@ struct Driver {
 
 impl Driver {
     fn start() -> Driver {
-        for tool in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                Path::new(tool).exists(),
-                "{tool} is missing: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; .ci/run does it)"
-            );
-        }
+        browser::ensure_installed();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -60,7 +53,7 @@ impl Drop for Driver {
 }
 
 /// A headless chromium session with a fresh profile, `width` x `height`.
-async fn browser(driver: &Driver, profile: &Path) -> Client {
+async fn session(driver: &Driver, profile: &Path) -> Client {
     let options = json!({
         "binary": CHROMIUM,
         "args": [
@@ -210,7 +203,7 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
 
     let driver = Driver::start();
     let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path()).await;
+    let client = session(&driver, profile.path()).await;
     sign_in(&client, &base, OPERATE).await;
     wait_text(&client, "#who", "ops (operate)").await;
     wait_text(&client, "#readiness", "Ready").await;
