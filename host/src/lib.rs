@@ -77,5 +77,6 @@ pub mod runtime;
 pub mod setting;
 pub mod shutdown;
 pub mod store;
+pub mod text;
 pub mod trace;
 pub mod transport;

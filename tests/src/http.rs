@@ -30,6 +30,7 @@ pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
             Token::parse(&format!("viewer:read:{READ}")).unwrap(),
             Token::parse(&format!("ops:operate:{OPERATE}")).unwrap(),
         ],
+        max_body_bytes: BODY_LIMIT,
         ..HttpConfig::default()
     };
     let api = Api {
@@ -47,7 +48,7 @@ pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let (_running, shutdown) = tokio::sync::watch::channel(false);
-        http::serve(listener, Arc::new(api), BODY_LIMIT, shutdown).await
+        http::serve(listener, Arc::new(api), &config, shutdown).await
     });
     base
 }

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::store::{FailedFilter, FailedMessage, FailedStatus, PageRequest, Retried, parse_time};
+use crate::text::escape_controls;
 
 /// Subcommands of `wharf failed`.
 #[derive(Debug, Subcommand)]
@@ -152,6 +153,9 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
             json,
         } => {
             let filter = select.filter(Vec::new());
+            if let Err(e) = filter.check() {
+                bail!("{e}");
+            }
             let page = store
                 .failed_list(&filter, PageRequest { before, limit })
                 .await?;
@@ -171,7 +175,7 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                     f.kind,
                     plugin_label(f),
                     f.attempts,
-                    f.error
+                    escape_controls(&f.error)
                 );
             }
             if let Some(next) = page.next {
@@ -199,9 +203,12 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
             println!("plugin:      {}", plugin_label(&f));
             println!("attempts:    {}", f.attempts);
             println!("failed at:   {}", time(f.failed_at));
-            println!("error:       {}", f.error);
+            println!("error:       {}", escape_controls(&f.error));
             println!("headers:     {}", serde_json::to_string(&f.headers)?);
-            println!("payload:     {}", String::from_utf8_lossy(&f.payload));
+            println!(
+                "payload:     {}",
+                escape_controls(&String::from_utf8_lossy(&f.payload))
+            );
             println!("history:");
             for a in &history {
                 let next = a
@@ -218,7 +225,7 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
                     "  attempt {} at {}{ran}{next}: {}",
                     a.attempt,
                     time(a.at),
-                    a.error
+                    escape_controls(&a.error)
                 );
             }
         }

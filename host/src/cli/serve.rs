@@ -35,11 +35,5 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         database = config.database.url,
         "wharf serving the HTTP API only (no workers)"
     );
-    http::serve(
-        listener,
-        Arc::new(api),
-        config.http.max_body_bytes,
-        shutdown,
-    )
-    .await
+    http::serve(listener, Arc::new(api), &config.http, shutdown).await
 }

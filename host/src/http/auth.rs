@@ -63,10 +63,13 @@ impl Tokens {
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| unauthorized("no token"))?;
+        // The scheme is case-insensitive (RFC 7235): `Bearer`, `bearer`, `BEARER`.
         let secret = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret)
             .ok_or_else(|| unauthorized("the Authorization header is not a bearer token"))?;
         let token = self
             .find(secret.trim())

@@ -14,6 +14,8 @@ use crate::setting::InvalidSetting;
 
 /// Shortest secret accepted.
 const MIN_SECRET_CHARS: usize = 16;
+/// The longest any of the API's timeouts may be, in ms.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// `[http]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,8 +29,16 @@ pub struct HttpConfig {
     pub tokens: Vec<Token>,
     /// A file of more tokens, one `name:scope:secret` per line.
     pub tokens_file: Option<PathBuf>,
-    /// Largest request body, in bytes (a plugin upload is one).
+    /// Largest request body, in bytes (a plugin upload is one); a larger declared
+    /// `Content-Length` is refused before the body is read.
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers, in ms; then its connection closes.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a request's body, from its headers on, in ms.
+    pub body_timeout_ms: u64,
+    /// When the host stops: time the requests in flight have to finish, in ms; then their
+    /// connections close (idle ones close at once).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -38,6 +48,9 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             tokens_file: None,
             max_body_bytes: 64 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -164,6 +177,20 @@ impl HttpConfig {
                 "must be greater than 0",
             ));
         }
+        let times = [
+            ("http.header_timeout_ms", self.header_timeout_ms),
+            ("http.body_timeout_ms", self.body_timeout_ms),
+            ("http.shutdown_grace_ms", self.shutdown_grace_ms),
+        ];
+        if let Some((key, _)) = times
+            .into_iter()
+            .find(|(_, ms)| !(1..=MAX_TIMEOUT_MS).contains(ms))
+        {
+            return Err(InvalidSetting::new(
+                key,
+                format!("must be between 1 and {MAX_TIMEOUT_MS} (an hour)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -215,5 +242,39 @@ mod tests {
                 .to_string()
                 .contains("shorter than 16")
         );
+    }
+
+    #[test]
+    fn timeouts_are_between_a_millisecond_and_an_hour() {
+        for (key, config) in [
+            (
+                "http.header_timeout_ms",
+                HttpConfig {
+                    header_timeout_ms: 0,
+                    ..HttpConfig::default()
+                },
+            ),
+            (
+                "http.body_timeout_ms",
+                HttpConfig {
+                    body_timeout_ms: 3_600_001,
+                    ..HttpConfig::default()
+                },
+            ),
+            (
+                "http.shutdown_grace_ms",
+                HttpConfig {
+                    shutdown_grace_ms: 0,
+                    ..HttpConfig::default()
+                },
+            ),
+        ] {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains(key) && error.contains("between 1 and 3600000"),
+                "{error}"
+            );
+        }
+        HttpConfig::default().validate().unwrap();
     }
 }

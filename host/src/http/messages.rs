@@ -101,6 +101,7 @@ pub async fn failed_list(
 ) -> Result<Json<FailedPage>, ApiError> {
     let Query(pairs) = query.map_err(|r| bad(r.body_text()))?;
     let (filter, page) = list_query(pairs)?;
+    filter.check().map_err(bad)?;
     Ok(Json(api.store.failed_list(&filter, page).await?))
 }
 

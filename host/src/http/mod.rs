@@ -1,6 +1,7 @@
 //! The admin HTTP API (axum), served by `wharf run` when `[http] listen` is set: health
 //! probes (open), and the operations of the CLI behind bearer tokens (`auth`), every
-//! answer JSON (`error`). It stops with the host: graceful shutdown on the same signal.
+//! answer JSON (`error`, `guard`). It stops with the host: idle connections at once, the
+//! requests in flight within a grace period (`server`).
 //!
 //! | route | scope | what |
 //! |---|---|---|
@@ -31,21 +32,24 @@ mod auth;
 pub mod config;
 mod dashboard;
 mod error;
+mod guard;
 mod health;
 mod messages;
 mod metrics;
 mod plugins;
 mod publish;
 mod queues;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -58,7 +62,7 @@ use crate::transport::amqp::connection::BrokerLink;
 use error::ApiError;
 
 pub use auth::Tokens;
-pub use config::Scope;
+pub use config::{HttpConfig, Scope};
 
 /// What the API's handlers reach.
 pub struct Api {
@@ -141,8 +145,8 @@ async fn audit(
     Ok(Json(serde_json::json!({ "items": entries })))
 }
 
-/// The routes, over `api`, taking bodies up to `max_body_bytes`.
-pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
+/// The routes, over `api`, taking bodies within `limits`.
+pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
@@ -171,7 +175,8 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
                 "no such endpoint; see the README's HTTP API section",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_bytes))
+        .layer(middleware::from_fn_with_state(limits, guard::guard))
         .with_state(api)
 }
 
@@ -184,22 +189,23 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serve `api` on `listener` until `shutdown` flips; requests in flight finish.
+/// Serve `api` on `listener` with the limits of `config` until `shutdown` flips; requests
+/// in flight get `http.shutdown_grace_ms` to finish.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
-    max_body_bytes: usize,
-    mut shutdown: watch::Receiver<bool>,
+    config: &HttpConfig,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
-    axum::serve(listener, router(api, max_body_bytes))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
-        .context("the HTTP API stopped")
+    let limits = guard::BodyLimits {
+        max_bytes: config.max_body_bytes,
+        timeout: Duration::from_millis(config.body_timeout_ms),
+    };
+    let timeouts = server::Timeouts {
+        header: Duration::from_millis(config.header_timeout_ms),
+        shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+    };
+    server::serve(listener, router(api, limits), timeouts, shutdown).await;
+    Ok(())
 }

@@ -91,6 +91,11 @@ fn time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i6
 
 /// The most row ids one filter may name.
 pub const MAX_SELECTED_IDS: usize = 1000;
+/// The longest plugin, version, kind, queue or source a filter may name (no name is longer;
+/// a source is `amqp:` and a queue).
+pub const MAX_NAME_FILTER_BYTES: usize = 300;
+/// The longest text an error filter may look for.
+pub const MAX_ERROR_FILTER_BYTES: usize = 1024;
 
 impl FailedFilter {
     /// Just the failed message with row id `id`.
@@ -106,13 +111,37 @@ impl FailedFilter {
         *self == Self::default()
     }
 
-    /// Why the filter cannot be used, if it cannot.
+    /// Why the filter cannot be used, if it cannot: too many ids, or a condition longer
+    /// than anything it could match (a database refuses a pattern of tens of thousands
+    /// of characters).
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.ids.len() > MAX_SELECTED_IDS {
             return Err(format!(
                 "{} ids given, at most {MAX_SELECTED_IDS} per call; select by filter, or send them in parts",
                 self.ids.len()
             ));
+        }
+        let texts = [
+            ("plugin", &self.plugin, MAX_NAME_FILTER_BYTES),
+            (
+                "plugin_version",
+                &self.plugin_version,
+                MAX_NAME_FILTER_BYTES,
+            ),
+            ("kind", &self.kind, MAX_NAME_FILTER_BYTES),
+            ("queue", &self.queue, MAX_NAME_FILTER_BYTES),
+            ("source", &self.source, MAX_NAME_FILTER_BYTES),
+            ("error", &self.error, MAX_ERROR_FILTER_BYTES),
+        ];
+        for (name, value, max) in texts {
+            if let Some(value) = value
+                && value.len() > max
+            {
+                return Err(format!(
+                    "the {name} filter is {} bytes long, at most {max}; shorten it",
+                    value.len()
+                ));
+            }
         }
         Ok(())
     }
