@@ -69,6 +69,16 @@ pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
     histogram!("wharf_handler_duration_seconds", "plugin" => plugin).record(elapsed);
 }
 
+/// A call of `plugin` waited `waited` for its plugin's and the host's call slots before
+/// it began: `wharf_handler_slot_wait_seconds{plugin}` (the call's own time is
+/// `wharf_handler_duration_seconds`).
+pub fn slot_wait(plugin: &str, waited: Duration) {
+    if !recording() {
+        return;
+    }
+    histogram!("wharf_handler_slot_wait_seconds", "plugin" => plugin.to_owned()).record(waited);
+}
+
 /// A batch was claimed from the inbox: `wharf_queue_wait_seconds{queue}`, how long each
 /// message waited for a worker once it was due.
 pub fn claimed(messages: &[Envelope]) {
@@ -151,13 +161,33 @@ pub fn breaker(plugin: &str, open: bool) {
     gauge!("wharf_breaker_open", "plugin" => plugin.to_owned()).set(f64::from(u8::from(open)));
 }
 
+/// The label values a gauge was set for by the last scrape that are not in `now`; `now`
+/// is remembered for the next. A queue that drained or a plugin whose dead letters were
+/// all deleted drops out of the store's answer, and its gauges must read 0, not their
+/// last value.
+fn gone(earlier: &Mutex<BTreeSet<String>>, now: BTreeSet<String>) -> Vec<String> {
+    let mut earlier = earlier.lock().unwrap_or_else(|e| e.into_inner());
+    let gone = earlier.difference(&now).cloned().collect();
+    *earlier = now;
+    gone
+}
+
 /// The inbox queues as the store counts them now: `wharf_inbox_messages{queue,state}`
-/// (`ready`, `in_flight`, `scheduled`) and `wharf_inbox_oldest_message_age_seconds{queue}`.
+/// (`ready`, `in_flight`, `scheduled`) and `wharf_inbox_oldest_message_age_seconds{queue}`;
+/// a queue no longer counted reads 0.
 pub fn queues(stats: &[QueueStats], now_ms: i64) {
+    static EARLIER: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     if !recording() {
         return;
     }
-    for q in stats.iter().filter(|q| q.source == QueueSource::Inbox) {
+    let inbox = stats.iter().filter(|q| q.source == QueueSource::Inbox);
+    for queue in gone(&EARLIER, inbox.clone().map(|q| q.queue.clone()).collect()) {
+        for state in ["ready", "in_flight", "scheduled"] {
+            gauge!("wharf_inbox_messages", "queue" => queue.clone(), "state" => state).set(0.0);
+        }
+        gauge!("wharf_inbox_oldest_message_age_seconds", "queue" => queue).set(0.0);
+    }
+    for q in inbox {
         for (state, n) in [
             ("ready", q.pending),
             ("in_flight", q.in_flight),
@@ -172,11 +202,20 @@ pub fn queues(stats: &[QueueStats], now_ms: i64) {
     }
 }
 
-/// What waits beyond the inbox: `wharf_failed_messages{plugin}` (`""`: no handler) and
-/// `wharf_outbox_pending`.
+/// What waits beyond the inbox: `wharf_failed_messages{plugin}` (`""`: no handler; a
+/// plugin with none left reads 0) and `wharf_outbox_pending`.
 pub fn backlog(backlog: &Backlog) {
+    static EARLIER: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     if !recording() {
         return;
+    }
+    let now = backlog
+        .failed_by_plugin
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    for plugin in gone(&EARLIER, now) {
+        gauge!("wharf_failed_messages", "plugin" => plugin).set(0.0);
     }
     for (plugin, n) in &backlog.failed_by_plugin {
         gauge!("wharf_failed_messages", "plugin" => plugin.clone()).set(*n as f64);

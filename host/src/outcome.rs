@@ -17,7 +17,7 @@ pub enum Outcome {
     Retry {
         /// Its reason.
         reason: String,
-        /// Its delay hint, which wins over the backoff.
+        /// Its delay hint, which wins over the backoff (up to the policy's `max_delay_ms`).
         delay: Option<Duration>,
     },
     /// The handler rejected the message for good.
@@ -75,7 +75,11 @@ pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy, rng: &mut im
             ),
         };
     }
-    let delay = hint.unwrap_or_else(|| policy.delay(attempt, rng));
+    // A hint is capped like the backoff: no message is parked longer than `max_delay_ms`.
+    let delay = match hint {
+        Some(hint) => hint.min(Duration::from_millis(policy.max_delay_ms)),
+        None => policy.delay(attempt, rng),
+    };
     Verdict::Retry { error, delay }
 }
 
@@ -120,10 +124,18 @@ mod tests {
         let rng = &mut rand::rng();
         let hinted = Outcome::Retry {
             reason: "busy".into(),
-            delay: Some(Duration::from_secs(7)),
+            delay: Some(Duration::from_millis(700)),
         };
         assert!(
-            matches!(decide(hinted, 1, &policy(), rng), Verdict::Retry { delay, .. } if delay == Duration::from_secs(7))
+            matches!(decide(hinted, 1, &policy(), rng), Verdict::Retry { delay, .. } if delay == Duration::from_millis(700))
+        );
+        let ten_years = Outcome::Retry {
+            reason: "busy".into(),
+            delay: Some(Duration::from_secs(10 * 365 * 86_400)),
+        };
+        assert!(
+            matches!(decide(ten_years, 1, &policy(), rng), Verdict::Retry { delay, .. } if delay == Duration::from_millis(1_000)),
+            "a hint is capped at the policy's max_delay_ms"
         );
         assert_eq!(
             decide(Outcome::Reject("bad".into()), 1, &policy(), rng),

@@ -1,6 +1,8 @@
 //! The seam between the SDK and whoever runs the handler: the wharf host (through the WIT
 //! imports) on `wasm32`, or [`crate::testing::TestHost`] natively.
 
+use std::time::Duration;
+
 use crate::bindings::wharf::plugin::types as wit;
 use crate::{Error, Manifest, Message, Plugin};
 
@@ -19,18 +21,24 @@ pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
         subscriptions,
         retry: retry.map(|r| wit::RetryPolicy {
             max_retries: r.max_retries,
-            base_delay_ms: r.base_delay.as_millis() as u64,
+            base_delay_ms: millis(r.base_delay),
             multiplier: r.multiplier,
-            max_delay_ms: r.max_delay.as_millis() as u64,
+            max_delay_ms: millis(r.max_delay),
             jitter: r.jitter,
         }),
         limits: limits.map(|l| wit::Limits {
             memory_mib: l.memory_mib,
-            deadline_ms: l.deadline.map(|d| d.as_millis() as u64),
+            deadline_ms: l.deadline.map(millis),
             fuel: l.fuel,
             max_concurrency: l.max_concurrency,
         }),
     }
+}
+
+/// `duration` in whole milliseconds, at most `u64::MAX` (a longer one is that, not its
+/// low bits): the host caps a retry's delay at the policy's `max_delay` anyway.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The `handle` export: convert the message in and the outcome out.
@@ -50,7 +58,7 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
     P::handle(&message).map_err(|e| match e {
         Error::Retry { reason, delay } => wit::HandlerError::Retry(wit::RetryRequest {
             reason,
-            delay_ms: delay.map(|d| d.as_millis() as u64),
+            delay_ms: delay.map(millis),
         }),
         Error::Reject(reason) => wit::HandlerError::Reject(reason),
     })
@@ -155,3 +163,15 @@ mod imp {
 }
 
 pub use imp::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_longer_than_the_host_takes_is_the_most_it_takes() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_secs(u64::MAX / 999)), u64::MAX);
+    }
+}

@@ -1,7 +1,8 @@
 //! `/metrics` after a known run, scraped like Prometheus does (no token): the handler
 //! calls by plugin and outcome with their durations, the queue wait, the settles by
 //! result, the inbox depth and oldest age, the failed messages by plugin, the plugins
-//! served. One test in its own binary: the recorder is the process's.
+//! served; a drained queue's and a plugin's deleted dead letters' gauges read 0. One test
+//! in its own binary: the recorder is the process's.
 
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ async fn metrics_count_a_known_run() {
             r#"wharf_handler_duration_seconds_count{plugin="noop"}"#,
             10.0,
         ),
+        (
+            r#"wharf_handler_slot_wait_seconds_count{plugin="noop"}"#,
+            10.0,
+        ),
         (r#"wharf_queue_wait_seconds_count{queue="test"}"#, 13.0),
         (
             r#"wharf_settled_total{source="inbox",result="handled"}"#,
@@ -95,4 +100,27 @@ async fn metrics_count_a_known_run() {
         !text.contains("message_id"),
         "no message ids among the labels"
     );
+
+    // The queue drains and the dead letters are deleted: the gauges say so, not their
+    // last values.
+    host.drain().await;
+    let filter = wharf_host::store::FailedFilter::default();
+    assert_eq!(host.store.failed_delete(&filter, 100).await.unwrap(), 3);
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"wharf_inbox_messages{queue="test",state="ready"}"#,
+        r#"wharf_inbox_oldest_message_age_seconds{queue="test"}"#,
+        r#"wharf_failed_messages{plugin="always-reject"}"#,
+    ] {
+        assert_eq!(
+            value(&text, series),
+            0.0,
+            "{series} after the drain and the delete"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! against the same WIT) run by the host on SQLite and PostgreSQL, with the guarantees a
 //! Rust handler gets: handled with its state and publishes committed once, retried after
 //! the delay it asked for, rejected to the failed messages, an uncaught exception a
-//! trap (a failed attempt), and a redelivered message not run twice; and a host whose
-//! memory limit is below the interpreter's says what to raise.
+//! trap (a failed attempt) named by its type and message, and a redelivered message not
+//! run twice; an exit is named with its status and a retry hint of 1e30 s waits the
+//! policy's longest delay; and a host whose memory limit is below the interpreter's says
+//! what to raise.
 
 use serde_json::json;
 use sqlx::Row;
@@ -52,7 +54,8 @@ async fn a_memory_limit_below_the_interpreter_s_names_the_setting_to_raise() {
 }
 
 async fn audit_log(backend: Backend) -> Host {
-    python::host(backend, "audit-log", |_| {}).await
+    // The plugin's 50 ms hint within the policy's longest delay (the tests' is 5 ms).
+    python::host(backend, "audit-log", |c| c.retry.max_delay_ms = 1_000).await
 }
 
 async fn state_json(host: &Host, key: &str) -> Option<serde_json::Value> {
@@ -157,7 +160,11 @@ async fn an_uncaught_exception_is_a_failed_attempt(backend: Backend) {
     assert_eq!((settled.handled, settled.retried), (0, 1), "{settled:?}");
     let errors = host.rows("SELECT error FROM attempt_errors").await;
     let error: String = errors[0].get(0);
-    assert!(error.starts_with("trapped:"), "{error}");
+    assert!(
+        error.starts_with("trapped: uncaught Python exception TypeError: ")
+            && error.contains("app.py"),
+        "the exception's type, message and line: {error}"
+    );
     assert_eq!(
         host.count("SELECT COUNT(*) FROM plugin_state").await,
         0,
@@ -197,5 +204,50 @@ async fn a_redelivered_record_is_not_run_twice(backend: Backend) {
             .await,
         2,
         "one audit.recorded per record, the copy's dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_an_exit_and_a_far_retry_read_as_what_they_are() {
+    let host = python::host(Backend::Sqlite, "hostile", |c| {
+        c.retry.max_retries = 1;
+        c.retry.max_delay_ms = 60_000;
+    })
+    .await;
+    for kind in ["hostile.raise", "hostile.exit", "hostile.far-retry"] {
+        host.publish("test", kind, json!({})).await;
+    }
+    let (_, settled) = host
+        .worker
+        .run_batch(&["test".to_owned()], 10)
+        .await
+        .unwrap();
+    assert_eq!(settled.retried, 3, "{settled:?}");
+    let rows = host
+        .rows("SELECT i.kind, a.error, a.delay_ms FROM attempt_errors a JOIN inbox i ON i.id = a.message_id")
+        .await;
+    let attempt = |kind: &str| -> (String, i64) {
+        let row = rows
+            .iter()
+            .find(|r| r.get::<String, _>(0) == kind)
+            .unwrap_or_else(|| panic!("no attempt of {kind}"));
+        (row.get(1), row.get(2))
+    };
+    let (raised, _) = attempt("hostile.raise");
+    assert!(
+        raised.starts_with("trapped: uncaught Python exception KeyError: 'missing' (at ")
+            && raised.contains("app.py\", line 16, in handle)"),
+        "{raised}"
+    );
+    let (exited, _) = attempt("hostile.exit");
+    assert!(
+        exited.starts_with("trapped: exited with status 1 "),
+        "{exited}"
+    );
+    let (far, delay) = attempt("hostile.far-retry");
+    assert_eq!(
+        (far.as_str(), delay),
+        ("retry requested: later", 60_000),
+        "the hint is capped at retry.max_delay_ms"
     );
 }

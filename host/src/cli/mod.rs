@@ -11,6 +11,7 @@ mod queues;
 mod run;
 mod serve;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -126,8 +127,10 @@ async fn exporting(
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // Colours only for a terminal: a file or a log collector gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match std::env::var("WHARF_LOG_FORMAT").as_deref() {
         // One object per line; the fields of the span a line was logged in (a handler

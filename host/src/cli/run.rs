@@ -138,7 +138,7 @@ async fn serve(
         let Some((listener, api)) = api else {
             return Ok(());
         };
-        let served = http::serve(listener, api, config.http.max_body_bytes, shutdown.clone()).await;
+        let served = http::serve(listener, api, &config.http, shutdown.clone()).await;
         if served.is_err() {
             let _ = stop_all.send(true);
         }
@@ -202,8 +202,9 @@ async fn serve(
         tracing::info!(
             plugin,
             runs = r.runs,
+            settled = r.settled,
             handled = r.handled,
-            runs_per_handled = format!("{:.2}", r.runs as f64 / r.handled.max(1) as f64),
+            runs_per_settled = format!("{:.2}", r.runs as f64 / r.settled.max(1) as f64),
             resolved_in_settle = r.resolved,
             rescheduled = r.rescheduled,
             "handler runs"

@@ -236,10 +236,8 @@ impl Dispatcher {
                     Verdict::Deferred { delay }
                 }
                 Admission::Go | Admission::Trial => {
-                    let started = Instant::now();
                     let began = trace::export::enabled().then(SystemTime::now);
-                    let outcome = self.run(plugin, message, attempt, state, trace).await;
-                    let elapsed = started.elapsed();
+                    let (outcome, elapsed) = self.run(plugin, message, attempt, state, trace).await;
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
                     self.breakers
                         .record(name, admission == Admission::Trial, failed);
@@ -294,6 +292,8 @@ impl Dispatcher {
     }
 
     /// Call `plugin` under its limits: its own concurrency, then the host-wide call budget.
+    /// The outcome and how long the call itself took (the wait for the slots is counted
+    /// apart: `wharf_handler_slot_wait_seconds`).
     async fn run(
         &self,
         plugin: &Plugin,
@@ -301,7 +301,7 @@ impl Dispatcher {
         attempt: u32,
         state: Arc<dyn StateReader>,
         trace: TraceContext,
-    ) -> Outcome {
+    ) -> (Outcome, Duration) {
         let name = plugin.name();
         let context = CallContext {
             plugin: Arc::from(name),
@@ -310,6 +310,7 @@ impl Dispatcher {
             state,
             trace,
         };
+        let queued = Instant::now();
         let _plugin_permit = self
             .plugin_slots(name, plugin.limits.max_concurrency)
             .acquire_owned()
@@ -320,7 +321,10 @@ impl Dispatcher {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        self.runtime.call(plugin, message, attempt, context).await
+        let started = Instant::now();
+        crate::metrics::slot_wait(name, started - queued);
+        let outcome = self.runtime.call(plugin, message, attempt, context).await;
+        (outcome, started.elapsed())
     }
 
     /// `plugin`'s concurrency permits, `max` of them. A new maximum (a new version, a

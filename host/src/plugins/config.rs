@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
-use crate::runtime::{EffectOverrides, Requested, RuntimeConfig};
+use crate::runtime::{EffectOverrides, MIN_REASON_BYTES, Requested, RuntimeConfig};
 use crate::setting::InvalidSetting;
 use crate::store::StateQuota;
 
@@ -75,6 +75,9 @@ pub struct PluginConfig {
     pub max_log_bytes: Option<usize>,
     /// Bytes of stdout and of stderr kept per call (at most `runtime.max_stdio_bytes`).
     pub max_stdio_bytes: Option<usize>,
+    /// Bytes of a call's retry, reject or trap reason kept (at most
+    /// `runtime.max_reason_bytes`).
+    pub max_reason_bytes: Option<usize>,
     /// State keys the plugin may hold in all (at most `runtime.max_state_keys`).
     pub max_state_keys: Option<u64>,
     /// Bytes of keys and values the plugin's state may hold in all (at most
@@ -108,6 +111,7 @@ impl PluginConfig {
                 max_log_lines: self.max_log_lines,
                 max_log_bytes: self.max_log_bytes,
                 max_stdio_bytes: self.max_stdio_bytes,
+                max_reason_bytes: self.max_reason_bytes,
             },
         }
     }
@@ -177,6 +181,12 @@ impl PluginConfig {
                 r.max_stdio_bytes as u64,
             ),
             (
+                "max_reason_bytes",
+                b(self.max_reason_bytes),
+                "runtime.max_reason_bytes",
+                r.max_reason_bytes as u64,
+            ),
+            (
                 "max_state_keys",
                 self.max_state_keys,
                 "runtime.max_state_keys",
@@ -228,6 +238,12 @@ impl PluginConfig {
                 "max_concurrency must be between 1 and runtime.concurrency ({})",
                 r.concurrency
             )
+        } else if outside(
+            self.max_reason_bytes.map(|n| n as u64),
+            MIN_REASON_BYTES as u64,
+            u64::MAX,
+        ) {
+            format!("max_reason_bytes must be at least {MIN_REASON_BYTES}")
         } else if let Some((key, value, ceiling, max)) =
             self.effect_limit_above(r, max_payload_bytes)
         {

@@ -30,6 +30,8 @@ pub struct EffectLimits {
     pub max_log_bytes: usize,
     /// Bytes of stdout and of stderr kept; the excess is dropped and counted.
     pub max_stdio_bytes: usize,
+    /// Bytes of the reason a call ends with; a longer one is cut with a marker.
+    pub max_reason_bytes: usize,
 }
 
 /// A plugin's own values of some [`EffectLimits`] (its `[plugin.<name>]` section);
@@ -54,6 +56,8 @@ pub struct EffectOverrides {
     pub max_log_bytes: Option<usize>,
     /// See [`EffectLimits::max_stdio_bytes`].
     pub max_stdio_bytes: Option<usize>,
+    /// See [`EffectLimits::max_reason_bytes`].
+    pub max_reason_bytes: Option<usize>,
 }
 
 impl EffectLimits {
@@ -72,6 +76,7 @@ impl EffectLimits {
             max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
             max_log_bytes: o.max_log_bytes.unwrap_or(self.max_log_bytes),
             max_stdio_bytes: o.max_stdio_bytes.unwrap_or(self.max_stdio_bytes),
+            max_reason_bytes: o.max_reason_bytes.unwrap_or(self.max_reason_bytes),
         }
     }
 }
@@ -295,6 +300,7 @@ mod tests {
             max_log_lines: 2,
             max_log_bytes: 10,
             max_stdio_bytes: 16,
+            max_reason_bytes: 256,
         }
     }
 

@@ -4,6 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::setting::InvalidSetting;
 
+/// The least `max_reason_bytes` may be: room for a reason and the marker of a cut one.
+pub const MIN_REASON_BYTES: usize = 256;
+/// The most `max_reason_bytes` may be: a reason travels in a dead-letter copy's AMQP
+/// header, which must fit the broker's frame with the message's other headers.
+pub const MAX_REASON_BYTES: usize = 64 << 10;
+
 /// `[runtime]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +56,10 @@ pub struct RuntimeConfig {
     pub max_log_bytes: usize,
     /// Bytes of one call's stdout, and of its stderr, kept and logged; the rest is dropped.
     pub max_stdio_bytes: usize,
+    /// Bytes of the reason a call ends with (a retry's or a reject's, a trap's text), as
+    /// kept with the message's attempts and failed message and logged; longer ones are cut
+    /// with a marker.
+    pub max_reason_bytes: usize,
     /// State keys one plugin may hold in all (a quota checked at settle).
     pub max_state_keys: u64,
     /// Bytes (keys and values) one plugin's state may hold in all (checked at settle).
@@ -76,6 +86,7 @@ impl Default for RuntimeConfig {
             max_log_lines: 100,
             max_log_bytes: 64 << 10,
             max_stdio_bytes: 16 << 10,
+            max_reason_bytes: 4 << 10,
             max_state_keys: 1_000_000,
             max_state_bytes: 1 << 30,
         }
@@ -114,6 +125,12 @@ impl RuntimeConfig {
         .find(|(_, value)| *value == 0);
         if let Some((key, _)) = zero {
             return invalid(key, "must be greater than 0");
+        }
+        if !(MIN_REASON_BYTES..=MAX_REASON_BYTES).contains(&self.max_reason_bytes) {
+            return invalid(
+                "runtime.max_reason_bytes",
+                &format!("must be between {MIN_REASON_BYTES} and {MAX_REASON_BYTES}"),
+            );
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use super::state::StateReader;
 use super::stdio::Captured;
 use crate::effects::{Destination, Effects, Publish};
 use crate::names::{self, InvalidName};
+use crate::text;
 use crate::trace::{self, TraceContext};
 
 /// What the host knows while one `handle` call runs.
@@ -118,6 +119,10 @@ impl log::Host for HostState {
         let plugin = &*self.call.plugin;
         let id = self.call.message_id;
         let trace = self.call.trace;
+        // Control characters escaped: a line break in a plugin's message cannot start a
+        // line of its own that passes for the host's, nor an escape sequence reach a
+        // terminal; the fields are printed escaped (`Debug`).
+        let message = text::escape_controls(&message);
         let fields: BTreeMap<String, String> =
             fields.into_iter().map(|h| (h.key, h.value)).collect();
         // The trace ids are formatted only for a line the filter lets through.

@@ -60,14 +60,17 @@ impl Limits {
                 max_log_lines: config.max_log_lines,
                 max_log_bytes: config.max_log_bytes,
                 max_stdio_bytes: config.max_stdio_bytes,
+                max_reason_bytes: config.max_reason_bytes,
             },
         }
     }
 
-    /// These limits with `requested` applied, each value kept within `self` taken as the
-    /// ceiling (and fuel only where the engine meters it). Returns what was clamped or
-    /// ignored, to be logged.
-    pub fn within(&self, requested: &Requested, ceiling_concurrency: usize) -> (Self, Vec<String>) {
+    /// These limits with a manifest's `requested` applied, each value kept within `self`
+    /// taken as the ceiling (and fuel only where the engine meters it): a manifest may
+    /// lower its share of the call slots, never raise it (the operator's
+    /// `[plugin.<name>] max_concurrency` may). Returns what was clamped or ignored, to be
+    /// logged.
+    pub fn within(&self, requested: &Requested) -> (Self, Vec<String>) {
         let mut notes = Vec::new();
         let mut clamp = |what: &str, asked: u64, max: u64| {
             if asked > max {
@@ -90,7 +93,7 @@ impl Limits {
             None => self.deadline,
         };
         let max_concurrency = match requested.max_concurrency {
-            Some(n) => clamp("max_concurrency", n as u64, ceiling_concurrency as u64) as usize,
+            Some(n) => clamp("max_concurrency", n as u64, self.max_concurrency as u64) as usize,
             None => self.max_concurrency,
         };
         let fuel = match (requested.fuel, self.fuel) {
@@ -181,16 +184,13 @@ mod tests {
 
     #[test]
     fn requests_apply_within_the_host_ceiling() {
-        let (limits, notes) = host().within(
-            &Requested {
-                memory_mib: Some(16),
-                deadline_ms: Some(100_000),
-                fuel: None,
-                max_concurrency: Some(2),
-                ..Requested::default()
-            },
-            16,
-        );
+        let (limits, notes) = host().within(&Requested {
+            memory_mib: Some(16),
+            deadline_ms: Some(100_000),
+            fuel: None,
+            max_concurrency: Some(2),
+            ..Requested::default()
+        });
         assert_eq!(limits.memory_bytes, 16 << 20);
         assert_eq!(limits.deadline, Duration::from_millis(5_000));
         assert_eq!(limits.fuel, Some(1_000_000));
@@ -212,14 +212,28 @@ mod tests {
             fuel: None,
             ..host()
         };
-        let (limits, notes) = unmetered.within(
-            &Requested {
-                fuel: Some(10),
-                ..Requested::default()
-            },
-            16,
-        );
+        let (limits, notes) = unmetered.within(&Requested {
+            fuel: Some(10),
+            ..Requested::default()
+        });
         assert_eq!(limits.fuel, None);
         assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn a_manifest_may_lower_its_share_of_the_call_slots_but_not_raise_it() {
+        let asking = |n| Requested {
+            max_concurrency: Some(n),
+            ..Requested::default()
+        };
+        let (limits, notes) = host().within(&asking(1000));
+        assert_eq!(limits.max_concurrency, 8, "the default share, half of 16");
+        assert_eq!(
+            notes,
+            ["max_concurrency 1000 is above the host's 8; using 8"]
+        );
+        assert_eq!(host().within(&asking(3)).0.max_concurrency, 3);
+        let granted = limits.overridden_by(&asking(16));
+        assert_eq!(granted.max_concurrency, 16, "the operator may grant more");
     }
 }

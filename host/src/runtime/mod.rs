@@ -34,7 +34,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
-use crate::trace;
+use crate::{text, trace};
 use bindings::wharf::plugin::types;
 use budget::Budget;
 use host_state::HostState;
@@ -42,7 +42,7 @@ use limits::MemoryLimiter;
 use stdio::Captured;
 
 pub use budget::{EffectLimits, EffectOverrides, Limit, LimitExceeded};
-pub use config::RuntimeConfig;
+pub use config::{MAX_REASON_BYTES, MIN_REASON_BYTES, RuntimeConfig};
 pub use host_state::CallContext;
 pub use limits::{Limits, Requested};
 pub use plugin::{LoadError, Manifest, Plugin};
@@ -64,8 +64,6 @@ pub struct Runtime {
     limits: Limits,
     /// The operator's `[plugin.<name>]` limits, which win over a plugin's manifest.
     overrides: BTreeMap<String, Requested>,
-    /// `runtime.concurrency`: the most calls of one plugin that may run at once.
-    concurrency: usize,
     cache_dir: PathBuf,
     /// Stops the epoch ticker thread when the runtime is dropped.
     ticker_stop: Arc<AtomicBool>,
@@ -145,7 +143,6 @@ impl Runtime {
             linker,
             limits,
             overrides,
-            concurrency: config.concurrency,
             cache_dir,
             ticker_stop,
         })
@@ -277,17 +274,29 @@ async fn run(
     };
     let state = store.into_data();
     forward_stdio(&state);
+    // What the guest wrote is kept, logged and sent on in headers: one line, bounded.
+    let reason = |text: &str| text::reason(text, limits.effects.max_reason_bytes);
     if let Some(rejection) = &state.rejection {
-        return Outcome::Reject(rejection.to_string());
+        return Outcome::Reject(reason(&rejection.to_string()));
     }
     match result {
         Ok(Ok(())) => Outcome::Ok(state.effects),
         Ok(Err(types::HandlerError::Retry(r))) => Outcome::Retry {
-            reason: r.reason,
+            reason: reason(&r.reason),
             delay: r.delay_ms.map(Duration::from_millis),
         },
-        Ok(Err(types::HandlerError::Reject(reason))) => Outcome::Reject(reason),
-        Err(e) => Outcome::Trap(describe_trap(&e, &state, &limits)),
+        Ok(Err(types::HandlerError::Reject(text))) => Outcome::Reject(reason(&text)),
+        Err(e) => Outcome::Trap(reason(&describe_trap(&e, &state, &limits))),
+    }
+}
+
+/// `bytes` in MiB, with a decimal unless whole: a limit and what went over it never read
+/// the same.
+fn mib(bytes: usize) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{}", bytes >> 20)
+    } else {
+        format!("{:.2}", bytes as f64 / f64::from(1 << 20))
     }
 }
 
@@ -296,8 +305,14 @@ fn describe_trap(error: &wasmtime::Error, state: &HostState, limits: &Limits) ->
     if let Some(wanted) = state.limiter.exceeded {
         return format!(
             "memory limit of {} MiB exceeded (the guest tried to grow to {} MiB); raise the plugin's memory limit (its manifest or [plugin.<name>] memory_limit_mib, within runtime.memory_limit_mib) if this is legitimate",
-            limits.memory_bytes >> 20,
-            wanted >> 20
+            mib(limits.memory_bytes),
+            mib(wanted)
+        );
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!(
+            "exited with status {} (the handler called exit instead of returning; return a retry or a reject instead)",
+            exit.0
         );
     }
     match error.downcast_ref::<Trap>() {
@@ -311,8 +326,11 @@ fn describe_trap(error: &wasmtime::Error, state: &HostState, limits: &Limits) ->
         ),
         _ => {
             let stderr = String::from_utf8_lossy(&state.stderr.contents().0).into_owned();
-            match stderr.lines().find(|l| l.contains("panicked at")) {
-                Some(_) => format!("panicked: {}", panic_message(&stderr)),
+            if let Some(exception) = python_exception(&stderr) {
+                return exception;
+            }
+            match panic_message(&stderr) {
+                Some(panic) => format!("panicked: {panic}"),
                 None => format!("{error:#}"),
             }
         }
@@ -325,16 +343,34 @@ impl Drop for Runtime {
     }
 }
 
-/// The message of a Rust panic as printed to stderr: the lines after "panicked at ...:".
-fn panic_message(stderr: &str) -> String {
-    let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at"));
-    let location = lines.next().unwrap_or_default();
+/// The message of a Rust panic as printed to stderr (`thread '<unnamed>' (1) panicked at
+/// src/lib.rs:10:5:` and the message's lines): "message (at src/lib.rs:10:5)".
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at "));
+    let header = lines.next()?;
     let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note:")).collect();
-    let location = location
-        .trim_start_matches("thread '<unnamed>' ")
-        .trim_start_matches("thread 'main' ")
+    let location = header
+        .split_once("panicked at ")
+        .map_or("", |(_, at)| at)
         .trim_end_matches(':');
-    format!("{} ({location})", message.join(" ").trim())
+    Some(format!("{} (at {location})", message.join(" ").trim()))
+}
+
+/// The last uncaught Python exception of a componentize-py guest's stderr, its type and
+/// message with where it was raised: "uncaught Python exception TypeError: ... (at
+/// "app.py", line 12, in handle)". The traceback itself stays in the log.
+fn python_exception(stderr: &str) -> Option<String> {
+    let (_, traceback) = stderr.rsplit_once("Traceback (most recent call last):\n")?;
+    let mut location = None;
+    for line in traceback.lines() {
+        if let Some(frame) = line.strip_prefix("  File ") {
+            location = Some(frame.trim());
+        } else if !line.starts_with(' ') && !line.is_empty() {
+            let at = location.map(|l| format!(" (at {l})")).unwrap_or_default();
+            return Some(format!("uncaught Python exception {}{at}", line.trim()));
+        }
+    }
+    None
 }
 
 /// Log what the guest wrote to stdout and stderr, and what it logged or wrote past its
@@ -345,8 +381,10 @@ fn forward_stdio(state: &HostState) {
     let limits = state.budget.limits();
     for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
         let (bytes, dropped) = pipe.contents();
-        if !bytes.is_empty() {
-            tracing::info!(plugin, %message_id, stream, "{}", String::from_utf8_lossy(&bytes).trim_end());
+        // A line of the log per line written, its control characters escaped, so what a
+        // guest prints cannot pass for a line of the host's.
+        for line in String::from_utf8_lossy(&bytes).trim_end().lines() {
+            tracing::info!(plugin, %message_id, stream, "{}", text::escape_controls(line));
         }
         if dropped > 0 {
             tracing::warn!(
@@ -367,5 +405,36 @@ fn forward_stdio(state: &HostState) {
             limits.max_log_lines,
             limits.max_log_bytes
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_reads_as_its_message_and_where() {
+        let stderr = "\nthread '<unnamed>' (1) panicked at src/lib.rs:10:5:\nfixture panics\non purpose\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "fixture panics on purpose (at src/lib.rs:10:5)"
+        );
+        assert_eq!(panic_message("nothing of the kind"), None);
+    }
+
+    #[test]
+    fn an_uncaught_python_exception_reads_as_its_type_message_and_line() {
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 16, in handle\n    raise KeyError(\"missing\")\nKeyError: 'missing'\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:600:5:\nPython function threw an unexpected exception\n";
+        assert_eq!(
+            python_exception(stderr).unwrap(),
+            "uncaught Python exception KeyError: 'missing' (at \"/0/app.py\", line 16, in handle)"
+        );
+        assert_eq!(python_exception("panicked at src/lib.rs:1:1:\nboom"), None);
+    }
+
+    #[test]
+    fn memory_sizes_keep_their_fraction() {
+        assert_eq!(mib(32 << 20), "32");
+        assert_eq!(mib((32 << 20) + (64 << 10)), "32.06");
     }
 }

@@ -11,13 +11,15 @@ use uuid::Uuid;
 use super::bindings::PluginPre;
 use super::{CallContext, Limits, Requested, Runtime, cache};
 use crate::retry::RetryPolicy;
-use crate::router;
 use crate::trace::TraceContext;
+use crate::{names, router};
 
 /// Magic and version of a WebAssembly component binary.
 const COMPONENT_HEADER: &[u8] = b"\0asm\x0d\0\x01\0";
 /// Magic and version of a core WebAssembly module binary.
 const CORE_MODULE_HEADER: &[u8] = b"\0asm\x01\0\0\0";
+/// The longest plugin name or version a manifest may give.
+const MAX_MANIFEST_NAME_BYTES: usize = 64;
 
 /// A loaded plugin, ready to be instantiated per message.
 pub struct Plugin {
@@ -214,7 +216,7 @@ impl Runtime {
                 path: path.to_owned(),
                 reason,
             })?;
-        let (limits, notes) = self.limits.within(&manifest.limits, self.concurrency);
+        let (limits, notes) = self.limits.within(&manifest.limits);
         for note in notes {
             tracing::warn!(plugin = manifest.name, file = %path.display(), "manifest limits: {note}");
         }
@@ -269,15 +271,23 @@ impl Runtime {
                 ..Requested::default()
             }),
         };
-        let valid_name = !manifest.name.is_empty()
+        let valid_name = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.name.len())
             && manifest
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
         if !valid_name {
             return Err(format!(
-                "name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
-                manifest.name
+                "name {:?} must be 1-{MAX_MANIFEST_NAME_BYTES} ASCII letters, digits, '-', '_' or '.'",
+                names::storable(&manifest.name)
+            ));
+        }
+        let valid_version = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.version.len())
+            && manifest.version.chars().all(|c| c.is_ascii_graphic());
+        if !valid_version {
+            return Err(format!(
+                "version {:?} must be 1-{MAX_MANIFEST_NAME_BYTES} printable ASCII characters without spaces, e.g. 1.2.0",
+                names::storable(&manifest.version)
             ));
         }
         if manifest.subscriptions.is_empty() {

@@ -141,6 +141,9 @@ pub struct PluginRuns {
     pub runs: u64,
     /// (message, plugin) pairs recorded as handled.
     pub handled: u64,
+    /// (message, plugin) pairs whose attempt came to a verdict: handled, retried or
+    /// dead. `runs / settled` is 1 where no run was repeated.
+    pub settled: u64,
     /// Stale reads re-run inside the settle, against the committed state and the
     /// batch's earlier writes.
     pub resolved: u64,
@@ -154,6 +157,7 @@ impl std::ops::AddAssign for PluginRuns {
     fn add_assign(&mut self, other: Self) {
         self.runs += other.runs;
         self.handled += other.handled;
+        self.settled += other.settled;
         self.resolved += other.resolved;
         self.rescheduled += other.rescheduled;
     }

@@ -78,8 +78,15 @@ def test_retry_and_reject_carry_what_the_host_needs():
     assert Retry("busy", delay=timedelta(minutes=1)).delay_ms == 60_000
     assert str(Retry("busy", delay=0.05)) == "retry after 50 ms: busy"
     assert str(Reject("bad")) == "reject: bad"
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="a retry delay must be a number of seconds >= 0, not -1"):
         Retry("busy", delay=-1)
+    with pytest.raises(ValueError, match="not nan"):
+        Retry("busy", delay=float("nan"))
+    with pytest.raises(TypeError, match="not str"):
+        Retry("busy", delay="soon")
+    # Longer than the host takes: the most it takes (the host caps it at max_delay).
+    assert Retry("busy", delay=1e30).delay_ms == 2**64 - 1
+    assert Retry("busy", delay=float("inf")).delay_ms == 2**64 - 1
 
 
 def test_state_delete_and_raw_values():

@@ -3,20 +3,20 @@
 from datetime import timedelta
 from typing import Optional, Union
 
+from .manifest import _ms
+
 
 class Retry(Exception):
     """A transient failure: the host tries again later, with exponential backoff, until
     the retry policy is exhausted. ``delay`` (seconds or a ``timedelta``) overrides the
-    backoff: the next attempt comes no sooner."""
+    backoff: the next attempt comes no sooner, and no later than the policy's
+    ``max_delay`` (the host caps it). A delay that is not a number, NaN or negative raises
+    at once."""
 
     def __init__(self, reason: str, delay: Union[None, float, timedelta] = None):
         super().__init__(reason)
         self.reason = reason
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
-        if delay is not None and delay < 0:
-            raise ValueError(f"a retry delay cannot be negative: {delay}")
-        self.delay_ms: Optional[int] = None if delay is None else round(delay * 1000)
+        self.delay_ms: Optional[int] = _ms(delay, "a retry delay")
 
     def __str__(self) -> str:
         if self.delay_ms is None:

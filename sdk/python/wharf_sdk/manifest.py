@@ -1,17 +1,29 @@
 """The plugin's self-description: name, version, subscriptions, retry policy, limits."""
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import List, Optional, Union
 
 
-def _ms(value: Union[None, float, timedelta]) -> Optional[int]:
-    """Seconds (or a ``timedelta``) as whole milliseconds."""
+_MAX_MS = 2**64 - 1
+
+
+def _ms(value: Union[None, float, timedelta], what: str = "a duration") -> Optional[int]:
+    """Seconds (or a ``timedelta``) as whole milliseconds, at most 2**64 - 1 (what the
+    host takes; an infinite or huge one is that). Not a number, NaN or negative: an error
+    naming ``what``."""
     if value is None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    return round(value * 1000)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} is seconds (a number) or a timedelta, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be a number of seconds >= 0, not {value}")
+    if math.isinf(value):
+        return _MAX_MS
+    return min(_MAX_MS, round(value * 1000))
 
 
 @dataclass(frozen=True)

@@ -198,14 +198,14 @@ impl<'a> SettlePlan<'a> {
             *d = (*d).max(delay);
             *c |= counts;
         };
+        // A refused message's one attempt (the refusal) is in its history like any other.
         if let Some(error) = &s.refused {
-            self.dead.push(DeadRow {
+            self.dead(
                 message,
-                plugin: &NO_PLUGIN,
-                attempts: message.attempts + 1,
-                error: Cow::Borrowed(error),
-            });
-            self.summary.dead += 1;
+                &NO_PLUGIN,
+                message.attempts + 1,
+                Cow::Borrowed(error),
+            );
         }
         for result in &s.results {
             let PluginResult {
@@ -233,6 +233,7 @@ impl<'a> SettlePlan<'a> {
                     let charged = quotas
                         .as_mut()
                         .map_or(Ok(()), |q| q.charge(name, &effects.writes));
+                    runs.settled += 1;
                     if let Err(error) = charged {
                         tracing::warn!(message_id = %message.id, plugin = name, "{error}");
                         self.dead(message, plugin, *attempt, Cow::Owned(error));
@@ -255,6 +256,7 @@ impl<'a> SettlePlan<'a> {
                     self.summary.handled += 1;
                 }
                 Verdict::Retry { error, delay } => {
+                    runs.settled += 1;
                     self.attempt_errors.push(AttemptRow {
                         message: message.id,
                         plugin,
@@ -266,7 +268,8 @@ impl<'a> SettlePlan<'a> {
                     schedule(*delay, true);
                 }
                 Verdict::Dead { error } => {
-                    self.dead(message, plugin, *attempt, Cow::Borrowed(error))
+                    runs.settled += 1;
+                    self.dead(message, plugin, *attempt, Cow::Borrowed(error));
                 }
                 Verdict::Deferred { delay } => {
                     self.summary.deferred += 1;

@@ -173,8 +173,20 @@ fn dead_and_refused_messages_are_failed_rows_and_done() {
             (2, "b", 1, "second")
         ]
     );
-    // A refusal has no attempt of a plugin to record.
-    assert_eq!(plan.attempt_errors.len(), 2);
+    // A refusal is the message's attempt: its history says when and why.
+    let attempts: Vec<_> = plan
+        .attempt_errors
+        .iter()
+        .map(|a| (a.plugin.name.as_str(), a.attempt, &*a.error))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("", 3, "no handler for kind k"),
+            ("a", 1, "first"),
+            ("b", 1, "second")
+        ]
+    );
     assert_eq!(plan.done.len(), 2);
     let letters: Vec<_> = plan.dead_letters().into_iter().map(|(_, e)| e).collect();
     assert_eq!(letters, ["no handler for kind k", "first"]);

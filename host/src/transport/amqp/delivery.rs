@@ -159,14 +159,16 @@ fn with_headers<'a>(
     properties.clone().with_headers(headers)
 }
 
-/// The properties of a dead-letter copy of `delivery`: the error, and where it was
-/// first published.
+/// The properties of a dead-letter copy of `delivery`: the error (cut to a header
+/// value's limit, so the copy's headers fit the broker's frame), and where it was first
+/// published.
 pub fn for_dead_letter(delivery: &Delivery, error: &str) -> BasicProperties {
     let (exchange, routing_key) = origin(delivery);
+    let error = crate::text::bounded(error.to_owned(), names::MAX_HEADER_VALUE_BYTES);
     with_headers(
         &delivery.properties,
         [
-            ("x-wharf-error", text(error)),
+            ("x-wharf-error", text(&error)),
             (ORIGINAL_EXCHANGE, text(&exchange)),
             (ORIGINAL_ROUTING_KEY, text(&routing_key)),
         ],
