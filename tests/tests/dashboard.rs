@@ -160,6 +160,8 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
+    // First: an install takes minutes, and the hosts' reports below count for 20 s.
+    browser::ensure_installed();
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&screenshots).unwrap();
     let host = Host::start(
