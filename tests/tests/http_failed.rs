@@ -1,7 +1,9 @@
 //! Failed messages in numbers over the HTTP API and the CLI, on each store: pages by
 //! keyset with the total a filter selects, every filter (plugin, kind, error text, status,
 //! time), bulk retry and delete by ids or filter capped per call, and clear 400s for
-//! filters and selections that cannot be used.
+//! filters and selections that cannot be used; a retry and a delete of one message exclude
+//! each other (one after the other, and twelve operators at once), and a purge returns
+//! the retried messages of its queue to failed.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -9,7 +11,11 @@ use wharf_host::envelope::NewMessage;
 use wharf_tests::http::{OPERATE, READ, call, send, serve};
 use wharf_tests::{Backend, conformance};
 
-conformance!(failed_messages_are_paged_filtered_and_handled_in_bulk);
+conformance!(
+    failed_messages_are_paged_filtered_and_handled_in_bulk,
+    a_failed_message_is_retried_or_deleted_never_both,
+    a_purge_returns_the_retried_messages_of_its_queue_to_failed,
+);
 
 /// Rejected by their plugin.
 const REJECTED: usize = 130;
@@ -204,5 +210,116 @@ async fn failed_messages_are_paged_filtered_and_handled_in_bulk(backend: Backend
         host.count("SELECT COUNT(*) FROM attempt_errors").await,
         0,
         "their history is gone too"
+    );
+}
+
+/// Failed messages of `n` rejected messages, as `host` recorded them.
+async fn rejected(host: &wharf_tests::Host, n: usize) -> Vec<i64> {
+    let messages: Vec<NewMessage> = (0..n)
+        .map(|i| NewMessage::new("test", "test.reject", json!({ "n": i }).to_string().into()))
+        .collect();
+    host.store.enqueue(&messages).await.unwrap();
+    host.drain().await;
+    let rows = host
+        .rows("SELECT id FROM failed_messages ORDER BY id")
+        .await;
+    rows.iter().map(|r| sqlx::Row::get(r, 0)).collect()
+}
+
+async fn a_failed_message_is_retried_or_deleted_never_both(backend: Backend) {
+    let host = wharf_tests::Host::start(backend, &["fixture-always-reject"]).await;
+    let base = serve(&host).await;
+    let ids = rejected(&host, 60).await;
+
+    // One after the other: the retried one cannot be deleted, and says why.
+    let (status, _) = post(&base, &format!("/api/messages/retry/{}", ids[0]), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/api/messages/failed/{}", ids[0]);
+    let (status, body) = call(&base, Method::DELETE, &path, Some(OPERATE)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("status retrying"),
+        "{body}"
+    );
+    let (status, body) = post(&base, &format!("/api/messages/retry/{}", ids[0]), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Six operators retrying and six deleting the others at once: each message either.
+    let rest: Vec<i64> = ids[1..].to_vec();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let (base, rest) = (base.clone(), rest.clone());
+        calls.spawn(async move {
+            let path = if i % 2 == 0 {
+                "/api/messages/retry"
+            } else {
+                "/api/messages/delete"
+            };
+            let (status, body) = post(&base, path, json!({ "ids": rest })).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            (i % 2 == 0, body)
+        });
+    }
+    let (mut retried, mut deleted) = (0, 0);
+    while let Some(done) = calls.join_next().await {
+        match done.unwrap() {
+            (true, body) => retried += body["retried"].as_u64().unwrap(),
+            (false, body) => deleted += body["deleted"].as_u64().unwrap(),
+        }
+    }
+    assert_eq!(
+        retried + deleted,
+        rest.len() as u64,
+        "{retried} retried, {deleted} deleted"
+    );
+    let retrying = host
+        .count("SELECT COUNT(*) FROM failed_messages WHERE status = 'retrying'")
+        .await;
+    assert_eq!(
+        retrying as u64,
+        retried + 1,
+        "every retried one is still there, retrying"
+    );
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM failed_messages").await as u64,
+        retried + 1,
+        "the deleted ones are gone, and no retried one was deleted"
+    );
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM inbox").await as u64,
+        retried + 1,
+        "each retried message is back in its queue once"
+    );
+}
+
+async fn a_purge_returns_the_retried_messages_of_its_queue_to_failed(backend: Backend) {
+    let host = wharf_tests::Host::start(backend, &["fixture-always-reject"]).await;
+    let base = serve(&host).await;
+    let ids = rejected(&host, 20).await;
+    let (status, body) = post(&base, "/api/messages/retry", json!({ "all": true })).await;
+    assert_eq!(
+        (status, body["retried"].as_u64()),
+        (StatusCode::OK, Some(20)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &base,
+        Method::POST,
+        "/api/queues/test/purge?confirm=test",
+        Some(OPERATE),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        host.count("SELECT COUNT(*) FROM failed_messages WHERE status = 'failed'")
+            .await,
+        20,
+        "purged before they ran again: failed, not retrying forever"
+    );
+    let (status, body) = post(&base, "/api/messages/retry", json!({ "ids": ids })).await;
+    assert_eq!(
+        (status, body["retried"].as_u64()),
+        (StatusCode::OK, Some(20)),
+        "{body}"
     );
 }

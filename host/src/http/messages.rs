@@ -33,6 +33,27 @@ fn no_such(id: i64) -> ApiError {
     )
 }
 
+/// Why a retry or delete of the one failed message `id` took nothing: it is not there
+/// (404), or its status does not allow it (409, saying what does).
+async fn not_taken(api: &Api, id: i64, verb: &str) -> ApiError {
+    let status = match api.store.failed_get(id).await {
+        Ok(Some((message, _))) => message.status,
+        Ok(None) => return no_such(id),
+        Err(e) => return e.into(),
+    };
+    let why = match status {
+        FailedStatus::Retrying => {
+            "it is being retried (status retrying): its message is back in its queue; it can be retried or deleted again once it fails, or once its queue is purged"
+        }
+        FailedStatus::Resolved => "it was retried and handled (status resolved)",
+        FailedStatus::Failed | FailedStatus::Pending => "it changed meanwhile; look again",
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("failed message {id} cannot be {verb}: {why}"),
+    )
+}
+
 /// Failed messages per page unless `limit` says.
 const DEFAULT_PAGE: u32 = 50;
 /// Most failed messages per page, and per bulk retry or delete.
@@ -226,7 +247,7 @@ pub async fn failed_retry(
         let id = failed_id(&id)?;
         let retried = api.store.failed_retry(&FailedFilter::id(id), 1).await?;
         if retried.total() == 0 {
-            return Err(no_such(id));
+            return Err(not_taken(&api, id, "retried").await);
         }
         Ok(Json(json!({
             "retried": retried.total(),
@@ -249,7 +270,7 @@ pub async fn failed_delete(
     let outcome = async {
         let id = failed_id(&id)?;
         if api.store.failed_delete(&FailedFilter::id(id), 1).await? == 0 {
-            return Err(no_such(id));
+            return Err(not_taken(&api, id, "deleted").await);
         }
         Ok(Json(json!({ "deleted": 1 })))
     }

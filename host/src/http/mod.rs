@@ -147,7 +147,7 @@ async fn audit(
 
 /// The routes, over `api`, taking bodies within `limits`.
 pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))
@@ -176,8 +176,12 @@ pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limits.max_bytes))
+        .with_state(api);
+    // Around the whole router, not each route: the guard sees axum's own answers as they
+    // go out (a wrong method's with its `Allow` header).
+    Router::new()
+        .fallback_service(routes)
         .layer(middleware::from_fn_with_state(limits, guard::guard))
-        .with_state(api)
 }
 
 /// A listener on `address` (`http.listen`). From now on the host counts what `/metrics`

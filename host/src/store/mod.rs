@@ -272,11 +272,13 @@ pub trait Store: registry::Registry + Send + Sync {
     async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried>;
 
     /// Delete the newest `limit` failed messages `filter` selects, and their history, in
-    /// one transaction. Returns how many.
+    /// one transaction, but none `retrying` (a retry and a delete exclude each other).
+    /// Returns how many.
     async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
 
     /// Delete the messages of inbox queue `queue` no worker has claimed; returns how
-    /// many. Claimed ones are left to finish.
+    /// many. Claimed ones are left to finish. A failed message an operator sent back
+    /// among them (`retrying`) is `failed` again, to be retried or deleted.
     async fn purge_queue(&self, queue: &str) -> Result<u64>;
 
     /// Unsent outbox messages and dead letters per plugin (for metrics).

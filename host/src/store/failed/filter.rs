@@ -89,6 +89,27 @@ fn time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i6
     }
 }
 
+/// What an operator does to the failed messages a filter selects; each takes rows in
+/// some statuses only, so a retry and a delete of the same row exclude each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Send back: `failed` and `pending` rows, which become `retrying`.
+    Retry,
+    /// Delete, with the history: every row but a `retrying` one (its message is back in
+    /// its queue; it comes back as `failed` if it fails again, or if its queue is purged).
+    Delete,
+}
+
+impl Operation {
+    /// The SQL condition on `status` of the rows it takes.
+    pub(in crate::store) fn statuses(self) -> &'static str {
+        match self {
+            Self::Retry => "status IN ('failed', 'pending')",
+            Self::Delete => "status <> 'retrying'",
+        }
+    }
+}
+
 /// The most row ids one filter may name.
 pub const MAX_SELECTED_IDS: usize = 1000;
 /// The longest plugin, version, kind, queue or source a filter may name (no name is longer;
@@ -146,13 +167,13 @@ impl FailedFilter {
         Ok(())
     }
 
-    /// Push `SELECT id FROM failed_messages WHERE <the filter>` (only rows an operator can
-    /// retry, `failed` or `pending`, when `retryable`), newest first, at most `limit`
-    /// rows, into a query of either database.
+    /// Push `SELECT id FROM failed_messages WHERE <the filter>` (only rows in a status
+    /// `operation` may take), newest first, at most `limit` rows, into a query of any
+    /// database.
     pub(in crate::store) fn push_ids<DB>(
         &self,
         query: &mut QueryBuilder<DB>,
-        retryable: bool,
+        operation: Operation,
         limit: u64,
     ) where
         DB: Database,
@@ -161,9 +182,7 @@ impl FailedFilter {
     {
         query.push("SELECT id FROM failed_messages WHERE ");
         self.push_conditions(query);
-        if retryable {
-            query.push(" AND status IN ('failed', 'pending')");
-        }
+        query.push(" AND ").push(operation.statuses());
         query.push(" ORDER BY id DESC LIMIT ");
         query.push_bind(limit.min(i64::MAX as u64) as i64);
     }

@@ -10,15 +10,17 @@ use uuid::Uuid;
 
 use super::{Result, StoreError, parse_headers};
 
-pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, PageRequest, parse_time};
+pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, Operation, PageRequest, parse_time};
 
-/// Status of a failed message, mirrored by a CHECK constraint in SQL.
+/// Status of a failed message, mirrored by a CHECK constraint in SQL. An operator retries
+/// `pending` and `failed` ones and deletes any but a `retrying` one ([`Operation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailedStatus {
     /// Recorded, waiting for an operator.
     Pending,
-    /// Sent back to the inbox by `failed retry`.
+    /// Sent back to its queue (or the outbox) by a retry: neither retried nor deleted
+    /// until it settles (`resolved`, or `failed` again) or its queue is purged (`failed`).
     Retrying,
     /// Dead-lettered.
     Failed,

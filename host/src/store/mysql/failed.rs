@@ -7,7 +7,7 @@ use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{now, push_list, uuid_text};
-use crate::store::failed::{attempt_error, failed_message};
+use crate::store::failed::{Operation, attempt_error, failed_message};
 use crate::store::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
 };
@@ -66,16 +66,16 @@ pub(super) async fn get(
     Ok(Some((failed, history)))
 }
 
-/// The ids of the newest `limit` failed messages `filter` selects (`retryable`: failed
-/// or pending ones), locked for the rest of the transaction.
+/// The ids of the newest `limit` failed messages `filter` selects in a status `operation`
+/// takes, locked for the rest of the transaction (a locking read sees the latest status).
 async fn selected(
     conn: &mut MySqlConnection,
     filter: &FailedFilter,
-    retryable: bool,
+    operation: Operation,
     limit: u64,
 ) -> Result<Vec<i64>> {
     let mut ids = QueryBuilder::<MySql>::new("");
-    filter.push_ids(&mut ids, retryable, limit);
+    filter.push_ids(&mut ids, operation, limit);
     ids.push(" FOR UPDATE");
     Ok(ids.build_query_scalar().fetch_all(&mut *conn).await?)
 }
@@ -84,7 +84,7 @@ async fn selected(
 pub(super) async fn retry(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -> Result<Retried> {
     let mut tx = pool.begin().await?;
     let now = now(&mut tx).await?;
-    let ids = selected(&mut tx, filter, true, limit).await?;
+    let ids = selected(&mut tx, filter, Operation::Retry, limit).await?;
     let mut retried = Retried::default();
     if ids.is_empty() {
         return Ok(retried);
@@ -152,7 +152,7 @@ pub(super) async fn retry(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -
 /// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
 pub(super) async fn delete(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    let ids = selected(&mut tx, filter, false, limit).await?;
+    let ids = selected(&mut tx, filter, Operation::Delete, limit).await?;
     if ids.is_empty() {
         return Ok(0);
     }

@@ -26,12 +26,22 @@ pub(super) async fn stats(pool: &MySqlPool) -> Result<Vec<QueueStats>> {
 
 /// Delete a queue's unclaimed messages; see [`crate::store::Store::purge_queue`].
 pub(super) async fn purge(pool: &MySqlPool, queue: &str) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE failed_messages f JOIN inbox i ON i.id = f.message_id SET f.status = 'failed'
+         WHERE f.status = 'retrying' AND i.queue = ?
+           AND (i.locked_until IS NULL OR i.locked_until <= {NOW_MS})"
+    )))
+    .bind(queue)
+    .execute(&mut *tx)
+    .await?;
     let purged = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM inbox WHERE queue = ? AND (locked_until IS NULL OR locked_until <= {NOW_MS})"
     )))
     .bind(queue)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(purged.rows_affected())
 }
 

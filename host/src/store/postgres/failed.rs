@@ -5,7 +5,7 @@
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::notify;
-use crate::store::failed::{attempt_error, failed_message};
+use crate::store::failed::{Operation, attempt_error, failed_message};
 use crate::store::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
 };
@@ -69,9 +69,12 @@ pub(super) async fn retry(
     let mut query = QueryBuilder::<Postgres>::new(
         "WITH retried AS (
              UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
-             WHERE id IN (",
+             WHERE ",
     );
-    filter.push_ids(&mut query, true, limit);
+    // The status again at the top: a row a concurrent delete or retry took while this
+    // one waited for its lock is checked anew, and skipped.
+    query.push(Operation::Retry.statuses()).push(" AND id IN (");
+    filter.push_ids(&mut query, Operation::Retry, limit);
     query.push(
         ") RETURNING message_id, plugin, queue, kind, headers, payload,
                        source_exchange, source_routing_key),
@@ -110,8 +113,11 @@ pub(super) async fn retry(
 /// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
 pub(super) async fn delete(pool: &PgPool, filter: &FailedFilter, limit: u64) -> Result<u64> {
     let mut query =
-        QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE id IN (");
-    filter.push_ids(&mut query, false, limit);
+        QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE ");
+    query
+        .push(Operation::Delete.statuses())
+        .push(" AND id IN (");
+    filter.push_ids(&mut query, Operation::Delete, limit);
     query.push(
         ") RETURNING message_id, plugin),
          history AS (

@@ -27,16 +27,22 @@ pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>> {
 
 /// Delete a queue's unclaimed messages; see [`crate::store::Store::purge_queue`].
 pub(super) async fn purge(pool: &PgPool, queue: &str) -> Result<u64> {
-    let purged = sqlx::query(
-        "DELETE FROM inbox WHERE id IN (
-             SELECT id FROM inbox
-             WHERE queue = $1 AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
-             FOR UPDATE SKIP LOCKED)",
+    let purged: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+             DELETE FROM inbox WHERE id IN (
+                 SELECT id FROM inbox
+                 WHERE queue = $1 AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id),
+         back AS (
+             UPDATE failed_messages f SET status = 'failed'
+             FROM gone WHERE f.message_id = gone.id AND f.status = 'retrying')
+         SELECT COUNT(*) FROM gone",
     )
     .bind(queue)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(purged.rows_affected())
+    Ok(purged as u64)
 }
 
 /// The outbox backlog and failed messages per plugin; see [`crate::store::Store::backlog`].

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::store::failed::{attempt_error, failed_message};
+use crate::store::failed::{Operation, attempt_error, failed_message};
 use crate::store::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried, now_ms,
 };
@@ -55,7 +55,7 @@ pub(super) async fn retry(pool: &SqlitePool, filter: &FailedFilter, limit: u64) 
         "UPDATE failed_messages SET status = 'retrying', last_retry_at = ",
     );
     query.push_bind(now).push(" WHERE id IN (");
-    filter.push_ids(&mut query, true, limit);
+    filter.push_ids(&mut query, Operation::Retry, limit);
     query.push(
         ") RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
                      source_routing_key",
@@ -110,7 +110,7 @@ pub(super) async fn retry(pool: &SqlitePool, filter: &FailedFilter, limit: u64) 
 /// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
 pub(super) async fn delete(pool: &SqlitePool, filter: &FailedFilter, limit: u64) -> Result<u64> {
     let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM failed_messages WHERE id IN (");
-    filter.push_ids(&mut query, false, limit);
+    filter.push_ids(&mut query, Operation::Delete, limit);
     query.push(") RETURNING message_id, plugin");
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let gone = query.build().fetch_all(&mut *tx).await?;

@@ -27,13 +27,26 @@ pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>> {
 
 /// Delete a queue's unclaimed messages; see [`crate::store::Store::purge_queue`].
 pub(super) async fn purge(pool: &SqlitePool, queue: &str) -> Result<u64> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "UPDATE failed_messages SET status = 'failed'
+         WHERE status = 'retrying' AND message_id IN (
+             SELECT id FROM inbox
+             WHERE queue = ?1 AND (locked_until IS NULL OR locked_until <= ?2))",
+    )
+    .bind(queue)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     let purged = sqlx::query(
         "DELETE FROM inbox WHERE queue = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
     )
     .bind(queue)
-    .bind(now_ms())
-    .execute(pool)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(purged.rows_affected())
 }
 
