@@ -4,7 +4,8 @@
 //! declared body over `http.max_body_bytes` is refused before it arrives, one that stalls
 //! after `http.body_timeout_ms`; every error is JSON (a wrong method, an unreadable path,
 //! hyper's own 400, 414 and 431); a filter too long for the database is a 400 naming the
-//! limit; a lowercase `bearer` is a bearer; a `GET` with a body gets its whole answer.
+//! limit; a lowercase `bearer` is a bearer; a `GET` with a body gets its whole answer; a
+//! page of large failed messages carries their sizes, not their payloads.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -313,4 +314,53 @@ fn stop(host: &mut Child) {
     );
     let status = host.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_failed_messages_carries_their_sizes_not_their_payloads() {
+    let host = Host::start(Backend::Sqlite, &["fixture-always-reject"]).await;
+    let base = serve(&host).await;
+    for i in 0..30 {
+        host.publish(
+            "test",
+            "test.reject",
+            json!({ "i": i, "blob": "b".repeat(500 << 10) }),
+        )
+        .await;
+    }
+    host.drain().await;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/messages/failed?limit=1000"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(
+        text.len() < 64 << 10,
+        "a page of 30 is {} bytes",
+        text.len()
+    );
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 30);
+    for item in items {
+        assert!(item.get("payload").is_none(), "{item}");
+        assert!(
+            item["payload_bytes"].as_u64().unwrap() > 500 << 10,
+            "{item}"
+        );
+    }
+    let id = items[0]["id"].as_i64().unwrap();
+    let (_, detail) = call(
+        &base,
+        Method::GET,
+        &format!("/api/messages/failed/{id}"),
+        Some(READ),
+    )
+    .await;
+    assert!(
+        detail["message"]["payload"].as_str().unwrap().len() > 500 << 10,
+        "one message's detail has its payload"
+    );
 }

@@ -83,8 +83,13 @@ async fn a_reject_goes_straight_to_the_failed_messages(backend: Backend) {
         (f.attempts, f.status.as_str(), f.source.as_str()),
         (1, "failed", "inbox:test")
     );
-    assert_eq!(f.payload, br#"{"n":1}"#);
-    let (_, history) = host.store.failed_get(f.id).await.unwrap().unwrap();
+    assert_eq!(
+        (f.payload.as_deref(), f.payload_bytes),
+        (None, 7),
+        "a list has the size"
+    );
+    let (detail, history) = host.store.failed_get(f.id).await.unwrap().unwrap();
+    assert_eq!(detail.payload.as_deref(), Some(&br#"{"n":1}"#[..]));
     assert_eq!(history.len(), 1);
 }
 

@@ -63,7 +63,8 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
             processed: 3,
             outbox: 1,
             failed: 1,
-            attempt_errors: 0,
+            // The resolved orphan's refusal ("no handler"), its one attempt.
+            attempt_errors: 1,
         }
     );
     assert_eq!(

@@ -207,7 +207,9 @@ pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()
             println!("headers:     {}", serde_json::to_string(&f.headers)?);
             println!(
                 "payload:     {}",
-                escape_controls(&String::from_utf8_lossy(&f.payload))
+                escape_controls(&String::from_utf8_lossy(
+                    f.payload.as_deref().unwrap_or_default()
+                ))
             );
             println!("history:");
             for a in &history {

@@ -72,9 +72,15 @@ pub struct FailedMessage {
     pub kind: String,
     /// Headers.
     pub headers: std::collections::BTreeMap<String, String>,
-    /// Body, as text when it is UTF-8.
-    #[serde(serialize_with = "payload_text")]
-    pub payload: Vec<u8>,
+    /// Body, as text when it is UTF-8: in one message's detail, not in a list's items
+    /// (a page of large messages would weigh what they all weigh).
+    #[serde(
+        serialize_with = "payload_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Vec<u8>>,
+    /// The body's size in bytes.
+    pub payload_bytes: u64,
     /// The final error.
     pub error: String,
     /// Attempts made.
@@ -89,8 +95,10 @@ pub struct FailedMessage {
     pub resolved_at: Option<i64>,
 }
 
-fn payload_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(payload))
+fn payload_text<S: serde::Serializer>(payload: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(
+        payload.as_deref().unwrap_or_default(),
+    ))
 }
 
 /// One failed attempt in a message's history.
@@ -135,7 +143,7 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
     let status: String = row.get("status");
@@ -152,6 +160,7 @@ where
         kind: row.get("kind"),
         headers: parse_headers(&row.get::<String, _>("headers"))?,
         payload: row.get("payload"),
+        payload_bytes: row.get::<i64, _>("payload_bytes") as u64,
         error: row.get("error"),
         attempts: row.get::<i64, _>("attempts") as u32,
         status: FailedStatus::parse(&status)

@@ -13,12 +13,17 @@ use crate::store::{
 };
 
 /// The columns `failed_message` reads, the message id as text.
-fn failed_columns() -> String {
+fn failed_columns(payload: bool) -> String {
     format!(
         "id, {} AS message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-         headers, payload, error, CAST(attempts AS SIGNED) AS attempts, status, failed_at,
-         last_retry_at, resolved_at",
-        uuid_text("message_id")
+         headers, {}, CAST(LENGTH(payload) AS SIGNED) AS payload_bytes, error,
+         CAST(attempts AS SIGNED) AS attempts, status, failed_at, last_retry_at, resolved_at",
+        uuid_text("message_id"),
+        if payload {
+            "payload"
+        } else {
+            "NULL AS payload"
+        }
     )
 }
 
@@ -28,7 +33,7 @@ pub(super) async fn list(
     filter: &FailedFilter,
     page: PageRequest,
 ) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<MySql>(&failed_columns(), page);
+    let (mut rows, mut count) = filter.page_queries::<MySql>(&failed_columns(false), page);
     let rows = rows.build().fetch_all(pool).await?;
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
@@ -42,7 +47,7 @@ pub(super) async fn get(
 ) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM failed_messages WHERE id = ?",
-        failed_columns()
+        failed_columns(true)
     )))
     .bind(id)
     .fetch_optional(pool)

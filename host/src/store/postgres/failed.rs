@@ -10,11 +10,20 @@ use crate::store::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
 };
 
-/// The columns `failed_message` reads, as text and 64-bit integers.
-const FAILED_COLUMNS: &str =
-    "id, message_id::text AS message_id, plugin, plugin_version, plugin_sha256, source,
-     queue, kind, headers::text AS headers, payload, error, attempts::bigint AS attempts, status,
-     failed_at, last_retry_at, resolved_at";
+/// The columns `failed_message` reads, as text and 64-bit integers; the payload itself
+/// only with `payload` (one message's detail; a list's items carry its size).
+fn failed_columns(payload: bool) -> String {
+    format!(
+        "id, message_id::text AS message_id, plugin, plugin_version, plugin_sha256, source,
+         queue, kind, headers::text AS headers, {}, octet_length(payload)::bigint AS payload_bytes,
+         error, attempts::bigint AS attempts, status, failed_at, last_retry_at, resolved_at",
+        if payload {
+            "payload"
+        } else {
+            "NULL::bytea AS payload"
+        }
+    )
+}
 
 /// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
 pub(super) async fn list(
@@ -22,7 +31,7 @@ pub(super) async fn list(
     filter: &FailedFilter,
     page: PageRequest,
 ) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<Postgres>(FAILED_COLUMNS, page);
+    let (mut rows, mut count) = filter.page_queries::<Postgres>(&failed_columns(false), page);
     let rows = rows.build().fetch_all(pool).await?;
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
@@ -35,7 +44,8 @@ pub(super) async fn get(
     id: i64,
 ) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {FAILED_COLUMNS} FROM failed_messages WHERE id = $1"
+        "SELECT {} FROM failed_messages WHERE id = $1",
+        failed_columns(true)
     )))
     .bind(id)
     .fetch_optional(pool)

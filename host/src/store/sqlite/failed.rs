@@ -8,13 +8,28 @@ use crate::store::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried, now_ms,
 };
 
+/// The columns `failed_message` reads; the payload itself only with `payload` (one
+/// message's detail; a list's items carry its size).
+fn failed_columns(payload: bool) -> String {
+    format!(
+        "id, message_id, plugin, plugin_version, plugin_sha256, source, queue, kind, headers,
+         {}, LENGTH(CAST(payload AS BLOB)) AS payload_bytes, error, attempts, status, failed_at,
+         last_retry_at, resolved_at",
+        if payload {
+            "payload"
+        } else {
+            "NULL AS payload"
+        }
+    )
+}
+
 /// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
 pub(super) async fn list(
     pool: &SqlitePool,
     filter: &FailedFilter,
     page: PageRequest,
 ) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<Sqlite>("*", page);
+    let (mut rows, mut count) = filter.page_queries::<Sqlite>(&failed_columns(false), page);
     let rows = rows.build().fetch_all(pool).await?;
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
@@ -26,10 +41,13 @@ pub(super) async fn get(
     pool: &SqlitePool,
     id: i64,
 ) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-    let Some(row) = sqlx::query("SELECT * FROM failed_messages WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM failed_messages WHERE id = ?",
+        failed_columns(true)
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
     else {
         return Ok(None);
     };
