@@ -197,11 +197,20 @@ pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
     use wharf_host::transport::amqp::topology::{BindingSpec, ExchangeSpec, QueueSpec};
     use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
     config.amqp.url = amqp_url();
-    config.amqp.exchanges = vec![ExchangeSpec {
-        name: exchange.to_owned(),
-        kind: Default::default(),
-        durable: true,
-    }];
+    // And `audit`, where fixture-once publishes: the relay delivers what the fixtures
+    // publish rather than moving it to the failed messages.
+    config.amqp.exchanges = vec![
+        ExchangeSpec {
+            name: exchange.to_owned(),
+            kind: Default::default(),
+            durable: true,
+        },
+        ExchangeSpec {
+            name: "audit".into(),
+            kind: wharf_host::transport::amqp::topology::ExchangeType::Topic,
+            durable: true,
+        },
+    ];
     config.amqp.queues = vec![QueueSpec {
         name: queue.to_owned(),
         durable: true,

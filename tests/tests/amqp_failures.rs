@@ -2,7 +2,10 @@
 //! through growing delay queues, the dead-letter queue after the last attempt, an
 //! operator's retry republished where the message first went, and messages that cannot be
 //! handled (no message_id, a body a JSON handler cannot read or over the payload limit, a
-//! kind or headers that break the naming rules) moved to the failed messages and the DLQ.
+//! kind or headers that break the naming rules) moved to the failed messages and the DLQ;
+//! an outbox message to an exchange the broker does not have moved to the failed messages
+//! while the relay goes on with the others (retried once the exchange exists); a 4 MiB
+//! reject reason cut, and the dead-letter copy in the DLQ with it.
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
@@ -14,6 +17,8 @@ wharf_tests::conformance!(
     failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from,
     retries_wait_in_growing_delay_queues_then_dead_letter,
     unreadable_messages_go_to_the_failed_messages_and_the_dlq,
+    an_outbox_message_to_a_missing_exchange_fails_alone_and_is_retried_once_it_exists,
+    a_huge_reject_reason_is_cut_and_the_dead_letter_copy_arrives,
 );
 
 async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(backend: Backend) {
@@ -197,4 +202,138 @@ async fn unreadable_messages_go_to_the_failed_messages_and_the_dlq(backend: Back
     );
     assert_eq!(broker.depth(&format!("{}.dlq", broker.queue)).await, 5);
     assert_eq!(broker.depth(&broker.queue).await, 0);
+}
+
+async fn an_outbox_message_to_a_missing_exchange_fails_alone_and_is_retried_once_it_exists(
+    backend: Backend,
+) {
+    let broker = Broker::start_with(backend, &[], |c| c.amqp.relay = Some(true)).await;
+    let host = &broker.host;
+    let missing = wharf_tests::unique_name("missing-exchange");
+    // A queue of the test's (the host consumes its own): key `elsewhere` of the test's
+    // exchange, and of the missing one once it exists.
+    let elsewhere = wharf_tests::unique_name("elsewhere");
+    let bind = async |exchange: &str| {
+        broker
+            .channel
+            .queue_bind(
+                elsewhere.as_str().into(),
+                exchange.into(),
+                "elsewhere".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    };
+    broker
+        .channel
+        .queue_declare(
+            elsewhere.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    bind(&broker.exchange).await;
+    let (lost, behind) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let headers = Default::default();
+    for (id, exchange) in [(lost, missing.as_str()), (behind, broker.exchange.as_str())] {
+        host.store
+            .outbox_add(id, (exchange, "elsewhere"), "test.noop", &headers, b"{}")
+            .await
+            .unwrap();
+    }
+    broker
+        .supervise_until("both settled", async |b| {
+            b.host
+                .count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL")
+                .await
+                == 2
+        })
+        .await;
+    assert_eq!(
+        broker.depth(&elsewhere).await,
+        1,
+        "the one behind it was relayed"
+    );
+    let failed = host.failed().await;
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let f = &failed[0];
+    assert_eq!((f.message_id, f.source.as_str()), (lost, "outbox"));
+    assert!(
+        f.error
+            .contains(&format!("the broker has no exchange \"{missing}\""))
+            && f.error.contains("NOT_FOUND")
+            && f.error.contains("declare it in [[amqp.exchanges]]"),
+        "{}",
+        f.error
+    );
+    let (_, history) = host.store.failed_get(f.id).await.unwrap().unwrap();
+    assert_eq!(history.len(), 1, "the failed publish is its attempt");
+
+    // Once the exchange exists, a retry relays it and resolves the failed message.
+    broker
+        .channel
+        .exchange_declare(
+            missing.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    bind(&missing).await;
+    let retried = host
+        .store
+        .failed_retry(&FailedFilter::id(f.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        retried,
+        Retried {
+            inbox: 0,
+            broker: 1
+        }
+    );
+    broker
+        .supervise_until("relayed and resolved", async |b| {
+            b.host
+                .count("SELECT COUNT(*) FROM failed_messages WHERE status = 'resolved'")
+                .await
+                == 1
+        })
+        .await;
+    assert_eq!(broker.depth(&elsewhere).await, 2);
+}
+
+async fn a_huge_reject_reason_is_cut_and_the_dead_letter_copy_arrives(backend: Backend) {
+    let broker = Broker::start(backend, &["fixture-hostile"]).await;
+    let body = serde_json::json!({ "bytes": 4 << 20 }).to_string();
+    let properties = BasicProperties::default()
+        .with_message_id(uuid::Uuid::now_v7().to_string().into())
+        .with_type("hostile.huge-reason".into());
+    broker.publish_with(properties, body.as_bytes()).await;
+    let dlq = format!("{}.dlq", broker.queue);
+    broker
+        .supervise_until("the dead-letter copy in the DLQ", async |_| {
+            wharf_tests::broker::queue_depth(&dlq).await == Some(1)
+        })
+        .await;
+    let failed = broker.host.failed().await;
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].error.len() <= 4096 + "rejected: ".len()
+            && failed[0]
+                .error
+                .ends_with(&format!(" of {} bytes]", 4 << 20)),
+        "{} bytes",
+        failed[0].error.len()
+    );
 }

@@ -193,6 +193,7 @@ async fn serve(
             rescheduled = runs.rescheduled,
             relayed = amqp.relayed.sent,
             unroutable = amqp.relayed.unroutable,
+            undeliverable = amqp.relayed.undeliverable,
             restarts = amqp.restarts,
             "AMQP stopped"
         );

@@ -46,7 +46,7 @@ pub use failed::{
     PageRequest, Retried, parse_time,
 };
 pub use mysql::MySqlStore;
-pub use outbox::{OutboxClaim, OutboxMessage};
+pub use outbox::{OutboxClaim, OutboxMessage, Undeliverable};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
 pub(crate) use retention::CLEANUP;
@@ -319,8 +319,17 @@ pub trait Store: registry::Registry + Send + Sync {
     /// store, holds nothing.
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim>;
 
-    /// Mark `seqs` of a claim sent (the broker confirmed them) and release the claim.
-    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()>;
+    /// Settle a claim and release it: mark `sent` (the broker confirmed them) sent, and
+    /// move the `undeliverable` ones to the failed messages (source `outbox`, with their
+    /// exchange and routing key: a retry puts them back in the outbox), each with an
+    /// attempt recording why. A failed outbox message an operator retried and the broker
+    /// now confirmed is resolved.
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()>;
 }
 
 /// Open the store named by a `database.url`, applying pending migrations.

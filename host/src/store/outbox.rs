@@ -27,6 +27,19 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
 }
 
+/// An outbox message the broker cannot take as it is (its exchange does not exist): it
+/// leaves the outbox for the failed messages, so the messages behind it go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeliverable {
+    /// Its [`OutboxMessage::seq`].
+    pub seq: i64,
+    /// Why, and what to do.
+    pub error: String,
+}
+
+/// What the rows of an undeliverable outbox message become in `failed_messages`.
+pub(super) const FAILED_SOURCE: &str = "outbox";
+
 /// Outbox messages taken by [`super::Store::claim_outbox`].
 #[derive(Debug)]
 pub struct OutboxClaim {

@@ -49,7 +49,7 @@ use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -378,7 +378,12 @@ impl Store for MySqlStore {
         outbox::claim(&self.pool, limit).await
     }
 
-    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()> {
-        outbox::sent(&self.pool, hold, seqs).await
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        outbox::sent(&self.pool, hold, sent, undeliverable).await
     }
 }

@@ -55,7 +55,7 @@ use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, migrate,
+    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -384,7 +384,12 @@ impl Store for PostgresStore {
         outbox::claim(&self.pool, limit).await
     }
 
-    async fn outbox_sent(&self, hold: Hold, seqs: &[i64]) -> Result<()> {
-        outbox::sent(&self.pool, hold, seqs).await
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        outbox::sent(&self.pool, hold, sent, undeliverable).await
     }
 }

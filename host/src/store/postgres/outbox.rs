@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::claim::HeldClaim;
-use crate::store::outbox::outbox_message;
-use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, headers_json};
+use crate::store::outbox::{FAILED_SOURCE, outbox_message};
+use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, Undeliverable, headers_json};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
@@ -51,18 +51,55 @@ pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
     })
 }
 
-pub(super) async fn sent(pool: &PgPool, hold: Hold, seqs: &[i64]) -> Result<()> {
-    let statement = "UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1)";
-    match hold {
-        Hold::Transaction(HeldTransaction::Postgres(HeldClaim { mut tx, .. })) => {
-            sqlx::query(statement).bind(seqs).execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
-        Hold::Lease => {
-            sqlx::query(statement).bind(seqs).execute(pool).await?;
-        }
+pub(super) async fn sent(
+    pool: &PgPool,
+    hold: Hold,
+    sent: &[i64],
+    undeliverable: &[Undeliverable],
+) -> Result<()> {
+    let mut tx = match hold {
+        Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, .. })) => tx,
+        Hold::Lease => pool.begin().await?,
         Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
+    };
+    sqlx::query(
+        "WITH done AS (
+             UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1) RETURNING id)
+         UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
+         FROM done WHERE f.message_id = done.id AND f.source = $2 AND f.status = 'retrying'",
+    )
+    .bind(sent)
+    .bind(FAILED_SOURCE)
+    .execute(&mut *tx)
+    .await?;
+    for u in undeliverable {
+        sqlx::query(
+            "WITH gone AS (
+                 UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = $1
+                 RETURNING id, plugin, kind, headers, payload, exchange, routing_key),
+             failed AS (
+                 INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256,
+                                              source, queue, kind, headers, payload, error,
+                                              attempts, status, failed_at, source_exchange,
+                                              source_routing_key)
+                 SELECT id, plugin, '', '', $3, '', kind, headers, payload, $2, 1, 'failed',
+                        wharf_now_ms(), exchange, routing_key
+                 FROM gone
+                 ON CONFLICT (message_id, plugin) DO UPDATE
+                 SET error = excluded.error, attempts = failed_messages.attempts + 1,
+                     status = 'failed', failed_at = excluded.failed_at
+                 RETURNING message_id, plugin, attempts)
+             INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256,
+                                         attempt, error, delay_ms, at)
+             SELECT message_id, plugin, '', '', attempts, $2, NULL, wharf_now_ms() FROM failed",
+        )
+        .bind(u.seq)
+        .bind(&u.error)
+        .bind(FAILED_SOURCE)
+        .execute(&mut *tx)
+        .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -23,8 +23,8 @@ use super::audit::audit_entry;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleRunner, SettleSummary, Settlement, Store, StoreError, headers_json, now_ms,
-    parse_headers,
+    SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, headers_json,
+    now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use crate::store::settle::finish;
@@ -333,7 +333,12 @@ impl Store for SqliteStore {
         outbox::claim(&self.pool, limit).await
     }
 
-    async fn outbox_sent(&self, _hold: Hold, seqs: &[i64]) -> Result<()> {
-        outbox::sent(&self.pool, seqs).await
+    async fn outbox_sent(
+        &self,
+        _hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        outbox::sent(&self.pool, sent, undeliverable).await
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::store::outbox::{OUTBOX_COLUMNS, outbox_message};
-use crate::store::{Hold, OutboxClaim, Result, headers_json, now_ms};
+use crate::store::outbox::{FAILED_SOURCE, OUTBOX_COLUMNS, outbox_message};
+use crate::store::{Hold, OutboxClaim, Result, Undeliverable, headers_json, now_ms};
 
 pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -27,13 +27,66 @@ pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> 
     })
 }
 
-pub(super) async fn sent(pool: &SqlitePool, seqs: &[i64]) -> Result<()> {
-    let seqs = serde_json::to_string(seqs).expect("integers serialise");
+pub(super) async fn sent(
+    pool: &SqlitePool,
+    sent: &[i64],
+    undeliverable: &[Undeliverable],
+) -> Result<()> {
+    let now = now_ms();
+    let seqs = serde_json::to_string(sent).expect("integers serialise");
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "UPDATE failed_messages SET status = 'resolved', resolved_at = ?1
+         WHERE source = ?3 AND status = 'retrying'
+           AND message_id IN (SELECT id FROM outbox WHERE seq IN (SELECT value FROM json_each(?2)))",
+    )
+    .bind(now)
+    .bind(&seqs)
+    .bind(FAILED_SOURCE)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq IN (SELECT value FROM json_each(?))")
-        .bind(now_ms())
-        .bind(seqs)
-        .execute(pool)
+        .bind(now)
+        .bind(&seqs)
+        .execute(&mut *tx)
         .await?;
+    for u in undeliverable {
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
+                                          queue, kind, headers, payload, error, attempts, status,
+                                          failed_at, source_exchange, source_routing_key)
+             SELECT id, plugin, '', '', ?3, '', kind, headers, payload, ?2, 1, 'failed', ?4,
+                    exchange, routing_key
+             FROM outbox WHERE seq = ?1
+             ON CONFLICT (message_id, plugin) DO UPDATE
+             SET error = excluded.error, attempts = failed_messages.attempts + 1,
+                 status = 'failed', failed_at = excluded.failed_at
+             RETURNING attempts",
+        )
+        .bind(u.seq)
+        .bind(&u.error)
+        .bind(FAILED_SOURCE)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
+                                         error, delay_ms, at)
+             SELECT id, plugin, '', '', ?2, ?3, NULL, ?4 FROM outbox WHERE seq = ?1",
+        )
+        .bind(u.seq)
+        .bind(attempts.unwrap_or(1))
+        .bind(&u.error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq = ?")
+            .bind(now)
+            .bind(u.seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -2,16 +2,23 @@
 //! outbox with their handler's results; the relay takes them oldest first, publishes
 //! them (persistent, `message_id` kept so consumers can deduplicate) on a confirming
 //! channel, and marks them sent only once the broker confirmed them. At least once: a
-//! relay that dies between the confirm and the mark sends them again.
+//! relay that dies between the confirm and the mark sends them again. A message to an
+//! exchange the broker does not have (a passive declare says so before the batch is
+//! published; publishing would close the channel) goes to the failed messages with the
+//! broker's reason, and the messages behind it go on; a retry puts it back in the outbox.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Channel, Connection};
+use lapin::options::ExchangeDeclareOptions;
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 use tokio::sync::watch;
 
 use super::publish::{Outgoing, Published, answer, confirming_channel, send};
-use crate::store::{OutboxMessage, Store, StoreError};
+use crate::store::{OutboxMessage, Store, StoreError, Undeliverable};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,8 @@ pub struct RelayReport {
     pub sent: u64,
     /// Messages the broker accepted but routed to no queue (nothing bound matched).
     pub unroutable: u64,
+    /// Messages to an exchange the broker does not have, moved to the failed messages.
+    pub undeliverable: u64,
 }
 
 /// Relays the outbox to the broker.
@@ -73,7 +82,7 @@ impl Relay {
         report: &mut RelayReport,
     ) -> Result<(), RelayError> {
         let channel = confirming_channel(connection).await?;
-        let result = self.relay(&channel, shutdown, report).await;
+        let result = self.relay(connection, &channel, shutdown, report).await;
         if channel.status().connected() {
             let _ = channel.close(200, "relay stopped".into()).await;
         }
@@ -82,10 +91,14 @@ impl Relay {
 
     async fn relay(
         &self,
+        connection: &Connection,
         channel: &Channel,
         mut shutdown: watch::Receiver<bool>,
         report: &mut RelayReport,
     ) -> Result<(), RelayError> {
+        // Exchanges the broker had when last asked; asked again after a restart (one
+        // deleted meanwhile closes the channel, and the relay restarts).
+        let mut known = HashSet::new();
         while !*shutdown.borrow() {
             let claim = self.store.claim_outbox(self.batch_size).await?;
             if claim.messages.is_empty() {
@@ -95,8 +108,32 @@ impl Relay {
                 }
                 continue;
             }
-            let sent = self.publish(channel, &claim.messages, report).await?;
-            self.store.outbox_sent(claim.hold, &sent).await?;
+            let missing = missing_exchanges(connection, &claim.messages, &mut known).await?;
+            let (deliverable, undeliverable): (Vec<_>, Vec<_>) = claim
+                .messages
+                .iter()
+                .partition(|m| !missing.contains_key(m.exchange.as_str()));
+            let undeliverable: Vec<Undeliverable> = undeliverable
+                .into_iter()
+                .map(|m| {
+                    let error = &missing[m.exchange.as_str()];
+                    tracing::warn!(
+                        message_id = %m.id,
+                        exchange = m.exchange,
+                        routing_key = m.routing_key,
+                        "outbox message moved to the failed messages: {error}"
+                    );
+                    Undeliverable {
+                        seq: m.seq,
+                        error: error.clone(),
+                    }
+                })
+                .collect();
+            report.undeliverable += undeliverable.len() as u64;
+            let sent = self.publish(channel, &deliverable, report).await?;
+            self.store
+                .outbox_sent(claim.hold, &sent, &undeliverable)
+                .await?;
             crate::metrics::outbox_published(sent.len() as u64);
         }
         Ok(())
@@ -106,7 +143,7 @@ impl Relay {
     async fn publish(
         &self,
         channel: &Channel,
-        messages: &[OutboxMessage],
+        messages: &[&OutboxMessage],
         report: &mut RelayReport,
     ) -> Result<Vec<i64>, RelayError> {
         let mut confirms = Vec::with_capacity(messages.len());
@@ -143,4 +180,56 @@ impl Relay {
         }
         Ok(sent)
     }
+}
+
+/// The exchanges of `messages` the broker does not have, each with the reason to record;
+/// the ones it has join `known`. Each unknown exchange is asked about with a passive
+/// declare on a channel of its own (the broker closes a channel that asks about a missing
+/// one). The default exchange (`""`) always exists.
+async fn missing_exchanges(
+    connection: &Connection,
+    messages: &[OutboxMessage],
+    known: &mut HashSet<String>,
+) -> Result<BTreeMap<String, String>, RelayError> {
+    let mut missing = BTreeMap::new();
+    for message in messages {
+        let exchange = message.exchange.as_str();
+        if exchange.is_empty() || known.contains(exchange) || missing.contains_key(exchange) {
+            continue;
+        }
+        let probe = connection.create_channel().await?;
+        let declared = probe
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(()) => {
+                known.insert(exchange.to_owned());
+                let _ = probe.close(200, "exchange found".into()).await;
+            }
+            Err(e) if is_not_found(&e) => {
+                missing.insert(
+                    exchange.to_owned(),
+                    format!(
+                        "the broker has no exchange {exchange:?} ({e}); declare it in [[amqp.exchanges]] (or on the broker), then retry this failed message"
+                    ),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether the broker answered 404 NOT_FOUND.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
 }
