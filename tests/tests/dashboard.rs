@@ -4,7 +4,9 @@
 //! filters the failed messages by error, retries all matching (confirming the count) and
 //! sees none left, sees new failures come in without reloading (but not while messages are
 //! selected), opens a detail with its payload hidden until asked and the version of each
-//! attempt, rolls a plugin back; a read token sees no button that changes something; the
+//! attempt, rolls a plugin back; a bookmark opens its page and Back returns to the page
+//! before; readiness says a host without a broker does not use one; a read token sees no
+//! button that changes something; the
 //! overview fits a phone's width. A screenshot of each page is kept under
 //! the test's output directory (`target/tmp/dashboard/`).
 
@@ -209,6 +211,7 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     sign_in(&client, &base, OPERATE).await;
     wait_text(&client, "#who", "ops (operate)").await;
     wait_text(&client, "#readiness", "Ready").await;
+    wait_text(&client, "#readiness", "broker: not used").await;
     wait_text(&client, "#page table", "test").await;
     wait_text(&client, "#hosts", "dashboard-host/1").await;
     let queues = table_rows(&client, "#queues table").await;
@@ -309,6 +312,18 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     )
     .await;
     screenshot(&client, &screenshots, "plugins").await;
+
+    // The page follows the URL: a bookmark of the failed messages opens them, Back
+    // returns to the page before.
+    client.goto(&format!("{base}#failed")).await.unwrap();
+    wait_text(&client, "#failed-total", "matching").await;
+    click(&client, r#"#nav a[data-page="plugins"]"#).await;
+    wait_text(&client, "#page", "Registry").await;
+    assert!(client.current_url().await.unwrap().as_str().ends_with("#plugins"));
+    client.back().await.unwrap();
+    wait_text(&client, "#failed-total", "matching").await;
+    client.forward().await.unwrap();
+    wait_text(&client, "#page", "Registry").await;
 
     // A reader sees the same pages without a button that changes something.
     click(&client, "#signout").await;

@@ -64,7 +64,7 @@ async function overview() {
   ]);
   if (view !== state.view) return;
   const checks = Object.entries(ready.checks || {}).map(([name, value]) =>
-    el("span", { class: value === "ok" ? "ok" : "bad" }, name + ": " + value, "  "));
+    el("span", { class: value === "ok" || value === "not used" ? "ok" : "bad" }, name + ": " + value, "  "));
   const hosts = {};
   for (const report of plugins.hosts) hosts[report.host] = Math.max(hosts[report.host] || 0, report.reported_at);
   show(
@@ -296,6 +296,8 @@ async function refresh(auto) {
   if (state.token && page === state.page && view === state.view) state.timer = setTimeout(() => refresh(true), REFRESH_MS);
 }
 
+// The page follows the URL's hash: a bookmark or a link opens its page, Back and Forward
+// move between pages; a click on the menu sets the hash.
 function go(page) {
   leave();
   state.page = PAGES[page] ? page : "overview";
@@ -340,7 +342,12 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.getElementById("signout").addEventListener("click", () => signOut());
   for (const link of document.querySelectorAll("#nav a")) {
-    link.addEventListener("click", (e) => { e.preventDefault(); go(link.dataset.page); });
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      if (location.hash === "#" + link.dataset.page) go(link.dataset.page);
+      else location.hash = link.dataset.page;
+    });
   }
+  window.addEventListener("hashchange", () => { if (state.token) go(location.hash.slice(1)); });
   if (state.token) signIn(state.token); else signOut();
 });
