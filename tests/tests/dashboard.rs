@@ -319,7 +319,14 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     wait_text(&client, "#failed-total", "matching").await;
     click(&client, r#"#nav a[data-page="plugins"]"#).await;
     wait_text(&client, "#page", "Registry").await;
-    assert!(client.current_url().await.unwrap().as_str().ends_with("#plugins"));
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("#plugins")
+    );
     client.back().await.unwrap();
     wait_text(&client, "#failed-total", "matching").await;
     client.forward().await.unwrap();

@@ -24,7 +24,7 @@ use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
 use super::{DEADLOCK_RETRIES, is_deadlock, now, push_list};
 use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, finish, plan, resolve,
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, finish, plan, resolve,
 };
 use crate::store::{Result, SettleSummary, Settlement, StoreError, headers_json};
 
@@ -100,17 +100,13 @@ pub(super) async fn settle_batch<'a>(
         }
         Settling::Leased => {
             ours = inbox::fence(conn, batch).await?;
-            let held = batch
+            let of = batch.len();
+            let (held, lost): (Vec<_>, Vec<_>) = batch
                 .iter_mut()
-                .filter(|s| {
-                    let ours = ours.contains_key(&s.message.id);
-                    if !ours {
-                        tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
-                        fenced += 1;
-                    }
-                    ours
-                })
-                .collect();
+                .partition(|s| ours.contains_key(&s.message.id));
+            let lost: Vec<Uuid> = lost.iter().map(|s| s.message.id).collect();
+            fenced_off(&lost, of);
+            fenced = lost.len() as u64;
             (held, Some(&ours))
         }
     };

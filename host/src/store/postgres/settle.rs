@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::writes::{Settling, write};
 use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, finish, plan, resolve,
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, finish, plan, resolve,
 };
 use crate::store::{Result, SettleSummary, Settlement};
 
@@ -53,17 +53,13 @@ pub(super) async fn settle_batch<'a>(
         Settling::Held(_) | Settling::Delivered => batch.iter_mut().collect(),
         Settling::Leased => {
             let ours = fence(tx, batch).await?;
-            batch
-                .iter_mut()
-                .filter(|s| {
-                    let ours = ours.contains(&s.message.id);
-                    if !ours {
-                        tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
-                        fenced += 1;
-                    }
-                    ours
-                })
-                .collect()
+            let of = batch.len();
+            let (held, lost): (Vec<_>, Vec<_>) =
+                batch.iter_mut().partition(|s| ours.contains(&s.message.id));
+            let lost: Vec<Uuid> = lost.iter().map(|s| s.message.id).collect();
+            fenced_off(&lost, of);
+            fenced = lost.len() as u64;
+            held
         }
     };
     let (view, runs) = resolve(&mut held, &mut Locks(tx), runner).await?;

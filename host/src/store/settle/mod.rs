@@ -95,6 +95,26 @@ static NO_PLUGIN: PluginVersion = PluginVersion {
     sha256: String::new(),
 };
 
+/// Say once for a batch of `of` messages that the claims of `fenced` lapsed before its
+/// settle: their results are discarded and they run again. The claim was taken by another
+/// worker, or by this host itself (a settle that failed during a database outage leaves
+/// its messages to the next claim); one line, not one per message.
+pub(crate) fn fenced_off(fenced: &[Uuid], of: usize) {
+    let Some(first) = fenced.first() else {
+        return;
+    };
+    tracing::warn!(
+        fenced = fenced.len(),
+        batch = of,
+        first_message_id = %first,
+        "{} of {of} messages lost their claim before the settle (it lapsed and they were claimed again, by another worker or by this host after a database outage); their results are discarded and they run again",
+        fenced.len()
+    );
+    for id in fenced {
+        tracing::debug!(message_id = %id, "claim lapsed; this attempt's results discarded");
+    }
+}
+
 /// Every state key the handled results of `batch` read or wrote, in one order: the order
 /// in which a store that locks them must take the locks.
 pub(crate) fn state_keys<'a>(batch: &[&'a Settlement]) -> BTreeSet<StateKey<'a>> {

@@ -222,3 +222,39 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
         (batch[0].message.id, "p", "ex", "rk")
     );
 }
+
+#[test]
+fn a_batch_whose_claims_lapsed_is_one_warning_not_one_per_message() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let fenced: Vec<Uuid> = (0..128).map(|_| Uuid::now_v7()).collect();
+    tracing::subscriber::with_default(subscriber, || {
+        super::fenced_off(&fenced, 128);
+        super::fenced_off(&[], 64);
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("128 of 128 messages lost their claim before the settle"),
+        "{text}"
+    );
+}

@@ -11,7 +11,7 @@ use sqlx::{Row, SqliteConnection};
 use super::insert_new;
 use crate::store::headers_json;
 use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, plan, resolve,
+    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, plan, resolve,
 };
 use crate::store::{Result, Settlement, StoreError};
 
@@ -33,16 +33,18 @@ pub(super) async fn settle_batch<'a>(
     settling: Settling,
     runner: &dyn SettleRunner,
 ) -> Result<SettlePlan<'a>> {
-    let mut held = Vec::with_capacity(batch.len());
-    let mut fenced = 0;
+    let of = batch.len();
+    let mut held = Vec::with_capacity(of);
+    let mut lost = Vec::new();
     for s in batch {
         if settling == Settling::Delivered || still_ours(conn, s).await? {
             held.push(s);
         } else {
-            tracing::warn!(message_id = %s.message.id, "claim was taken over by another worker; discarding this attempt's results");
-            fenced += 1;
+            lost.push(s.message.id);
         }
     }
+    fenced_off(&lost, of);
+    let fenced = lost.len() as u64;
     let (view, runs) = resolve(&mut held, &mut Loader(conn), runner).await?;
     let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
     let mut plan = plan(&held, &view, runs, &mut Loader(conn), runner).await?;
