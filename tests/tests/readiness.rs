@@ -1,7 +1,9 @@
 //! Readiness follows the database: a PostgreSQL host whose server becomes unreachable
 //! (through a proxy this test stops, so the server other tests use keeps running) answers
 //! 503 naming the database, and 200 again once it is back. (The broker's turn is in
-//! `amqp_recovery`, where the real RabbitMQ is stopped.)
+//! `amqp_recovery`, where the real RabbitMQ is stopped.) A leased batch whose settle
+//! failed while the database was away is freed by its host when it returns, not left
+//! locked for the rest of its lease.
 
 use std::time::Duration;
 
@@ -77,4 +79,43 @@ async fn readiness_flips_while_postgresql_is_unreachable() {
     .await;
     let (status, _) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_batch_whose_settle_failed_is_freed_when_the_database_returns() {
+    let mut proxy = Proxy::start("127.0.0.1:5432").await;
+    let through = format!("127.0.0.1:{}", proxy.port());
+    let host = Host::start_with(Backend::PostgresLeased, &["fixture-once"], |c| {
+        c.database.url = c.database.url.replace("127.0.0.1:5432", &through);
+        c.inbox.lease_ms = 120_000;
+        c.runtime.deadline_ms = 5_000;
+    })
+    .await;
+    for _ in 0..5 {
+        host.publish("test", "test.once", json!({ "spin_ms": 1500 }))
+            .await;
+    }
+    let queues = ["test".to_owned()];
+    let batch = host.worker.run_batch(&queues, 10);
+    let cut = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.stop();
+    };
+    let (settled, ()) = tokio::join!(batch, cut);
+    assert!(settled.is_err(), "the settle failed: {settled:?}");
+    proxy.resume().await;
+    // Well within the 120 s lease: the host frees what it knows it holds.
+    let started = std::time::Instant::now();
+    let mut handled = 0;
+    while handled < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the batch stayed locked for its lease"
+        );
+        if let Ok((_, summary)) = host.worker.run_batch(&queues, 10).await {
+            handled += summary.handled;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 5);
 }

@@ -293,7 +293,7 @@ async fn run(
 /// `bytes` in MiB, with a decimal unless whole: a limit and what went over it never read
 /// the same.
 fn mib(bytes: usize) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{}", bytes >> 20)
     } else {
         format!("{:.2}", bytes as f64 / f64::from(1 << 20))

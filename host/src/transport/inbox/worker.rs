@@ -81,6 +81,10 @@ pub struct Worker {
     config: InboxConfig,
     /// How batches are claimed: see [`claim_mode`].
     mode: ClaimMode,
+    /// Leased claims (id, lock token) of batches whose settle failed (the database went
+    /// away): this host knows it holds them, so it frees them as soon as the database
+    /// answers again instead of leaving them locked for the rest of `lease_ms`.
+    unsettled: Arc<Mutex<Vec<(Uuid, Uuid)>>>,
 }
 
 impl Worker {
@@ -95,6 +99,7 @@ impl Worker {
         Self {
             store,
             dispatcher,
+            unsettled: Default::default(),
             mode: claim_mode(&config, deadline),
             config,
         }
@@ -222,6 +227,7 @@ impl Worker {
         limit: u32,
     ) -> Result<(u64, SettleSummary), StoreError> {
         let lease = Duration::from_millis(self.config.lease_ms);
+        self.free_unsettled().await?;
         let claiming = SystemTime::now();
         let Claim {
             mut messages,
@@ -247,6 +253,12 @@ impl Worker {
         }
         let runner = self.dispatcher.settle_runner(Delays::Jittered);
         let settling = SystemTime::now();
+        let leased_claims = matches!(hold, Hold::Lease).then(|| {
+            settlements
+                .iter()
+                .map(|s| (s.message.id, s.message.lock_token))
+                .collect::<Vec<_>>()
+        });
         match self.store.settle(hold, &mut settlements, &runner).await {
             Ok(summary) => {
                 let messages = settlements.iter().map(|s| &s.message);
@@ -268,7 +280,46 @@ impl Worker {
                 };
                 Ok((claimed, summary))
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if let Some(claims) = leased_claims {
+                    self.unsettled
+                        .lock()
+                        .expect("no panics under this lock")
+                        .extend(claims);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Free the leases of batches whose settle failed, once the database answers: their
+    /// messages can be claimed again at once (by this host or another).
+    async fn free_unsettled(&self) -> Result<(), StoreError> {
+        let claims =
+            std::mem::take(&mut *self.unsettled.lock().expect("no panics under this lock"));
+        if claims.is_empty() {
+            return Ok(());
+        }
+        match self
+            .store
+            .renew(&mut Hold::Lease, &claims, Duration::ZERO)
+            .await
+        {
+            Ok(freed) => {
+                tracing::info!(
+                    freed,
+                    of = claims.len(),
+                    "freed the claims of batches whose settle failed while the database was away; their messages run again now"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.unsettled
+                    .lock()
+                    .expect("no panics under this lock")
+                    .extend(claims);
+                Err(e)
+            }
         }
     }
 
