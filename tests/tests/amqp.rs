@@ -269,6 +269,7 @@ async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_que
 ) {
     let broker = Broker::start_with(backend, &["fixture-counter"], |c| {
         c.amqp.consume[0].consumers = 2;
+        c.amqp.batch_size = 50;
     })
     .await;
     for _ in 0..300 {
@@ -301,12 +302,19 @@ async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_que
         report.consumed.retried
     );
     assert_eq!(runs.handled, 300);
+    // Each consumer's first batch runs its first 8 messages before the plugin is known
+    // to contend (16 runs ahead at most); everything after runs once, in the settle.
     assert!(
-        runs.runs < 2 * runs.handled,
-        "a hot key costs {runs:?} on AMQP"
+        runs.runs * 5 <= runs.handled * 6,
+        "a hot key costs {runs:?} on AMQP (at most 1.2 runs per message)"
     );
+    // Republished, every stale read of a batch would go through a delay queue (49 of
+    // each 50). What may: on MariaDB, where state keys are locked in the order of their
+    // hashed slots, the two consumers' first settles can each hold a key the other's
+    // runs newly touch (their first looks wrote different keys), and the one refused
+    // sends the rest of its batch round once (49 messages).
     assert!(
-        report.consumed.retried <= 30,
+        report.consumed.retried <= 2 * 49,
         "stale reads are resolved in the settle, not republished: {} went through a delay queue",
         report.consumed.retried
     );

@@ -15,7 +15,7 @@ mod span;
 mod throughput;
 mod view;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,7 +33,7 @@ use crate::store::{
 };
 use crate::trace::{self, TraceContext};
 use breaker::{Admission, Breakers};
-use contention::Contention;
+use contention::{Contention, FIRST_LOOK, by_plugin};
 use settle_calls::SettleCalls;
 pub use throughput::Throughput;
 use view::StoreState;
@@ -143,9 +143,39 @@ impl Dispatcher {
     /// Run every plugin still owing a verdict on each of `messages`, up to
     /// `runtime.concurrency` messages at once (a slow one does not hold up the start of
     /// the others). A contended plugin is not run here: its messages run inside the
-    /// settle ([`Verdict::RunAtSettle`]). The settlements come back in the order of
-    /// `messages`.
-    pub async fn handle_batch(&self, messages: Vec<Envelope>, delays: Delays) -> Vec<Settlement> {
+    /// settle ([`Verdict::RunAtSettle`]). When a plugin no batch has shown yet is due,
+    /// the first [`FIRST_LOOK`] messages run first and are measured, then the rest. The
+    /// settlements come back in the order of `messages`.
+    pub async fn handle_batch(
+        &self,
+        mut messages: Vec<Envelope>,
+        delays: Delays,
+    ) -> Vec<Settlement> {
+        let mut settlements = Vec::with_capacity(messages.len());
+        if messages.iter().any(|m| self.owes_a_first_look(m)) {
+            let rest = messages.split_off(FIRST_LOOK.min(messages.len()));
+            settlements = self.handle_concurrently(messages, delays).await;
+            self.first_look(&settlements);
+            messages = rest;
+        }
+        settlements.extend(self.handle_concurrently(messages, delays).await);
+        settlements
+    }
+
+    /// Whether a plugin due on `message` has not been measured yet.
+    fn owes_a_first_look(&self, message: &Envelope) -> bool {
+        self.plugins
+            .route(&message.kind)
+            .iter()
+            .any(|p| !message.settled_plugins.contains(p.name()) && !self.contention.seen(p.name()))
+    }
+
+    /// [`Dispatcher::handle_batch`] without the first look.
+    async fn handle_concurrently(
+        &self,
+        messages: Vec<Envelope>,
+        delays: Delays,
+    ) -> Vec<Settlement> {
         let mut settlements: Vec<(usize, Settlement)> =
             futures::stream::iter(messages.into_iter().enumerate())
                 .map(|(i, message)| async move { (i, self.handle(message, delays).await) })
@@ -193,15 +223,15 @@ impl Dispatcher {
     /// count its messages that every plugin handled.
     pub fn observe(&self, batch: &[Settlement]) {
         self.throughput.record_handled(batch);
-        let names: BTreeSet<&str> = batch
-            .iter()
-            .flat_map(|s| s.results.iter().map(|r| r.plugin.name.as_str()))
-            .collect();
-        for name in names {
-            let of_plugin = batch
-                .iter()
-                .flat_map(|s| s.results.iter().filter(|r| r.plugin.name == name));
-            self.contention.observe(name, of_plugin);
+        for (name, results) in by_plugin(batch) {
+            self.contention.observe(name, results);
+        }
+    }
+
+    /// The first measure of the plugins `batch` ran that had none.
+    fn first_look(&self, batch: &[Settlement]) {
+        for (name, results) in by_plugin(batch) {
+            self.contention.first_look(name, results);
         }
     }
 

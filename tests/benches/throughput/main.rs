@@ -7,8 +7,8 @@
 //! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
 //! a fast plugin's throughput beside a slow one; (`metrics`) the PostgreSQL inbox and the
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
-//! keys beside a stateless plugin; (`mariadb`) the MariaDB inbox against a raw claim loop
-//! on the same server.
+//! keys beside a stateless plugin, and (`contention-amqp`) over AMQP; (`mariadb`) the
+//! MariaDB inbox against a raw claim loop on the same server.
 
 mod amqp;
 mod contention;
@@ -326,7 +326,7 @@ async fn postgres_inbox(sandbox_us: f64) {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|python|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|python|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -359,6 +359,9 @@ async fn main() {
     }
     if wanted("contention") {
         contention::scenarios().await;
+    }
+    if wanted("contention-amqp") {
+        contention::amqp().await;
     }
     if wanted("python") {
         python::costs(per_call).await;
