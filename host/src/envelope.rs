@@ -82,6 +82,15 @@ impl Envelope {
         }
     }
 
+    /// Whether `source` is this message's [`Self::source`] (without building it).
+    pub fn is_from(&self, source: &str) -> bool {
+        let prefix = match self.origin {
+            Origin::Inbox => "inbox:",
+            Origin::Amqp { .. } => "amqp:",
+        };
+        source.strip_prefix(prefix) == Some(self.queue.as_str())
+    }
+
     /// Whether `other` came from the same queue ([`Self::source`]) as this message.
     pub fn same_queue(&self, other: &Envelope) -> bool {
         self.queue == other.queue

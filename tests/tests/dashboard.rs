@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: Debian's `chromium`, headless, driven through
 //! `chromedriver` (WebDriver, fantoccini) against a host with real failed messages and
 //! plugin deployments. An operator signs in, sees each queue's handled/min and the hosts,
+//! the flow charts of the last hour (per queue and plugin, and call times),
 //! filters the failed messages by error, retries all matching (confirming the count) and
 //! sees none left, sees new failures come in without reloading (but not while messages are
 //! selected), opens a detail with its payload hidden until asked and the version of each
@@ -194,6 +195,9 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
         .report_host("dashboard-host/1", &serving, &handled)
         .await
         .unwrap();
+    report::report_flow(&*host.store, &host.dispatcher, "dashboard-host/1")
+        .await
+        .unwrap();
     for version in ["fixture-versioned-v1", "fixture-versioned-v2"] {
         let response = reqwest::Client::new()
             .post(format!("{base}/api/plugins"))
@@ -218,6 +222,58 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     let test = queues.iter().find(|q| q["Queue"] == "test").unwrap();
     assert_eq!(test["Handled/min"], "4", "{queues:?}");
     screenshot(&client, &screenshots, "overview").await;
+
+    // Flow: a chart per queue and per plugin of the last hour, and the plugins' call times.
+    click(&client, r#"#nav a[data-page="flow"]"#).await;
+    wait_text(&client, "#flow-queues", "inbox test: 4 handled").await;
+    let queue = r#"figure[data-chart="queue:inbox:test"]"#;
+    wait_text(&client, queue, "5 dead in 60 min").await;
+    wait_text(
+        &client,
+        r#"figure[data-chart="plugin:noop"]"#,
+        "noop: 4 handled",
+    )
+    .await;
+    wait_text(
+        &client,
+        r#"figure[data-chart="calls:noop"]"#,
+        "noop calls: 4",
+    )
+    .await;
+    let drawn = client
+        .execute(
+            "const q = document.querySelector(arguments[0]);
+             return [q.querySelector('path.s-handled').getAttribute('d'),
+                     q.querySelectorAll('rect.minute').length,
+                     q.querySelector('rect.minute:last-of-type title').textContent];",
+            vec![json!(queue)],
+        )
+        .await
+        .unwrap();
+    let handled_line = drawn[0].as_str().unwrap();
+    assert!(
+        handled_line.starts_with('M') && handled_line.matches('L').count() == 59,
+        "one point per minute of the hour: {drawn}"
+    );
+    assert_eq!(drawn[1], 60, "one tooltip per minute: {drawn}");
+    assert!(
+        drawn[2].as_str().unwrap().contains("handled "),
+        "a minute's tooltip names its values: {drawn}"
+    );
+    let marks = client
+        .execute(
+            r#"const f = document.querySelector('figure[data-chart="calls:noop"]');
+               return f.querySelectorAll('circle.s-mean').length
+                   + (f.querySelector('path.s-mean').getAttribute('d').includes('L') ? 1 : 0);"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        marks.as_u64().unwrap() >= 1,
+        "the mean call time is drawn, as a dot where a minute stands alone"
+    );
+    screenshot(&client, &screenshots, "flow").await;
 
     // Failed messages: filter by error, retry all matching, none left.
     click(&client, r#"#nav a[data-page="failed"]"#).await;

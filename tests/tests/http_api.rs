@@ -50,6 +50,7 @@ async fn each_route_answers_by_the_callers_scope() {
         (Method::DELETE, "/api/messages/failed/1", true),
         (Method::POST, "/api/messages/publish", true),
         (Method::GET, "/api/audit", false),
+        (Method::GET, "/api/flow", false),
         (Method::POST, "/api/messages/retry", true),
         (Method::POST, "/api/messages/delete", true),
         (Method::GET, "/api/queues/test/stats", false),

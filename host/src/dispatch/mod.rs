@@ -5,10 +5,13 @@
 //!
 //! A batch's messages run concurrently, except a contended plugin's, which are left to
 //! run inside the settle (`contention`). The settle runs those, and handlers whose state
-//! reads went stale, through [`Dispatcher::settle_runner`].
+//! reads went stale, through [`Dispatcher::settle_runner`]. One call, from its slots to
+//! its verdict, is `call`; what the host counts per minute for the flow history, `flow`.
 
 pub mod breaker;
+mod call;
 mod contention;
+mod flow;
 pub mod report;
 mod settle_calls;
 mod span;
@@ -17,23 +20,23 @@ mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 use crate::envelope::Envelope;
-use crate::outcome::{Outcome, Verdict, decide};
+use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
-use crate::runtime::{CallContext, Plugin, Runtime, StateReader};
+use crate::runtime::{Plugin, Runtime, StateReader};
 use crate::store::{
-    PluginResult, PluginVersion, SettleBudget, SettleRunner, Settlement, StateQuota, Store,
+    PluginResult, SettleBudget, SettleRunner, SettleSummary, Settlement, StateQuota, Store,
 };
-use crate::trace::{self, TraceContext};
-use breaker::{Admission, Breakers};
+use breaker::Breakers;
+use call::version_of;
 use contention::{Contention, FIRST_LOOK, by_plugin};
+pub use flow::Flow;
 use settle_calls::SettleCalls;
 pub use throughput::Throughput;
 use view::StoreState;
@@ -89,6 +92,7 @@ pub struct Dispatcher {
     contention: Contention,
     /// Messages handled per queue over the last minute.
     throughput: Throughput,
+    flow: Flow,
 }
 
 impl Dispatcher {
@@ -114,6 +118,7 @@ impl Dispatcher {
             breakers: Breakers::new(config.breaker_failures, config.breaker_cool_down),
             contention: Contention::default(),
             throughput: Throughput::default(),
+            flow: Flow::default(),
             config,
             plugin_config,
         }
@@ -138,6 +143,11 @@ impl Dispatcher {
     /// Messages this host handled per queue over the last minute.
     pub fn throughput(&self) -> &Throughput {
         &self.throughput
+    }
+
+    /// What this host settled and called per minute since its last report.
+    pub fn flow(&self) -> &Flow {
+        &self.flow
     }
 
     /// Run every plugin still owing a verdict on each of `messages`, up to
@@ -220,9 +230,11 @@ impl Dispatcher {
     }
 
     /// Learn from a settled batch which plugins contend for state keys, and on which;
-    /// count its messages that every plugin handled.
-    pub fn observe(&self, batch: &[Settlement]) {
+    /// count its messages that every plugin handled, and what its settle (`summary`)
+    /// brought to a verdict.
+    pub fn observe(&self, batch: &[Settlement], summary: &SettleSummary) {
         self.throughput.record_handled(batch);
+        self.flow.settled(summary);
         for (name, results) in by_plugin(batch) {
             self.contention.observe(name, results);
         }
@@ -242,159 +254,5 @@ impl Dispatcher {
             dispatcher: self,
             delays,
         }
-    }
-
-    async fn call(
-        &self,
-        plugin: &Plugin,
-        message: &Envelope,
-        delays: Delays,
-        state: Arc<dyn StateReader>,
-    ) -> PluginResult {
-        let attempt = message.attempts + 1;
-        let name = plugin.name();
-        let trace = TraceContext::for_call(&message.headers);
-        // Opened at debug only: at info, the span's fields formatted for every call cost
-        // ~2 us of host CPU per message (the bench's profile); the lines a call logs
-        // carry its message id, plugin and trace ids themselves.
-        let span = tracing::debug_span!("message", message_id = %message.id, kind = message.kind, plugin = name, version = plugin.manifest.version, attempt, trace_id = %trace.trace_id(), span_id = %trace.span_id());
-        async {
-            let admission = self.breakers.admit(name);
-            let verdict = match admission {
-                Admission::Wait(delay) => {
-                    tracing::debug!(?delay, "circuit breaker open: the message waits");
-                    Verdict::Deferred { delay }
-                }
-                Admission::Go | Admission::Trial => {
-                    let began = trace::export::enabled().then(SystemTime::now);
-                    let (outcome, elapsed) = self.run(plugin, message, attempt, state, trace).await;
-                    let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
-                    self.breakers
-                        .record(name, admission == Admission::Trial, failed);
-                    let mut policy = self.policy(plugin).clone();
-                    if delays == Delays::Exact {
-                        policy.jitter = 0.0;
-                    }
-                    let verdict = decide(outcome, attempt, &policy, &mut rand::rng());
-                    crate::metrics::handler_call(name, &verdict, elapsed);
-                    // A line about the call, with its ids (the call's span is off at info).
-                    macro_rules! about_call {
-                        ($level:expr, $($message:tt)+) => {
-                            tracing::event!(
-                                $level,
-                                message_id = %message.id,
-                                plugin = name,
-                                attempt,
-                                trace_id = %trace.trace_id(),
-                                span_id = %trace.span_id(),
-                                ?elapsed,
-                                $($message)+
-                            )
-                        };
-                    }
-                    match &verdict {
-                        Verdict::Handled(_) => tracing::debug!(?elapsed, "handled"),
-                        Verdict::Retry { error, delay } => about_call!(
-                            tracing::Level::WARN,
-                            ?delay,
-                            "attempt failed, will retry: {error}"
-                        ),
-                        Verdict::Dead { error } => about_call!(
-                            tracing::Level::ERROR,
-                            "moved to the failed messages: {error}"
-                        ),
-                        Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
-                    }
-                    if let Some(began) = began {
-                        span::export(message, plugin, attempt, trace, began, &verdict);
-                    }
-                    verdict
-                }
-            };
-            PluginResult {
-                plugin: version_of(plugin),
-                attempt,
-                verdict,
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Call `plugin` under its limits: its own concurrency, then the host-wide call budget.
-    /// The outcome and how long the call itself took (the wait for the slots is counted
-    /// apart: `wharf_handler_slot_wait_seconds`).
-    async fn run(
-        &self,
-        plugin: &Plugin,
-        message: &Envelope,
-        attempt: u32,
-        state: Arc<dyn StateReader>,
-        trace: TraceContext,
-    ) -> (Outcome, Duration) {
-        let name = plugin.name();
-        let context = CallContext {
-            plugin: Arc::from(name),
-            message_id: message.id,
-            config: self.plugin_config.get(name).cloned().unwrap_or_default(),
-            state,
-            trace,
-        };
-        let queued = Instant::now();
-        let _plugin_permit = self
-            .plugin_slots(name, plugin.limits.max_concurrency)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let _permit = self
-            .calls
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let started = Instant::now();
-        crate::metrics::slot_wait(name, started - queued);
-        let outcome = self.runtime.call(plugin, message, attempt, context).await;
-        (outcome, started.elapsed())
-    }
-
-    /// `plugin`'s concurrency permits, `max` of them. A new maximum (a new version, a
-    /// new manifest) starts a new set; calls holding the old set's permits finish.
-    fn plugin_slots(&self, plugin: &str, max: usize) -> Arc<Semaphore> {
-        let mut slots = self.plugin_calls.lock().expect("no panics under this lock");
-        match slots.get(plugin) {
-            Some((n, semaphore)) if *n == max => semaphore.clone(),
-            _ => {
-                let semaphore = Arc::new(Semaphore::new(max));
-                slots.insert(plugin.to_owned(), (max, semaphore.clone()));
-                semaphore
-            }
-        }
-    }
-
-    /// Calls of `plugin` running (or holding its permit) now.
-    pub fn in_flight(&self, plugin: &str) -> usize {
-        let slots = self.plugin_calls.lock().expect("no panics under this lock");
-        slots
-            .get(plugin)
-            .map_or(0, |(n, s)| n - s.available_permits())
-    }
-
-    /// Operator config for the plugin wins, then the plugin's manifest, then the default.
-    fn policy<'a>(&'a self, plugin: &'a Plugin) -> &'a RetryPolicy {
-        self.config
-            .plugin
-            .get(plugin.name())
-            .and_then(|c| c.retry.as_ref())
-            .or(plugin.manifest.retry.as_ref())
-            .unwrap_or(&self.config.retry)
-    }
-}
-
-/// The exact version of `plugin`, as the store records it.
-fn version_of(plugin: &Plugin) -> PluginVersion {
-    PluginVersion {
-        name: plugin.name().to_owned(),
-        version: plugin.manifest.version.clone(),
-        sha256: plugin.sha256.clone(),
     }
 }

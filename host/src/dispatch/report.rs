@@ -1,15 +1,16 @@
 //! What this host serves, written to the database every few seconds and on every change,
 //! for `wharf plugins list` and the dashboard: each plugin's version and hash, where it
 //! comes from and its circuit breaker, and the messages it handled per queue in the last
-//! minute. A host that stops deletes its report.
+//! minute; with it, what it settled and called since the last report, added to the flow
+//! history. A host that stops deletes its report (its flow stays in the history).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::dispatch::Dispatcher;
-use crate::store::Store;
 use crate::store::registry::HostPlugin;
+use crate::store::{Store, StoreError};
 
 /// How often a running host reports.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -39,6 +40,24 @@ pub fn serving(host: &str, dispatcher: &Dispatcher) -> Vec<HostPlugin> {
         .collect()
 }
 
+/// Add what `dispatcher` counted since the last call to the flow history, as `host`'s;
+/// when the store cannot take it, it goes with the next call.
+pub async fn report_flow(
+    store: &dyn Store,
+    dispatcher: &Dispatcher,
+    host: &str,
+) -> Result<(), StoreError> {
+    let rows = dispatcher.flow().take();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let added = store.add_flow(host, &rows).await;
+    if added.is_err() {
+        dispatcher.flow().restore(rows);
+    }
+    added
+}
+
 /// Report every [`REPORT_EVERY`] (sooner when what is served changes) until `shutdown`,
 /// then delete the report.
 pub async fn run(
@@ -64,11 +83,17 @@ pub async fn run(
                 }
                 Err(e) => tracing::debug!("cannot report the plugins served: {e}"),
             }
+            if let Err(e) = report_flow(store, dispatcher, host).await {
+                tracing::debug!("cannot add to the flow history: {e}");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.changed() => break,
         }
+    }
+    if let Err(e) = report_flow(store, dispatcher, host).await {
+        tracing::debug!("cannot add to the flow history: {e}");
     }
     if let Err(e) = store.forget_host(host).await {
         tracing::debug!("cannot delete this host's plugin report: {e}");

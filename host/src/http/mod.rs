@@ -24,6 +24,7 @@
 //! | `POST /api/plugins/{name}/rollback` | operate | return to the previous deployment |
 //! | `GET /api/plugins/{name}/history` | read | every deployment, newest first |
 //! | `GET /api/audit[?limit=N]` | read | the calls that changed something, newest first |
+//! | `GET /api/flow[?minutes=N]` | read | handled, retried, dead and call time per minute |
 //!
 //! Every call that changes something writes an audit row (who: the token's name, what, on
 //! what, how it ended), whether it succeeded or not.
@@ -32,6 +33,7 @@ mod auth;
 pub mod config;
 mod dashboard;
 mod error;
+mod flow;
 mod guard;
 mod health;
 mod messages;
@@ -155,6 +157,7 @@ pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
         .route("/api/health", get(health::live))
         .route("/api/health/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/flow", get(flow::history))
         .route("/api/queues", get(queues::list))
         .route("/api/queues/{queue}/stats", get(queues::stats))
         .route("/api/queues/{queue}/purge", post(queues::purge))

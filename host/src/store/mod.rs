@@ -18,6 +18,7 @@ mod config;
 mod delivered;
 mod error;
 mod failed;
+pub mod flow;
 mod mysql;
 mod outbox;
 mod postgres;
@@ -113,6 +114,9 @@ pub struct SettleSummary {
     pub duplicates: u64,
     /// Handler runs and stale reads, by plugin.
     pub plugins: BTreeMap<String, PluginRuns>,
+    /// Handled, retried and dead pairs by source and plugin, for the flow history.
+    #[serde(skip)]
+    pub outcomes: flow::Outcomes,
 }
 
 impl SettleSummary {
@@ -131,6 +135,7 @@ impl std::ops::AddAssign for SettleSummary {
         self.fenced += other.fenced;
         self.duplicates += other.duplicates;
         add_runs(&mut self.plugins, other.plugins);
+        self.outcomes += other.outcomes;
     }
 }
 
@@ -182,7 +187,7 @@ impl std::iter::Sum for PluginRuns {
 
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 #[async_trait::async_trait]
-pub trait Store: registry::Registry + Send + Sync {
+pub trait Store: registry::Registry + flow::FlowHistory + Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
 

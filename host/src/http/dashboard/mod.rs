@@ -1,10 +1,12 @@
 //! The dashboard at `/`: a small static app embedded in the binary (no build step), a
 //! client of this API with the caller's token (kept in the browser tab's session storage
 //! and sent as the bearer header, never as a cookie, so no other site can make calls with
-//! it). Its pages: overview (queues, readiness, hosts), failed messages (filters, bulk
-//! retry and delete of a selection or of all matching, detail with attempts), plugins
-//! (per host, registry, history, deploy, rollback); a read token sees no buttons that
-//! change something. `GET /api/whoami` tells the page who the token is.
+//! it). Its pages: overview (queues, readiness, hosts), flow (per-minute charts of the
+//! last hour, per queue and plugin: handled, retried, dead, call time; SVG drawn by the
+//! script), failed messages (filters, bulk retry and delete of a selection or of all
+//! matching, detail with attempts), plugins (per host, registry, history, deploy,
+//! rollback); a read token sees no buttons that change something. `GET /api/whoami`
+//! tells the page who the token is.
 
 use axum::Json;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};

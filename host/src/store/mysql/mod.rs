@@ -28,6 +28,7 @@ mod claim;
 mod delivered;
 mod enqueue;
 mod failed;
+mod flow;
 mod inbox;
 mod keyed;
 mod outbox;

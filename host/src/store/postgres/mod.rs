@@ -34,6 +34,7 @@ mod claim;
 mod delivered;
 mod enqueue;
 mod failed;
+mod flow;
 mod outbox;
 mod queues;
 mod registry;

@@ -274,6 +274,7 @@ impl<'a> SettlePlan<'a> {
                         );
                     }
                     self.summary.handled += 1;
+                    self.summary.outcomes.of(message, name).handled += 1;
                 }
                 Verdict::Retry { error, delay } => {
                     runs.settled += 1;
@@ -285,6 +286,7 @@ impl<'a> SettlePlan<'a> {
                         delay: Some(*delay),
                     });
                     self.summary.retried += 1;
+                    self.summary.outcomes.of(message, &plugin.name).retried += 1;
                     schedule(*delay, true);
                 }
                 Verdict::Dead { error } => {
@@ -334,6 +336,7 @@ impl<'a> SettlePlan<'a> {
             error,
         });
         self.summary.dead += 1;
+        self.summary.outcomes.of(message, &plugin.name).dead += 1;
     }
 
     /// The ledger row of a handled pair and its publishes.

@@ -6,6 +6,7 @@
 
 mod delivered;
 mod failed;
+mod flow;
 mod outbox;
 mod queues;
 mod registry;

@@ -265,7 +265,7 @@ impl Worker {
                 trace::batch_span("wharf.settle", settling, messages, || {
                     trace::settle_attributes(&summary)
                 });
-                self.dispatcher.observe(&settlements);
+                self.dispatcher.observe(&settlements, &summary);
                 crate::metrics::settled("inbox", &summary);
                 Ok((claimed, summary))
             }

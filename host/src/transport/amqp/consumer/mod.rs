@@ -294,7 +294,7 @@ impl Consumer {
             trace::batch_span("wharf.settle", settling, messages, || {
                 trace::settle_attributes(&delivered.summary)
             });
-            self.dispatcher.observe(&settlements);
+            self.dispatcher.observe(&settlements, &delivered.summary);
             delivered
         };
         report.duplicates += summary.duplicates;
