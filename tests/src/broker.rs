@@ -78,20 +78,36 @@ impl Broker {
 
     /// Publish with `properties` to the exchange with routing key `orders`, confirmed.
     pub async fn publish_with(&self, properties: BasicProperties, body: &[u8]) {
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                "orders".into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "the broker took the message");
+        self.publish_all([(properties, body.to_vec())]).await;
+    }
+
+    /// Publish each (properties, body) to the exchange with routing key `orders`, all
+    /// before waiting for their confirms.
+    pub async fn publish_all(
+        &self,
+        messages: impl IntoIterator<Item = (BasicProperties, Vec<u8>)>,
+    ) {
+        let mut confirms = Vec::new();
+        for (properties, body) in messages {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    "orders".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            assert!(
+                confirm.await.unwrap().is_ack(),
+                "the broker took the message"
+            );
+        }
     }
 
     /// Run a consumer until `done` holds (panics after 20 s), then stop it.
@@ -144,12 +160,7 @@ impl Broker {
         done: impl AsyncFn(&Broker) -> bool,
     ) -> SuperviseReport {
         let (stop, stopped) = watch::channel(false);
-        let supervisor = Supervisor::new(
-            host.config.amqp.clone(),
-            Duration::from_millis(host.config.inbox.poll_interval_ms),
-            host.store.clone(),
-            host.dispatcher.clone(),
-        );
+        let supervisor = supervisor(host);
         let running = supervisor.run(stopped);
         let watching = async {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -180,6 +191,16 @@ impl Broker {
             .await
             .unwrap_or_else(|| panic!("queue {queue} cannot be looked up"))
     }
+}
+
+/// The supervisor of `host`'s consumers and relay, as `wharf run` starts it.
+pub fn supervisor(host: &Host) -> Supervisor {
+    Supervisor::new(
+        host.config.amqp.clone(),
+        Duration::from_millis(host.config.inbox.poll_interval_ms),
+        host.store.clone(),
+        host.dispatcher.clone(),
+    )
 }
 
 /// Ready messages in `queue`, on a connection of its own; `None` if it cannot be looked

@@ -16,8 +16,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
-use wharf_host::transport::amqp::supervisor::Supervisor;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
+use wharf_tests::broker::supervisor;
 use wharf_tests::{Backend, Host, confirming_channel, unique_name};
 
 use super::cpu::{BOTH, CpuCost, RABBITMQ, print_apart};
@@ -248,12 +248,7 @@ pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
 pub(crate) async fn consume_all(host: Host, last: uuid::Uuid) -> f64 {
     let host = Arc::new(host);
     let (stop, stopped) = watch::channel(false);
-    let supervisor = Supervisor::new(
-        host.config.amqp.clone(),
-        Duration::from_millis(host.config.inbox.poll_interval_ms),
-        host.store.clone(),
-        host.dispatcher.clone(),
-    );
+    let supervisor = supervisor(&host);
     let handled = format!("SELECT COUNT(*) FROM processed WHERE message_id = '{last}'");
     let started = Instant::now();
     let running = supervisor.run(stopped);

@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use serde_json::json;
 use tokio::sync::watch;
 use wharf_host::envelope::NewMessage;
 use wharf_host::store::PluginRuns;
-use wharf_host::transport::amqp::supervisor::Supervisor;
-use wharf_tests::broker::Broker;
+use wharf_tests::broker::{Broker, supervisor};
 use wharf_tests::{Backend, Host, test_config};
 
 const ORDERS: usize = 20_000;
@@ -109,6 +107,20 @@ async fn assert_stock_exact_of(host: &Host, skus: usize, count: usize) {
     }
 }
 
+/// One scenario's line: update-stock against the stateless plugin, then `more`.
+fn print_line(scenario: &str, stateful: &Drained, stateless: &Drained, more: &str) {
+    let runs = stateful.runs;
+    println!(
+        "contention {scenario}: update-stock {:.0} msgs/s, {:.3} runs per handled message ({} run inside the settle for stale reads, {} rescheduled); stateless {:.0} msgs/s: {:.2}x of stateless{more}",
+        stateful.rate,
+        runs.runs as f64 / runs.handled as f64,
+        runs.resolved,
+        runs.rescheduled,
+        stateless.rate,
+        stateful.rate / stateless.rate,
+    );
+}
+
 /// The scenario on one backend.
 async fn on(backend: Backend) {
     for skus in [1, 7, 10_000] {
@@ -126,14 +138,11 @@ async fn on(backend: Backend) {
             } else {
                 format!("; {:.2}x of 1 host (target >= 1)", stateful.rate / one_host)
             };
-            println!(
-                "contention {backend:?}, {skus} SKU(s), {count} host(s): update-stock {:.0} msgs/s, {:.3} runs per handled message ({} run inside the settle for stale reads, {} rescheduled); stateless {:.0} msgs/s: {:.2}x of stateless{versus_one}",
-                stateful.rate,
-                runs.runs as f64 / runs.handled as f64,
-                runs.resolved,
-                runs.rescheduled,
-                stateless.rate,
-                stateful.rate / stateless.rate,
+            print_line(
+                &format!("{backend:?}, {skus} SKU(s), {count} host(s)"),
+                &stateful,
+                &stateless,
+                &versus_one,
             );
         }
     }
@@ -155,41 +164,23 @@ async fn over_amqp(kind: &str, count: usize, skus: usize) -> Drained {
     })
     .await;
     for start in (0..count).step_by(1_000) {
-        let mut confirms = vec![];
-        for n in start..count.min(start + 1_000) {
+        let chunk = (start..count.min(start + 1_000)).map(|n| {
             let properties = BasicProperties::default()
                 .with_message_id(uuid::Uuid::now_v7().to_string().into())
                 .with_type(kind.into())
                 .with_delivery_mode(2);
-            let confirm = broker
-                .channel
-                .basic_publish(
-                    broker.exchange.as_str().into(),
-                    "orders".into(),
-                    BasicPublishOptions::default(),
-                    &if skus == 0 {
-                        b"{}".to_vec()
-                    } else {
-                        order(n, skus)
-                    },
-                    properties,
-                )
-                .await
-                .unwrap();
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            assert!(confirm.await.unwrap().is_ack());
-        }
+            let body = if skus == 0 {
+                b"{}".to_vec()
+            } else {
+                order(n, skus)
+            };
+            (properties, body)
+        });
+        broker.publish_all(chunk).await;
     }
     let host = Arc::clone(&broker.host);
     let (stop, stopped) = watch::channel(false);
-    let supervisor = Supervisor::new(
-        host.config.amqp.clone(),
-        Duration::from_millis(host.config.inbox.poll_interval_ms),
-        host.store.clone(),
-        host.dispatcher.clone(),
-    );
+    let supervisor = supervisor(&host);
     let started = Instant::now();
     let watching = async {
         while (host.count("SELECT COUNT(*) FROM processed").await as usize) < count {
@@ -221,14 +212,13 @@ pub async fn amqp() {
         let stateful = over_amqp("order.created", count, skus).await;
         let runs = stateful.runs;
         assert_eq!(runs.handled, count as u64, "every order handled once");
-        println!(
-            "contention AMQP (PostgreSQL, 2 consumers, batches of 50, prefilled), {count} orders on {skus} SKU(s): update-stock {:.0} msgs/s, {:.3} runs per handled message ({} run inside the settle for stale reads, {} rescheduled); stateless {:.0} msgs/s: {:.2}x of stateless",
-            stateful.rate,
-            runs.runs as f64 / runs.handled as f64,
-            runs.resolved,
-            runs.rescheduled,
-            stateless.rate,
-            stateful.rate / stateless.rate,
+        print_line(
+            &format!(
+                "AMQP (PostgreSQL, 2 consumers, batches of 50, prefilled), {count} orders on {skus} SKU(s)"
+            ),
+            &stateful,
+            &stateless,
+            "",
         );
     }
     println!(
