@@ -1,7 +1,8 @@
 //! The input of `wharf publish --ndjson`: one message per line, a JSON object
 //! `{"message": <payload>, "id"?: "<uuid>", "kind"?: "<kind>", "headers"?: {"k": "v"}}`
 //! (the HTTP API's publish shape). `--kind` and `--header` give defaults; blank lines are
-//! skipped. A line that cannot be read is an error naming its number.
+//! skipped. A line that cannot be read is an error naming its number. [`Message`] is what
+//! `wharf publish` sends, from a line or from its flags.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -10,7 +11,20 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::publish::Message;
+/// One message to publish.
+#[derive(Debug)]
+pub(super) struct Message {
+    /// Its line of the `--ndjson` input.
+    pub line: Option<usize>,
+    /// Its id.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Its headers.
+    pub headers: BTreeMap<String, String>,
+    /// Its body.
+    pub payload: Vec<u8>,
+}
 
 /// One line as written.
 #[derive(Deserialize)]

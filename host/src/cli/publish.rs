@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use uuid::Uuid;
 
+use super::ndjson::{self, Message};
 use crate::config::Config;
 use crate::effects::Destination;
 use crate::envelope::NewMessage;
@@ -62,21 +63,6 @@ pub struct PublishArgs {
     ndjson: Option<PathBuf>,
 }
 
-/// One message to publish.
-#[derive(Debug)]
-pub(super) struct Message {
-    /// Its line of the `--ndjson` input.
-    pub line: Option<usize>,
-    /// Its id.
-    pub id: Uuid,
-    /// Its kind.
-    pub kind: String,
-    /// Its headers.
-    pub headers: BTreeMap<String, String>,
-    /// Its body.
-    pub payload: Vec<u8>,
-}
-
 fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -101,12 +87,12 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             })?)]
         }
         (_, _, Some(path)) if path.as_os_str() == "-" => {
-            super::ndjson::read(std::io::stdin().lock(), args.kind.as_deref(), &headers)?
+            ndjson::read(std::io::stdin().lock(), args.kind.as_deref(), &headers)?
         }
         (_, _, Some(path)) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            super::ndjson::read(BufReader::new(file), args.kind.as_deref(), &headers)?
+            ndjson::read(BufReader::new(file), args.kind.as_deref(), &headers)?
         }
         (None, None, None) => unreachable!("clap requires --json, --file or --ndjson"),
     };

@@ -5,7 +5,7 @@ when it builds the component), the host functions they import, and exporting a
 from typing import Type
 
 from .errors import Reject, Retry
-from .host import Exchange
+from .host import Exchange, by_default
 from .manifest import Manifest, _ms
 from .message import Message
 from .plugin import Plugin
@@ -59,6 +59,9 @@ class Imports:
 
     def config_get(self, key):
         return _config.get(key)
+
+
+by_default(Imports)
 
 
 def export(plugin: Type[Plugin]) -> type:

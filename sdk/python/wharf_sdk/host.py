@@ -2,7 +2,7 @@
 (:mod:`wharf_sdk.component`), or the :class:`wharf_sdk.testing.TestHost` a test
 installed. Plugin authors do not need this."""
 
-from typing import List, Optional, Protocol, Tuple, Union
+from typing import Callable, List, Optional, Protocol, Tuple, Union
 
 
 class Queue(str):
@@ -37,15 +37,23 @@ class Host(Protocol):
 
 
 _installed: Optional[Host] = None
+_default: Optional[Callable[[], Host]] = None
 
 
 def current() -> Host:
-    """The host of the call in progress."""
+    """The host of the call in progress: the one installed, else the default's."""
     if _installed is not None:
         return _installed
-    from .component import Imports
+    if _default is None:
+        raise RuntimeError("wharf_sdk has no host: import wharf_sdk, not its modules alone")
+    return _default()
 
-    return Imports()
+
+def by_default(host: Callable[[], Host]) -> None:
+    """Where calls go when no host is installed (:mod:`wharf_sdk.component` sets its
+    imports)."""
+    global _default
+    _default = host
 
 
 def install(host: Optional[Host]) -> Optional[Host]:

@@ -43,14 +43,16 @@ use uuid::Uuid;
 mod quota;
 mod resolve;
 mod rows;
+mod usage;
 mod view;
 
 use quota::Quotas;
+pub use quota::StateQuota;
 pub(crate) use quota::plan;
-pub use quota::{StateQuota, StateUsage};
 pub use resolve::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView};
 pub(crate) use resolve::{StateLocks, resolve};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
+pub use usage::StateUsage;
 pub use view::StateView;
 pub(crate) use view::next_version;
 

@@ -12,8 +12,8 @@
 //! result that read a refused write is stale and runs again, as any stale read).
 
 use std::collections::BTreeMap;
-use std::ops::{Add, AddAssign, Sub};
 
+use super::usage::StateUsage;
 use super::view::StateView;
 use super::{PluginRuns, SettlePlan, SettleRunner, StateLocks};
 use crate::store::{Result, Settlement};
@@ -25,73 +25,6 @@ pub struct StateQuota {
     pub keys: u64,
     /// Bytes of keys and values.
     pub bytes: u64,
-}
-
-/// State held, or a change of it: keys, and bytes of keys and values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateUsage {
-    /// Keys.
-    pub keys: i64,
-    /// Bytes of keys and values.
-    pub bytes: i64,
-}
-
-impl StateUsage {
-    /// What key `key` holding a value of `value` bytes (`None`: absent) uses.
-    pub(crate) fn of(key: &str, value: Option<usize>) -> Self {
-        match value {
-            Some(len) => Self {
-                keys: 1,
-                bytes: (key.len() + len) as i64,
-            },
-            None => Self::default(),
-        }
-    }
-
-    /// Whether, as a change, it is none.
-    pub(crate) fn is_zero(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// The first quota that `self` held takes over when `added` is added to it: its
-    /// setting, the usage and the quota. A change that does not grow a dimension never
-    /// goes over it (a plugin over a lowered quota may still shrink).
-    fn over(&self, added: Self, quota: StateQuota) -> Option<(&'static str, i64, u64)> {
-        let total = *self + added;
-        if added.keys > 0 && total.keys as u64 > quota.keys {
-            return Some(("max_state_keys", total.keys, quota.keys));
-        }
-        if added.bytes > 0 && total.bytes as u64 > quota.bytes {
-            return Some(("max_state_bytes", total.bytes, quota.bytes));
-        }
-        None
-    }
-}
-
-impl Add for StateUsage {
-    type Output = Self;
-    fn add(self, other: Self) -> Self {
-        Self {
-            keys: self.keys + other.keys,
-            bytes: self.bytes + other.bytes,
-        }
-    }
-}
-
-impl Sub for StateUsage {
-    type Output = Self;
-    fn sub(self, other: Self) -> Self {
-        Self {
-            keys: self.keys - other.keys,
-            bytes: self.bytes - other.bytes,
-        }
-    }
-}
-
-impl AddAssign for StateUsage {
-    fn add_assign(&mut self, other: Self) {
-        *self = *self + other;
-    }
 }
 
 /// Plan `held` (resolved over `view`) within the state quotas of its plugins: see the
@@ -142,8 +75,18 @@ struct Room {
 }
 
 impl Room {
+    /// The first quota the usage takes over when `added` is added to it: its setting,
+    /// the usage and the quota. A change that does not grow a dimension never goes over
+    /// it (a plugin over a lowered quota may still shrink).
     fn over(&self, added: StateUsage) -> Option<(&'static str, i64, u64)> {
-        self.used.over(added, self.quota)
+        let total = self.used + added;
+        if added.keys > 0 && total.keys as u64 > self.quota.keys {
+            return Some(("max_state_keys", total.keys, self.quota.keys));
+        }
+        if added.bytes > 0 && total.bytes as u64 > self.quota.bytes {
+            return Some(("max_state_bytes", total.bytes, self.quota.bytes));
+        }
+        None
     }
 }
 
@@ -206,21 +149,18 @@ mod tests {
     #[test]
     fn only_growth_goes_over_a_quota() {
         let quota = StateQuota { keys: 2, bytes: 10 };
-        let held = StateUsage { keys: 2, bytes: 8 };
+        let room = |keys, bytes| Room {
+            quota,
+            used: StateUsage { keys, bytes },
+        };
         let one_key = StateUsage { keys: 1, bytes: 1 };
-        assert_eq!(held.over(one_key, quota), Some(("max_state_keys", 3, 2)));
+        assert_eq!(room(2, 8).over(one_key), Some(("max_state_keys", 3, 2)));
         let bigger = StateUsage { keys: 0, bytes: 3 };
-        assert_eq!(held.over(bigger, quota), Some(("max_state_bytes", 11, 10)));
-        let over_already = StateUsage { keys: 5, bytes: 50 };
+        assert_eq!(room(2, 8).over(bigger), Some(("max_state_bytes", 11, 10)));
         let shrink = StateUsage {
             keys: -1,
             bytes: -5,
         };
-        assert_eq!(over_already.over(shrink, quota), None);
-        assert_eq!(
-            StateUsage::of("ab", Some(3)),
-            StateUsage { keys: 1, bytes: 5 }
-        );
-        assert!(StateUsage::of("ab", None).is_zero());
+        assert_eq!(room(5, 50).over(shrink), None, "over already, shrinking");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::quota::StateUsage;
+use super::usage::StateUsage;
 use crate::effects::Effects;
 
 /// The version a key has after a write: one more, or 0 when deleted (absent).

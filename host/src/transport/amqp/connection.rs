@@ -10,10 +10,27 @@ use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{Mutex, watch};
 
-use super::supervisor::SuperviseError;
-use super::{AmqpConfig, ConsumeError, topology};
+use super::{AmqpConfig, topology};
 use crate::shutdown::sleep_or_stop;
 use crate::transport::OUTAGE_BACKOFF;
+
+/// Why the connection cannot be opened, for a reason that will not go away by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The broker refused the connection.
+    #[error(
+        "cannot connect to the AMQP broker at {url}: {source}; check amqp.url (user, password, virtual host)"
+    )]
+    Refused {
+        /// The broker URL without its password.
+        url: String,
+        /// What lapin reported.
+        source: lapin::Error,
+    },
+    /// The topology cannot be declared on it.
+    #[error(transparent)]
+    Declare(topology::DeclareError),
+}
 
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +73,7 @@ impl<'a> SharedConnection<'a> {
     pub(super) async fn connection(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<Arc<Connection>>, SuperviseError> {
+    ) -> Result<Option<Arc<Connection>>, ConnectError> {
         let mut current = self.current.lock().await;
         if let Some(connection) = current.as_ref().filter(|c| c.status().connected()) {
             return Ok(Some(connection.clone()));
@@ -80,10 +97,10 @@ impl<'a> SharedConnection<'a> {
                     return Ok(Some(connection));
                 }
                 Err(Opening::Connect(e)) if !super::is_transient(&e) => {
-                    return Err(SuperviseError::Connect { url, source: e });
+                    return Err(ConnectError::Refused { url, source: e });
                 }
                 Err(Opening::Declare(e)) if !e.is_transient() => {
-                    return Err(ConsumeError::Declare(e).into());
+                    return Err(ConnectError::Declare(e));
                 }
                 Err(Opening::Connect(e)) => e.to_string(),
                 Err(Opening::Declare(e)) => e.to_string(),

@@ -16,8 +16,7 @@ use lapin::Connection;
 use tokio::sync::watch;
 
 use super::ConsumeSpec;
-use super::connection::BrokerLink;
-use super::connection::SharedConnection;
+use super::connection::{BrokerLink, ConnectError, SharedConnection};
 use super::consumer::{ConsumeReport, Consumer};
 use super::relay::{Relay, RelayError, RelayReport};
 use super::{AmqpConfig, ConsumeError};
@@ -33,15 +32,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
     /// The broker refused the connection for a reason that will not go away by itself.
-    #[error(
-        "cannot connect to the AMQP broker at {url}: {source}; check amqp.url (user, password, virtual host)"
-    )]
-    Connect {
-        /// The broker URL without its password.
-        url: String,
-        /// What lapin reported.
-        source: lapin::Error,
-    },
+    #[error(transparent)]
+    Connect(ConnectError),
     /// The topology or a consumer failed for a reason that will not go away by itself.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
@@ -50,11 +42,20 @@ pub enum SuperviseError {
     Relay(#[from] RelayError),
 }
 
+impl From<ConnectError> for SuperviseError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Declare(e) => Self::Consume(ConsumeError::Declare(e)),
+            refused => Self::Connect(refused),
+        }
+    }
+}
+
 impl SuperviseError {
     /// Will the failed task work again once the broker or the database is back?
     pub fn is_transient(&self) -> bool {
         match self {
-            SuperviseError::Connect { .. } => false,
+            SuperviseError::Connect(_) => false,
             SuperviseError::Consume(e) => e.is_transient(),
             SuperviseError::Relay(e) => e.is_transient(),
         }

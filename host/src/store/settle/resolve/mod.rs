@@ -49,8 +49,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::quota::{StateQuota, StateUsage};
+use super::quota::StateQuota;
 use super::state_keys;
+use super::usage::StateUsage;
 use super::view::StateView;
 use crate::envelope::Envelope;
 use crate::outcome::Verdict;
