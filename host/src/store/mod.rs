@@ -216,7 +216,7 @@ pub trait Store: registry::Registry + flow::FlowHistory + Send + Sync {
 
     /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
     /// operator sent it back): a redelivered message skips them.
-    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>>;
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>>;
 
     /// Settle a batch a transport delivered, in one transaction: ledger rows, effects,
     /// attempt errors and dead letters as [`Store::settle`] writes them, but there is no

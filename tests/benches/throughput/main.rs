@@ -241,7 +241,13 @@ async fn publish_to_handled(host: Host, payload: &[u8]) -> (f64, f64) {
             .enqueue(std::slice::from_ref(&message))
             .await
             .unwrap();
-        while host.store.settled(&[message.id]).await.unwrap().is_empty() {
+        while host
+            .store
+            .settled_plugins(&[message.id])
+            .await
+            .unwrap()
+            .is_empty()
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         latencies.push(started.elapsed().as_secs_f64() * 1e3);

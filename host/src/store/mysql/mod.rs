@@ -246,7 +246,7 @@ impl Store for MySqlStore {
         settled
     }
 
-    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         Ok(settled_of(&mut conn, ids).await?.by_id)
     }

@@ -207,7 +207,7 @@ impl Store for PostgresStore {
         settled
     }
 
-    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         delivered::settled(&self.pool, ids).await
     }
 

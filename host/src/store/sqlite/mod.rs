@@ -203,7 +203,7 @@ impl Store for SqliteStore {
         settled
     }
 
-    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         settled_of(&mut conn, ids).await
     }

@@ -26,7 +26,7 @@ impl Consumer {
     ) -> Result<(Vec<Settlement>, u64), StoreError> {
         if self.amqp.ledger && seen && !envelopes.is_empty() {
             let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
-            let mut settled = self.store.settled(&ids).await?;
+            let mut settled = self.store.settled_plugins(&ids).await?;
             for message in &mut envelopes {
                 if let Some(plugins) = settled.remove(&message.id) {
                     message.settled_plugins = plugins;
