@@ -11,143 +11,17 @@
 //! overview fits a phone's width. A screenshot of each page is kept under
 //! the test's output directory (`target/tmp/dashboard/`).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use serde_json::json;
 use wharf_host::dispatch::report;
-use wharf_tests::browser::{self, CHROMEDRIVER, CHROMIUM};
+use wharf_tests::browser::{
+    self, Driver, click, confirm, present, screenshot, session, table_rows, wait_text,
+};
 use wharf_tests::http::{OPERATE, READ, serve};
 use wharf_tests::{Backend, Host, plugin_wasm};
-
-/// A `chromedriver` on a free port, stopped when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Driver {
-    fn start() -> Driver {
-        browser::ensure_installed();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        Driver { child, port }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A headless chromium session with a fresh profile, `width` x `height`.
-async fn session(driver: &Driver, profile: &Path) -> Client {
-    let options = json!({
-        "binary": CHROMIUM,
-        "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-            format!("--user-data-dir={}", profile.display()), "--window-size=1280,900",
-        ],
-    });
-    let capabilities = serde_json::Map::from_iter([("goog:chromeOptions".to_owned(), options)]);
-    let url = format!("http://127.0.0.1:{}", driver.port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(client) => return client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("no WebDriver session from chromedriver: {e}"),
-        }
-    }
-}
-
-/// Wait until `css` matches an element whose text contains `text`.
-async fn wait_text(client: &Client, css: &str, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let found = match client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if found.contains(text) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{css} never said {text:?} (last: {found:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Accept the confirmation dialog the last click opened; its text.
-async fn confirm(client: &Client) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = client.get_alert_text().await {
-            client.accept_alert().await.unwrap();
-            return text;
-        }
-        assert!(Instant::now() < deadline, "no confirmation dialog");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// The cells of each row of the table in `css`, by column title.
-async fn table_rows(client: &Client, css: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let script = format!(
-        "const t = document.querySelector({css:?}); if (!t) return [];
-         const titles = [...t.querySelectorAll('thead th')].map((th) => th.textContent);
-         return [...t.querySelectorAll('tbody tr')].map((tr) =>
-             Object.fromEntries([...tr.cells].map((td, i) => [titles[i], td.textContent])));"
-    );
-    let rows = client.execute(&script, vec![]).await.unwrap();
-    serde_json::from_value(rows).unwrap()
-}
-
-async fn present(client: &Client, css: &str) -> bool {
-    !client.find_all(Locator::Css(css)).await.unwrap().is_empty()
-}
-
-/// Keep a screenshot of what the browser shows as `name`.png.
-async fn screenshot(client: &Client, dir: &Path, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(base).await.unwrap();

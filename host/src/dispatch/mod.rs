@@ -162,7 +162,7 @@ impl Dispatcher {
         delays: Delays,
     ) -> Vec<Settlement> {
         let mut settlements = Vec::with_capacity(messages.len());
-        if messages.iter().any(|m| self.owes_a_first_look(m)) {
+        if self.owes_a_first_look(&messages) {
             let rest = messages.split_off(FIRST_LOOK.min(messages.len()));
             settlements = self.handle_concurrently(messages, delays).await;
             self.first_look(&settlements);
@@ -172,12 +172,18 @@ impl Dispatcher {
         settlements
     }
 
-    /// Whether a plugin due on `message` has not been measured yet.
-    fn owes_a_first_look(&self, message: &Envelope) -> bool {
-        self.plugins
-            .route(&message.kind)
-            .iter()
-            .any(|p| !message.settled_plugins.contains(p.name()) && !self.contention.seen(p.name()))
+    /// Whether a plugin subscribed to a kind of `messages` has not been measured yet:
+    /// each kind routed once, not each message (a batch holds a few kinds).
+    fn owes_a_first_look(&self, messages: &[Envelope]) -> bool {
+        let mut kinds: Vec<&str> = messages.iter().map(|m| m.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds.iter().any(|kind| {
+            self.plugins
+                .route(kind)
+                .iter()
+                .any(|p| !self.contention.seen(p.name()))
+        })
     }
 
     /// [`Dispatcher::handle_batch`] without the first look.
