@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{MySqlConnection, MySqlPool, Row};
 use uuid::Uuid;
 
+use super::again_on_deadlock;
 use super::keyed::{self, IDS};
 use super::settle::{Settling, lock_messages, settle_batch};
-use super::{DEADLOCK_RETRIES, is_deadlock};
 use crate::store::delivered::drop_settled;
 use crate::store::{Delivered, Result, SettleRunner, Settlement};
 
@@ -65,18 +65,12 @@ pub(super) async fn settle(
     batch: &mut [Settlement],
     runner: &dyn SettleRunner,
 ) -> Result<Delivered> {
-    let mut tries = 0;
-    loop {
+    again_on_deadlock!(async {
         let mut tx = pool.begin().await?;
-        match settle_in(&mut tx, batch, runner).await {
-            Ok(delivered) => {
-                tx.commit().await?;
-                return Ok(delivered);
-            }
-            Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
-            Err(e) => return Err(e),
-        }
-    }
+        let delivered = settle_in(&mut tx, batch, runner).await?;
+        tx.commit().await?;
+        Ok(delivered)
+    })
 }
 
 /// [`settle`] inside the transaction `conn` is in.

@@ -140,7 +140,7 @@ pub(super) fn uuid_text(column: &str) -> String {
 }
 
 /// How many times a transaction InnoDB chose as a deadlock victim is run again.
-const DEADLOCK_RETRIES: u32 = 5;
+pub(super) const DEADLOCK_RETRIES: u32 = 5;
 
 /// Whether `e` says InnoDB rolled the transaction back to break a deadlock (or it waited
 /// too long for a lock): running it again is the cure.
@@ -152,6 +152,28 @@ pub(super) fn is_deadlock(e: &StoreError) -> bool {
         _ => false,
     }
 }
+
+/// Run the transaction `$body` (an async block) again, up to [`DEADLOCK_RETRIES`] times,
+/// when InnoDB chose it as a deadlock victim: it was rolled back whole, so running it again
+/// is safe.
+macro_rules! again_on_deadlock {
+    ($body:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $body.await {
+                Err(e)
+                    if $crate::store::mysql::is_deadlock(&e)
+                        && tries < $crate::store::mysql::DEADLOCK_RETRIES =>
+                {
+                    tries += 1;
+                    tracing::debug!("chosen as a deadlock victim; running it again: {e}");
+                }
+                done => break done,
+            }
+        }
+    }};
+}
+pub(super) use again_on_deadlock;
 
 /// The database clock, in Unix milliseconds.
 pub(super) async fn now(conn: &mut MySqlConnection) -> Result<i64> {
@@ -176,19 +198,13 @@ where
 #[async_trait::async_trait]
 impl Store for MySqlStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
-        let mut tries = 0;
-        loop {
+        again_on_deadlock!(async {
             let mut tx = self.pool.begin().await?;
             let now = now(&mut tx).await?;
-            match insert_new(&mut tx, messages, now).await {
-                Ok(inserted) => {
-                    tx.commit().await?;
-                    return Ok(inserted);
-                }
-                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
-                Err(e) => return Err(e),
-            }
-        }
+            let inserted = insert_new(&mut tx, messages, now).await?;
+            tx.commit().await?;
+            Ok(inserted)
+        })
     }
 
     async fn claim(
@@ -198,13 +214,9 @@ impl Store for MySqlStore {
         mode: ClaimMode,
         lease: Duration,
     ) -> Result<Claim> {
-        let mut tries = 0;
-        loop {
-            match claim::claim(&self.pool, queues, limit, mode, self.holds, lease).await {
-                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
-                claimed => return claimed,
-            }
-        }
+        again_on_deadlock!(claim::claim(
+            &self.pool, queues, limit, mode, self.holds, lease
+        ))
     }
 
     async fn settle(
@@ -302,11 +314,11 @@ impl Store for MySqlStore {
     }
 
     async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        failed::retry(&self.pool, filter, limit).await
+        again_on_deadlock!(failed::retry(&self.pool, filter, limit))
     }
 
     async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        failed::delete(&self.pool, filter, limit).await
+        again_on_deadlock!(failed::delete(&self.pool, filter, limit))
     }
 
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {

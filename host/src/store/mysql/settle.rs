@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
-use super::{DEADLOCK_RETRIES, is_deadlock, now, push_list};
+use super::{again_on_deadlock, now, push_list};
 use crate::store::settle::{
     SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, finish, plan, resolve,
 };
@@ -52,17 +52,10 @@ pub(super) async fn settle_leased(
     batch: &mut [Settlement],
     runner: &dyn SettleRunner,
 ) -> Result<SettleSummary> {
-    let mut tries = 0;
-    loop {
+    again_on_deadlock!(async {
         let tx = pool.begin().await?;
-        match settle_in(tx, batch, Settling::Leased, runner).await {
-            Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => {
-                tries += 1;
-                tracing::debug!("settle chosen as a deadlock victim; running it again: {e}");
-            }
-            settled => return settled,
-        }
-    }
+        settle_in(tx, batch, Settling::Leased, runner).await
+    })
 }
 
 /// Settle `batch` in `tx` and end it ([`finish`]).
