@@ -5,9 +5,11 @@
 //! ```text
 //! wharf publish / a handler's publish
 //!   -> store::Store::enqueue          dedup on arrival (message id), row in the inbox
-//!   -> transport::inbox::Worker       claim a batch of a lane's queues (held transaction
-//!                                     or lease); or transport::amqp::consumer: a batch
-//!                                     of deliveries, minus plugins the ledger has settled
+//!   -> transport::pump                the one loop over every transport::source::Source:
+//!                                     transport::inbox claims a batch of a lane's queues
+//!                                     (held transaction or lease); transport::amqp::consumer
+//!                                     takes a batch of deliveries, minus plugins the
+//!                                     ledger has settled
 //!   -> dispatch::Dispatcher::handle_batch
 //!                                     route, call, classify; circuit breaker, the plugin's
 //!                                     own permits, then the host-wide call budget; a
@@ -27,7 +29,8 @@
 //!                                     (settle_delivered for AMQP, then ack)
 //! ```
 //!
-//! `cli` is the `wharf` binary's front end; `config` loads and validates its settings;
+//! `server` puts a host together from its config and runs it; `cli` is the `wharf`
+//! binary's front end, which only parses; `config` loads and validates its settings;
 //! `http` serves the admin API (health probes, `/metrics`, and the CLI's operations behind
 //! tokens); `metrics` names what the message path counts; `trace` carries a message's W3C
 //! trace context through each handler call to what it publishes.
@@ -35,7 +38,7 @@
 //! ## Glossary
 //!
 //! - **transport**: where messages come from: the inbox table (`transport::inbox`) or
-//!   RabbitMQ (`transport::amqp`).
+//!   RabbitMQ (`transport::amqp`), each a **source** driven by the one **pump**.
 //! - **attempt**: one run of one plugin on one message; a retry counts one, a stale read
 //!   or an open breaker does not.
 //! - **verdict**: what a (message, plugin) pair comes to: handled, retry, dead, deferred,
@@ -74,6 +77,7 @@ pub mod plugins;
 pub mod retry;
 pub mod router;
 pub mod runtime;
+pub mod server;
 pub mod setting;
 pub mod shutdown;
 pub mod store;

@@ -9,9 +9,10 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
-use wharf_host::transport::amqp::consumer::{ConsumeReport, Consumer};
+use wharf_host::transport::amqp::consumer::Consumer;
 use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
 use wharf_host::transport::amqp::topology;
+use wharf_host::transport::pump::{Progress, Report};
 
 use crate::{Backend, Host, confirming_channel, route_orders, unique_name};
 
@@ -111,11 +112,7 @@ impl Broker {
     }
 
     /// Run a consumer until `done` holds (panics after 20 s), then stop it.
-    pub async fn consume_until(
-        &self,
-        what: &str,
-        done: impl AsyncFn(&Host) -> bool,
-    ) -> ConsumeReport {
+    pub async fn consume_until(&self, what: &str, done: impl AsyncFn(&Host) -> bool) -> Report {
         let (stop, stopped) = watch::channel(false);
         let consumer = Consumer::new(
             self.host.config.amqp.consume[0].clone(),
@@ -124,11 +121,11 @@ impl Broker {
             self.host.dispatcher.clone(),
         );
         let running = async {
-            let mut report = ConsumeReport::default();
+            let progress = Progress::new("amqp");
             consumer
-                .run(&self.connection, stopped, &mut report)
+                .run(&self.connection, stopped, &progress)
                 .await
-                .map(|()| report)
+                .map(|()| progress.report())
         };
         let watching = async {
             let deadline = Instant::now() + Duration::from_secs(20);

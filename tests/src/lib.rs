@@ -26,7 +26,8 @@ use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::Artifact;
 use wharf_host::store::{self, Store};
-use wharf_host::transport::inbox::{RunReport, StopWhen, Worker};
+use wharf_host::transport::inbox::Worker;
+use wharf_host::transport::pump::{Report, StopWhen};
 
 pub use services::{
     amqp_connection, amqp_url, confirming_channel, fresh_mysql_database, fresh_postgres_schema,
@@ -241,8 +242,8 @@ impl Host {
     }
 
     /// Run until the inbox is empty, waiting out retry delays (bounded: panics after 10 s).
-    pub async fn drain(&self) -> RunReport {
-        let mut total = RunReport::default();
+    pub async fn drain(&self) -> Report {
+        let mut total = Report::default();
         for _ in 0..2_000 {
             let (_, rx) = tokio::sync::watch::channel(false);
             let report = self

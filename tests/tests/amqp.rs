@@ -34,7 +34,7 @@ async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend)
             h.count("SELECT COUNT(*) FROM processed").await == 25
         })
         .await;
-    assert_eq!(report.acked, 25);
+    assert_eq!(report.messages, 25);
     assert_eq!(broker.depth(&broker.queue).await, 0, "everything acked");
 
     // The same messages again, as a publisher's duplicates, then a new one: the
@@ -52,7 +52,7 @@ async fn acks_after_commit_and_a_redelivered_message_runs_once(backend: Backend)
             h.count("SELECT COUNT(*) FROM processed").await == 26
         })
         .await;
-    assert_eq!(report.acked, 6);
+    assert_eq!(report.messages, 6);
     assert_eq!(broker.depth(&broker.queue).await, 0);
     let host = &broker.host;
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 26);
@@ -83,8 +83,8 @@ async fn duplicates_delivered_to_two_consumers_at_once_are_settled_once(backend:
                 && b.depth(&b.queue).await == 0
         })
         .await;
-    assert_eq!(report.consumed.acked, 400, "{report:?}");
-    assert_eq!(report.consumed.duplicates, 200, "{report:?}");
+    assert_eq!(report.consumed.messages, 400, "{report:?}");
+    assert_eq!(report.consumed.settled.duplicates, 200, "{report:?}");
     let host = &broker.host;
     assert_eq!(host.count("SELECT COUNT(*) FROM outbox").await, 200);
     assert_eq!(host.count("SELECT COUNT(*) FROM plugin_state").await, 200);
@@ -191,9 +191,9 @@ async fn the_bridge_moves_deliveries_into_the_inbox_once_each(backend: Backend) 
                 && b.depth(&b.queue).await == 0
         })
         .await;
-    assert_eq!(report.consumed.acked, 26, "{report:?}");
-    assert_eq!(report.consumed.duplicates, 5, "{report:?}");
-    assert_eq!(report.consumed.dead, 1, "{report:?}");
+    assert_eq!(report.consumed.messages, 26, "{report:?}");
+    assert_eq!(report.consumed.settled.duplicates, 5, "{report:?}");
+    assert_eq!(report.consumed.settled.dead, 1, "{report:?}");
     let host = &broker.host;
     assert_eq!(
         host.count("SELECT COUNT(*) FROM processed").await,
@@ -296,10 +296,11 @@ async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_que
     };
     assert_eq!(value("count:hot").await, 300);
     assert_eq!(value("odd:hot").await, 150);
-    let runs: wharf_host::store::PluginRuns = report.consumed.plugins.values().copied().sum();
+    let runs: wharf_host::store::PluginRuns =
+        report.consumed.settled.plugins.values().copied().sum();
     eprintln!(
         "{backend:?}: {runs:?}, {} retried through a delay queue",
-        report.consumed.retried
+        report.consumed.settled.retried
     );
     assert_eq!(runs.handled, 300);
     // Each consumer's first batch runs its first 8 messages before the plugin is known
@@ -314,9 +315,9 @@ async fn a_hot_counter_from_two_consumers_settles_in_place_not_through_delay_que
     // runs newly touch (their first looks wrote different keys), and the one refused
     // sends the rest of its batch round once (49 messages).
     assert!(
-        report.consumed.retried <= 2 * 49,
+        report.consumed.settled.retried <= 2 * 49,
         "stale reads are resolved in the settle, not republished: {} went through a delay queue",
-        report.consumed.retried
+        report.consumed.settled.retried
     );
     assert_eq!(
         broker

@@ -53,7 +53,7 @@ async fn failed_retry_republishes_to_the_exchange_and_routing_key_it_came_from(b
         })
         .await;
     assert_eq!(report.relayed.sent, 1, "{report:?}");
-    assert_eq!(report.consumed.acked, 1, "{report:?}");
+    assert_eq!(report.consumed.messages, 1, "{report:?}");
     let handled: Vec<String> = second
         .query_rows(format!(
             "SELECT {} || ' ' || plugin FROM processed",
@@ -94,8 +94,8 @@ async fn retries_wait_in_growing_delay_queues_then_dead_letter(backend: Backend)
                 && h.count("SELECT COUNT(*) FROM failed_messages").await == 1
         })
         .await;
-    assert_eq!(report.retried, 2 + 4);
-    assert_eq!(report.dead, 1);
+    assert_eq!(report.settled.retried, 2 + 4);
+    assert_eq!(report.settled.dead, 1);
     let host = &broker.host;
     let delays: Vec<i64> = host
         .rows("SELECT delay_ms FROM attempt_errors WHERE delay_ms IS NOT NULL ORDER BY delay_ms")

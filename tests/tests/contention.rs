@@ -9,7 +9,7 @@ use serde_json::json;
 use wharf_host::config::Config;
 use wharf_host::envelope::NewMessage;
 use wharf_host::store::PluginRuns;
-use wharf_host::transport::inbox::RunReport;
+use wharf_host::transport::pump::Report;
 use wharf_tests::{Backend, Host, conformance, test_config};
 
 /// `n` increments of the counter `key`.
@@ -52,7 +52,7 @@ async fn assert_exact(host: &Host, key: &str, n: u64) {
     assert_eq!(host.count("SELECT COUNT(*) FROM failed_messages").await, 0);
 }
 
-fn runs(reports: &[&RunReport]) -> PluginRuns {
+fn runs(reports: &[&Report]) -> PluginRuns {
     reports.iter().map(|r| r.settled.runs()).sum()
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wharf_host::envelope::NewMessage;
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{
     Backend, Host, fresh_mysql_database, fresh_postgres_schema, mysql_url, plugin_wasm,
     postgres_url, test_config, victim_process,

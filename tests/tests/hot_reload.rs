@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::{Catalog, directory};
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{
     Backend, Host, conformance, handled_once_by_their_version, plugin_wasm, wait_for,
 };

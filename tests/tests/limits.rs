@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::PluginConfig;
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(

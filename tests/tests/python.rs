@@ -195,7 +195,7 @@ async fn a_redelivered_record_is_not_run_twice(backend: Backend) {
             h.count("SELECT COUNT(*) FROM processed").await == 2
         })
         .await;
-    assert_eq!(report.acked, 3, "{report:?}");
+    assert_eq!(report.messages, 3, "{report:?}");
     assert_eq!(broker.depth(&broker.queue).await, 0);
     let host = &broker.host;
     assert_eq!(state_json(host, "seq:o9").await, Some(json!(1)));

@@ -20,7 +20,7 @@ use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::fleet::Follower;
 use wharf_host::plugins::{Catalog, Source};
 use wharf_host::store::registry::{Deployed, Rollback};
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::http::{READ, call, serve};
 use wharf_tests::{
     Backend, Host, artifact, conformance, fresh_mysql_database, fresh_postgres_schema,

@@ -3,7 +3,7 @@
 use crate::config::Config;
 
 pub async fn audit(config: Config, limit: u32, json: bool) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let entries = store.audit_list(limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);

@@ -1,12 +1,10 @@
-//! `wharf cleanup` and the periodic cleanup of `wharf run --cleanup-older-than`.
+//! `wharf cleanup`: delete finished rows older than a duration, once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::config::Config;
-use crate::store::{Cleaned, Store};
 
 /// Options of `wharf cleanup`.
 #[derive(Debug, Args)]
@@ -22,7 +20,7 @@ pub struct CleanupArgs {
 }
 
 pub async fn cleanup(config: Config, args: CleanupArgs) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let cleaned = store.cleanup(args.older_than).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cleaned)?);
@@ -30,39 +28,8 @@ pub async fn cleanup(config: Config, args: CleanupArgs) -> anyhow::Result<()> {
         println!(
             "deleted rows older than {}: {}",
             humantime::format_duration(args.older_than),
-            summary(&cleaned)
+            cleaned
         );
     }
     Ok(())
-}
-
-fn summary(c: &Cleaned) -> String {
-    format!(
-        "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors",
-        c.received, c.processed, c.outbox, c.failed, c.attempt_errors
-    )
-}
-
-/// Clean up now and then every `every`, for as long as the returned task runs. A failed
-/// round is logged and tried again at the next one.
-pub fn periodic(
-    store: Arc<dyn Store>,
-    older_than: Duration,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match store.cleanup(older_than).await {
-                Ok(c) => tracing::info!(
-                    older_than = %humantime::format_duration(older_than),
-                    "cleanup: {}",
-                    summary(&c)
-                ),
-                Err(e) => tracing::warn!("cleanup failed (will try again in {every:?}): {e}"),
-            }
-        }
-    })
 }

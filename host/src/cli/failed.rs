@@ -144,7 +144,7 @@ fn plugin_label(f: &FailedMessage) -> String {
 }
 
 pub async fn failed(config: Config, command: FailedCommand) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     match command {
         FailedCommand::List {
             select,

@@ -9,19 +9,13 @@ mod plugins;
 mod publish;
 mod queues;
 mod run;
-mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::plugins::{Catalog, directory};
-use crate::runtime::Runtime;
-use crate::store::{self, Store};
 
 /// wharf: run message handlers shipped as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -78,7 +72,7 @@ pub async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run(args) => exporting(&config, run::run(config.clone(), args)).await,
-        Command::Serve => serve::serve(config).await,
+        Command::Serve => crate::server::admin(config).await,
         Command::Demo => exporting(&config, run::demo(config.clone())).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,
@@ -87,7 +81,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => cleanup::cleanup(config, args).await,
         Command::Audit { limit, json } => audit::audit(config, limit, json).await,
         Command::Migrate => {
-            open_store(&config).await?;
+            crate::server::open_store(&config).await?;
             println!("database {} is up to date", config.database.url);
             Ok(())
         }
@@ -146,31 +140,4 @@ pub fn init_tracing() {
             tracing::warn!("WHARF_LOG_FORMAT={other:?} is neither text nor json; logging text");
         }
     }
-}
-
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    store::open(&config.database.url)
-        .await
-        .with_context(|| format!("cannot open database {}", config.database.url))
-}
-
-/// Build the runtime and load the plugin directory, logging each refused file.
-async fn load_plugins(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<Catalog>)> {
-    let runtime = config
-        .sandbox()
-        .context("cannot start the WebAssembly runtime")?;
-    let catalog = Arc::new(Catalog::new());
-    let dir = &config.plugins.dir;
-    let errors = directory::load(&catalog, &runtime, dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot read plugin directory {}; set plugins.dir or WHARF_PLUGINS_DIR",
-                dir.display()
-            )
-        })?;
-    for error in &errors {
-        tracing::error!("plugin refused: {error}");
-    }
-    Ok((Arc::new(runtime), catalog))
 }

@@ -62,11 +62,11 @@ struct FileRow {
 }
 
 async fn list(config: Config, json: bool) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let hosts = store.host_reports().await?;
     let registry = store.active_deployments().await?;
     let directory = if hosts.is_empty() {
-        let (_runtime, catalog) = super::load_plugins(&config).await?;
+        let (_runtime, catalog) = crate::server::load_plugins(&config).await?;
         let rows: Vec<FileRow> = catalog
             .current()
             .iter()
@@ -170,7 +170,7 @@ async fn deploy(config: Config, file: PathBuf) -> anyhow::Result<()> {
         .load_bytes(&file, wasm.clone())
         .await
         .context("not deployed")?;
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let artifact = Artifact {
         sha256: plugin.sha256.clone(),
         name: plugin.manifest.name.clone(),
@@ -203,7 +203,7 @@ async fn deploy(config: Config, file: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn rollback(config: Config, name: &str) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     match store.rollback(name).await? {
         Rollback::Done { from, to } => {
             println!(
@@ -228,7 +228,7 @@ async fn rollback(config: Config, name: &str) -> anyhow::Result<()> {
 }
 
 async fn history(config: Config, name: &str, json: bool) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let deployments = store.history(name).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&deployments)?);

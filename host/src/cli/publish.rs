@@ -166,7 +166,7 @@ impl Progress {
 }
 
 async fn to_inbox(config: &Config, queue: &str, messages: Vec<Message>) -> anyhow::Result<()> {
-    let store = super::open_store(config).await?;
+    let store = crate::server::open_store(config).await?;
     let total = messages.len();
     let mut progress = Progress::new(total);
     let (mut done, mut queued) = (0, 0);

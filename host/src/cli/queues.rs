@@ -6,7 +6,7 @@ use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::depth::depths;
 
 pub async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
-    let store = super::open_store(&config).await?;
+    let store = crate::server::open_store(&config).await?;
     let (inbox, amqp_failed): (Vec<QueueStats>, Vec<QueueStats>) = store
         .queue_stats()
         .await?

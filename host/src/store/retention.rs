@@ -21,6 +21,16 @@ pub struct Cleaned {
     pub attempt_errors: u64,
 }
 
+impl std::fmt::Display for Cleaned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors",
+            self.received, self.processed, self.outbox, self.failed, self.attempt_errors
+        )
+    }
+}
+
 impl Cleaned {
     /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
     pub(crate) fn of([processed, received, outbox, attempt_errors, failed]: [u64; 5]) -> Self {

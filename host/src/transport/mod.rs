@@ -1,10 +1,12 @@
-//! Transports: where messages come from. `inbox` claims batches from the store's inbox
-//! table; `amqp` consumes RabbitMQ queues (and relays the outbox to exchanges). Both hand
-//! their messages to the same `dispatch` and settle each batch in one transaction of the
-//! store; what they share is here.
+//! Transports: where messages come from. Each is a [`source::Source`] (take a batch
+//! with what holds it, keep it held while its handlers run, settle it and release it at
+//! the source), driven by the one [`pump`]: `inbox` claims batches from the store's inbox
+//! table; `amqp` consumes RabbitMQ queues (and relays the outbox to exchanges).
 
 pub mod amqp;
 pub mod inbox;
+pub mod pump;
+pub mod source;
 
 use crate::retry::RetryPolicy;
 

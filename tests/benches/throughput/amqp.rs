@@ -269,6 +269,6 @@ pub(crate) async fn consume_all(host: Host, last: uuid::Uuid) -> f64 {
     };
     let (report, elapsed) = tokio::join!(running, watching);
     let report = report.expect("the consumer ran without errors");
-    assert_eq!(report.consumed.acked, MESSAGES as u64 + 1, "{report:?}");
+    assert_eq!(report.consumed.messages, MESSAGES as u64 + 1, "{report:?}");
     MESSAGES as f64 / elapsed.as_secs_f64()
 }

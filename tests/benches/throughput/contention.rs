@@ -201,7 +201,7 @@ async fn over_amqp(kind: &str, count: usize, skus: usize) -> Drained {
     }
     Drained {
         rate: count as f64 / elapsed.as_secs_f64(),
-        runs: report.consumed.plugins.values().copied().sum(),
+        runs: report.consumed.settled.plugins.values().copied().sum(),
     }
 }
 

@@ -27,7 +27,8 @@ use uuid::Uuid;
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Outcome;
 use wharf_host::runtime::{CallContext, Plugin, Runtime, StateReader};
-use wharf_host::transport::inbox::{InboxConfig, StopWhen};
+use wharf_host::transport::inbox::InboxConfig;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, plugin_wasm, test_config};
 
 use cpu::{CpuCost, POSTGRES, print_apart};

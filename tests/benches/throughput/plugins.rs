@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use wharf_host::envelope::NewMessage;
 use wharf_host::plugins::fleet::Follower;
-use wharf_host::transport::inbox::StopWhen;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, artifact};
 
 /// Messages per second of the steady stream.

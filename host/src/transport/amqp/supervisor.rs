@@ -9,6 +9,8 @@
 //! settled. Errors only an operator can fix (access refused, a queue that does not exist,
 //! arguments that conflict with the broker's) stop the supervisor with the reason.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +19,14 @@ use tokio::sync::watch;
 
 use super::ConsumeSpec;
 use super::connection::{BrokerLink, ConnectError, SharedConnection};
-use super::consumer::{ConsumeReport, Consumer};
+use super::consumer::Consumer;
 use super::relay::{Relay, RelayError, RelayReport};
 use super::{AmqpConfig, ConsumeError};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
 use crate::transport::OUTAGE_BACKOFF;
+use crate::transport::pump::{Progress, Report};
 
 /// A task that ran this long before failing starts its backoff over.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -104,49 +107,42 @@ impl Supervisor {
         shutdown: watch::Receiver<bool>,
     ) -> Result<SuperviseReport, SuperviseError> {
         let shared = SharedConnection::new(&self.config, &self.link);
+        let progress = Progress::new("amqp");
         let mut consumers = Vec::new();
         for spec in &self.config.consume {
             for _ in 0..spec.consumers {
-                consumers.push(self.consume(&shared, spec, shutdown.clone()));
+                consumers.push(self.consume(&shared, spec, &progress, shutdown.clone()));
             }
         }
         let relaying = self.relay(&shared, shutdown.clone());
         let result =
             futures::future::try_join(futures::future::try_join_all(consumers), relaying).await;
         shared.close().await;
-        let (consumed, (relayed, relay_restarts)) = result?;
-        let mut report = SuperviseReport {
+        let (restarts, (relayed, relay_restarts)) = result?;
+        Ok(SuperviseReport {
+            consumed: progress.report(),
             relayed,
-            restarts: relay_restarts,
-            ..SuperviseReport::default()
-        };
-        for (consumer, restarts) in consumed {
-            report.consumed += consumer;
-            report.restarts += restarts;
-        }
-        Ok(report)
+            restarts: relay_restarts + restarts.iter().sum::<u64>(),
+        })
     }
 
-    /// One consumer of `spec.queue`, kept running; its totals and restarts.
+    /// One consumer of `spec.queue`, kept running, adding to `progress`; its restarts.
     async fn consume(
         &self,
         shared: &SharedConnection<'_>,
         spec: &ConsumeSpec,
+        progress: &Progress,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<(ConsumeReport, u64), SuperviseError> {
+    ) -> Result<u64, SuperviseError> {
         let consumer = Consumer::new(
             spec.clone(),
             self.config.clone(),
             self.store.clone(),
             self.dispatcher.clone(),
         );
-        let mut task = Supervised::Consume(consumer, ConsumeReport::default());
+        let mut task = Supervised::Consume(consumer, progress);
         let what = format!("consumer of queue {}", spec.queue);
-        let restarts = keep_running(shared, &what, shutdown, &mut task).await?;
-        let Supervised::Consume(_, report) = task else {
-            unreachable!("the task stays a consumer")
-        };
-        Ok((report, restarts))
+        keep_running(shared, &what, shutdown, &mut task).await
     }
 
     /// The outbox relay (with `amqp.relay`), kept running; its totals and restarts.
@@ -176,7 +172,7 @@ impl Supervisor {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SuperviseReport {
     /// All consumers together.
-    pub consumed: ConsumeReport,
+    pub consumed: Report,
     /// The outbox relay.
     pub relayed: RelayReport,
     /// Times a consumer or the relay started again after losing its channel or
@@ -185,20 +181,24 @@ pub struct SuperviseReport {
 }
 
 /// What the supervisor keeps running, with its totals.
-enum Supervised {
-    Consume(Consumer, ConsumeReport),
+enum Supervised<'a> {
+    Consume(Consumer, &'a Progress),
     Relay(Relay, RelayReport),
 }
 
-impl Supervised {
+impl Supervised<'_> {
     async fn run(
         &mut self,
         connection: &Connection,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), SuperviseError> {
         match self {
-            Supervised::Consume(consumer, report) => {
-                Ok(consumer.run(connection, shutdown, report).await?)
+            Supervised::Consume(consumer, progress) => {
+                // Boxed: the pump's future is deep, and proving it `Send` where the
+                // supervisor is spawned overflowed the compiler's recursion limit.
+                let consuming: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(consumer.run(connection, shutdown, progress));
+                Ok(consuming.await?)
             }
             Supervised::Relay(relay, report) => Ok(relay.run(connection, shutdown, report).await?),
         }
@@ -212,7 +212,7 @@ async fn keep_running(
     shared: &SharedConnection<'_>,
     what: &str,
     mut shutdown: watch::Receiver<bool>,
-    task: &mut Supervised,
+    task: &mut Supervised<'_>,
 ) -> Result<u64, SuperviseError> {
     let mut restarts = 0;
     let mut failures = 0;

@@ -2,7 +2,7 @@
 //! `wharf publish`, by a handler, or bridged from AMQP). Lanes of claim -> dispatch ->
 //! settle loops take batches of due messages; the store holds each batch (a held
 //! transaction or a lease, [`claim_mode`]) until its settle, and a heartbeat keeps the
-//! claim while the handlers run (`worker`).
+//! claim while the handlers run (`worker`: the inbox as a [`crate::transport::source::Source`]).
 
 mod config;
 mod worker;
@@ -12,34 +12,7 @@ pub use worker::Worker;
 
 use std::time::Duration;
 
-use crate::store::{ClaimMode, SettleSummary};
-
-/// When [`Worker::run`] returns (besides a shutdown signal).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StopWhen {
-    /// After this many messages were settled.
-    pub limit: Option<u64>,
-    /// After this much time.
-    pub time_limit: Option<Duration>,
-    /// As soon as nothing is due.
-    pub until_idle: bool,
-}
-
-/// Totals of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunReport {
-    /// Messages claimed and settled.
-    pub messages: u64,
-    /// What the settles did.
-    pub settled: SettleSummary,
-}
-
-impl std::ops::AddAssign for RunReport {
-    fn add_assign(&mut self, other: Self) {
-        self.messages += other.messages;
-        self.settled += other.settled;
-    }
-}
+use crate::store::ClaimMode;
 
 /// How long a batch may keep its claim transaction open. A batch that runs longer (a
 /// slow plugin's calls queueing for its permits) is handed over to leases: an open

@@ -1,77 +1,22 @@
-//! The inbox worker: lanes of claim -> dispatch -> settle loops sharing one run's totals,
-//! backing off while the database is away; a heartbeat keeps a batch's claim while its
-//! handlers run and hands a long held claim over to leases.
+//! The inbox worker: lanes of the [`pump`] over the inbox as a [`Source`] (claim a batch
+//! of due messages, hold the claim while its handlers run, settle it in the store), all
+//! sharing one run's totals; a heartbeat keeps a batch's claim while its handlers run and
+//! hands a long held claim over to leases.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{HOLD_AT_MOST, InboxConfig, RunReport, StopWhen, claim_mode, lanes};
+use super::{HOLD_AT_MOST, InboxConfig, claim_mode, lanes};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
-use crate::shutdown::sleep_or_stop;
-use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Store, StoreError};
-use crate::trace;
-use crate::transport::OUTAGE_BACKOFF;
-
-/// Totals shared by the lanes of one [`Worker::run`].
-struct Progress {
-    started: Instant,
-    /// The totals, and when progress was last logged.
-    report: Mutex<(RunReport, Instant)>,
-    /// Messages claimed or being claimed, against [`StopWhen::limit`].
-    reserved: AtomicU64,
-}
-
-impl Progress {
-    /// How many messages the next claim may take: a batch, or what is left of `limit`.
-    fn reserve(&self, batch: u32, limit: Option<u64>) -> Option<u32> {
-        let Some(limit) = limit else {
-            return Some(batch);
-        };
-        let mut taken = 0;
-        self.reserved
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |reserved| {
-                taken = limit.saturating_sub(reserved).min(u64::from(batch));
-                Some(reserved + taken)
-            })
-            .expect("the update always succeeds");
-        (taken > 0).then_some(taken as u32)
-    }
-
-    /// Give back reserved messages that were not claimed.
-    fn release(&self, n: u64) {
-        self.reserved.fetch_sub(n, Ordering::SeqCst);
-    }
-
-    fn add(&self, messages: u64, summary: SettleSummary) {
-        let mut guard = self.report.lock().expect("no lane panicked");
-        let (report, last_logged) = &mut *guard;
-        *report += RunReport {
-            messages,
-            settled: summary,
-        };
-        if last_logged.elapsed() >= Duration::from_secs(5) {
-            let runs = report.settled.runs();
-            tracing::info!(
-                messages = report.messages,
-                handled = report.settled.handled,
-                retried = report.settled.retried,
-                dead = report.settled.dead,
-                runs = runs.runs,
-                resolved = runs.resolved,
-                rescheduled = runs.rescheduled,
-                "progress"
-            );
-            *last_logged = Instant::now();
-        }
-    }
-}
+use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Settlement, Store, StoreError};
+use crate::transport::pump::{self, Progress, Report, StopWhen};
+use crate::transport::source::{Batch, Source};
 
 /// Consumes the inbox with one set of plugins.
 #[derive(Clone)]
@@ -118,18 +63,21 @@ impl Worker {
         &self,
         stop: StopWhen,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<RunReport, StoreError> {
-        let progress = Arc::new(Progress {
-            started: Instant::now(),
-            report: Mutex::new((RunReport::default(), Instant::now())),
-            reserved: AtomicU64::new(0),
-        });
+    ) -> Result<Report, StoreError> {
+        let progress = Arc::new(Progress::new("inbox"));
         let mut running = JoinSet::new();
         for queues in lanes(&self.config.queues, self.config.batches_in_flight) {
-            let (worker, shutdown, progress) = (self.clone(), shutdown.clone(), progress.clone());
+            let lane = Lane {
+                worker: self.clone(),
+                queues,
+            };
+            let (shutdown, progress) = (shutdown.clone(), progress.clone());
             running.spawn(
-                async move { worker.lane(queues, stop, shutdown, &progress).await }
-                    .in_current_span(),
+                async move {
+                    let dispatcher = lane.worker.dispatcher.clone();
+                    pump::run(&lane, &dispatcher, stop, shutdown, &progress).await
+                }
+                .in_current_span(),
             );
         }
         while let Some(lane) = running.join_next().await {
@@ -139,84 +87,7 @@ impl Worker {
                 Err(e) => unreachable!("a lane is only cancelled with the run: {e}"),
             }
         }
-        let progress = Arc::into_inner(progress).expect("every lane has ended");
-        let (report, _) = progress.report.into_inner().expect("no lane panicked");
-        Ok(report)
-    }
-
-    /// One claim -> handle -> settle loop of [`Worker::run`], over `queues`.
-    async fn lane(
-        self,
-        queues: Vec<String>,
-        stop: StopWhen,
-        mut shutdown: watch::Receiver<bool>,
-        progress: &Progress,
-    ) -> Result<(), StoreError> {
-        let poll = Duration::from_millis(self.config.poll_interval_ms);
-        let mut failures = 0;
-        loop {
-            if *shutdown.borrow()
-                || stop
-                    .time_limit
-                    .is_some_and(|t| progress.started.elapsed() >= t)
-            {
-                return Ok(());
-            }
-            let Some(limit) = progress.reserve(self.config.batch_size, stop.limit) else {
-                return Ok(());
-            };
-            let batch = self.run_batch(&queues, limit).await;
-            let claimed = match batch {
-                Ok((claimed, summary)) => {
-                    progress.release(u64::from(limit) - claimed);
-                    progress.add(claimed, summary);
-                    claimed
-                }
-                Err(e) => {
-                    progress.release(limit.into());
-                    self.back_off(e, &mut failures, &mut shutdown).await?;
-                    continue;
-                }
-            };
-            if claimed == 0 {
-                if stop.until_idle {
-                    return Ok(());
-                }
-                tokio::select! {
-                    woke = self.store.wait_for_work(&queues, poll) => {
-                        if let Err(e) = woke {
-                            self.back_off(e, &mut failures, &mut shutdown).await?;
-                            continue;
-                        }
-                    }
-                    _ = shutdown.changed() => {}
-                }
-            }
-            failures = 0;
-        }
-    }
-
-    /// After a store error: give up on one an operator must fix, else wait (growing
-    /// from 100 ms to 10 s with the `failures` in a row) and let the lane go on. A batch
-    /// whose settle failed was not written; its messages return when their claim ends.
-    async fn back_off(
-        &self,
-        error: StoreError,
-        failures: &mut u32,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), StoreError> {
-        if !error.is_transient() {
-            return Err(error);
-        }
-        *failures += 1;
-        let delay = OUTAGE_BACKOFF.delay(*failures, &mut rand::rng());
-        tracing::warn!(
-            failures = *failures,
-            ?delay,
-            "the database failed ({error}); is it up? retrying"
-        );
-        sleep_or_stop(delay, shutdown).await;
-        Ok(())
+        Ok(progress.report())
     }
 
     /// Claim up to `limit` messages of `queues` (all when empty), handle them and settle
@@ -226,70 +97,11 @@ impl Worker {
         queues: &[String],
         limit: u32,
     ) -> Result<(u64, SettleSummary), StoreError> {
-        let lease = Duration::from_millis(self.config.lease_ms);
-        self.free_unsettled().await?;
-        let claiming = SystemTime::now();
-        let Claim {
-            mut messages,
-            mut hold,
-        } = self.store.claim(queues, limit, self.mode, lease).await?;
-        if messages.is_empty() {
-            return Ok((0, SettleSummary::default()));
-        }
-        trace::start_missing(&mut messages);
-        trace::batch_span("wharf.claim", claiming, &messages, Vec::new);
-        crate::metrics::claimed(&messages);
-        let claimed = messages.len() as u64;
-        let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
-        let held = matches!(hold, Hold::Transaction(_)).then(|| messages.clone());
-        let handling = self.dispatcher.handle_batch(messages, Delays::Jittered);
-        let (mut settlements, leased) = self
-            .heartbeat(&mut hold, claims, held, lease, handling)
-            .await;
-        if let Some(token) = leased {
-            for s in &mut settlements {
-                s.message.lock_token = token;
-            }
-        }
-        let runner = self.dispatcher.settle_runner(Delays::Jittered);
-        let settling = SystemTime::now();
-        let leased_claims = matches!(hold, Hold::Lease).then(|| {
-            settlements
-                .iter()
-                .map(|s| (s.message.id, s.message.lock_token))
-                .collect::<Vec<_>>()
-        });
-        match self.store.settle(hold, &mut settlements, &runner).await {
-            Ok(summary) => {
-                let messages = settlements.iter().map(|s| &s.message);
-                trace::batch_span("wharf.settle", settling, messages, || {
-                    trace::settle_attributes(&summary)
-                });
-                self.dispatcher.observe(&settlements, &summary);
-                crate::metrics::settled("inbox", &summary);
-                Ok((claimed, summary))
-            }
-            Err(e @ (StoreError::ClaimLost(_) | StoreError::HandledBefore(_))) => {
-                tracing::warn!(
-                    messages = claimed,
-                    "{e}; the batch's results are discarded and its messages will be handled again"
-                );
-                let summary = SettleSummary {
-                    fenced: claimed,
-                    ..SettleSummary::default()
-                };
-                Ok((claimed, summary))
-            }
-            Err(e) => {
-                if let Some(claims) = leased_claims {
-                    self.unsettled
-                        .lock()
-                        .expect("no panics under this lock")
-                        .extend(claims);
-                }
-                Err(e)
-            }
-        }
+        let lane = Lane {
+            worker: self.clone(),
+            queues: queues.to_vec(),
+        };
+        pump::once(&lane, &self.dispatcher, limit).await
     }
 
     /// Free the leases of batches whose settle failed, once the database answers: their
@@ -367,6 +179,121 @@ impl Worker {
                     Ok(_) => {}
                     Err(e) => tracing::warn!("renewing the batch's claim failed (will retry): {e}"),
                 },
+            }
+        }
+    }
+}
+
+/// One lane's inbox source: the queues it claims from (all when empty).
+struct Lane {
+    worker: Worker,
+    queues: Vec<String>,
+}
+
+impl Lane {
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.worker.config.lease_ms)
+    }
+}
+
+impl Source for Lane {
+    type Held = Hold;
+    type Error = StoreError;
+    /// A batch whose settle failed was not written; its messages return when their claim
+    /// ends (at once for a held transaction, freed by [`Worker::free_unsettled`] for a
+    /// lease).
+    const GOES_ON_AFTER_ERROR: bool = true;
+    /// Lanes give the overlap instead: `inbox.batches_in_flight` of them.
+    const PIPELINED: bool = false;
+
+    fn label(&self) -> &str {
+        "inbox"
+    }
+
+    fn batch_size(&self) -> u32 {
+        self.worker.config.batch_size
+    }
+
+    async fn take(&self, limit: u32) -> Result<Option<Batch<Hold>>, StoreError> {
+        let worker = &self.worker;
+        worker.free_unsettled().await?;
+        let Claim { messages, hold } = worker
+            .store
+            .claim(&self.queues, limit, worker.mode, self.lease())
+            .await?;
+        Ok((!messages.is_empty()).then(|| Batch {
+            taken: messages.len() as u64,
+            messages,
+            held: hold,
+        }))
+    }
+
+    async fn wait(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+        let poll = Duration::from_millis(self.worker.config.poll_interval_ms);
+        tokio::select! {
+            woke = self.worker.store.wait_for_work(&self.queues, poll) => woke,
+            _ = shutdown.changed() => Ok(()),
+        }
+    }
+
+    async fn handle(
+        &self,
+        batch: &mut Batch<Hold>,
+        dispatcher: &Dispatcher,
+    ) -> Result<Vec<Settlement>, StoreError> {
+        let messages = std::mem::take(&mut batch.messages);
+        let claims: Vec<(Uuid, Uuid)> = messages.iter().map(|m| (m.id, m.lock_token)).collect();
+        let held = matches!(batch.held, Hold::Transaction(_)).then(|| messages.clone());
+        let handling = dispatcher.handle_batch(messages, Delays::Jittered);
+        let (mut settlements, leased) = self
+            .worker
+            .heartbeat(&mut batch.held, claims, held, self.lease(), handling)
+            .await;
+        if let Some(token) = leased {
+            for s in &mut settlements {
+                s.message.lock_token = token;
+            }
+        }
+        Ok(settlements)
+    }
+
+    async fn finish(
+        &self,
+        hold: Hold,
+        settlements: &mut Vec<Settlement>,
+        dispatcher: &Dispatcher,
+    ) -> Result<SettleSummary, StoreError> {
+        let runner = dispatcher.settle_runner(Delays::Jittered);
+        let leased_claims = matches!(hold, Hold::Lease).then(|| {
+            settlements
+                .iter()
+                .map(|s| (s.message.id, s.message.lock_token))
+                .collect::<Vec<_>>()
+        });
+        match self.worker.store.settle(hold, settlements, &runner).await {
+            Ok(summary) => Ok(summary),
+            Err(e @ (StoreError::ClaimLost(_) | StoreError::HandledBefore(_))) => {
+                let fenced = settlements.len() as u64;
+                tracing::warn!(
+                    messages = fenced,
+                    "{e}; the batch's results are discarded and its messages will be handled again"
+                );
+                // Nothing of the batch was written: nothing to trace or observe.
+                settlements.clear();
+                Ok(SettleSummary {
+                    fenced,
+                    ..SettleSummary::default()
+                })
+            }
+            Err(e) => {
+                if let Some(claims) = leased_claims {
+                    self.worker
+                        .unsettled
+                        .lock()
+                        .expect("no panics under this lock")
+                        .extend(claims);
+                }
+                Err(e)
             }
         }
     }

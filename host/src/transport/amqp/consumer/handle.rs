@@ -3,7 +3,7 @@
 //! bridge, insert them into an inbox queue.
 
 use super::Consumer;
-use crate::dispatch::Delays;
+use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::store::{Settlement, StoreError};
@@ -23,6 +23,7 @@ impl Consumer {
         &self,
         mut envelopes: Vec<Envelope>,
         seen: bool,
+        dispatcher: &Dispatcher,
     ) -> Result<(Vec<Settlement>, u64), StoreError> {
         if self.amqp.ledger && seen && !envelopes.is_empty() {
             let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
@@ -33,7 +34,7 @@ impl Consumer {
                 }
             }
         }
-        let settlements = self.dispatcher.handle_batch(envelopes, Delays::Exact).await;
+        let settlements = dispatcher.handle_batch(envelopes, Delays::Exact).await;
         let ran_nothing = settlements
             .iter()
             .filter(|s| s.results.is_empty() && s.refused.is_none())

@@ -1,60 +1,39 @@
-//! A consumer of one AMQP queue: take a batch of deliveries, skip the plugins the ledger
-//! says already settled each message (a redelivery after a lost ack), dispatch, settle
-//! the batch in ONE database transaction, then publish retries to their delay queues
-//! and dead letters to the queue's DLQ (with publisher confirms), and only then ack the
-//! whole batch with `multiple=true`. A crash anywhere before the ack redelivers the
-//! batch; what was committed is found in the ledger and not run again. While a batch
-//! settles, the next one already buffered is looked up and handled; acks stay in
-//! delivery order. As a bridge
+//! A consumer of one AMQP queue, as a [`Source`] driven by the [`pump`]: take a batch of
+//! deliveries, skip the plugins the ledger says already settled each message (a
+//! redelivery after a lost ack), dispatch, settle the batch in ONE database transaction,
+//! then publish retries to their delay queues and dead letters to the queue's DLQ (with
+//! publisher confirms), and only then ack the whole batch with `multiple=true`. A crash
+//! anywhere before the ack redelivers the batch; what was committed is found in the
+//! ledger and not run again. Pipelined: while a batch settles, the next one already
+//! buffered is looked up and handled; acks stay in delivery order. As a bridge
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed.
 
 mod handle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use super::delivery::envelope;
 use super::republish::Republisher;
 use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
-use crate::store::{Delivered, NextAttempt, PluginRuns, Settlement, Store, add_runs};
-use crate::trace;
+use crate::store::{Delivered, NextAttempt, SettleSummary, Settlement, Store, StoreError};
+use crate::transport::pump::{self, Progress, StopWhen};
+use crate::transport::source::{Batch, Source, SourceError};
 use handle::needs_database;
 
-/// Totals of one consumer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumeReport {
-    /// Deliveries acked.
-    pub acked: u64,
-    /// Messages sent to a delay queue.
-    pub retried: u64,
-    /// Messages sent to the dead-letter queue.
-    pub dead: u64,
-    /// Deliveries of messages already settled (a redelivery after a lost ack, or a
-    /// duplicate), found in the ledger before the handlers ran (nothing ran) or while
-    /// settling (what ran was not written).
-    pub duplicates: u64,
-    /// Handler runs and stale reads of the settled batches, by plugin.
-    pub plugins: BTreeMap<String, PluginRuns>,
-}
-
-impl std::ops::AddAssign for ConsumeReport {
-    fn add_assign(&mut self, other: Self) {
-        self.acked += other.acked;
-        self.retried += other.retried;
-        self.dead += other.dead;
-        self.duplicates += other.duplicates;
-        add_runs(&mut self.plugins, other.plugins);
+impl SourceError for ConsumeError {
+    fn is_transient(&self) -> bool {
+        ConsumeError::is_transient(self)
     }
 }
 
@@ -89,20 +68,27 @@ impl Consumer {
         }
     }
 
+    fn store_error(&self) -> impl Fn(StoreError) -> ConsumeError + '_ {
+        |source| ConsumeError::Store {
+            queue: self.spec.queue.clone(),
+            source,
+        }
+    }
+
     /// Consume until `shutdown` turns true (the batch in hand is finished and acked) or
-    /// the channel fails, adding to `report`. The channel is closed either way: the
+    /// the channel fails, adding to `progress`. The channel is closed either way: the
     /// broker requeues whatever it delivered that was not acked.
     pub async fn run(
         &self,
         connection: &Connection,
         shutdown: watch::Receiver<bool>,
-        report: &mut ConsumeReport,
+        progress: &Progress,
     ) -> Result<(), ConsumeError> {
         let channel = connection
             .create_channel()
             .await
             .map_err(self.amqp_error())?;
-        let result = self.consume(&channel, shutdown, report).await;
+        let result = self.consume(&channel, shutdown, progress).await;
         if channel.status().connected() {
             // Best effort: a channel that cannot be closed goes with its connection.
             let _ = channel.close(200, "consumer stopped".into()).await;
@@ -113,8 +99,8 @@ impl Consumer {
     async fn consume(
         &self,
         channel: &Channel,
-        mut shutdown: watch::Receiver<bool>,
-        report: &mut ConsumeReport,
+        shutdown: watch::Receiver<bool>,
+        progress: &Progress,
     ) -> Result<(), ConsumeError> {
         let err = self.amqp_error();
         channel
@@ -125,7 +111,7 @@ impl Consumer {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(&err)?;
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 self.spec.queue.as_str().into(),
                 ShortString::from(""),
@@ -134,68 +120,188 @@ impl Consumer {
             )
             .await
             .map_err(&err)?;
-        let mut republisher = Republisher::new(channel, &self.spec.queue).await?;
-        // Pipelined: while one batch settles, the next one (already buffered) is looked
-        // up and handled. Acks stay in order: a batch is acked only after the one before.
-        let mut pending: Option<Prepared> = None;
-        loop {
-            let Some(current) = pending.take() else {
-                let first = tokio::select! {
-                    next = deliveries.next() => next,
-                    _ = shutdown.changed() => return Ok(()),
-                };
-                let mut batch = vec![
-                    first
-                        .ok_or_else(|| ConsumeError::Cancelled(self.spec.queue.clone()))?
-                        .map_err(&err)?,
-                ];
-                self.take_buffered(&mut deliveries, &mut batch)?;
-                pending = Some(self.prepare(batch).await?);
-                continue;
-            };
-            let mut next = Vec::new();
-            if !*shutdown.borrow() {
-                self.take_buffered(&mut deliveries, &mut next)?;
-            }
-            if next.is_empty() {
-                self.finish(&mut republisher, current, report).await?;
-            } else {
-                let (finished, prepared) = tokio::join!(
-                    self.finish(&mut republisher, current, report),
-                    self.prepare(next)
-                );
-                finished?;
-                pending = Some(prepared?);
-            }
-            if pending.is_none() && *shutdown.borrow() {
-                return Ok(());
-            }
-        }
+        let republisher = Republisher::new(channel, &self.spec.queue).await?;
+        let queue = Queue {
+            consumer: self,
+            label: format!("amqp:{}", self.spec.queue),
+            deliveries: Mutex::new((deliveries, None)),
+            republisher: Mutex::new(republisher),
+        };
+        let stop = StopWhen::default();
+        pump::run(&queue, &self.dispatcher, stop, shutdown, progress).await
+    }
+}
+
+/// The queue a consumer takes its batches from, on the consumer's channel.
+struct Queue<'a> {
+    consumer: &'a Consumer,
+    /// `amqp:<queue>`.
+    label: String,
+    /// The deliveries, and the one [`Source::wait`] received first.
+    deliveries: Mutex<(lapin::Consumer, Option<Delivery>)>,
+    republisher: Mutex<Republisher<'a>>,
+}
+
+/// A batch of deliveries taken, not acked yet.
+struct Deliveries {
+    batch: Vec<Delivery>,
+    /// Index in `batch` of each message id's delivery, and its attempts so far.
+    by_id: HashMap<Uuid, (usize, u32)>,
+    /// Deliveries refused before any plugin ran (unreadable, oversize).
+    refused: Vec<Settlement>,
+    /// Deliveries of messages already settled, found so far.
+    duplicates: u64,
+}
+
+impl Source for Queue<'_> {
+    type Held = Deliveries;
+    type Error = ConsumeError;
+    /// What the failed batch held is unacked: only closing the channel returns it to the
+    /// queue, so the supervisor starts the consumer again on a new one.
+    const GOES_ON_AFTER_ERROR: bool = false;
+    const PIPELINED: bool = true;
+
+    fn label(&self) -> &str {
+        &self.label
     }
 
-    /// Add the deliveries already buffered to `batch`, up to `amqp.batch_size`.
-    fn take_buffered(
-        &self,
-        deliveries: &mut lapin::Consumer,
-        batch: &mut Vec<Delivery>,
-    ) -> Result<(), ConsumeError> {
-        while batch.len() < self.amqp.batch_size {
-            match deliveries.next().now_or_never() {
-                Some(Some(delivery)) => batch.push(delivery.map_err(self.amqp_error())?),
-                _ => break,
+    fn batch_size(&self) -> u32 {
+        u32::try_from(self.consumer.amqp.batch_size).unwrap_or(u32::MAX)
+    }
+
+    async fn take(&self, limit: u32) -> Result<Option<Batch<Deliveries>>, ConsumeError> {
+        let mut batch = Vec::new();
+        {
+            let (deliveries, first) = &mut *self.deliveries.lock().await;
+            batch.extend(first.take());
+            while batch.len() < limit as usize {
+                match deliveries.next().now_or_never() {
+                    Some(Some(delivery)) => {
+                        batch.push(delivery.map_err(self.consumer.amqp_error())?)
+                    }
+                    _ => break,
+                }
             }
         }
+        Ok((!batch.is_empty()).then(|| self.consumer.read(batch)))
+    }
+
+    async fn wait(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
+        let (deliveries, first) = &mut *self.deliveries.lock().await;
+        if first.is_some() {
+            return Ok(());
+        }
+        let next = tokio::select! {
+            next = deliveries.next() => next,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let queue = &self.consumer.spec.queue;
+        *first = Some(
+            next.ok_or_else(|| ConsumeError::Cancelled(queue.clone()))?
+                .map_err(self.consumer.amqp_error())?,
+        );
         Ok(())
     }
 
-    /// Read the batch, look it up in the ledger and run its handlers (or, as a bridge,
-    /// insert it into the inbox).
-    async fn prepare(&self, batch: Vec<Delivery>) -> Result<Prepared, ConsumeError> {
-        let store_error = |source| ConsumeError::Store {
-            queue: self.spec.queue.clone(),
-            source,
+    async fn handle(
+        &self,
+        batch: &mut Batch<Deliveries>,
+        dispatcher: &Dispatcher,
+    ) -> Result<Vec<Settlement>, ConsumeError> {
+        let consumer = self.consumer;
+        let envelopes = std::mem::take(&mut batch.messages);
+        let held = &mut batch.held;
+        let mut settlements = match &consumer.spec.to_inbox {
+            Some(inbox) => {
+                held.duplicates += consumer
+                    .bridge(envelopes, inbox)
+                    .await
+                    .map_err(consumer.store_error())?;
+                Vec::new()
+            }
+            None => {
+                // Only a redelivery or a retry can have been settled already (`handle`).
+                let seen = held.batch.iter().any(|d| d.redelivered)
+                    || envelopes.iter().any(|m| m.attempts > 0);
+                let (settlements, ran_nothing) = consumer
+                    .handle(envelopes, seen, dispatcher)
+                    .await
+                    .map_err(consumer.store_error())?;
+                held.duplicates += ran_nothing;
+                settlements
+            }
         };
-        let received = SystemTime::now();
+        settlements.append(&mut held.refused);
+        if !consumer.amqp.ledger {
+            // Handled with no effects: nothing to write, retry or dead-letter; only acked.
+            settlements.retain(needs_database);
+        }
+        Ok(settlements)
+    }
+
+    /// Settle the batch, publish its retries and dead letters, ack it.
+    async fn finish(
+        &self,
+        held: Deliveries,
+        settlements: &mut Vec<Settlement>,
+        dispatcher: &Dispatcher,
+    ) -> Result<SettleSummary, ConsumeError> {
+        let consumer = self.consumer;
+        let Deliveries {
+            batch,
+            by_id,
+            duplicates,
+            ..
+        } = held;
+        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
+        let Delivered {
+            mut summary,
+            try_again,
+            dead,
+        } = if settlements.is_empty() {
+            Delivered::default()
+        } else {
+            consumer
+                .store
+                .settle_delivered(settlements, &dispatcher.settle_runner(Delays::Exact))
+                .await
+                .map_err(consumer.store_error())?
+        };
+        summary.duplicates += duplicates;
+        let mut republisher = self.republisher.lock().await;
+        let mut confirms = Vec::new();
+        for NextAttempt { id, delay, counts } in &try_again {
+            let (i, attempts) = by_id[id];
+            let attempts = attempts + u32::from(*counts);
+            confirms.push(republisher.retry(&batch[i], *delay, attempts).await?);
+        }
+        for (id, error) in &dead {
+            confirms.push(republisher.dead_letter(&batch[by_id[id].0], error).await?);
+        }
+        for confirm in confirms {
+            match confirm.await.map_err(consumer.amqp_error())? {
+                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                Confirmation::Nack(_) => {
+                    return Err(ConsumeError::Refused {
+                        queue: consumer.spec.queue.clone(),
+                        what: "retry or dead letter",
+                    });
+                }
+            }
+        }
+        republisher
+            .channel()
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(consumer.amqp_error())?;
+        Ok(summary)
+    }
+}
+
+impl Consumer {
+    /// Read a batch of deliveries into envelopes: refuse those that cannot be handled,
+    /// and count a message delivered twice in the batch once.
+    fn read(&self, batch: Vec<Delivery>) -> Batch<Deliveries> {
         let mut duplicates = 0;
         let mut refused = Vec::new();
         let mut envelopes = Vec::with_capacity(batch.len());
@@ -225,121 +331,15 @@ impl Consumer {
                 None => envelopes.push(message),
             }
         }
-        trace::start_missing(&mut envelopes);
-        trace::batch_span("wharf.claim", received, &envelopes, Vec::new);
-        let mut settlements = match &self.spec.to_inbox {
-            Some(inbox) => {
-                duplicates += self.bridge(envelopes, inbox).await.map_err(store_error)?;
-                Vec::new()
-            }
-            None => {
-                // Only a redelivery or a retry can have been settled already (`handle`).
-                let seen =
-                    batch.iter().any(|d| d.redelivered) || envelopes.iter().any(|m| m.attempts > 0);
-                let (settlements, ran_nothing) =
-                    self.handle(envelopes, seen).await.map_err(store_error)?;
-                duplicates += ran_nothing;
-                settlements
-            }
-        };
-        settlements.extend(refused);
-        if !self.amqp.ledger {
-            // Handled with no effects: nothing to write, retry or dead-letter; only acked.
-            settlements.retain(needs_database);
+        Batch {
+            messages: envelopes,
+            taken: batch.len() as u64,
+            held: Deliveries {
+                batch,
+                by_id,
+                refused,
+                duplicates,
+            },
         }
-        Ok(Prepared {
-            batch,
-            by_id,
-            settlements,
-            duplicates,
-        })
     }
-
-    /// Settle a prepared batch, publish its retries and dead letters, ack it.
-    async fn finish(
-        &self,
-        republisher: &mut Republisher<'_>,
-        prepared: Prepared,
-        report: &mut ConsumeReport,
-    ) -> Result<(), ConsumeError> {
-        let Prepared {
-            batch,
-            by_id,
-            mut settlements,
-            duplicates,
-        } = prepared;
-        let store_error = |source| ConsumeError::Store {
-            queue: self.spec.queue.clone(),
-            source,
-        };
-        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
-        report.duplicates += duplicates;
-        let Delivered {
-            summary,
-            try_again,
-            dead,
-        } = if settlements.is_empty() {
-            Delivered::default()
-        } else {
-            let settling = SystemTime::now();
-            let delivered = self
-                .store
-                .settle_delivered(
-                    &mut settlements,
-                    &self.dispatcher.settle_runner(Delays::Exact),
-                )
-                .await
-                .map_err(store_error)?;
-            let messages = settlements.iter().map(|s| &s.message);
-            trace::batch_span("wharf.settle", settling, messages, || {
-                trace::settle_attributes(&delivered.summary)
-            });
-            self.dispatcher.observe(&settlements, &delivered.summary);
-            delivered
-        };
-        report.duplicates += summary.duplicates;
-        let source = format!("amqp:{}", self.spec.queue);
-        crate::metrics::dedup_skipped(&source, duplicates);
-        crate::metrics::settled(&source, &summary);
-        add_runs(&mut report.plugins, summary.plugins);
-        let mut confirms = Vec::new();
-        for NextAttempt { id, delay, counts } in &try_again {
-            let (i, attempts) = by_id[id];
-            let attempts = attempts + u32::from(*counts);
-            confirms.push(republisher.retry(&batch[i], *delay, attempts).await?);
-            report.retried += 1;
-        }
-        for (id, error) in &dead {
-            confirms.push(republisher.dead_letter(&batch[by_id[id].0], error).await?);
-            report.dead += 1;
-        }
-        for confirm in confirms {
-            match confirm.await.map_err(self.amqp_error())? {
-                Confirmation::Ack(_) | Confirmation::NotRequested => {}
-                Confirmation::Nack(_) => {
-                    return Err(ConsumeError::Refused {
-                        queue: self.spec.queue.clone(),
-                        what: "retry or dead letter",
-                    });
-                }
-            }
-        }
-        republisher
-            .channel()
-            .basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await
-            .map_err(self.amqp_error())?;
-        report.acked += batch.len() as u64;
-        Ok(())
-    }
-}
-
-/// A batch read and handled, waiting to be settled and acked.
-struct Prepared {
-    batch: Vec<Delivery>,
-    /// Index in `batch` of each message id's delivery, and its attempts so far.
-    by_id: HashMap<Uuid, (usize, u32)>,
-    settlements: Vec<Settlement>,
-    /// Deliveries of messages already settled, found so far.
-    duplicates: u64,
 }

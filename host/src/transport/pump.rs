@@ -1,0 +1,291 @@
+//! The pump: the one loop that drives every [`Source`]. A lane takes a batch, traces and
+//! counts it, has the source run its handlers while it stays held, finishes it (settle,
+//! then release at the source), observes and counts what the settle did, and goes on
+//! until a stop condition or shutdown; it backs off while a database or broker is away.
+//! A source that allows it is pipelined: the next batch is taken and handled while one is
+//! being finished. Lanes of one run share a [`Progress`] (its totals, the `--limit`,
+//! and a progress line every 5 s).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::OUTAGE_BACKOFF;
+use super::source::{Source, SourceError};
+use crate::dispatch::Dispatcher;
+use crate::shutdown::sleep_or_stop;
+use crate::store::{SettleSummary, Settlement};
+use crate::trace;
+
+/// When a run returns (besides a shutdown signal).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopWhen {
+    /// After this many messages were settled.
+    pub limit: Option<u64>,
+    /// After this much time.
+    pub time_limit: Option<Duration>,
+    /// As soon as nothing is due.
+    pub until_idle: bool,
+}
+
+/// Totals of a run, of any source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Messages taken from the source and finished there (settled and committed, or
+    /// acked).
+    pub messages: u64,
+    /// What the settles did.
+    pub settled: SettleSummary,
+}
+
+impl std::ops::AddAssign for Report {
+    fn add_assign(&mut self, other: Self) {
+        self.messages += other.messages;
+        self.settled += other.settled;
+    }
+}
+
+impl Report {
+    /// Log the totals as `what` (`"progress"`, `"inbox stopped"`).
+    pub fn log(&self, source: &str, what: &str) {
+        let s = &self.settled;
+        let runs = s.runs();
+        tracing::info!(
+            source,
+            messages = self.messages,
+            handled = s.handled,
+            retried = s.retried,
+            dead = s.dead,
+            duplicates = s.duplicates,
+            runs = runs.runs,
+            resolved = runs.resolved,
+            rescheduled = runs.rescheduled,
+            "{what}"
+        );
+    }
+}
+
+/// Totals shared by the lanes of one run.
+pub struct Progress {
+    /// The source's name in the progress lines.
+    label: String,
+    started: Instant,
+    /// The totals, and when progress was last logged.
+    report: Mutex<(Report, Instant)>,
+    /// Messages taken or being taken, against [`StopWhen::limit`].
+    reserved: AtomicU64,
+}
+
+impl Progress {
+    /// Totals of a run starting now, logged as `label`.
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            started: Instant::now(),
+            report: Mutex::new((Report::default(), Instant::now())),
+            reserved: AtomicU64::new(0),
+        }
+    }
+
+    /// The totals so far.
+    pub fn report(&self) -> Report {
+        self.report.lock().expect("no lane panicked").0.clone()
+    }
+
+    /// Whether a lane should stop: on shutdown or after the time limit.
+    fn stops(&self, stop: &StopWhen, shutdown: &watch::Receiver<bool>) -> bool {
+        *shutdown.borrow() || stop.time_limit.is_some_and(|t| self.started.elapsed() >= t)
+    }
+
+    /// How many messages the next take may take: a batch, or what is left of `limit`.
+    fn reserve(&self, batch: u32, limit: Option<u64>) -> Option<u32> {
+        let Some(limit) = limit else {
+            return Some(batch);
+        };
+        let mut taken = 0;
+        self.reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |reserved| {
+                taken = limit.saturating_sub(reserved).min(u64::from(batch));
+                Some(reserved + taken)
+            })
+            .expect("the update always succeeds");
+        (taken > 0).then_some(taken as u32)
+    }
+
+    /// Give back reserved messages that were not taken.
+    fn release(&self, n: u64) {
+        self.reserved.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    fn add(&self, messages: u64, settled: SettleSummary) {
+        let mut guard = self.report.lock().expect("no lane panicked");
+        let (report, last_logged) = &mut *guard;
+        *report += Report { messages, settled };
+        if last_logged.elapsed() >= Duration::from_secs(5) {
+            report.log(&self.label, "progress");
+            *last_logged = Instant::now();
+        }
+    }
+}
+
+/// A batch whose handlers ran, waiting to be finished.
+struct Handled<H> {
+    taken: u64,
+    held: H,
+    settlements: Vec<Settlement>,
+}
+
+/// One lane: take, handle and finish batches of `source` until a stop condition or
+/// `shutdown` (the batch in hand is always finished), adding to `progress`.
+pub async fn run<S: Source>(
+    source: &S,
+    dispatcher: &Dispatcher,
+    stop: StopWhen,
+    mut shutdown: watch::Receiver<bool>,
+    progress: &Progress,
+) -> Result<(), S::Error> {
+    let mut failures = 0;
+    let mut pending = None;
+    loop {
+        let current = match pending.take() {
+            Some(handled) => handled,
+            None => {
+                if progress.stops(&stop, &shutdown) {
+                    return Ok(());
+                }
+                let Some(limit) = progress.reserve(source.batch_size(), stop.limit) else {
+                    return Ok(());
+                };
+                match take_and_handle(source, dispatcher, limit, progress).await {
+                    Ok(Some(handled)) => handled,
+                    Ok(None) if stop.until_idle => return Ok(()),
+                    Ok(None) => {
+                        match source.wait(&mut shutdown).await {
+                            Ok(()) => failures = 0,
+                            Err(e) => back_off(source, e, &mut failures, &mut shutdown).await?,
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        back_off(source, e, &mut failures, &mut shutdown).await?;
+                        continue;
+                    }
+                }
+            }
+        };
+        let next = match S::PIPELINED && !progress.stops(&stop, &shutdown) {
+            true => progress.reserve(source.batch_size(), stop.limit),
+            false => None,
+        };
+        let (finished, next) = match next {
+            None => (finish(source, dispatcher, current).await, Ok(None)),
+            Some(limit) => tokio::join!(
+                finish(source, dispatcher, current),
+                take_and_handle(source, dispatcher, limit, progress)
+            ),
+        };
+        match finished.and_then(|(taken, summary)| {
+            progress.add(taken, summary);
+            next
+        }) {
+            Ok(next) => {
+                pending = next;
+                failures = 0;
+            }
+            Err(e) => back_off(source, e, &mut failures, &mut shutdown).await?,
+        }
+    }
+}
+
+/// Take, handle and finish one batch of up to `limit` messages. Returns how many messages
+/// were taken and what the settle did.
+pub async fn once<S: Source>(
+    source: &S,
+    dispatcher: &Dispatcher,
+    limit: u32,
+) -> Result<(u64, SettleSummary), S::Error> {
+    let progress = Progress::new(source.label());
+    match take_and_handle(source, dispatcher, limit, &progress).await? {
+        Some(handled) => finish(source, dispatcher, handled).await,
+        None => Ok((0, SettleSummary::default())),
+    }
+}
+
+/// Take a batch of up to `limit` (reserved in `progress`; what was not taken is given
+/// back) and run its handlers.
+async fn take_and_handle<S: Source>(
+    source: &S,
+    dispatcher: &Dispatcher,
+    limit: u32,
+    progress: &Progress,
+) -> Result<Option<Handled<S::Held>>, S::Error> {
+    let taking = SystemTime::now();
+    let taken = source.take(limit).await;
+    let untaken = match &taken {
+        Ok(Some(batch)) => u64::from(limit).saturating_sub(batch.taken),
+        _ => u64::from(limit),
+    };
+    progress.release(untaken);
+    let Some(mut batch) = taken? else {
+        return Ok(None);
+    };
+    trace::start_missing(&mut batch.messages);
+    trace::batch_span("wharf.claim", taking, &batch.messages, Vec::new);
+    crate::metrics::claimed(&batch.messages);
+    let settlements = source.handle(&mut batch, dispatcher).await?;
+    Ok(Some(Handled {
+        taken: batch.taken,
+        held: batch.held,
+        settlements,
+    }))
+}
+
+/// Settle a handled batch and release it at its source; trace, observe and count it.
+async fn finish<S: Source>(
+    source: &S,
+    dispatcher: &Dispatcher,
+    handled: Handled<S::Held>,
+) -> Result<(u64, SettleSummary), S::Error> {
+    let Handled {
+        taken,
+        held,
+        mut settlements,
+    } = handled;
+    let settling = SystemTime::now();
+    let summary = source.finish(held, &mut settlements, dispatcher).await?;
+    if !settlements.is_empty() {
+        let messages = settlements.iter().map(|s| &s.message);
+        trace::batch_span("wharf.settle", settling, messages, || {
+            trace::settle_attributes(&summary)
+        });
+        dispatcher.observe(&settlements, &summary);
+    }
+    crate::metrics::settled(source.label(), &summary);
+    Ok((taken, summary))
+}
+
+/// After an error: give up on one an operator must fix, or one the source cannot go on
+/// from; else wait (growing from 100 ms to 10 s with the `failures` in a row) and let the
+/// lane go on.
+async fn back_off<S: Source>(
+    source: &S,
+    error: S::Error,
+    failures: &mut u32,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), S::Error> {
+    if !S::GOES_ON_AFTER_ERROR || !error.is_transient() {
+        return Err(error);
+    }
+    *failures += 1;
+    let delay = OUTAGE_BACKOFF.delay(*failures, &mut rand::rng());
+    tracing::warn!(
+        source = source.label(),
+        failures = *failures,
+        ?delay,
+        "{error}; is it up? retrying"
+    );
+    sleep_or_stop(delay, shutdown).await;
+    Ok(())
+}
