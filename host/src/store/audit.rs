@@ -2,7 +2,10 @@
 //! made it (the token's name), what and on what, and how it ended.
 
 use serde::Serialize;
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::QueryBuilder;
+
+use super::Result;
+use super::sql::{Sql, Statement};
 
 /// One audited call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,19 +24,48 @@ pub struct AuditEntry {
     pub result: String,
 }
 
-/// An entry from a row of `id, at, who, action, target, result`, on either database.
-pub(super) fn audit_entry<R: Row>(row: &R) -> AuditEntry
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    AuditEntry {
-        id: row.get("id"),
-        at: row.get("at"),
-        who: row.get("who"),
-        action: row.get("action"),
-        target: row.get("target"),
-        result: row.get("result"),
+impl AuditEntry {
+    fn of<DB: Sql>(row: &DB::Row) -> Self {
+        Self {
+            id: DB::column(row, "id"),
+            at: DB::column(row, "at"),
+            who: DB::column(row, "who"),
+            action: DB::column(row, "action"),
+            target: DB::column(row, "target"),
+            result: DB::column(row, "result"),
+        }
     }
+}
+
+/// Write `entry`, at the store's clock.
+pub(super) async fn add<DB: Sql>(conn: &mut DB::Connection, entry: &AuditEntry) -> Result<()> {
+    let mut insert =
+        QueryBuilder::<DB>::new("INSERT INTO audit (at, who, action, target, result) VALUES (");
+    insert
+        .now()
+        .push(", ")
+        .value(entry.who.as_str())
+        .push(", ")
+        .value(entry.action.as_str());
+    insert
+        .push(", ")
+        .value(entry.target.as_str())
+        .push(", ")
+        .value(entry.result.as_str())
+        .push(")");
+    DB::execute(conn, &mut insert).await?;
+    Ok(())
+}
+
+/// The newest `limit` entries, newest first.
+pub(super) async fn list<DB: Sql>(
+    conn: &mut DB::Connection,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let mut select = QueryBuilder::<DB>::new(
+        "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ",
+    );
+    select.value(i64::from(limit));
+    let rows = DB::fetch_all(conn, &mut select).await?;
+    Ok(rows.iter().map(AuditEntry::of::<DB>).collect())
 }

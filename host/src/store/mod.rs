@@ -26,6 +26,7 @@ mod queues;
 pub mod registry;
 mod retention;
 mod settle;
+mod sql;
 mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};

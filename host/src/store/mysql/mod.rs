@@ -46,7 +46,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::audit::audit_entry;
+use super::audit;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
@@ -69,7 +69,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(50);
 const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The database clock in Unix milliseconds, as SQL.
-const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+pub(super) const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 
 /// MariaDB/MySQL-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -353,26 +353,11 @@ impl Store for MySqlStore {
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO audit (at, who, action, target, result) VALUES ({NOW_MS}, ?, ?, ?, ?)"
-        )))
-        .bind(&entry.who)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(&entry.result)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        audit::add::<MySql>(&mut *self.pool.acquire().await?, entry).await
     }
 
     async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        audit::list::<MySql>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

@@ -4,31 +4,17 @@
 
 use std::time::Duration;
 
-use sqlx::{MySql, MySqlConnection, QueryBuilder};
+use sqlx::{MySql, MySqlConnection};
 
 use super::{MySqlStore, now};
 use crate::store::Result;
 use crate::store::registry::{
-    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HOST_PLUGIN_COLUMNS,
-    HostPlugin, RATES_FRESH_FOR, Registry, Rollback, deployment, host_plugin, rollback_of,
-    unchanged,
+    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, HostPlugin, Registry, Rollback,
+    rollback_of, unchanged,
 };
 
 /// How often a host polls for deploys.
 const POLL_EVERY: Duration = Duration::from_millis(500);
-
-/// `plugin`'s standing deployments, newest first, at most `limit`.
-async fn standing(conn: &mut MySqlConnection, plugin: &str, limit: i64) -> Result<Vec<Deployment>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments
-         WHERE plugin = ? AND rolled_back_at IS NULL ORDER BY id DESC LIMIT ?"
-    )))
-    .bind(plugin)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.iter().map(deployment).collect())
-}
 
 /// Serialize registry changes: lock the registry's row until the transaction ends.
 async fn lock_registry(conn: &mut MySqlConnection) -> Result<()> {
@@ -43,7 +29,12 @@ impl Registry for MySqlStore {
     async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = self.pool.begin().await?;
         lock_registry(&mut tx).await?;
-        if let Some(same) = unchanged(standing(&mut tx, &artifact.name, 1).await?.pop(), artifact) {
+        if let Some(same) = unchanged(
+            registry::standing::<MySql>(&mut tx, &artifact.name, 1)
+                .await?
+                .pop(),
+            artifact,
+        ) {
             return Ok(same);
         }
         let now = now(&mut tx).await?;
@@ -77,13 +68,13 @@ impl Registry for MySqlStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Deployed::New(deployment(&row)))
+        Ok(Deployed::New(Deployment::of::<MySql>(&row)))
     }
 
     async fn rollback(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = self.pool.begin().await?;
         lock_registry(&mut tx).await?;
-        let (from, to) = match rollback_of(standing(&mut tx, plugin, 2).await?) {
+        let (from, to) = match rollback_of(registry::standing::<MySql>(&mut tx, plugin, 2).await?) {
             Rollback::Done { from, to } => (from, to),
             nothing => return Ok(nothing),
         };
@@ -102,37 +93,14 @@ impl Registry for MySqlStore {
     }
 
     async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments WHERE plugin = ?
-             ORDER BY id DESC"
-        )))
-        .bind(plugin)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
+        registry::history::<MySql>(&mut *self.pool.acquire().await?, plugin).await
     }
-
     async fn active_deployments(&self) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments WHERE id IN (
-                 SELECT MAX(id) FROM plugin_deployments WHERE rolled_back_at IS NULL
-                 GROUP BY plugin)
-             ORDER BY plugin"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
+        registry::active_deployments::<MySql>(&mut *self.pool.acquire().await?).await
     }
-
     async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT wasm FROM plugin_artifacts WHERE sha256 = ?")
-                .bind(sha256)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        registry::artifact::<MySql>(&mut *self.pool.acquire().await?, sha256).await
     }
-
     async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
         tokio::time::sleep(at_most.min(POLL_EVERY)).await;
         Ok(())
@@ -145,80 +113,20 @@ impl Registry for MySqlStore {
         handled: &[(String, u64)],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let now = now(&mut tx).await?;
-        for table in ["plugin_hosts", "host_queues"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE host = ? OR reported_at < ?"
-            )))
-            .bind(host)
-            .bind(now - FORGET_HOSTS_AFTER.as_millis() as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !handled.is_empty() {
-            let mut rows = QueryBuilder::<MySql>::new(
-                "INSERT INTO host_queues (host, source, handled, reported_at) ",
-            );
-            rows.push_values(handled, |mut row, (source, n)| {
-                row.push_bind(host)
-                    .push_bind(source)
-                    .push_bind(*n as i64)
-                    .push_bind(now);
-            });
-            rows.build().execute(&mut *tx).await?;
-        }
-        if !plugins.is_empty() {
-            let mut rows = QueryBuilder::<MySql>::new(
-                "INSERT INTO plugin_hosts (host, plugin, version, sha256, source, breaker, reported_at) ",
-            );
-            rows.push_values(plugins, |mut row, p| {
-                row.push_bind(host)
-                    .push_bind(&p.plugin)
-                    .push_bind(&p.version)
-                    .push_bind(&p.sha256)
-                    .push_bind(&p.source)
-                    .push_bind(&p.breaker)
-                    .push_bind(now);
-            });
-            rows.build().execute(&mut *tx).await?;
-        }
+        registry::report_host::<MySql>(&mut tx, host, plugins, handled).await?;
         tx.commit().await?;
         Ok(())
     }
-
     async fn forget_host(&self, host: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["plugin_hosts", "host_queues"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE host = ?"
-            )))
-            .bind(host)
-            .execute(&mut *tx)
-            .await?;
-        }
+        registry::forget_host::<MySql>(&mut tx, host).await?;
         tx.commit().await?;
         Ok(())
     }
-
     async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HOST_PLUGIN_COLUMNS} FROM plugin_hosts ORDER BY host, plugin"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(host_plugin).collect())
+        registry::host_reports::<MySql>(&mut *self.pool.acquire().await?).await
     }
-
     async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
-        let mut conn = self.pool.acquire().await?;
-        let since = now(&mut conn).await? - RATES_FRESH_FOR.as_millis() as i64;
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT source, CAST(SUM(handled) AS SIGNED) AS handled
-             FROM host_queues WHERE reported_at >= ? GROUP BY source ORDER BY source",
-        )
-        .bind(since)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+        registry::handled_per_minute::<MySql>(&mut *self.pool.acquire().await?).await
     }
 }

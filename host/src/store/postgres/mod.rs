@@ -52,7 +52,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::audit::audit_entry;
+use super::audit;
 use super::{
     AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
@@ -347,26 +347,11 @@ impl Store for PostgresStore {
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, who, action, target, result) VALUES (wharf_now_ms(), $1, $2, $3, $4)",
-        )
-        .bind(&entry.who)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(&entry.result)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        audit::add::<Postgres>(&mut *self.pool.acquire().await?, entry).await
     }
 
     async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        audit::list::<Postgres>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

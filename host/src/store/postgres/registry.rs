@@ -8,29 +8,11 @@ use std::time::Duration;
 use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
+use crate::store::Result;
 use crate::store::registry::{
-    Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, FORGET_HOSTS_AFTER, HANDLED_PER_MINUTE,
-    HOST_PLUGIN_COLUMNS, HostPlugin, RATES_FRESH_FOR, Registry, Rollback, deployment, host_plugin,
+    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, HostPlugin, Registry, Rollback,
     rollback_of, unchanged,
 };
-use crate::store::{Result, now_ms};
-
-/// `plugin`'s standing deployments, newest first, at most `limit`.
-async fn standing(
-    tx: &mut Transaction<'_, Postgres>,
-    plugin: &str,
-    limit: i64,
-) -> Result<Vec<Deployment>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments
-         WHERE plugin = $1 AND rolled_back_at IS NULL ORDER BY id DESC LIMIT $2"
-    )))
-    .bind(plugin)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.iter().map(deployment).collect())
-}
 
 async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Postgres>> {
     let mut tx = store.pool.begin().await?;
@@ -44,7 +26,12 @@ async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Post
 impl Registry for PostgresStore {
     async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = begin_change(self).await?;
-        if let Some(same) = unchanged(standing(&mut tx, &artifact.name, 1).await?.pop(), artifact) {
+        if let Some(same) = unchanged(
+            registry::standing::<Postgres>(&mut tx, &artifact.name, 1)
+                .await?
+                .pop(),
+            artifact,
+        ) {
             return Ok(same);
         }
         sqlx::query(
@@ -69,15 +56,16 @@ impl Registry for PostgresStore {
         .await?;
         super::notify(&mut tx, &self.plugins_channel).await?;
         tx.commit().await?;
-        Ok(Deployed::New(deployment(&row)))
+        Ok(Deployed::New(Deployment::of::<Postgres>(&row)))
     }
 
     async fn rollback(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = begin_change(self).await?;
-        let (from, to) = match rollback_of(standing(&mut tx, plugin, 2).await?) {
-            Rollback::Done { from, to } => (from, to),
-            nothing => return Ok(nothing),
-        };
+        let (from, to) =
+            match rollback_of(registry::standing::<Postgres>(&mut tx, plugin, 2).await?) {
+                Rollback::Done { from, to } => (from, to),
+                nothing => return Ok(nothing),
+            };
         let rolled_back_at: i64 = sqlx::query_scalar(
             "UPDATE plugin_deployments SET rolled_back_at = wharf_now_ms() WHERE id = $1
              RETURNING rolled_back_at",
@@ -95,35 +83,14 @@ impl Registry for PostgresStore {
     }
 
     async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM plugin_deployments WHERE plugin = $1
-             ORDER BY id DESC"
-        )))
-        .bind(plugin)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
+        registry::history::<Postgres>(&mut *self.pool.acquire().await?, plugin).await
     }
-
     async fn active_deployments(&self) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT DISTINCT ON (plugin) {DEPLOYMENT_COLUMNS} FROM plugin_deployments
-             WHERE rolled_back_at IS NULL ORDER BY plugin, id DESC"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(deployment).collect())
+        registry::active_deployments::<Postgres>(&mut *self.pool.acquire().await?).await
     }
-
     async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT wasm FROM plugin_artifacts WHERE sha256 = $1")
-                .bind(sha256)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        registry::artifact::<Postgres>(&mut *self.pool.acquire().await?, sha256).await
     }
-
     async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
         self.plugins_listener
             .wait(&self.pool, &self.plugins_channel, at_most)
@@ -137,69 +104,20 @@ impl Registry for PostgresStore {
         handled: &[(String, u64)],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["plugin_hosts", "host_queues"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE host = $1 OR reported_at < wharf_now_ms() - $2"
-            )))
-            .bind(host)
-            .bind(FORGET_HOSTS_AFTER.as_millis() as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO host_queues (host, source, handled, reported_at)
-             SELECT $1, s, n, wharf_now_ms() FROM UNNEST($2::text[], $3::bigint[]) AS t (s, n)",
-        )
-        .bind(host)
-        .bind(handled.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
-        .bind(handled.iter().map(|(_, n)| *n as i64).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let column = |f: fn(&HostPlugin) -> &str| -> Vec<&str> { plugins.iter().map(f).collect() };
-        sqlx::query(
-            "INSERT INTO plugin_hosts (host, plugin, version, sha256, source, breaker, reported_at)
-             SELECT $1, p, v, s, src, b, wharf_now_ms()
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                  AS t (p, v, s, src, b)",
-        )
-        .bind(host)
-        .bind(column(|p| &p.plugin))
-        .bind(column(|p| &p.version))
-        .bind(column(|p| &p.sha256))
-        .bind(column(|p| &p.source))
-        .bind(column(|p| &p.breaker))
-        .execute(&mut *tx)
-        .await?;
+        registry::report_host::<Postgres>(&mut tx, host, plugins, handled).await?;
         tx.commit().await?;
         Ok(())
     }
-
     async fn forget_host(&self, host: &str) -> Result<()> {
-        sqlx::query(
-            "WITH queues AS (DELETE FROM host_queues WHERE host = $1)
-             DELETE FROM plugin_hosts WHERE host = $1",
-        )
-        .bind(host)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        registry::forget_host::<Postgres>(&mut tx, host).await?;
+        tx.commit().await?;
         Ok(())
     }
-
     async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HOST_PLUGIN_COLUMNS} FROM plugin_hosts ORDER BY host, plugin"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(host_plugin).collect())
+        registry::host_reports::<Postgres>(&mut *self.pool.acquire().await?).await
     }
-
     async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
-        let since = now_ms() - RATES_FRESH_FOR.as_millis() as i64;
-        let rows: Vec<(String, i64)> = sqlx::query_as(HANDLED_PER_MINUTE)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+        registry::handled_per_minute::<Postgres>(&mut *self.pool.acquire().await?).await
     }
 }

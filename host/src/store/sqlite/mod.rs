@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::audit::audit_entry;
+use super::audit;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
@@ -297,25 +297,11 @@ impl Store for SqliteStore {
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        sqlx::query("INSERT INTO audit (at, who, action, target, result) VALUES (?, ?, ?, ?, ?)")
-            .bind(now_ms())
-            .bind(&entry.who)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(&entry.result)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        audit::add::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, entry).await
     }
 
     async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        audit::list::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

@@ -5,53 +5,15 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::Result;
 
-/// The columns [`deployment`] reads.
-pub(super) const DEPLOYMENT_COLUMNS: &str =
-    "id, plugin, version, sha256, deployed_at, deployed_by, rolled_back_at";
+mod statements;
 
-/// The columns [`host_plugin`] reads.
-pub(super) const HOST_PLUGIN_COLUMNS: &str =
-    "host, plugin, version, sha256, source, breaker, reported_at";
-
-/// A deployment from a row of [`DEPLOYMENT_COLUMNS`], on either database.
-pub(super) fn deployment<R: Row>(row: &R) -> Deployment
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    Deployment {
-        id: row.get("id"),
-        plugin: row.get("plugin"),
-        version: row.get("version"),
-        sha256: row.get("sha256"),
-        deployed_at: row.get("deployed_at"),
-        deployed_by: row.get("deployed_by"),
-        rolled_back_at: row.get("rolled_back_at"),
-    }
-}
-
-/// A host report from a row of [`HOST_PLUGIN_COLUMNS`], on either database.
-pub(super) fn host_plugin<R: Row>(row: &R) -> HostPlugin
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    HostPlugin {
-        host: row.get("host"),
-        plugin: row.get("plugin"),
-        version: row.get("version"),
-        sha256: row.get("sha256"),
-        source: row.get("source"),
-        breaker: row.get("breaker"),
-        reported_at: row.get("reported_at"),
-    }
-}
+pub(super) use statements::{
+    DEPLOYMENT_COLUMNS, active_deployments, artifact, forget_host, handled_per_minute, history,
+    host_reports, report_host, standing,
+};
 
 /// A validated component to store.
 #[derive(Debug, Clone)]
@@ -181,10 +143,6 @@ pub trait Registry: Send + Sync {
 /// A host's handled/min report counts while it is this young (a few report intervals):
 /// a host that stopped reporting stops counting.
 pub const RATES_FRESH_FOR: Duration = Duration::from_secs(20);
-
-/// The fleet's handled/min per source, from the rows of `host_queues`.
-pub(super) const HANDLED_PER_MINUTE: &str = "SELECT source, CAST(SUM(handled) AS BIGINT) AS handled
-     FROM host_queues WHERE reported_at >= $1 GROUP BY source ORDER BY source";
 
 /// The deploy rule: deploying the component `active` already runs changes nothing.
 pub(super) fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Option<Deployed> {
