@@ -12,6 +12,7 @@ mod inspect;
 pub mod proxy;
 pub mod python;
 mod services;
+pub mod transports;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,7 +7,9 @@
 //!
 //! What the backends share is written once here: the settle plan (`settle`: which rows a
 //! batch's verdicts write), what a transport's settle answers (`delivered`), the registry's
-//! deploy and rollback rules (`registry`), the failed-message filter as SQL and the
+//! deploy and rollback rules and its reads and host reports (`registry`), the audit trail
+//! (`audit`), statements written once for every SQL database (`sql`: the `Sql` bound and
+//! the `Dialect`), the failed-message filter as SQL and the
 //! decoding of failed messages (`failed`), queue rows (`queues`), outbox rows and the
 //! retention rules (`retention`). A backend only holds what differs: its SQL, how it
 //! claims and locks, and the decoding of its hot-path rows.

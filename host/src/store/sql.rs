@@ -14,7 +14,9 @@ use sqlx::{
 };
 
 use super::Result;
-use super::mysql::NOW_MS as MYSQL_NOW_MS;
+
+/// MariaDB/MySQL's clock in Unix milliseconds, as SQL.
+pub(super) const MYSQL_NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 
 /// What the SQL of the three stores differs in.
 pub(super) trait Dialect: Database {

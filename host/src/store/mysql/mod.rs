@@ -69,7 +69,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(50);
 const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The database clock in Unix milliseconds, as SQL.
-pub(super) const NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+pub(super) use super::sql::MYSQL_NOW_MS as NOW_MS;
 
 /// MariaDB/MySQL-backed [`Store`].
 #[derive(Debug, Clone)]
