@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::QueryBuilder;
 
-use super::Result;
+use super::sql::{Dialect, Run, Sql, SqlStore, Statement};
+use super::{Result, now_ms};
 use crate::envelope::Envelope;
 
 /// A minute, in ms: rows are per minute, keyed by the Unix ms of its start.
@@ -22,24 +23,6 @@ pub const FLOW_KEPT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The longest history one read returns, in minutes.
 pub const FLOW_SHOWN: u32 = 120;
-
-/// The fleet's rows (every host's added up) of the minutes from the one bound as
-/// `since` (`$1` or `?`) on, oldest first, as [`flow_row`] reads them; `int` is how the
-/// database names a 64-bit integer in a `CAST` (its `SUM` of one is wider).
-pub(super) fn flow_since_sql(int: &str, since: &str) -> String {
-    format!(
-        "SELECT minute, source, plugin,
-                CAST(SUM(handled) AS {int}) AS handled,
-                CAST(SUM(retried) AS {int}) AS retried,
-                CAST(SUM(dead) AS {int}) AS dead,
-                CAST(SUM(calls) AS {int}) AS calls,
-                CAST(SUM(call_us) AS {int}) AS call_us,
-                MAX(call_us_max) AS call_us_max
-         FROM flow_minutes WHERE minute >= {since}
-         GROUP BY minute, source, plugin
-         ORDER BY minute, source, plugin"
-    )
-}
 
 /// The minute a moment in Unix ms falls in.
 pub fn minute_of(ms: i64) -> i64 {
@@ -97,29 +80,6 @@ pub struct FlowRow {
     pub counts: FlowCounts,
 }
 
-/// A row of [`flow_since_sql`], on any database.
-pub(super) fn flow_row<R: Row>(row: &R) -> FlowRow
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    let count = |column: &str| row.get::<i64, _>(column).max(0) as u64;
-    FlowRow {
-        minute: row.get("minute"),
-        source: row.get("source"),
-        plugin: row.get("plugin"),
-        counts: FlowCounts {
-            handled: count("handled"),
-            retried: count("retried"),
-            dead: count("dead"),
-            calls: count("calls"),
-            call_us: count("call_us"),
-            call_us_max: count("call_us_max"),
-        },
-    }
-}
-
 /// The outcome counts of a settle, by source and plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcomes(Vec<(String, String, FlowCounts)>);
@@ -171,6 +131,94 @@ pub trait FlowHistory: Send + Sync {
     /// The fleet's counts (every host's added up) of the minutes from `since` (Unix ms)
     /// on, oldest first.
     async fn flow_since(&self, since: i64) -> Result<Vec<FlowRow>>;
+}
+
+/// The counted columns of `flow_minutes`.
+const COUNTS: [&str; 6] = [
+    "handled",
+    "retried",
+    "dead",
+    "calls",
+    "call_us",
+    "call_us_max",
+];
+
+#[async_trait::async_trait]
+impl<S: SqlStore> FlowHistory for S {
+    async fn add_flow(&self, host: &str, rows: &[FlowRow]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let mut old = QueryBuilder::<S::DB>::new("DELETE FROM flow_minutes WHERE minute < ");
+        old.value(now_ms() - FLOW_KEPT.as_millis() as i64);
+        S::DB::execute(&mut tx, &mut old).await?;
+        if !rows.is_empty() {
+            let mut add = QueryBuilder::<S::DB>::new(format!(
+                "INSERT INTO flow_minutes (minute, host, source, plugin, {}) ",
+                COUNTS.join(", ")
+            ));
+            add.rows(rows, |add, row| {
+                add.value(row.minute).push(", ").value(host);
+                add.push(", ").value(row.source.as_str());
+                add.push(", ").value(row.plugin.as_str());
+                let c = &row.counts;
+                for n in [
+                    c.handled,
+                    c.retried,
+                    c.dead,
+                    c.calls,
+                    c.call_us,
+                    c.call_us_max,
+                ] {
+                    add.push(", ").value(n as i64);
+                }
+            });
+            let (sums, maxes) = COUNTS.split_at(5);
+            let key = ["minute", "host", "source", "plugin"];
+            S::DB::push_merge(&mut add, "flow_minutes", &key, sums, maxes);
+            S::DB::execute(&mut tx, &mut add).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn flow_since(&self, since: i64) -> Result<Vec<FlowRow>> {
+        let int = S::DB::BIGINT;
+        let sums: Vec<String> = COUNTS[..5]
+            .iter()
+            .map(|c| format!("CAST(SUM({c}) AS {int}) AS {c}"))
+            .collect();
+        let mut query = QueryBuilder::<S::DB>::new(format!(
+            "SELECT minute, source, plugin, {}, MAX(call_us_max) AS call_us_max
+             FROM flow_minutes WHERE minute >= ",
+            sums.join(", ")
+        ));
+        query.value(since);
+        query.push(" GROUP BY minute, source, plugin ORDER BY minute, source, plugin");
+        let rows = S::DB::fetch_all(&mut *self.pool().acquire().await?, &mut query).await?;
+        Ok(rows.iter().map(FlowRow::of::<S::DB>).collect())
+    }
+}
+
+impl FlowRow {
+    /// A row of [`FlowHistory::flow_since`]'s query.
+    fn of<DB: Sql>(row: &DB::Row) -> Self {
+        let count = |column: &str| -> u64 {
+            let n: i64 = DB::column(row, column);
+            n.max(0) as u64
+        };
+        FlowRow {
+            minute: DB::column(row, "minute"),
+            source: DB::column(row, "source"),
+            plugin: DB::column(row, "plugin"),
+            counts: FlowCounts {
+                handled: count("handled"),
+                retried: count("retried"),
+                dead: count("dead"),
+                calls: count("calls"),
+                call_us: count("call_us"),
+                call_us_max: count("call_us_max"),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

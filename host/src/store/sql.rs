@@ -9,8 +9,8 @@
 use std::future::Future;
 
 use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, MySql, Postgres, QueryBuilder,
-    Row, Sqlite, Type,
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, MySql, Pool, Postgres,
+    QueryBuilder, Row, Sqlite, Transaction, Type,
 };
 
 use super::Result;
@@ -28,6 +28,36 @@ pub(super) trait Dialect: Database {
 
     /// The 64-bit integer type of a `CAST`.
     const BIGINT: &'static str = "BIGINT";
+
+    /// Push the end of an `INSERT INTO table ... VALUES ...` that, where a row with the
+    /// same `key` is there, adds the new row's `sums` onto it and keeps the greater of its
+    /// `maxes`.
+    fn push_merge(
+        query: &mut QueryBuilder<Self>,
+        table: &str,
+        key: &[&str],
+        sums: &[&str],
+        maxes: &[&str],
+    ) {
+        let greatest = Self::GREATEST;
+        let updates: Vec<String> = (sums
+            .iter()
+            .map(|c| format!("{c} = {table}.{c} + excluded.{c}")))
+        .chain(
+            maxes
+                .iter()
+                .map(|c| format!("{c} = {greatest}({table}.{c}, excluded.{c})")),
+        )
+        .collect();
+        query.push(format!(
+            " ON CONFLICT ({}) DO UPDATE SET {}",
+            key.join(", "),
+            updates.join(", ")
+        ));
+    }
+
+    /// The function that returns the greater of two values.
+    const GREATEST: &'static str = "GREATEST";
 }
 
 impl Dialect for Postgres {
@@ -43,6 +73,23 @@ impl Dialect for Postgres {
 impl Dialect for MySql {
     const BIGINT: &'static str = "SIGNED";
 
+    fn push_merge(
+        query: &mut QueryBuilder<Self>,
+        _table: &str,
+        _key: &[&str],
+        sums: &[&str],
+        maxes: &[&str],
+    ) {
+        let updates: Vec<String> = (sums.iter().map(|c| format!("{c} = {c} + VALUES({c})")))
+            .chain(
+                maxes
+                    .iter()
+                    .map(|c| format!("{c} = GREATEST({c}, VALUES({c}))")),
+            )
+            .collect();
+        query.push(format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")));
+    }
+
     fn push_now(query: &mut QueryBuilder<Self>) {
         query.push(MYSQL_NOW_MS);
     }
@@ -53,6 +100,9 @@ impl Dialect for MySql {
 }
 
 impl Dialect for Sqlite {
+    /// SQLite's `MAX` of two arguments is a scalar function.
+    const GREATEST: &'static str = "MAX";
+
     /// One process writes an SQLite file: the host's clock is the store's.
     fn push_now(query: &mut QueryBuilder<Self>) {
         query.push_bind(super::now_ms());
@@ -202,4 +252,18 @@ impl<DB: Database> Statement<DB> for QueryBuilder<DB> {
         }
         self
     }
+}
+
+/// A store on an SQL database: what the role traits written once for every database
+/// (`impl<S: SqlStore> ...`) need of it.
+pub(super) trait SqlStore: Send + Sync {
+    /// The database.
+    type DB: Sql;
+
+    /// Its connections.
+    fn pool(&self) -> &Pool<Self::DB>;
+
+    /// Begin a transaction that writes (SQLite takes the write lock at once, so two
+    /// writers never deadlock upgrading their locks).
+    fn begin_write(&self) -> impl Future<Output = Result<Transaction<'static, Self::DB>>> + Send;
 }

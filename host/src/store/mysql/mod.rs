@@ -28,7 +28,6 @@ mod claim;
 mod delivered;
 mod enqueue;
 mod failed;
-mod flow;
 mod inbox;
 mod keyed;
 mod outbox;
@@ -47,6 +46,7 @@ use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::audit;
+use super::sql::SqlStore;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
@@ -192,6 +192,18 @@ where
     let mut list = query.separated(", ");
     for item in items {
         list.push_bind(item);
+    }
+}
+
+impl SqlStore for MySqlStore {
+    type DB = MySql;
+
+    fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, MySql>> {
+        Ok(self.pool.begin().await?)
     }
 }
 

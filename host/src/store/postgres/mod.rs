@@ -34,7 +34,6 @@ mod claim;
 mod delivered;
 mod enqueue;
 mod failed;
-mod flow;
 mod outbox;
 mod queues;
 mod registry;
@@ -53,6 +52,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::audit;
+use super::sql::SqlStore;
 use super::{
     AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
@@ -149,6 +149,18 @@ pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str) ->
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+impl SqlStore for PostgresStore {
+    type DB = Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
 }
 
 #[async_trait::async_trait]

@@ -6,7 +6,6 @@
 
 mod delivered;
 mod failed;
-mod flow;
 mod outbox;
 mod queues;
 mod registry;
@@ -21,6 +20,7 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::audit;
+use super::sql::SqlStore;
 use super::{
     AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
@@ -97,6 +97,18 @@ pub(super) async fn insert_new(
         .await?;
     }
     Ok(fresh)
+}
+
+impl SqlStore for SqliteStore {
+    type DB = sqlx::Sqlite;
+
+    fn pool(&self) -> &sqlx::SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 #[async_trait::async_trait]
