@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::QueryBuilder;
 
 use super::Result;
-use super::sql::{Sql, Statement};
+use super::sql::{Sql, SqlStore, Statement};
 
 /// One audited call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,8 +37,29 @@ impl AuditEntry {
     }
 }
 
+/// The audit trail's part of a [`super::Store`].
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Record a call that changed something (its `id` and `at` are set by the store).
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// The newest `limit` entries, newest first.
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore> AuditLog for S {
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        add::<S::DB>(&mut *self.pool().acquire().await?, entry).await
+    }
+
+    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        list::<S::DB>(&mut *self.pool().acquire().await?, limit).await
+    }
+}
+
 /// Write `entry`, at the store's clock.
-pub(super) async fn add<DB: Sql>(conn: &mut DB::Connection, entry: &AuditEntry) -> Result<()> {
+async fn add<DB: Sql>(conn: &mut DB::Connection, entry: &AuditEntry) -> Result<()> {
     let mut insert =
         QueryBuilder::<DB>::new("INSERT INTO audit (at, who, action, target, result) VALUES (");
     insert
@@ -58,10 +79,7 @@ pub(super) async fn add<DB: Sql>(conn: &mut DB::Connection, entry: &AuditEntry) 
 }
 
 /// The newest `limit` entries, newest first.
-pub(super) async fn list<DB: Sql>(
-    conn: &mut DB::Connection,
-    limit: u32,
-) -> Result<Vec<AuditEntry>> {
+async fn list<DB: Sql>(conn: &mut DB::Connection, limit: u32) -> Result<Vec<AuditEntry>> {
     let mut select = QueryBuilder::<DB>::new(
         "SELECT id, at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ",
     );

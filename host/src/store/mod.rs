@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, AuditLog};
 pub use claim::{Claim, ClaimMode, HeldTransaction, Hold};
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use delivered::{Delivered, NextAttempt};
@@ -190,7 +190,7 @@ impl std::iter::Sum for PluginRuns {
 
 /// The store seam. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 #[async_trait::async_trait]
-pub trait Store: registry::Registry + flow::FlowHistory + Send + Sync {
+pub trait Store: AuditLog + registry::Registry + flow::FlowHistory + Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
 
@@ -305,12 +305,6 @@ pub trait Store: registry::Registry + flow::FlowHistory + Send + Sync {
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool>;
-
-    /// Record `entry` in the audit trail (its `id` and `at` are the store's).
-    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
-
-    /// The newest `limit` audit entries, newest first.
-    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>>;
 
     /// Depth of every queue that has messages or failures.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;

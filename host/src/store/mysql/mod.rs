@@ -45,10 +45,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::audit;
 use super::sql::SqlStore;
 use super::{
-    AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
     Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable,
 };
@@ -362,14 +361,6 @@ impl Store for MySqlStore {
         payload: &[u8],
     ) -> Result<bool> {
         outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        audit::add::<MySql>(&mut *self.pool.acquire().await?, entry).await
-    }
-
-    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        audit::list::<MySql>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

@@ -51,12 +51,11 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::audit;
 use super::sql::SqlStore;
 use super::{
-    AttemptError, AuditEntry, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
-    FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, migrate,
+    AttemptError, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter, FailedMessage,
+    FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, migrate,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
@@ -356,14 +355,6 @@ impl Store for PostgresStore {
         payload: &[u8],
     ) -> Result<bool> {
         outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        audit::add::<Postgres>(&mut *self.pool.acquire().await?, entry).await
-    }
-
-    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        audit::list::<Postgres>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {

@@ -19,10 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::audit;
 use super::sql::SqlStore;
 use super::{
-    AttemptError, AuditEntry, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
+    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
     FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
     SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, headers_json,
     now_ms, parse_headers,
@@ -306,14 +305,6 @@ impl Store for SqliteStore {
         payload: &[u8],
     ) -> Result<bool> {
         outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        audit::add::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, entry).await
-    }
-
-    async fn audit_list(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        audit::list::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, limit).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
