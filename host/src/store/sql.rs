@@ -58,9 +58,48 @@ pub(super) trait Dialect: Database {
 
     /// The function that returns the greater of two values.
     const GREATEST: &'static str = "GREATEST";
+
+    /// `column` (a message id) as its hyphenated lowercase text.
+    fn uuid_text(column: &str) -> String {
+        column.to_owned()
+    }
+
+    /// `column` (a JSON document) as text.
+    fn json_text(column: &str) -> String {
+        column.to_owned()
+    }
+
+    /// How many bytes `column` (a blob) holds, as a 64-bit integer.
+    fn byte_length(column: &str) -> String {
+        format!("CAST(LENGTH({column}) AS {})", Self::BIGINT)
+    }
+
+    /// A blob that is not there, typed as one.
+    const NO_BYTES: &'static str = "NULL";
+
+    /// Push a bound message id, as the store keeps ids.
+    fn push_uuid(query: &mut QueryBuilder<Self>, id: uuid::Uuid);
 }
 
 impl Dialect for Postgres {
+    const NO_BYTES: &'static str = "NULL::bytea";
+
+    fn uuid_text(column: &str) -> String {
+        format!("{column}::text")
+    }
+
+    fn json_text(column: &str) -> String {
+        format!("{column}::text")
+    }
+
+    fn byte_length(column: &str) -> String {
+        format!("octet_length({column})::bigint")
+    }
+
+    fn push_uuid(query: &mut QueryBuilder<Self>, id: uuid::Uuid) {
+        query.push_bind(id);
+    }
+
     fn push_now(query: &mut QueryBuilder<Self>) {
         query.push("wharf_now_ms()");
     }
@@ -72,6 +111,17 @@ impl Dialect for Postgres {
 
 impl Dialect for MySql {
     const BIGINT: &'static str = "SIGNED";
+
+    /// Ids are `BINARY(16)`.
+    fn uuid_text(column: &str) -> String {
+        format!(
+            "LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-'))"
+        )
+    }
+
+    fn push_uuid(query: &mut QueryBuilder<Self>, id: uuid::Uuid) {
+        query.push_bind(id);
+    }
 
     fn push_merge(
         query: &mut QueryBuilder<Self>,
@@ -102,6 +152,16 @@ impl Dialect for MySql {
 impl Dialect for Sqlite {
     /// SQLite's `MAX` of two arguments is a scalar function.
     const GREATEST: &'static str = "MAX";
+
+    /// A payload kept as text has its length in characters: counted as a blob.
+    fn byte_length(column: &str) -> String {
+        format!("LENGTH(CAST({column} AS BLOB))")
+    }
+
+    /// Ids are kept as text.
+    fn push_uuid(query: &mut QueryBuilder<Self>, id: uuid::Uuid) {
+        query.push_bind(id.to_string());
+    }
 
     /// One process writes an SQLite file: the host's clock is the store's.
     fn push_now(query: &mut QueryBuilder<Self>) {
@@ -189,6 +249,7 @@ pub(super) trait Sql:
     + Column<Option<i64>>
     + Column<Option<String>>
     + Column<Vec<u8>>
+    + Column<Option<Vec<u8>>>
 {
 }
 
@@ -202,6 +263,7 @@ impl<DB> Sql for DB where
         + Column<Option<i64>>
         + Column<Option<String>>
         + Column<Vec<u8>>
+        + Column<Option<Vec<u8>>>
 {
 }
 

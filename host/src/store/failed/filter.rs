@@ -3,9 +3,10 @@
 //! [`FailedPage`]s of a listing.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
 use super::{FailedMessage, FailedStatus};
+use crate::store::sql::{Sql, Statement};
 
 /// Which failed messages a list, a retry or a delete applies to: each condition set
 /// narrows the selection; none selects every failed message.
@@ -170,62 +171,46 @@ impl FailedFilter {
     /// Push `SELECT id FROM failed_messages WHERE <the filter>` (only rows in a status
     /// `operation` may take), newest first, at most `limit` rows, into a query of any
     /// database.
-    pub(in crate::store) fn push_ids<DB>(
+    pub(in crate::store) fn push_ids<DB: Sql>(
         &self,
         query: &mut QueryBuilder<DB>,
         operation: Operation,
         limit: u64,
-    ) where
-        DB: Database,
-        i64: for<'q> Encode<'q, DB> + Type<DB>,
-        String: for<'q> Encode<'q, DB> + Type<DB>,
-    {
+    ) {
         query.push("SELECT id FROM failed_messages WHERE ");
         self.push_conditions(query);
         query.push(" AND ").push(operation.statuses());
         query.push(" ORDER BY id DESC LIMIT ");
-        query.push_bind(limit.min(i64::MAX as u64) as i64);
+        query.value(limit.min(i64::MAX as u64) as i64);
     }
 
     /// The queries of a page of `columns` of the rows the filter selects (one row more
     /// than the page holds, to tell whether another follows; see [`FailedPage::of`]), and
     /// of how many it selects in all.
-    pub(in crate::store) fn page_queries<DB>(
+    pub(in crate::store) fn page_queries<DB: Sql>(
         &self,
         columns: &str,
         page: PageRequest,
-    ) -> (QueryBuilder<DB>, QueryBuilder<DB>)
-    where
-        DB: Database,
-        DB::Arguments: Default,
-        i64: for<'q> Encode<'q, DB> + Type<DB>,
-        String: for<'q> Encode<'q, DB> + Type<DB>,
-    {
+    ) -> (QueryBuilder<DB>, QueryBuilder<DB>) {
         let mut rows = QueryBuilder::new(format!("SELECT {columns} FROM failed_messages WHERE "));
         self.push_conditions(&mut rows);
         if let Some(before) = page.before {
-            rows.push(" AND id < ").push_bind(before);
+            rows.push(" AND id < ").value(before);
         }
         rows.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.limit) + 1);
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM failed_messages WHERE ");
+            .value(i64::from(page.limit) + 1);
+        let mut count = QueryBuilder::new("SELECT COUNT(*) AS n FROM failed_messages WHERE ");
         self.push_conditions(&mut count);
         (rows, count)
     }
 
     /// Push the filter's conditions (`TRUE` for none), for a `WHERE` on `failed_messages`.
-    pub(in crate::store) fn push_conditions<DB>(&self, query: &mut QueryBuilder<DB>)
-    where
-        DB: Database,
-        i64: for<'q> Encode<'q, DB> + Type<DB>,
-        String: for<'q> Encode<'q, DB> + Type<DB>,
-    {
+    pub(in crate::store) fn push_conditions<DB: Sql>(&self, query: &mut QueryBuilder<DB>) {
         query.push("TRUE");
         if !self.ids.is_empty() {
             query.push(" AND id IN (");
-            let mut ids = query.separated(", ");
-            for id in &self.ids {
-                ids.push_bind(*id);
+            for (i, id) in self.ids.iter().enumerate() {
+                query.push(if i == 0 { "" } else { ", " }).value(*id);
             }
             query.push(")");
         }
@@ -239,25 +224,25 @@ impl FailedFilter {
         for (column, value) in equal {
             if let Some(value) = value {
                 query.push(format_args!(" AND {column} = "));
-                query.push_bind(value.clone());
+                query.value(value.clone());
             }
         }
         if let Some(status) = self.status {
             query.push(" AND status = ");
-            query.push_bind(status.as_str().to_owned());
+            query.value(status.as_str());
         }
         if let Some(text) = &self.error {
             query.push(r" AND LOWER(error) LIKE ");
-            query.push_bind(format!("%{}%", escape_like(&text.to_ascii_lowercase())));
+            query.value(format!("%{}%", escape_like(&text.to_ascii_lowercase())));
             query.push(" ESCAPE '!'");
         }
         if let Some(since) = self.since {
             query.push(" AND failed_at >= ");
-            query.push_bind(since);
+            query.value(since);
         }
         if let Some(until) = self.until {
             query.push(" AND failed_at < ");
-            query.push_bind(until);
+            query.value(until);
         }
     }
 }

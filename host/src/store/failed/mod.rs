@@ -3,14 +3,15 @@
 //! databases, and pages) and what a retry sends back.
 
 mod filter;
+mod read;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::{Result, StoreError, parse_headers};
+use super::Result;
 
 pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, Operation, PageRequest, parse_time};
+pub(super) use read::{get, list};
 
 /// Status of a failed message, mirrored by a CHECK constraint in SQL. An operator retries
 /// `pending` and `failed` ones and deletes any but a `retrying` one ([`Operation`]).
@@ -131,62 +132,5 @@ impl Retried {
     /// All of them.
     pub fn total(&self) -> u64 {
         self.inbox + self.broker
-    }
-}
-
-/// A failed message from a row with these columns as text and integers, on either
-/// database (PostgreSQL casts its `uuid`, `jsonb` and `int` columns):
-/// `id, message_id, plugin, plugin_version, plugin_sha256, source, queue, kind, headers, payload, error,
-/// attempts, status, failed_at, last_retry_at, resolved_at`.
-pub(super) fn failed_message<R: Row>(row: &R) -> Result<FailedMessage>
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    let status: String = row.get("status");
-    let message_id: String = row.get("message_id");
-    Ok(FailedMessage {
-        id: row.get("id"),
-        message_id: Uuid::parse_str(&message_id)
-            .map_err(|e| StoreError::Corrupt(format!("id {message_id:?}: {e}")))?,
-        plugin: row.get("plugin"),
-        plugin_version: row.get("plugin_version"),
-        plugin_sha256: row.get("plugin_sha256"),
-        source: row.get("source"),
-        queue: row.get("queue"),
-        kind: row.get("kind"),
-        headers: parse_headers(&row.get::<String, _>("headers"))?,
-        payload: row.get("payload"),
-        payload_bytes: row.get::<i64, _>("payload_bytes") as u64,
-        error: row.get("error"),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        status: FailedStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        failed_at: row.get("failed_at"),
-        last_retry_at: row.get("last_retry_at"),
-        resolved_at: row.get("resolved_at"),
-    })
-}
-
-/// One attempt of a history from a row of `attempt, error, delay_ms, at` (integers as
-/// 64 bits), on either database.
-pub(super) fn attempt_error<R: Row>(row: &R) -> AttemptError
-where
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    AttemptError {
-        attempt: row.get::<i64, _>("attempt") as u32,
-        plugin_version: row.get("plugin_version"),
-        plugin_sha256: row.get("plugin_sha256"),
-        error: row.get("error"),
-        delay_ms: row.get::<Option<i64>, _>("delay_ms").map(|d| d as u64),
-        at: row.get("at"),
     }
 }

@@ -6,70 +6,9 @@
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{now, push_list, uuid_text};
-use crate::store::failed::{Operation, attempt_error, failed_message};
-use crate::store::{
-    AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
-};
-
-/// The columns `failed_message` reads, the message id as text.
-fn failed_columns(payload: bool) -> String {
-    format!(
-        "id, {} AS message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-         headers, {}, CAST(LENGTH(payload) AS SIGNED) AS payload_bytes, error,
-         CAST(attempts AS SIGNED) AS attempts, status, failed_at, last_retry_at, resolved_at",
-        uuid_text("message_id"),
-        if payload {
-            "payload"
-        } else {
-            "NULL AS payload"
-        }
-    )
-}
-
-/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
-pub(super) async fn list(
-    pool: &MySqlPool,
-    filter: &FailedFilter,
-    page: PageRequest,
-) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<MySql>(&failed_columns(false), page);
-    let rows = rows.build().fetch_all(pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
-    Ok(FailedPage::of(total, items, page.limit))
-}
-
-/// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
-pub(super) async fn get(
-    pool: &MySqlPool,
-    id: i64,
-) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM failed_messages WHERE id = ?",
-        failed_columns(true)
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let failed = failed_message(&row)?;
-    let history = sqlx::query(
-        "SELECT CAST(attempt AS SIGNED) AS attempt, plugin_version, plugin_sha256, error,
-                delay_ms, at
-         FROM attempt_errors WHERE message_id = ? AND plugin = ? ORDER BY id",
-    )
-    .bind(failed.message_id)
-    .bind(&failed.plugin)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(attempt_error)
-    .collect();
-    Ok(Some((failed, history)))
-}
+use super::{now, push_list};
+use crate::store::failed::Operation;
+use crate::store::{FailedFilter, Result, Retried};
 
 /// The ids of the newest `limit` failed messages `filter` selects in a status `operation`
 /// takes, locked for the rest of the transaction (a locking read sees the latest status).

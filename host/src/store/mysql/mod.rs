@@ -133,9 +133,7 @@ impl MySqlStore {
 /// `column` (a BINARY(16) UUID) as hyphenated lowercase text, for the readers shared with
 /// the other stores, which decode ids from text.
 pub(super) fn uuid_text(column: &str) -> String {
-    format!(
-        "LOWER(INSERT(INSERT(INSERT(INSERT(HEX({column}), 9, 0, '-'), 14, 0, '-'), 19, 0, '-'), 24, 0, '-'))"
-    )
+    <MySql as super::sql::Dialect>::uuid_text(column)
 }
 
 /// How many times a transaction InnoDB chose as a deadlock victim is run again.
@@ -317,11 +315,11 @@ impl Store for MySqlStore {
     }
 
     async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        failed::list(&self.pool, filter, page).await
+        super::failed::list::<MySql>(&mut *self.pool.acquire().await?, filter, page).await
     }
 
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        failed::get(&self.pool, id).await
+        super::failed::get::<MySql>(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {

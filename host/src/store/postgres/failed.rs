@@ -5,69 +5,8 @@
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::notify;
-use crate::store::failed::{Operation, attempt_error, failed_message};
-use crate::store::{
-    AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried,
-};
-
-/// The columns `failed_message` reads, as text and 64-bit integers; the payload itself
-/// only with `payload` (one message's detail; a list's items carry its size).
-fn failed_columns(payload: bool) -> String {
-    format!(
-        "id, message_id::text AS message_id, plugin, plugin_version, plugin_sha256, source,
-         queue, kind, headers::text AS headers, {}, octet_length(payload)::bigint AS payload_bytes,
-         error, attempts::bigint AS attempts, status, failed_at, last_retry_at, resolved_at",
-        if payload {
-            "payload"
-        } else {
-            "NULL::bytea AS payload"
-        }
-    )
-}
-
-/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
-pub(super) async fn list(
-    pool: &PgPool,
-    filter: &FailedFilter,
-    page: PageRequest,
-) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<Postgres>(&failed_columns(false), page);
-    let rows = rows.build().fetch_all(pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
-    Ok(FailedPage::of(total, items, page.limit))
-}
-
-/// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
-pub(super) async fn get(
-    pool: &PgPool,
-    id: i64,
-) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM failed_messages WHERE id = $1",
-        failed_columns(true)
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let failed = failed_message(&row)?;
-    let history = sqlx::query(
-        "SELECT attempt::bigint AS attempt, plugin_version, plugin_sha256, error, delay_ms, at
-         FROM attempt_errors
-         WHERE message_id = $1 AND plugin = $2 ORDER BY id",
-    )
-    .bind(failed.message_id)
-    .bind(&failed.plugin)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(attempt_error)
-    .collect();
-    Ok(Some((failed, history)))
-}
+use crate::store::failed::Operation;
+use crate::store::{FailedFilter, Result, Retried};
 
 /// Send failed messages back; see [`crate::store::Store::failed_retry`].
 pub(super) async fn retry(

@@ -3,68 +3,8 @@
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::store::failed::{Operation, attempt_error, failed_message};
-use crate::store::{
-    AttemptError, FailedFilter, FailedMessage, FailedPage, PageRequest, Result, Retried, now_ms,
-};
-
-/// The columns `failed_message` reads; the payload itself only with `payload` (one
-/// message's detail; a list's items carry its size).
-fn failed_columns(payload: bool) -> String {
-    format!(
-        "id, message_id, plugin, plugin_version, plugin_sha256, source, queue, kind, headers,
-         {}, LENGTH(CAST(payload AS BLOB)) AS payload_bytes, error, attempts, status, failed_at,
-         last_retry_at, resolved_at",
-        if payload {
-            "payload"
-        } else {
-            "NULL AS payload"
-        }
-    )
-}
-
-/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
-pub(super) async fn list(
-    pool: &SqlitePool,
-    filter: &FailedFilter,
-    page: PageRequest,
-) -> Result<FailedPage> {
-    let (mut rows, mut count) = filter.page_queries::<Sqlite>(&failed_columns(false), page);
-    let rows = rows.build().fetch_all(pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let items = rows.iter().map(failed_message).collect::<Result<_>>()?;
-    Ok(FailedPage::of(total, items, page.limit))
-}
-
-/// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
-pub(super) async fn get(
-    pool: &SqlitePool,
-    id: i64,
-) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM failed_messages WHERE id = ?",
-        failed_columns(true)
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let failed = failed_message(&row)?;
-    let history = sqlx::query(
-        "SELECT attempt, plugin_version, plugin_sha256, error, delay_ms, at FROM attempt_errors
-         WHERE message_id = ? AND plugin = ? ORDER BY id",
-    )
-    .bind(failed.message_id.to_string())
-    .bind(&failed.plugin)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(attempt_error)
-    .collect();
-    Ok(Some((failed, history)))
-}
+use crate::store::failed::Operation;
+use crate::store::{FailedFilter, Result, Retried, now_ms};
 
 /// Send failed messages back; see [`crate::store::Store::failed_retry`].
 pub(super) async fn retry(pool: &SqlitePool, filter: &FailedFilter, limit: u64) -> Result<Retried> {

@@ -261,11 +261,11 @@ impl Store for SqliteStore {
     }
 
     async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        failed::list(&self.pool, filter, page).await
+        super::failed::list::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, filter, page).await
     }
 
     async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        failed::get(&self.pool, id).await
+        super::failed::get::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
