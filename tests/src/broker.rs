@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use wharf_host::transport::amqp::consumer::Consumer;
 use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
 use wharf_host::transport::amqp::topology;
-use wharf_host::transport::pump::{Progress, Report};
+use wharf_host::transport::pump::{Progress, Report, StopWhen};
 
 use crate::{Backend, Host, confirming_channel, route_orders, unique_name};
 
@@ -121,7 +121,7 @@ impl Broker {
             self.host.dispatcher.clone(),
         );
         let running = async {
-            let progress = Progress::new("amqp");
+            let progress = Progress::new("amqp", StopWhen::default());
             consumer
                 .run(&self.connection, stopped, &progress)
                 .await

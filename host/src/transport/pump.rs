@@ -67,22 +67,24 @@ impl Report {
     }
 }
 
-/// Totals shared by the lanes of one run.
+/// What the lanes of one run share: when it stops, and its totals.
 pub struct Progress {
     /// The source's name in the progress lines.
     label: String,
+    stop: StopWhen,
     started: Instant,
     /// The totals, and when progress was last logged.
     report: Mutex<(Report, Instant)>,
-    /// Messages taken or being taken, against [`StopWhen::limit`].
+    /// Messages taken or being taken, against [`StopWhen::limit`] (untouched without one).
     reserved: AtomicU64,
 }
 
 impl Progress {
-    /// Totals of a run starting now, logged as `label`.
-    pub fn new(label: impl Into<String>) -> Self {
+    /// A run starting now, logged as `label`, that ends on `stop` (or shutdown).
+    pub fn new(label: impl Into<String>, stop: StopWhen) -> Self {
         Self {
             label: label.into(),
+            stop,
             started: Instant::now(),
             report: Mutex::new((Report::default(), Instant::now())),
             reserved: AtomicU64::new(0),
@@ -95,13 +97,13 @@ impl Progress {
     }
 
     /// Whether a lane should stop: on shutdown or after the time limit.
-    fn stops(&self, stop: &StopWhen, shutdown: &watch::Receiver<bool>) -> bool {
-        *shutdown.borrow() || stop.time_limit.is_some_and(|t| self.started.elapsed() >= t)
+    fn stops(&self, shutdown: &watch::Receiver<bool>) -> bool {
+        *shutdown.borrow() || (self.stop.time_limit).is_some_and(|t| self.started.elapsed() >= t)
     }
 
-    /// How many messages the next take may take: a batch, or what is left of `limit`.
-    fn reserve(&self, batch: u32, limit: Option<u64>) -> Option<u32> {
-        let Some(limit) = limit else {
+    /// How many messages the next take may take: a batch, or what is left of the limit.
+    fn reserve(&self, batch: u32) -> Option<u32> {
+        let Some(limit) = self.stop.limit else {
             return Some(batch);
         };
         let mut taken = 0;
@@ -116,7 +118,9 @@ impl Progress {
 
     /// Give back reserved messages that were not taken.
     fn release(&self, n: u64) {
-        self.reserved.fetch_sub(n, Ordering::SeqCst);
+        if self.stop.limit.is_some() {
+            self.reserved.fetch_sub(n, Ordering::SeqCst);
+        }
     }
 
     fn add(&self, messages: u64, settled: SettleSummary) {
@@ -137,12 +141,11 @@ struct Handled<H> {
     settlements: Vec<Settlement>,
 }
 
-/// One lane: take, handle and finish batches of `source` until a stop condition or
-/// `shutdown` (the batch in hand is always finished), adding to `progress`.
+/// One lane: take, handle and finish batches of `source` until the run's stop condition
+/// or `shutdown` (the batch in hand is always finished), adding to `progress`.
 pub async fn run<S: Source>(
     source: &S,
     dispatcher: &Dispatcher,
-    stop: StopWhen,
     mut shutdown: watch::Receiver<bool>,
     progress: &Progress,
 ) -> Result<(), S::Error> {
@@ -152,15 +155,15 @@ pub async fn run<S: Source>(
         let current = match pending.take() {
             Some(handled) => handled,
             None => {
-                if progress.stops(&stop, &shutdown) {
+                if progress.stops(&shutdown) {
                     return Ok(());
                 }
-                let Some(limit) = progress.reserve(source.batch_size(), stop.limit) else {
+                let Some(limit) = progress.reserve(source.batch_size()) else {
                     return Ok(());
                 };
                 match take_and_handle(source, dispatcher, limit, progress).await {
                     Ok(Some(handled)) => handled,
-                    Ok(None) if stop.until_idle => return Ok(()),
+                    Ok(None) if progress.stop.until_idle => return Ok(()),
                     Ok(None) => {
                         match source.wait(&mut shutdown).await {
                             Ok(()) => failures = 0,
@@ -175,8 +178,8 @@ pub async fn run<S: Source>(
                 }
             }
         };
-        let next = match S::PIPELINED && !progress.stops(&stop, &shutdown) {
-            true => progress.reserve(source.batch_size(), stop.limit),
+        let next = match S::PIPELINED && !progress.stops(&shutdown) {
+            true => progress.reserve(source.batch_size()),
             false => None,
         };
         let (finished, next) = match next {
@@ -206,7 +209,7 @@ pub async fn once<S: Source>(
     dispatcher: &Dispatcher,
     limit: u32,
 ) -> Result<(u64, SettleSummary), S::Error> {
-    let progress = Progress::new(source.label());
+    let progress = Progress::new(source.label(), StopWhen::default());
     match take_and_handle(source, dispatcher, limit, &progress).await? {
         Some(handled) => finish(source, dispatcher, handled).await,
         None => Ok((0, SettleSummary::default())),

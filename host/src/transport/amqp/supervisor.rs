@@ -26,7 +26,7 @@ use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
 use crate::transport::OUTAGE_BACKOFF;
-use crate::transport::pump::{Progress, Report};
+use crate::transport::pump::{Progress, Report, StopWhen};
 
 /// A task that ran this long before failing starts its backoff over.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -107,7 +107,7 @@ impl Supervisor {
         shutdown: watch::Receiver<bool>,
     ) -> Result<SuperviseReport, SuperviseError> {
         let shared = SharedConnection::new(&self.config, &self.link);
-        let progress = Progress::new("amqp");
+        let progress = Progress::new("amqp", StopWhen::default());
         let mut consumers = Vec::new();
         for spec in &self.config.consume {
             for _ in 0..spec.consumers {

@@ -64,7 +64,7 @@ impl Worker {
         stop: StopWhen,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Report, StoreError> {
-        let progress = Arc::new(Progress::new("inbox"));
+        let progress = Arc::new(Progress::new("inbox", stop));
         let mut running = JoinSet::new();
         for queues in lanes(&self.config.queues, self.config.batches_in_flight) {
             let lane = Lane {
@@ -75,7 +75,7 @@ impl Worker {
             running.spawn(
                 async move {
                     let dispatcher = lane.worker.dispatcher.clone();
-                    pump::run(&lane, &dispatcher, stop, shutdown, &progress).await
+                    pump::run(&lane, &dispatcher, shutdown, &progress).await
                 }
                 .in_current_span(),
             );

@@ -27,7 +27,7 @@ use super::republish::Republisher;
 use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::store::{Delivered, NextAttempt, SettleSummary, Settlement, Store, StoreError};
-use crate::transport::pump::{self, Progress, StopWhen};
+use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
 use handle::needs_database;
 
@@ -127,8 +127,7 @@ impl Consumer {
             deliveries: Mutex::new((deliveries, None)),
             republisher: Mutex::new(republisher),
         };
-        let stop = StopWhen::default();
-        pump::run(&queue, &self.dispatcher, stop, shutdown, progress).await
+        pump::run(&queue, &self.dispatcher, shutdown, progress).await
     }
 }
 
