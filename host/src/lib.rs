@@ -21,12 +21,14 @@
 //!                                     each charged to the call's limits (runtime::budget)
 //!                                     and its names checked (names) as it is made
 //!   -> outcome::decide                ok | retry (backoff, retry) | dead letter
-//!   -> store::settle::resolve         with the state keys locked: run stale and contended
-//!                                     handlers again over committed state + batch writes
+//!   -> settle::claimed                ONE transaction per batch, one sequence for every
+//!                                     store (settle::delivered for AMQP, then ack):
+//!                                     fence, lock the state keys, then
+//!   -> settle::resolve                run stale and contended handlers again over
+//!                                     committed state + batch writes (the dispatcher)
 //!   -> store::settle::SettlePlan      what the batch writes, decided once for every store
-//!   -> store::Store::settle           ONE transaction per batch: ledger rows + effects,
+//!   -> store::SettleTransaction       each store writes it: ledger rows + effects,
 //!                                     retries, failed messages with attempt history
-//!                                     (settle_delivered for AMQP, then ack)
 //! ```
 //!
 //! `server` puts a host together from its config and runs it; `cli` is the `wharf`
@@ -50,8 +52,8 @@
 //!   an AMQP consumer also copies them to `<queue>.dlq`.
 //! - **ledger** (table `processed`): the pairs handled; a redelivered message skips them.
 //!   **received** is the inbox's dedup on arrival.
-//! - **settle**: the one transaction that writes a batch's verdicts; the **settle plan**
-//!   (`store::settle`) decides its rows.
+//! - **settle**: the one transaction that writes a batch's verdicts (`settle`); the
+//!   **settle plan** (`store::settle`) decides its rows.
 //! - **claim**: how a batch of inbox rows is kept from other hosts until it settles: a
 //!   **held** transaction or a **lease** fenced by a lock token.
 //! - **stale read**: a state key a handler read that changed before its settle; the
@@ -79,6 +81,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod setting;
+pub mod settle;
 pub mod shutdown;
 pub mod store;
 pub mod text;

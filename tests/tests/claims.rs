@@ -11,6 +11,7 @@ use wharf_host::dispatch::Delays;
 use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
+use wharf_host::settle;
 use wharf_host::store::{ClaimMode, Hold, PluginResult, PluginVersion, Settlement, StoreError};
 use wharf_tests::{Backend, Host, conformance, test_config, wait_for};
 
@@ -63,15 +64,15 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     assert_eq!(fast.len(), 1, "the expired lease lets another worker claim");
     assert_ne!(slow[0].lock_token, fast[0].lock_token);
 
-    let late = host
-        .store
-        .settle(
-            Hold::Lease,
-            &mut [handled(&slow[0], "slow")],
-            &host.dispatcher.settle_runner(Delays::Jittered),
-        )
-        .await
-        .unwrap();
+    let late = settle::claimed(
+        &*host.store,
+        Hold::Lease,
+        &mut [handled(&slow[0], "slow")],
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await
+    .unwrap();
     assert_eq!((late.fenced, late.handled), (1, 0));
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 0);
     assert_eq!(
@@ -81,25 +82,25 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     );
     assert_eq!(host.store.state_get("noop", "last").await.unwrap(), None);
 
-    let current = host
-        .store
-        .settle(
-            Hold::Lease,
-            &mut [handled(&fast[0], "fast")],
-            &host.dispatcher.settle_runner(Delays::Jittered),
-        )
-        .await
-        .unwrap();
+    let current = settle::claimed(
+        &*host.store,
+        Hold::Lease,
+        &mut [handled(&fast[0], "fast")],
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await
+    .unwrap();
     assert_eq!((current.fenced, current.handled), (0, 1));
-    let again = host
-        .store
-        .settle(
-            Hold::Lease,
-            &mut [handled(&slow[0], "slow")],
-            &host.dispatcher.settle_runner(Delays::Jittered),
-        )
-        .await
-        .unwrap();
+    let again = settle::claimed(
+        &*host.store,
+        Hold::Lease,
+        &mut [handled(&slow[0], "slow")],
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await
+    .unwrap();
     assert_eq!((again.fenced, again.handled), (1, 0));
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
     let (last, version) = host.store.state_get("noop", "last").await.unwrap().unwrap();
@@ -249,14 +250,14 @@ async fn held_claim_not_renewed(backend: Backend, lease: Duration) {
         .await
         .unwrap();
     tokio::time::sleep(lease * 4).await;
-    let settled = host
-        .store
-        .settle(
-            claim.hold,
-            &mut [handled(&claim.messages[0], "late")],
-            &host.dispatcher.settle_runner(Delays::Jittered),
-        )
-        .await;
+    let settled = settle::claimed(
+        &*host.store,
+        claim.hold,
+        &mut [handled(&claim.messages[0], "late")],
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await;
     assert!(
         matches!(settled, Err(StoreError::ClaimLost(_))),
         "{settled:?}"

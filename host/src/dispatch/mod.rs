@@ -4,19 +4,18 @@
 //! AMQP consumers.
 //!
 //! A batch's messages run concurrently, except a contended plugin's, which are left to
-//! run inside the settle (`contention`). The settle runs those, and handlers whose state
-//! reads went stale, through [`Dispatcher::settle_runner`]. One call, from its slots to
-//! its verdict, is `call`; what the host counts per minute for the flow history, `flow`.
+//! run inside the settle (`contention`). The settle (`crate::settle`) runs those, and
+//! handlers whose state reads went stale, through [`Dispatcher::call_again`]. One call,
+//! from its slots to its verdict, is `call`; what the host counts per minute for the flow
+//! history, `flow`.
 
 pub mod breaker;
 mod call;
 mod contention;
 mod flow;
 pub mod report;
-mod settle_calls;
 mod span;
 mod throughput;
-mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,17 +28,13 @@ use crate::envelope::Envelope;
 use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
-use crate::runtime::{Plugin, Runtime, StateReader};
-use crate::store::{
-    PluginResult, SettleBudget, SettleRunner, SettleSummary, Settlement, StateQuota, Store,
-};
+use crate::runtime::{Plugin, Runtime, StateError, StateReader};
+use crate::store::{PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota, Store};
 use breaker::Breakers;
 use call::version_of;
 use contention::{Contention, FIRST_LOOK, by_plugin};
 pub use flow::Flow;
-use settle_calls::SettleCalls;
 pub use throughput::Throughput;
-use view::StoreState;
 
 /// How retry delays are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,12 +248,50 @@ impl Dispatcher {
         }
     }
 
-    /// What runs handlers inside a settle: the plugins as served now, called as `delays`
-    /// says, each reading the settle's view of the state.
-    pub fn settle_runner(&self, delays: Delays) -> impl SettleRunner + '_ {
-        SettleCalls {
-            dispatcher: self,
-            delays,
+    /// How much running a settle may do while it holds its batch's state keys.
+    pub fn settle_budget(&self) -> SettleBudget {
+        self.config.settle_runs
+    }
+
+    /// The keys `plugin`'s messages are expected to touch: those its recent batches'
+    /// messages shared.
+    pub fn expected_keys(&self, plugin: &str) -> Vec<String> {
+        self.contention.expected_keys(plugin)
+    }
+
+    /// How many state keys and bytes `plugin` may hold in all.
+    pub fn state_quota(&self, plugin: &str) -> StateQuota {
+        let host = self.config.state_quota;
+        match self.config.plugin.get(plugin) {
+            Some(config) => config.state_quota(host),
+            None => host,
         }
+    }
+
+    /// Run `plugin` as served now on `message` again, as attempt `attempt`, with delays
+    /// drawn as `delays` says, reading state through `state` (the settle's view); `None`
+    /// when the plugin is no longer served.
+    pub async fn call_again(
+        &self,
+        message: &Envelope,
+        plugin: &str,
+        attempt: u32,
+        delays: Delays,
+        state: Arc<dyn StateReader>,
+    ) -> Option<PluginResult> {
+        let plugin = self.plugins.current().get(plugin)?.clone();
+        let mut result = self.call(&plugin, message, delays, state).await;
+        result.attempt = attempt;
+        Some(result)
+    }
+}
+
+/// The store as the sandbox's state reader.
+struct StoreState(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl StateReader for StoreState {
+    async fn read(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>, StateError> {
+        Ok(self.0.state_get(plugin, key).await?)
     }
 }

@@ -16,7 +16,7 @@ pub enum ClaimMode {
     Transaction,
 }
 
-/// What holds a claimed batch until it is settled; handed back to [`Store::settle`].
+/// What holds a claimed batch until it is settled; handed back to [`Store::begin_settle`].
 #[derive(Debug)]
 pub enum Hold {
     /// The rows carry a lease and the messages' `lock_token`s.

@@ -1,12 +1,12 @@
 //! Stores: where the inbox, the dedup ledger, the outbox, plugin state and failed messages
 //! live. [`Store`] is the seam; `sqlite` is the embedded default, `postgres` and `mysql`
 //! (MariaDB/MySQL) the fleet stores that many hosts share. The store is the only writer
-//! of a message's final state:
-//! [`Store::settle`] applies a batch of verdicts in one transaction (ledger rows, effects,
-//! retries, dead letters).
+//! of a message's final state: a batch of verdicts is written in one transaction
+//! ([`Store::begin_settle`], driven by `crate::settle`: ledger rows, effects, retries,
+//! dead letters).
 //!
 //! What the backends share is written once here: the settle plan (`settle`: which rows a
-//! batch's verdicts write), what a transport's settle answers (`delivered`), the registry's
+//! batch's verdicts write, and the transaction each store settles in), the registry's
 //! deploy and rollback rules and its reads and host reports (`registry`), the audit trail
 //! (`audit`), statements written once for every SQL database (`sql`: the `Sql` bound and
 //! the `Dialect`), the failed-message filter as SQL and the
@@ -17,7 +17,6 @@
 mod audit;
 mod claim;
 mod config;
-mod delivered;
 mod error;
 mod failed;
 pub mod flow;
@@ -43,7 +42,6 @@ use crate::outcome::Verdict;
 pub use audit::{AuditEntry, AuditLog};
 pub use claim::{Claim, ClaimMode, HeldTransaction, Hold};
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
-pub use delivered::{Delivered, NextAttempt};
 pub use error::StoreError;
 pub use failed::{
     AttemptError, FailedFilter, FailedMessage, FailedPage, FailedStatus, MAX_SELECTED_IDS,
@@ -55,8 +53,9 @@ pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
 pub(crate) use retention::CLEANUP;
 pub use retention::Cleaned;
+pub(crate) use settle::{Quotas, state_keys};
 pub use settle::{
-    KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView, StateQuota, StateUsage,
+    SettleBudget, SettlePlan, SettleTransaction, SharedView, StateLocks, StateQuota, StateUsage,
     StateView,
 };
 pub use sqlite::SqliteStore;
@@ -205,35 +204,39 @@ pub trait Store: AuditLog + registry::Registry + flow::FlowHistory + Send + Sync
         lease: Duration,
     ) -> Result<Claim>;
 
-    /// Apply a batch of settlements in one transaction: the claim's own when it holds
-    /// one ([`StoreError::ClaimLost`] if that is gone), else a new one fenced on the
-    /// messages' lock tokens. Results whose state reads are stale, and contended plugins
-    /// left to run there, run inside it through `runner`, and their results take their
-    /// place in `batch` (see `settle::resolve`).
-    async fn settle(
+    /// Open the transaction a claimed batch settles in (`crate::settle::claimed` drives
+    /// it): the claim's own when it holds one ([`StoreError::ClaimLost`] if that is gone),
+    /// else a new one, fenced on the messages' lock tokens.
+    async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>>;
+
+    /// Open the transaction a batch a transport delivered settles in (no inbox rows to
+    /// fence, delete or reschedule), once any concurrent settle of the messages `ids` (a
+    /// duplicate delivered to another consumer) has finished; with the plugins that
+    /// settled each of them already, read inside it (as [`Store::settled_plugins`]).
+    async fn begin_settle_delivered(
         &self,
-        hold: Hold,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<SettleSummary>;
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )>;
+
+    /// After a settle met the ledger's key ([`StoreError::HandledBefore`]) and rolled
+    /// back: mark the messages `ids` seen, so their next claim looks up what ran, and free
+    /// those the claim's lock `token` still holds.
+    async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()>;
+
+    /// Whether a settle that failed with `e` on its `runs`-th run is to run again: the
+    /// database rolled it back whole to break a deadlock (MariaDB picks a victim), and
+    /// running it again is the cure.
+    fn settle_again(&self, e: &StoreError, runs: u32) -> bool {
+        let _ = (e, runs);
+        false
+    }
 
     /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
     /// operator sent it back): a redelivered message skips them.
     async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>>;
-
-    /// Settle a batch a transport delivered, in one transaction: ledger rows, effects,
-    /// attempt errors and dead letters as [`Store::settle`] writes them, but there is no
-    /// inbox row to fence, delete or reschedule: the transport re-publishes the messages
-    /// in [`Delivered::try_again`], forwards [`Delivered::dead`] and acks the rest. Results
-    /// of plugins that settled a message meanwhile (another consumer had a duplicate)
-    /// are dropped: the transaction waits for such a concurrent settle and checks the
-    /// ledger itself. Stale and contended results run through `runner` as in
-    /// [`Store::settle`].
-    async fn settle_delivered(
-        &self,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<Delivered>;
 
     /// Heartbeat: keep the claimed messages (id, lock token) for another `lease` from
     /// now. Returns how many are still held.

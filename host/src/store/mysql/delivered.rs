@@ -1,19 +1,16 @@
 //! What a transport delivered, on MariaDB/MySQL: the ledger lookup that lets a redelivery
-//! skip plugins that already settled it, and the settle transaction. A duplicate delivered
-//! to two consumers at once is settled by whichever locks it first: the settle locks its
-//! messages' slots (`settle::lock_messages`) before reading the ledger, so a concurrent
-//! settle of the same message waits there and then reads what the first committed.
+//! skip plugins that already settled it. A duplicate delivered to two consumers at once
+//! is settled by whichever locks it first: its settle locks the messages' slots
+//! (`settle::lock_messages`) before reading the ledger here, so a concurrent settle of the
+//! same message waits there and then reads what the first committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{MySqlConnection, MySqlPool, Row};
+use sqlx::{MySqlConnection, Row};
 use uuid::Uuid;
 
-use super::again_on_deadlock;
 use super::keyed::{self, IDS};
-use super::settle::{Settling, lock_messages, settle_batch};
-use crate::store::delivered::drop_settled;
-use crate::store::{Delivered, Result, SettleRunner, Settlement};
+use crate::store::Result;
 
 /// What the ledger and the failed messages say of some messages.
 #[derive(Debug, Default)]
@@ -57,34 +54,4 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
         }
     }
     Ok(settled)
-}
-
-/// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
-pub(super) async fn settle(
-    pool: &MySqlPool,
-    batch: &mut [Settlement],
-    runner: &dyn SettleRunner,
-) -> Result<Delivered> {
-    again_on_deadlock!(async {
-        let mut tx = pool.begin().await?;
-        let delivered = settle_in(&mut tx, batch, runner).await?;
-        tx.commit().await?;
-        Ok(delivered)
-    })
-}
-
-/// [`settle`] inside the transaction `conn` is in.
-async fn settle_in(
-    conn: &mut MySqlConnection,
-    batch: &mut [Settlement],
-    runner: &dyn SettleRunner,
-) -> Result<Delivered> {
-    let now = super::now(&mut *conn).await?;
-    let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
-    lock_messages(&mut *conn, &ids).await?;
-    let already = settled_of(&mut *conn, &ids).await?;
-    let mut duplicates = 0;
-    drop_settled(batch, &already.by_id, &mut duplicates);
-    let plan = settle_batch(conn, batch, now, Settling::Delivered, runner).await?;
-    Ok(Delivered::of(&plan, duplicates))
 }

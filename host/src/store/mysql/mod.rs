@@ -47,15 +47,15 @@ use uuid::Uuid;
 
 use super::sql::SqlStore;
 use super::{
-    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
-    FailedMessage, FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result,
-    Retried, SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable,
+    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage,
+    FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleTransaction, Store, StoreError, Undeliverable,
 };
 use crate::envelope::NewMessage;
 use claim::claim_lost;
 use delivered::settled_of;
 use enqueue::insert_new;
-use settle::{Settling, settle_in};
+use settle::{Settle, Settling};
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
@@ -170,7 +170,6 @@ macro_rules! again_on_deadlock {
         }
     }};
 }
-pub(super) use again_on_deadlock;
 
 /// The database clock, in Unix milliseconds.
 pub(super) async fn now(conn: &mut MySqlConnection) -> Result<i64> {
@@ -228,13 +227,8 @@ impl Store for MySqlStore {
         ))
     }
 
-    async fn settle(
-        &self,
-        hold: Hold,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<SettleSummary> {
-        let settled = match hold {
+    async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {
+        let (mut tx, settling) = match hold {
             Hold::Transaction(held) => {
                 let HeldTransaction::MySql(HeldClaim {
                     tx,
@@ -244,40 +238,51 @@ impl Store for MySqlStore {
                 else {
                     unreachable!("{held:?} was claimed by another store");
                 };
-                let held = Settling::Held(&created_at, &retried);
-                settle_in(tx, batch, held, runner).await.map_err(claim_lost)
+                (tx, Settling::Held(created_at, retried))
             }
-            Hold::Lease => settle::settle_leased(&self.pool, batch, runner).await,
+            Hold::Lease => (self.pool.begin().await?, Settling::Leased(None)),
         };
-        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
-            // The batch's messages are seen, and free again where its claim (one token)
-            // still holds them; `locked_until` is set first, while `lock_token` is the old.
-            let token = first.message.lock_token;
-            let mut seen = QueryBuilder::<MySql>::new(
-                "UPDATE inbox SET seen = TRUE, locked_until = IF(lock_token = ",
-            );
-            seen.push_bind(token)
-                .push(", NULL, locked_until), lock_token = IF(lock_token = ")
-                .push_bind(token)
-                .push(", NULL, lock_token) WHERE id IN (");
-            push_list(&mut seen, batch.iter().map(|s| s.message.id));
-            seen.push(")");
-            seen.build().execute(&self.pool).await?;
-        }
-        settled
+        let now = match now(&mut tx).await {
+            Ok(now) => now,
+            Err(e) if matches!(settling, Settling::Held(..)) => return Err(claim_lost(e)),
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(Settle { tx, now, settling }))
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
+        let (settle, settled) = settle::begin_delivered(&self.pool, ids).await?;
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
+        // `locked_until` is set first, while `lock_token` is the old.
+        let mut seen = QueryBuilder::<MySql>::new(
+            "UPDATE inbox SET seen = TRUE, locked_until = IF(lock_token = ",
+        );
+        seen.push_bind(token)
+            .push(", NULL, locked_until), lock_token = IF(lock_token = ")
+            .push_bind(token)
+            .push(", NULL, lock_token) WHERE id IN (");
+        push_list(&mut seen, ids.iter().copied());
+        seen.push(")");
+        seen.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn settle_again(&self, e: &StoreError, runs: u32) -> bool {
+        is_deadlock(e) && runs <= DEADLOCK_RETRIES
     }
 
     async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         Ok(settled_of(&mut conn, ids).await?.by_id)
-    }
-
-    async fn settle_delivered(
-        &self,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<Delivered> {
-        delivered::settle(&self.pool, batch, runner).await
     }
 
     async fn lease_held(

@@ -1,32 +1,32 @@
-//! The settle transaction on MariaDB/MySQL.
+//! The settle transaction on MariaDB/MySQL ([`SettleTransaction`]).
 //!
-//! 1. Fence (leased claims): lock the batch's rows, keep those whose lock token is still
-//!    current and take them (`inbox`); the others were taken over and nothing of theirs
-//!    is written. A claim held in this transaction took its rows already.
-//! 2. Lock the state keys the batch read or wrote (their rows of `state_lock_slots`,
-//!    `FOR UPDATE` in slot order) and load their committed values, so two hosts cannot
-//!    both commit a write based on the same read, and run the stale and contended results
-//!    over them ([`resolve`]). A key such a run newly touches is locked without waiting
-//!    (`NOWAIT`): taking it out of order could deadlock against another host's settle, so
-//!    a key held elsewhere sends that result back for another round instead.
-//! 3. Build the [`SettlePlan`] (the rules every store shares) within the plugins' state
-//!    quotas (their `plugin_state_usage` rows locked, in plugin order) and write it; the
-//!    messages that stay go back into the inbox.
+//! - Fence (leased claims): lock the batch's rows, keep those whose lock token is still
+//!   current and take them (`inbox`); the others were taken over and nothing of theirs
+//!   is written. A claim held in this transaction took its rows already.
+//! - Lock the state keys the batch read or wrote (their rows of `state_lock_slots`,
+//!   `FOR UPDATE` in slot order) and load their committed values, so two hosts cannot
+//!   both commit a write based on the same read. A key a run inside the settle newly
+//!   touches is locked without waiting (`NOWAIT`): taking it out of order could deadlock
+//!   against another host's settle, so a key held elsewhere sends that result back for
+//!   another round instead.
+//! - The plugins' state usage: their `plugin_state_usage` rows locked, in plugin order.
+//! - Write the plan; the messages that stay go back into the inbox.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sha2::{Digest, Sha256};
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
+use super::claim::claim_lost;
 use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
-use super::{again_on_deadlock, now, push_list};
-use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, finish, plan, resolve,
+use super::push_list;
+use crate::store::{
+    Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
+    StoreError, headers_json,
 };
-use crate::store::{Result, SettleSummary, Settlement, StoreError, headers_json};
 
 /// Slots of `state_lock_slots` (2^18): the lower half for delivered messages' ids, the
 /// upper half for state keys, so a settle that locks both (ids first) takes them in one
@@ -34,88 +34,89 @@ use crate::store::{Result, SettleSummary, Settlement, StoreError, headers_json};
 const LOCK_SLOTS: u32 = 1 << 18;
 
 /// What is being settled.
-#[derive(Clone, Copy)]
-pub(super) enum Settling<'a> {
-    /// Leased inbox rows: fenced on their tokens and taken, the others left alone.
-    Leased,
+pub(super) enum Settling {
+    /// Leased inbox rows: fenced on their tokens and taken (with their enqueue times,
+    /// once fenced), the others left alone.
+    Leased(Option<CreatedAt>),
     /// Inbox rows the claim transaction this settle writes into took, with their enqueue
     /// times (all still ours), and the messages among them an operator sent back.
-    Held(&'a CreatedAt, &'a BTreeSet<Uuid>),
+    Held(CreatedAt, BTreeSet<Uuid>),
     /// Messages a transport delivered: no inbox rows; it re-publishes those to try again.
     Delivered,
 }
 
-/// Settle a leased `batch` in a transaction of its own, again when it was chosen as a
-/// deadlock victim.
-pub(super) async fn settle_leased(
-    pool: &MySqlPool,
-    batch: &mut [Settlement],
-    runner: &dyn SettleRunner,
-) -> Result<SettleSummary> {
-    again_on_deadlock!(async {
-        let tx = pool.begin().await?;
-        settle_in(tx, batch, Settling::Leased, runner).await
-    })
+/// A settle's transaction on MariaDB/MySQL, at `now` (the database's Unix ms when it
+/// began).
+pub(super) struct Settle {
+    pub tx: Transaction<'static, MySql>,
+    pub now: i64,
+    pub settling: Settling,
 }
 
-/// Settle `batch` in `tx` and end it ([`finish`]).
-pub(super) async fn settle_in(
-    mut tx: Transaction<'_, MySql>,
-    batch: &mut [Settlement],
-    settling: Settling<'_>,
-    runner: &dyn SettleRunner,
-) -> Result<SettleSummary> {
-    let now = now(&mut tx).await?;
-    let settled = settle_batch(&mut tx, batch, now, settling, runner).await;
-    finish(tx, settled.map(|plan| plan.summary)).await
-}
-
-/// Plan and write `batch` inside the caller's transaction, at `now` (the database's
-/// Unix ms), running its stale and contended results through `runner`.
-pub(super) async fn settle_batch<'a>(
-    conn: &mut MySqlConnection,
-    batch: &'a mut [Settlement],
-    now: i64,
-    settling: Settling<'_>,
-    runner: &dyn SettleRunner,
-) -> Result<SettlePlan<'a>> {
-    if batch.is_empty() {
-        return Ok(SettlePlan::default());
+#[async_trait::async_trait]
+impl SettleTransaction for Settle {
+    async fn fence(&mut self, batch: &[Settlement]) -> Result<Option<HashSet<Uuid>>> {
+        let Settling::Leased(taken) = &mut self.settling else {
+            return Ok(None);
+        };
+        let ours = inbox::fence(&mut self.tx, batch).await?;
+        let held = ours.keys().copied().collect();
+        *taken = Some(ours);
+        Ok(Some(held))
     }
-    let mut fenced = 0;
-    let ours;
-    let mut retried = None;
-    let (mut held, taken): (Vec<&mut Settlement>, Option<&CreatedAt>) = match settling {
-        Settling::Delivered => (batch.iter_mut().collect(), None),
-        Settling::Held(taken, sent_back) => {
-            retried = Some(sent_back);
-            (batch.iter_mut().collect(), Some(taken))
+
+    async fn write(&mut self, plan: &SettlePlan<'_>) -> Result<()> {
+        let (taken, retried) = match &self.settling {
+            Settling::Leased(taken) => (taken.as_ref(), None),
+            Settling::Held(taken, retried) => (Some(taken), Some(retried)),
+            Settling::Delivered => (None, None),
+        };
+        write(&mut self.tx, plan, self.now, taken, retried).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let held = matches!(self.settling, Settling::Held(..));
+        let committed = self.tx.commit().await.map_err(StoreError::from);
+        if held {
+            committed.map_err(claim_lost)
+        } else {
+            committed
         }
-        Settling::Leased => {
-            ours = inbox::fence(conn, batch).await?;
-            let of = batch.len();
-            let (held, lost): (Vec<_>, Vec<_>) = batch
-                .iter_mut()
-                .partition(|s| ours.contains_key(&s.message.id));
-            let lost: Vec<Uuid> = lost.iter().map(|s| s.message.id).collect();
-            fenced_off(&lost, of);
-            fenced = lost.len() as u64;
-            (held, Some(&ours))
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+
+    fn failed(&self, e: StoreError) -> StoreError {
+        match self.settling {
+            Settling::Held(..) => claim_lost(e),
+            _ => e,
         }
+    }
+}
+
+/// Begin the settle transaction of the delivered messages `ids`, holding their slots;
+/// with the plugins that settled each already.
+pub(super) async fn begin_delivered(
+    pool: &MySqlPool,
+    ids: &[Uuid],
+) -> Result<(Settle, BTreeMap<Uuid, BTreeSet<String>>)> {
+    let mut tx = pool.begin().await?;
+    let now = super::now(&mut tx).await?;
+    lock_messages(&mut tx, ids).await?;
+    let already = super::delivered::settled_of(&mut tx, ids).await?;
+    let settle = Settle {
+        tx,
+        now,
+        settling: Settling::Delivered,
     };
-    let (view, runs) = resolve(&mut held, &mut Locks(conn), runner).await?;
-    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = plan(&held, &view, runs, &mut Locks(conn), runner).await?;
-    plan.summary.fenced = fenced;
-    write(conn, &plan, now, taken, retried).await?;
-    Ok(plan)
+    Ok((settle, already.by_id))
 }
 
 /// Row locks on state keys' slots, taken in the settle transaction.
-struct Locks<'c>(&'c mut MySqlConnection);
-
 #[async_trait::async_trait]
-impl StateLocks for Locks<'_> {
+impl StateLocks for Settle {
     async fn lock(
         &mut self,
         keys: &[(String, String)],
@@ -123,7 +124,7 @@ impl StateLocks for Locks<'_> {
         view: &SharedView,
     ) -> Result<bool> {
         let slots: BTreeSet<u32> = keys.iter().map(|(p, k)| lock_slot(p, k)).collect();
-        match lock_slots(self.0, &slots, wait).await {
+        match lock_slots(&mut self.tx, &slots, wait).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if !wait && is_lock_refused(&*e) => return Ok(false),
             Err(e) => return Err(e.into()),
@@ -134,7 +135,7 @@ impl StateLocks for Locks<'_> {
                  ON s.plugin = j.plugin AND s.`key` = j.k"
         )))
         .bind(keyed::json(keys))
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         let mut committed: BTreeMap<(String, String), (Vec<u8>, i64)> = rows
             .iter()
@@ -154,7 +155,7 @@ impl StateLocks for Locks<'_> {
         );
         push_list(&mut usage, plugins.iter().copied());
         usage.push(") ORDER BY plugin FOR UPDATE");
-        let rows = usage.build().fetch_all(&mut *self.0).await?;
+        let rows = usage.build().fetch_all(&mut *self.tx).await?;
         Ok(rows
             .iter()
             .map(|r| {

@@ -1,19 +1,16 @@
 //! What a transport delivered, on PostgreSQL: the ledger lookup that lets a redelivery
-//! skip plugins that already settled it, and the settle transaction. That transaction
-//! first takes an advisory lock on each message id of the batch (the two-key lock space,
-//! which never meets the single-key state locks), so a concurrent settle of the same
-//! message by another consumer or host finishes first; the ledger check that follows
-//! sees its rows, and the results it already wrote are dropped here.
+//! skip plugins that already settled it, and the start of its settle transaction. That
+//! transaction first takes an advisory lock on each message id of the batch (the two-key
+//! lock space, which never meets the single-key state locks), so a concurrent settle of
+//! the same message by another consumer or host finishes first; the ledger check that
+//! follows sees its rows, and the results it already wrote are dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::settle::settle_batch;
-use super::writes::Settling;
-use crate::store::delivered::drop_settled;
-use crate::store::{Delivered, Result, SettleRunner, Settlement};
+use crate::store::Result;
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -48,42 +45,33 @@ pub(super) async fn settled<'e>(
     Ok(by_id)
 }
 
-/// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
-pub(super) async fn settle(
+/// Begin the settle transaction of the delivered messages `ids`, holding their locks;
+/// with the plugins that settled each already.
+pub(super) async fn begin(
     pool: &PgPool,
-    channel: &str,
-    batch: &mut [Settlement],
-    runner: &dyn SettleRunner,
-) -> Result<Delivered> {
-    if batch.is_empty() {
-        return Ok(Delivered::default());
-    }
-    let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
+    ids: &[Uuid],
+) -> Result<(
+    Transaction<'static, Postgres>,
+    BTreeMap<Uuid, BTreeSet<String>>,
+)> {
     let mut keys: Vec<(i32, i32)> = ids.iter().map(|id| lock_keys(*id)).collect();
     keys.sort_unstable();
     keys.dedup();
-    // The locks are taken with the `BEGIN`, in one round trip (the keys are integers,
-    // written into the statement); the ledger is read by a statement of its own, whose
-    // snapshot is taken once they are held.
-    let locks: Vec<String> = keys.iter().map(|(a, b)| format!("({a}, {b})")).collect();
-    let mut tx = pool
-        .begin_with(sqlx::AssertSqlSafe(format!(
+    let mut tx = if keys.is_empty() {
+        pool.begin().await?
+    } else {
+        // The locks are taken with the `BEGIN`, in one round trip (the keys are
+        // integers, written into the statement); the ledger is read by a statement of its
+        // own, whose snapshot is taken once they are held.
+        let locks: Vec<String> = keys.iter().map(|(a, b)| format!("({a}, {b})")).collect();
+        pool.begin_with(sqlx::AssertSqlSafe(format!(
             "BEGIN; SELECT pg_advisory_xact_lock(a, b) FROM (VALUES {}) AS k(a, b) ORDER BY a, b",
             locks.join(", ")
         )))
-        .await?;
-    let already = settled(&mut *tx, &ids).await?;
-    let mut duplicates = 0;
-    drop_settled(batch, &already, &mut duplicates);
-    let plan = settle_batch(&mut tx, channel, batch, Settling::Delivered, runner).await?;
-    tx.commit().await?;
-    if duplicates > 0 {
-        tracing::debug!(
-            duplicates,
-            "results of messages another consumer settled first were dropped"
-        );
-    }
-    Ok(Delivered::of(&plan, duplicates))
+        .await?
+    };
+    let already = settled(&mut *tx, ids).await?;
+    Ok((tx, already))
 }
 
 /// The advisory lock of a message id: its last 8 bytes (random in v4/v7/v8 ids) as the

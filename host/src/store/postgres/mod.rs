@@ -53,14 +53,13 @@ use uuid::Uuid;
 
 use super::sql::SqlStore;
 use super::{
-    AttemptError, Backlog, Claim, ClaimMode, Cleaned, Delivered, FailedFilter, FailedMessage,
-    FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, migrate,
+    AttemptError, Backlog, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage, FailedPage,
+    HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
+    SettleTransaction, Store, Undeliverable, migrate,
 };
 use crate::envelope::NewMessage;
-use claim::claim_lost;
 use enqueue::insert_new;
-use settle::settle_in;
+use settle::Settle;
 use writes::Settling;
 
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
@@ -181,53 +180,53 @@ impl Store for PostgresStore {
         claim::claim(&self.pool, &self.idle_queues, queues, limit, mode, lease).await
     }
 
-    async fn settle(
-        &self,
-        hold: Hold,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<SettleSummary> {
-        let settled = match hold {
-            Hold::Lease => {
-                let tx = self.pool.begin().await?;
-                settle_in(tx, &self.channel, batch, Settling::Leased, runner).await
-            }
+    async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {
+        let (tx, settling) = match hold {
+            Hold::Lease => (self.pool.begin().await?, Settling::Leased),
             Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, created_at })) => {
-                let held = Settling::Held(&created_at);
-                settle_in(tx, &self.channel, batch, held, runner)
-                    .await
-                    .map_err(claim_lost)
+                (tx, Settling::Held(created_at))
             }
             Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
         };
-        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
-            // The batch's messages are seen, and free again where its claim (one token)
-            // still holds them.
-            let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
-            sqlx::query(
-                "UPDATE inbox SET seen = true,
-                     locked_until = CASE WHEN lock_token = $2 THEN NULL ELSE locked_until END,
-                     lock_token = CASE WHEN lock_token = $2 THEN NULL ELSE lock_token END
-                 WHERE id = ANY($1)",
-            )
-            .bind(&ids)
-            .bind(first.message.lock_token)
-            .execute(&self.pool)
-            .await?;
-        }
-        settled
+        Ok(Box::new(Settle {
+            tx,
+            channel: &self.channel,
+            settling,
+        }))
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
+        let (tx, settled) = delivered::begin(&self.pool, ids).await?;
+        let settle = Settle {
+            tx,
+            channel: &self.channel,
+            settling: Settling::Delivered,
+        };
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE inbox SET seen = true,
+                 locked_until = CASE WHEN lock_token = $2 THEN NULL ELSE locked_until END,
+                 lock_token = CASE WHEN lock_token = $2 THEN NULL ELSE lock_token END
+             WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         delivered::settled(&self.pool, ids).await
-    }
-
-    async fn settle_delivered(
-        &self,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<Delivered> {
-        delivered::settle(&self.pool, &self.channel, batch, runner).await
     }
 
     async fn lease_held(

@@ -1,16 +1,16 @@
-//! The settle transaction on PostgreSQL, as bulk statements over the whole batch.
+//! The settle transaction on PostgreSQL ([`SettleTransaction`]), as bulk statements over
+//! the whole batch.
 //!
-//! 1. Fence: clear the claim of every message whose lock token is still current; the
-//!    others were taken over and nothing of theirs is written.
-//! 2. Lock the state keys the batch read or wrote (advisory transaction locks, in one
-//!    order) and load their committed values, so two hosts cannot both commit a write
-//!    based on the same read, and run the stale and contended results over them
-//!    ([`resolve`]). A key such a run newly touches is locked without waiting (`pg_try_advisory_xact_lock`):
-//!    taking it out of order could deadlock against another host's settle, so a key
-//!    held elsewhere sends that result back for another round instead.
-//! 3. Build the [`SettlePlan`] (the rules every store shares) within the plugins' state
-//!    quotas (their `plugin_state_usage` rows locked, in plugin order, when their state
-//!    changes) and write each kind of its rows with one statement (`writes`).
+//! - Fence: clear the claim of every message whose lock token is still current; the
+//!   others were taken over and nothing of theirs is written.
+//! - Lock the state keys the batch read or wrote (advisory transaction locks, in one
+//!   order) and load their committed values, so two hosts cannot both commit a write
+//!   based on the same read. A key a run inside the settle newly touches is locked without
+//!   waiting (`pg_try_advisory_xact_lock`): taking it out of order could deadlock against
+//!   another host's settle, so a key held elsewhere sends that result back for another
+//!   round instead.
+//! - The plugins' state usage: their `plugin_state_usage` rows locked, in plugin order.
+//! - Write each kind of the plan's rows with one statement (`writes`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,80 +18,70 @@ use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::claim::claim_lost;
 use super::writes::{Settling, write};
-use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, finish, plan, resolve,
+use crate::store::{
+    Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
+    StoreError,
 };
-use crate::store::{Result, SettleSummary, Settlement};
 
-/// Settle `batch` in `tx` and end it ([`finish`]).
-pub(super) async fn settle_in(
-    mut tx: Transaction<'_, Postgres>,
-    channel: &str,
-    batch: &mut [Settlement],
-    settling: Settling<'_>,
-    runner: &dyn SettleRunner,
-) -> Result<SettleSummary> {
-    let settled = settle_batch(&mut tx, channel, batch, settling, runner).await;
-    finish(tx, settled.map(|plan| plan.summary)).await
+/// A settle's transaction on PostgreSQL.
+pub(super) struct Settle<'s> {
+    pub tx: Transaction<'static, Postgres>,
+    /// Where hosts waiting for work are told a message is due again.
+    pub channel: &'s str,
+    pub settling: Settling,
 }
-
-/// Plan and write `batch` inside the caller's transaction, running its stale and contended
-/// results through `runner`.
-pub(super) async fn settle_batch<'a>(
-    tx: &mut Transaction<'_, Postgres>,
-    channel: &str,
-    batch: &'a mut [Settlement],
-    settling: Settling<'_>,
-    runner: &dyn SettleRunner,
-) -> Result<SettlePlan<'a>> {
-    if batch.is_empty() {
-        return Ok(SettlePlan::default());
-    }
-    let mut fenced = 0;
-    let mut held: Vec<&mut Settlement> = match settling {
-        Settling::Held(_) | Settling::Delivered => batch.iter_mut().collect(),
-        Settling::Leased => {
-            let ours = fence(tx, batch).await?;
-            let of = batch.len();
-            let (held, lost): (Vec<_>, Vec<_>) =
-                batch.iter_mut().partition(|s| ours.contains(&s.message.id));
-            let lost: Vec<Uuid> = lost.iter().map(|s| s.message.id).collect();
-            fenced_off(&lost, of);
-            fenced = lost.len() as u64;
-            held
-        }
-    };
-    let (view, runs) = resolve(&mut held, &mut Locks(tx), runner).await?;
-    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = plan(&held, &view, runs, &mut Locks(tx), runner).await?;
-    plan.summary.fenced = fenced;
-    write(tx, channel, &plan, settling).await?;
-    Ok(plan)
-}
-
-/// Clear the claims still held by these settlements' tokens; returns their message ids.
-async fn fence(tx: &mut Transaction<'_, Postgres>, batch: &[Settlement]) -> Result<HashSet<Uuid>> {
-    let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
-    let tokens: Vec<Uuid> = batch.iter().map(|s| s.message.lock_token).collect();
-    let rows = sqlx::query(
-        "UPDATE inbox i SET locked_until = NULL, lock_token = NULL
-         FROM UNNEST($1::uuid[], $2::uuid[]) AS c(id, token)
-         WHERE i.id = c.id AND i.lock_token = c.token
-         RETURNING i.id",
-    )
-    .bind(&ids)
-    .bind(&tokens)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Advisory locks on state keys, taken in the settle transaction.
-struct Locks<'t, 'c>(&'t mut Transaction<'c, Postgres>);
 
 #[async_trait::async_trait]
-impl StateLocks for Locks<'_, '_> {
+impl SettleTransaction for Settle<'_> {
+    async fn fence(&mut self, batch: &[Settlement]) -> Result<Option<HashSet<Uuid>>> {
+        if !matches!(self.settling, Settling::Leased) {
+            return Ok(None);
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
+        let tokens: Vec<Uuid> = batch.iter().map(|s| s.message.lock_token).collect();
+        let rows = sqlx::query(
+            "UPDATE inbox i SET locked_until = NULL, lock_token = NULL
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS c(id, token)
+             WHERE i.id = c.id AND i.lock_token = c.token
+             RETURNING i.id",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+    }
+
+    async fn write(&mut self, plan: &SettlePlan<'_>) -> Result<()> {
+        write(&mut self.tx, self.channel, plan, &self.settling).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let held = matches!(self.settling, Settling::Held(_));
+        let committed = self.tx.commit().await.map_err(StoreError::from);
+        if held {
+            committed.map_err(claim_lost)
+        } else {
+            committed
+        }
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+
+    fn failed(&self, e: StoreError) -> StoreError {
+        match self.settling {
+            Settling::Held(_) => claim_lost(e),
+            _ => e,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateLocks for Settle<'_> {
     async fn lock(
         &mut self,
         keys: &[(String, String)],
@@ -106,14 +96,14 @@ impl StateLocks for Locks<'_, '_> {
                 "SELECT pg_advisory_xact_lock(h) FROM UNNEST($1::bigint[]) AS h ORDER BY h",
             )
             .bind(&hashes)
-            .execute(&mut **self.0)
+            .execute(&mut *self.tx)
             .await?;
         } else {
             let all: bool = sqlx::query_scalar(
                 "SELECT bool_and(pg_try_advisory_xact_lock(h)) FROM UNNEST($1::bigint[]) AS h",
             )
             .bind(&hashes)
-            .fetch_one(&mut **self.0)
+            .fetch_one(&mut *self.tx)
             .await?;
             if !all {
                 return Ok(false);
@@ -127,7 +117,7 @@ impl StateLocks for Locks<'_, '_> {
         )
         .bind(&plugins)
         .bind(&names)
-        .fetch_all(&mut **self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         let mut committed: Vec<Option<(Vec<u8>, i64)>> = vec![None; keys.len()];
         for row in &rows {
@@ -147,7 +137,7 @@ impl StateLocks for Locks<'_, '_> {
              ORDER BY plugin FOR UPDATE",
         )
         .bind(plugins)
-        .fetch_all(&mut **self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .iter()

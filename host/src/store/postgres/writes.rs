@@ -12,13 +12,12 @@ use crate::store::settle::{SettlePlan, Stay};
 use crate::store::{Result, StoreError, headers_json};
 
 /// What is being settled.
-#[derive(Clone, Copy)]
-pub(super) enum Settling<'a> {
+pub(super) enum Settling {
     /// Leased inbox rows: fenced on their tokens here, then removed or rescheduled.
     Leased,
     /// Inbox rows this transaction claimed and deleted, with their enqueue times (only
     /// those needing another attempt go back).
-    Held(&'a HashMap<Uuid, i64>),
+    Held(HashMap<Uuid, i64>),
     /// No rows: a transport delivered the messages and re-publishes those to try again.
     Delivered,
 }
@@ -28,7 +27,7 @@ pub(super) async fn write(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
     plan: &SettlePlan<'_>,
-    settling: Settling<'_>,
+    settling: &Settling,
 ) -> Result<()> {
     write_handled(tx, plan).await?;
     insert_new(tx, channel, &plan.publishes).await?;

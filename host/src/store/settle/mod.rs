@@ -1,38 +1,35 @@
-//! The settle plan: what a batch of settlements writes, decided once for every store.
+//! The settle plan: what a batch of settlements writes, decided once for every store, and
+//! the transaction a store settles in ([`SettleTransaction`]). `crate::settle` runs the
+//! sequence; this module holds its rules and what every store shares:
 //!
-//! A store settles a batch in four steps (River's executor/completer split):
+//! - [`state_keys`]: the keys a batch read or wrote, in the order a store locks them; a
+//!   [`StateView`] holds their committed values with the batch's writes applied in order.
+//! - [`SettlePlan::resolved`] walks the batch in order, in memory, and decides per
+//!   (message, plugin) result what rows to write. This module is the only place these
+//!   rules live:
+//!   - **handled**: a result whose state reads are still stale (the settle's budget was
+//!     spent) runs again in another round without counting an attempt, as does a
+//!     contended plugin's the settle did not run; otherwise a ledger row, its publishes
+//!     (inbox messages and outbox rows), its state writes (each key's final value with its
+//!     new version; a delete leaves the key absent, version 0), and the failed-message
+//!     rows of an operator's retry marked resolved;
+//!   - **retry**: an attempt error with the delay; the message stays and the attempt
+//!     counts;
+//!   - **dead** (and a message refused before any plugin ran): an attempt error (not for
+//!     a refusal) and a failed-message row;
+//!   - **deferred** (breaker open): the message stays, the attempt does not count.
 //!
-//! 1. It keeps the messages it still holds (fencing; a transport's deliveries need none),
-//!    locks the state keys the batch read or wrote ([`state_keys`]) and loads their
-//!    committed values and versions (absent = 0).
-//! 2. [`resolve`](resolve::resolve) runs, right there, the results whose reads are stale
-//!    and the contended plugins dispatch left to run here, over the committed state and
-//!    the batch's earlier writes, within a budget.
-//! 3. [`SettlePlan::build`] walks the batch in order, in memory, and decides per
-//!    (message, plugin) result what rows to write. This module is the only place these
-//!    rules live:
-//!    - **handled**: a result whose state reads are still stale (the settle's budget was
-//!      spent) runs again in another round without counting an attempt, as does a
-//!      contended plugin's the settle did not run; otherwise a ledger row, its publishes (inbox
-//!      messages and outbox rows), its state writes (each key's final value with its new
-//!      version; a delete leaves the key absent, version 0), and the failed-message rows
-//!      of an operator's retry marked resolved;
-//!    - **retry**: an attempt error with the delay; the message stays and the attempt
-//!      counts;
-//!    - **dead** (and a message refused before any plugin ran): an attempt error (not
-//!      for a refusal) and a failed-message row;
-//!    - **deferred** (breaker open): the message stays, the attempt does not count.
+//!   A handled result whose writes would take its plugin over its state quota is dead
+//!   instead ([`quota`]: the plan is built again that way only when the first plan shows
+//!   a plugin going over).
 //!
-//!    A handled result whose writes would take its plugin over its state quota is dead
-//!    instead ([`quota`]: the plan is built again that way only when the first plan
-//!    shows a plugin going over).
-//!
-//!    A message that stays is due after the longest delay any of its plugins asked for;
-//!    the others are done.
-//! 4. The store writes the plan: SQLite row by row, PostgreSQL one bulk statement per
-//!    table. A settle whose ledger insert meets the ledger's key (a message handled
-//!    before reached the inbox without a dedup row) writes nothing: [`finish`] rolls it
-//!    back, and the store marks the batch seen so its next claim looks up what ran.
+//!   A message that stays is due after the longest delay any of its plugins asked for;
+//!   the others are done.
+//! - A store writes the plan ([`SettleTransaction::write`]): SQLite row by row,
+//!   PostgreSQL and MariaDB one bulk statement per table. A settle whose ledger insert
+//!   meets the ledger's key (a message handled before reached the inbox without a dedup
+//!   row) writes nothing: it is rolled back, and the store marks the batch seen so its
+//!   next claim looks up what ran.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,48 +38,23 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod quota;
-mod resolve;
 mod rows;
+mod transaction;
 mod usage;
 mod view;
 
-use quota::Quotas;
-pub use quota::StateQuota;
-pub(crate) use quota::plan;
-pub use resolve::{KeyRequest, SettleBudget, SettleRunner, SettleState, SharedView};
-pub(crate) use resolve::{StateLocks, resolve};
+pub(crate) use quota::Quotas;
+pub use quota::{SettleBudget, StateQuota};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
+pub use transaction::{SettleTransaction, StateLocks};
 pub use usage::StateUsage;
-pub use view::StateView;
 pub(crate) use view::next_version;
+pub use view::{SharedView, StateView};
 
-use super::{
-    NextAttempt, PluginResult, PluginRuns, PluginVersion, Result, SettleSummary, Settlement,
-    StoreError,
-};
+use super::{PluginResult, PluginRuns, PluginVersion, SettleSummary, Settlement};
 use crate::effects::{Destination, Publish};
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
-
-/// End a settle's transaction: commit it after `settled` was written, roll it back after
-/// the batch met the ledger's key ([`StoreError::HandledBefore`]), so its rows are free to
-/// be marked seen; any other failure leaves `tx` to roll back as it drops.
-pub(crate) async fn finish<DB: sqlx::Database, T>(
-    tx: sqlx::Transaction<'_, DB>,
-    settled: Result<T>,
-) -> Result<T> {
-    match settled {
-        Ok(settled) => {
-            tx.commit().await?;
-            Ok(settled)
-        }
-        Err(e @ StoreError::HandledBefore(_)) => {
-            tx.rollback().await?;
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
-}
 
 /// A state key of one plugin: (plugin, key).
 pub(crate) type StateKey<'a> = (&'a str, &'a str);
@@ -96,26 +68,6 @@ static NO_PLUGIN: PluginVersion = PluginVersion {
     version: String::new(),
     sha256: String::new(),
 };
-
-/// Say once for a batch of `of` messages that the claims of `fenced` lapsed before its
-/// settle: their results are discarded and they run again. The claim was taken by another
-/// worker, or by this host itself (a settle that failed during a database outage leaves
-/// its messages to the next claim); one line, not one per message.
-pub(crate) fn fenced_off(fenced: &[Uuid], of: usize) {
-    let Some(first) = fenced.first() else {
-        return;
-    };
-    tracing::warn!(
-        fenced = fenced.len(),
-        batch = of,
-        first_message_id = %first,
-        "{} of {of} messages lost their claim before the settle (it lapsed and they were claimed again, by another worker or by this host after a database outage); their results are discarded and they run again",
-        fenced.len()
-    );
-    for id in fenced {
-        tracing::debug!(message_id = %id, "claim lapsed; this attempt's results discarded");
-    }
-}
 
 /// Every state key the handled results of `batch` read or wrote, in one order: the order
 /// in which a store that locks them must take the locks.
@@ -133,31 +85,31 @@ pub(crate) fn state_keys<'a>(batch: &[&'a Settlement]) -> BTreeSet<StateKey<'a>>
     keys
 }
 
-/// Rows to write for a batch, driver-neutral; built by [`SettlePlan::build`].
+/// Rows to write for a batch, driver-neutral; built by [`SettlePlan::resolved`].
 #[derive(Default)]
-pub(crate) struct SettlePlan<'a> {
+pub struct SettlePlan<'a> {
     /// What the plan does, by (message, plugin) pair.
-    pub summary: SettleSummary,
+    pub(crate) summary: SettleSummary,
     /// Ledger rows: (message, plugin) pairs handled. Their failed-message rows that an
     /// operator's retry brought back (status `retrying`) are resolved.
-    pub handled: Vec<(Uuid, &'a PluginVersion)>,
+    pub(crate) handled: Vec<(Uuid, &'a PluginVersion)>,
     /// Messages the handlers published to inbox queues, in order.
-    pub publishes: Vec<NewMessage>,
+    pub(crate) publishes: Vec<NewMessage>,
     /// Messages the handlers published to AMQP exchanges, in order.
-    pub outbox: Vec<OutboxRow<'a>>,
+    pub(crate) outbox: Vec<OutboxRow<'a>>,
     /// The final value and version of every written key.
-    pub state: BTreeMap<StateKey<'a>, StateWrite<'a>>,
+    pub(crate) state: BTreeMap<StateKey<'a>, StateWrite<'a>>,
     /// Attempt errors, in order.
-    pub attempt_errors: Vec<AttemptRow<'a>>,
+    pub(crate) attempt_errors: Vec<AttemptRow<'a>>,
     /// Failed-message rows, in order (a message's refusal before its plugins' results).
-    pub dead: Vec<DeadRow<'a>>,
+    pub(crate) dead: Vec<DeadRow<'a>>,
     /// Messages that stay for another attempt.
-    pub stay: Vec<Stay<'a>>,
+    pub(crate) stay: Vec<Stay<'a>>,
     /// Messages that are done (every plugin handled or gave up).
-    pub done: Vec<Uuid>,
+    pub(crate) done: Vec<Uuid>,
     /// By plugin, what its state gains or loses (plugins whose state changes); only
     /// known from a plan built over a view.
-    pub usage: BTreeMap<&'a str, StateUsage>,
+    pub(crate) usage: BTreeMap<&'a str, StateUsage>,
 }
 
 impl<'a> SettlePlan<'a> {
@@ -204,6 +156,12 @@ impl<'a> SettlePlan<'a> {
         }
         plan.usage.retain(|_, change| !change.is_zero());
         plan
+    }
+
+    /// The plugins whose state this plan changes, sorted: whose usage to lock and check
+    /// against their quotas.
+    pub(crate) fn changing(&self) -> Vec<&'a str> {
+        self.usage.keys().copied().collect()
     }
 
     fn add(
@@ -370,28 +328,6 @@ impl<'a> SettlePlan<'a> {
                 }),
             }
         }
-    }
-
-    /// The messages to try again, as a transport re-publishes them.
-    pub fn next_attempts(&self) -> Vec<NextAttempt> {
-        self.stay
-            .iter()
-            .map(|s| NextAttempt {
-                id: s.message.id,
-                delay: s.delay,
-                counts: s.counts,
-            })
-            .collect()
-    }
-
-    /// The dead letters, one per message with its first error, for a transport to forward.
-    pub fn dead_letters(&self) -> Vec<(Uuid, String)> {
-        let mut seen = BTreeSet::new();
-        self.dead
-            .iter()
-            .filter(|d| seen.insert(std::ptr::from_ref(d.message)))
-            .map(|d| (d.message.id, d.error.to_string()))
-            .collect()
     }
 }
 

@@ -1,4 +1,5 @@
-//! State quotas: the most state keys, and bytes of keys and values, one plugin may hold in
+//! What bounds a settle: the budget of handler runs inside it ([`SettleBudget`]), and the
+//! state quotas: the most state keys, and bytes of keys and values, one plugin may hold in
 //! all (`max_state_keys`, `max_state_bytes`). What a batch adds is only known at its
 //! settle, so they are checked there, against each plugin's usage kept in
 //! `plugin_state_usage` (one row per plugin, changed in the settle transaction, so exact
@@ -12,11 +13,20 @@
 //! result that read a refused write is stale and runs again, as any stale read).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use super::SettlePlan;
 use super::usage::StateUsage;
 use super::view::StateView;
-use super::{PluginRuns, SettlePlan, SettleRunner, StateLocks};
-use crate::store::{Result, Settlement};
+
+/// How much running one settle may do while it holds the batch's state locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleBudget {
+    /// At most this many handler runs per batch.
+    pub runs: u32,
+    /// No run starts once the settle has spent this long running handlers.
+    pub within: Duration,
+}
 
 /// The most state one plugin may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,46 +35,6 @@ pub struct StateQuota {
     pub keys: u64,
     /// Bytes of keys and values.
     pub bytes: u64,
-}
-
-/// Plan `held` (resolved over `view`) within the state quotas of its plugins: see the
-/// module docs.
-pub(crate) async fn plan<'a>(
-    held: &[&'a Settlement],
-    view: &StateView,
-    runs: BTreeMap<String, PluginRuns>,
-    locks: &mut dyn StateLocks,
-    runner: &dyn SettleRunner,
-) -> Result<SettlePlan<'a>> {
-    let plan = SettlePlan::resolved(held, view, runs.clone(), None);
-    let changing: Vec<&str> = plan.usage.keys().copied().collect();
-    if changing.is_empty() {
-        return Ok(plan);
-    }
-    let used = locks.usage(&changing).await?;
-    let rooms: BTreeMap<String, Room> = changing
-        .iter()
-        .map(|plugin| {
-            let room = Room {
-                quota: runner.state_quota(plugin),
-                used: used.get(*plugin).copied().unwrap_or_default(),
-            };
-            (plugin.to_string(), room)
-        })
-        .collect();
-    let over = plan
-        .usage
-        .iter()
-        .any(|(plugin, added)| rooms[*plugin].over(*added).is_some());
-    if !over {
-        return Ok(plan);
-    }
-    let quotas = Quotas {
-        view,
-        rooms,
-        walked: BTreeMap::new(),
-    };
-    Ok(SettlePlan::resolved(held, view, runs, Some(quotas)))
 }
 
 /// A plugin's quota and its usage so far.
@@ -101,7 +71,38 @@ pub(crate) struct Quotas<'v> {
     walked: BTreeMap<(String, String), StateUsage>,
 }
 
-impl Quotas<'_> {
+impl<'v> Quotas<'v> {
+    /// The quotas to plan `plan`'s batch again within, when its writes would take one of
+    /// the plugins whose state it changes over its `quota`, given their committed usage
+    /// `used` (locked until the settle commits); `None` when every one stays within.
+    pub(crate) fn over(
+        plan: &SettlePlan<'_>,
+        view: &'v StateView,
+        used: &BTreeMap<String, StateUsage>,
+        quota: impl Fn(&str) -> StateQuota,
+    ) -> Option<Self> {
+        let rooms: BTreeMap<String, Room> = plan
+            .usage
+            .keys()
+            .map(|plugin| {
+                let room = Room {
+                    quota: quota(plugin),
+                    used: used.get(*plugin).copied().unwrap_or_default(),
+                };
+                (plugin.to_string(), room)
+            })
+            .collect();
+        let over = plan
+            .usage
+            .iter()
+            .any(|(plugin, added)| rooms[*plugin].over(*added).is_some());
+        over.then(|| Self {
+            view,
+            rooms,
+            walked: BTreeMap::new(),
+        })
+    }
+
     /// Charge the writes of a handled result of `plugin`; the error that dead-letters it
     /// when they would take the plugin over its quota.
     pub(crate) fn charge(

@@ -2,6 +2,7 @@
 //! value, overlaid with the writes of the batch's messages before it (read-your-writes).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use super::usage::StateUsage;
 use crate::effects::Effects;
@@ -10,6 +11,9 @@ use crate::effects::Effects;
 pub(crate) fn next_version(version: i64, value: Option<&[u8]>) -> i64 {
     if value.is_some() { version + 1 } else { 0 }
 }
+
+/// A [`StateView`] shared with the sandbox while a handler runs over it.
+pub type SharedView = Arc<Mutex<StateView>>;
 
 /// One key of a [`StateView`].
 #[derive(Debug, Clone)]

@@ -1,18 +1,16 @@
 //! What a transport delivered, on SQLite: the ledger lookup that lets a redelivery skip
-//! plugins that already settled it, and the settle transaction. SQLite has one writer
-//! (`BEGIN IMMEDIATE`), so a concurrent settle of the same message has committed before
-//! this one starts; the ledger check inside the transaction sees it, and the results it
-//! already wrote are dropped here.
+//! plugins that already settled it. SQLite has one writer (`BEGIN IMMEDIATE`), so a
+//! concurrent settle of the same message has committed before this one starts; the
+//! ledger check inside the settle transaction sees it, and the results it already wrote
+//! are dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::parse_uuid;
-use super::settle::{Settling, settle_batch};
-use crate::store::delivered::drop_settled;
-use crate::store::{Delivered, Result, SettleRunner, Settlement, now_ms};
+use crate::store::Result;
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -39,20 +37,4 @@ pub(super) async fn settled_of(
             .insert(row.get("plugin"));
     }
     Ok(by_id)
-}
-
-/// Settle `batch` in one transaction (see [`crate::store::Store::settle_delivered`]).
-pub(super) async fn settle(
-    pool: &SqlitePool,
-    batch: &mut [Settlement],
-    runner: &dyn SettleRunner,
-) -> Result<Delivered> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let ids: Vec<Uuid> = batch.iter().map(|s| s.message.id).collect();
-    let already = settled_of(&mut tx, &ids).await?;
-    let mut duplicates = 0;
-    drop_settled(batch, &already, &mut duplicates);
-    let plan = settle_batch(&mut tx, batch, now_ms(), Settling::Delivered, runner).await?;
-    tx.commit().await?;
-    Ok(Delivered::of(&plan, duplicates))
 }

@@ -21,15 +21,13 @@ use uuid::Uuid;
 
 use super::sql::SqlStore;
 use super::{
-    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, Delivered, FailedFilter,
-    FailedMessage, FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleRunner, SettleSummary, Settlement, Store, StoreError, Undeliverable, headers_json,
-    now_ms, parse_headers,
+    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage,
+    FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried, SettleTransaction,
+    Store, StoreError, Undeliverable, headers_json, now_ms, parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
-use crate::store::settle::finish;
 use delivered::settled_of;
-use settle::Settling;
+use settle::{Settle, Settling};
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -185,46 +183,50 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn settle(
+    async fn begin_settle(&self, _hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(Settle {
+            tx,
+            now: now_ms(),
+            settling: Settling::Claimed,
+        }))
+    }
+
+    async fn begin_settle_delivered(
         &self,
-        _hold: Hold,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<SettleSummary> {
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let settled = settle::settle_batch(&mut tx, batch, now_ms(), Settling::Claimed, runner)
-            .await
-            .map(|plan| plan.summary);
-        let settled = finish(tx, settled).await;
-        if let (Err(StoreError::HandledBefore(_)), [first, ..]) = (&settled, &batch[..]) {
-            // The batch's messages are seen, and free again where its claim (one token)
-            // still holds them.
-            let ids: Vec<String> = batch.iter().map(|s| s.message.id.to_string()).collect();
-            sqlx::query(
-                "UPDATE inbox SET seen = 1,
-                     locked_until = CASE WHEN lock_token = ?2 THEN NULL ELSE locked_until END,
-                     lock_token = CASE WHEN lock_token = ?2 THEN NULL ELSE lock_token END
-                 WHERE id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(serde_json::to_string(&ids).expect("strings serialise"))
-            .bind(first.message.lock_token.to_string())
-            .execute(&self.pool)
-            .await?;
-        }
-        settled
+        let settled = settled_of(&mut tx, ids).await?;
+        let settle = Settle {
+            tx,
+            now: now_ms(),
+            settling: Settling::Delivered,
+        };
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        sqlx::query(
+            "UPDATE inbox SET seen = 1,
+                 locked_until = CASE WHEN lock_token = ?2 THEN NULL ELSE locked_until END,
+                 lock_token = CASE WHEN lock_token = ?2 THEN NULL ELSE lock_token END
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&ids).expect("strings serialise"))
+        .bind(token.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         settled_of(&mut conn, ids).await
-    }
-
-    async fn settle_delivered(
-        &self,
-        batch: &mut [Settlement],
-        runner: &dyn SettleRunner,
-    ) -> Result<Delivered> {
-        delivered::settle(&self.pool, batch, runner).await
     }
 
     async fn renew(

@@ -1,19 +1,19 @@
-//! The settle transaction on SQLite: fence each claimed message on its lock token, load
-//! the state keys the batch touched and run its stale and contended results over them
-//! ([`resolve`]), build the [`SettlePlan`] and write it row by row. SQLite has one writer
-//! (`BEGIN IMMEDIATE`), so the state loaded here cannot change before the commit and
-//! taking a key's "lock" is loading it.
+//! The settle transaction on SQLite ([`SettleTransaction`]): fence each claimed message
+//! on its lock token, load the state keys the batch touched, write the plan row by row.
+//! SQLite has one writer (`BEGIN IMMEDIATE`), so the state loaded here cannot change
+//! before the commit and taking a key's "lock" is loading it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use uuid::Uuid;
 
 use super::insert_new;
 use crate::store::headers_json;
-use crate::store::settle::{
-    SettlePlan, SettleRunner, SharedView, StateLocks, StateUsage, fenced_off, plan, resolve,
+use crate::store::{
+    Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
+    StoreError,
 };
-use crate::store::{Result, Settlement, StoreError};
 
 /// What is being settled.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -24,53 +24,52 @@ pub(super) enum Settling {
     Delivered,
 }
 
-/// Plan and write `batch` inside the caller's transaction, at `now` (Unix ms), running
-/// its stale and contended results through `runner`.
-pub(super) async fn settle_batch<'a>(
-    conn: &mut SqliteConnection,
-    batch: &'a mut [Settlement],
-    now: i64,
-    settling: Settling,
-    runner: &dyn SettleRunner,
-) -> Result<SettlePlan<'a>> {
-    let of = batch.len();
-    let mut held = Vec::with_capacity(of);
-    let mut lost = Vec::new();
-    for s in batch {
-        if settling == Settling::Delivered || still_ours(conn, s).await? {
-            held.push(s);
-        } else {
-            lost.push(s.message.id);
-        }
-    }
-    fenced_off(&lost, of);
-    let fenced = lost.len() as u64;
-    let (view, runs) = resolve(&mut held, &mut Loader(conn), runner).await?;
-    let held: Vec<&Settlement> = held.into_iter().map(|s| &*s).collect();
-    let mut plan = plan(&held, &view, runs, &mut Loader(conn), runner).await?;
-    plan.summary.fenced = fenced;
-    write(conn, &plan, now, settling).await?;
-    Ok(plan)
+/// A settle's transaction on SQLite, at `now` (Unix ms).
+pub(super) struct Settle {
+    pub tx: Transaction<'static, Sqlite>,
+    pub now: i64,
+    pub settling: Settling,
 }
 
-/// Clear the message's claim if its lock token is still current.
-async fn still_ours(conn: &mut SqliteConnection, s: &Settlement) -> Result<bool> {
-    let cleared = sqlx::query(
-        "UPDATE inbox SET locked_until = NULL, lock_token = NULL WHERE id = ? AND lock_token = ?",
-    )
-    .bind(s.message.id.to_string())
-    .bind(s.message.lock_token.to_string())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(cleared == 1)
+#[async_trait::async_trait]
+impl SettleTransaction for Settle {
+    async fn fence(&mut self, batch: &[Settlement]) -> Result<Option<HashSet<Uuid>>> {
+        if self.settling == Settling::Delivered {
+            return Ok(None);
+        }
+        let mut ours = HashSet::with_capacity(batch.len());
+        for s in batch {
+            let cleared = sqlx::query(
+                "UPDATE inbox SET locked_until = NULL, lock_token = NULL WHERE id = ? AND lock_token = ?",
+            )
+            .bind(s.message.id.to_string())
+            .bind(s.message.lock_token.to_string())
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if cleared == 1 {
+                ours.insert(s.message.id);
+            }
+        }
+        Ok(Some(ours))
+    }
+
+    async fn write(&mut self, plan: &SettlePlan<'_>) -> Result<()> {
+        write(&mut self.tx, plan, self.now, self.settling).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
 }
 
 /// Loads state keys in the settle transaction, which already excludes every other writer.
-struct Loader<'c>(&'c mut SqliteConnection);
-
 #[async_trait::async_trait]
-impl StateLocks for Loader<'_> {
+impl StateLocks for Settle {
     async fn lock(
         &mut self,
         keys: &[(String, String)],
@@ -82,7 +81,7 @@ impl StateLocks for Loader<'_> {
                 sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
                     .bind(plugin)
                     .bind(key)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(&mut *self.tx)
                     .await?;
             let committed = row.map(|r| (r.get("value"), r.get("version")));
             view.lock()
@@ -97,7 +96,7 @@ impl StateLocks for Loader<'_> {
         for plugin in plugins {
             let row = sqlx::query("SELECT keys, bytes FROM plugin_state_usage WHERE plugin = ?")
                 .bind(plugin)
-                .fetch_optional(&mut *self.0)
+                .fetch_optional(&mut *self.tx)
                 .await?;
             if let Some(row) = row {
                 let held = StateUsage {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{HOLD_AT_MOST, InboxConfig, claim_mode, lanes};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
+use crate::settle;
 use crate::store::{Claim, ClaimMode, Hold, SettleSummary, Settlement, Store, StoreError};
 use crate::transport::pump::{self, Progress, Report, StopWhen};
 use crate::transport::source::{Batch, Source};
@@ -263,14 +264,14 @@ impl Source for Lane {
         settlements: &mut Vec<Settlement>,
         dispatcher: &Dispatcher,
     ) -> Result<SettleSummary, StoreError> {
-        let runner = dispatcher.settle_runner(Delays::Jittered);
         let leased_claims = matches!(hold, Hold::Lease).then(|| {
             settlements
                 .iter()
                 .map(|s| (s.message.id, s.message.lock_token))
                 .collect::<Vec<_>>()
         });
-        match self.worker.store.settle(hold, settlements, &runner).await {
+        let store = &*self.worker.store;
+        match settle::claimed(store, hold, settlements, dispatcher, Delays::Jittered).await {
             Ok(summary) => Ok(summary),
             Err(e @ (StoreError::ClaimLost(_) | StoreError::HandledBefore(_))) => {
                 let fenced = settlements.len() as u64;

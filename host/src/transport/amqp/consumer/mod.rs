@@ -26,7 +26,8 @@ use super::delivery::envelope;
 use super::republish::Republisher;
 use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
-use crate::store::{Delivered, NextAttempt, SettleSummary, Settlement, Store, StoreError};
+use crate::settle::{self, Delivered, NextAttempt};
+use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
 use handle::needs_database;
@@ -260,9 +261,7 @@ impl Source for Queue<'_> {
         } = if settlements.is_empty() {
             Delivered::default()
         } else {
-            consumer
-                .store
-                .settle_delivered(settlements, &dispatcher.settle_runner(Delays::Exact))
+            settle::delivered(&*consumer.store, settlements, dispatcher, Delays::Exact)
                 .await
                 .map_err(consumer.store_error())?
         };

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::effects::Effects;
-use crate::store::PluginVersion;
-use crate::store::settle::{StateQuota, StateUsage, plan};
+use crate::settle::plan;
+use crate::store::{PluginVersion, StateUsage};
 
 /// Committed state, and keys another settle holds.
 #[derive(Default)]
@@ -92,7 +92,7 @@ fn counter_version() -> PluginVersion {
 }
 
 #[async_trait::async_trait]
-impl SettleRunner for Counter {
+impl Runner for Counter {
     fn budget(&self) -> SettleBudget {
         self.budget
     }

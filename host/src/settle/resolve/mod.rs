@@ -6,7 +6,7 @@
 //! view writes into it. One whose reads are stale (another host committed a key since
 //! the handler read it, or an earlier message of the batch wrote it), and one that
 //! dispatch left to run here ([`Verdict::RunAtSettle`]: a contended plugin), run right
-//! here through [`SettleRunner`], reading the view: the committed state and the writes
+//! here through a [`Runner`] (the dispatcher), reading the view: the committed state and the writes
 //! of the batch's earlier messages. Their result takes the old one's place.
 //!
 //! Such a run may read a key nobody locked yet (the keys dispatch expected a contended
@@ -44,30 +44,16 @@
 //! PostgreSQL), the uncontended path's own overhead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::quota::StateQuota;
-use super::state_keys;
-use super::usage::StateUsage;
-use super::view::StateView;
 use crate::envelope::Envelope;
 use crate::outcome::Verdict;
-use crate::store::{PluginResult, PluginRuns, Result, Settlement};
-
-/// A [`StateView`] shared with the sandbox while a handler runs over it.
-pub type SharedView = Arc<Mutex<StateView>>;
-
-/// How much running one settle may do while it holds the batch's state locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SettleBudget {
-    /// At most this many handler runs per batch.
-    pub runs: u32,
-    /// No run starts once the settle has spent this long running handlers.
-    pub within: Duration,
-}
+use crate::store::{
+    PluginResult, PluginRuns, Result, SettleBudget, Settlement, SharedView, StateLocks, StateQuota,
+    StateView, state_keys,
+};
 
 /// A handler's request, while it runs inside the settle, for a state key not in the
 /// view: the settle locks and loads it, and answers whether it could.
@@ -90,9 +76,10 @@ pub struct SettleState {
     pub requests: mpsc::UnboundedSender<KeyRequest>,
 }
 
-/// Runs handlers inside the settle (dispatch implements it over the sandbox).
+/// Runs handlers inside the settle: the dispatcher (`super::reruns`), or in tests a
+/// handler written in Rust.
 #[async_trait::async_trait]
-pub trait SettleRunner: Send + Sync {
+pub trait Runner: Send + Sync {
     /// The settle's budget.
     fn budget(&self) -> SettleBudget;
 
@@ -114,32 +101,14 @@ pub trait SettleRunner: Send + Sync {
     ) -> Option<PluginResult>;
 }
 
-/// Locks and loads state keys inside a store's settle transaction.
-#[async_trait::async_trait]
-pub(crate) trait StateLocks: Send {
-    /// Lock `keys` (in one order, waiting for each when `wait`; else without waiting,
-    /// giving up when one is held elsewhere) and load their committed values. `false`
-    /// when a key was held elsewhere and nothing was loaded.
-    async fn lock(
-        &mut self,
-        keys: &[(String, String)],
-        wait: bool,
-        view: &SharedView,
-    ) -> Result<bool>;
-
-    /// The committed state usage of `plugins` (sorted), locked until the settle commits
-    /// so no other settle adds to it meanwhile; a plugin without state has none.
-    async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>>;
-}
-
 /// Lock the state keys of `batch` (and those its stateful plugins' recent batches
 /// shared), load them, and run its stale and contended results within `runner`'s budget.
 /// Returns the view (for the keys' committed versions) and, by plugin, the runs whose
 /// result was not kept (the plan counts the others) and the stale results replaced.
-pub(crate) async fn resolve(
+pub(super) async fn resolve(
     batch: &mut [&mut Settlement],
     locks: &mut dyn StateLocks,
-    runner: &dyn SettleRunner,
+    runner: &dyn Runner,
 ) -> Result<(StateView, BTreeMap<String, PluginRuns>)> {
     let mut keys: Vec<(String, String)> = {
         let shared: Vec<&Settlement> = batch.iter().map(|s| &**s).collect();
@@ -269,7 +238,7 @@ enum Ran {
 
 /// Run `plugin` on `message` over `view`, locking and loading the keys it asks for.
 async fn run(
-    runner: &dyn SettleRunner,
+    runner: &dyn Runner,
     locks: &mut dyn StateLocks,
     message: &Envelope,
     plugin: &str,

@@ -1,18 +1,16 @@
-//! Settling what a transport delivered (no inbox rows): the answer the transport acts on,
-//! and the steps both stores take inside the settle transaction. Two consumers can hold
-//! the same message at once (the sender published it twice, or a redelivery raced the
-//! original); whichever settles second finds the first one's ledger rows and drops its
-//! own results for those plugins, so effects are written once.
+//! Settling what a transport delivered (no inbox rows): the answer the transport acts on.
+//! Two consumers can hold the same message at once (the sender published it twice, or a
+//! redelivery raced the original); whichever settles second finds the first one's ledger
+//! rows and drops its own results for those plugins, so effects are written once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::Settlement;
-use super::settle::SettlePlan;
+use crate::store::{SettlePlan, SettleSummary, Settlement};
 
-/// A delivered message that needs another attempt (see [`super::Store::settle_delivered`]).
+/// A delivered message that needs another attempt (see [`super::delivered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextAttempt {
     /// The message.
@@ -23,11 +21,11 @@ pub struct NextAttempt {
     pub counts: bool,
 }
 
-/// What [`super::Store::settle_delivered`] did.
+/// What [`super::delivered`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
     /// Counts.
-    pub summary: super::SettleSummary,
+    pub summary: SettleSummary,
     /// Messages that need another attempt; every other one is finished.
     pub try_again: Vec<NextAttempt>,
     /// Messages recorded in the failed messages, each with its (first) error: the
@@ -39,13 +37,30 @@ impl Delivered {
     /// What a settle that wrote `plan` tells the transport; `duplicates` messages lost
     /// results another consumer had settled first.
     pub(super) fn of(plan: &SettlePlan<'_>, duplicates: u64) -> Self {
+        let try_again = plan
+            .stay
+            .iter()
+            .map(|s| NextAttempt {
+                id: s.message.id,
+                delay: s.delay,
+                counts: s.counts,
+            })
+            .collect();
+        // One dead letter per message, with its first error.
+        let mut seen = BTreeSet::new();
+        let dead = plan
+            .dead
+            .iter()
+            .filter(|d| seen.insert(std::ptr::from_ref(d.message)))
+            .map(|d| (d.message.id, d.error.to_string()))
+            .collect();
         Self {
-            summary: super::SettleSummary {
+            summary: SettleSummary {
                 duplicates,
                 ..plan.summary.clone()
             },
-            try_again: plan.next_attempts(),
-            dead: plan.dead_letters(),
+            try_again,
+            dead,
         }
     }
 }
