@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! wharf publish / a handler's publish
-//!   -> store::Store::enqueue          dedup on arrival (message id), row in the inbox
+//!   -> store::Inbox::enqueue          dedup on arrival (message id), row in the inbox
 //!   -> transport::pump                the one loop over every transport::source::Source:
 //!                                     transport::inbox claims a batch of a lane's queues
 //!                                     (held transaction or lease); transport::amqp::consumer

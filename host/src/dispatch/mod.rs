@@ -29,7 +29,7 @@ use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Plugin, Runtime, StateError, StateReader};
-use crate::store::{PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota, Store};
+use crate::store::{Ledger, PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota};
 use breaker::Breakers;
 use call::version_of;
 use contention::{Contention, FIRST_LOOK, by_plugin};
@@ -94,7 +94,7 @@ impl Dispatcher {
     /// A dispatcher over the plugins `plugins` serves at each message; handlers read
     /// their state from `store`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Ledger>,
         runtime: Arc<Runtime>,
         plugins: Arc<Catalog>,
         config: DispatchConfig,
@@ -287,7 +287,7 @@ impl Dispatcher {
 }
 
 /// The store as the sandbox's state reader.
-struct StoreState(Arc<dyn Store>);
+struct StoreState(Arc<dyn Ledger>);
 
 #[async_trait::async_trait]
 impl StateReader for StoreState {

@@ -13,8 +13,9 @@ use tokio::sync::watch;
 
 use super::Catalog;
 use crate::runtime::{LoadError, Plugin, Runtime};
+use crate::store::StoreError;
 use crate::store::registry::Deployment;
-use crate::store::{Store, StoreError};
+use crate::store::registry::Registry;
 
 /// Longest wait between two reads of the active deployments on PostgreSQL, in case a
 /// notification was missed (a dropped listener connection). SQLite polls more often.
@@ -24,14 +25,14 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 pub struct Follower {
     catalog: Arc<Catalog>,
     runtime: Arc<Runtime>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Registry>,
     /// Deployments this host could not load, so each is refused (and logged) once.
     refused: BTreeSet<i64>,
 }
 
 impl Follower {
     /// A follower feeding `catalog`.
-    pub fn new(catalog: Arc<Catalog>, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, runtime: Arc<Runtime>, store: Arc<dyn Registry>) -> Self {
         Self {
             catalog,
             runtime,

@@ -1,8 +1,8 @@
 //! The settle: the one place a batch's verdicts are written, for every transport and
 //! every store, in one transaction and one sequence:
 //!
-//! 1. **begin**: the store opens the transaction ([`Store::begin_settle`]: a claim's own,
-//!    or a new one; [`Store::begin_settle_delivered`] for what a transport delivered,
+//! 1. **begin**: the store opens the transaction ([`crate::store::Inbox::begin_settle`]: a claim's own,
+//!    or a new one; [`crate::store::Ledger::begin_settle_delivered`] for what a transport delivered,
 //!    once any concurrent settle of the same messages finished, dropping the results of
 //!    plugins that settled them already);
 //! 2. **fence**: keep the messages the claim still holds; the others lost their claim
@@ -13,8 +13,8 @@
 //! 4. **plan**: what the batch writes ([`SettlePlan`]), within the plugins' state quotas
 //!    (their usage locked; [`plan`]);
 //! 5. **write** the plan, and **finish**: commit; roll back a batch that met the ledger's
-//!    key and mark its messages seen ([`Store::mark_seen`]); run it again whole where the
-//!    store says the database broke a deadlock ([`Store::settle_again`]).
+//!    key and mark its messages seen ([`crate::store::Inbox::mark_seen`]); run it again whole where the
+//!    store says the database broke a deadlock ([`crate::store::Inbox::settle_again`]).
 //!
 //! The store says how each step is done on its database ([`SettleTransaction`]); the
 //! rules of the plan are `store::settle`'s.

@@ -1,7 +1,8 @@
 //! What a claim is: how it keeps other workers off its messages ([`ClaimMode`], [`Hold`])
 //! and the batch it hands to the handlers ([`Claim`]).
 
-use super::{mysql, postgres};
+use std::any::Any;
+
 use crate::envelope::Envelope;
 
 /// How a claim keeps other workers off its messages until they are settled.
@@ -16,7 +17,7 @@ pub enum ClaimMode {
     Transaction,
 }
 
-/// What holds a claimed batch until it is settled; handed back to [`Store::begin_settle`].
+/// What holds a claimed batch until it is settled; handed back to [`super::Inbox::begin_settle`].
 #[derive(Debug)]
 pub enum Hold {
     /// The rows carry a lease and the messages' `lock_token`s.
@@ -26,13 +27,35 @@ pub enum Hold {
 }
 
 /// A claim's open transaction, of the store that claimed (and settles) it: the claimed
-/// rows are deleted in it, uncommitted.
-#[derive(Debug)]
-pub enum HeldTransaction {
-    /// On PostgreSQL.
-    Postgres(postgres::HeldClaim),
-    /// On MariaDB.
-    MySql(mysql::HeldClaim),
+/// rows are deleted in it, uncommitted. What it holds is that store's own business.
+pub struct HeldTransaction(Box<dyn Any + Send>);
+
+impl HeldTransaction {
+    /// Hold a store's open claim.
+    pub(super) fn new(held: impl Any + Send) -> Self {
+        Self(Box::new(held))
+    }
+
+    /// The store's own claim back. A host has one store, so a claim of another is a bug.
+    pub(super) fn into_inner<T: Any>(self) -> T {
+        *self
+            .0
+            .downcast()
+            .unwrap_or_else(|_| unreachable!("a claim held by another store"))
+    }
+
+    /// The store's own claim, to use it in place.
+    pub(super) fn get_mut<T: Any>(&mut self) -> &mut T {
+        self.0
+            .downcast_mut()
+            .unwrap_or_else(|| unreachable!("a claim held by another store"))
+    }
+}
+
+impl std::fmt::Debug for HeldTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldTransaction(..)")
+    }
 }
 
 /// A claimed batch.

@@ -40,7 +40,7 @@ pub struct Undeliverable {
 /// What the rows of an undeliverable outbox message become in `failed_messages`.
 pub(super) const FAILED_SOURCE: &str = "outbox";
 
-/// Outbox messages taken by [`super::Store::claim_outbox`].
+/// Outbox messages taken by [`super::Outbox::claim_outbox`].
 #[derive(Debug)]
 pub struct OutboxClaim {
     /// The messages, oldest first.
@@ -71,4 +71,37 @@ where
         headers: parse_headers(&row.get::<String, _>("headers"))?,
         payload: row.get("payload"),
     })
+}
+
+/// The outbox role of a store: what the relay takes, and what the HTTP API publishes.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
+    /// Put a message in the outbox, for a relay to publish to `exchange` with
+    /// `routing_key` (the HTTP API's publish); `false` when the outbox has its id already.
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool>;
+
+    /// Take up to `limit` unsent outbox messages, oldest first, for the relay.
+    /// PostgreSQL locks them in a transaction held until [`Outbox::outbox_sent`] (other
+    /// hosts' relays skip them; a relay that dies releases them); SQLite, one host's
+    /// store, holds nothing.
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim>;
+
+    /// Settle a claim and release it: mark `sent` (the broker confirmed them) sent, and
+    /// move the `undeliverable` ones to the failed messages (source `outbox`, with their
+    /// exchange and routing key: a retry puts them back in the outbox), each with an
+    /// attempt recording why. A failed outbox message an operator retried and the broker
+    /// now confirmed is resolved.
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()>;
 }

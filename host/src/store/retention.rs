@@ -1,8 +1,8 @@
-//! Retention: which rows [`super::Store::cleanup`] deletes, and what it reports.
+//! Retention: which rows [`super::Admin::cleanup`] deletes, and what it reports.
 
 use serde::Serialize;
 
-/// What a [`super::Store::cleanup`] deleted.
+/// What a [`super::Admin::cleanup`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Cleaned {
     /// Dedup rows of messages no longer in the inbox, the ledger (after this cleanup) or
@@ -46,7 +46,7 @@ impl Cleaned {
 
 /// Retention as statements of one `?` (the cut, Unix ms), for the stores that bind with
 /// `?` (SQLite, MariaDB/MySQL), run in this order in one transaction; see
-/// [`super::Store::cleanup`]. PostgreSQL runs the same rules as one statement.
+/// [`super::Admin::cleanup`]. PostgreSQL runs the same rules as one statement.
 pub(crate) const CLEANUP: [&str; 5] = [
     "DELETE FROM processed WHERE handled_at < ?
        AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",

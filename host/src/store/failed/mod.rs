@@ -119,7 +119,7 @@ pub struct AttemptError {
     pub at: i64,
 }
 
-/// What [`super::Store::failed_retry`] sent back, in failed rows (one per message and plugin).
+/// What [`super::FailedMessages::failed_retry`] sent back, in failed rows (one per message and plugin).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retried {
     /// Back in their inbox queue.
@@ -133,4 +133,28 @@ impl Retried {
     pub fn total(&self) -> u64 {
         self.inbox + self.broker
     }
+}
+
+/// The failed-messages role of a store: the dead letters an operator lists, retries and
+/// deletes.
+#[async_trait::async_trait]
+pub trait FailedMessages: Send + Sync {
+    /// A page of the failed messages `filter` selects, newest first, and how many it
+    /// selects in all.
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage>;
+
+    /// One failed message with its attempt history.
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>>;
+
+    /// Send failed messages back where they came from: inbox messages to the inbox, AMQP
+    /// messages (with a source exchange) to the outbox, for the relay to republish to
+    /// that exchange and routing key, with their id. Marks them retrying, in one
+    /// transaction: the newest `limit` of those `filter` selects that are failed or
+    /// pending.
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried>;
+
+    /// Delete the newest `limit` failed messages `filter` selects, and their history, in
+    /// one transaction, but none `retrying` (a retry and a delete exclude each other).
+    /// Returns how many.
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
 }

@@ -73,7 +73,7 @@ impl AttemptError {
     }
 }
 
-/// A page of the failed messages `filter` selects; see [`crate::store::Store::failed_list`].
+/// A page of the failed messages `filter` selects; see [`crate::store::FailedMessages::failed_list`].
 pub(in crate::store) async fn list<DB: Sql>(
     conn: &mut DB::Connection,
     filter: &FailedFilter,
@@ -90,7 +90,7 @@ pub(in crate::store) async fn list<DB: Sql>(
     Ok(FailedPage::of(total, items, page.limit))
 }
 
-/// One failed message with its attempts' errors; see [`crate::store::Store::failed_get`].
+/// One failed message with its attempts' errors; see [`crate::store::FailedMessages::failed_get`].
 pub(in crate::store) async fn get<DB: Sql>(
     conn: &mut DB::Connection,
     id: i64,

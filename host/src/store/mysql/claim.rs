@@ -18,20 +18,12 @@ use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, StoreError, 
 
 /// A claim's open transaction on MariaDB: the batch's rows are deleted in it,
 /// uncommitted, so other hosts' claims skip them; the settle writes into it and commits.
-pub struct HeldClaim {
+pub(super) struct HeldClaim {
     pub(super) tx: Transaction<'static, MySql>,
     /// When each claimed message was enqueued, for those put back.
     pub(super) created_at: CreatedAt,
     /// The claimed messages an operator sent back for another try.
     pub(super) retried: BTreeSet<Uuid>,
-}
-
-impl std::fmt::Debug for HeldClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeldClaim")
-            .field("messages", &self.created_at.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Claim up to `limit` due messages of `queues` (all when empty): held in a transaction
@@ -94,7 +86,7 @@ pub(super) async fn claim(
         }
     }
     let hold = if held {
-        Hold::Transaction(HeldTransaction::MySql(HeldClaim {
+        Hold::Transaction(HeldTransaction::new(HeldClaim {
             tx,
             created_at,
             retried: settled.retried,
@@ -175,13 +167,12 @@ pub(super) async fn lease_held(
     messages: &[Envelope],
     lease: Duration,
 ) -> Result<Option<Uuid>> {
-    let Hold::Transaction(HeldTransaction::MySql(held)) = std::mem::replace(hold, Hold::Lease)
-    else {
+    let Hold::Transaction(held) = std::mem::replace(hold, Hold::Lease) else {
         return Ok(None);
     };
     let HeldClaim {
         mut tx, created_at, ..
-    } = held;
+    } = held.into_inner();
     let token = Uuid::now_v7();
     let stay = Stay::unchanged(messages);
     let handed_over = async {
@@ -202,10 +193,10 @@ pub(super) async fn renew(
     claims: &[(Uuid, Uuid)],
     lease: Duration,
 ) -> Result<u64> {
-    if let Hold::Transaction(HeldTransaction::MySql(held)) = hold {
+    if let Hold::Transaction(held) = hold {
         // Any statement restarts the server's idle-transaction clock.
         sqlx::query("SELECT 1")
-            .execute(&mut *held.tx)
+            .execute(&mut *held.get_mut::<HeldClaim>().tx)
             .await
             .map_err(|e| claim_lost(e.into()))?;
         return Ok(claims.len() as u64);

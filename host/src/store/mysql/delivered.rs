@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{MySqlConnection, Row};
 use uuid::Uuid;
 
+use super::MySqlStore;
 use super::keyed::{self, IDS};
 use crate::store::Result;
+use crate::store::{Ledger, SettleTransaction};
 
 /// What the ledger and the failed messages say of some messages.
 #[derive(Debug, Default)]
@@ -54,4 +56,33 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
         }
     }
     Ok(settled)
+}
+
+#[async_trait::async_trait]
+impl Ledger for MySqlStore {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(settled_of(&mut conn, ids).await?.by_id)
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
+        let (settle, settled) = super::settle::begin_delivered(&self.pool, ids).await?;
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND `key` = ?")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
 }

@@ -6,8 +6,10 @@
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::{MySqlStore, again_on_deadlock};
 use super::{now, push_list};
 use crate::store::failed::Operation;
+use crate::store::{AttemptError, FailedMessage, FailedMessages, FailedPage, PageRequest};
 use crate::store::{FailedFilter, Result, Retried};
 
 /// The ids of the newest `limit` failed messages `filter` selects in a status `operation`
@@ -24,7 +26,7 @@ async fn selected(
     Ok(ids.build_query_scalar().fetch_all(&mut *conn).await?)
 }
 
-/// Send failed messages back; see [`crate::store::Store::failed_retry`].
+/// Send failed messages back; see [`crate::store::FailedMessages::failed_retry`].
 pub(super) async fn retry(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -> Result<Retried> {
     let mut tx = pool.begin().await?;
     let now = now(&mut tx).await?;
@@ -93,7 +95,7 @@ pub(super) async fn retry(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -
     Ok(retried)
 }
 
-/// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
+/// Delete failed messages and their history; see [`crate::store::FailedMessages::failed_delete`].
 pub(super) async fn delete(pool: &MySqlPool, filter: &FailedFilter, limit: u64) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let ids = selected(&mut tx, filter, Operation::Delete, limit).await?;
@@ -114,4 +116,23 @@ pub(super) async fn delete(pool: &MySqlPool, filter: &FailedFilter, limit: u64) 
     let deleted = gone.build().execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
     Ok(deleted)
+}
+
+#[async_trait::async_trait]
+impl FailedMessages for MySqlStore {
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
+        crate::store::failed::list::<MySql>(&mut *self.pool.acquire().await?, filter, page).await
+    }
+
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        crate::store::failed::get::<MySql>(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+        again_on_deadlock!(retry(&self.pool, filter, limit))
+    }
+
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+        again_on_deadlock!(delete(&self.pool, filter, limit))
+    }
 }

@@ -35,25 +35,20 @@ mod queues;
 mod registry;
 mod settle;
 
-pub use claim::HeldClaim;
+use claim::HeldClaim;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder};
 use uuid::Uuid;
 
+use super::Inbox;
 use super::sql::SqlStore;
-use super::{
-    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage,
-    FailedPage, HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleTransaction, Store, StoreError, Undeliverable,
-};
+use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError};
 use crate::envelope::NewMessage;
 use claim::claim_lost;
-use delivered::settled_of;
 use enqueue::insert_new;
 use settle::{Settle, Settling};
 
@@ -70,7 +65,7 @@ const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// The database clock in Unix milliseconds, as SQL.
 pub(super) use super::sql::MYSQL_NOW_MS as NOW_MS;
 
-/// MariaDB/MySQL-backed [`Store`].
+/// MariaDB/MySQL-backed [`crate::store::Store`].
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
@@ -170,6 +165,7 @@ macro_rules! again_on_deadlock {
         }
     }};
 }
+pub(super) use again_on_deadlock;
 
 /// The database clock, in Unix milliseconds.
 pub(super) async fn now(conn: &mut MySqlConnection) -> Result<i64> {
@@ -204,7 +200,7 @@ impl SqlStore for MySqlStore {
 }
 
 #[async_trait::async_trait]
-impl Store for MySqlStore {
+impl Inbox for MySqlStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
         again_on_deadlock!(async {
             let mut tx = self.pool.begin().await?;
@@ -230,14 +226,11 @@ impl Store for MySqlStore {
     async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {
         let (mut tx, settling) = match hold {
             Hold::Transaction(held) => {
-                let HeldTransaction::MySql(HeldClaim {
+                let HeldClaim {
                     tx,
                     created_at,
                     retried,
-                }) = held
-                else {
-                    unreachable!("{held:?} was claimed by another store");
-                };
+                } = held.into_inner();
                 (tx, Settling::Held(created_at, retried))
             }
             Hold::Lease => (self.pool.begin().await?, Settling::Leased(None)),
@@ -248,17 +241,6 @@ impl Store for MySqlStore {
             Err(e) => return Err(e),
         };
         Ok(Box::new(Settle { tx, now, settling }))
-    }
-
-    async fn begin_settle_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
-        let (settle, settled) = settle::begin_delivered(&self.pool, ids).await?;
-        Ok((Box::new(settle), settled))
     }
 
     async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
@@ -280,9 +262,13 @@ impl Store for MySqlStore {
         is_deadlock(e) && runs <= DEADLOCK_RETRIES
     }
 
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(settled_of(&mut conn, ids).await?.by_id)
+    async fn renew(
+        &self,
+        hold: &mut Hold,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+    ) -> Result<u64> {
+        claim::renew(&self.pool, hold, claims, lease).await
     }
 
     async fn lease_held(
@@ -294,100 +280,9 @@ impl Store for MySqlStore {
         claim::lease_held(hold, messages, lease).await
     }
 
-    async fn renew(
-        &self,
-        hold: &mut Hold,
-        claims: &[(Uuid, Uuid)],
-        lease: Duration,
-    ) -> Result<u64> {
-        claim::renew(&self.pool, hold, claims, lease).await
-    }
-
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
         let _ = queues;
         tokio::time::sleep(at_most.min(POLL_EVERY)).await;
         Ok(())
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND `key` = ?")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
-    }
-
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        super::failed::list::<MySql>(&mut *self.pool.acquire().await?, filter, page).await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        super::failed::get::<MySql>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        again_on_deadlock!(failed::retry(&self.pool, filter, limit))
-    }
-
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        again_on_deadlock!(failed::delete(&self.pool, filter, limit))
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
-        let mut tx = self.pool.begin().await?;
-        let cut = now(&mut tx).await? - older_than.as_millis() as i64;
-        let mut deleted = [0u64; 5];
-        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
-            *n = sqlx::query(sql)
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(Cleaned::of(deleted))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        route: (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        queues::stats(&self.pool).await
-    }
-
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        queues::purge(&self.pool, queue).await
-    }
-
-    async fn backlog(&self) -> Result<Backlog> {
-        queues::backlog(&self.pool).await
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        outbox::claim(&self.pool, limit).await
-    }
-
-    async fn outbox_sent(
-        &self,
-        hold: Hold,
-        sent: &[i64],
-        undeliverable: &[Undeliverable],
-    ) -> Result<()> {
-        outbox::sent(&self.pool, hold, sent, undeliverable).await
     }
 }

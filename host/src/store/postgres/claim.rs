@@ -69,22 +69,14 @@ const CLAIMED_ROWS: &str =
 
 /// A claim's open transaction: the batch's rows are deleted in it, uncommitted, so other
 /// hosts skip them; the settle writes into it and commits.
-pub struct HeldClaim {
+pub(super) struct HeldClaim {
     pub(super) tx: Transaction<'static, Postgres>,
     /// When each claimed message was enqueued, for those put back for another attempt.
     pub(super) created_at: HashMap<Uuid, i64>,
 }
 
-impl std::fmt::Debug for HeldClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeldClaim")
-            .field("messages", &self.created_at.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Claim up to `limit` due messages of `queues` as `mode` asks; see
-/// [`crate::store::Store::claim`]. `idle` holds the queues whose last claim found nothing.
+/// [`crate::store::Inbox::claim`]. `idle` holds the queues whose last claim found nothing.
 pub(super) async fn claim(
     pool: &PgPool,
     idle: &Mutex<HashSet<String>>,
@@ -167,23 +159,22 @@ async fn claim_on(
                 .collect();
             Ok(Claim {
                 messages: envelopes(&rows, Uuid::nil())?,
-                hold: Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, created_at })),
+                hold: Hold::Transaction(HeldTransaction::new(HeldClaim { tx, created_at })),
             })
         }
     }
 }
 
-/// Hand a held claim over to leases; see [`crate::store::Store::lease_held`].
+/// Hand a held claim over to leases; see [`crate::store::Inbox::lease_held`].
 pub(super) async fn lease_held(
     hold: &mut Hold,
     messages: &[Envelope],
     lease: Duration,
 ) -> Result<Option<Uuid>> {
-    let Hold::Transaction(HeldTransaction::Postgres(held)) = std::mem::replace(hold, Hold::Lease)
-    else {
+    let Hold::Transaction(held) = std::mem::replace(hold, Hold::Lease) else {
         return Ok(None);
     };
-    let HeldClaim { mut tx, created_at } = held;
+    let HeldClaim { mut tx, created_at } = held.into_inner();
     let token = Uuid::now_v7();
     let stay = Stay::unchanged(messages);
     let leased = Some((token, lease.as_millis() as i64));
@@ -194,17 +185,17 @@ pub(super) async fn lease_held(
     Ok(Some(token))
 }
 
-/// Keep a claim for another `lease`; see [`crate::store::Store::renew`].
+/// Keep a claim for another `lease`; see [`crate::store::Inbox::renew`].
 pub(super) async fn renew(
     pool: &PgPool,
     hold: &mut Hold,
     claims: &[(Uuid, Uuid)],
     lease: Duration,
 ) -> Result<u64> {
-    if let Hold::Transaction(HeldTransaction::Postgres(held)) = hold {
+    if let Hold::Transaction(held) = hold {
         // Any statement restarts the server's idle-in-transaction clock.
         sqlx::query("SELECT 1")
-            .execute(&mut *held.tx)
+            .execute(&mut *held.get_mut::<HeldClaim>().tx)
             .await
             .map_err(|e| claim_lost(e.into()))?;
         return Ok(claims.len() as u64);

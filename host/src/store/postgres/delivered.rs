@@ -10,7 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::PostgresStore;
+use super::settle::Settle;
+use super::writes::Settling;
 use crate::store::Result;
+use crate::store::{Ledger, SettleTransaction};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -82,4 +86,37 @@ fn lock_keys(id: Uuid) -> (i32, i32) {
         i32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         i32::from_le_bytes([b[12], b[13], b[14], b[15]]),
     )
+}
+
+#[async_trait::async_trait]
+impl Ledger for PostgresStore {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        settled(&self.pool, ids).await
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
+        let (tx, settled) = begin(&self.pool, ids).await?;
+        let settle = Settle {
+            tx,
+            channel: &self.channel,
+            settling: Settling::Delivered,
+        };
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = $1 AND key = $2")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
 }

@@ -2,78 +2,87 @@
 //! them back (to the inbox, or through the outbox to their source exchange) and deleting
 //! them.
 
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::PostgresStore;
 use super::notify;
 use crate::store::failed::Operation;
+use crate::store::{AttemptError, FailedMessage, FailedMessages, FailedPage, PageRequest};
 use crate::store::{FailedFilter, Result, Retried};
 
-/// Send failed messages back; see [`crate::store::Store::failed_retry`].
-pub(super) async fn retry(
-    pool: &PgPool,
-    channel: &str,
-    filter: &FailedFilter,
-    limit: u64,
-) -> Result<Retried> {
-    let mut query = QueryBuilder::<Postgres>::new(
-        "WITH retried AS (
-             UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
-             WHERE ",
-    );
-    // The status again at the top: a row a concurrent delete or retry took while this
-    // one waited for its lock is checked anew, and skipped.
-    query.push(Operation::Retry.statuses()).push(" AND id IN (");
-    filter.push_ids(&mut query, Operation::Retry, limit);
-    query.push(
-        ") RETURNING message_id, plugin, queue, kind, headers, payload,
-                       source_exchange, source_routing_key),
-         back AS (
-             INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                                seen)
-             SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
-                    wharf_now_ms(), wharf_now_ms(), true
-             FROM retried WHERE source_exchange IS NULL
-             ON CONFLICT (id) DO UPDATE
-             SET available_at = LEAST(inbox.available_at, excluded.available_at), seen = true),
-         out AS (
-             INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
-                                 headers, payload, created_at)
-             SELECT DISTINCT ON (message_id) message_id, message_id, plugin, source_exchange,
-                    source_routing_key, kind, headers, payload, wharf_now_ms()
-             FROM retried WHERE source_exchange IS NOT NULL
-             ON CONFLICT (id) DO UPDATE SET sent_at = NULL)
-         SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,
-                COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
-         FROM retried",
-    );
-    let mut tx = pool.begin().await?;
-    let row = query.build().fetch_one(&mut *tx).await?;
-    let retried = Retried {
-        inbox: row.get::<i64, _>("inbox") as u64,
-        broker: row.get::<i64, _>("broker") as u64,
-    };
-    if retried.inbox > 0 {
-        notify(&mut tx, channel).await?;
+#[async_trait::async_trait]
+impl FailedMessages for PostgresStore {
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
+        crate::store::failed::list::<Postgres>(&mut *self.pool.acquire().await?, filter, page).await
     }
-    tx.commit().await?;
-    Ok(retried)
-}
 
-/// Delete failed messages and their history; see [`crate::store::Store::failed_delete`].
-pub(super) async fn delete(pool: &PgPool, filter: &FailedFilter, limit: u64) -> Result<u64> {
-    let mut query =
-        QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE ");
-    query
-        .push(Operation::Delete.statuses())
-        .push(" AND id IN (");
-    filter.push_ids(&mut query, Operation::Delete, limit);
-    query.push(
-        ") RETURNING message_id, plugin),
-         history AS (
-             DELETE FROM attempt_errors a USING gone
-             WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
-         SELECT COUNT(*) FROM gone",
-    );
-    let deleted: i64 = query.build_query_scalar().fetch_one(pool).await?;
-    Ok(deleted as u64)
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        crate::store::failed::get::<Postgres>(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+        let pool = &self.pool;
+        let channel = self.channel.as_str();
+        let mut query = QueryBuilder::<Postgres>::new(
+            "WITH retried AS (
+                 UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
+                 WHERE ",
+        );
+        // The status again at the top: a row a concurrent delete or retry took while this
+        // one waited for its lock is checked anew, and skipped.
+        query.push(Operation::Retry.statuses()).push(" AND id IN (");
+        filter.push_ids(&mut query, Operation::Retry, limit);
+        query.push(
+            ") RETURNING message_id, plugin, queue, kind, headers, payload,
+                           source_exchange, source_routing_key),
+             back AS (
+                 INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
+                                    seen)
+                 SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
+                        wharf_now_ms(), wharf_now_ms(), true
+                 FROM retried WHERE source_exchange IS NULL
+                 ON CONFLICT (id) DO UPDATE
+                 SET available_at = LEAST(inbox.available_at, excluded.available_at), seen = true),
+             out AS (
+                 INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
+                                     headers, payload, created_at)
+                 SELECT DISTINCT ON (message_id) message_id, message_id, plugin, source_exchange,
+                        source_routing_key, kind, headers, payload, wharf_now_ms()
+                 FROM retried WHERE source_exchange IS NOT NULL
+                 ON CONFLICT (id) DO UPDATE SET sent_at = NULL)
+             SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,
+                    COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
+             FROM retried",
+        );
+        let mut tx = pool.begin().await?;
+        let row = query.build().fetch_one(&mut *tx).await?;
+        let retried = Retried {
+            inbox: row.get::<i64, _>("inbox") as u64,
+            broker: row.get::<i64, _>("broker") as u64,
+        };
+        if retried.inbox > 0 {
+            notify(&mut tx, channel).await?;
+        }
+        tx.commit().await?;
+        Ok(retried)
+    }
+
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+        let pool = &self.pool;
+        let mut query =
+            QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE ");
+        query
+            .push(Operation::Delete.statuses())
+            .push(" AND id IN (");
+        filter.push_ids(&mut query, Operation::Delete, limit);
+        query.push(
+            ") RETURNING message_id, plugin),
+             history AS (
+                 DELETE FROM attempt_errors a USING gone
+                 WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
+             SELECT COUNT(*) FROM gone",
+        );
+        let deleted: i64 = query.build_query_scalar().fetch_one(pool).await?;
+        Ok(deleted as u64)
+    }
 }

@@ -40,23 +40,19 @@ mod registry;
 mod settle;
 mod writes;
 
-pub use claim::HeldClaim;
+use claim::HeldClaim;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::Inbox;
 use super::sql::SqlStore;
-use super::{
-    AttemptError, Backlog, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage, FailedPage,
-    HeldTransaction, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried,
-    SettleTransaction, Store, Undeliverable, migrate,
-};
+use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, migrate};
 use crate::envelope::NewMessage;
 use enqueue::insert_new;
 use settle::Settle;
@@ -65,7 +61,7 @@ use writes::Settling;
 /// Connections per host: the worker's claim/settle, handlers' state reads, the CLI.
 const POOL_SIZE: u32 = 8;
 
-/// PostgreSQL-backed [`Store`].
+/// PostgreSQL-backed [`crate::store::Store`].
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -162,7 +158,7 @@ impl SqlStore for PostgresStore {
 }
 
 #[async_trait::async_trait]
-impl Store for PostgresStore {
+impl Inbox for PostgresStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let inserted = insert_new(&mut tx, &self.channel, messages).await?;
@@ -183,32 +179,16 @@ impl Store for PostgresStore {
     async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {
         let (tx, settling) = match hold {
             Hold::Lease => (self.pool.begin().await?, Settling::Leased),
-            Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, created_at })) => {
+            Hold::Transaction(held) => {
+                let HeldClaim { tx, created_at } = held.into_inner();
                 (tx, Settling::Held(created_at))
             }
-            Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
         };
         Ok(Box::new(Settle {
             tx,
             channel: &self.channel,
             settling,
         }))
-    }
-
-    async fn begin_settle_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
-        let (tx, settled) = delivered::begin(&self.pool, ids).await?;
-        let settle = Settle {
-            tx,
-            channel: &self.channel,
-            settling: Settling::Delivered,
-        };
-        Ok((Box::new(settle), settled))
     }
 
     async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
@@ -225,8 +205,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-        delivered::settled(&self.pool, ids).await
+    async fn renew(
+        &self,
+        hold: &mut Hold,
+        claims: &[(Uuid, Uuid)],
+        lease: Duration,
+    ) -> Result<u64> {
+        claim::renew(&self.pool, hold, claims, lease).await
     }
 
     async fn lease_held(
@@ -236,15 +221,6 @@ impl Store for PostgresStore {
         lease: Duration,
     ) -> Result<Option<Uuid>> {
         claim::lease_held(hold, messages, lease).await
-    }
-
-    async fn renew(
-        &self,
-        hold: &mut Hold,
-        claims: &[(Uuid, Uuid)],
-        lease: Duration,
-    ) -> Result<u64> {
-        claim::renew(&self.pool, hold, claims, lease).await
     }
 
     async fn wait_for_work(&self, queues: &[String], at_most: Duration) -> Result<()> {
@@ -268,116 +244,5 @@ impl Store for PostgresStore {
             None => at_most,
         };
         self.listener.wait(&self.pool, &self.channel, wait).await
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = $1 AND key = $2")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
-    }
-
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        super::failed::list::<Postgres>(&mut *self.pool.acquire().await?, filter, page).await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        super::failed::get::<Postgres>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        failed::retry(&self.pool, &self.channel, filter, limit).await
-    }
-
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        failed::delete(&self.pool, filter, limit).await
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
-        let row = sqlx::query(
-            "WITH cut AS (SELECT wharf_now_ms() - $1 AS t),
-             received_gone AS (
-                 DELETE FROM received r USING cut WHERE r.received_at < cut.t
-                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = r.id)
-                   AND NOT EXISTS (SELECT 1 FROM processed p
-                                   WHERE p.message_id = r.id AND p.handled_at >= cut.t)
-                   AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                                   WHERE f.message_id = r.id AND f.status <> 'resolved')
-                 RETURNING 1),
-             processed_gone AS (
-                 DELETE FROM processed p USING cut WHERE p.handled_at < cut.t
-                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = p.message_id)
-                 RETURNING 1),
-             outbox_gone AS (
-                 DELETE FROM outbox o USING cut WHERE o.sent_at < cut.t RETURNING 1),
-             failed_gone AS (
-                 DELETE FROM failed_messages f USING cut
-                 WHERE f.status = 'resolved' AND f.resolved_at < cut.t RETURNING 1),
-             errors_gone AS (
-                 DELETE FROM attempt_errors a USING cut WHERE a.at < cut.t
-                   AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = a.message_id)
-                   AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                                   WHERE f.message_id = a.message_id AND f.plugin = a.plugin
-                                     AND f.status <> 'resolved')
-                 RETURNING 1)
-             SELECT (SELECT COUNT(*) FROM received_gone), (SELECT COUNT(*) FROM processed_gone),
-                    (SELECT COUNT(*) FROM outbox_gone), (SELECT COUNT(*) FROM failed_gone),
-                    (SELECT COUNT(*) FROM errors_gone)",
-        )
-        .bind(older_than.as_millis() as i64)
-        .fetch_one(&self.pool)
-        .await?;
-        let n = |i: usize| row.get::<i64, _>(i) as u64;
-        Ok(Cleaned {
-            received: n(0),
-            processed: n(1),
-            outbox: n(2),
-            failed: n(3),
-            attempt_errors: n(4),
-        })
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        route: (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        queues::stats(&self.pool).await
-    }
-
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        queues::purge(&self.pool, queue).await
-    }
-
-    async fn backlog(&self) -> Result<Backlog> {
-        queues::backlog(&self.pool).await
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        outbox::claim(&self.pool, limit).await
-    }
-
-    async fn outbox_sent(
-        &self,
-        hold: Hold,
-        sent: &[i64],
-        undeliverable: &[Undeliverable],
-    ) -> Result<()> {
-        outbox::sent(&self.pool, hold, sent, undeliverable).await
     }
 }

@@ -8,124 +8,128 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::PostgresStore;
 use super::claim::HeldClaim;
+use crate::store::Outbox;
 use crate::store::outbox::{FAILED_SOURCE, outbox_message};
 use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, Undeliverable, headers_json};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
 
-pub(super) async fn claim(pool: &PgPool, limit: u32) -> Result<OutboxClaim> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-        .bind(HOLD.as_millis().to_string())
-        .execute(&mut *tx)
-        .await?;
-    let rows = sqlx::query(
-        "SELECT seq, id::text AS id, exchange, routing_key, kind, headers::text AS headers, payload
-         FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    let messages = rows
-        .iter()
-        .map(outbox_message)
-        .collect::<Result<Vec<_>>>()?;
-    if messages.is_empty() {
-        tx.rollback().await?;
-        return Ok(OutboxClaim {
-            messages,
-            hold: Hold::Lease,
-        });
-    }
-    Ok(OutboxClaim {
-        messages,
-        hold: Hold::Transaction(HeldTransaction::Postgres(HeldClaim {
-            tx,
-            created_at: Default::default(),
-        })),
-    })
-}
-
-pub(super) async fn sent(
-    pool: &PgPool,
-    hold: Hold,
-    sent: &[i64],
-    undeliverable: &[Undeliverable],
-) -> Result<()> {
-    let mut tx = match hold {
-        Hold::Transaction(HeldTransaction::Postgres(HeldClaim { tx, .. })) => tx,
-        Hold::Lease => pool.begin().await?,
-        Hold::Transaction(other) => unreachable!("{other:?} was claimed by another store"),
-    };
-    sqlx::query(
-        "WITH done AS (
-             UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1) RETURNING id)
-         UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
-         FROM done WHERE f.message_id = done.id AND f.source = $2 AND f.status = 'retrying'",
-    )
-    .bind(sent)
-    .bind(FAILED_SOURCE)
-    .execute(&mut *tx)
-    .await?;
-    for u in undeliverable {
-        sqlx::query(
-            "WITH gone AS (
-                 UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = $1
-                 RETURNING id, plugin, kind, headers, payload, exchange, routing_key),
-             failed AS (
-                 INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256,
-                                              source, queue, kind, headers, payload, error,
-                                              attempts, status, failed_at, source_exchange,
-                                              source_routing_key)
-                 SELECT id, plugin, '', '', $3, '', kind, headers, payload, $2, 1, 'failed',
-                        wharf_now_ms(), exchange, routing_key
-                 FROM gone
-                 ON CONFLICT (message_id, plugin) DO UPDATE
-                 SET error = excluded.error, attempts = failed_messages.attempts + 1,
-                     status = 'failed', failed_at = excluded.failed_at
-                 RETURNING message_id, plugin, attempts)
-             INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256,
-                                         attempt, error, delay_ms, at)
-             SELECT message_id, plugin, '', '', attempts, $2, NULL, wharf_now_ms() FROM failed",
+#[async_trait::async_trait]
+impl Outbox for PostgresStore {
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let pool = &self.pool;
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+             VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
+             ON CONFLICT (id) DO NOTHING",
         )
-        .bind(u.seq)
-        .bind(&u.error)
+        .bind(id)
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(kind)
+        .bind(headers_json(headers))
+        .bind(payload)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+            .bind(HOLD.as_millis().to_string())
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, id::text AS id, exchange, routing_key, kind, headers::text AS headers, payload
+             FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let messages = rows
+            .iter()
+            .map(outbox_message)
+            .collect::<Result<Vec<_>>>()?;
+        if messages.is_empty() {
+            tx.rollback().await?;
+            return Ok(OutboxClaim {
+                messages,
+                hold: Hold::Lease,
+            });
+        }
+        Ok(OutboxClaim {
+            messages,
+            hold: Hold::Transaction(HeldTransaction::new(HeldClaim {
+                tx,
+                created_at: Default::default(),
+            })),
+        })
+    }
+
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        let pool = &self.pool;
+        let mut tx = match hold {
+            Hold::Transaction(held) => held.into_inner::<HeldClaim>().tx,
+            Hold::Lease => pool.begin().await?,
+        };
+        sqlx::query(
+            "WITH done AS (
+                 UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = ANY($1) RETURNING id)
+             UPDATE failed_messages f SET status = 'resolved', resolved_at = wharf_now_ms()
+             FROM done WHERE f.message_id = done.id AND f.source = $2 AND f.status = 'retrying'",
+        )
+        .bind(sent)
         .bind(FAILED_SOURCE)
         .execute(&mut *tx)
         .await?;
+        for u in undeliverable {
+            sqlx::query(
+                "WITH gone AS (
+                     UPDATE outbox SET sent_at = wharf_now_ms() WHERE seq = $1
+                     RETURNING id, plugin, kind, headers, payload, exchange, routing_key),
+                 failed AS (
+                     INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256,
+                                                  source, queue, kind, headers, payload, error,
+                                                  attempts, status, failed_at, source_exchange,
+                                                  source_routing_key)
+                     SELECT id, plugin, '', '', $3, '', kind, headers, payload, $2, 1, 'failed',
+                            wharf_now_ms(), exchange, routing_key
+                     FROM gone
+                     ON CONFLICT (message_id, plugin) DO UPDATE
+                     SET error = excluded.error, attempts = failed_messages.attempts + 1,
+                         status = 'failed', failed_at = excluded.failed_at
+                     RETURNING message_id, plugin, attempts)
+                 INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256,
+                                             attempt, error, delay_ms, at)
+                 SELECT message_id, plugin, '', '', attempts, $2, NULL, wharf_now_ms() FROM failed",
+            )
+            .bind(u.seq)
+            .bind(&u.error)
+            .bind(FAILED_SOURCE)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Put a message in the outbox for a relay (the HTTP API's publish); `false` when the
-/// outbox has its id already.
-pub(super) async fn add(
-    pool: &PgPool,
-    id: Uuid,
-    (exchange, routing_key): (&str, &str),
-    kind: &str,
-    headers: &BTreeMap<String, String>,
-    payload: &[u8],
-) -> Result<bool> {
-    let added = sqlx::query(
-        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-         VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(exchange)
-    .bind(routing_key)
-    .bind(kind)
-    .bind(headers_json(headers))
-    .bind(payload)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(added == 1)
 }

@@ -27,8 +27,8 @@ pub trait StateLocks: Send {
     async fn usage(&mut self, plugins: &[&str]) -> Result<BTreeMap<String, StateUsage>>;
 }
 
-/// A settle's open transaction on one store (`Store::begin_settle`,
-/// `Store::begin_settle_delivered`).
+/// A settle's open transaction on one store (`Inbox::begin_settle`,
+/// `Ledger::begin_settle_delivered`).
 #[async_trait::async_trait]
 pub trait SettleTransaction: StateLocks {
     /// Fence: the messages of `batch` its claim still holds, their claim now cleared (a

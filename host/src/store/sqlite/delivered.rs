@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
+use super::SqliteStore;
 use super::parse_uuid;
+use super::settle::{Settle, Settling};
 use crate::store::Result;
+use crate::store::{Ledger, SettleTransaction, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -37,4 +40,39 @@ pub(super) async fn settled_of(
             .insert(row.get("plugin"));
     }
     Ok(by_id)
+}
+
+#[async_trait::async_trait]
+impl Ledger for SqliteStore {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+        let mut conn = self.pool.acquire().await?;
+        settled_of(&mut conn, ids).await
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Box<dyn SettleTransaction + '_>,
+        BTreeMap<Uuid, BTreeSet<String>>,
+    )> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let settled = settled_of(&mut tx, ids).await?;
+        let settle = Settle {
+            tx,
+            now: now_ms(),
+            settling: Settling::Delivered,
+        };
+        Ok((Box::new(settle), settled))
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row =
+            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get("value"), r.get("version"))))
+    }
 }

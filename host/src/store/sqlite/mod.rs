@@ -11,7 +11,7 @@ mod queues;
 mod registry;
 mod settle;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,17 +19,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
+use super::Inbox;
 use super::sql::SqlStore;
 use super::{
-    AttemptError, Backlog, CLEANUP, Claim, ClaimMode, Cleaned, FailedFilter, FailedMessage,
-    FailedPage, Hold, OutboxClaim, PageRequest, QueueStats, Result, Retried, SettleTransaction,
-    Store, StoreError, Undeliverable, headers_json, now_ms, parse_headers,
+    Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError, headers_json, now_ms,
+    parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
 use delivered::settled_of;
 use settle::{Settle, Settling};
 
-/// SQLite-backed [`Store`].
+/// SQLite-backed [`crate::store::Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -109,7 +109,7 @@ impl SqlStore for SqliteStore {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl Inbox for SqliteStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -192,23 +192,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn begin_settle_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let settled = settled_of(&mut tx, ids).await?;
-        let settle = Settle {
-            tx,
-            now: now_ms(),
-            settling: Settling::Delivered,
-        };
-        Ok((Box::new(settle), settled))
-    }
-
     async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()> {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         sqlx::query(
@@ -222,11 +205,6 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
-        let mut conn = self.pool.acquire().await?;
-        settled_of(&mut conn, ids).await
     }
 
     async fn renew(
@@ -250,87 +228,5 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(held)
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
-    }
-
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        super::failed::list::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, filter, page).await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        super::failed::get::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        failed::retry(&self.pool, filter, limit).await
-    }
-
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        failed::delete(&self.pool, filter, limit).await
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
-        let cut = now_ms() - older_than.as_millis() as i64;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut deleted = [0u64; 5];
-        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
-            *n = sqlx::query(sql)
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(Cleaned::of(deleted))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        route: (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        outbox::add(&self.pool, id, route, kind, headers, payload).await
-    }
-
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        queues::stats(&self.pool).await
-    }
-
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        queues::purge(&self.pool, queue).await
-    }
-
-    async fn backlog(&self) -> Result<Backlog> {
-        queues::backlog(&self.pool).await
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        outbox::claim(&self.pool, limit).await
-    }
-
-    async fn outbox_sent(
-        &self,
-        _hold: Hold,
-        sent: &[i64],
-        undeliverable: &[Undeliverable],
-    ) -> Result<()> {
-        outbox::sent(&self.pool, sent, undeliverable).await
     }
 }

@@ -4,117 +4,123 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::SqlitePool;
 use uuid::Uuid;
 
+use super::SqliteStore;
+use crate::store::Outbox;
 use crate::store::outbox::{FAILED_SOURCE, OUTBOX_COLUMNS, outbox_message};
 use crate::store::{Hold, OutboxClaim, Result, Undeliverable, headers_json, now_ms};
 
-pub(super) async fn claim(pool: &SqlitePool, limit: u32) -> Result<OutboxClaim> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
-    )))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    let messages = rows
-        .iter()
-        .map(outbox_message)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(OutboxClaim {
-        messages,
-        hold: Hold::Lease,
-    })
-}
+#[async_trait::async_trait]
+impl Outbox for SqliteStore {
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let pool = &self.pool;
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
+             VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(id.to_string())
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(kind)
+        .bind(headers_json(headers))
+        .bind(payload)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
 
-pub(super) async fn sent(
-    pool: &SqlitePool,
-    sent: &[i64],
-    undeliverable: &[Undeliverable],
-) -> Result<()> {
-    let now = now_ms();
-    let seqs = serde_json::to_string(sent).expect("integers serialise");
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(
-        "UPDATE failed_messages SET status = 'resolved', resolved_at = ?1
-         WHERE source = ?3 AND status = 'retrying'
-           AND message_id IN (SELECT id FROM outbox WHERE seq IN (SELECT value FROM json_each(?2)))",
-    )
-    .bind(now)
-    .bind(&seqs)
-    .bind(FAILED_SOURCE)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq IN (SELECT value FROM json_each(?))")
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        let pool = &self.pool;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let messages = rows
+            .iter()
+            .map(outbox_message)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(OutboxClaim {
+            messages,
+            hold: Hold::Lease,
+        })
+    }
+
+    async fn outbox_sent(
+        &self,
+        _hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        let pool = &self.pool;
+        let now = now_ms();
+        let seqs = serde_json::to_string(sent).expect("integers serialise");
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE failed_messages SET status = 'resolved', resolved_at = ?1
+             WHERE source = ?3 AND status = 'retrying'
+               AND message_id IN (SELECT id FROM outbox WHERE seq IN (SELECT value FROM json_each(?2)))",
+        )
         .bind(now)
         .bind(&seqs)
-        .execute(&mut *tx)
-        .await?;
-    for u in undeliverable {
-        let attempts: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
-                                          queue, kind, headers, payload, error, attempts, status,
-                                          failed_at, source_exchange, source_routing_key)
-             SELECT id, plugin, '', '', ?3, '', kind, headers, payload, ?2, 1, 'failed', ?4,
-                    exchange, routing_key
-             FROM outbox WHERE seq = ?1
-             ON CONFLICT (message_id, plugin) DO UPDATE
-             SET error = excluded.error, attempts = failed_messages.attempts + 1,
-                 status = 'failed', failed_at = excluded.failed_at
-             RETURNING attempts",
-        )
-        .bind(u.seq)
-        .bind(&u.error)
         .bind(FAILED_SOURCE)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
-                                         error, delay_ms, at)
-             SELECT id, plugin, '', '', ?2, ?3, NULL, ?4 FROM outbox WHERE seq = ?1",
-        )
-        .bind(u.seq)
-        .bind(attempts.unwrap_or(1))
-        .bind(&u.error)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq = ?")
+        sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq IN (SELECT value FROM json_each(?))")
             .bind(now)
-            .bind(u.seq)
+            .bind(&seqs)
             .execute(&mut *tx)
             .await?;
+        for u in undeliverable {
+            let attempts: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
+                                              queue, kind, headers, payload, error, attempts, status,
+                                              failed_at, source_exchange, source_routing_key)
+                 SELECT id, plugin, '', '', ?3, '', kind, headers, payload, ?2, 1, 'failed', ?4,
+                        exchange, routing_key
+                 FROM outbox WHERE seq = ?1
+                 ON CONFLICT (message_id, plugin) DO UPDATE
+                 SET error = excluded.error, attempts = failed_messages.attempts + 1,
+                     status = 'failed', failed_at = excluded.failed_at
+                 RETURNING attempts",
+            )
+            .bind(u.seq)
+            .bind(&u.error)
+            .bind(FAILED_SOURCE)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
+                                             error, delay_ms, at)
+                 SELECT id, plugin, '', '', ?2, ?3, NULL, ?4 FROM outbox WHERE seq = ?1",
+            )
+            .bind(u.seq)
+            .bind(attempts.unwrap_or(1))
+            .bind(&u.error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq = ?")
+                .bind(now)
+                .bind(u.seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Put a message in the outbox for a relay (the HTTP API's publish); `false` when the
-/// outbox has its id already.
-pub(super) async fn add(
-    pool: &SqlitePool,
-    id: Uuid,
-    (exchange, routing_key): (&str, &str),
-    kind: &str,
-    headers: &BTreeMap<String, String>,
-    payload: &[u8],
-) -> Result<bool> {
-    let added = sqlx::query(
-        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-         VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(id.to_string())
-    .bind(exchange)
-    .bind(routing_key)
-    .bind(kind)
-    .bind(headers_json(headers))
-    .bind(payload)
-    .bind(now_ms())
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(added == 1)
 }

@@ -18,7 +18,7 @@ use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 use tokio::sync::watch;
 
 use super::publish::{Outgoing, Published, answer, confirming_channel, send};
-use crate::store::{OutboxMessage, Store, StoreError, Undeliverable};
+use crate::store::{Outbox, OutboxMessage, StoreError, Undeliverable};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct RelayReport {
 
 /// Relays the outbox to the broker.
 pub struct Relay {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Outbox>,
     batch_size: u32,
     poll: Duration,
 }
@@ -65,7 +65,7 @@ pub struct Relay {
 impl Relay {
     /// A relay taking `batch_size` messages at a time and looking for new ones every
     /// `poll` while the outbox is empty.
-    pub fn new(store: Arc<dyn Store>, batch_size: u32, poll: Duration) -> Self {
+    pub fn new(store: Arc<dyn Outbox>, batch_size: u32, poll: Duration) -> Self {
         Self {
             store,
             batch_size,
