@@ -1,8 +1,13 @@
 //! What an operator and the metrics ask of a store ([`Admin`]): queue depths and purges,
-//! the backlog beyond the inbox, readiness and retention.
+//! the backlog beyond the inbox, readiness and retention. Written once over every SQL
+//! store; a store writes only what its SQL does differently ([`AdminSql`]).
 
 use std::time::Duration;
 
+use sqlx::QueryBuilder;
+
+use super::queues::{Depths, FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING, queue_stats};
+use super::sql::{Column, Run, SqlStore};
 use super::{Backlog, Cleaned, QueueStats, Result};
 
 /// The admin role of a store, as the HTTP API, the CLI and the metrics use it.
@@ -27,4 +32,55 @@ pub trait Admin: Send + Sync {
     /// rows, resolved failures, and attempt errors nothing refers to any more. Dead
     /// letters still waiting for an operator are kept whatever their age.
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned>;
+}
+
+/// What each store writes of [`Admin`] in its own SQL.
+#[async_trait::async_trait]
+pub(super) trait AdminSql {
+    /// Each inbox queue's depths, counted at the store's clock.
+    async fn inbox_depths(&self) -> Result<Vec<Depths>>;
+
+    /// [`Admin::purge_queue`].
+    async fn purge(&self, queue: &str) -> Result<u64>;
+
+    /// [`Admin::cleanup`].
+    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore + AdminSql> Admin for S {
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let depths = self.inbox_depths().await?;
+        let conn = &mut *self.pool().acquire().await?;
+        let rows = S::DB::fetch_all(conn, &mut QueryBuilder::new(FAILED_BY_SOURCE)).await?;
+        let failed = rows
+            .iter()
+            .map(|r| (S::DB::column(r, "source"), S::DB::column(r, "failed")));
+        Ok(queue_stats(depths, failed))
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.purge(queue).await
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let conn = &mut *self.pool().acquire().await?;
+        let rows = S::DB::fetch_all(conn, &mut QueryBuilder::new(FAILED_BY_PLUGIN)).await?;
+        let failed = rows
+            .iter()
+            .map(|r| (S::DB::column(r, "plugin"), S::DB::column(r, "failed")))
+            .collect();
+        let rows = S::DB::fetch_all(conn, &mut QueryBuilder::new(OUTBOX_PENDING)).await?;
+        Ok(Backlog::of(failed, S::DB::column(&rows[0], "pending")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let conn = &mut *self.pool().acquire().await?;
+        S::DB::fetch_all(conn, &mut QueryBuilder::new("SELECT 1")).await?;
+        Ok(())
+    }
+
+    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+        self.delete_older(older_than).await
+    }
 }

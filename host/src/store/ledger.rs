@@ -1,10 +1,14 @@
 //! What was handled, and the plugins' state ([`Ledger`]): the ledger a redelivered message
 //! is checked against, the transaction a transport's deliveries settle in, state reads.
+//! Written once over every SQL store; a store writes only what its SQL does differently
+//! ([`LedgerSql`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use super::sql::{Column, Dialect, Run, SqlStore, Statement};
 use super::{Result, SettleTransaction};
 
 /// The ledger role of a store: what was handled and what state holds, read by dispatch
@@ -29,4 +33,48 @@ pub trait Ledger: Send + Sync {
 
     /// Committed value and version of a plugin's state key.
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>>;
+}
+
+/// Plugins that settled each of some messages: see [`Ledger::settled_plugins`].
+pub(super) type SettledPlugins = BTreeMap<Uuid, BTreeSet<String>>;
+
+/// What each store writes of [`Ledger`] in its own SQL: the ledger lookup and how a
+/// delivered batch's settle begins (the locks that make a concurrent settle wait).
+#[async_trait::async_trait]
+pub(super) trait LedgerSql {
+    /// [`Ledger::settled_plugins`].
+    async fn settled(&self, ids: &[Uuid]) -> Result<SettledPlugins>;
+
+    /// [`Ledger::begin_settle_delivered`].
+    async fn begin_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Box<dyn SettleTransaction + '_>, SettledPlugins)>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore + LedgerSql> Ledger for S {
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<SettledPlugins> {
+        self.settled(ids).await
+    }
+
+    async fn begin_settle_delivered(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Box<dyn SettleTransaction + '_>, SettledPlugins)> {
+        self.begin_delivered(ids).await
+    }
+
+    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let mut get =
+            QueryBuilder::<S::DB>::new("SELECT value, version FROM plugin_state WHERE plugin = ");
+        get.value(plugin)
+            .push(format!(" AND {} = ", <S::DB as Dialect>::KEY))
+            .value(key);
+        let conn = &mut *self.pool().acquire().await?;
+        let rows = S::DB::fetch_all(conn, &mut get).await?;
+        Ok(rows
+            .first()
+            .map(|r| (S::DB::column(r, "value"), S::DB::column(r, "version"))))
+    }
 }

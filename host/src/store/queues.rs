@@ -43,12 +43,13 @@ pub(in crate::store) const FAILED_BY_SOURCE: &str =
      WHERE status IN ('failed', 'pending') GROUP BY source";
 
 /// Dead letters waiting for an operator, by plugin: (plugin, count) rows.
-pub(in crate::store) const FAILED_BY_PLUGIN: &str = "SELECT plugin, COUNT(*) FROM failed_messages
+pub(in crate::store) const FAILED_BY_PLUGIN: &str =
+    "SELECT plugin, COUNT(*) AS failed FROM failed_messages
      WHERE status IN ('failed', 'pending') GROUP BY plugin ORDER BY plugin";
 
 /// Outbox messages not yet published: one count.
 pub(in crate::store) const OUTBOX_PENDING: &str =
-    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL";
+    "SELECT COUNT(*) AS pending FROM outbox WHERE sent_at IS NULL";
 
 /// What waits beyond the inbox queues: for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -72,11 +73,14 @@ impl Backlog {
     }
 }
 
+/// An inbox queue's depths: (queue, in flight, pending, scheduled, oldest created_at).
+pub(in crate::store) type Depths = (String, i64, i64, i64, i64);
+
 /// Merge a store's two counts into [`QueueStats`] per queue: the inbox's (queue, in
 /// flight, pending, scheduled, oldest created_at) rows and the failed messages' (source,
 /// failed).
 pub(in crate::store) fn queue_stats(
-    depths: impl IntoIterator<Item = (String, i64, i64, i64, i64)>,
+    depths: impl IntoIterator<Item = Depths>,
     failed: impl IntoIterator<Item = (String, i64)>,
 ) -> Vec<QueueStats> {
     type Stats = BTreeMap<(QueueSource, String), QueueStats>;

@@ -29,6 +29,9 @@ pub(super) trait Dialect: Database {
     /// The 64-bit integer type of a `CAST`.
     const BIGINT: &'static str = "BIGINT";
 
+    /// The `key` column of plugin state, quoted where the word is reserved.
+    const KEY: &'static str = "key";
+
     /// Push the end of an `INSERT INTO table ... VALUES ...` that, where a row with the
     /// same `key` is there, adds the new row's `sums` onto it and keeps the greater of its
     /// `maxes`.
@@ -111,6 +114,7 @@ impl Dialect for Postgres {
 
 impl Dialect for MySql {
     const BIGINT: &'static str = "SIGNED";
+    const KEY: &'static str = "`key`";
 
     /// Ids are `BINARY(16)`.
     fn uuid_text(column: &str) -> String {

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Result;
+use super::sql::SqlStore;
 
 pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, Operation, PageRequest, parse_time};
-pub(super) use read::{get, list};
 
 /// Status of a failed message, mirrored by a CHECK constraint in SQL. An operator retries
 /// `pending` and `failed` ones and deletes any but a `retrying` one ([`Operation`]).
@@ -157,4 +157,34 @@ pub trait FailedMessages: Send + Sync {
     /// one transaction, but none `retrying` (a retry and a delete exclude each other).
     /// Returns how many.
     async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
+}
+
+/// What each store writes of [`FailedMessages`] in its own SQL: the two operations that
+/// change failed messages.
+#[async_trait::async_trait]
+pub(super) trait FailedSql {
+    /// [`FailedMessages::failed_retry`].
+    async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried>;
+
+    /// [`FailedMessages::failed_delete`].
+    async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore + FailedSql> FailedMessages for S {
+    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
+        read::list::<S::DB>(&mut *self.pool().acquire().await?, filter, page).await
+    }
+
+    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
+        read::get::<S::DB>(&mut *self.pool().acquire().await?, id).await
+    }
+
+    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+        self.retry(filter, limit).await
+    }
+
+    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+        self.delete(filter, limit).await
+    }
 }

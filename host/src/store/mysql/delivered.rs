@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::MySqlStore;
 use super::keyed::{self, IDS};
 use crate::store::Result;
-use crate::store::{Ledger, SettleTransaction};
+use crate::store::SettleTransaction;
+use crate::store::ledger::LedgerSql;
 
 /// What the ledger and the failed messages say of some messages.
 #[derive(Debug, Default)]
@@ -59,13 +60,13 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
 }
 
 #[async_trait::async_trait]
-impl Ledger for MySqlStore {
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+impl LedgerSql for MySqlStore {
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         Ok(settled_of(&mut conn, ids).await?.by_id)
     }
 
-    async fn begin_settle_delivered(
+    async fn begin_delivered(
         &self,
         ids: &[Uuid],
     ) -> Result<(
@@ -74,15 +75,5 @@ impl Ledger for MySqlStore {
     )> {
         let (settle, settled) = super::settle::begin_delivered(&self.pool, ids).await?;
         Ok((Box::new(settle), settled))
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND `key` = ?")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
     }
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{MySqlStore, again_on_deadlock};
 use super::{now, push_list};
+use crate::store::failed::FailedSql;
 use crate::store::failed::Operation;
-use crate::store::{AttemptError, FailedMessage, FailedMessages, FailedPage, PageRequest};
 use crate::store::{FailedFilter, Result, Retried};
 
 /// The ids of the newest `limit` failed messages `filter` selects in a status `operation`
@@ -119,20 +119,12 @@ pub(super) async fn delete(pool: &MySqlPool, filter: &FailedFilter, limit: u64) 
 }
 
 #[async_trait::async_trait]
-impl FailedMessages for MySqlStore {
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        crate::store::failed::list::<MySql>(&mut *self.pool.acquire().await?, filter, page).await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        crate::store::failed::get::<MySql>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+impl FailedSql for MySqlStore {
+    async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
         again_on_deadlock!(retry(&self.pool, filter, limit))
     }
 
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+    async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
         again_on_deadlock!(delete(&self.pool, filter, limit))
     }
 }

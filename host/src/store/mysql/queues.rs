@@ -3,18 +3,19 @@
 //! for `wharf queues`, the HTTP API and `/metrics`.
 
 use super::NOW_MS;
-use crate::store::queues::{FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING};
-use crate::store::{Backlog, QueueStats, Result};
+use crate::store::Result;
+use crate::store::admin::AdminSql;
+use crate::store::queues::Depths;
 use std::time::Duration;
 
 use super::{MySqlStore, now};
-use crate::store::{Admin, CLEANUP, Cleaned};
+use crate::store::{CLEANUP, Cleaned};
 
 #[async_trait::async_trait]
-impl Admin for MySqlStore {
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+impl AdminSql for MySqlStore {
+    async fn inbox_depths(&self) -> Result<Vec<Depths>> {
         let pool = &self.pool;
-        let depths: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let depths = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT queue,
                     CAST(SUM(COALESCE(locked_until, 0) > n.now) AS SIGNED) AS in_flight,
                     CAST(SUM(COALESCE(locked_until, 0) <= n.now AND available_at <= n.now) AS SIGNED) AS pending,
@@ -24,11 +25,10 @@ impl Admin for MySqlStore {
         )))
         .fetch_all(pool)
         .await?;
-        let failed = sqlx::query_as(FAILED_BY_SOURCE).fetch_all(pool).await?;
-        Ok(crate::store::queues::queue_stats(depths, failed))
+        Ok(depths)
     }
 
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+    async fn purge(&self, queue: &str) -> Result<u64> {
         let pool = &self.pool;
         let mut tx = pool.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -49,19 +49,7 @@ impl Admin for MySqlStore {
         Ok(purged.rows_affected())
     }
 
-    async fn backlog(&self) -> Result<Backlog> {
-        let pool = &self.pool;
-        let failed = sqlx::query_as(FAILED_BY_PLUGIN).fetch_all(pool).await?;
-        let outbox = sqlx::query_scalar(OUTBOX_PENDING).fetch_one(pool).await?;
-        Ok(Backlog::of(failed, outbox))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned> {
         let mut tx = self.pool.begin().await?;
         let cut = now(&mut tx).await? - older_than.as_millis() as i64;
         let mut deleted = [0u64; 5];

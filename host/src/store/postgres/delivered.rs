@@ -14,7 +14,8 @@ use super::PostgresStore;
 use super::settle::Settle;
 use super::writes::Settling;
 use crate::store::Result;
-use crate::store::{Ledger, SettleTransaction};
+use crate::store::SettleTransaction;
+use crate::store::ledger::LedgerSql;
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -89,12 +90,12 @@ fn lock_keys(id: Uuid) -> (i32, i32) {
 }
 
 #[async_trait::async_trait]
-impl Ledger for PostgresStore {
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+impl LedgerSql for PostgresStore {
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         settled(&self.pool, ids).await
     }
 
-    async fn begin_settle_delivered(
+    async fn begin_delivered(
         &self,
         ids: &[Uuid],
     ) -> Result<(
@@ -108,15 +109,5 @@ impl Ledger for PostgresStore {
             settling: Settling::Delivered,
         };
         Ok((Box::new(settle), settled))
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = $1 AND key = $2")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
     }
 }

@@ -6,21 +6,13 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::PostgresStore;
 use super::notify;
+use crate::store::failed::FailedSql;
 use crate::store::failed::Operation;
-use crate::store::{AttemptError, FailedMessage, FailedMessages, FailedPage, PageRequest};
 use crate::store::{FailedFilter, Result, Retried};
 
 #[async_trait::async_trait]
-impl FailedMessages for PostgresStore {
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        crate::store::failed::list::<Postgres>(&mut *self.pool.acquire().await?, filter, page).await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        crate::store::failed::get::<Postgres>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+impl FailedSql for PostgresStore {
+    async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
         let pool = &self.pool;
         let channel = self.channel.as_str();
         let mut query = QueryBuilder::<Postgres>::new(
@@ -67,7 +59,7 @@ impl FailedMessages for PostgresStore {
         Ok(retried)
     }
 
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+    async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
         let pool = &self.pool;
         let mut query =
             QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE ");

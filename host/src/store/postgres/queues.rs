@@ -4,16 +4,17 @@
 
 use sqlx::Row;
 
-use crate::store::queues::{FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING};
-use crate::store::{Backlog, QueueStats, Result};
+use crate::store::Result;
+use crate::store::admin::AdminSql;
+use crate::store::queues::Depths;
 use std::time::Duration;
 
 use super::PostgresStore;
-use crate::store::{Admin, Cleaned};
+use crate::store::Cleaned;
 
 #[async_trait::async_trait]
-impl Admin for PostgresStore {
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+impl AdminSql for PostgresStore {
+    async fn inbox_depths(&self) -> Result<Vec<Depths>> {
         let pool = &self.pool;
         let depths = sqlx::query_as(
             "SELECT queue,
@@ -27,11 +28,10 @@ impl Admin for PostgresStore {
         )
         .fetch_all(pool)
         .await?;
-        let failed = sqlx::query_as(FAILED_BY_SOURCE).fetch_all(pool).await?;
-        Ok(crate::store::queues::queue_stats(depths, failed))
+        Ok(depths)
     }
 
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+    async fn purge(&self, queue: &str) -> Result<u64> {
         let pool = &self.pool;
         let purged: i64 = sqlx::query_scalar(
             "WITH gone AS (
@@ -51,19 +51,7 @@ impl Admin for PostgresStore {
         Ok(purged as u64)
     }
 
-    async fn backlog(&self) -> Result<Backlog> {
-        let pool = &self.pool;
-        let failed = sqlx::query_as(FAILED_BY_PLUGIN).fetch_all(pool).await?;
-        let outbox = sqlx::query_scalar(OUTBOX_PENDING).fetch_one(pool).await?;
-        Ok(Backlog::of(failed, outbox))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned> {
         let row = sqlx::query(
             "WITH cut AS (SELECT wharf_now_ms() - $1 AS t),
              received_gone AS (

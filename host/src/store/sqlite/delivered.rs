@@ -13,7 +13,8 @@ use super::SqliteStore;
 use super::parse_uuid;
 use super::settle::{Settle, Settling};
 use crate::store::Result;
-use crate::store::{Ledger, SettleTransaction, now_ms};
+use crate::store::ledger::LedgerSql;
+use crate::store::{SettleTransaction, now_ms};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -43,13 +44,13 @@ pub(super) async fn settled_of(
 }
 
 #[async_trait::async_trait]
-impl Ledger for SqliteStore {
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
+impl LedgerSql for SqliteStore {
+    async fn settled(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>> {
         let mut conn = self.pool.acquire().await?;
         settled_of(&mut conn, ids).await
     }
 
-    async fn begin_settle_delivered(
+    async fn begin_delivered(
         &self,
         ids: &[Uuid],
     ) -> Result<(
@@ -64,15 +65,5 @@ impl Ledger for SqliteStore {
             settling: Settling::Delivered,
         };
         Ok((Box::new(settle), settled))
-    }
-
-    async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_state WHERE plugin = ? AND key = ?")
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get("value"), r.get("version"))))
     }
 }

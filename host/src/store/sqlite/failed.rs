@@ -4,22 +4,13 @@
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::SqliteStore;
+use crate::store::failed::FailedSql;
 use crate::store::failed::Operation;
-use crate::store::{AttemptError, FailedMessage, FailedMessages, FailedPage, PageRequest};
 use crate::store::{FailedFilter, Result, Retried, now_ms};
 
 #[async_trait::async_trait]
-impl FailedMessages for SqliteStore {
-    async fn failed_list(&self, filter: &FailedFilter, page: PageRequest) -> Result<FailedPage> {
-        crate::store::failed::list::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, filter, page)
-            .await
-    }
-
-    async fn failed_get(&self, id: i64) -> Result<Option<(FailedMessage, Vec<AttemptError>)>> {
-        crate::store::failed::get::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, id).await
-    }
-
-    async fn failed_retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
+impl FailedSql for SqliteStore {
+    async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
         let pool = &self.pool;
         let now = now_ms();
         let mut query = QueryBuilder::<Sqlite>::new(
@@ -78,7 +69,7 @@ impl FailedMessages for SqliteStore {
         Ok(retried)
     }
 
-    async fn failed_delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
+    async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
         let pool = &self.pool;
         let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM failed_messages WHERE id IN (");
         filter.push_ids(&mut query, Operation::Delete, limit);

@@ -2,16 +2,17 @@
 //! unclaimed messages, and what waits beyond the inbox (outbox, failed messages), for
 //! `wharf queues`, the HTTP API and `/metrics`.
 
-use crate::store::queues::{FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING};
-use crate::store::{Backlog, QueueStats, Result, now_ms};
+use crate::store::admin::AdminSql;
+use crate::store::queues::Depths;
+use crate::store::{Result, now_ms};
 use std::time::Duration;
 
 use super::SqliteStore;
-use crate::store::{Admin, CLEANUP, Cleaned};
+use crate::store::{CLEANUP, Cleaned};
 
 #[async_trait::async_trait]
-impl Admin for SqliteStore {
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+impl AdminSql for SqliteStore {
+    async fn inbox_depths(&self) -> Result<Vec<Depths>> {
         let pool = &self.pool;
         let now = now_ms();
         let depths = sqlx::query_as(
@@ -25,11 +26,10 @@ impl Admin for SqliteStore {
         .bind(now)
         .fetch_all(pool)
         .await?;
-        let failed = sqlx::query_as(FAILED_BY_SOURCE).fetch_all(pool).await?;
-        Ok(crate::store::queues::queue_stats(depths, failed))
+        Ok(depths)
     }
 
-    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+    async fn purge(&self, queue: &str) -> Result<u64> {
         let pool = &self.pool;
         let now = now_ms();
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -54,19 +54,7 @@ impl Admin for SqliteStore {
         Ok(purged.rows_affected())
     }
 
-    async fn backlog(&self) -> Result<Backlog> {
-        let pool = &self.pool;
-        let failed = sqlx::query_as(FAILED_BY_PLUGIN).fetch_all(pool).await?;
-        let outbox = sqlx::query_scalar(OUTBOX_PENDING).fetch_one(pool).await?;
-        Ok(Backlog::of(failed, outbox))
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
+    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned> {
         let cut = now_ms() - older_than.as_millis() as i64;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut deleted = [0u64; 5];
