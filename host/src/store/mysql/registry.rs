@@ -9,8 +9,8 @@ use sqlx::{MySql, MySqlConnection};
 use super::{MySqlStore, now};
 use crate::store::Result;
 use crate::store::registry::{
-    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, HostPlugin, Registry, Rollback,
-    rollback_of, unchanged,
+    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, RegistrySql, Rollback, rollback_of,
+    unchanged,
 };
 
 /// How often a host polls for deploys.
@@ -25,8 +25,8 @@ async fn lock_registry(conn: &mut MySqlConnection) -> Result<()> {
 }
 
 #[async_trait::async_trait]
-impl Registry for MySqlStore {
-    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
+impl RegistrySql for MySqlStore {
+    async fn deploy_artifact(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = self.pool.begin().await?;
         lock_registry(&mut tx).await?;
         if let Some(same) = unchanged(
@@ -71,7 +71,7 @@ impl Registry for MySqlStore {
         Ok(Deployed::New(Deployment::of::<MySql>(&row)))
     }
 
-    async fn rollback(&self, plugin: &str) -> Result<Rollback> {
+    async fn roll_back(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = self.pool.begin().await?;
         lock_registry(&mut tx).await?;
         let (from, to) = match rollback_of(registry::standing::<MySql>(&mut tx, plugin, 2).await?) {
@@ -92,41 +92,8 @@ impl Registry for MySqlStore {
         Ok(Rollback::Done { from, to })
     }
 
-    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
-        registry::history::<MySql>(&mut *self.pool.acquire().await?, plugin).await
-    }
-    async fn active_deployments(&self) -> Result<Vec<Deployment>> {
-        registry::active_deployments::<MySql>(&mut *self.pool.acquire().await?).await
-    }
-    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        registry::artifact::<MySql>(&mut *self.pool.acquire().await?, sha256).await
-    }
-    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
+    async fn wait_for_change(&self, at_most: Duration) -> Result<()> {
         tokio::time::sleep(at_most.min(POLL_EVERY)).await;
         Ok(())
-    }
-
-    async fn report_host(
-        &self,
-        host: &str,
-        plugins: &[HostPlugin],
-        handled: &[(String, u64)],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        registry::report_host::<MySql>(&mut tx, host, plugins, handled).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn forget_host(&self, host: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        registry::forget_host::<MySql>(&mut tx, host).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
-        registry::host_reports::<MySql>(&mut *self.pool.acquire().await?).await
-    }
-    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
-        registry::handled_per_minute::<MySql>(&mut *self.pool.acquire().await?).await
     }
 }

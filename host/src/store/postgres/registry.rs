@@ -10,8 +10,8 @@ use sqlx::{Postgres, Transaction};
 use super::PostgresStore;
 use crate::store::Result;
 use crate::store::registry::{
-    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, HostPlugin, Registry, Rollback,
-    rollback_of, unchanged,
+    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, RegistrySql, Rollback, rollback_of,
+    unchanged,
 };
 
 async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Postgres>> {
@@ -23,8 +23,8 @@ async fn begin_change(store: &PostgresStore) -> Result<Transaction<'static, Post
 }
 
 #[async_trait::async_trait]
-impl Registry for PostgresStore {
-    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
+impl RegistrySql for PostgresStore {
+    async fn deploy_artifact(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = begin_change(self).await?;
         if let Some(same) = unchanged(
             registry::standing::<Postgres>(&mut tx, &artifact.name, 1)
@@ -59,7 +59,7 @@ impl Registry for PostgresStore {
         Ok(Deployed::New(Deployment::of::<Postgres>(&row)))
     }
 
-    async fn rollback(&self, plugin: &str) -> Result<Rollback> {
+    async fn roll_back(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = begin_change(self).await?;
         let (from, to) =
             match rollback_of(registry::standing::<Postgres>(&mut tx, plugin, 2).await?) {
@@ -82,42 +82,9 @@ impl Registry for PostgresStore {
         Ok(Rollback::Done { from, to })
     }
 
-    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
-        registry::history::<Postgres>(&mut *self.pool.acquire().await?, plugin).await
-    }
-    async fn active_deployments(&self) -> Result<Vec<Deployment>> {
-        registry::active_deployments::<Postgres>(&mut *self.pool.acquire().await?).await
-    }
-    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        registry::artifact::<Postgres>(&mut *self.pool.acquire().await?, sha256).await
-    }
-    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
+    async fn wait_for_change(&self, at_most: Duration) -> Result<()> {
         self.plugins_listener
             .wait(&self.pool, &self.plugins_channel, at_most)
             .await
-    }
-
-    async fn report_host(
-        &self,
-        host: &str,
-        plugins: &[HostPlugin],
-        handled: &[(String, u64)],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        registry::report_host::<Postgres>(&mut tx, host, plugins, handled).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn forget_host(&self, host: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        registry::forget_host::<Postgres>(&mut tx, host).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
-        registry::host_reports::<Postgres>(&mut *self.pool.acquire().await?).await
-    }
-    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
-        registry::handled_per_minute::<Postgres>(&mut *self.pool.acquire().await?).await
     }
 }

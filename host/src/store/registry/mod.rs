@@ -1,19 +1,18 @@
 //! The fleet plugin registry's records: components stored by content hash, each plugin's
 //! deployments (the newest one not rolled back is active), and what each running host
-//! reports it serves.
+//! reports it serves. The reads and host reports are written once over every SQL store;
+//! a store writes deploy, rollback and how it waits for them ([`RegistrySql`]).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::Result;
+use super::sql::SqlStore;
 
 mod statements;
 
-pub(super) use statements::{
-    DEPLOYMENT_COLUMNS, active_deployments, artifact, forget_host, handled_per_minute, history,
-    host_reports, report_host, standing,
-};
+pub(super) use statements::{DEPLOYMENT_COLUMNS, standing};
 
 /// A validated component to store.
 #[derive(Debug, Clone)]
@@ -138,6 +137,74 @@ pub trait Registry: Send + Sync {
     /// Messages the fleet handled per queue (source) in the last minute: the sum of the
     /// reports younger than [`RATES_FRESH_FOR`].
     async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>>;
+}
+
+/// What each store writes of [`Registry`] in its own SQL: the changes (each under its
+/// store's registry lock) and how a host waits for one.
+#[async_trait::async_trait]
+pub(super) trait RegistrySql {
+    /// [`Registry::deploy`].
+    async fn deploy_artifact(&self, artifact: &Artifact, by: &str) -> Result<Deployed>;
+
+    /// [`Registry::rollback`].
+    async fn roll_back(&self, plugin: &str) -> Result<Rollback>;
+
+    /// [`Registry::wait_for_deployments`].
+    async fn wait_for_change(&self, at_most: Duration) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore + RegistrySql> Registry for S {
+    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
+        self.deploy_artifact(artifact, by).await
+    }
+
+    async fn rollback(&self, plugin: &str) -> Result<Rollback> {
+        self.roll_back(plugin).await
+    }
+
+    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
+        statements::history::<S::DB>(&mut *self.pool().acquire().await?, plugin).await
+    }
+
+    async fn active_deployments(&self) -> Result<Vec<Deployment>> {
+        statements::active_deployments::<S::DB>(&mut *self.pool().acquire().await?).await
+    }
+
+    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        statements::artifact::<S::DB>(&mut *self.pool().acquire().await?, sha256).await
+    }
+
+    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
+        self.wait_for_change(at_most).await
+    }
+
+    async fn report_host(
+        &self,
+        host: &str,
+        plugins: &[HostPlugin],
+        handled: &[(String, u64)],
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        statements::report_host::<S::DB>(&mut tx, host, plugins, handled).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_host(&self, host: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        statements::forget_host::<S::DB>(&mut tx, host).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
+        statements::host_reports::<S::DB>(&mut *self.pool().acquire().await?).await
+    }
+
+    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
+        statements::handled_per_minute::<S::DB>(&mut *self.pool().acquire().await?).await
+    }
 }
 
 /// A host's handled/min report counts while it is this young (a few report intervals):

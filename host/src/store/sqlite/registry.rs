@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::SqliteStore;
 use crate::store::registry::{
-    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, HostPlugin, Registry, Rollback,
-    rollback_of, unchanged,
+    self, Artifact, DEPLOYMENT_COLUMNS, Deployed, Deployment, RegistrySql, Rollback, rollback_of,
+    unchanged,
 };
 use crate::store::{Result, now_ms};
 
@@ -15,8 +15,8 @@ use crate::store::{Result, now_ms};
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
 #[async_trait::async_trait]
-impl Registry for SqliteStore {
-    async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
+impl RegistrySql for SqliteStore {
+    async fn deploy_artifact(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(same) = unchanged(
             registry::standing::<sqlx::Sqlite>(&mut tx, &artifact.name, 1)
@@ -53,7 +53,7 @@ impl Registry for SqliteStore {
         Ok(Deployed::New(Deployment::of::<sqlx::Sqlite>(&row)))
     }
 
-    async fn rollback(&self, plugin: &str) -> Result<Rollback> {
+    async fn roll_back(&self, plugin: &str) -> Result<Rollback> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (from, to) =
             match rollback_of(registry::standing::<sqlx::Sqlite>(&mut tx, plugin, 2).await?) {
@@ -74,41 +74,8 @@ impl Registry for SqliteStore {
         Ok(Rollback::Done { from, to })
     }
 
-    async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
-        registry::history::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, plugin).await
-    }
-    async fn active_deployments(&self) -> Result<Vec<Deployment>> {
-        registry::active_deployments::<sqlx::Sqlite>(&mut *self.pool.acquire().await?).await
-    }
-    async fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        registry::artifact::<sqlx::Sqlite>(&mut *self.pool.acquire().await?, sha256).await
-    }
-    async fn wait_for_deployments(&self, at_most: Duration) -> Result<()> {
+    async fn wait_for_change(&self, at_most: Duration) -> Result<()> {
         tokio::time::sleep(at_most.min(POLL_EVERY)).await;
         Ok(())
-    }
-
-    async fn report_host(
-        &self,
-        host: &str,
-        plugins: &[HostPlugin],
-        handled: &[(String, u64)],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        registry::report_host::<sqlx::Sqlite>(&mut tx, host, plugins, handled).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn forget_host(&self, host: &str) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        registry::forget_host::<sqlx::Sqlite>(&mut tx, host).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn host_reports(&self) -> Result<Vec<HostPlugin>> {
-        registry::host_reports::<sqlx::Sqlite>(&mut *self.pool.acquire().await?).await
-    }
-    async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>> {
-        registry::handled_per_minute::<sqlx::Sqlite>(&mut *self.pool.acquire().await?).await
     }
 }
