@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::delivered::{Settled, settled_of};
 use super::inbox::{self, CreatedAt};
-use super::{NOW_MS, now, push_list};
+use super::{NOW_MS, claim_lost, now, push_list};
 use crate::envelope::Envelope;
 use crate::store::settle::Stay;
-use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, StoreError, parse_headers};
+use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, parse_headers};
 
 /// A claim's open transaction on MariaDB: the batch's rows are deleted in it,
 /// uncommitted, so other hosts' claims skip them; the settle writes into it and commits.
@@ -214,23 +214,4 @@ pub(super) async fn renew(
     push_list(&mut renew, claims.iter().map(|(id, _)| *id));
     renew.push(")");
     Ok(renew.build().execute(pool).await?.rows_affected())
-}
-
-/// A claim held in a transaction fails as a whole when its connection is gone (the
-/// server closed it after the idle timeout, or it was cut) or InnoDB rolled the
-/// transaction back to break a deadlock: nothing was written and the messages are
-/// claimable again.
-pub(super) fn claim_lost(e: StoreError) -> StoreError {
-    e.lost_claim_if(rolled_back)
-}
-
-fn rolled_back(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(e) => e
-            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            // Deadlock victim; connection killed (KILL, idle timeout); server shutdown.
-            .is_some_and(|e| matches!(e.number(), 1213 | 1927 | 1053)),
-        _ => false,
-    }
 }

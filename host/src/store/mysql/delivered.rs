@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::MySqlStore;
 use super::keyed::{self, IDS};
+use super::settle::{Settle, Settling, lock_messages};
 use crate::store::Result;
 use crate::store::SettleTransaction;
 use crate::store::ledger::LedgerSql;
@@ -73,7 +74,17 @@ impl LedgerSql for MySqlStore {
         Box<dyn SettleTransaction + '_>,
         BTreeMap<Uuid, BTreeSet<String>>,
     )> {
-        let (settle, settled) = super::settle::begin_delivered(&self.pool, ids).await?;
-        Ok((Box::new(settle), settled))
+        // The messages' slots first, so a concurrent settle of one of them has committed
+        // before the ledger is read.
+        let mut tx = self.pool.begin().await?;
+        let now = super::now(&mut tx).await?;
+        lock_messages(&mut tx, ids).await?;
+        let already = settled_of(&mut tx, ids).await?;
+        let settle = Settle {
+            tx,
+            now,
+            settling: Settling::Delivered,
+        };
+        Ok((Box::new(settle), already.by_id))
     }
 }

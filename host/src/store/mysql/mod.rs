@@ -48,7 +48,6 @@ use super::Inbox;
 use super::sql::SqlStore;
 use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError};
 use crate::envelope::NewMessage;
-use claim::claim_lost;
 use enqueue::insert_new;
 use settle::{Settle, Settling};
 
@@ -166,6 +165,25 @@ macro_rules! again_on_deadlock {
     }};
 }
 pub(super) use again_on_deadlock;
+
+/// A claim held in a transaction fails as a whole when its connection is gone (the
+/// server closed it after the idle timeout, or it was cut) or InnoDB rolled the
+/// transaction back to break a deadlock: nothing was written and the messages are
+/// claimable again.
+pub(super) fn claim_lost(e: StoreError) -> StoreError {
+    e.lost_claim_if(rolled_back)
+}
+
+fn rolled_back(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            // Deadlock victim; connection killed (KILL, idle timeout); server shutdown.
+            .is_some_and(|e| matches!(e.number(), 1213 | 1927 | 1053)),
+        _ => false,
+    }
+}
 
 /// The database clock, in Unix milliseconds.
 pub(super) async fn now(conn: &mut MySqlConnection) -> Result<i64> {

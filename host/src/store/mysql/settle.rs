@@ -15,14 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sha2::{Digest, Sha256};
-use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use super::claim::claim_lost;
 use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
-use super::push_list;
+use super::{claim_lost, push_list};
 use crate::store::{
     Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
     StoreError, headers_json,
@@ -94,24 +93,6 @@ impl SettleTransaction for Settle {
             _ => e,
         }
     }
-}
-
-/// Begin the settle transaction of the delivered messages `ids`, holding their slots;
-/// with the plugins that settled each already.
-pub(super) async fn begin_delivered(
-    pool: &MySqlPool,
-    ids: &[Uuid],
-) -> Result<(Settle, BTreeMap<Uuid, BTreeSet<String>>)> {
-    let mut tx = pool.begin().await?;
-    let now = super::now(&mut tx).await?;
-    lock_messages(&mut tx, ids).await?;
-    let already = super::delivered::settled_of(&mut tx, ids).await?;
-    let settle = Settle {
-        tx,
-        now,
-        settling: Settling::Delivered,
-    };
-    Ok((settle, already.by_id))
 }
 
 /// Row locks on state keys' slots, taken in the settle transaction.
