@@ -27,7 +27,6 @@ impl Outbox for MySqlStore {
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
-        let pool = &self.pool;
         let added = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT IGNORE INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
              VALUES (?, ?, '', ?, ?, ?, ?, ?, {NOW_MS})"
@@ -39,15 +38,14 @@ impl Outbox for MySqlStore {
         .bind(kind)
         .bind(headers_json(headers))
         .bind(payload)
-        .execute(pool)
+        .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(added == 1)
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        let pool = &self.pool;
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let now = now(&mut tx).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT seq, {} AS id, exchange, routing_key, kind, headers, payload
@@ -86,11 +84,10 @@ impl Outbox for MySqlStore {
         sent: &[i64],
         undeliverable: &[Undeliverable],
     ) -> Result<()> {
-        let pool = &self.pool;
         if sent.is_empty() && undeliverable.is_empty() {
             return Ok(());
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let now = now(&mut tx).await?;
         if !sent.is_empty() {
             let mut resolved = QueryBuilder::<MySql>::new(

@@ -14,7 +14,6 @@ use crate::store::{CLEANUP, Cleaned};
 #[async_trait::async_trait]
 impl AdminSql for MySqlStore {
     async fn inbox_depths(&self) -> Result<Vec<Depths>> {
-        let pool = &self.pool;
         let depths = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT queue,
                     CAST(SUM(COALESCE(locked_until, 0) > n.now) AS SIGNED) AS in_flight,
@@ -23,14 +22,13 @@ impl AdminSql for MySqlStore {
                     MIN(created_at) AS oldest
              FROM inbox, (SELECT {NOW_MS} AS now) n GROUP BY queue"
         )))
-        .fetch_all(pool)
+        .fetch_all(&self.pool)
         .await?;
         Ok(depths)
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
-        let pool = &self.pool;
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE failed_messages f JOIN inbox i ON i.id = f.message_id SET f.status = 'failed'
              WHERE f.status = 'retrying' AND i.queue = ?

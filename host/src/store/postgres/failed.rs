@@ -13,8 +13,6 @@ use crate::store::{FailedFilter, Result, Retried};
 #[async_trait::async_trait]
 impl FailedSql for PostgresStore {
     async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        let pool = &self.pool;
-        let channel = self.channel.as_str();
         let mut query = QueryBuilder::<Postgres>::new(
             "WITH retried AS (
                  UPDATE failed_messages SET status = 'retrying', last_retry_at = wharf_now_ms()
@@ -46,21 +44,20 @@ impl FailedSql for PostgresStore {
                     COUNT(*) FILTER (WHERE source_exchange IS NOT NULL) AS broker
              FROM retried",
         );
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let row = query.build().fetch_one(&mut *tx).await?;
         let retried = Retried {
             inbox: row.get::<i64, _>("inbox") as u64,
             broker: row.get::<i64, _>("broker") as u64,
         };
         if retried.inbox > 0 {
-            notify(&mut tx, channel).await?;
+            notify(&mut tx, &self.channel).await?;
         }
         tx.commit().await?;
         Ok(retried)
     }
 
     async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        let pool = &self.pool;
         let mut query =
             QueryBuilder::<Postgres>::new("WITH gone AS (DELETE FROM failed_messages WHERE ");
         query
@@ -74,7 +71,7 @@ impl FailedSql for PostgresStore {
                  WHERE a.message_id = gone.message_id AND a.plugin = gone.plugin)
              SELECT COUNT(*) FROM gone",
         );
-        let deleted: i64 = query.build_query_scalar().fetch_one(pool).await?;
+        let deleted: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(deleted as u64)
     }
 }

@@ -29,7 +29,6 @@ impl Outbox for PostgresStore {
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
-        let pool = &self.pool;
         let added = sqlx::query(
             "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
              VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
@@ -41,15 +40,14 @@ impl Outbox for PostgresStore {
         .bind(kind)
         .bind(headers_json(headers))
         .bind(payload)
-        .execute(pool)
+        .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(added == 1)
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        let pool = &self.pool;
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
             .bind(HOLD.as_millis().to_string())
             .execute(&mut *tx)
@@ -87,10 +85,9 @@ impl Outbox for PostgresStore {
         sent: &[i64],
         undeliverable: &[Undeliverable],
     ) -> Result<()> {
-        let pool = &self.pool;
         let mut tx = match hold {
             Hold::Transaction(held) => held.into_inner::<HeldClaim>().tx,
-            Hold::Lease => pool.begin().await?,
+            Hold::Lease => self.pool.begin().await?,
         };
         sqlx::query(
             "WITH done AS (

@@ -15,7 +15,6 @@ use crate::store::Cleaned;
 #[async_trait::async_trait]
 impl AdminSql for PostgresStore {
     async fn inbox_depths(&self) -> Result<Vec<Depths>> {
-        let pool = &self.pool;
         let depths = sqlx::query_as(
             "SELECT queue,
                     COUNT(*) FILTER (WHERE locked_until > wharf_now_ms()) AS in_flight,
@@ -26,13 +25,12 @@ impl AdminSql for PostgresStore {
                     MIN(created_at) AS oldest
              FROM inbox GROUP BY queue",
         )
-        .fetch_all(pool)
+        .fetch_all(&self.pool)
         .await?;
         Ok(depths)
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
-        let pool = &self.pool;
         let purged: i64 = sqlx::query_scalar(
             "WITH gone AS (
                  DELETE FROM inbox WHERE id IN (
@@ -46,7 +44,7 @@ impl AdminSql for PostgresStore {
              SELECT COUNT(*) FROM gone",
         )
         .bind(queue)
-        .fetch_one(pool)
+        .fetch_one(&self.pool)
         .await?;
         Ok(purged as u64)
     }

@@ -11,7 +11,6 @@ use crate::store::{FailedFilter, Result, Retried, now_ms};
 #[async_trait::async_trait]
 impl FailedSql for SqliteStore {
     async fn retry(&self, filter: &FailedFilter, limit: u64) -> Result<Retried> {
-        let pool = &self.pool;
         let now = now_ms();
         let mut query = QueryBuilder::<Sqlite>::new(
             "UPDATE failed_messages SET status = 'retrying', last_retry_at = ",
@@ -22,7 +21,7 @@ impl FailedSql for SqliteStore {
             ") RETURNING message_id, plugin, queue, kind, headers, payload, source_exchange,
                          source_routing_key",
         );
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = query.build().fetch_all(&mut *tx).await?;
         let mut retried = Retried::default();
         for row in &rows {
@@ -70,11 +69,10 @@ impl FailedSql for SqliteStore {
     }
 
     async fn delete(&self, filter: &FailedFilter, limit: u64) -> Result<u64> {
-        let pool = &self.pool;
         let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM failed_messages WHERE id IN (");
         filter.push_ids(&mut query, Operation::Delete, limit);
         query.push(") RETURNING message_id, plugin");
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let gone = query.build().fetch_all(&mut *tx).await?;
         for row in &gone {
             sqlx::query("DELETE FROM attempt_errors WHERE message_id = ? AND plugin = ?")

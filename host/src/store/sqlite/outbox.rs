@@ -21,7 +21,6 @@ impl Outbox for SqliteStore {
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
-        let pool = &self.pool;
         let added = sqlx::query(
             "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
              VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
@@ -35,19 +34,18 @@ impl Outbox for SqliteStore {
         .bind(headers_json(headers))
         .bind(payload)
         .bind(now_ms())
-        .execute(pool)
+        .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(added == 1)
     }
 
     async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        let pool = &self.pool;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
         )))
         .bind(i64::from(limit))
-        .fetch_all(pool)
+        .fetch_all(&self.pool)
         .await?;
         let messages = rows
             .iter()
@@ -65,10 +63,9 @@ impl Outbox for SqliteStore {
         sent: &[i64],
         undeliverable: &[Undeliverable],
     ) -> Result<()> {
-        let pool = &self.pool;
         let now = now_ms();
         let seqs = serde_json::to_string(sent).expect("integers serialise");
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE failed_messages SET status = 'resolved', resolved_at = ?1
              WHERE source = ?3 AND status = 'retrying'

@@ -13,7 +13,6 @@ use crate::store::{CLEANUP, Cleaned};
 #[async_trait::async_trait]
 impl AdminSql for SqliteStore {
     async fn inbox_depths(&self) -> Result<Vec<Depths>> {
-        let pool = &self.pool;
         let now = now_ms();
         let depths = sqlx::query_as(
             "SELECT queue,
@@ -24,15 +23,14 @@ impl AdminSql for SqliteStore {
              FROM inbox GROUP BY queue",
         )
         .bind(now)
-        .fetch_all(pool)
+        .fetch_all(&self.pool)
         .await?;
         Ok(depths)
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
-        let pool = &self.pool;
         let now = now_ms();
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE failed_messages SET status = 'failed'
              WHERE status = 'retrying' AND message_id IN (
