@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::QueryBuilder;
 
-use super::sql::{Dialect, Run, Sql, SqlStore, Statement};
+use super::sql::{Change, Dialect, Run, Sql, SqlStore, Statement};
 use super::{Result, now_ms};
 use crate::envelope::Envelope;
 
@@ -171,9 +171,11 @@ impl<S: SqlStore> FlowHistory for S {
                     add.push(", ").value(n as i64);
                 }
             });
-            let (sums, maxes) = COUNTS.split_at(5);
             let key = ["minute", "host", "source", "plugin"];
-            S::DB::push_merge(&mut add, "flow_minutes", &key, sums, maxes);
+            let changes: Vec<_> = (COUNTS.iter().enumerate())
+                .map(|(i, &c)| (c, if i < 5 { Change::Add } else { Change::Greatest }))
+                .collect();
+            S::DB::push_upsert(&mut add, "flow_minutes", &key, &changes);
             S::DB::execute(&mut tx, &mut add).await?;
         }
         tx.commit().await?;

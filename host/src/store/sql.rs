@@ -32,31 +32,40 @@ pub(super) trait Dialect: Database {
     /// The `key` column of plugin state, quoted where the word is reserved.
     const KEY: &'static str = "key";
 
+    /// The `keys` column of plugin state usage, quoted where the word is reserved.
+    const KEYS: &'static str = "keys";
+
     /// Push the end of an `INSERT INTO table ... VALUES ...` that, where a row with the
-    /// same `key` is there, adds the new row's `sums` onto it and keeps the greater of its
-    /// `maxes`.
-    fn push_merge(
+    /// same `key` is there already, changes each of its `columns` as said.
+    fn push_upsert(
         query: &mut QueryBuilder<Self>,
         table: &str,
         key: &[&str],
-        sums: &[&str],
-        maxes: &[&str],
+        columns: &[(&str, Change)],
     ) {
         let greatest = Self::GREATEST;
-        let updates: Vec<String> = (sums
+        let updates: Vec<String> = columns
             .iter()
-            .map(|c| format!("{c} = {table}.{c} + excluded.{c}")))
-        .chain(
-            maxes
-                .iter()
-                .map(|c| format!("{c} = {greatest}({table}.{c}, excluded.{c})")),
-        )
-        .collect();
-        query.push(format!(
-            " ON CONFLICT ({}) DO UPDATE SET {}",
-            key.join(", "),
-            updates.join(", ")
-        ));
+            .map(|&(c, change)| {
+                let new = Self::new_value(c);
+                match change {
+                    Change::Take => format!("{c} = {new}"),
+                    Change::Add => format!("{c} = {table}.{c} + {new}"),
+                    Change::Greatest => format!("{c} = {greatest}({table}.{c}, {new})"),
+                }
+            })
+            .collect();
+        query.push(Self::on_conflict(key)).push(updates.join(", "));
+    }
+
+    /// What begins the update of a row whose `key` is there already.
+    fn on_conflict(key: &[&str]) -> String {
+        format!(" ON CONFLICT ({}) DO UPDATE SET ", key.join(", "))
+    }
+
+    /// The value the insert brought for `column`, in that update.
+    fn new_value(column: &str) -> String {
+        format!("excluded.{column}")
     }
 
     /// The function that returns the greater of two values.
@@ -80,12 +89,22 @@ pub(super) trait Dialect: Database {
     /// A blob that is not there, typed as one.
     const NO_BYTES: &'static str = "NULL";
 
+    /// How a statement that skips rows whose key is there already begins...
+    const INSERT_NEW: &'static str = "INSERT INTO";
+
+    /// ... and how it ends.
+    const SKIP_EXISTING: &'static str = " ON CONFLICT DO NOTHING";
+
+    /// What follows a bound JSON document (text) to make it the column's type.
+    const JSON: &'static str = "";
+
     /// Push a bound message id, as the store keeps ids.
     fn push_uuid(query: &mut QueryBuilder<Self>, id: uuid::Uuid);
 }
 
 impl Dialect for Postgres {
     const NO_BYTES: &'static str = "NULL::bytea";
+    const JSON: &'static str = "::jsonb";
 
     fn uuid_text(column: &str) -> String {
         format!("{column}::text")
@@ -115,6 +134,9 @@ impl Dialect for Postgres {
 impl Dialect for MySql {
     const BIGINT: &'static str = "SIGNED";
     const KEY: &'static str = "`key`";
+    const KEYS: &'static str = "`keys`";
+    const INSERT_NEW: &'static str = "INSERT IGNORE INTO";
+    const SKIP_EXISTING: &'static str = "";
 
     /// Ids are `BINARY(16)`.
     fn uuid_text(column: &str) -> String {
@@ -127,21 +149,12 @@ impl Dialect for MySql {
         query.push_bind(id);
     }
 
-    fn push_merge(
-        query: &mut QueryBuilder<Self>,
-        _table: &str,
-        _key: &[&str],
-        sums: &[&str],
-        maxes: &[&str],
-    ) {
-        let updates: Vec<String> = (sums.iter().map(|c| format!("{c} = {c} + VALUES({c})")))
-            .chain(
-                maxes
-                    .iter()
-                    .map(|c| format!("{c} = GREATEST({c}, VALUES({c}))")),
-            )
-            .collect();
-        query.push(format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")));
+    fn on_conflict(_key: &[&str]) -> String {
+        " ON DUPLICATE KEY UPDATE ".to_owned()
+    }
+
+    fn new_value(column: &str) -> String {
+        format!("VALUES({column})")
     }
 
     fn push_now(query: &mut QueryBuilder<Self>) {
@@ -175,6 +188,17 @@ impl Dialect for Sqlite {
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// How an upsert changes a column of the row that was there: see [`Dialect::push_upsert`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change {
+    /// It takes the new row's value.
+    Take,
+    /// It adds the new row's value.
+    Add,
+    /// It keeps the greater of the two.
+    Greatest,
 }
 
 /// Binds a `T` into a statement.
@@ -248,6 +272,9 @@ pub(super) trait Sql:
     + Bind<i64>
     + Bind<String>
     + for<'a> Bind<&'a str>
+    + for<'a> Bind<&'a [u8]>
+    + Bind<Option<i64>>
+    + Bind<Option<String>>
     + Column<i64>
     + Column<String>
     + Column<Option<i64>>
@@ -262,6 +289,9 @@ impl<DB> Sql for DB where
         + Bind<i64>
         + Bind<String>
         + for<'a> Bind<&'a str>
+        + for<'a> Bind<&'a [u8]>
+        + Bind<Option<i64>>
+        + Bind<Option<String>>
         + Column<i64>
         + Column<String>
         + Column<Option<i64>>
@@ -282,6 +312,16 @@ pub(super) trait Statement<DB: Database> {
     fn now(&mut self) -> &mut Self
     where
         DB: Dialect;
+
+    /// Push a bound message id.
+    fn id(&mut self, id: uuid::Uuid) -> &mut Self
+    where
+        DB: Dialect;
+
+    /// Push a bound JSON document, given as text.
+    fn json(&mut self, text: String) -> &mut Self
+    where
+        DB: Dialect + Bind<String>;
 
     /// Push `VALUES (...), (...)`: one row per item, its values pushed by `row`.
     fn rows<I: IntoIterator>(&mut self, items: I, row: impl FnMut(&mut Self, I::Item))
@@ -305,6 +345,22 @@ impl<DB: Database> Statement<DB> for QueryBuilder<DB> {
         self
     }
 
+    fn id(&mut self, id: uuid::Uuid) -> &mut Self
+    where
+        DB: Dialect,
+    {
+        DB::push_uuid(self, id);
+        self
+    }
+
+    fn json(&mut self, text: String) -> &mut Self
+    where
+        DB: Dialect + Bind<String>,
+    {
+        DB::bind(self, text);
+        self.push(DB::JSON)
+    }
+
     fn rows<I: IntoIterator>(
         &mut self,
         items: I,
@@ -318,6 +374,14 @@ impl<DB: Database> Statement<DB> for QueryBuilder<DB> {
         }
         self
     }
+}
+
+/// The store's clock, read on `conn`.
+pub(super) async fn clock<DB: Sql>(conn: &mut DB::Connection) -> Result<i64> {
+    let mut now = QueryBuilder::<DB>::new("SELECT ");
+    now.now().push(" AS now");
+    let rows = DB::fetch_all(conn, &mut now).await?;
+    Ok(DB::column(&rows[0], "now"))
 }
 
 /// A store on an SQL database: what the role traits written once for every database

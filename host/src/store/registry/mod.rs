@@ -1,18 +1,20 @@
 //! The fleet plugin registry's records: components stored by content hash, each plugin's
 //! deployments (the newest one not rolled back is active), and what each running host
-//! reports it serves. The reads and host reports are written once over every SQL store;
-//! a store writes deploy, rollback and how it waits for them ([`RegistrySql`]).
+//! reports it serves. Written once over every SQL store; a store writes the lock that
+//! serializes deploys and rollbacks, and how hosts hear of them ([`RegistrySql`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
+use sqlx::Transaction;
 
 use super::Result;
 use super::sql::SqlStore;
 
 mod statements;
 
-pub(super) use statements::{DEPLOYMENT_COLUMNS, standing};
+use statements::standing;
 
 /// A validated component to store.
 #[derive(Debug, Clone)]
@@ -139,28 +141,58 @@ pub trait Registry: Send + Sync {
     async fn handled_per_minute(&self) -> Result<Vec<(String, u64)>>;
 }
 
-/// What each store writes of [`Registry`] in its own SQL: the changes (each under its
-/// store's registry lock) and how a host waits for one.
-#[async_trait::async_trait]
-pub(super) trait RegistrySql {
-    /// [`Registry::deploy`].
-    async fn deploy_artifact(&self, artifact: &Artifact, by: &str) -> Result<Deployed>;
+/// How often a host polls for deploys where the database does not tell it.
+const POLL_EVERY: Duration = Duration::from_millis(500);
 
-    /// [`Registry::rollback`].
-    async fn roll_back(&self, plugin: &str) -> Result<Rollback>;
+/// What each store writes of [`Registry`] in its own SQL: the lock that serializes
+/// deploys and rollbacks, and how hosts hear of one.
+pub(super) trait RegistrySql: SqlStore {
+    /// Begin a deploy or rollback: a transaction no other one runs beside.
+    fn begin_change(&self) -> impl Future<Output = Result<Transaction<'static, Self::DB>>> + Send;
 
-    /// [`Registry::wait_for_deployments`].
-    async fn wait_for_change(&self, at_most: Duration) -> Result<()>;
+    /// Commit a deploy or rollback (where the database can, telling the hosts).
+    fn commit_change(
+        &self,
+        tx: Transaction<'static, Self::DB>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { Ok(tx.commit().await?) }
+    }
+
+    /// [`Registry::wait_for_deployments`]; polls by default.
+    fn wait_for_change(&self, at_most: Duration) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            tokio::time::sleep(at_most.min(POLL_EVERY)).await;
+            Ok(())
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl<S: SqlStore + RegistrySql> Registry for S {
+impl<S: RegistrySql> Registry for S {
     async fn deploy(&self, artifact: &Artifact, by: &str) -> Result<Deployed> {
-        self.deploy_artifact(artifact, by).await
+        let mut tx = self.begin_change().await?;
+        let active = standing::<S::DB>(&mut tx, &artifact.name, 1).await?.pop();
+        if let Some(same) = unchanged(active, artifact) {
+            return Ok(same);
+        }
+        let deployed = statements::deploy::<S::DB>(&mut tx, artifact, by).await?;
+        self.commit_change(tx).await?;
+        Ok(Deployed::New(deployed))
     }
 
     async fn rollback(&self, plugin: &str) -> Result<Rollback> {
-        self.roll_back(plugin).await
+        let mut tx = self.begin_change().await?;
+        let (from, to) = match rollback_of(standing::<S::DB>(&mut tx, plugin, 2).await?) {
+            Rollback::Done { from, to } => (from, to),
+            nothing => return Ok(nothing),
+        };
+        let rolled_back_at = Some(statements::withdraw::<S::DB>(&mut tx, from.id).await?);
+        self.commit_change(tx).await?;
+        let from = Deployment {
+            rolled_back_at,
+            ..from
+        };
+        Ok(Rollback::Done { from, to })
     }
 
     async fn history(&self, plugin: &str) -> Result<Vec<Deployment>> {
@@ -212,7 +244,7 @@ impl<S: SqlStore + RegistrySql> Registry for S {
 pub const RATES_FRESH_FOR: Duration = Duration::from_secs(20);
 
 /// The deploy rule: deploying the component `active` already runs changes nothing.
-pub(super) fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Option<Deployed> {
+fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Option<Deployed> {
     active
         .filter(|a| a.sha256 == artifact.sha256)
         .map(Deployed::AlreadyActive)
@@ -221,7 +253,7 @@ pub(super) fn unchanged(active: Option<Deployment>, artifact: &Artifact) -> Opti
 /// The rollback rule, given a plugin's standing deployments, newest first (two are
 /// enough): the newest is withdrawn and the one before becomes active (`Done`, which
 /// the store then writes), or why nothing can be rolled back.
-pub(super) fn rollback_of(standing: Vec<Deployment>) -> Rollback {
+fn rollback_of(standing: Vec<Deployment>) -> Rollback {
     let mut standing = standing.into_iter();
     match (standing.next(), standing.next()) {
         (Some(from), Some(to)) => Rollback::Done { from, to },

@@ -1,16 +1,15 @@
-//! The registry's statements that read the same on every SQL store: deployments, stored
-//! components, host reports. Each backend opens the transaction (and takes its lock) for
-//! those that change something; deploys and rollbacks, which each database writes its own
-//! way, stay in the backends.
+//! The registry's statements, the same on every SQL store: deployments, stored
+//! components, deploys, rollbacks, host reports. Each store opens the transaction (and
+//! takes its lock) for those that change something.
 
 use sqlx::QueryBuilder;
 
-use super::{Deployment, FORGET_HOSTS_AFTER, HostPlugin, RATES_FRESH_FOR};
-use crate::store::Result;
-use crate::store::sql::{Sql, Statement};
+use super::{Artifact, Deployment, FORGET_HOSTS_AFTER, HostPlugin, RATES_FRESH_FOR};
+use crate::store::sql::{Sql, Statement, clock};
+use crate::store::{Result, StoreError};
 
 /// The columns [`Deployment::of`] reads.
-pub(in crate::store) const DEPLOYMENT_COLUMNS: &str =
+const DEPLOYMENT_COLUMNS: &str =
     "id, plugin, version, sha256, deployed_at, deployed_by, rolled_back_at";
 
 /// The columns [`HostPlugin::of`] reads.
@@ -110,6 +109,45 @@ pub(in crate::store) async fn artifact<DB: Sql>(
     query.value(sha256);
     let rows = DB::fetch_all(conn, &mut query).await?;
     Ok(rows.first().map(|row| DB::column(row, "wasm")))
+}
+
+/// Store `artifact` (unless its hash is there) and deploy it, `by` someone; the new
+/// deployment. Inside a transaction that holds the registry's lock, so the newest standing
+/// deployment of the plugin is the one inserted.
+pub(in crate::store) async fn deploy<DB: Sql>(
+    conn: &mut DB::Connection,
+    artifact: &Artifact,
+    by: &str,
+) -> Result<Deployment> {
+    let mut store = QueryBuilder::<DB>::new(DB::INSERT_NEW);
+    store.push(" plugin_artifacts (sha256, name, version, wasm, created_at) VALUES (");
+    store.value(artifact.sha256.as_str()).push(", ");
+    store.value(artifact.name.as_str()).push(", ");
+    store.value(artifact.version.as_str()).push(", ");
+    store.value(artifact.wasm.as_slice()).push(", ").now();
+    store.push(")").push(DB::SKIP_EXISTING);
+    DB::execute(conn, &mut store).await?;
+    let mut deploy = QueryBuilder::<DB>::new(
+        "INSERT INTO plugin_deployments (plugin, version, sha256, deployed_at, deployed_by) VALUES (",
+    );
+    deploy.value(artifact.name.as_str()).push(", ");
+    deploy.value(artifact.version.as_str()).push(", ");
+    deploy.value(artifact.sha256.as_str()).push(", ").now();
+    deploy.push(", ").value(by).push(")");
+    DB::execute(conn, &mut deploy).await?;
+    standing::<DB>(conn, &artifact.name, 1)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("the deploy of {} is not there", artifact.name)))
+}
+
+/// Withdraw the deployment `id`; when (the store's Unix ms).
+pub(in crate::store) async fn withdraw<DB: Sql>(conn: &mut DB::Connection, id: i64) -> Result<i64> {
+    let now = clock::<DB>(conn).await?;
+    let mut withdraw = QueryBuilder::<DB>::new("UPDATE plugin_deployments SET rolled_back_at = ");
+    withdraw.value(now).push(" WHERE id = ").value(id);
+    DB::execute(conn, &mut withdraw).await?;
+    Ok(now)
 }
 
 /// Replace `host`'s report (and forget hosts silent for [`FORGET_HOSTS_AFTER`]), inside
