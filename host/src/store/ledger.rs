@@ -17,26 +17,24 @@ use super::{Result, SettleTransaction};
 pub trait Ledger: Send + Sync {
     /// Plugins that already settled each of `ids` (handled it, or dead-lettered it and no
     /// operator sent it back): a redelivered message skips them.
-    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<BTreeMap<Uuid, BTreeSet<String>>>;
+    async fn settled_plugins(&self, ids: &[Uuid]) -> Result<SettledPlugins>;
 
     /// Open the transaction a batch a transport delivered settles in (no inbox rows to
     /// fence, delete or reschedule), once any concurrent settle of the messages `ids` (a
     /// duplicate delivered to another consumer) has finished; with the plugins that
     /// settled each of them already, read inside it (as [`Ledger::settled_plugins`]).
-    async fn begin_settle_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )>;
+    async fn begin_settle_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>>;
 
     /// Committed value and version of a plugin's state key.
     async fn state_get(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>>;
 }
 
 /// Plugins that settled each of some messages: see [`Ledger::settled_plugins`].
-pub(super) type SettledPlugins = BTreeMap<Uuid, BTreeSet<String>>;
+pub type SettledPlugins = BTreeMap<Uuid, BTreeSet<String>>;
+
+/// The transaction a delivered batch settles in, with the plugins that settled each of
+/// its messages already: see [`Ledger::begin_settle_delivered`].
+pub type DeliveredSettle<'s> = (Box<dyn SettleTransaction + 's>, SettledPlugins);
 
 /// What each store writes of [`Ledger`] in its own SQL: the ledger lookup and how a
 /// delivered batch's settle begins (the locks that make a concurrent settle wait).
@@ -46,10 +44,7 @@ pub(super) trait LedgerSql {
     async fn settled(&self, ids: &[Uuid]) -> Result<SettledPlugins>;
 
     /// [`Ledger::begin_settle_delivered`].
-    async fn begin_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(Box<dyn SettleTransaction + '_>, SettledPlugins)>;
+    async fn begin_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>>;
 }
 
 #[async_trait::async_trait]
@@ -58,10 +53,7 @@ impl<S: SqlStore + LedgerSql> Ledger for S {
         self.settled(ids).await
     }
 
-    async fn begin_settle_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(Box<dyn SettleTransaction + '_>, SettledPlugins)> {
+    async fn begin_settle_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>> {
         self.begin_delivered(ids).await
     }
 

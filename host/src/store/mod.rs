@@ -55,7 +55,7 @@ pub use failed::{
     MAX_SELECTED_IDS, PageRequest, Retried, parse_time,
 };
 pub use inbox::Inbox;
-pub use ledger::Ledger;
+pub use ledger::{DeliveredSettle, Ledger, SettledPlugins};
 pub use mysql::MySqlStore;
 pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Undeliverable};
 pub use postgres::PostgresStore;

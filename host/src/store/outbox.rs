@@ -1,12 +1,15 @@
-//! The outbox as the relay sees it: messages handlers published to AMQP exchanges,
-//! committed with their results and waiting to be sent.
+//! The outbox as the relay sees it ([`Outbox`]): messages handlers published to AMQP
+//! exchanges, committed with their results and waiting to be sent. Adding one is written
+//! once over every SQL store; a store writes how a relay takes and settles them
+//! ([`OutboxSql`]).
 
 use std::collections::BTreeMap;
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
-use super::{Hold, Result, StoreError, parse_headers};
+use super::sql::{Dialect, Run, SqlStore, Statement};
+use super::{Hold, Result, StoreError, headers_json, parse_headers};
 
 /// A message a handler published to an AMQP exchange, waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,4 +107,60 @@ pub trait Outbox: Send + Sync {
         sent: &[i64],
         undeliverable: &[Undeliverable],
     ) -> Result<()>;
+}
+
+/// What each store writes of [`Outbox`] in its own SQL: what a relay's claim holds, and
+/// how it is settled.
+#[async_trait::async_trait]
+pub(super) trait OutboxSql {
+    /// [`Outbox::claim_outbox`].
+    async fn take(&self, limit: u32) -> Result<OutboxClaim>;
+
+    /// [`Outbox::outbox_sent`].
+    async fn settle_taken(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl<S: SqlStore + OutboxSql> Outbox for S {
+    async fn outbox_add(
+        &self,
+        id: Uuid,
+        (exchange, routing_key): (&str, &str),
+        kind: &str,
+        headers: &BTreeMap<String, String>,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let mut add = QueryBuilder::new(S::DB::INSERT_NEW);
+        add.push(
+            " outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) VALUES (",
+        );
+        add.id(id).push(", ").id(id).push(", '', ");
+        add.value(exchange).push(", ").value(routing_key).push(", ");
+        add.value(kind)
+            .push(", ")
+            .json(headers_json(headers))
+            .push(", ");
+        add.value(payload).push(", ").now().push(")");
+        add.push(S::DB::SKIP_EXISTING);
+        let conn = &mut *self.pool().acquire().await?;
+        Ok(S::DB::execute(conn, &mut add).await? == 1)
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+        self.take(limit).await
+    }
+
+    async fn outbox_sent(
+        &self,
+        hold: Hold,
+        sent: &[i64],
+        undeliverable: &[Undeliverable],
+    ) -> Result<()> {
+        self.settle_taken(hold, sent, undeliverable).await
+    }
 }

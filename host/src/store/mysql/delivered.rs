@@ -13,8 +13,7 @@ use super::MySqlStore;
 use super::keyed::{self, IDS};
 use super::settle::{Settle, Settling, lock_messages};
 use crate::store::Result;
-use crate::store::SettleTransaction;
-use crate::store::ledger::LedgerSql;
+use crate::store::ledger::{DeliveredSettle, LedgerSql};
 
 /// What the ledger and the failed messages say of some messages.
 #[derive(Debug, Default)]
@@ -67,13 +66,7 @@ impl LedgerSql for MySqlStore {
         Ok(settled_of(&mut conn, ids).await?.by_id)
     }
 
-    async fn begin_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
+    async fn begin_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>> {
         // The messages' slots first, so a concurrent settle of one of them has committed
         // before the ledger is read.
         let mut tx = self.pool.begin().await?;

@@ -2,49 +2,21 @@
 //! (`locked_until`, skipping rows other hosts' relays hold) and marks them sent once the
 //! broker confirmed them. A relay that dies leaves its rows to the next after the lease.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::{MySql, QueryBuilder};
-use uuid::Uuid;
 
 use super::MySqlStore;
-use super::{NOW_MS, now, push_list, uuid_text};
-use crate::store::Outbox;
-use crate::store::outbox::{FAILED_SOURCE, outbox_message};
-use crate::store::{Hold, OutboxClaim, Result, Undeliverable, headers_json};
+use super::{now, push_list, uuid_text};
+use crate::store::outbox::{FAILED_SOURCE, OutboxSql, outbox_message};
+use crate::store::{Hold, OutboxClaim, Result, Undeliverable};
 
 /// How long a relay holds the rows it took before another may send them.
 const OUTBOX_LEASE: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
-impl Outbox for MySqlStore {
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        (exchange, routing_key): (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        let added = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT IGNORE INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES (?, ?, '', ?, ?, ?, ?, ?, {NOW_MS})"
-        )))
-        .bind(id)
-        .bind(id)
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(kind)
-        .bind(headers_json(headers))
-        .bind(payload)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(added == 1)
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+impl OutboxSql for MySqlStore {
+    async fn take(&self, limit: u32) -> Result<OutboxClaim> {
         let mut tx = self.pool.begin().await?;
         let now = now(&mut tx).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -78,7 +50,7 @@ impl Outbox for MySqlStore {
         })
     }
 
-    async fn outbox_sent(
+    async fn settle_taken(
         &self,
         _hold: Hold,
         sent: &[i64],

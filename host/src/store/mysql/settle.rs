@@ -22,9 +22,10 @@ use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
 use super::{claim_lost, push_list};
+use crate::store::settle::statements;
 use crate::store::{
     Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
-    StoreError, headers_json,
+    StoreError,
 };
 
 /// Slots of `state_lock_slots` (2^18): the lower half for delivered messages' ids, the
@@ -258,23 +259,7 @@ async fn write(
         }
     }
     insert_new(conn, &plan.publishes, now).await?;
-    if !plan.outbox.is_empty() {
-        let mut outbox = QueryBuilder::<MySql>::new(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
-        );
-        outbox.push_values(&plan.outbox, |mut row, o| {
-            row.push_bind(o.publish.id)
-                .push_bind(o.source)
-                .push_bind(o.plugin)
-                .push_bind(o.exchange)
-                .push_bind(o.routing_key)
-                .push_bind(&o.publish.kind)
-                .push_bind(headers_json(&o.publish.headers))
-                .push_bind(&o.publish.payload)
-                .push_bind(now);
-        });
-        outbox.build().execute(&mut *conn).await?;
-    }
+    statements::outbox::<MySql>(conn, plan, now).await?;
     let (written, deleted): (Vec<_>, Vec<_>) =
         plan.state.iter().partition(|(_, w)| w.value.is_some());
     if !written.is_empty() {
@@ -303,64 +288,8 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    if !plan.usage.is_empty() {
-        let mut usage =
-            QueryBuilder::<MySql>::new("INSERT INTO plugin_state_usage (plugin, `keys`, bytes) ");
-        usage.push_values(&plan.usage, |mut row, (plugin, change)| {
-            row.push_bind(*plugin)
-                .push_bind(change.keys)
-                .push_bind(change.bytes);
-        });
-        usage.push(
-            " ON DUPLICATE KEY UPDATE `keys` = `keys` + VALUES(`keys`), bytes = bytes + VALUES(bytes)",
-        );
-        usage.build().execute(&mut *conn).await?;
-    }
-    if !plan.attempt_errors.is_empty() {
-        let mut attempts = QueryBuilder::<MySql>::new(
-            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at) ",
-        );
-        attempts.push_values(&plan.attempt_errors, |mut row, a| {
-            row.push_bind(a.message)
-                .push_bind(&a.plugin.name)
-                .push_bind(&a.plugin.version)
-                .push_bind(&a.plugin.sha256)
-                .push_bind(a.attempt)
-                .push_bind(&*a.error)
-                .push_bind(a.delay.map(|d| d.as_millis() as i64))
-                .push_bind(now);
-        });
-        attempts.build().execute(&mut *conn).await?;
-    }
-    for d in &plan.dead {
-        let m = d.message;
-        sqlx::query(
-            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-                                          headers, payload, error, attempts, status, failed_at,
-                                          source_exchange, source_routing_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)
-             ON DUPLICATE KEY UPDATE
-                 plugin_version = VALUES(plugin_version), plugin_sha256 = VALUES(plugin_sha256),
-                 error = VALUES(error), attempts = attempts + VALUES(attempts),
-                 status = 'failed', failed_at = VALUES(failed_at)",
-        )
-        .bind(m.id)
-        .bind(&d.plugin.name)
-        .bind(&d.plugin.version)
-        .bind(&d.plugin.sha256)
-        .bind(m.source())
-        .bind(&m.queue)
-        .bind(&m.kind)
-        .bind(headers_json(&m.headers))
-        .bind(&m.payload)
-        .bind(&*d.error)
-        .bind(d.attempts)
-        .bind(now)
-        .bind(m.amqp_route().map(|(e, _)| e))
-        .bind(m.amqp_route().map(|(_, k)| k))
-        .execute(&mut *conn)
-        .await?;
-    }
+    statements::usage::<MySql>(conn, plan).await?;
+    statements::failures::<MySql>(conn, plan, now).await?;
     match taken {
         Some(created_at) => inbox::put_back(conn, &plan.stay, created_at, now, None).await,
         None => Ok(()),

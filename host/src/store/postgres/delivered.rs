@@ -14,8 +14,7 @@ use super::PostgresStore;
 use super::settle::Settle;
 use super::writes::Settling;
 use crate::store::Result;
-use crate::store::SettleTransaction;
-use crate::store::ledger::LedgerSql;
+use crate::store::ledger::{DeliveredSettle, LedgerSql};
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -95,13 +94,7 @@ impl LedgerSql for PostgresStore {
         settled(&self.pool, ids).await
     }
 
-    async fn begin_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
+    async fn begin_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>> {
         let (tx, settled) = begin(&self.pool, ids).await?;
         let settle = Settle {
             tx,

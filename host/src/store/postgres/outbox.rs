@@ -6,47 +6,17 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use uuid::Uuid;
-
 use super::PostgresStore;
 use super::claim::HeldClaim;
-use crate::store::Outbox;
-use crate::store::outbox::{FAILED_SOURCE, outbox_message};
-use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, Undeliverable, headers_json};
+use crate::store::outbox::{FAILED_SOURCE, OutboxSql, outbox_message};
+use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, Undeliverable};
 
 /// How long a relay may hold its rows between statements (publishing, awaiting confirms).
 const HOLD: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
-impl Outbox for PostgresStore {
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        (exchange, routing_key): (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES ($1, $1, '', $2, $3, $4, $5::jsonb, $6, wharf_now_ms())
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(kind)
-        .bind(headers_json(headers))
-        .bind(payload)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(added == 1)
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+impl OutboxSql for PostgresStore {
+    async fn take(&self, limit: u32) -> Result<OutboxClaim> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
             .bind(HOLD.as_millis().to_string())
@@ -79,7 +49,7 @@ impl Outbox for PostgresStore {
         })
     }
 
-    async fn outbox_sent(
+    async fn settle_taken(
         &self,
         hold: Hold,
         sent: &[i64],

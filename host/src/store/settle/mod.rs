@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 mod quota;
 mod rows;
+pub(super) mod statements;
 mod transaction;
 mod usage;
 mod view;

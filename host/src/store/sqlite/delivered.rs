@@ -13,8 +13,8 @@ use super::SqliteStore;
 use super::parse_uuid;
 use super::settle::{Settle, Settling};
 use crate::store::Result;
-use crate::store::ledger::LedgerSql;
-use crate::store::{SettleTransaction, now_ms};
+use crate::store::ledger::{DeliveredSettle, LedgerSql};
+use crate::store::now_ms;
 
 /// Plugins that handled each of `ids`, or dead-lettered it with no operator sending it
 /// back since.
@@ -50,13 +50,7 @@ impl LedgerSql for SqliteStore {
         settled_of(&mut conn, ids).await
     }
 
-    async fn begin_delivered(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<(
-        Box<dyn SettleTransaction + '_>,
-        BTreeMap<Uuid, BTreeSet<String>>,
-    )> {
+    async fn begin_delivered(&self, ids: &[Uuid]) -> Result<DeliveredSettle<'_>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let settled = settled_of(&mut tx, ids).await?;
         let settle = Settle {

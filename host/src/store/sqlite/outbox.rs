@@ -2,45 +2,13 @@
 //! relay reads unsent rows and marks them sent once the broker confirmed them. Nothing is
 //! locked in between; a relay that dies before marking sends those rows again.
 
-use std::collections::BTreeMap;
-
-use uuid::Uuid;
-
 use super::SqliteStore;
-use crate::store::Outbox;
-use crate::store::outbox::{FAILED_SOURCE, OUTBOX_COLUMNS, outbox_message};
-use crate::store::{Hold, OutboxClaim, Result, Undeliverable, headers_json, now_ms};
+use crate::store::outbox::{FAILED_SOURCE, OUTBOX_COLUMNS, OutboxSql, outbox_message};
+use crate::store::{Hold, OutboxClaim, Result, Undeliverable, now_ms};
 
 #[async_trait::async_trait]
-impl Outbox for SqliteStore {
-    async fn outbox_add(
-        &self,
-        id: Uuid,
-        (exchange, routing_key): (&str, &str),
-        kind: &str,
-        headers: &BTreeMap<String, String>,
-        payload: &[u8],
-    ) -> Result<bool> {
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(id.to_string())
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(kind)
-        .bind(headers_json(headers))
-        .bind(payload)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(added == 1)
-    }
-
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
+impl OutboxSql for SqliteStore {
+    async fn take(&self, limit: u32) -> Result<OutboxClaim> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
         )))
@@ -57,7 +25,7 @@ impl Outbox for SqliteStore {
         })
     }
 
-    async fn outbox_sent(
+    async fn settle_taken(
         &self,
         _hold: Hold,
         sent: &[i64],

@@ -9,7 +9,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::insert_new;
-use crate::store::headers_json;
+use crate::store::settle::statements;
 use crate::store::{
     Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
     StoreError,
@@ -143,23 +143,7 @@ async fn write(
     for message in &plan.publishes {
         insert_new(conn, message, now).await?;
     }
-    for o in &plan.outbox {
-        sqlx::query(
-            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(o.publish.id.to_string())
-        .bind(o.source.to_string())
-        .bind(o.plugin)
-        .bind(o.exchange)
-        .bind(o.routing_key)
-        .bind(&o.publish.kind)
-        .bind(headers_json(&o.publish.headers))
-        .bind(&o.publish.payload)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
+    statements::outbox::<Sqlite>(conn, plan, now).await?;
     for ((plugin, key), write) in &plan.state {
         match write.value {
             Some(value) => sqlx::query(
@@ -179,63 +163,8 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    for (plugin, change) in &plan.usage {
-        sqlx::query(
-            "INSERT INTO plugin_state_usage (plugin, keys, bytes) VALUES (?, ?, ?)
-             ON CONFLICT (plugin) DO UPDATE
-             SET keys = keys + excluded.keys, bytes = bytes + excluded.bytes",
-        )
-        .bind(plugin)
-        .bind(change.keys)
-        .bind(change.bytes)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for a in &plan.attempt_errors {
-        sqlx::query(
-            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.message.to_string())
-        .bind(&a.plugin.name)
-        .bind(&a.plugin.version)
-        .bind(&a.plugin.sha256)
-        .bind(a.attempt)
-        .bind(&*a.error)
-        .bind(a.delay.map(|d| d.as_millis() as i64))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for d in &plan.dead {
-        let m = d.message;
-        sqlx::query(
-            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
-                                          headers, payload, error, attempts, status, failed_at,
-                                          source_exchange, source_routing_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)
-             ON CONFLICT (message_id, plugin) DO UPDATE
-             SET plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
-                 error = excluded.error, attempts = failed_messages.attempts + excluded.attempts,
-                 status = 'failed', failed_at = excluded.failed_at",
-        )
-        .bind(m.id.to_string())
-        .bind(&d.plugin.name)
-        .bind(&d.plugin.version)
-        .bind(&d.plugin.sha256)
-        .bind(m.source())
-        .bind(&m.queue)
-        .bind(&m.kind)
-        .bind(headers_json(&m.headers))
-        .bind(&m.payload)
-        .bind(&*d.error)
-        .bind(d.attempts)
-        .bind(now)
-        .bind(m.amqp_route().map(|(e, _)| e))
-        .bind(m.amqp_route().map(|(_, k)| k))
-        .execute(&mut *conn)
-        .await?;
-    }
+    statements::usage::<Sqlite>(conn, plan).await?;
+    statements::failures::<Sqlite>(conn, plan, now).await?;
     if settling == Settling::Delivered {
         return Ok(());
     }

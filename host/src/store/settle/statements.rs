@@ -1,0 +1,126 @@
+//! The rows of a [`SettlePlan`] MariaDB/MySQL and SQLite write alike, one multi-row
+//! statement per table (PostgreSQL binds each column as an array: `postgres/writes.rs`).
+
+use sqlx::QueryBuilder;
+
+use super::SettlePlan;
+use crate::store::sql::{Change, Sql, Statement};
+use crate::store::{Result, headers_json};
+
+/// Write the messages the plan publishes to AMQP exchanges into the outbox, at `now`.
+pub(in crate::store) async fn outbox<DB: Sql>(
+    conn: &mut DB::Connection,
+    plan: &SettlePlan<'_>,
+    now: i64,
+) -> Result<()> {
+    if plan.outbox.is_empty() {
+        return Ok(());
+    }
+    let mut outbox = QueryBuilder::<DB>::new(
+        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
+    );
+    outbox.rows(&plan.outbox, |row, o| {
+        row.id(o.publish.id).push(", ").id(o.source).push(", ");
+        row.value(o.plugin).push(", ").value(o.exchange).push(", ");
+        row.value(o.routing_key).push(", ");
+        row.value(o.publish.kind.as_str()).push(", ");
+        row.json(headers_json(&o.publish.headers)).push(", ");
+        row.value(o.publish.payload.as_slice())
+            .push(", ")
+            .value(now);
+    });
+    DB::execute(conn, &mut outbox).await?;
+    Ok(())
+}
+
+/// Add what each plugin's state gains or loses to its usage.
+pub(in crate::store) async fn usage<DB: Sql>(
+    conn: &mut DB::Connection,
+    plan: &SettlePlan<'_>,
+) -> Result<()> {
+    if plan.usage.is_empty() {
+        return Ok(());
+    }
+    let mut usage = QueryBuilder::<DB>::new(format!(
+        "INSERT INTO plugin_state_usage (plugin, {}, bytes) ",
+        DB::KEYS
+    ));
+    usage.rows(&plan.usage, |row, (plugin, change)| {
+        row.value(*plugin).push(", ").value(change.keys).push(", ");
+        row.value(change.bytes);
+    });
+    let changes = [(DB::KEYS, Change::Add), ("bytes", Change::Add)];
+    DB::push_upsert(&mut usage, "plugin_state_usage", &["plugin"], &changes);
+    DB::execute(conn, &mut usage).await?;
+    Ok(())
+}
+
+/// Write the plan's attempt errors and failed messages, at `now`: a message a plugin
+/// failed before adds its attempts to its failed-message row.
+pub(in crate::store) async fn failures<DB: Sql>(
+    conn: &mut DB::Connection,
+    plan: &SettlePlan<'_>,
+    now: i64,
+) -> Result<()> {
+    if !plan.attempt_errors.is_empty() {
+        let mut attempts = QueryBuilder::<DB>::new(
+            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at) ",
+        );
+        attempts.rows(&plan.attempt_errors, |row, a| {
+            row.id(a.message).push(", ").value(a.plugin.name.as_str());
+            row.push(", ").value(a.plugin.version.as_str());
+            row.push(", ").value(a.plugin.sha256.as_str());
+            row.push(", ").value(i64::from(a.attempt));
+            row.push(", ").value(&*a.error);
+            row.push(", ").value(a.delay.map(|d| d.as_millis() as i64));
+            row.push(", ").value(now);
+        });
+        DB::execute(conn, &mut attempts).await?;
+    }
+    if plan.dead.is_empty() {
+        return Ok(());
+    }
+    let mut dead = QueryBuilder::<DB>::new(
+        "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
+                                      queue, kind, headers, payload, error, attempts, status,
+                                      failed_at, source_exchange, source_routing_key) ",
+    );
+    dead.rows(&plan.dead, |row, d| {
+        let m = d.message;
+        row.id(m.id).push(", ").value(d.plugin.name.as_str());
+        row.push(", ").value(d.plugin.version.as_str());
+        row.push(", ").value(d.plugin.sha256.as_str());
+        row.push(", ")
+            .value(m.source())
+            .push(", ")
+            .value(m.queue.as_str());
+        row.push(", ").value(m.kind.as_str());
+        row.push(", ").json(headers_json(&m.headers));
+        row.push(", ").value(m.payload.as_slice());
+        row.push(", ")
+            .value(&*d.error)
+            .push(", ")
+            .value(i64::from(d.attempts));
+        row.push(", 'failed', ").value(now);
+        row.push(", ")
+            .value(m.amqp_route().map(|(e, _)| e.to_owned()));
+        row.push(", ")
+            .value(m.amqp_route().map(|(_, k)| k.to_owned()));
+    });
+    let changes = [
+        ("plugin_version", Change::Take),
+        ("plugin_sha256", Change::Take),
+        ("error", Change::Take),
+        ("attempts", Change::Add),
+        ("status", Change::Take),
+        ("failed_at", Change::Take),
+    ];
+    DB::push_upsert(
+        &mut dead,
+        "failed_messages",
+        &["message_id", "plugin"],
+        &changes,
+    );
+    DB::execute(conn, &mut dead).await?;
+    Ok(())
+}
