@@ -107,6 +107,74 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     assert_eq!((last.as_slice(), version), (&b"fast"[..], 1));
 }
 
+/// More rows than one statement binds (SQLite takes 32,766 values, MariaDB 65,535): a
+/// batch of handlers that publish 100 messages each to a queue and to an exchange.
+async fn a_settle_writes_more_rows_than_one_statement_binds(backend: Backend) {
+    const MESSAGES: usize = 85;
+    const EACH: usize = 100;
+    let host = Host::start(backend, &["fixture-noop"]).await;
+    for _ in 0..MESSAGES {
+        host.publish("test", "test.noop", json!({})).await;
+    }
+    let queues = ["test".to_owned()];
+    let claim = host
+        .store
+        .claim(
+            &queues,
+            MESSAGES as u32,
+            ClaimMode::Lease,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim.messages.len(), MESSAGES);
+    let mut batch: Vec<Settlement> = claim
+        .messages
+        .iter()
+        .map(|message| {
+            let mut settlement = handled(message, "fanout");
+            let Verdict::Handled(effects) = &mut settlement.results[0].verdict else {
+                unreachable!("handled() builds a handled result")
+            };
+            effects.publishes.clear();
+            for destination in [
+                Destination::Queue("out".into()),
+                Destination::Exchange {
+                    exchange: "events".into(),
+                    routing_key: "out".into(),
+                },
+            ] {
+                for _ in 0..EACH {
+                    effects.publishes.push(Publish {
+                        id: Uuid::now_v7(),
+                        destination: destination.clone(),
+                        kind: "test.out".into(),
+                        headers: [("n".to_owned(), "1".to_owned())].into(),
+                        payload: b"{}".to_vec(),
+                    });
+                }
+            }
+            settlement
+        })
+        .collect();
+    let settled = settle::claimed(
+        &*host.store,
+        claim.hold,
+        &mut batch,
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await
+    .unwrap();
+    assert_eq!(settled.handled, MESSAGES as u64);
+    let out = host
+        .count("SELECT COUNT(*) FROM inbox WHERE queue = 'out'")
+        .await;
+    assert_eq!(out as usize, MESSAGES * EACH);
+    let relayed = host.count("SELECT COUNT(*) FROM outbox").await;
+    assert_eq!(relayed as usize, MESSAGES * EACH);
+}
+
 async fn a_handler_outliving_its_lease_keeps_it_by_heartbeat(backend: Backend) {
     heartbeat_keeps_the_claim(backend, 10_000).await
 }
@@ -272,4 +340,5 @@ conformance!(
     a_late_settle_with_a_superseded_lease_token_is_refused,
     a_handler_outliving_its_lease_keeps_it_by_heartbeat,
     the_same_id_twice_in_one_publish_inserts_one_row,
+    a_settle_writes_more_rows_than_one_statement_binds,
 );

@@ -18,6 +18,14 @@ use super::Result;
 /// MariaDB/MySQL's clock in Unix milliseconds, as SQL.
 pub(super) const MYSQL_NOW_MS: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 
+/// The most values one statement binds: SQLite's limit (MariaDB's is 65,535).
+const MAX_BINDS: usize = 32_766;
+
+/// `rows` in runs that each fit one multi-row statement binding `columns` values a row.
+pub(super) fn per_statement<T>(rows: &[T], columns: usize) -> std::slice::Chunks<'_, T> {
+    rows.chunks((MAX_BINDS / columns).max(1))
+}
+
 /// What the SQL of the three stores differs in.
 pub(super) trait Dialect: Database {
     /// Push the clock the store's timestamps come from, in Unix milliseconds.

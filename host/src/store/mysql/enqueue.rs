@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::push_list;
 use crate::envelope::NewMessage;
+use crate::store::sql::per_statement;
 use crate::store::{Result, headers_json};
 
 /// Insert the messages whose ids were not received before, at `now`; returns how many
@@ -18,10 +19,25 @@ pub(super) async fn insert_new(
     messages: &[NewMessage],
     now: i64,
 ) -> Result<u64> {
-    if messages.is_empty() {
-        return Ok(0);
-    }
     let token = Uuid::now_v7();
+    // The first of an id given twice in one call.
+    let mut seen = BTreeSet::new();
+    let mut inserted = 0;
+    for messages in per_statement(messages, 8) {
+        inserted += insert_run(conn, messages, now, token, &mut seen).await?;
+    }
+    Ok(inserted)
+}
+
+/// [`insert_new`] for a run of messages one statement binds, skipping ids `seen` in the
+/// runs before.
+async fn insert_run(
+    conn: &mut MySqlConnection,
+    messages: &[NewMessage],
+    now: i64,
+    token: Uuid,
+    seen: &mut BTreeSet<Uuid>,
+) -> Result<u64> {
     let mut received =
         QueryBuilder::<MySql>::new("INSERT IGNORE INTO received (id, queue, received_at, token) ");
     received.push_values(messages, |mut row, m| {
@@ -41,8 +57,6 @@ pub(super) async fn insert_new(
         .await?
         .into_iter()
         .collect();
-    // The first of an id given twice in one call.
-    let mut seen = BTreeSet::new();
     let new: Vec<&NewMessage> = messages
         .iter()
         .filter(|m| fresh.contains(&m.id) && seen.insert(m.id))

@@ -3,8 +3,8 @@
 
 use sqlx::QueryBuilder;
 
-use super::SettlePlan;
-use crate::store::sql::{Change, Sql, Statement};
+use super::{DeadRow, SettlePlan};
+use crate::store::sql::{Change, Sql, Statement, per_statement};
 use crate::store::{Result, headers_json};
 
 /// Write the messages the plan publishes to AMQP exchanges into the outbox, at `now`.
@@ -13,27 +13,26 @@ pub(in crate::store) async fn outbox<DB: Sql>(
     plan: &SettlePlan<'_>,
     now: i64,
 ) -> Result<()> {
-    if plan.outbox.is_empty() {
-        return Ok(());
+    for rows in per_statement(&plan.outbox, 9) {
+        let mut outbox = QueryBuilder::<DB>::new(
+            "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
+        );
+        outbox.rows(rows, |row, o| {
+            row.id(o.publish.id).push(", ").id(o.source).push(", ");
+            row.value(o.plugin).push(", ").value(o.exchange).push(", ");
+            row.value(o.routing_key).push(", ");
+            row.value(o.publish.kind.as_str()).push(", ");
+            row.json(headers_json(&o.publish.headers)).push(", ");
+            row.value(o.publish.payload.as_slice());
+            row.push(", ").value(now);
+        });
+        DB::execute(conn, &mut outbox).await?;
     }
-    let mut outbox = QueryBuilder::<DB>::new(
-        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
-    );
-    outbox.rows(&plan.outbox, |row, o| {
-        row.id(o.publish.id).push(", ").id(o.source).push(", ");
-        row.value(o.plugin).push(", ").value(o.exchange).push(", ");
-        row.value(o.routing_key).push(", ");
-        row.value(o.publish.kind.as_str()).push(", ");
-        row.json(headers_json(&o.publish.headers)).push(", ");
-        row.value(o.publish.payload.as_slice())
-            .push(", ")
-            .value(now);
-    });
-    DB::execute(conn, &mut outbox).await?;
     Ok(())
 }
 
-/// Add what each plugin's state gains or loses to its usage.
+/// Add what each plugin's state gains or loses to its usage (a row per plugin: one
+/// statement binds them all).
 pub(in crate::store) async fn usage<DB: Sql>(
     conn: &mut DB::Connection,
     plan: &SettlePlan<'_>,
@@ -62,11 +61,11 @@ pub(in crate::store) async fn failures<DB: Sql>(
     plan: &SettlePlan<'_>,
     now: i64,
 ) -> Result<()> {
-    if !plan.attempt_errors.is_empty() {
+    for rows in per_statement(&plan.attempt_errors, 8) {
         let mut attempts = QueryBuilder::<DB>::new(
             "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt, error, delay_ms, at) ",
         );
-        attempts.rows(&plan.attempt_errors, |row, a| {
+        attempts.rows(rows, |row, a| {
             row.id(a.message).push(", ").value(a.plugin.name.as_str());
             row.push(", ").value(a.plugin.version.as_str());
             row.push(", ").value(a.plugin.sha256.as_str());
@@ -77,15 +76,20 @@ pub(in crate::store) async fn failures<DB: Sql>(
         });
         DB::execute(conn, &mut attempts).await?;
     }
-    if plan.dead.is_empty() {
-        return Ok(());
+    for rows in per_statement(&plan.dead, 14) {
+        dead::<DB>(conn, rows, now).await?;
     }
+    Ok(())
+}
+
+/// Write failed-message rows.
+async fn dead<DB: Sql>(conn: &mut DB::Connection, rows: &[DeadRow<'_>], now: i64) -> Result<()> {
     let mut dead = QueryBuilder::<DB>::new(
         "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
                                       queue, kind, headers, payload, error, attempts, status,
                                       failed_at, source_exchange, source_routing_key) ",
     );
-    dead.rows(&plan.dead, |row, d| {
+    dead.rows(rows, |row, d| {
         let m = d.message;
         row.id(m.id).push(", ").value(d.plugin.name.as_str());
         row.push(", ").value(d.plugin.version.as_str());
