@@ -8,7 +8,7 @@ use sqlx::QueryBuilder;
 
 use super::queues::{Depths, FAILED_BY_PLUGIN, FAILED_BY_SOURCE, OUTBOX_PENDING, queue_stats};
 use super::sql::{Column, Run, SqlStore};
-use super::{Backlog, Cleaned, QueueStats, Result};
+use super::{Backlog, Cleaned, QueueStats, Result, retention};
 
 /// The admin role of a store, as the HTTP API, the CLI and the metrics use it.
 #[async_trait::async_trait]
@@ -42,9 +42,6 @@ pub(super) trait AdminSql {
 
     /// [`Admin::purge_queue`].
     async fn purge(&self, queue: &str) -> Result<u64>;
-
-    /// [`Admin::cleanup`].
-    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned>;
 }
 
 #[async_trait::async_trait]
@@ -81,6 +78,9 @@ impl<S: SqlStore + AdminSql> Admin for S {
     }
 
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned> {
-        self.delete_older(older_than).await
+        let mut tx = self.begin_write().await?;
+        let cleaned = retention::clean::<S::DB>(&mut tx, older_than).await?;
+        tx.commit().await?;
+        Ok(cleaned)
     }
 }

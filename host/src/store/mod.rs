@@ -60,7 +60,6 @@ pub use mysql::MySqlStore;
 pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Undeliverable};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
-pub(crate) use retention::CLEANUP;
 pub use retention::Cleaned;
 pub(crate) use settle::{Quotas, state_keys};
 pub use settle::{

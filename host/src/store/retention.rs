@@ -1,6 +1,13 @@
-//! Retention: which rows [`super::Admin::cleanup`] deletes, and what it reports.
+//! Retention: which rows [`super::Admin::cleanup`] deletes (the same statements on every
+//! store), and what it reports.
+
+use std::time::Duration;
 
 use serde::Serialize;
+use sqlx::QueryBuilder;
+
+use super::Result;
+use super::sql::{Sql, Statement, clock};
 
 /// What a [`super::Admin::cleanup`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -33,7 +40,7 @@ impl std::fmt::Display for Cleaned {
 
 impl Cleaned {
     /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
-    pub(crate) fn of([processed, received, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
+    fn of([processed, received, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
         Self {
             received,
             processed,
@@ -44,24 +51,48 @@ impl Cleaned {
     }
 }
 
-/// Retention as statements of one `?` (the cut, Unix ms), for the stores that bind with
-/// `?` (SQLite, MariaDB/MySQL), run in this order in one transaction; see
-/// [`super::Admin::cleanup`]. PostgreSQL runs the same rules as one statement.
-pub(crate) const CLEANUP: [&str; 5] = [
-    "DELETE FROM processed WHERE handled_at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
+/// Retention as statements around the cut (Unix ms), run in this order in one
+/// transaction; see [`super::Admin::cleanup`].
+const CLEANUP: [(&str, &str); 5] = [
+    (
+        "DELETE FROM processed WHERE handled_at < ",
+        " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
+    ),
     // After the ledger: an id keeps its dedup row while the ledger keeps one of its.
-    "DELETE FROM received WHERE received_at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)
-       AND NOT EXISTS (SELECT 1 FROM processed p WHERE p.message_id = received.id)
-       AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                       WHERE f.message_id = received.id AND f.status <> 'resolved')",
-    "DELETE FROM outbox WHERE sent_at < ?",
+    (
+        "DELETE FROM received WHERE received_at < ",
+        " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = received.id)
+          AND NOT EXISTS (SELECT 1 FROM processed p WHERE p.message_id = received.id)
+          AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                          WHERE f.message_id = received.id AND f.status <> 'resolved')",
+    ),
+    ("DELETE FROM outbox WHERE sent_at < ", ""),
     // Attempt errors before failures: a resolved failure's history goes with it.
-    "DELETE FROM attempt_errors WHERE at < ?
-       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
-       AND NOT EXISTS (SELECT 1 FROM failed_messages f
-                       WHERE f.message_id = attempt_errors.message_id
-                         AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
-    "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ?",
+    (
+        "DELETE FROM attempt_errors WHERE at < ",
+        " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = attempt_errors.message_id)
+          AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                          WHERE f.message_id = attempt_errors.message_id
+                            AND f.plugin = attempt_errors.plugin AND f.status <> 'resolved')",
+    ),
+    (
+        "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ",
+        "",
+    ),
 ];
+
+/// Delete what is older than `older_than` and finished, inside the transaction `conn` is
+/// in; see [`super::Admin::cleanup`].
+pub(super) async fn clean<DB: Sql>(
+    conn: &mut DB::Connection,
+    older_than: Duration,
+) -> Result<Cleaned> {
+    let cut = clock::<DB>(conn).await? - older_than.as_millis() as i64;
+    let mut deleted = [0u64; 5];
+    for (n, (before, after)) in deleted.iter_mut().zip(CLEANUP) {
+        let mut statement = QueryBuilder::<DB>::new(before);
+        statement.value(cut).push(after);
+        *n = DB::execute(conn, &mut statement).await?;
+    }
+    Ok(Cleaned::of(deleted))
+}

@@ -6,10 +6,8 @@ use super::NOW_MS;
 use crate::store::Result;
 use crate::store::admin::AdminSql;
 use crate::store::queues::Depths;
-use std::time::Duration;
 
-use super::{MySqlStore, now};
-use crate::store::{CLEANUP, Cleaned};
+use super::MySqlStore;
 
 #[async_trait::async_trait]
 impl AdminSql for MySqlStore {
@@ -45,20 +43,5 @@ impl AdminSql for MySqlStore {
         .await?;
         tx.commit().await?;
         Ok(purged.rows_affected())
-    }
-
-    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned> {
-        let mut tx = self.pool.begin().await?;
-        let cut = now(&mut tx).await? - older_than.as_millis() as i64;
-        let mut deleted = [0u64; 5];
-        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
-            *n = sqlx::query(sql)
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(Cleaned::of(deleted))
     }
 }

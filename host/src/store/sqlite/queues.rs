@@ -5,10 +5,8 @@
 use crate::store::admin::AdminSql;
 use crate::store::queues::Depths;
 use crate::store::{Result, now_ms};
-use std::time::Duration;
 
 use super::SqliteStore;
-use crate::store::{CLEANUP, Cleaned};
 
 #[async_trait::async_trait]
 impl AdminSql for SqliteStore {
@@ -50,20 +48,5 @@ impl AdminSql for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(purged.rows_affected())
-    }
-
-    async fn delete_older(&self, older_than: Duration) -> Result<Cleaned> {
-        let cut = now_ms() - older_than.as_millis() as i64;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut deleted = [0u64; 5];
-        for (n, sql) in deleted.iter_mut().zip(CLEANUP) {
-            *n = sqlx::query(sql)
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(Cleaned::of(deleted))
     }
 }
