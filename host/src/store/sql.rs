@@ -60,6 +60,8 @@ pub(super) trait Dialect: Database {
                     Change::Take => format!("{c} = {new}"),
                     Change::Add => format!("{c} = {table}.{c} + {new}"),
                     Change::Greatest => format!("{c} = {greatest}({table}.{c}, {new})"),
+                    Change::Least => format!("{c} = {}({table}.{c}, {new})", Self::LEAST),
+                    Change::Clear => format!("{c} = NULL"),
                 }
             })
             .collect();
@@ -78,6 +80,17 @@ pub(super) trait Dialect: Database {
 
     /// The function that returns the greater of two values.
     const GREATEST: &'static str = "GREATEST";
+
+    /// The function that returns the lesser of two values.
+    const LEAST: &'static str = "LEAST";
+
+    /// What ends a `SELECT` whose rows stay locked until the transaction ends (nothing
+    /// where a writing transaction locks the whole database).
+    const LOCK_ROWS: &'static str = " FOR UPDATE";
+
+    /// The columns of an outbox row that say it was sent (or is being sent): cleared to
+    /// send it again.
+    const OUTBOX_SENT: &'static [&'static str] = &["sent_at"];
 
     /// `column` (a message id) as its hyphenated lowercase text.
     fn uuid_text(column: &str) -> String {
@@ -144,6 +157,7 @@ impl Dialect for MySql {
     const KEY: &'static str = "`key`";
     const KEYS: &'static str = "`keys`";
     const INSERT_NEW: &'static str = "INSERT IGNORE INTO";
+    const OUTBOX_SENT: &'static [&'static str] = &["sent_at", "locked_until"];
     const SKIP_EXISTING: &'static str = "";
 
     /// Ids are `BINARY(16)`.
@@ -175,8 +189,11 @@ impl Dialect for MySql {
 }
 
 impl Dialect for Sqlite {
-    /// SQLite's `MAX` of two arguments is a scalar function.
+    /// SQLite's `MAX` and `MIN` of two arguments are scalar functions.
     const GREATEST: &'static str = "MAX";
+    const LEAST: &'static str = "MIN";
+    /// A writing transaction (`BEGIN IMMEDIATE`) holds the database's write lock.
+    const LOCK_ROWS: &'static str = "";
 
     /// A payload kept as text has its length in characters: counted as a blob.
     fn byte_length(column: &str) -> String {
@@ -207,6 +224,10 @@ pub(super) enum Change {
     Add,
     /// It keeps the greater of the two.
     Greatest,
+    /// It keeps the lesser of the two.
+    Least,
+    /// It becomes `NULL`.
+    Clear,
 }
 
 /// Binds a `T` into a statement.
@@ -331,6 +352,11 @@ pub(super) trait Statement<DB: Database> {
     where
         DB: Dialect + Bind<String>;
 
+    /// Push `items` as bound values separated by commas (an `IN` list's inside).
+    fn list<T>(&mut self, items: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        DB: Bind<T>;
+
     /// Push `VALUES (...), (...)`: one row per item, its values pushed by `row`.
     fn rows<I: IntoIterator>(&mut self, items: I, row: impl FnMut(&mut Self, I::Item))
     -> &mut Self;
@@ -367,6 +393,19 @@ impl<DB: Database> Statement<DB> for QueryBuilder<DB> {
     {
         DB::bind(self, text);
         self.push(DB::JSON)
+    }
+
+    fn list<T>(&mut self, items: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        DB: Bind<T>,
+    {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            DB::bind(self, item);
+        }
+        self
     }
 
     fn rows<I: IntoIterator>(

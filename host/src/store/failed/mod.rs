@@ -4,6 +4,7 @@
 
 mod filter;
 mod read;
+mod send_back;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -12,6 +13,7 @@ use super::Result;
 use super::sql::SqlStore;
 
 pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, Operation, PageRequest, parse_time};
+pub(super) use send_back::send_back;
 
 /// Status of a failed message, mirrored by a CHECK constraint in SQL. An operator retries
 /// `pending` and `failed` ones and deletes any but a `retrying` one ([`Operation`]).
