@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
-use super::sql::{Dialect, Run, SqlStore, Statement};
+use super::sql::{Change, Dialect, Run, Sql, SqlStore, Statement, clock};
 use super::{Hold, Result, StoreError, headers_json, parse_headers};
 
 /// A message a handler published to an AMQP exchange, waiting in the outbox.
@@ -163,4 +163,81 @@ impl<S: SqlStore + OutboxSql> Outbox for S {
     ) -> Result<()> {
         self.settle_taken(hold, sent, undeliverable).await
     }
+}
+
+/// Settle a relay's claim as MariaDB/MySQL and SQLite do, inside the transaction `conn` is
+/// in, at the store's clock: see [`Outbox::outbox_sent`]. PostgreSQL does it in one
+/// statement.
+pub(super) async fn settle_sent<DB: Sql>(
+    conn: &mut DB::Connection,
+    sent: &[i64],
+    undeliverable: &[Undeliverable],
+) -> Result<()> {
+    if sent.is_empty() && undeliverable.is_empty() {
+        return Ok(());
+    }
+    let now = clock::<DB>(conn).await?;
+    if !sent.is_empty() {
+        let mut resolved = QueryBuilder::<DB>::new(
+            "UPDATE failed_messages SET status = 'resolved', resolved_at = ",
+        );
+        resolved
+            .value(now)
+            .push(" WHERE status = 'retrying' AND source = ");
+        resolved.value(FAILED_SOURCE);
+        resolved.push(" AND message_id IN (SELECT id FROM outbox WHERE seq IN (");
+        resolved.list(sent.iter().copied()).push("))");
+        DB::execute(conn, &mut resolved).await?;
+    }
+    for u in undeliverable {
+        let mut failed = QueryBuilder::<DB>::new(
+            "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
+                                          queue, kind, headers, payload, error, attempts, status,
+                                          failed_at, source_exchange, source_routing_key)
+             SELECT id, plugin, '', '', ",
+        );
+        failed
+            .value(FAILED_SOURCE)
+            .push(", '', kind, headers, payload, ");
+        failed
+            .value(u.error.as_str())
+            .push(", 1, 'failed', ")
+            .value(now);
+        failed
+            .push(", exchange, routing_key FROM outbox WHERE seq = ")
+            .value(u.seq);
+        let changes = [
+            ("error", Change::Take),
+            ("attempts", Change::Add),
+            ("status", Change::Take),
+            ("failed_at", Change::Take),
+        ];
+        DB::push_upsert(
+            &mut failed,
+            "failed_messages",
+            &["message_id", "plugin"],
+            &changes,
+        );
+        DB::execute(conn, &mut failed).await?;
+        let mut attempt = QueryBuilder::<DB>::new(
+            "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
+                                         error, delay_ms, at)
+             SELECT o.id, o.plugin, '', '', f.attempts, ",
+        );
+        attempt.value(u.error.as_str()).push(", NULL, ").value(now);
+        attempt.push(
+            " FROM outbox o JOIN failed_messages f ON f.message_id = o.id AND f.plugin = o.plugin
+              WHERE o.seq = ",
+        );
+        attempt.value(u.seq);
+        DB::execute(conn, &mut attempt).await?;
+    }
+    let done = sent
+        .iter()
+        .copied()
+        .chain(undeliverable.iter().map(|u| u.seq));
+    let mut mark = QueryBuilder::<DB>::new("UPDATE outbox SET sent_at = ");
+    mark.value(now).push(" WHERE seq IN (").list(done).push(")");
+    DB::execute(conn, &mut mark).await?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use sqlx::{MySql, QueryBuilder};
 
 use super::MySqlStore;
 use super::{now, push_list, uuid_text};
-use crate::store::outbox::{FAILED_SOURCE, OutboxSql, outbox_message};
+use crate::store::outbox::{OutboxSql, outbox_message, settle_sent};
 use crate::store::{Hold, OutboxClaim, Result, Undeliverable};
 
 /// How long a relay holds the rows it took before another may send them.
@@ -56,66 +56,8 @@ impl OutboxSql for MySqlStore {
         sent: &[i64],
         undeliverable: &[Undeliverable],
     ) -> Result<()> {
-        if sent.is_empty() && undeliverable.is_empty() {
-            return Ok(());
-        }
         let mut tx = self.pool.begin().await?;
-        let now = now(&mut tx).await?;
-        if !sent.is_empty() {
-            let mut resolved = QueryBuilder::<MySql>::new(
-                "UPDATE failed_messages f JOIN outbox o ON o.id = f.message_id
-                 SET f.status = 'resolved', f.resolved_at = ",
-            );
-            resolved
-                .push_bind(now)
-                .push(" WHERE f.status = 'retrying' AND f.source = ")
-                .push_bind(FAILED_SOURCE)
-                .push(" AND o.seq IN (");
-            push_list(&mut resolved, sent.iter().copied());
-            resolved.push(")");
-            resolved.build().execute(&mut *tx).await?;
-        }
-        for u in undeliverable {
-            sqlx::query(
-                "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
-                                              queue, kind, headers, payload, error, attempts, status,
-                                              failed_at, source_exchange, source_routing_key)
-                 SELECT id, plugin, '', '', ?, '', kind, headers, payload, ?, 1, 'failed', ?,
-                        exchange, routing_key
-                 FROM outbox WHERE seq = ?
-                 ON DUPLICATE KEY UPDATE error = VALUES(error), attempts = attempts + 1,
-                                         status = 'failed', failed_at = VALUES(failed_at)",
-            )
-            .bind(FAILED_SOURCE)
-            .bind(&u.error)
-            .bind(now)
-            .bind(u.seq)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO attempt_errors (message_id, plugin, plugin_version, plugin_sha256, attempt,
-                                             error, delay_ms, at)
-                 SELECT o.id, o.plugin, '', '', f.attempts, ?, NULL, ?
-                 FROM outbox o JOIN failed_messages f ON f.message_id = o.id AND f.plugin = o.plugin
-                 WHERE o.seq = ?",
-            )
-            .bind(&u.error)
-            .bind(now)
-            .bind(u.seq)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut done =
-            QueryBuilder::<MySql>::new("UPDATE outbox SET locked_until = NULL, sent_at = ");
-        done.push_bind(now).push(" WHERE seq IN (");
-        push_list(
-            &mut done,
-            sent.iter()
-                .copied()
-                .chain(undeliverable.iter().map(|u| u.seq)),
-        );
-        done.push(")");
-        done.build().execute(&mut *tx).await?;
+        settle_sent::<MySql>(&mut tx, sent, undeliverable).await?;
         tx.commit().await?;
         Ok(())
     }
