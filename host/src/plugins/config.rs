@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
-use crate::runtime::{EffectOverrides, MIN_REASON_BYTES, Requested, RuntimeConfig};
+use crate::runtime::{
+    EffectOverrides, Limits, MIN_REASON_BYTES, Requested, RuntimeConfig, ceiling,
+};
 use crate::setting::InvalidSetting;
 use crate::store::StateQuota;
 
@@ -116,93 +118,26 @@ impl PluginConfig {
         }
     }
 
-    /// The first effect limit set above its ceiling: the setting, its value, the
-    /// ceiling's name and value.
-    fn effect_limit_above(
+    /// The first effect limit or state quota set above its ceiling: the setting, its
+    /// value, the ceiling's setting and value.
+    fn limit_above(
         &self,
         r: &RuntimeConfig,
         max_payload_bytes: usize,
-    ) -> Option<(&'static str, u64, &'static str, u64)> {
-        let n = |v: Option<u32>| v.map(u64::from);
-        let b = |v: Option<usize>| v.map(|v| v as u64);
-        [
-            (
-                "max_publishes",
-                n(self.max_publishes),
-                "runtime.max_publishes",
-                r.max_publishes as u64,
-            ),
-            (
-                "max_payload_bytes",
-                b(self.max_payload_bytes),
-                "inbox.max_payload_bytes",
-                max_payload_bytes as u64,
-            ),
-            (
-                "max_effect_bytes",
-                b(self.max_effect_bytes),
-                "runtime.max_effect_bytes",
-                r.max_effect_bytes as u64,
-            ),
-            (
-                "max_state_reads",
-                n(self.max_state_reads),
-                "runtime.max_state_reads",
-                r.max_state_reads as u64,
-            ),
-            (
-                "max_state_writes",
-                n(self.max_state_writes),
-                "runtime.max_state_writes",
-                r.max_state_writes as u64,
-            ),
-            (
-                "max_state_value_bytes",
-                b(self.max_state_value_bytes),
-                "runtime.max_state_value_bytes",
-                r.max_state_value_bytes as u64,
-            ),
-            (
-                "max_log_lines",
-                n(self.max_log_lines),
-                "runtime.max_log_lines",
-                r.max_log_lines as u64,
-            ),
-            (
-                "max_log_bytes",
-                b(self.max_log_bytes),
-                "runtime.max_log_bytes",
-                r.max_log_bytes as u64,
-            ),
-            (
-                "max_stdio_bytes",
-                b(self.max_stdio_bytes),
-                "runtime.max_stdio_bytes",
-                r.max_stdio_bytes as u64,
-            ),
-            (
-                "max_reason_bytes",
-                b(self.max_reason_bytes),
-                "runtime.max_reason_bytes",
-                r.max_reason_bytes as u64,
-            ),
-            (
-                "max_state_keys",
-                self.max_state_keys,
-                "runtime.max_state_keys",
-                r.max_state_keys,
-            ),
-            (
-                "max_state_bytes",
-                self.max_state_bytes,
-                "runtime.max_state_bytes",
-                r.max_state_bytes,
-            ),
-        ]
-        .into_iter()
-        .find_map(|(key, value, ceiling, max)| {
-            value.filter(|v| *v > max).map(|v| (key, v, ceiling, max))
-        })
+    ) -> Option<(&'static str, u64, String, u64)> {
+        let ceilings = Limits::from_config(r, max_payload_bytes).effects.settings();
+        let quotas = [
+            ("max_state_keys", self.max_state_keys, r.max_state_keys),
+            ("max_state_bytes", self.max_state_bytes, r.max_state_bytes),
+        ];
+        (self.limits().effects.settings().into_iter())
+            .zip(ceilings)
+            .map(|((key, value), (_, max))| (key, value, max))
+            .chain(quotas)
+            .find_map(|(key, value, max)| {
+                let ceiling = format!("{}.{key}", ceiling(key));
+                value.filter(|v| *v > max).map(|v| (key, v, ceiling, max))
+            })
     }
 
     /// The section of plugin `name`: its limits within the runtime's `r` (published
@@ -244,9 +179,7 @@ impl PluginConfig {
             u64::MAX,
         ) {
             format!("max_reason_bytes must be at least {MIN_REASON_BYTES}")
-        } else if let Some((key, value, ceiling, max)) =
-            self.effect_limit_above(r, max_payload_bytes)
-        {
+        } else if let Some((key, value, ceiling, max)) = self.limit_above(r, max_payload_bytes) {
             format!(
                 "{key} {value} is above {ceiling} ({max}); raise {ceiling} to give this plugin more"
             )

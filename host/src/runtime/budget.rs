@@ -1,6 +1,6 @@
 //! What one call may do through the imports: how many messages it publishes and how big,
 //! how many state keys it reads and writes and how big the values are, how much its
-//! effects weigh in all, how much it logs. [`EffectLimits`] are the numbers; a call's
+//! effects weigh in all, how much it logs. [`EffectLimits`] are the numbers (`effect_limits`); a call's
 //! [`Budget`] charges each import against them as the guest calls it, so the host never
 //! buffers more than they allow, and names the limit a call went over
 //! ([`LimitExceeded`]): the call ends there and is rejected, since it would go over again.
@@ -8,78 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// What one call of a plugin may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EffectLimits {
-    /// Messages published.
-    pub max_publishes: u32,
-    /// Bytes of one published payload.
-    pub max_payload_bytes: usize,
-    /// Bytes of everything buffered: published messages (kind, destination, headers,
-    /// payload) and state writes (key, value).
-    pub max_effect_bytes: usize,
-    /// State keys read from the store.
-    pub max_state_reads: u32,
-    /// State writes and deletes.
-    pub max_state_writes: u32,
-    /// Bytes of one state value.
-    pub max_state_value_bytes: usize,
-    /// Log lines; the excess is dropped and counted.
-    pub max_log_lines: u32,
-    /// Bytes of log lines (message and fields); the excess is dropped and counted.
-    pub max_log_bytes: usize,
-    /// Bytes of stdout and of stderr kept; the excess is dropped and counted.
-    pub max_stdio_bytes: usize,
-    /// Bytes of the reason a call ends with; a longer one is cut with a marker.
-    pub max_reason_bytes: usize,
-}
-
-/// A plugin's own values of some [`EffectLimits`] (its `[plugin.<name>]` section);
-/// `None` keeps the host's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EffectOverrides {
-    /// See [`EffectLimits::max_publishes`].
-    pub max_publishes: Option<u32>,
-    /// See [`EffectLimits::max_payload_bytes`].
-    pub max_payload_bytes: Option<usize>,
-    /// See [`EffectLimits::max_effect_bytes`].
-    pub max_effect_bytes: Option<usize>,
-    /// See [`EffectLimits::max_state_reads`].
-    pub max_state_reads: Option<u32>,
-    /// See [`EffectLimits::max_state_writes`].
-    pub max_state_writes: Option<u32>,
-    /// See [`EffectLimits::max_state_value_bytes`].
-    pub max_state_value_bytes: Option<usize>,
-    /// See [`EffectLimits::max_log_lines`].
-    pub max_log_lines: Option<u32>,
-    /// See [`EffectLimits::max_log_bytes`].
-    pub max_log_bytes: Option<usize>,
-    /// See [`EffectLimits::max_stdio_bytes`].
-    pub max_stdio_bytes: Option<usize>,
-    /// See [`EffectLimits::max_reason_bytes`].
-    pub max_reason_bytes: Option<usize>,
-}
-
-impl EffectLimits {
-    /// These limits with a plugin's own values applied (config validation keeps them
-    /// within these).
-    pub fn overridden_by(&self, o: &EffectOverrides) -> Self {
-        Self {
-            max_publishes: o.max_publishes.unwrap_or(self.max_publishes),
-            max_payload_bytes: o.max_payload_bytes.unwrap_or(self.max_payload_bytes),
-            max_effect_bytes: o.max_effect_bytes.unwrap_or(self.max_effect_bytes),
-            max_state_reads: o.max_state_reads.unwrap_or(self.max_state_reads),
-            max_state_writes: o.max_state_writes.unwrap_or(self.max_state_writes),
-            max_state_value_bytes: o
-                .max_state_value_bytes
-                .unwrap_or(self.max_state_value_bytes),
-            max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
-            max_log_bytes: o.max_log_bytes.unwrap_or(self.max_log_bytes),
-            max_stdio_bytes: o.max_stdio_bytes.unwrap_or(self.max_stdio_bytes),
-            max_reason_bytes: o.max_reason_bytes.unwrap_or(self.max_reason_bytes),
-        }
-    }
-}
+use super::effect_limits::{EffectLimits, ceiling};
 
 /// One of the limits a call can go over (the log and stdio limits drop instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,14 +39,6 @@ impl Limit {
             Self::StateValueBytes => "max_state_value_bytes",
         }
     }
-
-    /// The section whose setting is the most a plugin may be given.
-    fn ceiling(self) -> &'static str {
-        match self {
-            Self::PayloadBytes => "[inbox]",
-            _ => "[runtime]",
-        }
-    }
 }
 
 /// A call went over one of its limits.
@@ -136,10 +57,10 @@ impl fmt::Display for LimitExceeded {
         let setting = self.limit.setting();
         write!(
             f,
-            "{}; raise [plugin.{}] {setting} (at most {} {setting}) if this is legitimate",
+            "{}; raise [plugin.{}] {setting} (at most [{}] {setting}) if this is legitimate",
             self.what,
             self.plugin,
-            self.limit.ceiling()
+            ceiling(setting)
         )
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::RuntimeConfig;
-use super::budget::{EffectLimits, EffectOverrides};
+use super::effect_limits::{EffectLimits, EffectOverrides};
 
 /// Limits applied to one plugin's instances and calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ mod bindings;
 mod budget;
 mod cache;
 mod config;
+mod effect_limits;
 mod host_state;
 mod limits;
 mod plugin;
@@ -42,8 +43,9 @@ use host_state::HostState;
 use limits::MemoryLimiter;
 use stdio::Captured;
 
-pub use budget::{EffectLimits, EffectOverrides, Limit, LimitExceeded};
+pub use budget::{Limit, LimitExceeded};
 pub use config::{MAX_REASON_BYTES, MIN_REASON_BYTES, RuntimeConfig};
+pub use effect_limits::{EffectLimits, EffectOverrides, ceiling};
 pub use host_state::CallContext;
 pub use limits::{Limits, Requested};
 pub use plugin::{LoadError, Manifest, Plugin};
