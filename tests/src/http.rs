@@ -77,6 +77,16 @@ pub async fn send(
     (status, body)
 }
 
+/// `GET path` as `token`.
+pub async fn get(base: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    send(base, Method::GET, path, Some(token), None).await
+}
+
+/// `POST path` as `token`, no body.
+pub async fn post(base: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    send(base, Method::POST, path, Some(token), None).await
+}
+
 /// `method path` with `token` (if any), no body.
 pub async fn call(
     base: &str,

@@ -5,7 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_tests::http::{OPERATE, READ, call, send, serve};
+use wharf_tests::http::{OPERATE, READ, call, get, post, send, serve};
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(
@@ -84,13 +84,13 @@ async fn each_route_answers_by_the_callers_scope() {
         }
         assert!(allowed(operate), "{method} {path}: {operate}");
     }
-    let (status, body) = call(&base, Method::GET, "/api/messages/failed/abc", Some(READ)).await;
+    let (status, body) = get(&base, "/api/messages/failed/abc", READ).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body["error"].as_str().unwrap().contains("is not a number"),
         "{body}"
     );
-    let (status, body) = call(&base, Method::GET, "/api/nothing", Some(READ)).await;
+    let (status, body) = get(&base, "/api/nothing", READ).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         body["error"].as_str().unwrap().contains("no such endpoint"),
@@ -104,27 +104,27 @@ async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend:
     host.publish("test", "test.reject", json!({})).await;
     host.drain().await;
 
-    let (status, list) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    let (status, list) = get(&base, "/api/messages/failed", READ).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["total"], 1);
     let id = list["items"][0]["id"].as_i64().unwrap();
     let path = format!("/api/messages/failed/{id}");
-    let (status, one) = call(&base, Method::GET, &path, Some(READ)).await;
+    let (status, one) = get(&base, &path, READ).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["message"]["kind"], "test.reject");
     assert_eq!(one["attempts"].as_array().unwrap().len(), 1, "{one}");
 
     let retry = format!("/api/messages/retry/{id}");
-    let (status, retried) = call(&base, Method::POST, &retry, Some(OPERATE)).await;
+    let (status, retried) = post(&base, &retry, OPERATE).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["retried"], 1);
-    let (_, test) = call(&base, Method::GET, "/api/queues/test/stats", Some(READ)).await;
+    let (_, test) = get(&base, "/api/queues/test/stats", READ).await;
     assert_eq!(test["message_count"], 1, "{test}");
     host.drain().await;
 
     let (status, _) = call(&base, Method::DELETE, &path, Some(OPERATE)).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(&base, Method::GET, &path, Some(READ)).await;
+    let (status, body) = get(&base, &path, READ).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         body["error"]
@@ -137,7 +137,7 @@ async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend:
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Each call that changed something, or tried to, by the token's name, newest first.
-    let (status, audit) = call(&base, Method::GET, "/api/audit", Some(READ)).await;
+    let (status, audit) = get(&base, "/api/audit", READ).await;
     assert_eq!(status, StatusCode::OK);
     let trail: Vec<(String, String, String)> = audit["items"]
         .as_array()
@@ -160,7 +160,7 @@ async fn failed_messages_are_listed_shown_retried_and_deleted_over_http(backend:
     );
     assert_eq!(trail[2].1, "retry");
     assert!(trail.iter().all(|(who, _, _)| who == "ops"));
-    let (status, body) = call(&base, Method::GET, "/api/audit?limit=0", Some(READ)).await;
+    let (status, body) = get(&base, "/api/audit?limit=0", READ).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
@@ -239,7 +239,7 @@ async fn wharf_run_and_serve_serve_the_api_until_they_stop() {
             assert!(host.try_wait().unwrap().is_none(), "wharf {command} exited");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let (status, _) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+        let (status, _) = get(&base, "/api/queues", READ).await;
         assert_eq!(
             status,
             StatusCode::OK,
@@ -277,7 +277,7 @@ async fn wharf_run_and_serve_serve_the_api_until_they_stop() {
 }
 
 /// `POST /api/messages/publish` with `body` as the operator.
-async fn post(base: &str, body: Value) -> (StatusCode, Value) {
+async fn publish(base: &str, body: Value) -> (StatusCode, Value) {
     let path = "/api/messages/publish";
     send(base, Method::POST, path, Some(OPERATE), Some(&body)).await
 }
@@ -287,16 +287,16 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
     let base = serve(&host).await;
     let id = uuid::Uuid::now_v7();
     let to_queue = json!({ "queue": "test", "kind": "test.noop", "message": { "n": 1 }, "id": id });
-    let (status, answer) = post(&base, to_queue.clone()).await;
+    let (status, answer) = publish(&base, to_queue.clone()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer, json!({ "id": id, "queue": "test", "queued": true }));
-    let (_, again) = post(&base, to_queue).await;
+    let (_, again) = publish(&base, to_queue).await;
     assert_eq!(again["queued"], false, "a repeated id is queued once");
     host.drain().await;
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
 
     // The seed's shape: exchange, routing key, message; the kind is the routing key.
-    let (status, answer) = post(
+    let (status, answer) = publish(
         &base,
         json!({ "exchange": "orders", "routing_key": "order.created", "message": { "n": 2 } }),
     )
@@ -326,13 +326,13 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
         ),
     ];
     for (body, expected) in refused {
-        let (status, answer) = post(&base, body.clone()).await;
+        let (status, answer) = publish(&base, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let error = answer["error"].as_str().unwrap();
         assert!(error.contains(expected), "{body}: {error}");
     }
     let big = "x".repeat(host.config.inbox.max_payload_bytes);
-    let (status, answer) = post(
+    let (status, answer) = publish(
         &base,
         json!({ "queue": "test", "kind": "k", "message": big }),
     )
@@ -360,7 +360,7 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
             .contains("not a publish request")
     );
 
-    let (_, audit) = call(&base, Method::GET, "/api/audit?limit=1000", Some(READ)).await;
+    let (_, audit) = get(&base, "/api/audit?limit=1000", READ).await;
     let publishes = audit["items"]
         .as_array()
         .unwrap()

@@ -8,7 +8,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wharf_host::envelope::NewMessage;
-use wharf_tests::http::{OPERATE, READ, call, send, serve};
+use wharf_tests::http::{self, OPERATE, READ, call, send, serve};
 use wharf_tests::{Backend, conformance};
 
 conformance!(
@@ -24,7 +24,7 @@ const UNHANDLED: usize = 5;
 
 /// `GET path` as a reader, expecting 200.
 async fn get(base: &str, path: &str) -> Value {
-    let (status, body) = call(base, Method::GET, path, Some(READ)).await;
+    let (status, body) = http::get(base, path, READ).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     body
 }
@@ -36,7 +36,7 @@ async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
 
 /// The error of a 400 answer to `GET path`.
 async fn refused(base: &str, path: &str) -> String {
-    let (status, body) = call(base, Method::GET, path, Some(READ)).await;
+    let (status, body) = http::get(base, path, READ).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
     body["error"].as_str().unwrap().to_owned()
 }
@@ -302,13 +302,7 @@ async fn a_purge_returns_the_retried_messages_of_its_queue_to_failed(backend: Ba
         (StatusCode::OK, Some(20)),
         "{body}"
     );
-    let (status, body) = call(
-        &base,
-        Method::POST,
-        "/api/queues/test/purge?confirm=test",
-        Some(OPERATE),
-    )
-    .await;
+    let (status, body) = http::post(&base, "/api/queues/test/purge?confirm=test", OPERATE).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         host.count("SELECT COUNT(*) FROM failed_messages WHERE status = 'failed'")

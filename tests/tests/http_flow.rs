@@ -7,7 +7,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wharf_host::dispatch::report::report_flow;
-use wharf_tests::http::{READ, call, serve};
+use wharf_tests::http::{READ, call, get, serve};
 use wharf_tests::{Backend, Host, conformance, test_config};
 
 conformance!(two_hosts_flow_is_added_up_per_minute_by_queue_and_plugin,);
@@ -58,7 +58,7 @@ async fn two_hosts_flow_is_added_up_per_minute_by_queue_and_plugin(backend: Back
     b.unwrap();
 
     let base = serve(&first).await;
-    let (status, flow) = call(&base, Method::GET, "/api/flow?minutes=5", Some(READ)).await;
+    let (status, flow) = get(&base, "/api/flow?minutes=5", READ).await;
     assert_eq!(status, StatusCode::OK, "{flow}");
     assert_eq!(flow["minutes"], 5);
     assert_eq!(flow["minute_ms"], 60_000);
@@ -92,7 +92,7 @@ async fn two_hosts_flow_is_added_up_per_minute_by_queue_and_plugin(backend: Back
     report_flow(&*first.store, &first.dispatcher, "host-a/1")
         .await
         .unwrap();
-    let (_, flow) = call(&base, Method::GET, "/api/flow", Some(READ)).await;
+    let (_, flow) = get(&base, "/api/flow", READ).await;
     assert_eq!(flow["minutes"], 60, "an hour unless asked");
     assert_eq!(sum(&named(&flow["queues"], "test")["handled"]), 9);
     assert_eq!(sum(&named(&flow["plugins"], "noop")["calls"]), 9);
@@ -123,13 +123,7 @@ async fn bad_parameters_are_a_400_naming_the_problem() {
         ("minutes=%zz%", "minutes"),
     ];
     for (query, says) in cases {
-        let (status, body) = call(
-            &base,
-            Method::GET,
-            &format!("/api/flow?{query}"),
-            Some(READ),
-        )
-        .await;
+        let (status, body) = get(&base, &format!("/api/flow?{query}"), READ).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         let error = body["error"].as_str().unwrap_or_else(|| panic!("{body}"));
         assert!(
@@ -147,7 +141,7 @@ async fn bad_parameters_are_a_400_naming_the_problem() {
     }
     let (status, _) = call(&base, Method::GET, "/api/flow", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, flow) = call(&base, Method::GET, "/api/flow?minutes=1", Some(READ)).await;
+    let (status, flow) = get(&base, "/api/flow?minutes=1", READ).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         flow["queues"],

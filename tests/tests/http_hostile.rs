@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_tests::http::{BODY_LIMIT, OPERATE, READ, call, send, serve};
+use wharf_tests::http::{BODY_LIMIT, OPERATE, READ, call, get, send, serve};
 use wharf_tests::{Backend, Host};
 
 /// `request` written as it is to `base`'s server; the raw answer, read until the server
@@ -55,7 +55,7 @@ async fn every_error_is_json_even_those_the_routes_never_see() {
         body["error"],
         "PUT is not allowed on /api/queues; it takes GET,HEAD"
     );
-    let (status, body) = call(&base, Method::GET, "/api/messages/failed/%FF", Some(READ)).await;
+    let (status, body) = get(&base, "/api/messages/failed/%FF", READ).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("UTF-8"), "{body}");
 
@@ -126,11 +126,10 @@ async fn filters_longer_than_anything_they_could_match_are_a_400_naming_the_limi
         ("e".repeat(50_000), "e".repeat(50_000)),
         ("%".repeat(25_001), "%25".repeat(1_025)),
     ] {
-        let (status, body) = call(
+        let (status, body) = get(
             &base,
-            Method::GET,
             &format!("/api/messages/failed?error={in_query}"),
-            Some(READ),
+            READ,
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -155,7 +154,7 @@ async fn filters_longer_than_anything_they_could_match_are_a_400_naming_the_limi
             );
         }
     }
-    let (_, page) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    let (_, page) = get(&base, "/api/messages/failed", READ).await;
     assert_eq!(page["total"], 1, "nothing was retried or deleted");
 }
 
@@ -190,7 +189,7 @@ async fn a_get_with_a_body_gets_its_whole_answer() {
     let payload = json!({ "blob": "b".repeat(900 << 10) });
     host.publish("test", "test.reject", payload).await;
     host.drain().await;
-    let (_, page) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    let (_, page) = get(&base, "/api/messages/failed", READ).await;
     let id = page["items"][0]["id"].as_i64().unwrap();
     let body = vec![b'x'; 2 << 20];
     for attempt in 0..20 {
@@ -352,13 +351,7 @@ async fn a_page_of_large_failed_messages_carries_their_sizes_not_their_payloads(
         );
     }
     let id = items[0]["id"].as_i64().unwrap();
-    let (_, detail) = call(
-        &base,
-        Method::GET,
-        &format!("/api/messages/failed/{id}"),
-        Some(READ),
-    )
-    .await;
+    let (_, detail) = get(&base, &format!("/api/messages/failed/{id}"), READ).await;
     assert!(
         detail["message"]["payload"].as_str().unwrap().len() > 500 << 10,
         "one message's detail has its payload"

@@ -7,10 +7,10 @@
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
-use wharf_tests::http::{OPERATE, READ, call, serve};
+use wharf_tests::http::{OPERATE, READ, get, post, serve};
 use wharf_tests::{
     Backend, Host, amqp_url, confirming_channel, conformance, plugin_wasm, unique_name,
 };
@@ -37,7 +37,7 @@ async fn an_inbox_queue_is_shown_and_purged_only_when_confirmed(backend: Backend
     for _ in 0..5 {
         host.publish("test", "test.noop", json!({})).await;
     }
-    let (status, queues) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+    let (status, queues) = get(&base, "/api/queues", READ).await;
     assert_eq!(status, StatusCode::OK);
     let test = queues
         .as_array()
@@ -53,14 +53,14 @@ async fn an_inbox_queue_is_shown_and_purged_only_when_confirmed(backend: Backend
         test["oldest_age_seconds"].as_f64().unwrap() >= 0.0,
         "{test}"
     );
-    let (status, mut stats) = call(&base, Method::GET, "/api/queues/test/stats", Some(READ)).await;
+    let (status, mut stats) = get(&base, "/api/queues/test/stats", READ).await;
     assert_eq!(status, StatusCode::OK);
     let mut listed = test.clone();
     for q in [&mut stats, &mut listed] {
         q.as_object_mut().unwrap().remove("oldest_age_seconds");
     }
     assert_eq!(stats, listed, "one queue's numbers are the list's");
-    let (status, body) = call(&base, Method::GET, "/api/queues/nope/stats", Some(READ)).await;
+    let (status, body) = get(&base, "/api/queues/nope/stats", READ).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     for (path, token, expected, says) in [
@@ -89,7 +89,7 @@ async fn an_inbox_queue_is_shown_and_purged_only_when_confirmed(backend: Backend
             "no queue",
         ),
     ] {
-        let (status, body) = call(&base, Method::POST, path, Some(token)).await;
+        let (status, body) = post(&base, path, token).await;
         assert_eq!(status, expected, "{path}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(says),
@@ -101,20 +101,14 @@ async fn an_inbox_queue_is_shown_and_purged_only_when_confirmed(backend: Backend
         5,
         "nothing purged yet"
     );
-    let (status, purged) = call(
-        &base,
-        Method::POST,
-        "/api/queues/test/purge?confirm=test",
-        Some(OPERATE),
-    )
-    .await;
+    let (status, purged) = post(&base, "/api/queues/test/purge?confirm=test", OPERATE).await;
     assert_eq!(status, StatusCode::OK, "{purged}");
     assert_eq!(
         purged,
         json!({ "queue": "test", "source": "inbox", "purged": 5 })
     );
     assert_eq!(host.count("SELECT COUNT(*) FROM inbox").await, 0);
-    let (_, audit) = call(&base, Method::GET, "/api/audit", Some(READ)).await;
+    let (_, audit) = get(&base, "/api/audit", READ).await;
     let actions: Vec<&str> = audit["items"]
         .as_array()
         .unwrap()
@@ -158,23 +152,17 @@ async fn a_consumed_amqp_queue_is_shown_and_purged() {
     .await;
     let base = serve(&host).await;
     let path = format!("/api/queues/{queue}/stats");
-    let (status, stats) = call(&base, Method::GET, &path, Some(READ)).await;
+    let (status, stats) = get(&base, &path, READ).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(
         stats,
         json!({ "name": queue, "source": "amqp", "message_count": 3, "consumer_count": 0, "dead_letters": null, "failed": 0, "handled_per_minute": 0 })
     );
     let path = format!("/api/queues/{queue}/purge?confirm={queue}");
-    let (status, purged) = call(&base, Method::POST, &path, Some(OPERATE)).await;
+    let (status, purged) = post(&base, &path, OPERATE).await;
     assert_eq!(status, StatusCode::OK, "{purged}");
     assert_eq!(purged["purged"], 3);
-    let (_, stats) = call(
-        &base,
-        Method::GET,
-        &format!("/api/queues/{queue}/stats"),
-        Some(READ),
-    )
-    .await;
+    let (_, stats) = get(&base, &format!("/api/queues/{queue}/stats"), READ).await;
     assert_eq!(stats["message_count"], 0);
 
     // A broker that cannot be reached: the inbox queues are still listed, each consumed
@@ -186,7 +174,7 @@ async fn a_consumed_amqp_queue_is_shown_and_purged() {
     .await;
     offline.publish("test", "test.noop", json!({})).await;
     let base = serve(&offline).await;
-    let (status, queues) = call(&base, Method::GET, "/api/queues", Some(READ)).await;
+    let (status, queues) = get(&base, "/api/queues", READ).await;
     assert_eq!(status, StatusCode::OK, "{queues}");
     let queues = queues.as_array().unwrap();
     assert_eq!(queues.len(), 2, "{queues:?}");
@@ -250,13 +238,7 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
     let (status, _) = upload(OPERATE, v2).await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let (status, history) = call(
-        &base,
-        Method::GET,
-        "/api/plugins/versioned/history",
-        Some(READ),
-    )
-    .await;
+    let (status, history) = get(&base, "/api/plugins/versioned/history", READ).await;
     assert_eq!(status, StatusCode::OK);
     let versions: Vec<&str> = history["deployments"]
         .as_array()
@@ -265,13 +247,7 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
         .map(|d| d["version"].as_str().unwrap())
         .collect();
     assert_eq!(versions, ["2.0.0", "1.0.0"]);
-    let (status, rolled) = call(
-        &base,
-        Method::POST,
-        "/api/plugins/versioned/rollback",
-        Some(OPERATE),
-    )
-    .await;
+    let (status, rolled) = post(&base, "/api/plugins/versioned/rollback", OPERATE).await;
     assert_eq!(status, StatusCode::OK, "{rolled}");
     assert_eq!(
         (
@@ -280,26 +256,14 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
         ),
         (Some("2.0.0"), Some("1.0.0"))
     );
-    let (status, body) = call(
-        &base,
-        Method::POST,
-        "/api/plugins/versioned/rollback",
-        Some(OPERATE),
-    )
-    .await;
+    let (status, body) = post(&base, "/api/plugins/versioned/rollback", OPERATE).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, body) = call(
-        &base,
-        Method::POST,
-        "/api/plugins/nope/rollback",
-        Some(OPERATE),
-    )
-    .await;
+    let (status, body) = post(&base, "/api/plugins/nope/rollback", OPERATE).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = call(&base, Method::GET, "/api/plugins/nope/history", Some(READ)).await;
+    let (status, body) = get(&base, "/api/plugins/nope/history", READ).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
-    let (status, plugins) = call(&base, Method::GET, "/api/plugins", Some(READ)).await;
+    let (status, plugins) = get(&base, "/api/plugins", READ).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(plugins["served"][0]["name"], "noop", "{plugins}");
     let registry: Vec<(&str, &str)> = plugins["registry"]
@@ -346,7 +310,7 @@ async fn the_dashboard_is_served_and_told_who_calls() {
         assert!(response.text().await.unwrap().contains(contains), "{path}");
     }
     for (token, name, scope) in [(READ, "viewer", "read"), (OPERATE, "ops", "operate")] {
-        let (status, me) = call(&base, Method::GET, "/api/whoami", Some(token)).await;
+        let (status, me) = get(&base, "/api/whoami", token).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(me, json!({ "name": name, "scope": scope }));
     }

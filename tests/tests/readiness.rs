@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_tests::http::{READ, call, serve};
+use wharf_tests::http::{READ, call, get, serve};
 use wharf_tests::proxy::Proxy;
 use wharf_tests::{Backend, Host, wait_for};
 
@@ -43,7 +43,7 @@ async fn readiness_flips_while_postgresql_is_unreachable() {
     assert_eq!(body["failing"], json!(["database"]), "{body}");
     let why = body["checks"]["database"].as_str().unwrap();
     assert!(why.starts_with("the database"), "{why}");
-    let (status, body) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    let (status, body) = get(&base, "/api/messages/failed", READ).await;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -77,7 +77,7 @@ async fn readiness_flips_while_postgresql_is_unreachable() {
         async || ready(&base).await.0 == StatusCode::OK,
     )
     .await;
-    let (status, _) = call(&base, Method::GET, "/api/messages/failed", Some(READ)).await;
+    let (status, _) = get(&base, "/api/messages/failed", READ).await;
     assert_eq!(status, StatusCode::OK);
 }
 

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::sync::watch;
@@ -21,7 +20,7 @@ use wharf_host::plugins::fleet::Follower;
 use wharf_host::plugins::{Catalog, Source};
 use wharf_host::store::registry::{Deployed, Rollback};
 use wharf_host::transport::pump::StopWhen;
-use wharf_tests::http::{READ, call, serve};
+use wharf_tests::http::{READ, get, serve};
 use wharf_tests::{
     Backend, Host, artifact, conformance, fresh_mysql_database, fresh_postgres_schema,
     handled_once_by_their_version, plugin_wasm, wait_for,
@@ -35,7 +34,7 @@ conformance!(
 
 /// Each queue of `GET /api/queues` with its handled/min: (source, name, handled) rows.
 async fn handled_per_minute(base: &str) -> Vec<(String, String, u64)> {
-    let (status, queues) = call(base, Method::GET, "/api/queues", Some(READ)).await;
+    let (status, queues) = get(base, "/api/queues", READ).await;
     assert_eq!(status, 200, "{queues}");
     let row = |q: &Value| {
         let text = |key: &str| q[key].as_str().unwrap().to_owned();
