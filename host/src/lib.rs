@@ -60,8 +60,8 @@
 //!   handler runs again inside the settle (**resolved**), or past the settle's budget in
 //!   the next round (**rescheduled**).
 //! - **limit**: what one call may do (time, memory, publishes, bytes, state reads and
-//!   writes, logs; `runtime::budget`); a call over an effect limit is rejected, naming
-//!   the setting. **quota**: what one plugin's state may hold in all, checked at settle
+//!   writes, logs; one table of them in `runtime::effect_limits`, charged by
+//!   `runtime::budget`); a call over an effect limit is rejected, naming the setting. **quota**: what one plugin's state may hold in all, checked at settle
 //!   (`store::settle::quota`). **names**: the rules for kinds, queues, headers and keys.
 //! - **contended plugin**: one whose messages mostly read keys earlier messages of their
 //!   batch wrote; its messages run inside the settle, in order (`dispatch::contention`).

@@ -149,7 +149,7 @@ impl Dispatcher {
     /// `runtime.concurrency` messages at once (a slow one does not hold up the start of
     /// the others). A contended plugin is not run here: its messages run inside the
     /// settle ([`Verdict::RunAtSettle`]). When a plugin no batch has shown yet is due,
-    /// the first [`FIRST_LOOK`] messages run first and are measured, then the rest. The
+    /// the first `FIRST_LOOK` messages run first and are measured, then the rest. The
     /// settlements come back in the order of `messages`.
     pub async fn handle_batch(
         &self,

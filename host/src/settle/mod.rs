@@ -6,12 +6,12 @@
 //!    once any concurrent settle of the same messages finished, dropping the results of
 //!    plugins that settled them already);
 //! 2. **fence**: keep the messages the claim still holds; the others lost their claim
-//!    and nothing of theirs is written ([`fenced_off`]);
+//!    and nothing of theirs is written (`fenced_off`);
 //! 3. **lock and load** the state keys the batch read or wrote, and **resolve**: run the
 //!    stale and contended results again over the committed state and the batch's earlier
-//!    writes, through the dispatcher ([`resolve`], [`reruns`]);
+//!    writes, through the dispatcher (`resolve`, `reruns`);
 //! 4. **plan**: what the batch writes ([`SettlePlan`]), within the plugins' state quotas
-//!    (their usage locked; [`plan`]);
+//!    (their usage locked; `plan`);
 //! 5. **write** the plan, and **finish**: commit; roll back a batch that met the ledger's
 //!    key and mark its messages seen ([`crate::store::Inbox::mark_seen`]); run it again whole where the
 //!    store says the database broke a deadlock ([`crate::store::Inbox::settle_again`]).

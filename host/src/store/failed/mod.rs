@@ -16,7 +16,7 @@ pub use filter::{FailedFilter, FailedPage, MAX_SELECTED_IDS, Operation, PageRequ
 pub(super) use send_back::send_back;
 
 /// Status of a failed message, mirrored by a CHECK constraint in SQL. An operator retries
-/// `pending` and `failed` ones and deletes any but a `retrying` one ([`Operation`]).
+/// `pending` and `failed` ones and deletes any but a `retrying` one (`Operation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailedStatus {

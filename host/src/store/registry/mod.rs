@@ -1,7 +1,7 @@
 //! The fleet plugin registry's records: components stored by content hash, each plugin's
 //! deployments (the newest one not rolled back is active), and what each running host
 //! reports it serves. Written once over every SQL store; a store writes the lock that
-//! serializes deploys and rollbacks, and how hosts hear of them ([`RegistrySql`]).
+//! serializes deploys and rollbacks, and how hosts hear of them (`RegistrySql`).
 
 use std::future::Future;
 use std::time::Duration;

@@ -86,7 +86,7 @@ pub(crate) fn state_keys<'a>(batch: &[&'a Settlement]) -> BTreeSet<StateKey<'a>>
     keys
 }
 
-/// Rows to write for a batch, driver-neutral; built by [`SettlePlan::resolved`].
+/// Rows to write for a batch, driver-neutral; built by `SettlePlan::resolved`.
 #[derive(Default)]
 pub struct SettlePlan<'a> {
     /// What the plan does, by (message, plugin) pair.

@@ -2,7 +2,7 @@
 //! is built with the `otlp` feature and `[tracing] otlp_endpoint` is set. Spans are built
 //! with the ids wharf hands on in `traceparent` headers, so a plugin's publishes point at
 //! the exported span of the call that made them. Without the feature, or before
-//! [`install`], nothing is built or sent.
+//! `install`, nothing is built or sent.
 
 use std::time::SystemTime;
 
