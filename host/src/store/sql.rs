@@ -295,7 +295,7 @@ where
     }
 }
 
-/// A database the stores' shared statements run on.
+/// A database the stores' shared statements run on: one of the three.
 pub(super) trait Sql:
     Run
     + Bind<i64>
@@ -313,22 +313,9 @@ pub(super) trait Sql:
 {
 }
 
-impl<DB> Sql for DB where
-    DB: Run
-        + Bind<i64>
-        + Bind<String>
-        + for<'a> Bind<&'a str>
-        + for<'a> Bind<&'a [u8]>
-        + Bind<Option<i64>>
-        + Bind<Option<String>>
-        + Column<i64>
-        + Column<String>
-        + Column<Option<i64>>
-        + Column<Option<String>>
-        + Column<Vec<u8>>
-        + Column<Option<Vec<u8>>>
-{
-}
+impl Sql for Postgres {}
+impl Sql for MySql {}
+impl Sql for Sqlite {}
 
 /// Binding through [`Bind`] and the clock of [`Dialect`], for statements over any [`Sql`].
 pub(super) trait Statement<DB: Database> {
