@@ -12,7 +12,9 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{ClaimMode, Hold, PluginResult, PluginVersion, Settlement, StoreError};
+use wharf_host::store::{
+    ClaimMode, Hold, PluginResult, PluginVersion, SettleSummary, Settlement, StoreError,
+};
 use wharf_tests::{Backend, Host, conformance, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
@@ -43,6 +45,22 @@ fn handled(message: &Envelope, tag: &str) -> Settlement {
     }
 }
 
+/// Settle `batch`, held by `hold`, through the host's dispatcher.
+async fn settle(
+    host: &Host,
+    hold: Hold,
+    batch: &mut [Settlement],
+) -> Result<SettleSummary, StoreError> {
+    settle::claimed(
+        &*host.store,
+        hold,
+        batch,
+        &host.dispatcher,
+        Delays::Jittered,
+    )
+    .await
+}
+
 async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend) {
     let host = Host::start(backend, &["fixture-noop"]).await;
     host.publish("test", "test.noop", json!({})).await;
@@ -64,15 +82,9 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     assert_eq!(fast.len(), 1, "the expired lease lets another worker claim");
     assert_ne!(slow[0].lock_token, fast[0].lock_token);
 
-    let late = settle::claimed(
-        &*host.store,
-        Hold::Lease,
-        &mut [handled(&slow[0], "slow")],
-        &host.dispatcher,
-        Delays::Jittered,
-    )
-    .await
-    .unwrap();
+    let late = settle(&host, Hold::Lease, &mut [handled(&slow[0], "slow")])
+        .await
+        .unwrap();
     assert_eq!((late.fenced, late.handled), (1, 0));
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 0);
     assert_eq!(
@@ -82,25 +94,13 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     );
     assert_eq!(host.store.state_get("noop", "last").await.unwrap(), None);
 
-    let current = settle::claimed(
-        &*host.store,
-        Hold::Lease,
-        &mut [handled(&fast[0], "fast")],
-        &host.dispatcher,
-        Delays::Jittered,
-    )
-    .await
-    .unwrap();
+    let current = settle(&host, Hold::Lease, &mut [handled(&fast[0], "fast")])
+        .await
+        .unwrap();
     assert_eq!((current.fenced, current.handled), (0, 1));
-    let again = settle::claimed(
-        &*host.store,
-        Hold::Lease,
-        &mut [handled(&slow[0], "slow")],
-        &host.dispatcher,
-        Delays::Jittered,
-    )
-    .await
-    .unwrap();
+    let again = settle(&host, Hold::Lease, &mut [handled(&slow[0], "slow")])
+        .await
+        .unwrap();
     assert_eq!((again.fenced, again.handled), (1, 0));
     assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 1);
     let (last, version) = host.store.state_get("noop", "last").await.unwrap().unwrap();
@@ -157,15 +157,7 @@ async fn a_settle_writes_more_rows_than_one_statement_binds(backend: Backend) {
             settlement
         })
         .collect();
-    let settled = settle::claimed(
-        &*host.store,
-        claim.hold,
-        &mut batch,
-        &host.dispatcher,
-        Delays::Jittered,
-    )
-    .await
-    .unwrap();
+    let settled = settle(&host, claim.hold, &mut batch).await.unwrap();
     assert_eq!(settled.handled, MESSAGES as u64);
     let out = host
         .count("SELECT COUNT(*) FROM inbox WHERE queue = 'out'")
@@ -318,12 +310,10 @@ async fn held_claim_not_renewed(backend: Backend, lease: Duration) {
         .await
         .unwrap();
     tokio::time::sleep(lease * 4).await;
-    let settled = settle::claimed(
-        &*host.store,
+    let settled = settle(
+        &host,
         claim.hold,
         &mut [handled(&claim.messages[0], "late")],
-        &host.dispatcher,
-        Delays::Jittered,
     )
     .await;
     assert!(
