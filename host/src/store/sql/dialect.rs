@@ -11,6 +11,11 @@ pub(in crate::store) trait Dialect: Database {
     /// Push the clock the store's timestamps come from, in Unix milliseconds.
     fn push_now(query: &mut QueryBuilder<Self>);
 
+    /// The clock, where the store's is the host's (one process writes the database).
+    fn host_clock() -> Option<i64> {
+        None
+    }
+
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
@@ -31,7 +36,6 @@ pub(in crate::store) trait Dialect: Database {
         key: &[&str],
         columns: &[(&str, Change)],
     ) {
-        let greatest = Self::GREATEST;
         let updates: Vec<String> = columns
             .iter()
             .map(|&(c, change)| {
@@ -39,7 +43,7 @@ pub(in crate::store) trait Dialect: Database {
                 match change {
                     Change::Take => format!("{c} = {new}"),
                     Change::Add => format!("{c} = {table}.{c} + {new}"),
-                    Change::Greatest => format!("{c} = {greatest}({table}.{c}, {new})"),
+                    Change::Greatest => format!("{c} = {}({table}.{c}, {new})", Self::GREATEST),
                     Change::Least => format!("{c} = {}({table}.{c}, {new})", Self::LEAST),
                     Change::Clear => format!("{c} = NULL"),
                 }
@@ -186,6 +190,10 @@ impl Dialect for Sqlite {
     }
 
     /// One process writes an SQLite file: the host's clock is the store's.
+    fn host_clock() -> Option<i64> {
+        Some(crate::store::now_ms())
+    }
+
     fn push_now(query: &mut QueryBuilder<Self>) {
         query.push_bind(crate::store::now_ms());
     }

@@ -207,8 +207,11 @@ impl<DB: Database> Statement<DB> for QueryBuilder<DB> {
     }
 }
 
-/// The store's clock, read on `conn`.
+/// The store's clock, read on `conn` (SQLite's is the host's: no statement).
 pub(super) async fn clock<DB: Sql>(conn: &mut DB::Connection) -> Result<i64> {
+    if let Some(now) = DB::host_clock() {
+        return Ok(now);
+    }
     let mut now = QueryBuilder::<DB>::new("SELECT ");
     now.now().push(" AS now");
     let rows = DB::fetch_all(conn, &mut now).await?;
