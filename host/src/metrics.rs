@@ -144,6 +144,24 @@ pub fn outbox_published(n: u64) {
     counter!("wharf_outbox_published_total").increment(n);
 }
 
+/// An outgoing HTTP request of `plugin` to `host` (the host its grant names, or the
+/// grant's pattern; `-` for one refused) ended with `status` (the response's code, or
+/// `refused`, `timeout`, `too_large`, `error`) after `elapsed` (none if it never left):
+/// `wharf_outbound_requests_total{plugin,host,status}` and
+/// `wharf_outbound_request_duration_seconds{plugin,host}`.
+pub fn outbound_request(plugin: &str, host: &str, status: &str, elapsed: Option<Duration>) {
+    if !recording() {
+        return;
+    }
+    let (plugin, host) = (plugin.to_owned(), host.to_owned());
+    counter!("wharf_outbound_requests_total", "plugin" => plugin.clone(), "host" => host.clone(), "status" => status.to_owned())
+        .increment(1);
+    if let Some(elapsed) = elapsed {
+        histogram!("wharf_outbound_request_duration_seconds", "plugin" => plugin, "host" => host)
+            .record(elapsed);
+    }
+}
+
 /// A plugin file or deployment was loaded and served (`outcome` `served`), or refused
 /// (`refused`): `wharf_plugin_reloads_total{outcome}`.
 pub fn plugin_reload(outcome: &'static str) {

@@ -68,6 +68,7 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
 mod imp {
     use super::wit;
     use crate::bindings::wharf::plugin::{config, log, outbox, state};
+    use crate::http::{HttpError, Request, Response, Url};
     use crate::requests::{Destination, Level};
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<wit::Header> {
@@ -125,10 +126,113 @@ mod imp {
     pub fn config_get(key: &str) -> Option<String> {
         config::get(key)
     }
+
+    /// One exchange over `wasi:http`: the request sent, its body written after it (the
+    /// host takes the body as it is sent), the response read whole.
+    pub fn http_send(request: &Request) -> Result<Response, HttpError> {
+        use wasip2::http::outgoing_handler;
+        use wasip2::http::types::{
+            ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+        };
+        use wasip2::io::streams::StreamError;
+
+        let failed = |e: ErrorCode| {
+            HttpError(match e {
+                ErrorCode::InternalError(Some(text)) => text,
+                e => format!("{e:?}"),
+            })
+        };
+        let url = Url::parse(&request.url)?;
+        let mut pairs: Vec<(String, Vec<u8>)> = (request.headers.iter())
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
+            .collect();
+        // A body of known length is sent with it, not chunked.
+        if !request.body.is_empty() && !pairs.iter().any(|(k, _)| k == "content-length") {
+            pairs.push((
+                "content-length".into(),
+                request.body.len().to_string().into(),
+            ));
+        }
+        let fields = Fields::from_list(&pairs)
+            .map_err(|e| HttpError(format!("a header the host does not send: {e:?}")))?;
+        let outgoing = OutgoingRequest::new(fields);
+        let method = match request.method.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_owned()),
+        };
+        let scheme = match url.scheme {
+            "http" => Scheme::Http,
+            _ => Scheme::Https,
+        };
+        let invalid = |what: &str| HttpError(format!("invalid {what} in {:?}", request.url));
+        outgoing
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
+        outgoing
+            .set_scheme(Some(&scheme))
+            .map_err(|()| invalid("scheme"))?;
+        (outgoing.set_authority(Some(url.authority))).map_err(|()| invalid("host"))?;
+        (outgoing.set_path_with_query(Some(url.path_and_query))).map_err(|()| invalid("path"))?;
+        let body = outgoing.body().expect("a new request's body is there");
+        let pending = outgoing_handler::handle(outgoing, None).map_err(failed)?;
+        {
+            let stream = body.write().expect("a new body's stream is there");
+            for chunk in request.body.chunks(4096) {
+                if stream.blocking_write_and_flush(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+        // A body the host refused is told by the response's error below.
+        let _ = OutgoingBody::finish(body, None);
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(e))) => return Err(failed(e)),
+            Some(Err(())) | None => return Err(HttpError("the response was lost".into())),
+        };
+        let status = response.status();
+        let headers = (response.headers().entries().into_iter())
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let incoming = response.consume().expect("a response's body is there");
+        let mut body = Vec::new();
+        {
+            let stream = incoming.stream().expect("a new body's stream is there");
+            loop {
+                match stream.blocking_read(64 << 10) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(match wasip2::http::types::http_error_code(&e) {
+                            Some(code) => failed(code),
+                            None => HttpError(format!(
+                                "reading the response failed: {}",
+                                e.to_debug_string()
+                            )),
+                        });
+                    }
+                }
+            }
+        }
+        let _ = IncomingBody::finish(incoming);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
+    use crate::http::{HttpError, Request, Response};
     use crate::requests::{Destination, Level};
     use crate::testing::with_current;
 
@@ -159,6 +263,10 @@ mod imp {
 
     pub fn config_get(key: &str) -> Option<String> {
         with_current(|h| h.config_get(key))
+    }
+
+    pub fn http_send(request: &Request) -> Result<Response, HttpError> {
+        with_current(|h| h.http_send(request))
     }
 }
 

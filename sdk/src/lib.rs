@@ -33,6 +33,7 @@ extern crate self as wharf_sdk;
 
 mod error;
 mod host;
+pub mod http;
 mod manifest;
 mod message;
 mod requests;

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::http::{HttpError, Request, Response};
 use crate::requests::{Destination, Level};
 use crate::{Message, Plugin};
 
@@ -50,6 +51,8 @@ pub struct TestHost {
     state: BTreeMap<String, Vec<u8>>,
     published: Vec<Published>,
     logs: Vec<LogLine>,
+    answers: Vec<(String, String, Response)>,
+    requests: Vec<Request>,
     /// Effects of the call in progress.
     pending: Pending,
 }
@@ -114,6 +117,23 @@ impl TestHost {
             self.published.extend(pending.published);
         }
         outcome
+    }
+
+    /// Answer every `method` request to `url` (exactly as the handler writes it) with
+    /// `status` and `body`; a request without an answer fails as an unreachable host would.
+    pub fn respond(mut self, method: &str, url: &str, status: u16, body: &[u8]) -> Self {
+        let response = Response {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        };
+        (self.answers).push((method.to_owned(), url.to_owned(), response));
+        self
+    }
+
+    /// Every HTTP request the handler sent, including those of failed calls.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
     }
 
     /// Committed state value.
@@ -184,5 +204,18 @@ impl TestHost {
 
     pub(crate) fn config_get(&self, key: &str) -> Option<String> {
         self.config.get(key).cloned()
+    }
+
+    pub(crate) fn http_send(&mut self, request: &Request) -> Result<Response, HttpError> {
+        self.requests.push(request.clone());
+        let answer = (self.answers.iter())
+            .find(|(method, url, _)| *method == request.method && *url == request.url);
+        match answer {
+            Some((_, _, response)) => Ok(response.clone()),
+            None => Err(HttpError(format!(
+                "TestHost has no answer for {} {}; give one with TestHost::respond",
+                request.method, request.url
+            ))),
+        }
     }
 }

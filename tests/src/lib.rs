@@ -9,6 +9,7 @@ pub mod browser;
 pub mod collector;
 pub mod http;
 mod inspect;
+pub mod mail_api;
 pub mod proxy;
 pub mod python;
 mod services;

@@ -21,6 +21,7 @@ use crate::dispatch::DispatchConfig;
 use crate::http::config::HttpConfig;
 use crate::plugins::{PluginConfig, PluginsConfig};
 use crate::retry::RetryPolicy;
+use crate::runtime::outbound::grants::InvalidGrant;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::setting::InvalidSetting;
 use crate::store::{DatabaseConfig, SettleBudget, StateQuota};
@@ -123,11 +124,15 @@ impl Config {
             .iter()
             .map(|(name, plugin)| (name.clone(), plugin.limits()))
             .collect();
+        let grants = (self.plugin.iter())
+            .map(|(name, plugin)| Ok((name.clone(), plugin.grants()?.into())))
+            .collect::<Result<_, InvalidGrant>>()?;
         Runtime::new(
             &self.runtime,
             self.inbox.max_payload_bytes,
             self.plugins.cache_dir.clone(),
             overrides,
+            grants,
         )
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
+use crate::runtime::outbound::MAX_GRANTS;
+use crate::runtime::outbound::grants::{Grant, InvalidGrant};
 use crate::runtime::{
     EffectOverrides, Limits, MIN_REASON_BYTES, Requested, RuntimeConfig, ceiling,
 };
@@ -80,6 +82,22 @@ pub struct PluginConfig {
     /// Bytes of a call's retry, reject or trap reason kept (at most
     /// `runtime.max_reason_bytes`).
     pub max_reason_bytes: Option<usize>,
+    /// Outgoing HTTP requests of one call (at most `runtime.max_http_requests`).
+    pub max_http_requests: Option<u32>,
+    /// Bytes of one request's body (at most `runtime.max_http_request_bytes`).
+    pub max_http_request_bytes: Option<usize>,
+    /// Bytes of one response's body (at most `runtime.max_http_response_bytes`).
+    pub max_http_response_bytes: Option<usize>,
+    /// Milliseconds to connect (at most `runtime.http_connect_timeout_ms`).
+    pub http_connect_timeout_ms: Option<u64>,
+    /// Milliseconds to a response's first byte (at most
+    /// `runtime.http_first_byte_timeout_ms`).
+    pub http_first_byte_timeout_ms: Option<u64>,
+    /// Requests in flight at once on a host (at most `runtime.max_http_concurrency`).
+    pub max_http_concurrency: Option<u32>,
+    /// The hosts this plugin may call over HTTP, as `scheme://host[:port]` patterns
+    /// (see [`crate::runtime::outbound::grants`]); none by default.
+    pub allowed_hosts: Vec<String>,
     /// State keys the plugin may hold in all (at most `runtime.max_state_keys`).
     pub max_state_keys: Option<u64>,
     /// Bytes of keys and values the plugin's state may hold in all (at most
@@ -94,6 +112,11 @@ impl PluginConfig {
             keys: self.max_state_keys.unwrap_or(host.keys),
             bytes: self.max_state_bytes.unwrap_or(host.bytes),
         }
+    }
+
+    /// The hosts this plugin may call.
+    pub fn grants(&self) -> Result<Vec<Grant>, InvalidGrant> {
+        self.allowed_hosts.iter().map(|g| Grant::parse(g)).collect()
     }
 
     /// The limits this section sets.
@@ -114,6 +137,12 @@ impl PluginConfig {
                 max_log_bytes: self.max_log_bytes,
                 max_stdio_bytes: self.max_stdio_bytes,
                 max_reason_bytes: self.max_reason_bytes,
+                max_http_requests: self.max_http_requests,
+                max_http_request_bytes: self.max_http_request_bytes,
+                max_http_response_bytes: self.max_http_response_bytes,
+                http_connect_timeout_ms: self.http_connect_timeout_ms,
+                http_first_byte_timeout_ms: self.http_first_byte_timeout_ms,
+                max_http_concurrency: self.max_http_concurrency,
             },
         }
     }
@@ -179,6 +208,28 @@ impl PluginConfig {
             u64::MAX,
         ) {
             format!("max_reason_bytes must be at least {MIN_REASON_BYTES}")
+        } else if let Some((key, _)) = [
+            ("http_connect_timeout_ms", self.http_connect_timeout_ms),
+            (
+                "http_first_byte_timeout_ms",
+                self.http_first_byte_timeout_ms,
+            ),
+            (
+                "max_http_concurrency",
+                self.max_http_concurrency.map(u64::from),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0))
+        {
+            format!("{key} must be greater than 0")
+        } else if self.allowed_hosts.len() > MAX_GRANTS {
+            format!(
+                "allowed_hosts has {} entries, more than {MAX_GRANTS}; use patterns (https://*.example.com)",
+                self.allowed_hosts.len()
+            )
+        } else if let Err(e) = self.grants() {
+            e.to_string()
         } else if let Some((key, value, ceiling, max)) = self.limit_above(r, max_payload_bytes) {
             format!(
                 "{key} {value} is above {ceiling} ({max}); raise {ceiling} to give this plugin more"

@@ -222,6 +222,12 @@ mod tests {
             max_log_bytes: 10,
             max_stdio_bytes: 16,
             max_reason_bytes: 256,
+            max_http_requests: 1,
+            max_http_request_bytes: 10,
+            max_http_response_bytes: 10,
+            http_connect_timeout_ms: 10,
+            http_first_byte_timeout_ms: 10,
+            max_http_concurrency: 1,
         }
     }
 

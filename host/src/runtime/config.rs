@@ -60,6 +60,19 @@ pub struct RuntimeConfig {
     /// kept with the message's attempts and failed message and logged; longer ones are cut
     /// with a marker.
     pub max_reason_bytes: usize,
+    /// Outgoing HTTP requests of one call (only to the hosts a plugin is granted).
+    pub max_http_requests: u32,
+    /// Bytes of one outgoing request's body.
+    pub max_http_request_bytes: usize,
+    /// Bytes of one response's body a call may read.
+    pub max_http_response_bytes: usize,
+    /// Milliseconds to connect to a host (TCP and TLS), within the call's deadline.
+    pub http_connect_timeout_ms: u64,
+    /// Milliseconds from a request sent to its response's first byte, and between two of
+    /// its bytes, within the call's deadline.
+    pub http_first_byte_timeout_ms: u64,
+    /// Requests of one plugin in flight at once on this host.
+    pub max_http_concurrency: u32,
     /// State keys one plugin may hold in all (a quota checked at settle).
     pub max_state_keys: u64,
     /// Bytes (keys and values) one plugin's state may hold in all (checked at settle).
@@ -87,6 +100,12 @@ impl Default for RuntimeConfig {
             max_log_bytes: 64 << 10,
             max_stdio_bytes: 16 << 10,
             max_reason_bytes: 4 << 10,
+            max_http_requests: 10,
+            max_http_request_bytes: 1 << 20,
+            max_http_response_bytes: 4 << 20,
+            http_connect_timeout_ms: 2_000,
+            http_first_byte_timeout_ms: 5_000,
+            max_http_concurrency: 16,
             max_state_keys: 1_000_000,
             max_state_bytes: 1 << 30,
         }
@@ -120,6 +139,18 @@ impl RuntimeConfig {
             ("runtime.max_state_value_bytes", self.max_state_value_bytes),
             ("runtime.max_state_keys", self.max_state_keys as usize),
             ("runtime.max_state_bytes", self.max_state_bytes as usize),
+            (
+                "runtime.http_connect_timeout_ms",
+                self.http_connect_timeout_ms as usize,
+            ),
+            (
+                "runtime.http_first_byte_timeout_ms",
+                self.http_first_byte_timeout_ms as usize,
+            ),
+            (
+                "runtime.max_http_concurrency",
+                self.max_http_concurrency as usize,
+            ),
         ]
         .into_iter()
         .find(|(_, value)| *value == 0);

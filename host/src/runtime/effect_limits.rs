@@ -76,4 +76,18 @@ effect_limits! {
     max_stdio_bytes (runtime): usize,
     /// Bytes of the reason a call ends with; a longer one is cut with a marker.
     max_reason_bytes (runtime): usize,
+    /// Outgoing HTTP requests (to hosts its `allowed_hosts` grant).
+    max_http_requests (runtime): u32,
+    /// Bytes of one outgoing request's body.
+    max_http_request_bytes (runtime): usize,
+    /// Bytes of one response's body; reading past them is an error the guest sees.
+    max_http_response_bytes (runtime): usize,
+    /// Milliseconds to connect (TCP and TLS), within what is left of the deadline.
+    http_connect_timeout_ms (runtime): u64,
+    /// Milliseconds from a request sent to its response's first byte, and between two
+    /// of its bytes, within what is left of the deadline.
+    http_first_byte_timeout_ms (runtime): u64,
+    /// The plugin's requests in flight at once on one host (over all its calls); more
+    /// wait for one to end.
+    max_http_concurrency (runtime): u32,
 }

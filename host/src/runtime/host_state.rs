@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::wharf::plugin::{config, log, outbox, state, types};
 use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
+use super::outbound::OutboundCall;
 use super::state::StateReader;
 use super::stdio::Captured;
 use crate::effects::{Destination, Effects, Publish};
@@ -27,6 +29,10 @@ pub(super) struct HostState {
     pub(super) wasi: WasiCtx,
     /// WASI resources.
     pub(super) table: ResourceTable,
+    /// `wasi:http`'s own settings.
+    pub(super) http: WasiHttpCtx,
+    /// The call's outgoing requests: what it may call, and how many it has made.
+    pub(super) outbound: OutboundCall,
     /// Memory cap enforcement.
     pub(super) limiter: MemoryLimiter,
     /// Guest stdout, logged after the call.
@@ -95,6 +101,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.outbound,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }

@@ -61,6 +61,12 @@ impl Limits {
                 max_log_bytes: config.max_log_bytes,
                 max_stdio_bytes: config.max_stdio_bytes,
                 max_reason_bytes: config.max_reason_bytes,
+                max_http_requests: config.max_http_requests,
+                max_http_request_bytes: config.max_http_request_bytes,
+                max_http_response_bytes: config.max_http_response_bytes,
+                http_connect_timeout_ms: config.http_connect_timeout_ms,
+                http_first_byte_timeout_ms: config.http_first_byte_timeout_ms,
+                max_http_concurrency: config.max_http_concurrency,
             },
         }
     }

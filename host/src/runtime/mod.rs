@@ -17,6 +17,7 @@ mod config;
 mod effect_limits;
 mod host_state;
 mod limits;
+pub mod outbound;
 mod plugin;
 mod state;
 mod stdio;
@@ -41,6 +42,8 @@ use bindings::wharf::plugin::types;
 use budget::Budget;
 use host_state::HostState;
 use limits::MemoryLimiter;
+use outbound::OutboundCall;
+use outbound::grants::Grant;
 use stdio::Captured;
 
 pub use budget::{Limit, LimitExceeded};
@@ -48,6 +51,7 @@ pub use config::{MAX_REASON_BYTES, MIN_REASON_BYTES, RuntimeConfig};
 pub use effect_limits::{EffectLimits, EffectOverrides, ceiling};
 pub use host_state::CallContext;
 pub use limits::{Limits, Requested};
+pub use outbound::Outbound;
 pub use plugin::{LoadError, Manifest, Plugin};
 pub use state::{NoState, StateError, StateReader};
 
@@ -67,6 +71,8 @@ pub struct Runtime {
     limits: Limits,
     /// The operator's `[plugin.<name>]` limits, which win over a plugin's manifest.
     overrides: BTreeMap<String, Requested>,
+    /// The hosts each plugin may call (`[plugin.<name>] allowed_hosts`).
+    grants: BTreeMap<String, Arc<[Grant]>>,
     cache_dir: PathBuf,
     /// Stops the epoch ticker thread when the runtime is dropped.
     ticker_stop: Arc<AtomicBool>,
@@ -76,12 +82,13 @@ impl Runtime {
     /// An engine with the `[runtime]` limits (and handlers' publishes within
     /// `max_payload_bytes`), caching compiled plugins in `cache_dir`; a plugin named in
     /// `overrides` (the operator's `[plugin.<name>]` limits) runs under those rather than
-    /// its manifest's.
+    /// its manifest's, and may call the hosts `grants` gives it.
     pub fn new(
         config: &RuntimeConfig,
         max_payload_bytes: usize,
         cache_dir: PathBuf,
         overrides: BTreeMap<String, Requested>,
+        grants: BTreeMap<String, Arc<[Grant]>>,
     ) -> anyhow::Result<Self> {
         let limits = Limits::from_config(config, max_payload_bytes);
         let mut pool = PoolingAllocationConfig::default();
@@ -126,6 +133,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -146,12 +154,19 @@ impl Runtime {
             linker,
             limits,
             overrides,
+            grants,
             cache_dir,
             ticker_stop,
         })
     }
 
-    fn new_store(&self, call: CallContext, limits: &Limits) -> Store<HostState> {
+    fn new_store(
+        &self,
+        call: CallContext,
+        limits: &Limits,
+        outbound: Arc<Outbound>,
+    ) -> Store<HostState> {
+        let deadline = Instant::now() + limits.deadline;
         let stdout = Captured::new(limits.effects.max_stdio_bytes);
         let stderr = Captured::new(limits.effects.max_stdio_bytes);
         // Clocks and random only: no preopened directories, no env, no args, and the
@@ -163,6 +178,8 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: Default::default(),
+            http: Default::default(),
+            outbound: OutboundCall::new(outbound, deadline),
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,
                 exceeded: None,
@@ -181,7 +198,6 @@ impl Runtime {
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
                 .expect("fuel is enabled in the engine when runtime.fuel is set");
         }
-        let deadline = Instant::now() + limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -214,7 +230,7 @@ impl Runtime {
             key: trace::HEADER.to_owned(),
             value: call.trace.to_string(),
         };
-        let store = self.new_store(call, &limits);
+        let store = self.new_store(call, &limits, plugin.outbound.clone());
         let input = types::Message {
             id: message.id.to_string(),
             kind: message.kind.clone(),

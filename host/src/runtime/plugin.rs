@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::bindings::PluginPre;
-use super::{CallContext, Limits, Requested, Runtime, cache};
+use super::{CallContext, Limits, Outbound, Requested, Runtime, cache};
 use crate::retry::RetryPolicy;
 use crate::trace::TraceContext;
 use crate::{names, router};
@@ -33,6 +33,8 @@ pub struct Plugin {
     /// The limits its calls run under: its manifest's, within the host's, with its
     /// `[plugin.<name>]` settings applied over them.
     pub limits: Limits,
+    /// The hosts it may call, and its requests in flight.
+    pub(super) outbound: Arc<Outbound>,
     /// Pre-linked component: instantiating it per message is cheap.
     pre: PluginPre<super::HostState>,
 }
@@ -224,7 +226,14 @@ impl Runtime {
             Some(config) => limits.overridden_by(config),
             None => limits,
         };
+        let grants = self.grants.get(&manifest.name).cloned();
+        let outbound = Outbound::new(
+            &manifest.name,
+            grants.unwrap_or_else(|| Arc::from([])),
+            limits.effects,
+        );
         Ok(Plugin {
+            outbound: Arc::new(outbound),
             manifest,
             sha256,
             path: path.to_owned(),
@@ -243,6 +252,7 @@ impl Runtime {
                 trace: TraceContext::for_call(&BTreeMap::new()),
             },
             &self.limits,
+            Arc::new(Outbound::none(self.limits.effects)),
         );
         let instance = pre
             .instantiate_async(&mut store)
