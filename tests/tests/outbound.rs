@@ -121,6 +121,8 @@ async fn a_name_resolving_to_loopback_is_refused_unless_a_grant_names_it() {
         error.contains("localhost resolves to") && error.contains("a loopback address"),
         "{error}"
     );
+    let audit = format!("(requests: POST http://localhost:{} refused in ", api.port);
+    assert!(error.contains(&audit), "{error}");
     assert!(api.received().is_empty());
 
     let host = host_granting(&url, &[&format!("http://localhost:{}", api.port)]).await;
@@ -157,7 +159,13 @@ async fn a_slow_service_is_cut_at_the_deadline_and_retried_with_the_same_key() {
     send(&host, 2).await;
     let failed = host.failed().await;
     assert_eq!(failed.len(), 2);
-    assert!(failed[0].error.contains("deadline"), "{}", failed[0].error);
+    let error = &failed[0].error;
+    assert!(error.contains("deadline"), "{error}");
+    let origin = format!("(requests: POST {} timeout in ", api.url);
+    assert!(
+        error.contains(&origin),
+        "the attempt says what its request did: {error}"
+    );
     let received = api.received();
     assert_eq!(
         received.len(),

@@ -293,8 +293,17 @@ async fn run(
     };
     let state = store.into_data();
     forward_stdio(&state);
-    // What the guest wrote is kept, logged and sent on in headers: one line, bounded.
-    let reason = |text: &str| text::reason(text, limits.effects.max_reason_bytes);
+    // What the guest wrote is kept, logged and sent on in headers: one line, bounded,
+    // with what its requests did (in at most half of the bound).
+    let max = limits.effects.max_reason_bytes;
+    let requests = (state.outbound.audit.describe()).map(|a| text::reason(&a, max / 2));
+    let reason = |text: &str| match &requests {
+        None => text::reason(text, max),
+        Some(requests) => {
+            let room = max.saturating_sub(requests.len() + 3);
+            format!("{} ({requests})", text::reason(text, room))
+        }
+    };
     if let Some(rejection) = &state.rejection {
         return Outcome::Reject(reason(&rejection.to_string()));
     }

@@ -6,6 +6,7 @@
 //! deadline, bodies bounded). A refusal is an error the guest sees, naming the rule.
 
 mod address;
+mod audit;
 pub mod grants;
 mod send;
 
@@ -17,6 +18,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::EffectLimits;
 use crate::text;
+pub(super) use audit::Audit;
 use grants::{Grant, Scheme};
 
 /// The longest list of grants one plugin may have.
@@ -90,6 +92,8 @@ pub(super) struct OutboundCall {
     plugin: Arc<Outbound>,
     sent: u32,
     deadline: Instant,
+    /// What each request did, for the attempt's history.
+    pub(super) audit: Audit,
 }
 
 impl OutboundCall {
@@ -100,6 +104,7 @@ impl OutboundCall {
             plugin,
             sent: 0,
             deadline,
+            audit: Audit::default(),
         }
     }
 
@@ -194,15 +199,18 @@ impl WasiHttpHooks for OutboundCall {
         _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let plugin = self.plugin.clone();
+        let entry = self.audit.begin(request.method(), request.uri());
         match self.check(request.uri()) {
             Err(refusal) => {
+                self.audit.end(entry, "refused");
                 crate::metrics::outbound_request(&plugin.plugin, "-", "refused", None);
                 tracing::warn!(plugin = &*plugin.plugin, "outgoing request {refusal}");
                 Box::new(async move { Err(Error::InternalError(Some(refusal))) })
             }
             Ok(target) => {
                 let timeouts = self.timeouts(options);
-                Box::new(send::send(plugin, target, request, timeouts))
+                let audit = (self.audit.clone(), entry);
+                Box::new(send::send(plugin, target, request, timeouts, audit))
             }
         }
     }

@@ -24,7 +24,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::grants::Scheme;
-use super::{Outbound, SendResult, Target, address};
+use super::{Audit, Outbound, SendResult, Target, address};
 use crate::metrics;
 
 /// How long each step of one request may take.
@@ -47,6 +47,7 @@ pub(super) async fn send(
     target: Target,
     request: http::Request<WasiBody>,
     timeouts: Timeouts,
+    (audit, entry): (Audit, usize),
 ) -> SendResult {
     let started = Instant::now();
     let method = request.method().clone();
@@ -56,6 +57,7 @@ pub(super) async fn send(
         Err(e) => kind(e).to_owned(),
     };
     let elapsed = started.elapsed();
+    audit.end(entry, &status);
     metrics::outbound_request(&plugin.plugin, &target.label, &status, Some(elapsed));
     let url = target.url();
     match &result {
