@@ -19,7 +19,9 @@
 //!   -> runtime::Runtime::call         fresh sandboxed instance, memory cap, epoch deadline,
 //!                                     effects buffered by the host imports (effects),
 //!                                     each charged to the call's limits (runtime::budget)
-//!                                     and its names checked (names) as it is made
+//!                                     and its names checked (names) as it is made;
+//!                                     HTTP requests only to granted hosts
+//!                                     (runtime::outbound), sent as the guest makes them
 //!   -> outcome::decide                ok | retry (backoff, retry) | dead letter
 //!   -> settle::claimed                ONE transaction per batch, one sequence for every
 //!                                     store (settle::delivered for AMQP, then ack):

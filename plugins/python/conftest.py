@@ -6,3 +6,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sdk" / "python"))
+
+
+def pytest_collectstart(collector):
+    """Each plugin's module is `app` (what componentize-py builds): forget the one a test
+    file of another plugin imported, so this one imports its own."""
+    sys.modules.pop("app", None)

@@ -64,7 +64,15 @@ fn build(name: &str) -> (PathBuf, Duration) {
     let started = Instant::now();
     let built = Command::new(componentize_py())
         .current_dir(&root)
-        .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-p"])
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "plugin-http",
+            "componentize",
+            "app",
+            "-p",
+        ])
         .arg(root.join("plugins").join("python").join(name))
         .arg("-p")
         .arg(root.join("sdk").join("python"))

@@ -259,3 +259,50 @@ fn grants_and_limits_that_cannot_be_used_are_refused_at_start() {
         assert!(!error.contains('\n'), "one line: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_calls_a_granted_service_once_per_message() {
+    let api = MailApi::start();
+    let host = wharf_tests::python::host(Backend::Sqlite, "notify-webhook", |c| {
+        c.runtime.deadline_ms = 2_000;
+        let mut plugin = PluginConfig::default();
+        plugin.allowed_hosts = vec![api.url.clone()];
+        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
+        c.plugin.insert("notify-webhook".into(), plugin);
+    })
+    .await;
+    for order in ["o-1", "o-2"] {
+        let shipped = json!({"order": order, "carrier": "ups"});
+        host.publish("test", "order.shipped", shipped).await;
+    }
+    host.drain().await;
+    assert!(host.failed().await.is_empty(), "{:?}", host.failed().await);
+    let received = api.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(api.keys().len(), 2);
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["carrier"], "ups");
+
+    // Not granted: the refusal reaches the handler, which retries, and its dead letter says why.
+    let host = wharf_tests::python::host(Backend::Sqlite, "notify-webhook", |c| {
+        c.runtime.deadline_ms = 2_000;
+        let mut plugin = PluginConfig::default();
+        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
+        plugin.retry = Some(RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        });
+        c.plugin.insert("notify-webhook".into(), plugin);
+    })
+    .await;
+    host.publish("test", "order.shipped", json!({"order": "o-3"}))
+        .await;
+    host.drain().await;
+    let error = refusal(&host).await;
+    assert!(
+        error.contains("HTTP request failed: refused http://127.0.0.1:")
+            && error.contains("may call no host"),
+        "{error}"
+    );
+    assert_eq!(api.received().len(), 2);
+}

@@ -178,3 +178,45 @@ def test_unknown_log_levels_are_refused():
 
     with pytest.raises(ValueError, match="unknown log level 'shout'"):
         TestHost().handle(Loud, Message.new("x", {}))
+
+
+def test_a_redirect_is_followed_as_its_status_says():
+    from wharf_sdk.http import HttpError, Request, Response, split_url
+
+    post = Request.post("http://a.test/x").json({}).header("idempotency-key", "k")
+    moved = lambda status, to: Response(status, [("location", to)])
+    following = post._redirected(moved(303, "/y"))
+    assert (following.method, following.url, following.body) == ("GET", "http://a.test/y", b"")
+    assert following.headers == (("idempotency-key", "k"),)
+    assert post._redirected(moved(307, "https://b.test/z")).body == b"{}"
+    assert post._redirected(Response(200)) is None
+    with pytest.raises(HttpError, match="neither a URL"):
+        post._redirected(moved(302, "//evil.test/"))
+    assert split_url("https://h:8443/p?q#f") == ("https", "h:8443", "/p?q")
+    assert split_url("http://h?q") == ("http", "h", "?q")
+    for bad in ("ftp://h/", "h/x", "https:///x"):
+        with pytest.raises(HttpError):
+            split_url(bad)
+
+
+def test_redirects_stop_after_five():
+    from wharf_sdk.http import HttpError, Request
+
+    host = TestHost()
+    for i in range(7):
+        host.respond("GET", f"http://a.test/{i}", 302, b"")
+    # TestHost answers carry no headers: give the redirects their location.
+    host._answers = [
+        (m, u, type(r)(302, [("location", f"/{i + 1}")])) for i, (m, u, r) in enumerate(host._answers)
+    ]
+
+    class Follow(Plugin):
+        def manifest(self):
+            return Manifest("follow", "1.0.0").subscribe("go")
+
+        def handle(self, message):
+            Request.get("http://a.test/0").send()
+
+    with pytest.raises(HttpError, match="more than 5 redirects"):
+        host.handle(Follow, Message.new("go", {}))
+    assert len(host.requests) == 6

@@ -6,6 +6,7 @@ from typing import Type
 
 from .errors import Reject, Retry
 from .host import Exchange, by_default
+from .http import HttpError, Response, split_url
 from .manifest import Manifest, _ms
 from .message import Message
 from .plugin import Plugin
@@ -18,7 +19,18 @@ try:
     from wit_world.imports import log as _log
     from wit_world.imports import outbox as _outbox
     from wit_world.imports import state as _state
-    from wit_world.imports import types as _types
+
+    try:
+        # The plugin-http world: wharf's types beside wasi:http's.
+        from wit_world.imports import outgoing_handler as _outgoing
+        from wit_world.imports import streams as _streams
+        from wit_world.imports import wasi_http_types as _http
+        from wit_world.imports import wharf_plugin_types as _types
+    except ImportError:
+        # The plugin world: no HTTP.
+        from wit_world.imports import types as _types
+
+        _http = None
 except ImportError:
     _types = None
 
@@ -59,6 +71,94 @@ class Imports:
 
     def config_get(self, key):
         return _config.get(key)
+
+    def http_send(self, request):
+        if _http is None:
+            raise HttpError(
+                "this plugin was built against the plugin world, which has no HTTP; "
+                "build it with componentize-py -w plugin-http"
+            )
+        scheme, authority, path = split_url(request.url)
+        headers = [(k.lower(), v.encode()) for k, v in request.headers]
+        # A body of known length is sent with it, not chunked.
+        if request.body and not any(k == "content-length" for k, _ in headers):
+            headers.append(("content-length", str(len(request.body)).encode()))
+        try:
+            fields = _http.Fields.from_list(headers)
+        except _Err as e:
+            raise HttpError(f"a header the host does not send: {e.value}") from None
+        outgoing = _http.OutgoingRequest(fields)
+        outgoing.set_method(_method(request.method))
+        outgoing.set_scheme(_http.Scheme_Http() if scheme == "http" else _http.Scheme_Https())
+        outgoing.set_authority(authority)
+        outgoing.set_path_with_query(path)
+        body = outgoing.body()
+        try:
+            pending = _outgoing.handle(outgoing, None)
+        except _Err as e:
+            raise HttpError(_describe(e.value)) from None
+        # The body is written once the request is sent: the host takes it as it comes.
+        with body.write() as stream:
+            for start in range(0, len(request.body), 4096):
+                try:
+                    stream.blocking_write_and_flush(request.body[start : start + 4096])
+                except _Err:
+                    break  # the response's error says why
+        try:
+            _http.OutgoingBody.finish(body, None)
+        except _Err:
+            pass
+        with pending.subscribe() as ready:
+            ready.block()
+        result = pending.get()
+        if result is None or isinstance(result, _Err):
+            raise HttpError("the response was lost")
+        if isinstance(result.value, _Err):
+            raise HttpError(_describe(result.value.value))
+        response = result.value.value
+        status = response.status()
+        headers = [(k, v.decode("utf-8", "replace")) for k, v in response.headers().entries()]
+        incoming = response.consume()
+        chunks = []
+        with incoming.stream() as stream:
+            while True:
+                try:
+                    chunks.append(stream.blocking_read(64 * 1024))
+                except _Err as e:
+                    if isinstance(e.value, _streams.StreamError_Closed):
+                        break
+                    failure = e.value.value
+                    code = _http.http_error_code(failure)
+                    raise HttpError(
+                        _describe(code)
+                        if code is not None
+                        else f"reading the response failed: {failure.to_debug_string()}"
+                    ) from None
+        _http.IncomingBody.finish(incoming)
+        return Response(status, headers, b"".join(chunks))
+
+
+def _method(method: str):
+    simple = {
+        "GET": _http.Method_Get,
+        "HEAD": _http.Method_Head,
+        "POST": _http.Method_Post,
+        "PUT": _http.Method_Put,
+        "DELETE": _http.Method_Delete,
+        "PATCH": _http.Method_Patch,
+        "OPTIONS": _http.Method_Options,
+    }
+    made = simple.get(method)
+    return made() if made is not None else _http.Method_Other(method)
+
+
+def _describe(code) -> str:
+    """A wasi:http error code as text: the host's own words when it gave some."""
+    if isinstance(code, _http.ErrorCode_InternalError) and code.value:
+        return code.value
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    value = getattr(code, "value", None)
+    return name if value is None else f"{name}({value})"
 
 
 by_default(Imports)

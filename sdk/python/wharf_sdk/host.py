@@ -35,6 +35,11 @@ class Host(Protocol):
 
     def config_get(self, key: str) -> Optional[str]: ...
 
+    def http_send(self, request: "Request") -> "Response":
+        """One exchange (no redirects followed); raises :class:`wharf_sdk.http.HttpError`
+        when there is no response."""
+        ...
+
 
 _installed: Optional[Host] = None
 _default: Optional[Callable[[], Host]] = None

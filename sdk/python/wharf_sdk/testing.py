@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 from . import host as _host
 from .errors import Reject
+from .http import HttpError, Request, Response
 from .message import Message
 from .plugin import Plugin
 
@@ -56,6 +57,9 @@ class TestHost:
     """Messages published by calls that returned."""
     logs: List[LogLine] = field(default_factory=list)
     """Every log line, including those of failed calls."""
+    requests: List[Request] = field(default_factory=list)
+    """Every HTTP request sent, including those of failed calls."""
+    _answers: List[Tuple[str, str, Response]] = field(default_factory=list)
     _writes: Dict[str, Optional[bytes]] = field(default_factory=dict)
     _publishing: List[Published] = field(default_factory=list)
     _next_id: int = 0
@@ -63,6 +67,13 @@ class TestHost:
     def config(self, key: str, value: str) -> "TestHost":
         """Set a config value the plugin can read."""
         self._config[key] = value
+        return self
+
+    def respond(self, method: str, url: str, status: int, body: bytes = b"") -> "TestHost":
+        """Answer every ``method`` request to ``url`` (exactly as the handler writes it)
+        with ``status`` and ``body``; a request without an answer fails as an unreachable
+        host would."""
+        self._answers.append((method, url, Response(status, [], bytes(body))))
         return self
 
     def state(self, key: str, value: Union[bytes, Any]) -> "TestHost":
@@ -125,3 +136,12 @@ class TestHost:
 
     def config_get(self, key):
         return self._config.get(key)
+
+    def http_send(self, request):
+        self.requests.append(request)
+        for method, url, response in self._answers:
+            if method == request.method and url == request.url:
+                return response
+        raise HttpError(
+            f"TestHost has no answer for {request.method} {request.url}; give one with TestHost.respond"
+        )
