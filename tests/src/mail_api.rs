@@ -1,11 +1,13 @@
 //! A stand-in mail API on a free loopback port, for handlers that call other services:
 //! it keeps every request (path, `Idempotency-Key`, body) and answers by path:
-//! `/send` 200, `/slow` 200 after 2 s, `/big` 200 with a 2 MiB body, `/fail` 503,
+//! `/send` 200, `/slow` 200 after 2 s, `/wait` 200 after 100 ms (counting how many
+//! wait at once), `/big` 200 with a 2 MiB body, `/fail` 503,
 //! `/redirect?to=URL` 307 to URL; anything else 404.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +29,14 @@ pub struct MailApi {
     /// The port it listens on.
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    waiting: Arc<Waiting>,
+}
+
+/// Requests to `/wait` in progress, and the most there were at once.
+#[derive(Default)]
+struct Waiting {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl MailApi {
@@ -35,23 +45,30 @@ impl MailApi {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let kept = received.clone();
+        let waiting = Arc::new(Waiting::default());
+        let (kept, counted) = (received.clone(), waiting.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let kept = kept.clone();
-                std::thread::spawn(move || serve(stream, &kept));
+                let (kept, counted) = (kept.clone(), counted.clone());
+                std::thread::spawn(move || serve(stream, &kept, &counted));
             }
         });
         MailApi {
             url: format!("http://127.0.0.1:{port}"),
             port,
             received,
+            waiting,
         }
     }
 
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The most requests to `/wait` in progress at once so far.
+    pub fn most_waiting(&self) -> usize {
+        self.waiting.most.load(Ordering::SeqCst)
     }
 
     /// The distinct idempotency keys received so far.
@@ -61,7 +78,7 @@ impl MailApi {
 }
 
 /// Answer the requests of one connection.
-fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) {
+fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, waiting: &Waiting) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -101,6 +118,13 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>) {
             "/send" => ("200 OK", String::new(), b"{\"queued\":true}".to_vec()),
             "/slow" => {
                 std::thread::sleep(Duration::from_secs(2));
+                ("200 OK", String::new(), b"{}".to_vec())
+            }
+            "/wait" => {
+                let now = waiting.now.fetch_add(1, Ordering::SeqCst) + 1;
+                waiting.most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                waiting.now.fetch_sub(1, Ordering::SeqCst);
                 ("200 OK", String::new(), b"{}".to_vec())
             }
             "/big" => ("200 OK", String::new(), vec![b'x'; 2 << 20]),

@@ -306,3 +306,28 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
     );
     assert_eq!(api.received().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_has_at_most_its_requests_in_flight_over_its_calls() {
+    for (in_flight, most) in [(1, 1..=1), (4, 2..=4)] {
+        let api = MailApi::start();
+        let mut plugin = PluginConfig::default();
+        plugin.allowed_hosts = vec![api.url.clone()];
+        (plugin.config).insert("mail_api".into(), format!("{}/wait", api.url));
+        plugin.max_concurrency = Some(4);
+        plugin.max_http_concurrency = Some(in_flight);
+        let host = Host::start_with(Backend::Sqlite, &["send-email"], |c| {
+            c.runtime.deadline_ms = 5_000;
+            c.plugin.insert("send-email".into(), plugin);
+        })
+        .await;
+        send(&host, 8).await;
+        assert!(host.failed().await.is_empty(), "{:?}", host.failed().await);
+        assert_eq!(api.received().len(), 8);
+        let seen = api.most_waiting();
+        assert!(
+            most.contains(&seen),
+            "max_http_concurrency {in_flight}: {seen} at once"
+        );
+    }
+}
