@@ -291,7 +291,21 @@ pub fn victim_process(
     cache: &std::path::Path,
     hold_claims_up_to_ms: &str,
 ) -> std::process::Child {
-    std::process::Command::new(exe)
+    victim_command(exe, url, plugins, cache, hold_claims_up_to_ms)
+        .spawn()
+        .expect("start a wharf run process")
+}
+
+/// The command [`victim_process`] runs, for a test to add to (a `--config` file).
+pub fn victim_command(
+    exe: &str,
+    url: &str,
+    plugins: &std::path::Path,
+    cache: &std::path::Path,
+    hold_claims_up_to_ms: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("run")
         .env("WHARF_DATABASE_URL", url)
         .env("WHARF_PLUGINS_DIR", plugins)
@@ -301,9 +315,8 @@ pub fn victim_process(
         .env("WHARF_RUNTIME_DEADLINE_MS", "1000")
         .env("WHARF_INBOX_HOLD_CLAIMS_UP_TO_MS", hold_claims_up_to_ms)
         .env("WHARF_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start a wharf run process")
+        .stdout(std::process::Stdio::null());
+    command
 }
 
 /// The component of fixture `crate_name`, validated by `runtime`, ready to deploy.

@@ -1,13 +1,13 @@
 //! A stand-in mail API on a free loopback port, for handlers that call other services:
 //! it keeps every request (path, `Idempotency-Key`, body) and answers by path:
 //! `/send` 200, `/slow` 200 after 2 s, `/wait` 200 after 100 ms (counting how many
-//! wait at once), `/big` 200 with a 2 MiB body, `/fail` 503,
+//! wait at once), `/slow-once` 200 after 5 s the first time and at once after, `/big` 200 with a 2 MiB body, `/fail` 503,
 //! `/redirect?to=URL` 307 to URL; anything else 404.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct MailApi {
 struct Waiting {
     now: AtomicUsize,
     most: AtomicUsize,
+    /// Whether `/slow-once` was slow already.
+    slowed: AtomicBool,
 }
 
 impl MailApi {
@@ -119,6 +121,14 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, waiting: &Waiting) 
             "/slow" => {
                 std::thread::sleep(Duration::from_secs(2));
                 ("200 OK", String::new(), b"{}".to_vec())
+            }
+            "/slow-once" => {
+                if waiting.slowed.swap(true, Ordering::SeqCst) {
+                    ("200 OK", String::new(), b"{}".to_vec())
+                } else {
+                    std::thread::sleep(Duration::from_secs(5));
+                    ("200 OK", String::new(), b"{}".to_vec())
+                }
             }
             "/wait" => {
                 let now = waiting.now.fetch_add(1, Ordering::SeqCst) + 1;

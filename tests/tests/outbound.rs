@@ -5,6 +5,8 @@
 //! call's deadline and the retry carries the same idempotency key, a response over its
 //! limit fails the read, and a call's requests are bounded.
 
+use std::time::Duration;
+
 use serde_json::json;
 use wharf_host::config::Config;
 use wharf_host::plugins::PluginConfig;
@@ -265,9 +267,11 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
     let api = MailApi::start();
     let host = wharf_tests::python::host(Backend::Sqlite, "notify-webhook", |c| {
         c.runtime.deadline_ms = 2_000;
-        let mut plugin = PluginConfig::default();
-        plugin.allowed_hosts = vec![api.url.clone()];
-        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
+        let plugin = PluginConfig {
+            allowed_hosts: vec![api.url.clone()],
+            config: [("webhook_url".into(), format!("{}/send", api.url))].into(),
+            ..PluginConfig::default()
+        };
         c.plugin.insert("notify-webhook".into(), plugin);
     })
     .await;
@@ -311,11 +315,13 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
 async fn a_plugin_has_at_most_its_requests_in_flight_over_its_calls() {
     for (in_flight, most) in [(1, 1..=1), (4, 2..=4)] {
         let api = MailApi::start();
-        let mut plugin = PluginConfig::default();
-        plugin.allowed_hosts = vec![api.url.clone()];
-        (plugin.config).insert("mail_api".into(), format!("{}/wait", api.url));
-        plugin.max_concurrency = Some(4);
-        plugin.max_http_concurrency = Some(in_flight);
+        let plugin = PluginConfig {
+            allowed_hosts: vec![api.url.clone()],
+            config: [("mail_api".into(), format!("{}/wait", api.url))].into(),
+            max_concurrency: Some(4),
+            max_http_concurrency: Some(in_flight),
+            ..PluginConfig::default()
+        };
         let host = Host::start_with(Backend::Sqlite, &["send-email"], |c| {
             c.runtime.deadline_ms = 5_000;
             c.plugin.insert("send-email".into(), plugin);
@@ -330,4 +336,61 @@ async fn a_plugin_has_at_most_its_requests_in_flight_over_its_calls() {
             "max_http_concurrency {in_flight}: {seen} at once"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_request_runs_the_message_again_with_the_same_key() {
+    let api = MailApi::start();
+    let url = wharf_tests::fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = wharf_tests::test_config(dir.path());
+    config.database.url = url.clone();
+    let checker = Host::start_on(config, &["send-email"], tempfile::tempdir().unwrap()).await;
+    let mail = json!({"to": "ada@example.com", "subject": "Hi"});
+    checker.publish("test", "email.requested", mail).await;
+    let file = dir.path().join("wharf.toml");
+    let toml = format!(
+        "[plugin.send-email]\nallowed_hosts = [\"{0}\"]\nconfig = {{ mail_api = \"{0}/slow-once\" }}\n",
+        api.url
+    );
+    std::fs::write(&file, toml).unwrap();
+    let victim = |hold: &str| {
+        wharf_tests::victim_command(
+            env!("CARGO_BIN_EXE_wharf-under-test"),
+            &url,
+            &checker.config.plugins.dir,
+            &dir.path().join("victim-cache"),
+            hold,
+        )
+        .arg("--config")
+        .arg(&file)
+        .spawn()
+        .unwrap()
+    };
+    // Killed while its request waits for the service's answer.
+    let mut first = victim("10000");
+    wharf_tests::wait_for("the first request", Duration::from_secs(60), async || {
+        !api.received().is_empty()
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(handled(&checker).await, 0, "killed before it could settle");
+
+    let mut second = victim("10000");
+    wharf_tests::wait_for("the message handled", Duration::from_secs(60), async || {
+        handled(&checker).await == 1
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let received = api.received();
+    assert_eq!(received.len(), 2, "the call was made again: {received:?}");
+    assert_eq!(api.keys().len(), 1, "with the same key: {received:?}");
+    assert!(checker.failed().await.is_empty());
+}
+
+async fn handled(host: &Host) -> i64 {
+    host.count("SELECT COUNT(*) FROM processed WHERE plugin = 'send-email'")
+        .await
 }
