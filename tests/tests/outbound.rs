@@ -3,7 +3,10 @@
 //! resolved address is checked (a name pointing at loopback is refused unless a grant
 //! names it), a redirect is checked like the first request, a slow service is cut at the
 //! call's deadline and the retry carries the same idempotency key, a response over its
-//! limit fails the read, and a call's requests are bounded.
+//! limit fails the read, a call's requests and a plugin's requests in flight are bounded,
+//! HTTPS is verified against the system's roots, the host's proxy settings are not used,
+//! and a host killed mid-request leaves the message to another, which calls with the same
+//! key. The Python SDK's client goes the same way.
 
 use std::time::Duration;
 
@@ -340,7 +343,7 @@ async fn a_plugin_has_at_most_its_requests_in_flight_over_its_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_request_runs_the_message_again_with_the_same_key() {
-    let api = MailApi::start();
+    let (api, proxy) = (MailApi::start(), MailApi::start());
     let url = wharf_tests::fresh_postgres_schema().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = wharf_tests::test_config(dir.path());
@@ -364,6 +367,10 @@ async fn a_host_killed_mid_request_runs_the_message_again_with_the_same_key() {
         )
         .arg("--config")
         .arg(&file)
+        // The host's proxy settings are not the plugin's: requests go straight out.
+        .env("HTTP_PROXY", &proxy.url)
+        .env("http_proxy", &proxy.url)
+        .env("ALL_PROXY", &proxy.url)
         .spawn()
         .unwrap()
     };
@@ -388,9 +395,55 @@ async fn a_host_killed_mid_request_runs_the_message_again_with_the_same_key() {
     assert_eq!(received.len(), 2, "the call was made again: {received:?}");
     assert_eq!(api.keys().len(), 1, "with the same key: {received:?}");
     assert!(checker.failed().await.is_empty());
+    assert!(proxy.received().is_empty(), "{:?}", proxy.received());
 }
 
 async fn handled(host: &Host) -> i64 {
     host.count("SELECT COUNT(*) FROM processed WHERE plugin = 'send-email'")
         .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_verified_against_the_system_roots() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_rustls::rustls::{ServerConfig, crypto, pki_types::PrivatePkcs8KeyDer};
+
+    // A loopback HTTPS server whose certificate (for localhost) no system root signed.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let config = ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key.into())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, served) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, s) = (accepted.clone(), served.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            if acceptor.accept(tcp).await.is_ok() {
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let origin = format!("https://localhost:{port}");
+    let host = host_granting(&format!("{origin}/send"), &[&origin]).await;
+    send(&host, 1).await;
+    let error = refusal(&host).await;
+    assert!(
+        error.contains(&format!("TLS with {origin} failed"))
+            && error.contains("invalid peer certificate"),
+        "{error}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the host did connect");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        0,
+        "and refused the certificate"
+    );
 }

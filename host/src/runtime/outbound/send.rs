@@ -132,7 +132,10 @@ async fn exchange(
                 timeout(t.connect, tls)
                     .await
                     .map_err(|_| Error::ConnectionTimeout)?
-                    .map_err(Error::Tls)?,
+                    .map_err(|e| {
+                        let url = target.url();
+                        Error::InternalError(Some(format!("TLS with {url} failed: {e}")))
+                    })?,
             )
         }
     };
