@@ -180,17 +180,28 @@ mod imp {
         (outgoing.set_authority(Some(url.authority))).map_err(|()| invalid("host"))?;
         (outgoing.set_path_with_query(Some(url.path_and_query))).map_err(|()| invalid("path"))?;
         let body = outgoing.body().expect("a new request's body is there");
-        let pending = outgoing_handler::handle(outgoing, None).map_err(failed)?;
-        {
-            let stream = body.write().expect("a new body's stream is there");
-            for chunk in request.body.chunks(4096) {
-                if stream.blocking_write_and_flush(chunk).is_err() {
-                    break;
+        let write = |body: OutgoingBody| {
+            {
+                let stream = body.write().expect("a new body's stream is there");
+                for chunk in request.body.chunks(4096) {
+                    if stream.blocking_write_and_flush(chunk).is_err() {
+                        break;
+                    }
                 }
             }
-        }
-        // A body the host refused is told by the response's error below.
-        let _ = OutgoingBody::finish(body, None);
+            // A body the host refused is told by the response's error below.
+            let _ = OutgoingBody::finish(body, None);
+        };
+        // A body of one chunk fits the host's buffer: written before the request is sent,
+        // it goes out with the head. A longer one is written as the host sends it.
+        let pending = if request.body.len() <= 4096 {
+            write(body);
+            outgoing_handler::handle(outgoing, None).map_err(failed)?
+        } else {
+            let pending = outgoing_handler::handle(outgoing, None).map_err(failed)?;
+            write(body);
+            pending
+        };
         pending.subscribe().block();
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,

@@ -1,11 +1,13 @@
 //! A stand-in OpenTelemetry collector: an OTLP/HTTP endpoint on a free loopback port that
 //! keeps every span posted to `/v1/traces` (OTLP's JSON encoding), answering each request.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+
+use crate::served;
 
 /// One received span, its ids as hex.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,28 +69,8 @@ impl Collector {
 fn serve(stream: TcpStream, spans: &Mutex<Vec<Span>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let mut length = 0;
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header).unwrap();
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
+    while let Some(request) = served::next(&mut reader) {
+        let (path, body) = (request.path, request.body);
         let status = if path.ends_with("/v1/traces") {
             let request: Value = serde_json::from_slice(&body).expect("an OTLP JSON request");
             spans.lock().unwrap().extend(parse(&request));

@@ -12,6 +12,7 @@ mod inspect;
 pub mod mail_api;
 pub mod proxy;
 pub mod python;
+pub mod served;
 mod services;
 pub mod transports;
 
@@ -281,22 +282,10 @@ impl Host {
     }
 }
 
-/// A `wharf run` process (the binary at `exe`) on `url` serving `plugins`: small batches,
-/// a 1.5 s lease and a 1 s deadline, so a kill lands in a batch and its claims come back
-/// soon; claims held in a transaction up to `hold_claims_up_to_ms` ("0": leased).
-pub fn victim_process(
-    exe: &str,
-    url: &str,
-    plugins: &std::path::Path,
-    cache: &std::path::Path,
-    hold_claims_up_to_ms: &str,
-) -> std::process::Child {
-    victim_command(exe, url, plugins, cache, hold_claims_up_to_ms)
-        .spawn()
-        .expect("start a wharf run process")
-}
-
-/// The command [`victim_process`] runs, for a test to add to (a `--config` file).
+/// The command of a `wharf run` process (the binary at `exe`) on `url` serving `plugins`:
+/// small batches, a 1.5 s lease and a 1 s deadline, so a kill lands in a batch and its
+/// claims come back soon; claims held in a transaction up to `hold_claims_up_to_ms` ("0":
+/// leased). A test may add to it (a `--config` file) before it spawns it.
 pub fn victim_command(
     exe: &str,
     url: &str,

@@ -5,11 +5,13 @@
 //! `/redirect?to=URL` 307 to URL; anything else 404.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::served;
 
 /// One request received.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,8 @@ struct Waiting {
     most: AtomicUsize,
     /// Whether `/slow-once` was slow already.
     slowed: AtomicBool,
+    /// Connections accepted.
+    connections: AtomicUsize,
 }
 
 impl MailApi {
@@ -51,6 +55,7 @@ impl MailApi {
         let (kept, counted) = (received.clone(), waiting.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
                 let (kept, counted) = (kept.clone(), counted.clone());
                 std::thread::spawn(move || serve(stream, &kept, &counted));
             }
@@ -68,6 +73,11 @@ impl MailApi {
         self.received.lock().unwrap().clone()
     }
 
+    /// The connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.waiting.connections.load(Ordering::SeqCst)
+    }
+
     /// The most requests to `/wait` in progress at once so far.
     pub fn most_waiting(&self) -> usize {
         self.waiting.most.load(Ordering::SeqCst)
@@ -83,38 +93,15 @@ impl MailApi {
 fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, waiting: &Waiting) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let (mut length, mut key) = (0, String::new());
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap();
-                } else if name.eq_ignore_ascii_case("idempotency-key") {
-                    key = value.trim().to_owned();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(request) = served::next(&mut reader) {
+        let path = request.path.clone();
         received.lock().unwrap().push(Received {
             path: path.clone(),
-            key,
-            body,
+            key: request
+                .header("idempotency-key")
+                .unwrap_or_default()
+                .to_owned(),
+            body: request.body,
         });
         let (status, extra, body) = match path.split('?').next().unwrap_or("") {
             "/send" => ("200 OK", String::new(), b"{\"queued\":true}".to_vec()),
@@ -149,11 +136,13 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, waiting: &Waiting) 
             }
             _ => ("404 Not Found", String::new(), b"{}".to_vec()),
         };
-        let head = format!(
+        let mut answer = format!(
             "HTTP/1.1 {status}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
-        );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
+        )
+        .into_bytes();
+        answer.extend_from_slice(&body);
+        if writer.write_all(&answer).is_err() {
             return;
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::envelope::NewMessage;
-use wharf_tests::{Host, fresh_postgres_schema, test_config, victim_process};
+use wharf_tests::{Host, fresh_postgres_schema, test_config, victim_command};
 
 /// Messages drained.
 const MESSAGES: usize = 3_000;
@@ -41,13 +41,15 @@ async fn hosts_killed_again_and_again_lose_duplicate_and_double_apply_nothing() 
     let plugins = checker.config.plugins.dir.clone();
     let mut killed_at = Vec::new();
     for round in 0..KILLS {
-        let mut victim = victim_process(
+        let mut victim = victim_command(
             env!("CARGO_BIN_EXE_wharf-under-test"),
             &url,
             &plugins,
             &dir.path().join("victim-cache"),
             if round % 2 == 1 { "0" } else { "10000" },
-        );
+        )
+        .spawn()
+        .expect("start a wharf run process");
         let target = ((round + 1) * MESSAGES / (KILLS + 2)) as i64;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -12,7 +12,7 @@ use wharf_host::envelope::NewMessage;
 use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{
     Backend, Host, fresh_mysql_database, fresh_postgres_schema, mysql_url, plugin_wasm,
-    postgres_url, test_config, victim_process,
+    postgres_url, test_config, victim_command,
 };
 
 fn once_messages(n: usize, spin_ms: u64) -> Vec<NewMessage> {
@@ -137,13 +137,15 @@ async fn killed_mid_batch(backend: Backend, hold_claims_up_to_ms: &str) {
     std::fs::copy(&wasm, plugins.join(wasm.file_name().unwrap())).unwrap();
 
     // The victim: a real `wharf run` process with a short lease.
-    let mut victim = victim_process(
+    let mut victim = victim_command(
         env!("CARGO_BIN_EXE_wharf-under-test"),
         &url,
         &plugins,
         &dir.path().join("victim-cache"),
         hold_claims_up_to_ms,
-    );
+    )
+    .spawn()
+    .expect("start a wharf run process");
 
     let mut config = test_config(dir.path());
     config.database.url = url;

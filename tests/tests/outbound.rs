@@ -220,6 +220,11 @@ async fn a_call_makes_at_most_its_requests() {
         "{error}"
     );
     assert_eq!(api.received().len(), 2);
+    assert_eq!(
+        api.connections(),
+        1,
+        "the second request reused the first's connection"
+    );
 }
 
 #[test]

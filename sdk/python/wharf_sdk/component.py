@@ -93,21 +93,29 @@ class Imports:
         outgoing.set_authority(authority)
         outgoing.set_path_with_query(path)
         body = outgoing.body()
+
+        def write():
+            with body.write() as stream:
+                for start in range(0, len(request.body), 4096):
+                    try:
+                        stream.blocking_write_and_flush(request.body[start : start + 4096])
+                    except _Err:
+                        break  # the response's error says why
+            try:
+                _http.OutgoingBody.finish(body, None)
+            except _Err:
+                pass
+
+        # A body of one chunk fits the host's buffer: written before the request is sent,
+        # it goes out with the head. A longer one is written as the host sends it.
+        if len(request.body) <= 4096:
+            write()
         try:
             pending = _outgoing.handle(outgoing, None)
         except _Err as e:
             raise HttpError(_describe(e.value)) from None
-        # The body is written once the request is sent: the host takes it as it comes.
-        with body.write() as stream:
-            for start in range(0, len(request.body), 4096):
-                try:
-                    stream.blocking_write_and_flush(request.body[start : start + 4096])
-                except _Err:
-                    break  # the response's error says why
-        try:
-            _http.OutgoingBody.finish(body, None)
-        except _Err:
-            pass
+        if len(request.body) > 4096:
+            write()
         with pending.subscribe() as ready:
             ready.block()
         result = pending.get()

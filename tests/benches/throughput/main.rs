@@ -8,12 +8,14 @@
 //! a fast plugin's throughput beside a slow one; (`metrics`) the PostgreSQL inbox and the
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
 //! keys beside a stateless plugin, and (`contention-amqp`) over AMQP; (`mariadb`) the
-//! MariaDB inbox against a raw claim loop on the same server.
+//! MariaDB inbox against a raw claim loop on the same server; (`outbound`) a handler's HTTP
+//! call against a plain Rust client's.
 
 mod amqp;
 mod contention;
 mod cpu;
 mod mariadb;
+mod outbound;
 mod plugins;
 mod profile;
 mod python;
@@ -333,7 +335,7 @@ async fn postgres_inbox(sandbox_us: f64) {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|python|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|outbound|python|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -369,6 +371,9 @@ async fn main() {
     }
     if wanted("contention-amqp") {
         contention::amqp().await;
+    }
+    if wanted("outbound") {
+        outbound::versus_plain_client().await;
     }
     if wanted("python") {
         python::costs(per_call).await;

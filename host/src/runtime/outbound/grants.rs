@@ -31,7 +31,7 @@ pub struct Grant {
 }
 
 /// A scheme a request may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     /// `http`.
     Http,

@@ -7,7 +7,9 @@
 
 mod address;
 mod audit;
+mod connect;
 pub mod grants;
+mod pool;
 mod send;
 
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct Outbound {
     limits: EffectLimits,
     /// The plugin's requests in flight on this host.
     in_flight: Arc<Semaphore>,
+    /// Its idle connections.
+    pool: Arc<pool::Pool>,
 }
 
 impl Outbound {
@@ -42,6 +46,7 @@ impl Outbound {
             plugin: Arc::from(plugin),
             grants,
             in_flight: Arc::new(Semaphore::new(limits.max_http_concurrency.max(1) as usize)),
+            pool: Arc::default(),
             limits,
         }
     }
@@ -77,6 +82,10 @@ pub(super) struct Target {
 }
 
 impl Target {
+    fn origin(&self) -> pool::Origin {
+        pool::Origin(self.scheme, self.host.clone(), self.port)
+    }
+
     fn url(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
