@@ -68,8 +68,8 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
 mod imp {
     use super::wit;
     use crate::bindings::wharf::plugin::{config, log, outbox, state};
-    use crate::http::{HttpError, Request, Response, Url};
     use crate::requests::{Destination, Level};
+    use crate::requests::{HttpError, Request, Response, Url};
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<wit::Header> {
         pairs
@@ -243,8 +243,8 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use crate::http::{HttpError, Request, Response};
     use crate::requests::{Destination, Level};
+    use crate::requests::{HttpError, Request, Response};
     use crate::testing::with_current;
 
     pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {

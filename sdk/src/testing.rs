@@ -11,8 +11,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::http::{HttpError, Request, Response};
 use crate::requests::{Destination, Level};
+use crate::requests::{HttpError, Request, Response};
 use crate::{Message, Plugin};
 
 /// A message the handler published.

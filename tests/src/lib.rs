@@ -10,6 +10,7 @@ pub mod collector;
 pub mod http;
 mod inspect;
 pub mod mail_api;
+pub mod outbound;
 pub mod proxy;
 pub mod python;
 pub mod served;

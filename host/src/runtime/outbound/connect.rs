@@ -17,8 +17,7 @@ use wasmtime_wasi_http::io::TokioIo;
 
 use super::grants::Scheme;
 use super::pool::Sender;
-use super::send::Timeouts;
-use super::{Target, address};
+use super::{Target, Timeouts, address};
 
 /// A connection, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}

@@ -96,6 +96,16 @@ impl Target {
     }
 }
 
+/// How long each step of one request may take.
+struct Timeouts {
+    /// Resolving, connecting and the TLS handshake, each.
+    connect: Duration,
+    /// From the request sent to its response's head.
+    first_byte: Duration,
+    /// Between two frames of the response's body.
+    between_bytes: Duration,
+}
+
 /// The outgoing requests of one call.
 pub(super) struct OutboundCall {
     plugin: Arc<Outbound>,
@@ -170,7 +180,7 @@ impl OutboundCall {
 
     /// How long each step of a request may take: the plugin's limits and the guest's
     /// options, within what is left of the deadline.
-    fn timeouts(&self, asked: Option<RequestOptions>) -> send::Timeouts {
+    fn timeouts(&self, asked: Option<RequestOptions>) -> Timeouts {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let l = &self.plugin.limits;
         let within = |limit_ms: u64, asked: Option<Duration>| {
@@ -179,7 +189,7 @@ impl OutboundCall {
                 .min(left)
         };
         let asked = asked.unwrap_or_default();
-        send::Timeouts {
+        Timeouts {
             connect: within(l.http_connect_timeout_ms, asked.connect_timeout),
             first_byte: within(l.http_first_byte_timeout_ms, asked.first_byte_timeout),
             between_bytes: within(l.http_first_byte_timeout_ms, asked.between_bytes_timeout),

@@ -1,6 +1,6 @@
 //! Sending one granted request: on a connection of the plugin's pool, or a new one
 //! ([`connect`]), over HTTP/1.1 with the request's body bounded, and handing the guest a
-//! response whose body is bounded too. Each step has its timeout (see [`Timeouts`]); the
+//! response whose body is bounded too. Each step has its timeout (see [`Timeouts`](super::Timeouts)); the
 //! request holds one of its plugin's in-flight permits until its response body is
 //! dropped, and a body read whole gives its connection back to the pool.
 
@@ -17,18 +17,8 @@ use tokio::time::{Sleep, timeout};
 use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::pool::{Origin, Pool, Sender};
-use super::{Audit, Outbound, SendResult, Target, connect};
+use super::{Audit, Outbound, SendResult, Target, Timeouts, connect};
 use crate::metrics;
-
-/// How long each step of one request may take.
-pub(super) struct Timeouts {
-    /// Resolving, connecting and the TLS handshake, each.
-    pub(super) connect: Duration,
-    /// From the request sent to its response's head.
-    pub(super) first_byte: Duration,
-    /// Between two frames of the response's body.
-    pub(super) between_bytes: Duration,
-}
 
 /// Send `request` to `target` for `plugin`, counted in the metrics.
 pub(super) async fn send(
