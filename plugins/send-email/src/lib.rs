@@ -76,10 +76,10 @@ mod tests {
         let message = email();
         host.handle::<SendEmail>(&message).unwrap();
         let sent = &host.requests()[0];
-        assert!(sent.headers.contains(&(
-            "idempotency-key".into(),
-            message.idempotency_key("send")
-        )));
+        assert!(
+            sent.headers
+                .contains(&("idempotency-key".into(), message.idempotency_key("send")))
+        );
         let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
         assert_eq!(body["to"], "a@example.com");
     }
@@ -90,10 +90,16 @@ mod tests {
         let mut host = TestHost::new()
             .config("mail_api", api)
             .respond("POST", api, 503, b"{}");
-        assert!(matches!(host.handle::<SendEmail>(&email()), Err(wharf_sdk::Error::Retry { .. })));
+        assert!(matches!(
+            host.handle::<SendEmail>(&email()),
+            Err(wharf_sdk::Error::Retry { .. })
+        ));
         let mut host = TestHost::new()
             .config("mail_api", api)
             .respond("POST", api, 400, b"{}");
-        assert!(matches!(host.handle::<SendEmail>(&email()), Err(wharf_sdk::Error::Reject(_))));
+        assert!(matches!(
+            host.handle::<SendEmail>(&email()),
+            Err(wharf_sdk::Error::Reject(_))
+        ));
     }
 }
