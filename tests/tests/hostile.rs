@@ -74,6 +74,16 @@ fn abuses() -> Vec<(&'static str, serde_json::Value, Option<&'static str>)> {
         ),
         ("hostile.log-flood", json!({ "n": 200 }), None),
         ("hostile.stdout-flood", json!({ "bytes": 16 << 20 }), None),
+        (
+            "hostile.http-fields",
+            json!({ "bytes": 30_000 }),
+            Some("held more than 512 resources at once"),
+        ),
+        (
+            "hostile.http-fields",
+            json!({ "n": 1, "bytes": 1 << 20 }),
+            Some("made a header map of more than 32 KiB"),
+        ),
         ("test.loop", json!({}), Some("deadline of 5000 ms exceeded")),
         (
             "test.alloc",

@@ -63,6 +63,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// dirty pages; without it wasmtime would reset this much from the start of memory.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
+/// The most resources (WASI streams and pollables, HTTP requests, fields and bodies) one
+/// call may hold at once: what a hostile guest can make the host hold is bounded by it.
+const MAX_RESOURCES: usize = 512;
+
 /// The wasmtime engine and linker shared by every plugin of a host.
 pub struct Runtime {
     engine: Engine,
@@ -175,10 +179,14 @@ impl Runtime {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
+        let mut table = wasmtime_wasi::ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(outbound::MAX_FIELDS_BYTES);
         let state = HostState {
             wasi,
-            table: Default::default(),
-            http: Default::default(),
+            table,
+            http,
             outbound: OutboundCall::new(outbound, deadline),
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,

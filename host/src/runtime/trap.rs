@@ -1,12 +1,16 @@
 //! Why a call trapped, in one actionable line: the limit it went over (memory, deadline,
-//! fuel), an exit, an uncaught Python exception or a Rust panic read from the guest's
+//! fuel, resources held, a header map's size), an exit, an uncaught Python exception or a Rust panic read from the guest's
 //! stderr (where componentize-py and Rust's panic hook write them), else wasmtime's own
 //! text.
 
 use wasmtime::Trap;
+use wasmtime::component::ResourceTableError;
+use wasmtime_wasi_http::FieldMapError;
 
+use super::MAX_RESOURCES;
 use super::host_state::HostState;
 use super::limits::Limits;
+use super::outbound::MAX_FIELDS_BYTES;
 
 /// `bytes` in MiB, with a decimal unless whole: a limit and what went over it never read
 /// the same.
@@ -25,6 +29,17 @@ pub(super) fn describe(error: &wasmtime::Error, state: &HostState, limits: &Limi
             "memory limit of {} MiB exceeded (the guest tried to grow to {} MiB); raise the plugin's memory limit (its manifest or [plugin.<name>] memory_limit_mib, within runtime.memory_limit_mib) if this is legitimate",
             mib(limits.memory_bytes),
             mib(wanted)
+        );
+    }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return format!(
+            "held more than {MAX_RESOURCES} resources at once (WASI streams and pollables, HTTP requests, header maps, bodies); drop what the handler no longer uses"
+        );
+    }
+    if let Some(FieldMapError::TotalSizeTooBig) = error.downcast_ref::<FieldMapError>() {
+        return format!(
+            "made a header map of more than {} KiB, the most one may hold",
+            MAX_FIELDS_BYTES >> 10
         );
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {

@@ -23,6 +23,12 @@ use crate::text;
 pub(super) use audit::Audit;
 use grants::{Grant, Scheme};
 
+/// The most bytes of header fields a guest may put in one `fields` (default 128 KiB): with
+/// the call's cap on resources, what a guest can make the host hold in fields is bounded.
+pub(super) const MAX_FIELDS_BYTES: usize = 32 << 10;
+/// The most bytes one write to a request's body may take (default 1 MiB); the host holds
+/// at most two of them per body.
+const BODY_CHUNK_BYTES: usize = 64 << 10;
 /// The longest list of grants one plugin may have.
 pub const MAX_GRANTS: usize = 64;
 /// How many of a plugin's grants a refusal lists.
@@ -209,6 +215,10 @@ impl WasiHttpHooks for OutboundCall {
     /// A request names its scheme: no guess at what the guest meant.
     fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
         None
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
     }
 
     fn send_request(
