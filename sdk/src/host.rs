@@ -3,19 +3,21 @@
 
 use std::time::Duration;
 
-use crate::bindings::wharf::plugin::types as wit;
+use crate::bindings::wharf::plugin0_2_0::types as wit;
+use crate::bindings::wharf::plugin0_3_0::types as wit_0_3;
 use crate::{Error, Manifest, Message, Plugin};
 
 /// The `manifest` export: convert the plugin's manifest to the WIT type.
-pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
+pub fn guest_manifest<P: Plugin>() -> wit_0_3::Manifest {
     let Manifest {
         name,
         version,
         subscriptions,
         retry,
         limits,
+        allowed_hosts,
     } = P::manifest();
-    wit::Manifest {
+    wit_0_3::Manifest {
         name,
         version,
         subscriptions,
@@ -32,6 +34,7 @@ pub fn guest_manifest<P: Plugin>() -> wit::Manifest {
             fuel: l.fuel,
             max_concurrency: l.max_concurrency,
         }),
+        allowed_hosts,
     }
 }
 
@@ -67,7 +70,7 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::wit;
-    use crate::bindings::wharf::plugin::{config, log, outbox, state};
+    use crate::bindings::wharf::plugin0_2_0::{config, log, outbox, state};
     use crate::requests::{Destination, Level};
     use crate::requests::{HttpError, Request, Response, Url};
 

@@ -51,6 +51,8 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
         path: "../wit",
+        // 0.3.0 imports 0.2.0's unchanged interfaces: generate them too.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "::wharf_sdk::bindings",
@@ -84,19 +86,21 @@ macro_rules! export {
             struct WharfExport;
 
             impl $crate::bindings::Guest for WharfExport {
-                fn manifest() -> $crate::bindings::wharf::plugin::types::Manifest {
+                fn manifest() -> $crate::bindings::wharf::plugin0_3_0::types::Manifest {
                     $crate::__private::guest_manifest::<$plugin>()
                 }
 
                 fn handle(
-                    message: $crate::bindings::wharf::plugin::types::Message,
-                ) -> ::core::result::Result<(), $crate::bindings::wharf::plugin::types::HandlerError>
-                {
+                    message: $crate::bindings::wharf::plugin0_2_0::types::Message,
+                ) -> ::core::result::Result<
+                    (),
+                    $crate::bindings::wharf::plugin0_2_0::types::HandlerError,
+                > {
                     $crate::__private::guest_handle::<$plugin>(message)
                 }
             }
 
-            $crate::bindings::export_world!(WharfExport with_types_in $crate::bindings);
+    $crate::bindings::export_world!(WharfExport with_types_in $crate::bindings);
         };
     };
 }

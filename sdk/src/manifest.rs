@@ -1,4 +1,5 @@
-//! The plugin's self-description: name, version, subscriptions, default retry policy.
+//! The plugin's self-description: name, version, subscriptions, default retry policy,
+//! limits, and the hosts it asks to call.
 
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub struct Manifest {
     pub retry: Option<RetryPolicy>,
     /// Resources the plugin asks for; operator config may override them.
     pub limits: Option<Limits>,
+    /// Hosts the plugin asks to call (`https://api.example.com`), as an operator grants
+    /// them in `[plugin.<name>] allowed_hosts`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Resources one plugin's calls may use. `None` fields take the host's defaults, and the
@@ -55,6 +59,7 @@ impl Manifest {
             subscriptions: Vec::new(),
             retry: None,
             limits: None,
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -73,6 +78,14 @@ impl Manifest {
     /// Ask for resource limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// Ask to call `hosts` (`scheme://host[:port]`, `*` and `*.domain` patterns). Asking
+    /// grants nothing: the host's operator grants them in `[plugin.<name>] allowed_hosts`,
+    /// and the host says when it loads the plugin which of them are not granted.
+    pub fn calls(mut self, hosts: &str) -> Self {
+        self.allowed_hosts.push(hosts.to_owned());
         self
     }
 }

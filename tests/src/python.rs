@@ -45,34 +45,32 @@ fn componentize_py() -> PathBuf {
     beside
 }
 
-/// The component built from `plugins/python/<name>/app.py` with the SDK in `sdk/python`,
-/// built on first use in this process; and how long the build took.
+/// The component built from `plugins/python/<name>/app.py` with the SDK in `sdk/python`
+/// against the `plugin-http` world, as the README builds them, on first use in this
+/// process; and how long the build took.
 pub fn component(name: &str) -> (PathBuf, Duration) {
+    component_of_world(name, "plugin-http")
+}
+
+/// [`component`] built against `world` of `wit/plugin.wit`.
+pub fn component_of_world(name: &str, world: &str) -> (PathBuf, Duration) {
     static BUILT: OnceLock<Mutex<HashMap<String, (PathBuf, Duration)>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
     built
-        .entry(name.to_owned())
-        .or_insert_with(|| build(name))
+        .entry(format!("{name} {world}"))
+        .or_insert_with(|| build(name, world))
         .clone()
 }
 
-fn build(name: &str) -> (PathBuf, Duration) {
+fn build(name: &str, world: &str) -> (PathBuf, Duration) {
     let root = root();
     let out_dir = root.join("target").join("python-plugins");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{name}.wasm"));
+    let out = out_dir.join(format!("{name}.{world}.wasm"));
     let started = Instant::now();
     let built = Command::new(componentize_py())
         .current_dir(&root)
-        .args([
-            "-d",
-            "wit",
-            "-w",
-            "plugin-http",
-            "componentize",
-            "app",
-            "-p",
-        ])
+        .args(["-d", "wit", "-w", world, "componentize", "app", "-p"])
         .arg(root.join("plugins").join("python").join(name))
         .arg("-p")
         .arg(root.join("sdk").join("python"))

@@ -188,7 +188,7 @@ async fn a_consumed_amqp_queue_is_shown_and_purged() {
 }
 
 async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend) {
-    let host = Host::start(backend, &["fixture-noop"]).await;
+    let host = Host::start(backend, &["fixture-noop", "fixture-world-0-2"]).await;
     let base = serve(&host).await;
     let upload = async |token: &str, body: Vec<u8>| -> (StatusCode, Value) {
         let response = reqwest::Client::new()
@@ -235,8 +235,13 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
     let (status, again) = upload(OPERATE, v1).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["new"], false);
+    assert_eq!(again["not_granted"], json!([]));
     let (status, _) = upload(OPERATE, v2).await;
     assert_eq!(status, StatusCode::CREATED);
+    // send-email asks for https://api.mail.example, which this host does not grant.
+    let (status, email) = upload(OPERATE, std::fs::read(plugin_wasm("send-email")).unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{email}");
+    assert_eq!(email["not_granted"], json!(["https://api.mail.example"]));
 
     let (status, history) = get(&base, "/api/plugins/versioned/history", READ).await;
     assert_eq!(status, StatusCode::OK);
@@ -265,7 +270,23 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
 
     let (status, plugins) = get(&base, "/api/plugins", READ).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(plugins["served"][0]["name"], "noop", "{plugins}");
+    let served: Vec<(&str, &str, &Value)> = (plugins["served"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["world"].as_str().unwrap(),
+                &p["asks_hosts"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [
+            ("noop", "0.3.0", &json!([])),
+            ("world-0-2", "0.2.0", &json!([]))
+        ],
+        "{plugins}"
+    );
     let registry: Vec<(&str, &str)> = plugins["registry"]
         .as_array()
         .unwrap()
@@ -277,7 +298,7 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
             )
         })
         .collect();
-    assert_eq!(registry, [("versioned", "1.0.0")]);
+    assert_eq!(registry, [("send-email", "0.1.0"), ("versioned", "1.0.0")]);
 }
 
 /// The dashboard's page and assets are open, served with a policy that allows no inline

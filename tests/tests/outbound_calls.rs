@@ -3,7 +3,7 @@
 //! idempotency key, as does the message a killed host leaves to another (whose proxy
 //! settings are not used); a response over its limit fails the read; a call's requests
 //! and a plugin's requests in flight are bounded; the Python SDK's client goes the same
-//! way.
+//! way, and one built against the world without HTTP says what to build it against.
 
 use std::time::Duration;
 
@@ -185,6 +185,13 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
         c.plugin.insert("notify-webhook".into(), plugin);
     })
     .await;
+    let plugins = host.catalog.current();
+    let plugin = plugins
+        .iter()
+        .find(|p| p.name() == "notify-webhook")
+        .unwrap();
+    assert_eq!(plugin.world(), "0.3.0");
+    assert_eq!(plugin.not_granted, ["https://hooks.partner.example"]);
     for order in ["o-1", "o-2"] {
         let shipped = json!({"order": order, "carrier": "ups"});
         host.publish("test", "order.shipped", shipped).await;
@@ -219,4 +226,36 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
         "{error}"
     );
     assert_eq!(api.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_built_without_http_says_which_world_has_it() {
+    let api = MailApi::start();
+    let (wasm, _) = wharf_tests::python::component_of_world("notify-webhook", "plugin");
+    let host = Host::start_with(Backend::Sqlite, &[], |c| {
+        c.plugins.cache_dir = wharf_tests::python::cache_dir();
+        std::fs::create_dir_all(&c.plugins.dir).unwrap();
+        std::fs::copy(&wasm, c.plugins.dir.join("notify-webhook.wasm")).unwrap();
+        let mut plugin = PluginConfig {
+            allowed_hosts: vec![api.url.clone()],
+            ..PluginConfig::default()
+        };
+        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
+        plugin.retry = Some(RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        });
+        c.plugin.insert("notify-webhook".into(), plugin);
+    })
+    .await;
+    host.publish("test", "order.shipped", json!({"order": "o-4"}))
+        .await;
+    host.drain().await;
+    let error = refusal(&host).await;
+    assert!(
+        error.contains("built against the plugin world, which has no HTTP")
+            && error.contains("componentize-py -w plugin-http"),
+        "{error}"
+    );
+    assert!(api.received().is_empty());
 }

@@ -199,6 +199,13 @@ async fn deploy(config: Config, file: PathBuf) -> anyhow::Result<()> {
             time(d.deployed_at)
         ),
     }
+    if !plugin.not_granted.is_empty() {
+        println!(
+            "note: its manifest asks to call {}, which this config's [plugin.{}] allowed_hosts does not grant; a host without that grant refuses its requests there",
+            plugin.not_granted.join(", "),
+            plugin.name()
+        );
+    }
     Ok(())
 }
 

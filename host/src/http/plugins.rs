@@ -30,6 +30,9 @@ pub async fn list(_: Reader, State(api): State<Arc<Api>>) -> Result<Json<Value>,
                 "version": p.manifest.version,
                 "sha256": p.sha256,
                 "subscriptions": p.manifest.subscriptions,
+                "world": p.world(),
+                "asks_hosts": p.manifest.allowed_hosts,
+                "not_granted": p.not_granted,
                 "from": p.path.display().to_string(),
             })
         })
@@ -78,11 +81,16 @@ pub async fn deploy(
             version: plugin.manifest.version.clone(),
             wasm: wasm.to_vec(),
         };
-        let deployed = match api.store.deploy(&artifact, &format!("{who} (HTTP API)")).await? {
-            Deployed::New(d) => json!({ "deployed": d, "new": true }),
-            Deployed::AlreadyActive(d) => json!({ "deployed": d, "new": false }),
+        let (deployed, new) = match api.store.deploy(&artifact, &format!("{who} (HTTP API)")).await? {
+            Deployed::New(d) => (d, true),
+            Deployed::AlreadyActive(d) => (d, false),
         };
-        Ok(Json(deployed))
+        // With what it asks to call and this host's grants do not cover.
+        Ok(Json(json!({
+            "deployed": deployed,
+            "new": new,
+            "not_granted": plugin.not_granted,
+        })))
     }
     .await;
     api.record(&who, "deploy", target, &outcome).await;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::wharf::plugin::{config, log, outbox, state, types};
+use super::bindings::v0_2::wharf::plugin0_2_0::{config, log, outbox, state, types};
 use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
 use super::outbound::OutboundCall;
@@ -116,6 +116,8 @@ impl WasiHttpView for HostState {
 }
 
 impl types::Host for HostState {}
+
+impl super::bindings::v0_3::wharf::plugin0_3_0::types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(

@@ -22,6 +22,7 @@ mod plugin;
 mod state;
 mod stdio;
 mod trap;
+mod world;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use crate::{text, trace};
-use bindings::wharf::plugin::types;
+use bindings::v0_2::wharf::plugin0_2_0::types;
 use budget::Budget;
 use host_state::HostState;
 use limits::MemoryLimiter;
@@ -138,7 +139,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        // 0.3.0's imports are 0.2.0's and its own types: every version's.
+        bindings::v0_3::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
@@ -284,17 +286,14 @@ impl Drop for Task {
 
 /// Instantiate `pre` in `store` and call `handle` with `input` under `limits`.
 async fn run(
-    pre: bindings::PluginPre<HostState>,
+    pre: world::Pre,
     mut store: Store<HostState>,
     input: types::Message,
     limits: Limits,
 ) -> Outcome {
     // The epoch deadline interrupts guest code; this one also ends a call that waits in
     // the host past its deadline (a guest sleeping in a WASI poll).
-    let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance.call_handle(&mut store, &input).await
-    };
+    let call = pre.handle(&mut store, &input);
     let result = match tokio::time::timeout(limits.deadline + EPOCH_TICK * 2, call).await {
         Ok(result) => result,
         Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::bindings::PluginPre;
+use super::outbound::MAX_GRANTS;
+use super::outbound::grants::Grant;
+use super::world::Pre;
 use super::{CallContext, Limits, Outbound, Requested, Runtime, cache};
 use crate::retry::RetryPolicy;
 use crate::trace::TraceContext;
@@ -33,10 +35,12 @@ pub struct Plugin {
     /// The limits its calls run under: its manifest's, within the host's, with its
     /// `[plugin.<name>]` settings applied over them.
     pub limits: Limits,
+    /// The hosts its manifest asks to call that its grants do not cover, as it wrote them.
+    pub not_granted: Vec<String>,
     /// The hosts it may call, and its requests in flight.
     pub(super) outbound: Arc<Outbound>,
     /// Pre-linked component: instantiating it per message is cheap.
-    pre: PluginPre<super::HostState>,
+    pre: Pre,
 }
 
 /// What a plugin says about itself.
@@ -52,6 +56,8 @@ pub struct Manifest {
     pub retry: Option<RetryPolicy>,
     /// The limits it asks for.
     pub limits: Requested,
+    /// The hosts it asks to call (world 0.3.0 on), checked to read as grants.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Why a `.wasm` file was refused. Each message names the file.
@@ -89,7 +95,7 @@ pub enum LoadError {
     },
     /// A component, but not of the `wharf:plugin/plugin` world.
     #[error(
-        "{path}: does not implement the wharf:plugin/plugin@0.2.0 world ({reason}); build it with wharf-sdk's export! macro"
+        "{path}: does not implement the wharf:plugin/plugin world, 0.3.0 or 0.2.0 ({reason}); build it with wharf-sdk's export! macro"
     )]
     WrongWorld {
         /// The file.
@@ -120,8 +126,13 @@ pub enum LoadError {
 }
 
 impl Plugin {
-    pub(super) fn pre(&self) -> &PluginPre<super::HostState> {
+    pub(super) fn pre(&self) -> &Pre {
         &self.pre
+    }
+
+    /// The version of the `wharf:plugin` world it was built against.
+    pub fn world(&self) -> &'static str {
+        self.pre.version()
     }
 
     /// Manifest name.
@@ -210,7 +221,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = PluginPre::new(instance_pre).map_err(wrong_world)?;
+        let pre = Pre::new(instance_pre).map_err(wrong_world)?;
         let manifest = self
             .read_manifest(&pre)
             .await
@@ -226,13 +237,26 @@ impl Runtime {
             Some(config) => limits.overridden_by(config),
             None => limits,
         };
-        let grants = self.grants.get(&manifest.name).cloned();
-        let outbound = Outbound::new(
-            &manifest.name,
-            grants.unwrap_or_else(|| Arc::from([])),
-            limits.effects,
-        );
+        let grants = (self.grants.get(&manifest.name).cloned()).unwrap_or_else(|| Arc::from([]));
+        let not_granted: Vec<String> = (manifest.allowed_hosts.iter())
+            .filter(|ask| {
+                let ask = Grant::parse(ask).expect("checked with the manifest");
+                !grants.iter().any(|g| g.covers(&ask))
+            })
+            .cloned()
+            .collect();
+        if !not_granted.is_empty() {
+            tracing::warn!(
+                plugin = manifest.name,
+                file = %path.display(),
+                "its manifest asks to call {} and is not granted it; its requests there will be refused until [plugin.{}] allowed_hosts grants them",
+                not_granted.join(", "),
+                manifest.name
+            );
+        }
+        let outbound = Outbound::new(&manifest.name, grants, limits.effects);
         Ok(Plugin {
+            not_granted,
             outbound: Arc::new(outbound),
             manifest,
             sha256,
@@ -242,7 +266,7 @@ impl Runtime {
         })
     }
 
-    async fn read_manifest(&self, pre: &PluginPre<super::HostState>) -> Result<Manifest, String> {
+    async fn read_manifest(&self, pre: &Pre) -> Result<Manifest, String> {
         let mut store = self.new_store(
             CallContext {
                 plugin: Arc::from("(loading)"),
@@ -254,33 +278,7 @@ impl Runtime {
             &self.limits,
             Arc::new(Outbound::none(self.limits.effects)),
         );
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| format!("instantiation failed: {e:#}"))?;
-        let raw = instance
-            .call_manifest(&mut store)
-            .await
-            .map_err(|e| format!("manifest() trapped: {e:#}"))?;
-        let manifest = Manifest {
-            name: raw.name,
-            version: raw.version,
-            subscriptions: raw.subscriptions,
-            retry: raw.retry.map(|r| RetryPolicy {
-                max_retries: r.max_retries,
-                base_delay_ms: r.base_delay_ms,
-                multiplier: r.multiplier,
-                max_delay_ms: r.max_delay_ms,
-                jitter: r.jitter,
-            }),
-            limits: raw.limits.map_or_else(Requested::default, |l| Requested {
-                memory_mib: l.memory_mib.map(u64::from),
-                deadline_ms: l.deadline_ms,
-                fuel: l.fuel,
-                max_concurrency: l.max_concurrency.map(|n| n as usize),
-                ..Requested::default()
-            }),
-        };
+        let manifest = pre.manifest(&mut store).await?;
         let valid_name = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.name.len())
             && manifest
                 .name
@@ -317,7 +315,23 @@ impl Runtime {
                 .validate("manifest retry")
                 .map_err(|e| e.to_string())?;
         }
+        check_asks(&manifest.allowed_hosts)?;
         Ok(manifest)
+    }
+}
+
+/// The hosts a manifest asks for must read as grants, and be no more than a plugin may be
+/// granted.
+fn check_asks(asks: &[String]) -> Result<(), String> {
+    if asks.len() > MAX_GRANTS {
+        return Err(format!(
+            "allowed_hosts has {} entries, more than {MAX_GRANTS}; ask with patterns (https://*.example.com)",
+            asks.len()
+        ));
+    }
+    match asks.iter().find_map(|ask| Grant::parse(ask).err()) {
+        Some(invalid) => Err(invalid.to_string()),
+        None => Ok(()),
     }
 }
 
@@ -330,4 +344,33 @@ fn initial_memory(reason: &str) -> Option<usize> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_asks_for_hosts_as_grants_are_written() {
+        let asks =
+            |hosts: &[&str]| check_asks(&hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        assert_eq!(asks(&[]), Ok(()));
+        assert_eq!(
+            asks(&["https://api.example.com", "http://*.example.org:*"]),
+            Ok(())
+        );
+        let e = asks(&["https://api.example.com", "api.example.org"]).unwrap_err();
+        assert!(e.contains("\"api.example.org\": needs a scheme"), "{e}");
+        let e = asks(&["https://api\u{1b}[2J.example.com"]).unwrap_err();
+        assert!(
+            e.contains("control character") && !e.contains('\u{1b}'),
+            "{e}"
+        );
+        let long = format!("https://{}.com", "a".repeat(10_000));
+        let e = asks(&[long.as_str()]).unwrap_err();
+        assert!(e.contains("longer than") && e.len() < 300, "{e}");
+        let many = vec!["https://api.example.com"; MAX_GRANTS + 1];
+        let e = asks(&many).unwrap_err();
+        assert!(e.contains("65 entries, more than 64"), "{e}");
+    }
 }

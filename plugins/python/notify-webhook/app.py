@@ -2,7 +2,7 @@
 
 ``order.shipped`` carries ``{"order": "o-7", "carrier": "ups"}``; the plugin posts it as
 JSON to the URL in config ``webhook_url`` (the host must grant its host in
-``[plugin.notify-webhook] allowed_hosts``), with the message's idempotency key, so a
+``[plugin.notify-webhook] allowed_hosts``; its manifest asks for the partner's), with the message's idempotency key, so a
 retried message notifies the partner once. A 429 or 5xx answer is retried, another
 non-2xx one rejected; a refusal or a timeout (:class:`wharf_sdk.http.HttpError`) is
 retried.
@@ -14,7 +14,11 @@ from wharf_sdk.http import Request
 
 class NotifyWebhook(Plugin):
     def manifest(self) -> Manifest:
-        return Manifest("notify-webhook", "1.0.0").subscribe("order.shipped")
+        return (
+            Manifest("notify-webhook", "1.0.0")
+            .subscribe("order.shipped")
+            .calls("https://hooks.partner.example")
+        )
 
     def handle(self, message: Message) -> None:
         url = config.get("webhook_url")

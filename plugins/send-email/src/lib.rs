@@ -1,7 +1,8 @@
 //! Example plugin: on `email.requested`, send the mail through a mail API (config
 //! `mail_api`, e.g. `https://api.mail.example/v1/send`; the host must grant it in
-//! `[plugin.send-email] allowed_hosts`), with the message's idempotency key so a retried
-//! message sends it once. Without `mail_api` it logs the mail it would send.
+//! `[plugin.send-email] allowed_hosts`; its manifest asks for that host), with the
+//! message's idempotency key so a retried message sends it once. Without `mail_api` it
+//! logs the mail it would send.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +21,9 @@ pub struct SendEmail;
 
 impl Plugin for SendEmail {
     fn manifest() -> Manifest {
-        Manifest::new("send-email", env!("CARGO_PKG_VERSION")).subscribe("email.requested")
+        Manifest::new("send-email", env!("CARGO_PKG_VERSION"))
+            .subscribe("email.requested")
+            .calls("https://api.mail.example")
     }
 
     fn handle(message: &Message) -> Result<()> {

@@ -160,7 +160,14 @@ def test_the_manifest_builds_like_the_rust_one():
         .subscribe("order.#")
         .retry(RetryPolicy(max_retries=3, base_delay=0.1))
         .limits(Limits(memory_mib=64, deadline=timedelta(seconds=2)))
+        .calls("https://api.example.com")
     )
+    assert manifest.allowed_hosts == ["https://api.example.com"]
+    assert manifest.calls("https://*.example.org").allowed_hosts == [
+        "https://api.example.com",
+        "https://*.example.org",
+    ]
+    assert manifest.allowed_hosts == ["https://api.example.com"]
     assert manifest.subscriptions == ["audit.*", "order.#"]
     assert manifest.retry_policy.max_retries == 3
     assert manifest.resource_limits.memory_mib == 64

@@ -19,17 +19,16 @@ try:
     from wit_world.imports import log as _log
     from wit_world.imports import outbox as _outbox
     from wit_world.imports import state as _state
+    from wit_world.imports import wharf_plugin_types_0_2_0 as _types
+    from wit_world.imports import wharf_plugin_types_0_3_0 as _types_0_3
 
     try:
-        # The plugin-http world: wharf's types beside wasi:http's.
+        # The plugin-http world: wasi:http's bindings too.
         from wit_world.imports import outgoing_handler as _outgoing
         from wit_world.imports import streams as _streams
         from wit_world.imports import wasi_http_types as _http
-        from wit_world.imports import wharf_plugin_types as _types
     except ImportError:
         # The plugin world: no HTTP.
-        from wit_world.imports import types as _types
-
         _http = None
 except ImportError:
     _types = None
@@ -208,7 +207,7 @@ def _wit_manifest(manifest: Manifest):
         raise TypeError(f"manifest() returned {type(manifest).__name__}, not a wharf_sdk.Manifest")
     retry = manifest.retry_policy
     limits = manifest.resource_limits
-    return _types.Manifest(
+    return _types_0_3.Manifest(
         name=manifest.name,
         version=manifest.version,
         subscriptions=list(manifest.subscriptions),
@@ -229,4 +228,5 @@ def _wit_manifest(manifest: Manifest):
             fuel=limits.fuel,
             max_concurrency=limits.max_concurrency,
         ),
+        allowed_hosts=[str(host) for host in manifest.allowed_hosts],
     )

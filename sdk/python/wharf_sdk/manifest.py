@@ -1,4 +1,5 @@
-"""The plugin's self-description: name, version, subscriptions, retry policy, limits."""
+"""The plugin's self-description: name, version, subscriptions, retry policy, limits, and
+the hosts it asks to call."""
 
 import math
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ class Manifest:
     subscriptions: List[str] = field(default_factory=list)
     retry_policy: Optional[RetryPolicy] = None
     resource_limits: Optional[Limits] = None
+    allowed_hosts: List[str] = field(default_factory=list)
 
     def subscribe(self, pattern: str) -> "Manifest":
         """Also receive kinds matching ``pattern`` (``*`` one word, ``#`` any words)."""
@@ -71,3 +73,10 @@ class Manifest:
     def limits(self, limits: Limits) -> "Manifest":
         """The resources the plugin asks for; operator config may override them."""
         return replace(self, resource_limits=limits)
+
+    def calls(self, hosts: str) -> "Manifest":
+        """Ask to call ``hosts`` (``scheme://host[:port]``, ``*`` and ``*.domain``
+        patterns). Asking grants nothing: the operator grants them in
+        ``[plugin.<name>] allowed_hosts``, and the host says when it loads the plugin
+        which of them are not granted."""
+        return replace(self, allowed_hosts=[*self.allowed_hosts, hosts])

@@ -149,6 +149,33 @@ impl Grant {
         scheme_ok && port_ok && host_ok
     }
 
+    /// Whether this grant allows every request `ask` would: a plugin's ask is granted when
+    /// one of its grants covers it.
+    pub fn covers(&self, ask: &Grant) -> bool {
+        let scheme_ok = self.scheme.is_none_or(|s| ask.scheme == Some(s));
+        let default_port_is = |p: u16| ask.scheme.is_some_and(|s| s.default_port() == p);
+        let port_ok = match (self.port, ask.port) {
+            (PortRule::Any, _) => true,
+            (_, PortRule::Any) => false,
+            (PortRule::SchemeDefault, PortRule::SchemeDefault) => true,
+            (PortRule::SchemeDefault, PortRule::Exact(p)) => {
+                self.scheme.is_none_or(|s| s.default_port() == p) && default_port_is(p)
+            }
+            (PortRule::Exact(p), PortRule::SchemeDefault) => default_port_is(p),
+            (PortRule::Exact(p), PortRule::Exact(q)) => p == q,
+        };
+        let host_ok = match (&self.host, &ask.host) {
+            (HostRule::Any, _) => true,
+            (HostRule::Exact(h), HostRule::Exact(a)) => h == a,
+            (HostRule::Subdomains(suffix), HostRule::Exact(a)) => {
+                a.len() > suffix.len() && a.ends_with(suffix.as_str())
+            }
+            (HostRule::Subdomains(suffix), HostRule::Subdomains(a)) => a.ends_with(suffix.as_str()),
+            _ => false,
+        };
+        scheme_ok && port_ok && host_ok
+    }
+
     /// Whether this grant names `host` itself, which lets it reach a loopback, link-local
     /// or private address.
     pub fn names(&self, host: &str) -> bool {
@@ -224,6 +251,52 @@ mod tests {
         assert!(!any.names("a.example.com"));
         let v6 = grant("https://[::1]:9443");
         assert!(v6.allows(Scheme::Https, "::1", 9443));
+    }
+
+    #[test]
+    fn a_grant_covers_the_asks_it_allows_all_of() {
+        for (granted, asked, covers) in [
+            ("https://api.example.com", "https://api.example.com", true),
+            (
+                "https://api.example.com",
+                "https://api.example.com:443",
+                true,
+            ),
+            (
+                "https://api.example.com:443",
+                "https://api.example.com",
+                true,
+            ),
+            ("https://api.example.com", "http://api.example.com", false),
+            ("https://api.example.com", "*://api.example.com", false),
+            ("*://api.example.com", "https://api.example.com", true),
+            ("*://api.example.com", "*://api.example.com", true),
+            ("*://api.example.com", "https://api.example.com:443", true),
+            ("*://api.example.com", "https://api.example.com:80", false),
+            (
+                "https://api.example.com",
+                "https://api.example.com:*",
+                false,
+            ),
+            (
+                "https://api.example.com:*",
+                "https://api.example.com:8443",
+                true,
+            ),
+            ("https://*.example.com", "https://api.example.com", true),
+            ("https://*.example.com", "https://*.eu.example.com", true),
+            ("https://*.example.com", "https://example.com", false),
+            ("https://*.example.com", "https://*.com", false),
+            ("https://api.example.com", "https://*.example.com", false),
+            ("https://*", "https://anything.example.org", true),
+            ("*://*:*", "*://*:*", true),
+        ] {
+            assert_eq!(
+                grant(granted).covers(&grant(asked)),
+                covers,
+                "{granted} covers {asked}"
+            );
+        }
     }
 
     #[test]

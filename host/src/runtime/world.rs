@@ -1,0 +1,130 @@
+//! Which version of the `wharf:plugin` world a component was built against, and calling
+//! its exports as that version: `manifest` read into one [`Manifest`] shape, `handle`
+//! (the same in every version).
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::bindings::{v0_2, v0_3};
+use super::limits::Requested;
+use super::{HostState, Manifest};
+use crate::retry::RetryPolicy;
+
+use v0_2::wharf::plugin0_2_0::types;
+
+/// A component pre-linked as the world version it implements; instantiating it per
+/// message is cheap.
+#[derive(Clone)]
+pub(super) enum Pre {
+    /// Built against `wharf:plugin@0.2.0`.
+    V0_2(v0_2::PluginPre<HostState>),
+    /// Built against `wharf:plugin@0.3.0`.
+    V0_3(v0_3::PluginPre<HostState>),
+}
+
+impl Pre {
+    /// The newest version whose exports `pre` has; the error is the newest version's.
+    pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
+        match v0_3::PluginPre::new(pre.clone()) {
+            Ok(pre) => Ok(Self::V0_3(pre)),
+            Err(newest) => v0_2::PluginPre::new(pre)
+                .map(Self::V0_2)
+                .map_err(|_| newest),
+        }
+    }
+
+    /// The version, as the WIT package writes it.
+    pub(super) fn version(&self) -> &'static str {
+        match self {
+            Self::V0_2(_) => "0.2.0",
+            Self::V0_3(_) => "0.3.0",
+        }
+    }
+
+    /// Instantiate and call `manifest`.
+    pub(super) async fn manifest(&self, store: &mut Store<HostState>) -> Result<Manifest, String> {
+        let instantiated = |e: wasmtime::Error| format!("instantiation failed: {e:#}");
+        let trapped = |e: wasmtime::Error| format!("manifest() trapped: {e:#}");
+        Ok(match self {
+            Self::V0_2(pre) => {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(instantiated)?;
+                let m = instance.call_manifest(store).await.map_err(trapped)?;
+                read(
+                    m.name,
+                    m.version,
+                    m.subscriptions,
+                    m.retry,
+                    m.limits,
+                    vec![],
+                )
+            }
+            Self::V0_3(pre) => {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(instantiated)?;
+                let m = instance.call_manifest(store).await.map_err(trapped)?;
+                read(
+                    m.name,
+                    m.version,
+                    m.subscriptions,
+                    m.retry,
+                    m.limits,
+                    m.allowed_hosts,
+                )
+            }
+        })
+    }
+
+    /// Instantiate and call `handle`.
+    pub(super) async fn handle(
+        &self,
+        store: &mut Store<HostState>,
+        message: &types::Message,
+    ) -> wasmtime::Result<Result<(), types::HandlerError>> {
+        match self {
+            Self::V0_2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, message).await
+            }
+            Self::V0_3(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, message).await
+            }
+        }
+    }
+}
+
+/// A manifest as the component returned it, before it is checked.
+fn read(
+    name: String,
+    version: String,
+    subscriptions: Vec<String>,
+    retry: Option<types::RetryPolicy>,
+    limits: Option<types::Limits>,
+    allowed_hosts: Vec<String>,
+) -> Manifest {
+    Manifest {
+        name,
+        version,
+        subscriptions,
+        retry: retry.map(|r| RetryPolicy {
+            max_retries: r.max_retries,
+            base_delay_ms: r.base_delay_ms,
+            multiplier: r.multiplier,
+            max_delay_ms: r.max_delay_ms,
+            jitter: r.jitter,
+        }),
+        limits: limits.map_or_else(Requested::default, |l| Requested {
+            memory_mib: l.memory_mib.map(u64::from),
+            deadline_ms: l.deadline_ms,
+            fuel: l.fuel,
+            max_concurrency: l.max_concurrency.map(|n| n as usize),
+            ..Requested::default()
+        }),
+        allowed_hosts,
+    }
+}
