@@ -105,7 +105,12 @@ pub async fn host(backend: Backend, name: &str, adjust: impl FnOnce(&mut Config)
 /// Put the Python plugin `name` into `config`'s plugin directory, compiled through the
 /// shared cache.
 pub fn serve(config: &mut Config, name: &str) {
-    let (wasm, _) = component(name);
+    serve_of_world(config, name, "plugin-http");
+}
+
+/// [`serve`] the plugin built against `world`.
+pub fn serve_of_world(config: &mut Config, name: &str, world: &str) {
+    let (wasm, _) = component_of_world(name, world);
     config.plugins.cache_dir = cache_dir();
     std::fs::create_dir_all(&config.plugins.dir).unwrap();
     std::fs::copy(&wasm, config.plugins.dir.join(format!("{name}.wasm"))).unwrap();

@@ -172,19 +172,32 @@ async fn a_host_killed_mid_request_runs_the_message_again_with_the_same_key() {
     assert!(proxy.received().is_empty(), "{:?}", proxy.received());
 }
 
+/// A host serving the Python `notify-webhook` built against `world`, posting to `api`
+/// (granted when `granted`), with no retries unless it may call.
+async fn notify_webhook(api: &MailApi, world: &str, granted: bool) -> Host {
+    Host::start_with(Backend::Sqlite, &[], |c| {
+        wharf_tests::python::serve_of_world(c, "notify-webhook", world);
+        c.runtime.deadline_ms = 2_000;
+        let mut plugin = PluginConfig::default();
+        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
+        if granted {
+            plugin.allowed_hosts = vec![api.url.clone()];
+        }
+        if !granted || world != "plugin-http" {
+            plugin.retry = Some(RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            });
+        }
+        c.plugin.insert("notify-webhook".into(), plugin);
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_handler_calls_a_granted_service_once_per_message() {
     let api = MailApi::start();
-    let host = wharf_tests::python::host(Backend::Sqlite, "notify-webhook", |c| {
-        c.runtime.deadline_ms = 2_000;
-        let plugin = PluginConfig {
-            allowed_hosts: vec![api.url.clone()],
-            config: [("webhook_url".into(), format!("{}/send", api.url))].into(),
-            ..PluginConfig::default()
-        };
-        c.plugin.insert("notify-webhook".into(), plugin);
-    })
-    .await;
+    let host = notify_webhook(&api, "plugin-http", true).await;
     let plugins = host.catalog.current();
     let plugin = plugins
         .iter()
@@ -205,17 +218,7 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
     assert_eq!(body["carrier"], "ups");
 
     // Not granted: the refusal reaches the handler, which retries, and its dead letter says why.
-    let host = wharf_tests::python::host(Backend::Sqlite, "notify-webhook", |c| {
-        c.runtime.deadline_ms = 2_000;
-        let mut plugin = PluginConfig::default();
-        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
-        plugin.retry = Some(RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        });
-        c.plugin.insert("notify-webhook".into(), plugin);
-    })
-    .await;
+    let host = notify_webhook(&api, "plugin-http", false).await;
     host.publish("test", "order.shipped", json!({"order": "o-3"}))
         .await;
     host.drain().await;
@@ -231,23 +234,7 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_handler_built_without_http_says_which_world_has_it() {
     let api = MailApi::start();
-    let (wasm, _) = wharf_tests::python::component_of_world("notify-webhook", "plugin");
-    let host = Host::start_with(Backend::Sqlite, &[], |c| {
-        c.plugins.cache_dir = wharf_tests::python::cache_dir();
-        std::fs::create_dir_all(&c.plugins.dir).unwrap();
-        std::fs::copy(&wasm, c.plugins.dir.join("notify-webhook.wasm")).unwrap();
-        let mut plugin = PluginConfig {
-            allowed_hosts: vec![api.url.clone()],
-            ..PluginConfig::default()
-        };
-        (plugin.config).insert("webhook_url".into(), format!("{}/send", api.url));
-        plugin.retry = Some(RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        });
-        c.plugin.insert("notify-webhook".into(), plugin);
-    })
-    .await;
+    let host = notify_webhook(&api, "plugin", true).await;
     host.publish("test", "order.shipped", json!({"order": "o-4"}))
         .await;
     host.drain().await;

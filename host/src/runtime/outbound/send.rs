@@ -32,7 +32,7 @@ pub(super) async fn send(
     let method = request.method().clone();
     let result = exchange(&plugin, &target, request, &timeouts).await;
     let status = match &result {
-        Ok((response, _)) => response.status().as_str().to_owned(),
+        Ok(response) => response.status().as_str().to_owned(),
         Err(e) => kind(e).to_owned(),
     };
     let elapsed = started.elapsed();
@@ -47,8 +47,9 @@ pub(super) async fn send(
             tracing::info!(plugin = &*plugin.plugin, %method, url, status, ms = elapsed.as_millis() as u64, "outgoing request failed: {e}")
         }
     }
-    let (response, connection) = result?;
-    Ok((response, Box::new(connection)))
+    // The connection is driven by a task of its own (connect::open): nothing is left to
+    // drive with the response.
+    Ok((result?, Box::new(async { Ok(()) })))
 }
 
 /// What a failed request's metric says of it: `refused` (by a rule), `timeout` or
@@ -69,13 +70,7 @@ async fn exchange(
     target: &Target,
     mut request: http::Request<WasiBody>,
     t: &Timeouts,
-) -> Result<
-    (
-        http::Response<WasiBody>,
-        impl Future<Output = Result<(), Error>> + Send + use<>,
-    ),
-    Error,
-> {
+) -> Result<http::Response<WasiBody>, Error> {
     let limits = &plugin.limits;
     let max_request = limits.max_http_request_bytes;
     let declared = (request.headers().get(http::header::CONTENT_LENGTH))
@@ -136,9 +131,7 @@ async fn exchange(
         }
         .boxed_unsync()
     });
-    // The connection is driven by a task of its own (connect::open): nothing is left to
-    // drive with the response.
-    Ok((response, async { Ok(()) }))
+    Ok(response)
 }
 
 /// A response body read within its size limit, each frame within the time allowed
