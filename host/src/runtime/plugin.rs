@@ -277,6 +277,7 @@ impl Runtime {
             },
             &self.limits,
             Arc::new(Outbound::none(self.limits.effects)),
+            Arc::default(),
         );
         let manifest = pre.manifest(&mut store).await?;
         let valid_name = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.name.len())

@@ -1,8 +1,8 @@
 //! What a handler's HTTP call costs (`outbound`): `send-email` posting one mail per message
 //! to a loopback service, against a plain Rust client (reqwest) posting the same body to the
-//! same server in the same run, with its connections pooled and with a new one per request
-//! (as the host opens one per request); p50 and p99 per call, and `send-email` without the
-//! call (sandbox, JSON, a log line) for scale.
+//! same server in the same run, with its connections pooled (as the host pools a plugin's) and,
+//! for scale, with a new one per request; p50 and p99 per call, and `send-email` without the
+//! call (sandbox, JSON, a log line).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub async fn versus_plain_client() {
         p50 / pooled.0
     );
     println!(
-        "outbound: reqwest, a new connection per request (as the host makes them): p50 {:.0} us, p99 {:.0} us; send-email {:.2}x at p50",
+        "outbound: reqwest, a new connection per request: p50 {:.0} us, p99 {:.0} us; send-email {:.2}x at p50",
         fresh.0,
         fresh.1,
         p50 / fresh.0
