@@ -4,6 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+/// The AMQP header that carries a message's ordering key (seed 004's `partition_key`).
+pub const KEY_HEADER: &str = "partition_key";
+
 /// A message to put into the inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
@@ -17,6 +20,8 @@ pub struct NewMessage {
     pub headers: BTreeMap<String, String>,
     /// Body.
     pub payload: Vec<u8>,
+    /// Ordering key: the inbox numbers the messages of one (queue, key) in enqueue order.
+    pub key: Option<String>,
 }
 
 impl NewMessage {
@@ -28,6 +33,15 @@ impl NewMessage {
             kind: kind.to_owned(),
             headers: BTreeMap::new(),
             payload,
+            key: None,
+        }
+    }
+
+    /// This message with ordering key `key`.
+    pub fn with_key(self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_owned()),
+            ..self
         }
     }
 }
@@ -56,6 +70,11 @@ pub struct Envelope {
     /// When it became due in the inbox (Unix ms): enqueued, or its retry delay ended;
     /// `None` for a delivery from the broker.
     pub due_at: Option<i64>,
+    /// Ordering key.
+    pub key: Option<String>,
+    /// Its place among the inbox messages of its (queue, key), from 1; `None` without a
+    /// key or for a delivery from the broker (ordered by delivery).
+    pub seq: Option<i64>,
 }
 
 /// The source a message was taken from.

@@ -13,6 +13,7 @@
 //! | header value | 0-8 KiB | text without control characters (tab and line breaks allowed) |
 //! | headers | at most 100, 64 KiB in all | |
 //! | state key | 1-1024 bytes | the same |
+//! | ordering key | 1-255 bytes | the same |
 
 use std::collections::BTreeMap;
 
@@ -98,6 +99,7 @@ const ROUTING_KEY: Rule = Rule::key("routing key", 0);
 const HEADER_KEY: Rule = Rule::key("header key", 1);
 const HEADER_VALUE: Rule = Rule::text("header value", 0, MAX_HEADER_VALUE_BYTES);
 const STATE_KEY: Rule = Rule::text("state key", 1, MAX_STATE_KEY_BYTES);
+const ORDERING_KEY: Rule = Rule::text("ordering key", 1, MAX_NAME_BYTES);
 
 /// A message kind.
 pub fn kind(name: &str) -> Result<(), InvalidName> {
@@ -119,9 +121,19 @@ pub fn routing_key(key: &str) -> Result<(), InvalidName> {
     ROUTING_KEY.check(key)
 }
 
+/// A header key.
+pub fn header_key(key: &str) -> Result<(), InvalidName> {
+    HEADER_KEY.check(key)
+}
+
 /// A state key.
 pub fn state_key(key: &str) -> Result<(), InvalidName> {
     STATE_KEY.check(key)
+}
+
+/// A message's ordering key: the messages of one key are handled in publish order.
+pub fn ordering_key(key: &str) -> Result<(), InvalidName> {
+    ORDERING_KEY.check(key)
 }
 
 /// The headers of one message: each key and value, their number and their size.
@@ -306,6 +318,10 @@ mod tests {
         state_key("count:sku-1 é").unwrap();
         assert!(state_key("").is_err());
         assert!(state_key(&"s".repeat(1025)).is_err());
+        ordering_key("order 42 · eu").unwrap();
+        assert!(ordering_key("").is_err());
+        assert!(ordering_key("a\u{1b}[2J").is_err());
+        assert!(ordering_key(&"k".repeat(256)).is_err());
     }
 
     #[test]

@@ -67,4 +67,13 @@ impl Host {
             format!("CAST({column} AS TEXT)")
         }
     }
+
+    /// A JSON `column` (`jsonb` on PostgreSQL) as text, in this host's database's SQL.
+    pub fn json_text(&self, column: &str) -> String {
+        if self.config.database.url.starts_with("mysql:") {
+            column.to_owned()
+        } else {
+            format!("CAST({column} AS TEXT)")
+        }
+    }
 }

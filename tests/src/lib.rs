@@ -25,11 +25,12 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use wharf_host::config::Config;
 use wharf_host::dispatch::Dispatcher;
-use wharf_host::envelope::NewMessage;
+use wharf_host::envelope::{Envelope, NewMessage};
+use wharf_host::outcome::Verdict;
 use wharf_host::plugins::{Catalog, directory};
 use wharf_host::runtime::Runtime;
 use wharf_host::store::registry::Artifact;
-use wharf_host::store::{self, Store};
+use wharf_host::store::{self, PluginResult, PluginVersion, Settlement, Store};
 use wharf_host::transport::inbox::Worker;
 use wharf_host::transport::pump::{Report, StopWhen};
 
@@ -280,6 +281,24 @@ impl Host {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("inbox did not drain within 10 s");
+    }
+}
+
+/// `message` settled by hand as if plugin `noop` 1.0.0's first attempt ended in
+/// `verdict`.
+pub fn noop_settlement(message: &Envelope, verdict: Verdict) -> Settlement {
+    Settlement {
+        message: message.clone(),
+        results: vec![PluginResult {
+            plugin: PluginVersion {
+                name: "noop".into(),
+                version: "1.0.0".into(),
+                sha256: "0".repeat(64),
+            },
+            attempt: 1,
+            verdict,
+        }],
+        refused: None,
     }
 }
 

@@ -194,6 +194,7 @@ async fn sweep_amqp(connection: &lapin::Connection) {
 /// Route `exchange` (durable, direct) -> `queue` (durable) with routing key `orders`, and
 /// consume the queue (prefetch 100, one consumer): the topology of the AMQP tests.
 pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
+    use wharf_host::envelope::KEY_HEADER;
     use wharf_host::transport::amqp::topology::{BindingSpec, ExchangeSpec, QueueSpec};
     use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
     config.amqp.url = amqp_url();
@@ -232,6 +233,7 @@ pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
         consumers: 1,
         kind_from: KindFrom::Type,
         to_inbox: None,
+        key_header: KEY_HEADER.into(),
     }];
 }
 

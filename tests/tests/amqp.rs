@@ -1,14 +1,16 @@
 //! The AMQP transport against the real RabbitMQ (unique queue names per test), on every
 //! store: ack after commit, a redelivery or duplicate of a committed message settled once
 //! (also by two consumers at once), the outbox relay with confirms, the bridge into the
-//! inbox, a message handled from a queue and then enqueued into the inbox settled once,
-//! stale state reads resolved in the settle rather than through a delay queue. The failure
-//! paths are in `amqp_failures.rs`.
+//! inbox (numbering ordering keys in delivery order), a message handled from a queue and
+//! then enqueued into the inbox settled once, stale state reads resolved in the settle
+//! rather than through a delay queue. The failure paths are in `amqp_failures.rs`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use lapin::BasicProperties;
 use lapin::options::BasicGetOptions;
+use lapin::types::{AMQPValue, FieldTable};
 use wharf_host::envelope::NewMessage;
 use wharf_host::transport::amqp::topology::{BindingSpec, ExchangeSpec, ExchangeType};
 use wharf_tests::broker::Broker;
@@ -176,24 +178,88 @@ async fn the_bridge_moves_deliveries_into_the_inbox_once_each(backend: Backend) 
     })
     .await;
     let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    for id in &ids {
-        broker.publish("test.once", Some(id), b"{}").await;
+    // The first ten carry an ordering key, alternating between two.
+    let key_of = |i: usize| (i < 10).then(|| ["order-a", "order-b"][i % 2]);
+    let keyed = |i: usize, id: &str| {
+        let mut properties = BasicProperties::default()
+            .with_type("test.once".into())
+            .with_message_id(id.into());
+        if let Some(key) = key_of(i) {
+            let mut headers = FieldTable::default();
+            headers.insert("partition_key".into(), AMQPValue::LongString(key.into()));
+            properties = properties.with_headers(headers);
+        }
+        properties
+    };
+    for (i, id) in ids.iter().enumerate() {
+        broker.publish_with(keyed(i, id), b"{}").await;
     }
-    // Five of them again, as after a lost ack; and one without message_id.
-    for id in &ids[..5] {
-        broker.publish("test.once", Some(id), b"{}").await;
+    // Five of them again, as after a lost ack; one without message_id; one whose key is
+    // over the limit.
+    for (i, id) in ids[..5].iter().enumerate() {
+        broker.publish_with(keyed(i, id), b"{}").await;
     }
     broker.publish("test.once", None, b"{}").await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "partition_key".into(),
+        AMQPValue::LongString("k".repeat(300).into()),
+    );
+    let oversize = BasicProperties::default()
+        .with_type("test.once".into())
+        .with_message_id(uuid::Uuid::now_v7().to_string().into())
+        .with_headers(headers);
+    broker.publish_with(oversize, b"{}").await;
     let report = broker
         .supervise_until("everything bridged and acked", async |b| {
             b.host.count("SELECT COUNT(*) FROM inbox").await == 20
-                && b.host.count("SELECT COUNT(*) FROM failed_messages").await == 1
+                && b.host.count("SELECT COUNT(*) FROM failed_messages").await == 2
                 && b.depth(&b.queue).await == 0
         })
         .await;
-    assert_eq!(report.consumed.messages, 26, "{report:?}");
+    assert_eq!(report.consumed.messages, 27, "{report:?}");
     assert_eq!(report.consumed.settled.duplicates, 5, "{report:?}");
-    assert_eq!(report.consumed.settled.dead, 1, "{report:?}");
+    assert_eq!(report.consumed.settled.dead, 2, "{report:?}");
+    let refused: Vec<String> = broker
+        .host
+        .rows("SELECT error FROM failed_messages")
+        .await
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.contains("ordering key") && e.contains("over the limit of 255 bytes")),
+        "{refused:?}"
+    );
+    // Numbered per key in delivery order; the repeated ones took no number.
+    let numbered: BTreeMap<String, (String, i64)> = broker
+        .host
+        .query_rows(format!(
+            "SELECT {}, ordering_key, seq FROM inbox WHERE ordering_key IS NOT NULL",
+            broker.host.uuid_text("id")
+        ))
+        .await
+        .iter()
+        .map(|r| {
+            let (id, key, seq) = (
+                sqlx::Row::get(r, 0),
+                sqlx::Row::get(r, 1),
+                sqlx::Row::get(r, 2),
+            );
+            (id, (key, seq))
+        })
+        .collect();
+    let expected: BTreeMap<String, (String, i64)> = (0..10)
+        .map(|i| {
+            (
+                ids[i].clone(),
+                (key_of(i).unwrap().to_owned(), i as i64 / 2 + 1),
+            )
+        })
+        .collect();
+    assert_eq!(numbered, expected);
     let host = &broker.host;
     assert_eq!(
         host.count("SELECT COUNT(*) FROM processed").await,

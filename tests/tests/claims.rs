@@ -12,10 +12,8 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{
-    ClaimMode, Hold, PluginResult, PluginVersion, SettleSummary, Settlement, StoreError,
-};
-use wharf_tests::{Backend, Host, conformance, test_config, wait_for};
+use wharf_host::store::{ClaimMode, Hold, SettleSummary, Settlement, StoreError};
+use wharf_tests::{Backend, Host, conformance, noop_settlement, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
 fn handled(message: &Envelope, tag: &str) -> Settlement {
@@ -30,19 +28,7 @@ fn handled(message: &Envelope, tag: &str) -> Settlement {
     effects
         .writes
         .insert("last".into(), Some(tag.as_bytes().to_vec()));
-    Settlement {
-        message: message.clone(),
-        results: vec![PluginResult {
-            plugin: PluginVersion {
-                name: "noop".into(),
-                version: "1.0.0".into(),
-                sha256: "0".repeat(64),
-            },
-            attempt: 1,
-            verdict: Verdict::Handled(effects),
-        }],
-        refused: None,
-    }
+    noop_settlement(message, Verdict::Handled(effects))
 }
 
 /// Settle `batch`, held by `hold`, through the host's dispatcher.

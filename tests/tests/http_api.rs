@@ -307,6 +307,36 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
     assert_eq!(rows.len(), 1);
     assert_eq!(sqlx::Row::get::<String, _>(&rows[0], 0), "order.created");
 
+    // An ordering key: numbered per key in the inbox; to an exchange, a header.
+    for n in 1..=2 {
+        let keyed =
+            json!({ "queue": "held", "kind": "k", "key": "order 7", "message": { "n": n } });
+        let (status, answer) = publish(&base, keyed).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let rows = host
+        .rows("SELECT ordering_key, seq FROM inbox WHERE queue = 'held' ORDER BY seq")
+        .await;
+    let numbered: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (sqlx::Row::get(r, 0), sqlx::Row::get(r, 1)))
+        .collect();
+    assert_eq!(numbered, [("order 7".into(), 1), ("order 7".into(), 2)]);
+    let (status, answer) = publish(
+        &base,
+        json!({ "exchange": "orders", "routing_key": "order.paid", "key": "order 7", "message": {} }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let rows = host
+        .query_rows(format!(
+            "SELECT {} FROM outbox WHERE kind = 'order.paid'",
+            host.json_text("headers")
+        ))
+        .await;
+    let headers: Value = serde_json::from_str(&sqlx::Row::get::<String, _>(&rows[0], 0)).unwrap();
+    assert_eq!(headers["partition_key"], "order 7");
+
     let refused = [
         (
             json!({ "queue": "test", "message": {} }),
@@ -322,6 +352,22 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
         ),
         (
             json!({ "queue": "test", "kind": "k", "mesage": {} }),
+            "not a publish request",
+        ),
+        (
+            json!({ "queue": "test", "kind": "k", "key": "", "message": {} }),
+            "ordering key is empty",
+        ),
+        (
+            json!({ "queue": "test", "kind": "k", "key": "a\u{7}b", "message": {} }),
+            "ordering key \"a\\u{7}b\" contains '\\u{7}'",
+        ),
+        (
+            json!({ "queue": "test", "kind": "k", "key": "k".repeat(10_000), "message": {} }),
+            "is 10000 bytes long, over the limit of 255 bytes",
+        ),
+        (
+            json!({ "queue": "test", "kind": "k", "key": 42, "message": {} }),
             "not a publish request",
         ),
     ];
@@ -368,7 +414,7 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
         .filter(|e| e["action"] == "publish")
         .count();
     assert_eq!(
-        publishes, 9,
+        publishes, 16,
         "every publish, refused or not, is in the audit trail"
     );
 }

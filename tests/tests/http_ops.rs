@@ -9,6 +9,7 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use wharf_host::envelope::KEY_HEADER;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::http::{OPERATE, READ, get, post, serve};
 use wharf_tests::{
@@ -28,6 +29,7 @@ fn consume(queue: &str) -> ConsumeSpec {
         consumers: 1,
         kind_from: KindFrom::Type,
         to_inbox: None,
+        key_header: KEY_HEADER.into(),
     }
 }
 

@@ -1,11 +1,14 @@
 //! `wharf publish --ndjson`: thousands of messages from one process, into an inbox queue
 //! (in batches, duplicates counted) and to the broker (confirmed); a bad line refuses the
-//! whole input, naming the line, before anything is published.
+//! whole input, naming the line, before anything is published. Ordering keys (`--key`, a
+//! line's `"key"`) are numbered per key in the inbox and travel to the broker as the
+//! `partition_key` header.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::AMQPValue;
 use serde_json::json;
 use wharf_tests::{amqp_connection, amqp_url, unique_name};
 
@@ -118,6 +121,8 @@ async fn many_messages_go_to_the_broker_confirmed() {
         &queue,
         "--kind",
         "order.created",
+        "--key",
+        "order-7",
         "--ndjson",
         "-",
     ];
@@ -140,8 +145,95 @@ async fn many_messages_go_to_the_broker_confirmed() {
         .unwrap()
         .message_count();
     assert_eq!(depth, 1_200);
+    let first = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a message");
+    let key = first
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("partition_key").cloned());
+    assert_eq!(
+        key,
+        Some(AMQPValue::LongString("order-7".into())),
+        "the ordering key travels as the partition_key header"
+    );
     channel
         .queue_delete(queue.as_str().into(), Default::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn keys_from_the_flag_and_the_lines_are_numbered_and_bad_keys_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for (n, key) in [
+        (1, None),
+        (2, Some("order-2")),
+        (3, None),
+        (4, Some("order-2")),
+    ] {
+        let mut line = json!({ "message": { "n": n }, "kind": format!("m{n}") });
+        if let Some(key) = key {
+            line["key"] = json!(key);
+        }
+        input += &(line.to_string() + "\n");
+    }
+    let args = ["--queue", "orders", "--key", "order-1", "--ndjson", "-"];
+    let out = publish(dir.path(), &args, &input);
+    assert!(out.status.success(), "{out:?}");
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT kind, ordering_key, seq FROM inbox ORDER BY kind")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected = [
+        ("m1", "order-1", 1),
+        ("m2", "order-2", 1),
+        ("m3", "order-1", 2),
+        ("m4", "order-2", 2),
+    ]
+    .map(|(kind, key, seq)| (kind.to_owned(), key.to_owned(), seq));
+    assert_eq!(rows, expected);
+
+    for (key, said) in [
+        (
+            "a\u{1b}[2J",
+            "ordering key \"a\\u{1b}[2J\" contains '\\u{1b}'",
+        ),
+        (
+            &"k".repeat(300),
+            "is 300 bytes long, over the limit of 255 bytes",
+        ),
+    ] {
+        let out = publish(
+            dir.path(),
+            &[
+                "--queue", "orders", "--kind", "m", "--key", key, "--json", "{}",
+            ],
+            "",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(stderr.len() < 1_000, "the error is bounded: {stderr}");
+    }
+    let line = json!({ "message": {}, "kind": "m", "key": "" }).to_string() + "\n";
+    let out = publish(dir.path(), &["--queue", "orders", "--ndjson", "-"], &line);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 1 cannot be published; none was: ordering key is empty"),
+        "{stderr}"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 4, "nothing refused was queued");
 }

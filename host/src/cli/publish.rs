@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::ndjson::{self, Message};
 use crate::config::Config;
 use crate::effects::Destination;
-use crate::envelope::NewMessage;
+use crate::envelope::{KEY_HEADER, NewMessage};
 use crate::names;
 use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
@@ -48,6 +48,11 @@ pub struct PublishArgs {
     /// Message id (a UUID); a new UUID v7 when omitted. Publishing an id twice is a no-op.
     #[arg(long, conflicts_with = "ndjson")]
     id: Option<Uuid>,
+    /// Ordering key: the messages of one key are handled in publish order by plugins that
+    /// ask for it (with --ndjson: of the lines that give none; with --amqp: the
+    /// `partition_key` header).
+    #[arg(long)]
+    key: Option<String>,
     /// A header, repeatable (with --ndjson: added to every line's).
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -78,8 +83,14 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         kind: args.kind.clone().unwrap_or_default(),
         headers: headers.clone(),
         payload,
+        key: args.key.clone(),
     };
-    let messages = match (&args.json, &args.file, &args.ndjson) {
+    let defaults = ndjson::Defaults {
+        kind: args.kind.as_deref(),
+        key: args.key.as_deref(),
+        headers: &headers,
+    };
+    let mut messages = match (&args.json, &args.file, &args.ndjson) {
         (Some(json), _, _) => vec![single(json.clone().into_bytes())],
         (_, Some(file), _) => {
             vec![single(std::fs::read(file).with_context(|| {
@@ -87,12 +98,12 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             })?)]
         }
         (_, _, Some(path)) if path.as_os_str() == "-" => {
-            ndjson::read(std::io::stdin().lock(), args.kind.as_deref(), &headers)?
+            ndjson::read(std::io::stdin().lock(), &defaults)?
         }
         (_, _, Some(path)) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            ndjson::read(BufReader::new(file), args.kind.as_deref(), &headers)?
+            ndjson::read(BufReader::new(file), &defaults)?
         }
         (None, None, None) => unreachable!("clap requires --json, --file or --ndjson"),
     };
@@ -104,7 +115,12 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         },
         (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
     };
-    for message in &messages {
+    for message in &mut messages {
+        if matches!(destination, Destination::Exchange { .. })
+            && let Some(key) = message.key.take()
+        {
+            message.headers.insert(KEY_HEADER.to_owned(), key);
+        }
         let checked = check(message, &destination, config.inbox.max_payload_bytes);
         if let Some(line) = message.line {
             checked.with_context(|| format!("line {line} cannot be published; none was"))?;
@@ -137,7 +153,10 @@ fn check(
             message.payload.len(),
         );
     }
-    if let Err(invalid) = names::publish(destination, &message.kind, &message.headers) {
+    let key = message.key.as_deref().map_or(Ok(()), names::ordering_key);
+    if let Err(invalid) =
+        key.and_then(|()| names::publish(destination, &message.kind, &message.headers))
+    {
         bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
     }
     Ok(())
@@ -176,6 +195,7 @@ async fn to_inbox(config: &Config, queue: &str, messages: Vec<Message>) -> anyho
         kind: m.kind,
         headers: m.headers,
         payload: m.payload,
+        key: m.key,
     });
     loop {
         let batch: Vec<NewMessage> = rows.by_ref().take(BATCH).collect();

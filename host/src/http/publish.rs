@@ -20,11 +20,12 @@ use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
 use crate::effects::Destination;
-use crate::envelope::NewMessage;
+use crate::envelope::{KEY_HEADER, NewMessage};
 use crate::names;
 use crate::trace;
 
-/// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it).
+/// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it);
+/// `key` is the ordering key (to an exchange: the `partition_key` header).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
@@ -36,6 +37,7 @@ struct PublishRequest {
     id: Option<Uuid>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    key: Option<String>,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -101,7 +103,10 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
         ));
     }
     let id = request.id.unwrap_or_else(Uuid::now_v7);
-    let headers = request.headers;
+    let mut headers = request.headers;
+    if let Some(key) = &request.key {
+        names::ordering_key(key).map_err(|e| bad(e.to_string()))?;
+    }
     match (request.queue, request.exchange) {
         (Some(queue), None) => {
             let kind = request
@@ -115,12 +120,16 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
                 kind,
                 headers,
                 payload,
+                key: request.key,
             };
             let queued = api.store.enqueue(std::slice::from_ref(&message)).await? == 1;
             Ok(Json(json!({ "id": id, "queue": queue, "queued": queued })))
         }
         (None, Some(exchange)) => {
             let routing_key = request.routing_key.unwrap_or_default();
+            if let Some(key) = request.key {
+                headers.insert(KEY_HEADER.to_owned(), key);
+            }
             let kind = request.kind.unwrap_or_else(|| routing_key.clone());
             let destination = Destination::Exchange {
                 exchange: exchange.clone(),

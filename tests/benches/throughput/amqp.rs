@@ -16,6 +16,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
+use wharf_host::envelope::KEY_HEADER;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::broker::supervisor;
 use wharf_tests::{Backend, Host, confirming_channel, unique_name};
@@ -237,6 +238,7 @@ pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
             consumers: 1,
             kind_from: KindFrom::Type,
             to_inbox: None,
+            key_header: KEY_HEADER.into(),
         }];
     })
     .await

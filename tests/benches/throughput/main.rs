@@ -91,6 +91,8 @@ async fn call_cost(
         settled_plugins: Default::default(),
         origin: Default::default(),
         due_at: None,
+        key: None,
+        seq: None,
     };
     let context = CallContext {
         plugin: Arc::from(plugin.name()),

@@ -86,6 +86,8 @@ async fn handler_calls(origin: &str, mail_api: Option<&str>) -> (f64, f64) {
         settled_plugins: Default::default(),
         origin: Default::default(),
         due_at: None,
+        key: None,
+        seq: None,
     };
     let values: BTreeMap<String, String> = (mail_api.iter())
         .map(|url| ("mail_api".to_owned(), url.to_string()))

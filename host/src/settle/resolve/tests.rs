@@ -144,6 +144,8 @@ fn settlement(n: u8, verdict: Verdict) -> Settlement {
             settled_plugins: Default::default(),
             origin: Default::default(),
             due_at: None,
+            key: None,
+            seq: None,
         },
         results: vec![PluginResult {
             plugin: counter_version(),

@@ -117,7 +117,8 @@ async fn due(
         _ => "inbox_due",
     };
     let mut due = QueryBuilder::<MySql>::new(format!(
-        "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at, seen
+        "SELECT id, queue, kind, headers, payload, attempts, available_at, created_at, seen,
+                ordering_key, seq
          FROM inbox FORCE INDEX ({index})
          WHERE available_at <= {NOW_MS}
            AND (locked_until IS NULL OR locked_until <= {NOW_MS})"
@@ -154,6 +155,8 @@ async fn due(
                 settled_plugins: BTreeSet::new(),
                 origin: Default::default(),
                 due_at: Some(row.get("available_at")),
+                key: row.get("ordering_key"),
+                seq: row.get("seq"),
             })
         })
         .collect::<Result<_>>()?;

@@ -1,7 +1,8 @@
 //! Enqueueing on MariaDB/MySQL: a message whose id was received before is skipped
-//! (`received`, kept until retention), the others go into the inbox.
+//! (`received`, kept until retention), the others go into the inbox numbered per ordering
+//! key (`ordering_keys`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use super::push_list;
 use crate::envelope::NewMessage;
 use crate::store::sql::per_statement;
-use crate::store::{Result, headers_json};
+use crate::store::{Result, StoreError, headers_json};
 
 /// Insert the messages whose ids were not received before, at `now`; returns how many
 /// were new. The ids this call inserts into `received` carry its own token, so a second
@@ -64,10 +65,11 @@ async fn insert_run(
     if new.is_empty() {
         return Ok(0);
     }
+    let seqs = number(conn, &new, now).await?;
     let mut inbox = QueryBuilder::<MySql>::new(
-        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at) ",
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at, ordering_key, seq) ",
     );
-    inbox.push_values(&new, |mut row, m| {
+    inbox.push_values(new.iter().zip(seqs), |mut row, (m, seq)| {
         row.push_bind(m.id)
             .push_bind(&m.queue)
             .push_bind(&m.kind)
@@ -75,8 +77,74 @@ async fn insert_run(
             .push_bind(&m.payload)
             .push_bind(0)
             .push_bind(now)
-            .push_bind(now);
+            .push_bind(now)
+            .push_bind(&m.key)
+            .push_bind(seq);
     });
     inbox.build().execute(&mut *conn).await?;
     Ok(new.len() as u64)
+}
+
+/// The numbers of `messages` among their keys' messages, in the order given: each key's
+/// row of `ordering_keys` moves on by its messages (rows written in (queue, key) order, so
+/// two enqueues of the same keys wait, not deadlock). `None` for a message without a key.
+async fn number(
+    conn: &mut MySqlConnection,
+    messages: &[&NewMessage],
+    now: i64,
+) -> Result<Vec<Option<i64>>> {
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for m in messages {
+        if let Some(key) = &m.key {
+            *counts.entry((m.queue.as_str(), key.as_str())).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return Ok(vec![None; messages.len()]);
+    }
+    let mut upsert = QueryBuilder::<MySql>::new(
+        "INSERT INTO ordering_keys (queue, `key`, last_seq, updated_at) ",
+    );
+    upsert.push_values(&counts, |mut row, ((queue, key), count)| {
+        row.push_bind(*queue)
+            .push_bind(*key)
+            .push_bind(*count)
+            .push_bind(now);
+    });
+    upsert.push(
+        " ON DUPLICATE KEY UPDATE last_seq = last_seq + VALUES(last_seq), updated_at = VALUES(updated_at)",
+    );
+    upsert.build().execute(&mut *conn).await?;
+    let mut read = QueryBuilder::<MySql>::new(
+        "SELECT queue, `key`, last_seq FROM ordering_keys WHERE (queue, `key`) IN (",
+    );
+    let mut pairs = read.separated(", ");
+    for (queue, key) in counts.keys() {
+        pairs
+            .push("(")
+            .push_bind_unseparated(*queue)
+            .push_unseparated(", ")
+            .push_bind_unseparated(*key)
+            .push_unseparated(")");
+    }
+    read.push(") FOR UPDATE");
+    let rows: Vec<(String, String, i64)> = read.build_query_as().fetch_all(&mut *conn).await?;
+    let mut next: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (queue, key, last) in rows {
+        let count = counts[&(queue.as_str(), key.as_str())];
+        next.insert((queue, key), last - count + 1);
+    }
+    let mut seqs = Vec::with_capacity(messages.len());
+    for m in messages {
+        let Some(key) = &m.key else {
+            seqs.push(None);
+            continue;
+        };
+        let seq = next
+            .get_mut(&(m.queue.clone(), key.clone()))
+            .ok_or_else(|| StoreError::Corrupt(format!("ordering key {key:?} not numbered")))?;
+        seqs.push(Some(*seq));
+        *seq += 1;
+    }
+    Ok(seqs)
 }

@@ -74,7 +74,7 @@ pub(super) async fn put_back(
     }
     let mut rows = QueryBuilder::<MySql>::new(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at,
-                            created_at, lock_token, locked_until, seen) ",
+                            created_at, lock_token, locked_until, seen, ordering_key, seq) ",
     );
     rows.push_values(stay, |mut row, s| {
         let m = s.message;
@@ -88,7 +88,9 @@ pub(super) async fn put_back(
             .push_bind(created_at.get(&m.id).copied().unwrap_or(now))
             .push_bind(leased.map(|(token, _)| token))
             .push_bind(leased.map(|(_, until)| until))
-            .push_bind(true);
+            .push_bind(true)
+            .push_bind(&m.key)
+            .push_bind(m.seq);
     });
     rows.build().execute(conn).await?;
     Ok(())

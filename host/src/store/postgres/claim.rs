@@ -58,7 +58,7 @@ pub(super) fn plan_per_call(queues: &[String], idle: &HashSet<String>) -> bool {
 /// 1,000 messages).
 const CLAIMED_ROWS: &str =
     "SELECT c.id, c.queue, c.kind, c.headers::text AS headers, c.payload, c.attempts,
-        c.created_at, c.available_at,
+        c.created_at, c.available_at, c.ordering_key, c.seq,
         CASE WHEN c.seen THEN
             ARRAY(SELECT plugin FROM processed p WHERE p.message_id = c.id
                   UNION ALL
@@ -229,6 +229,8 @@ fn envelopes(rows: &[PgRow], token: Uuid) -> Result<Vec<Envelope>> {
                 settled_plugins: row.get::<Vec<String>, _>("settled").into_iter().collect(),
                 origin: Default::default(),
                 due_at: Some(row.get("available_at")),
+                key: row.get("ordering_key"),
+                seq: row.get("seq"),
             })
         })
         .collect()

@@ -285,14 +285,14 @@ pub(super) async fn write_stay_held(
     }
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                            lock_token, locked_until, seen)
+                            lock_token, locked_until, seen, ordering_key, seq)
          SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
                 COALESCE(created, wharf_now_ms()), $9,
                 -- now() is when the held transaction began; the lease starts now.
-                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true, key, seq
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                     $7::bigint[], $8::bigint[])
-             AS t(id, queue, kind, headers, payload, attempts, delay, created)",
+                     $7::bigint[], $8::bigint[], $11::text[], $12::bigint[])
+             AS t(id, queue, kind, headers, payload, attempts, delay, created, key, seq)",
     )
     .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
     .bind(
@@ -332,6 +332,12 @@ pub(super) async fn write_stay_held(
     )
     .bind(leased.map(|(token, _)| token))
     .bind(leased.map(|(_, ms)| ms))
+    .bind(
+        stay.iter()
+            .map(|s| s.message.key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(stay.iter().map(|s| s.message.seq).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

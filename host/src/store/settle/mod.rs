@@ -316,6 +316,7 @@ impl<'a> SettlePlan<'a> {
                     kind: publish.kind.clone(),
                     headers: publish.headers.clone(),
                     payload: publish.payload.clone(),
+                    key: None,
                 }),
                 Destination::Exchange {
                     exchange,

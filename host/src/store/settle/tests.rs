@@ -15,6 +15,8 @@ fn message(n: u8, attempts: u32) -> Envelope {
         settled_plugins: Default::default(),
         origin: Default::default(),
         due_at: None,
+        key: None,
+        seq: None,
     }
 }
 

@@ -61,7 +61,8 @@ pub(super) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("id {s:?}: {e}")))
 }
 
-/// Insert `message` unless its id was received before; true when inserted.
+/// Insert `message` unless its id was received before, numbered after its key's last
+/// message (`ordering_keys`) when it has a key; true when inserted.
 pub(super) async fn insert_new(
     conn: &mut sqlx::SqliteConnection,
     message: &NewMessage,
@@ -78,22 +79,41 @@ pub(super) async fn insert_new(
     .await?
     .rows_affected()
         == 1;
-    if fresh {
-        sqlx::query(
-            "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&message.queue)
-        .bind(&message.kind)
-        .bind(headers_json(&message.headers))
-        .bind(&message.payload)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    if !fresh {
+        return Ok(false);
     }
-    Ok(fresh)
+    let seq: Option<i64> = match &message.key {
+        Some(key) => Some(
+            sqlx::query_scalar(
+                "INSERT INTO ordering_keys (queue, key, last_seq, updated_at) VALUES (?, ?, 1, ?)
+                 ON CONFLICT (queue, key) DO UPDATE
+                     SET last_seq = last_seq + 1, updated_at = excluded.updated_at
+                 RETURNING last_seq",
+            )
+            .bind(&message.queue)
+            .bind(key)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?,
+        ),
+        None => None,
+    };
+    sqlx::query(
+        "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at, ordering_key, seq)
+         VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&message.queue)
+    .bind(&message.kind)
+    .bind(headers_json(&message.headers))
+    .bind(&message.payload)
+    .bind(now)
+    .bind(now)
+    .bind(&message.key)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
 }
 
 impl SqlStore for SqliteStore {
@@ -139,7 +159,8 @@ impl Inbox for SqliteStore {
                  WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
                    AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
                  ORDER BY available_at LIMIT ?5)
-             RETURNING id, queue, kind, headers, payload, attempts, available_at, seen",
+             RETURNING id, queue, kind, headers, payload, attempts, available_at, seen,
+                       ordering_key, seq",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(token.to_string())
@@ -163,6 +184,8 @@ impl Inbox for SqliteStore {
                 settled_plugins: BTreeSet::new(),
                 origin: Default::default(),
                 due_at: Some(row.get("available_at")),
+                key: row.get("ordering_key"),
+                seq: row.get("seq"),
             });
             if row.get::<bool, _>("seen") {
                 seen.push(claimed[claimed.len() - 1].id);

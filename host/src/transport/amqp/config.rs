@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::topology::{ExchangeSpec, QueueSpec};
+use crate::envelope::KEY_HEADER;
+use crate::names;
 use crate::setting::InvalidSetting;
 
 /// Default AMQP broker.
@@ -66,6 +68,12 @@ impl AmqpConfig {
                     ),
                 ));
             }
+            if let Err(invalid) = names::header_key(&c.key_header) {
+                return Err(InvalidSetting::new(
+                    "amqp.consume",
+                    format!("(queue {}): key_header: {invalid}", c.queue),
+                ));
+            }
         }
         Ok(())
     }
@@ -107,6 +115,9 @@ pub struct ConsumeSpec {
     /// any host handles them from there.
     #[serde(default)]
     pub to_inbox: Option<String>,
+    /// The header that carries a delivery's ordering key.
+    #[serde(default = "default_key_header")]
+    pub key_header: String,
 }
 
 /// Source of a delivery's kind.
@@ -135,12 +146,19 @@ fn default_prefetch() -> u16 {
     256
 }
 
+fn default_key_header() -> String {
+    KEY_HEADER.to_owned()
+}
+
 fn one() -> usize {
     1
 }
 
 #[cfg(test)]
 mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
     use super::*;
 
     #[test]
@@ -151,5 +169,26 @@ mod tests {
         };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("amqp.url"), "{error}");
+    }
+
+    #[test]
+    fn a_key_header_defaults_to_partition_key_and_must_be_a_header_name() {
+        let read = |text: &str| -> AmqpConfig {
+            Figment::from(Serialized::defaults(AmqpConfig::default()))
+                .merge(Toml::string(text))
+                .extract()
+                .unwrap()
+        };
+        let config = read("[[consume]]\nqueue = \"orders\"\n");
+        assert_eq!(config.consume[0].key_header, "partition_key");
+        for bad in ["", "has space", "nul\\u0000"] {
+            let toml = format!("[[consume]]\nqueue = \"orders\"\nkey_header = \"{bad}\"\n");
+            let config = read(&toml);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("amqp.consume") && error.contains("key_header"),
+                "{bad:?}: {error}"
+            );
+        }
     }
 }

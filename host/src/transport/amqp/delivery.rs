@@ -1,6 +1,7 @@
 //! One AMQP delivery as an [`Envelope`]: its id from the `message_id` property, its kind
 //! from `type` or the routing key, its text headers (and content type) as strings, and
-//! the attempts already made from `x-retry-count`; and the properties a re-publish
+//! the attempts already made from `x-retry-count`, its ordering key from a header
+//! (`key_header`, `partition_key` by default); and the properties a re-publish
 //! carries. Headers that are not text (tables, arrays, byte arrays, strings holding
 //! control characters) stay on the AMQP message but are not handed to handlers. A
 //! delivery whose body, kind or headers break the rules of [`crate::names`] is refused
@@ -92,11 +93,12 @@ pub fn envelope(
     if let Some(content_type) = p.content_type() {
         headers.insert("content-type".to_owned(), content_type.as_str().to_owned());
     }
+    let key = headers.get(&spec.key_header).cloned();
     let refused = refused.or_else(|| {
-        let invalid = match names::kind(kind) {
-            Ok(()) => names::header_map(&headers).err()?,
-            Err(invalid) => invalid,
-        };
+        let checked = names::kind(kind)
+            .and_then(|()| names::header_map(&headers))
+            .and_then(|()| key.as_deref().map_or(Ok(()), names::ordering_key));
+        let invalid = checked.err()?;
         Some(format!(
             "{invalid}; fix the publisher (see \"Limits and quotas\" in wharf's README for the rules)"
         ))
@@ -115,6 +117,8 @@ pub fn envelope(
             routing_key,
         },
         due_at: None,
+        key,
+        seq: None,
     };
     (envelope, refused)
 }

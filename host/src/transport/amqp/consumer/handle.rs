@@ -61,6 +61,7 @@ impl Consumer {
                 kind: m.kind,
                 headers: m.headers,
                 payload: m.payload,
+                key: m.key,
             })
             .collect();
         let new = self.store.enqueue(&messages).await?;
