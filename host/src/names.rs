@@ -156,12 +156,16 @@ pub fn headers<'a>(
     Ok(())
 }
 
-/// A message to publish: where it goes, its kind and its headers.
+/// A message to publish: where it goes, its kind, its headers and its ordering key.
 pub fn publish(
     destination: &Destination,
     kind: &str,
     headers: &BTreeMap<String, String>,
+    key: Option<&str>,
 ) -> Result<(), InvalidName> {
+    if let Some(key) = key {
+        ordering_key(key)?;
+    }
     match destination {
         Destination::Queue(name) => queue(name)?,
         Destination::Exchange {

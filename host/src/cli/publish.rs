@@ -116,10 +116,8 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
     };
     for message in &mut messages {
-        if matches!(destination, Destination::Exchange { .. })
-            && let Some(key) = message.key.take()
-        {
-            message.headers.insert(KEY_HEADER.to_owned(), key);
+        if let (Destination::Exchange { .. }, Some(key)) = (&destination, &message.key) {
+            message.headers.insert(KEY_HEADER.to_owned(), key.clone());
         }
         let checked = check(message, &destination, config.inbox.max_payload_bytes);
         if let Some(line) = message.line {
@@ -153,10 +151,8 @@ fn check(
             message.payload.len(),
         );
     }
-    let key = message.key.as_deref().map_or(Ok(()), names::ordering_key);
-    if let Err(invalid) =
-        key.and_then(|()| names::publish(destination, &message.kind, &message.headers))
-    {
+    let key = message.key.as_deref();
+    if let Err(invalid) = names::publish(destination, &message.kind, &message.headers, key) {
         bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
     }
     Ok(())

@@ -104,38 +104,38 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
     }
     let id = request.id.unwrap_or_else(Uuid::now_v7);
     let mut headers = request.headers;
-    if let Some(key) = &request.key {
-        names::ordering_key(key).map_err(|e| bad(e.to_string()))?;
-    }
+    let key = request.key;
     match (request.queue, request.exchange) {
         (Some(queue), None) => {
             let kind = request
                 .kind
                 .ok_or_else(|| bad("a message for a queue needs a \"kind\""))?;
             let destination = Destination::Queue(queue.clone());
-            names::publish(&destination, &kind, &headers).map_err(|e| bad(e.to_string()))?;
+            names::publish(&destination, &kind, &headers, key.as_deref())
+                .map_err(|e| bad(e.to_string()))?;
             let message = NewMessage {
                 id,
                 queue: queue.clone(),
                 kind,
                 headers,
                 payload,
-                key: request.key,
+                key,
             };
             let queued = api.store.enqueue(std::slice::from_ref(&message)).await? == 1;
             Ok(Json(json!({ "id": id, "queue": queue, "queued": queued })))
         }
         (None, Some(exchange)) => {
             let routing_key = request.routing_key.unwrap_or_default();
-            if let Some(key) = request.key {
-                headers.insert(KEY_HEADER.to_owned(), key);
+            if let Some(key) = &key {
+                headers.insert(KEY_HEADER.to_owned(), key.clone());
             }
             let kind = request.kind.unwrap_or_else(|| routing_key.clone());
             let destination = Destination::Exchange {
                 exchange: exchange.clone(),
                 routing_key: routing_key.clone(),
             };
-            names::publish(&destination, &kind, &headers).map_err(|e| bad(e.to_string()))?;
+            names::publish(&destination, &kind, &headers, key.as_deref())
+                .map_err(|e| bad(e.to_string()))?;
             let queued = api
                 .store
                 .outbox_add(id, (&exchange, &routing_key), &kind, &headers, &payload)

@@ -187,7 +187,7 @@ impl outbox::Host for HostState {
         headers
             .entry(trace::HEADER.to_owned())
             .or_insert_with(|| self.call.trace.to_string());
-        if let Err(invalid) = names::publish(&destination, &kind, &headers) {
+        if let Err(invalid) = names::publish(&destination, &kind, &headers, None) {
             return Ok(Err(invalid.to_string()));
         }
         let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
