@@ -75,6 +75,38 @@ pub struct Envelope {
     /// Its place among the inbox messages of its (queue, key), from 1; `None` without a
     /// key or for a delivery from the broker (ordered by delivery).
     pub seq: Option<i64>,
+    /// Where it stands among its key's messages for the ordered plugins: set by a claim
+    /// that keeps keys in order ([`crate::store::KeyOrder::Keep`]) on keyed messages.
+    pub turn: Option<KeyTurn>,
+}
+
+/// A keyed message's place in its key's order, as claimed, for the plugins that keep it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyTurn {
+    /// How many times the key's order had moved on when it was claimed
+    /// (`ordering_keys.turn`): a settle parking the message checks it did not move since.
+    pub turn: i64,
+    /// Ordered plugins an earlier message of the key still owes a verdict, or whose key is
+    /// held by a dead letter: they wait.
+    pub waits_for: BTreeSet<String>,
+    /// The ordered plugins that still owed this message a verdict after its last settle,
+    /// space-separated; `None` before its first run.
+    pub holds: Option<String>,
+    /// The plugins routed to it that keep the order of keys, and what a dead letter of
+    /// theirs does to the key (filled by dispatch).
+    pub ordered: BTreeMap<String, DeadLetterKey>,
+}
+
+/// What happens to a key when an ordered plugin dead-letters one of its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKey {
+    /// The key's later messages wait for the plugin until an operator retries the failed
+    /// message or skips it.
+    #[default]
+    Hold,
+    /// The key's later messages go on.
+    Skip,
 }
 
 /// The source a message was taken from.

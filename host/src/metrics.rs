@@ -62,6 +62,7 @@ pub fn handler_call(plugin: &str, verdict: &Verdict, elapsed: Duration) {
         Verdict::Dead { .. } => "dead",
         Verdict::Deferred { .. } => "deferred",
         Verdict::RunAtSettle => "at_settle",
+        Verdict::Waits => "waits",
     };
     let plugin = plugin.to_owned();
     counter!("wharf_handler_invocations_total", "plugin" => plugin.clone(), "outcome" => outcome)
@@ -239,6 +240,21 @@ pub fn backlog(backlog: &Backlog) {
         gauge!("wharf_failed_messages", "plugin" => plugin.clone()).set(*n as f64);
     }
     gauge!("wharf_outbox_pending").set(backlog.outbox_pending as f64);
+}
+
+/// Ordering keys a dead letter holds: `wharf_held_keys{plugin}` (a plugin with none left
+/// reads 0).
+pub fn held_keys(by_plugin: &[(String, u64)]) {
+    static EARLIER: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    if !recording() {
+        return;
+    }
+    for plugin in gone(&EARLIER, by_plugin.iter().map(|(p, _)| p.clone()).collect()) {
+        gauge!("wharf_held_keys", "plugin" => plugin).set(0.0);
+    }
+    for (plugin, n) in by_plugin {
+        gauge!("wharf_held_keys", "plugin" => plugin.clone()).set(*n as f64);
+    }
 }
 
 /// Whether the database answered the scrape's queries: `wharf_database_up`.

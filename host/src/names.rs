@@ -100,6 +100,21 @@ const HEADER_KEY: Rule = Rule::key("header key", 1);
 const HEADER_VALUE: Rule = Rule::text("header value", 0, MAX_HEADER_VALUE_BYTES);
 const STATE_KEY: Rule = Rule::text("state key", 1, MAX_STATE_KEY_BYTES);
 const ORDERING_KEY: Rule = Rule::text("ordering key", 1, MAX_NAME_BYTES);
+const PLUGIN: Rule = Rule {
+    what: "plugin name",
+    min: 1,
+    max: MAX_PLUGIN_NAME_BYTES,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'),
+    allowed_text: "ASCII letters, digits, '-', '_' and '.'",
+};
+
+/// Longest plugin name (a manifest's `name`), in bytes.
+pub const MAX_PLUGIN_NAME_BYTES: usize = 64;
+
+/// A plugin's name, as its manifest gives it.
+pub fn plugin(name: &str) -> Result<(), InvalidName> {
+    PLUGIN.check(name)
+}
 
 /// A message kind.
 pub fn kind(name: &str) -> Result<(), InvalidName> {

@@ -53,6 +53,10 @@ pub enum Verdict {
     /// the settle, over the committed state under the keys' locks. One the settle could
     /// not run (its budget was spent) is tried again without counting an attempt.
     RunAtSettle,
+    /// The plugin was not called: it keeps the order of the message's key, and an earlier
+    /// message of the key is not settled for it yet (or a dead letter holds the key). The
+    /// message waits, parked, without counting an attempt.
+    Waits,
 }
 
 /// Classify `outcome` of attempt number `attempt` (1-based) under `policy`.

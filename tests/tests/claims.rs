@@ -12,7 +12,7 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{ClaimMode, Hold, SettleSummary, Settlement, StoreError};
+use wharf_host::store::{ClaimMode, Hold, KeyOrder, SettleSummary, Settlement, StoreError};
 use wharf_tests::{Backend, Host, conformance, noop_settlement, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
@@ -53,7 +53,13 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     let queues = ["test".to_owned()];
     let slow = host
         .store
-        .claim(&queues, 10, ClaimMode::Lease, Duration::from_millis(1))
+        .claim(
+            &queues,
+            10,
+            ClaimMode::Lease,
+            KeyOrder::Ignore,
+            Duration::from_millis(1),
+        )
         .await
         .unwrap()
         .messages;
@@ -61,7 +67,13 @@ async fn a_late_settle_with_a_superseded_lease_token_is_refused(backend: Backend
     tokio::time::sleep(Duration::from_millis(20)).await;
     let fast = host
         .store
-        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+        .claim(
+            &queues,
+            10,
+            ClaimMode::Lease,
+            KeyOrder::Ignore,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap()
         .messages;
@@ -109,6 +121,7 @@ async fn a_settle_writes_more_rows_than_one_statement_binds(backend: Backend) {
             &queues,
             MESSAGES as u32,
             ClaimMode::Lease,
+            KeyOrder::Ignore,
             Duration::from_secs(30),
         )
         .await
@@ -189,7 +202,13 @@ async fn heartbeat_keeps_the_claim(backend: Backend, hold_claims_up_to_ms: u64) 
             stolen.extend(
                 rival
                     .store
-                    .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+                    .claim(
+                        &queues,
+                        10,
+                        ClaimMode::Lease,
+                        KeyOrder::Ignore,
+                        Duration::from_secs(30),
+                    )
                     .await
                     .unwrap()
                     .messages,
@@ -241,14 +260,26 @@ async fn held_claim_dropped(backend: Backend) {
     let queues = ["test".to_owned()];
     let held = host
         .store
-        .claim(&queues, 10, ClaimMode::Transaction, Duration::from_secs(30))
+        .claim(
+            &queues,
+            10,
+            ClaimMode::Transaction,
+            KeyOrder::Ignore,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     assert_eq!(held.messages.len(), 1);
     assert!(matches!(held.hold, Hold::Transaction(_)));
     let rival = host
         .store
-        .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+        .claim(
+            &queues,
+            10,
+            ClaimMode::Lease,
+            KeyOrder::Ignore,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     assert!(
@@ -264,7 +295,13 @@ async fn held_claim_dropped(backend: Backend) {
         async || {
             let rival = host
                 .store
-                .claim(&queues, 10, ClaimMode::Lease, Duration::from_secs(30))
+                .claim(
+                    &queues,
+                    10,
+                    ClaimMode::Lease,
+                    KeyOrder::Ignore,
+                    Duration::from_secs(30),
+                )
                 .await
                 .unwrap();
             rival.messages.len() == 1
@@ -292,7 +329,7 @@ async fn held_claim_not_renewed(backend: Backend, lease: Duration) {
     let queues = ["test".to_owned()];
     let claim = host
         .store
-        .claim(&queues, 10, ClaimMode::Transaction, lease)
+        .claim(&queues, 10, ClaimMode::Transaction, KeyOrder::Ignore, lease)
         .await
         .unwrap();
     tokio::time::sleep(lease * 4).await;

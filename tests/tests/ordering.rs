@@ -12,7 +12,7 @@ use wharf_host::dispatch::Delays;
 use wharf_host::envelope::NewMessage;
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{ClaimMode, Settlement};
+use wharf_host::store::{ClaimMode, KeyOrder, Settlement};
 use wharf_tests::{Backend, Host, conformance, noop_settlement};
 
 conformance!(
@@ -131,6 +131,7 @@ async fn a_retried_message_keeps_its_key_and_number(backend: Backend) {
             &["test".to_owned()],
             10,
             ClaimMode::Transaction,
+            KeyOrder::Ignore,
             Duration::from_secs(30),
         )
         .await

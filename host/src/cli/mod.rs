@@ -4,6 +4,7 @@
 mod audit;
 mod cleanup;
 mod failed;
+mod keys;
 mod ndjson;
 mod plugins;
 mod publish;
@@ -41,6 +42,9 @@ enum Command {
     /// Inspect and recover failed messages (dead letters).
     #[command(subcommand)]
     Failed(failed::FailedCommand),
+    /// Ordering keys held by an ordered plugin's dead letter: list them, skip one.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Depth of each queue: pending, in flight, scheduled for retry, failed.
     Queues {
         /// Print JSON instead of a table.
@@ -76,6 +80,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Demo => exporting(&config, run::demo(config.clone())).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,
+        Command::Keys(cmd) => keys::keys(config, cmd).await,
         Command::Queues { json } => queues::queues(config, json).await,
         Command::Plugins(cmd) => plugins::plugins(config, cmd).await,
         Command::Cleanup(args) => cleanup::cleanup(config, args).await,

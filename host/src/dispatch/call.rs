@@ -78,7 +78,7 @@ impl Dispatcher {
                             tracing::Level::ERROR,
                             "moved to the failed messages: {error}"
                         ),
-                        Verdict::Deferred { .. } | Verdict::RunAtSettle => {}
+                        Verdict::Deferred { .. } | Verdict::RunAtSettle | Verdict::Waits => {}
                     }
                     if let Some(began) = began {
                         span::export(message, plugin, attempt, trace, began, &verdict);

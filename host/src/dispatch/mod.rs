@@ -24,12 +24,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::envelope::Envelope;
+use crate::envelope::{DeadLetterKey, Envelope};
 use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Plugin, Runtime, StateError, StateReader};
-use crate::store::{Ledger, PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota};
+use crate::store::{
+    KeyOrder, Ledger, PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota,
+};
 use breaker::Breakers;
 use call::version_of;
 use contention::{Contention, FIRST_LOOK, by_plugin};
@@ -124,6 +126,27 @@ impl Dispatcher {
         &self.plugins
     }
 
+    /// Whether `plugin` keeps the order of keys (`[plugin.<name>] ordered`), and if so
+    /// what its dead letters do to a key.
+    pub fn ordered(&self, plugin: &Plugin) -> Option<DeadLetterKey> {
+        let config = self.config.plugin.get(plugin.name())?;
+        config.ordered?.then_some(config.dead_letter_key)
+    }
+
+    /// How claims treat keys: kept in order while a served plugin keeps it.
+    pub fn key_order(&self) -> KeyOrder {
+        if self
+            .plugins
+            .current()
+            .iter()
+            .any(|p| self.ordered(p).is_some())
+        {
+            KeyOrder::Keep
+        } else {
+            KeyOrder::Ignore
+        }
+    }
+
     /// The largest payload a message may carry into a handler, or a handler publish
     /// (`inbox.max_payload_bytes`).
     pub fn max_payload_bytes(&self) -> usize {
@@ -197,9 +220,15 @@ impl Dispatcher {
         settlements.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Run every plugin still owing a verdict on `message`.
-    async fn handle(&self, message: Envelope, delays: Delays) -> Settlement {
+    /// Run every plugin still owing a verdict on `message`, except the ordered ones an
+    /// earlier message of its key holds ([`Verdict::Waits`]).
+    async fn handle(&self, mut message: Envelope, delays: Delays) -> Settlement {
         let routed = self.plugins.route(&message.kind);
+        if let Some(turn) = &mut message.turn {
+            turn.ordered = (routed.iter())
+                .filter_map(|p| Some((p.name().to_owned(), self.ordered(p)?)))
+                .collect();
+        }
         let refused = routed.is_empty().then(|| {
             tracing::warn!(message_id = %message.id, kind = message.kind, "no plugin subscribes to this kind; moving it to the failed messages");
             format!(
@@ -211,8 +240,18 @@ impl Dispatcher {
             .into_iter()
             .filter(|p| !message.settled_plugins.contains(p.name()))
             .collect();
+        let waits = |name: &str| {
+            (message.turn.as_ref())
+                .is_some_and(|t| t.ordered.contains_key(name) && t.waits_for.contains(name))
+        };
         let calls = pending.iter().map(|p| async {
-            if self.contention.at_settle(p.name()) {
+            if waits(p.name()) {
+                PluginResult {
+                    plugin: version_of(p),
+                    attempt: message.attempts + 1,
+                    verdict: Verdict::Waits,
+                }
+            } else if self.contention.at_settle(p.name()) {
                 PluginResult {
                     plugin: version_of(p),
                     attempt: message.attempts + 1,

@@ -22,7 +22,7 @@ pub(super) fn export(
         Verdict::Handled(_) => ("handled", None),
         Verdict::Retry { error, .. } => ("retry", Some(error.clone())),
         Verdict::Dead { error } => ("dead", Some(error.clone())),
-        Verdict::Deferred { .. } | Verdict::RunAtSettle => ("not run", None),
+        Verdict::Deferred { .. } | Verdict::RunAtSettle | Verdict::Waits => ("not run", None),
     };
     let mut attributes = trace::message_attributes(message);
     attributes.extend([

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text, open like the health probes. The counters and
 //! histograms are recorded as messages flow (`crate::metrics`); the gauges of what waits
-//! (inbox depths and oldest age, failed messages, outbox, broker link, plugins served)
+//! (inbox depths and oldest age, failed messages, held keys, outbox, broker link, plugins
+//! served)
 //! are read from the store and the host when scraped, so they are exact at that moment.
 
 use std::sync::Arc;
@@ -22,12 +23,14 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> impl IntoResponse {
     let read = async {
         let queues = api.store.queue_stats().await?;
         let backlog = api.store.backlog().await?;
-        Ok::<_, StoreError>((queues, backlog))
+        let held = api.store.held_by_plugin().await?;
+        Ok::<_, StoreError>((queues, backlog, held))
     };
     match tokio::time::timeout(SCRAPE_TIMEOUT, read).await {
-        Ok(Ok((queues, backlog))) => {
+        Ok(Ok((queues, backlog, held))) => {
             metrics::queues(&queues, crate::store::now_ms());
             metrics::backlog(&backlog);
+            metrics::held_keys(&held);
             metrics::database_up(true);
         }
         Ok(Err(e)) => {

@@ -19,6 +19,8 @@
 //! | `DELETE /api/messages/failed/{id}` | operate | delete one |
 //! | `POST /api/messages/retry`, `/delete` | operate | in bulk: by ids, filter or all |
 //! | `POST /api/messages/publish` | operate | into an inbox queue, or to an exchange via the outbox |
+//! | `GET /api/keys/held[?limit=N]` | read | ordering keys a dead letter holds, oldest first |
+//! | `POST /api/keys/held/skip` | operate | let a held key go on without its message |
 //! | `GET /api/plugins` | read | this host's plugins, every host's, the registry's |
 //! | `POST /api/plugins` | operate | deploy the `.wasm` in the body to the fleet |
 //! | `POST /api/plugins/{name}/rollback` | operate | return to the previous deployment |
@@ -36,6 +38,7 @@ mod error;
 mod flow;
 mod guard;
 mod health;
+mod keys;
 mod messages;
 mod metrics;
 mod plugins;
@@ -168,6 +171,8 @@ pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
         .route("/api/messages/retry", post(messages::bulk_retry))
         .route("/api/messages/delete", post(messages::bulk_delete))
         .route("/api/messages/publish", post(publish::publish))
+        .route("/api/keys/held", get(keys::held))
+        .route("/api/keys/held/skip", post(keys::skip))
         .route("/api/plugins", get(plugins::list).post(plugins::deploy))
         .route("/api/plugins/{name}/rollback", post(plugins::rollback))
         .route("/api/plugins/{name}/history", get(plugins::history))

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::DeadLetterKey;
 use crate::retry::RetryPolicy;
 use crate::runtime::outbound::MAX_GRANTS;
 use crate::runtime::outbound::grants::{Grant, InvalidGrant};
@@ -98,6 +99,12 @@ pub struct PluginConfig {
     /// The hosts this plugin may call over HTTP, as `scheme://host[:port]` patterns
     /// (see [`crate::runtime::outbound::grants`]); none by default.
     pub allowed_hosts: Vec<String>,
+    /// Handle the messages of one ordering key one at a time, in the order they were
+    /// published (overrides the manifest).
+    pub ordered: Option<bool>,
+    /// What a dead letter of this plugin does to an ordered key: `hold` its later
+    /// messages until an operator retries or skips it (default), or `skip` to go on.
+    pub dead_letter_key: DeadLetterKey,
     /// State keys the plugin may hold in all (at most `runtime.max_state_keys`).
     pub max_state_keys: Option<u64>,
     /// Bytes of keys and values the plugin's state may hold in all (at most

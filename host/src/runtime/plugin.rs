@@ -280,16 +280,8 @@ impl Runtime {
             Arc::default(),
         );
         let manifest = pre.manifest(&mut store).await?;
-        let valid_name = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.name.len())
-            && manifest
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-        if !valid_name {
-            return Err(format!(
-                "name {:?} must be 1-{MAX_MANIFEST_NAME_BYTES} ASCII letters, digits, '-', '_' or '.'",
-                names::storable(&manifest.name)
-            ));
+        if let Err(e) = names::plugin(&manifest.name) {
+            return Err(format!("name: {e}"));
         }
         let valid_version = (1..=MAX_MANIFEST_NAME_BYTES).contains(&manifest.version.len())
             && manifest.version.chars().all(|c| c.is_ascii_graphic());

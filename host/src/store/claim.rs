@@ -3,7 +3,7 @@
 
 use std::any::Any;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, KeyTurn};
 
 /// How a claim keeps other workers off its messages until they are settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,17 @@ pub enum ClaimMode {
     /// writes into it and commits. Stores that cannot hold a transaction cheaply (SQLite
     /// has one writer) or cannot bound an idle one (MySQL) lease instead.
     Transaction,
+}
+
+/// How a claim treats ordering keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Keyed messages are claimed like any other: no plugin keeps their order.
+    Ignore,
+    /// Ordered plugins keep it: a keyed message is left while an earlier message of its
+    /// key has not run yet (or runs for the first time), and one claimed comes with its
+    /// [`crate::envelope::KeyTurn`] (which ordered plugins an earlier message still holds).
+    Keep,
 }
 
 /// What holds a claimed batch until it is settled; handed back to [`super::Inbox::begin_settle`].
@@ -65,4 +76,23 @@ pub struct Claim {
     pub messages: Vec<Envelope>,
     /// What keeps other workers off them.
     pub hold: Hold,
+}
+
+/// A claimed keyed message's [`KeyTurn`] from its columns: the key's `turn` (`None`
+/// unless the claim kept keys in order), the plugins it waits for and those it holds, each
+/// space-separated.
+pub(crate) fn key_turn(
+    turn: Option<i64>,
+    waits: Option<String>,
+    holds: Option<String>,
+) -> Option<KeyTurn> {
+    Some(KeyTurn {
+        turn: turn?,
+        waits_for: (waits.iter())
+            .flat_map(|w| w.split_ascii_whitespace())
+            .map(str::to_owned)
+            .collect(),
+        holds,
+        ordered: Default::default(),
+    })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError};
+use super::{Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, StoreError};
 use crate::envelope::{Envelope, NewMessage};
 
 /// The inbox role of a store, as the inbox source and the settle use it.
@@ -14,14 +14,16 @@ pub trait Inbox: Send + Sync {
     /// Insert messages, skipping ids already received. Returns how many were new.
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64>;
 
-    /// Claim up to `limit` due messages of `queues` (all when empty), held as `mode` asks.
-    /// `lease` is how long the claim lasts without a [`Inbox::renew`]: the lease itself,
-    /// or how long a held transaction may sit idle before the database ends it.
+    /// Claim up to `limit` due messages of `queues` (all when empty), held as `mode` asks,
+    /// keyed ones as `order` says. `lease` is how long the claim lasts without a
+    /// [`Inbox::renew`]: the lease itself, or how long a held transaction may sit idle
+    /// before the database ends it.
     async fn claim(
         &self,
         queues: &[String],
         limit: u32,
         mode: ClaimMode,
+        order: KeyOrder,
         lease: Duration,
     ) -> Result<Claim>;
 

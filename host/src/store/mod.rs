@@ -2,7 +2,8 @@
 //! live. [`Store`] is the seam, the union of its roles, so a part of the host takes only
 //! what it uses: [`Inbox`] (claim and settle), [`Ledger`] (what was handled, state),
 //! [`FailedMessages`], [`Outbox`], [`Registry`], [`Admin`] (queues, readiness,
-//! retention), [`AuditLog`], [`FlowHistory`]. `sqlite` is the embedded default, `postgres` and `mysql`
+//! retention), [`AuditLog`], [`FlowHistory`], [`HeldKeys`] (ordering keys a dead letter
+//! holds). `sqlite` is the embedded default, `postgres` and `mysql`
 //! (MariaDB/MySQL) the fleet stores that many hosts share. The store is the only writer
 //! of a message's final state: a batch of verdicts is written in one transaction
 //! ([`Inbox::begin_settle`], driven by `crate::settle`: ledger rows, effects, retries,
@@ -24,6 +25,7 @@ mod config;
 mod error;
 mod failed;
 pub mod flow;
+mod held;
 mod inbox;
 mod ledger;
 mod mysql;
@@ -47,13 +49,15 @@ use registry::Registry;
 
 pub use admin::Admin;
 pub use audit::{AuditEntry, AuditLog};
-pub use claim::{Claim, ClaimMode, HeldTransaction, Hold};
+pub(crate) use claim::key_turn;
+pub use claim::{Claim, ClaimMode, HeldTransaction, Hold, KeyOrder};
 pub use config::{DEFAULT_DATABASE_URL, DatabaseConfig};
 pub use error::StoreError;
 pub use failed::{
     AttemptError, FailedFilter, FailedMessage, FailedMessages, FailedPage, FailedStatus,
     MAX_SELECTED_IDS, PageRequest, Retried, parse_time,
 };
+pub use held::{HeldKey, HeldKeys};
 pub use inbox::Inbox;
 pub use ledger::{DeliveredSettle, Ledger, SettledPlugins};
 pub use mysql::MySqlStore;
@@ -198,12 +202,20 @@ impl std::iter::Sum for PluginRuns {
 /// The store seam, as the union of its roles; a part of the host takes only the roles it
 /// uses. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 pub trait Store:
-    Inbox + Ledger + FailedMessages + Outbox + Admin + AuditLog + Registry + FlowHistory
+    Inbox + Ledger + FailedMessages + Outbox + Admin + AuditLog + Registry + FlowHistory + HeldKeys
 {
 }
 
 impl<T> Store for T where
-    T: Inbox + Ledger + FailedMessages + Outbox + Admin + AuditLog + Registry + FlowHistory
+    T: Inbox
+        + Ledger
+        + FailedMessages
+        + Outbox
+        + Admin
+        + AuditLog
+        + Registry
+        + FlowHistory
+        + HeldKeys
 {
 }
 

@@ -9,12 +9,13 @@
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
 //! keys beside a stateless plugin, and (`contention-amqp`) over AMQP; (`mariadb`) the
 //! MariaDB inbox against a raw claim loop on the same server; (`outbound`) a handler's HTTP
-//! call against a plain Rust client's.
+//! call against a plain Rust client's; (`ordering`) ordered plugins against unordered.
 
 mod amqp;
 mod contention;
 mod cpu;
 mod mariadb;
+mod ordering;
 mod outbound;
 mod plugins;
 mod profile;
@@ -93,6 +94,7 @@ async fn call_cost(
         due_at: None,
         key: None,
         seq: None,
+        turn: None,
     };
     let context = CallContext {
         plugin: Arc::from(plugin.name()),
@@ -337,7 +339,7 @@ async fn postgres_inbox(sandbox_us: f64) {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|outbound|python|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|ordering|outbound|python|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -373,6 +375,9 @@ async fn main() {
     }
     if wanted("contention-amqp") {
         contention::amqp().await;
+    }
+    if wanted("ordering") {
+        ordering::scenarios().await;
     }
     if wanted("outbound") {
         outbound::versus_plain_client().await;

@@ -88,6 +88,7 @@ async fn handler_calls(origin: &str, mail_api: Option<&str>) -> (f64, f64) {
         due_at: None,
         key: None,
         seq: None,
+        turn: None,
     };
     let values: BTreeMap<String, String> = (mail_api.iter())
         .map(|url| ("mail_api".to_owned(), url.to_string()))

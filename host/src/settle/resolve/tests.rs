@@ -146,6 +146,7 @@ fn settlement(n: u8, verdict: Verdict) -> Settlement {
             due_at: None,
             key: None,
             seq: None,
+            turn: None,
         },
         results: vec![PluginResult {
             plugin: counter_version(),

@@ -36,7 +36,7 @@ pub(in crate::store) async fn send_back<DB: Sql>(
     DB::execute(conn, mark.push(")")).await?;
     let mut rows = QueryBuilder::<DB>::new(format!(
         "SELECT {} AS message_id, plugin, queue, kind, {} AS headers, payload, source_exchange,
-                source_routing_key
+                source_routing_key, ordering_key, seq
          FROM failed_messages WHERE id IN (",
         DB::uuid_text("message_id"),
         DB::json_text("headers"),
@@ -50,7 +50,7 @@ pub(in crate::store) async fn send_back<DB: Sql>(
         let mut back = QueryBuilder::<DB>::new(match exchange {
             None => {
                 "INSERT INTO inbox (id, kind, headers, payload, available_at,
-                                    queue, created_at, attempts, seen) VALUES ("
+                                    queue, created_at, attempts, seen, ordering_key, seq) VALUES ("
             }
             Some(_) => {
                 "INSERT INTO outbox (id, kind, headers, payload, created_at,
@@ -69,8 +69,14 @@ pub(in crate::store) async fn send_back<DB: Sql>(
             None => {
                 retried.inbox += 1;
                 let queue: String = DB::column(&row, "queue");
+                let key: Option<String> = DB::column(&row, "ordering_key");
+                let seq: Option<i64> = DB::column(&row, "seq");
                 back.push(", ").value(queue).push(", ").value(now);
-                back.push(", 0, TRUE)");
+                back.push(", 0, TRUE, ")
+                    .value(key)
+                    .push(", ")
+                    .value(seq)
+                    .push(")");
                 let changes = [("available_at", Change::Least), ("seen", Change::Take)];
                 DB::push_upsert(&mut back, "inbox", &["id"], &changes);
             }
@@ -88,6 +94,11 @@ pub(in crate::store) async fn send_back<DB: Sql>(
             }
         }
         DB::execute(conn, &mut back).await?;
+        // The key this failure held goes on once the message is handled.
+        let plugin: String = DB::column(&row, "plugin");
+        let mut release = QueryBuilder::<DB>::new("DELETE FROM held_keys WHERE message_id = ");
+        release.id(id).push(" AND plugin = ").value(plugin);
+        DB::execute(conn, &mut release).await?;
     }
     Ok(retried)
 }

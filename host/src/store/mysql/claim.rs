@@ -3,7 +3,7 @@
 //! settle commits it (MariaDB), or stamped with a lease and a fencing token in one short
 //! transaction; and keeping either alive while the handlers run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
@@ -14,7 +14,8 @@ use super::inbox::{self, CreatedAt};
 use super::{NOW_MS, claim_lost, now, push_list};
 use crate::envelope::Envelope;
 use crate::store::settle::Stay;
-use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, Result, parse_headers};
+use crate::store::sql::turns;
+use crate::store::{Claim, ClaimMode, HeldTransaction, Hold, KeyOrder, Result, parse_headers};
 
 /// A claim's open transaction on MariaDB: the batch's rows are deleted in it,
 /// uncommitted, so other hosts' claims skip them; the settle writes into it and commits.
@@ -33,7 +34,7 @@ pub(super) async fn claim(
     pool: &MySqlPool,
     queues: &[String],
     limit: u32,
-    mode: ClaimMode,
+    (mode, order): (ClaimMode, KeyOrder),
     holds: bool,
     lease: Duration,
 ) -> Result<Claim> {
@@ -52,6 +53,11 @@ pub(super) async fn claim(
     }
     let token = if held { Uuid::nil() } else { Uuid::now_v7() };
     let (mut claimed, created_at, seen) = due(&mut tx, queues, limit, token).await?;
+    if order == KeyOrder::Keep {
+        // Left locked until this transaction ends, and claimable again after it.
+        let blocked = turns::<MySql>(&mut tx, &mut claimed).await?;
+        claimed.retain(|m| !blocked.contains(&m.id));
+    }
     if claimed.is_empty() {
         tx.rollback().await?;
         return Ok(Claim {
@@ -157,6 +163,7 @@ async fn due(
                 due_at: Some(row.get("available_at")),
                 key: row.get("ordering_key"),
                 seq: row.get("seq"),
+                turn: None,
             })
         })
         .collect::<Result<_>>()?;
@@ -181,7 +188,7 @@ pub(super) async fn lease_held(
     let handed_over = async {
         let now = now(&mut tx).await?;
         let leased = Some((token, now + lease.as_millis() as i64));
-        inbox::put_back(&mut tx, &stay, &created_at, now, leased).await
+        inbox::put_back(&mut tx, &stay, &HashSet::new(), &created_at, now, leased).await
     };
     handed_over.await.map_err(claim_lost)?;
     tx.commit().await.map_err(|e| claim_lost(e.into()))?;

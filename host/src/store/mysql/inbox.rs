@@ -8,13 +8,13 @@
 //! until it ends: a settle waiting for that must not hold anything the claim's own
 //! settle will ask for (its state keys, usage rows), or the two deadlock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::keyed::{self, IDS};
-use crate::store::settle::Stay;
+use crate::store::settle::{PARK_AT_MOST, Stay};
 use crate::store::{Result, Settlement, headers_json};
 
 /// When each taken message was enqueued, for those put back.
@@ -61,10 +61,13 @@ pub(super) async fn fence(conn: &mut MySqlConnection, batch: &[Settlement]) -> R
 }
 
 /// Insert the taken messages of `stay` again, their attempt counted, due after their
-/// delay from `now` and seen; leased until `leased`'s time under its token when given.
+/// delay from `now` (those that park, `parked` of them, after [`PARK_AT_MOST`]), with
+/// what they hold of their key, seen; leased until `leased`'s time under its token when
+/// given.
 pub(super) async fn put_back(
     conn: &mut MySqlConnection,
     stay: &[Stay<'_>],
+    parked: &HashSet<Uuid>,
     created_at: &CreatedAt,
     now: i64,
     leased: Option<(Uuid, i64)>,
@@ -74,23 +77,28 @@ pub(super) async fn put_back(
     }
     let mut rows = QueryBuilder::<MySql>::new(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at,
-                            created_at, lock_token, locked_until, seen, ordering_key, seq) ",
+                            created_at, lock_token, locked_until, seen, ordering_key, seq,
+                            holds, parked) ",
     );
     rows.push_values(stay, |mut row, s| {
         let m = s.message;
+        let parks = s.parks && parked.contains(&m.id);
+        let delay = if parks { PARK_AT_MOST } else { s.delay };
         row.push_bind(m.id)
             .push_bind(&m.queue)
             .push_bind(&m.kind)
             .push_bind(headers_json(&m.headers))
             .push_bind(&m.payload)
             .push_bind(m.attempts as i32 + i32::from(s.counts))
-            .push_bind(now + s.delay.as_millis() as i64)
+            .push_bind(now + delay.as_millis() as i64)
             .push_bind(created_at.get(&m.id).copied().unwrap_or(now))
             .push_bind(leased.map(|(token, _)| token))
             .push_bind(leased.map(|(_, until)| until))
             .push_bind(true)
             .push_bind(&m.key)
-            .push_bind(m.seq);
+            .push_bind(m.seq)
+            .push_bind(s.holds.as_deref())
+            .push_bind(parks);
     });
     rows.build().execute(conn).await?;
     Ok(())

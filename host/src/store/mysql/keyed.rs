@@ -24,6 +24,13 @@ pub(super) const STATE_KEYS: &str = "JSON_TABLE(?, '$[*]' COLUMNS (
         plugin VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin PATH '$[0]',
         k VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin PATH '$[1]')) j";
 
+/// Ordering keys of messages as the table `j(queue, k, seq)`, in the order given; bind
+/// [`json`] of `[queue, key, seq]` triples.
+pub(super) const KEY_STEPS: &str = "JSON_TABLE(?, '$[*]' COLUMNS (
+        queue VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin PATH '$[0]',
+        k VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[1]',
+        seq BIGINT PATH '$[2]')) j";
+
 /// `ids` as the JSON array [`IDS`] reads.
 pub(super) fn ids(ids: impl IntoIterator<Item = Uuid>) -> String {
     json(ids.into_iter().map(|id| id.simple().to_string()))

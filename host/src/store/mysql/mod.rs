@@ -30,6 +30,7 @@ mod enqueue;
 mod failed;
 mod inbox;
 mod keyed;
+mod keys;
 mod outbox;
 mod queues;
 mod registry;
@@ -46,7 +47,7 @@ use uuid::Uuid;
 
 use super::Inbox;
 use super::sql::SqlStore;
-use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError};
+use super::{Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, StoreError};
 use crate::envelope::NewMessage;
 use enqueue::insert_new;
 use settle::{Settle, Settling};
@@ -234,10 +235,12 @@ impl Inbox for MySqlStore {
         queues: &[String],
         limit: u32,
         mode: ClaimMode,
+        order: KeyOrder,
         lease: Duration,
     ) -> Result<Claim> {
+        let how = (mode, order);
         again_on_deadlock!(claim::claim(
-            &self.pool, queues, limit, mode, self.holds, lease
+            &self.pool, queues, limit, how, self.holds, lease
         ))
     }
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::enqueue::insert_new;
 use super::inbox::{self, CreatedAt};
 use super::keyed::{self, SLOTS, STATE_KEYS};
+use super::keys;
 use super::{claim_lost, push_list};
 use crate::store::settle::statements;
 use crate::store::{
@@ -214,6 +215,7 @@ async fn write(
     taken: Option<&CreatedAt>,
     retried: Option<&BTreeSet<Uuid>>,
 ) -> Result<()> {
+    let parked = keys::lock(conn, &plan.keys).await?;
     if !plan.handled.is_empty() {
         let mut ledger = QueryBuilder::<MySql>::new(
             "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at) ",
@@ -290,8 +292,8 @@ async fn write(
     }
     statements::usage::<MySql>(conn, plan).await?;
     statements::failures::<MySql>(conn, plan, now).await?;
-    match taken {
-        Some(created_at) => inbox::put_back(conn, &plan.stay, created_at, now, None).await,
-        None => Ok(()),
+    if let Some(created_at) = taken {
+        inbox::put_back(conn, &plan.stay, &parked, created_at, now, None).await?;
     }
+    keys::write(conn, &plan.keys, &plan.held, now).await
 }

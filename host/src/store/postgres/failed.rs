@@ -24,12 +24,15 @@ impl FailedSql for PostgresStore {
         filter.push_ids(&mut query, Operation::Retry, limit);
         query.push(
             ") RETURNING message_id, plugin, queue, kind, headers, payload,
-                           source_exchange, source_routing_key),
+                           source_exchange, source_routing_key, ordering_key, seq),
+             released AS (
+                 DELETE FROM held_keys h USING retried r
+                 WHERE h.message_id = r.message_id AND h.plugin = r.plugin),
              back AS (
                  INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                                    seen)
+                                    seen, ordering_key, seq)
                  SELECT DISTINCT ON (message_id) message_id, queue, kind, headers, payload, 0,
-                        wharf_now_ms(), wharf_now_ms(), true
+                        wharf_now_ms(), wharf_now_ms(), true, ordering_key, seq
                  FROM retried WHERE source_exchange IS NULL
                  ON CONFLICT (id) DO UPDATE
                  SET available_at = LEAST(inbox.available_at, excluded.available_at), seen = true),

@@ -34,6 +34,7 @@ mod claim;
 mod delivered;
 mod enqueue;
 mod failed;
+mod keys;
 mod outbox;
 mod queues;
 mod registry;
@@ -52,7 +53,7 @@ use uuid::Uuid;
 
 use super::Inbox;
 use super::sql::SqlStore;
-use super::{Claim, ClaimMode, Hold, Result, SettleTransaction, migrate};
+use super::{Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, migrate};
 use crate::envelope::NewMessage;
 use enqueue::insert_new;
 use settle::Settle;
@@ -171,9 +172,11 @@ impl Inbox for PostgresStore {
         queues: &[String],
         limit: u32,
         mode: ClaimMode,
+        order: KeyOrder,
         lease: Duration,
     ) -> Result<Claim> {
-        claim::claim(&self.pool, &self.idle_queues, queues, limit, mode, lease).await
+        let idle = &self.idle_queues;
+        claim::claim(&self.pool, idle, queues, limit, mode, order, lease).await
     }
 
     async fn begin_settle(&self, hold: Hold) -> Result<Box<dyn SettleTransaction + '_>> {

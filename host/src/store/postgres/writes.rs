@@ -1,14 +1,15 @@
 //! The bulk statements that write a [`SettlePlan`]: each kind of row with one statement
 //! over arrays (`UNNEST`), so a batch costs a handful of round trips.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::enqueue::insert_new;
+use super::keys;
 use super::notify;
-use crate::store::settle::{SettlePlan, Stay};
+use crate::store::settle::{PARK_AT_MOST, SettlePlan, Stay};
 use crate::store::{Result, StoreError, headers_json};
 
 /// What is being settled.
@@ -29,6 +30,7 @@ pub(super) async fn write(
     plan: &SettlePlan<'_>,
     settling: &Settling,
 ) -> Result<()> {
+    let parked = keys::lock(tx, &plan.keys).await?;
     write_handled(tx, plan).await?;
     insert_new(tx, channel, &plan.publishes).await?;
     write_outbox(tx, plan).await?;
@@ -37,7 +39,7 @@ pub(super) async fn write(
     write_dead(tx, plan).await?;
     match settling {
         Settling::Leased => {
-            write_stay_leased(tx, &plan.stay).await?;
+            write_stay_leased(tx, &plan.stay, &parked).await?;
             if !plan.done.is_empty() {
                 sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
                     .bind(&plan.done)
@@ -46,9 +48,12 @@ pub(super) async fn write(
             }
         }
         // The claim deleted every message; done ones simply stay deleted.
-        Settling::Held(created_at) => write_stay_held(tx, &plan.stay, created_at, None).await?,
+        Settling::Held(created_at) => {
+            write_stay_held(tx, &plan.stay, &parked, created_at, None).await?
+        }
         Settling::Delivered => return Ok(()),
     }
+    keys::write(tx, &plan.keys, &plan.held).await?;
     if !plan.stay.is_empty() {
         // Hosts waiting for work recompute when the next attempt is due.
         notify(tx, channel).await?;
@@ -222,13 +227,14 @@ async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -
     sqlx::query(
         "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source, queue, kind,
                                       headers, payload, error, attempts, status, failed_at,
-                                      source_exchange, source_routing_key)
+                                      source_exchange, source_routing_key, ordering_key, seq)
          SELECT id, plugin, version, sha256, source, queue, kind, headers::jsonb, payload, error, attempts,
-                'failed', wharf_now_ms(), exchange, routing_key
+                'failed', wharf_now_ms(), exchange, routing_key, key, seq
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::bytea[], $10::text[], $11::int[], $12::text[], $13::text[])
+                     $8::text[], $9::bytea[], $10::text[], $11::int[], $12::text[], $13::text[],
+                     $14::text[], $15::bigint[])
              AS t(id, plugin, version, sha256, source, queue, kind, headers, payload, error, attempts,
-                  exchange, routing_key)
+                  exchange, routing_key, key, seq)
          ON CONFLICT (message_id, plugin) DO UPDATE
          SET plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
              error = excluded.error, attempts = failed_messages.attempts + excluded.attempts,
@@ -247,52 +253,84 @@ async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -
     .bind(rows.iter().map(|d| d.attempts as i32).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.message.amqp_route().map(|(e, _)| e)).collect::<Vec<_>>())
     .bind(rows.iter().map(|d| d.message.amqp_route().map(|(_, k)| k)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.key.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.message.seq).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Leased messages that stay: count the attempt, set when the next one is due and mark
-/// them seen (their next claim looks up which plugins settled them).
-async fn write_stay_leased(tx: &mut Transaction<'_, Postgres>, stay: &[Stay<'_>]) -> Result<()> {
+/// Leased messages that stay: count the attempt, set when the next one is due (those
+/// that park, `parked` of them, after [`PARK_AT_MOST`]), what they hold of their key, and
+/// mark them seen (their next claim looks up which plugins settled them).
+async fn write_stay_leased(
+    tx: &mut Transaction<'_, Postgres>,
+    stay: &[Stay<'_>],
+    parked: &HashSet<Uuid>,
+) -> Result<()> {
     if stay.is_empty() {
         return Ok(());
     }
+    let parks = parks(stay, parked);
     sqlx::query(
         "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay,
-                           seen = true
-         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[]) AS a(id, counts, delay)
+                           seen = true, holds = a.holds, parked = a.parks
+         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::bool[])
+             AS a(id, counts, delay, holds, parks)
          WHERE i.id = a.id",
     )
     .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
     .bind(stay.iter().map(|s| i32::from(s.counts)).collect::<Vec<_>>())
-    .bind(stay.iter().map(|s| s.delay.as_millis() as i64).collect::<Vec<_>>())
+    .bind(delays(stay, &parks))
+    .bind(stay.iter().map(|s| s.holds.as_deref()).collect::<Vec<_>>())
+    .bind(&parks)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Messages a held claim deleted that stay: put them back with the attempt counted and
-/// their next due time, seen; leased for `lease` ms under `token` when given.
+/// Which of `stay` park: those that want to and whose key did not move (`parked`).
+fn parks(stay: &[Stay<'_>], parked: &HashSet<Uuid>) -> Vec<bool> {
+    stay.iter()
+        .map(|s| s.parks && parked.contains(&s.message.id))
+        .collect()
+}
+
+/// When each of `stay` is due, in ms from now.
+fn delays(stay: &[Stay<'_>], parks: &[bool]) -> Vec<i64> {
+    stay.iter()
+        .zip(parks)
+        .map(|(s, parks)| if *parks { PARK_AT_MOST } else { s.delay }.as_millis() as i64)
+        .collect()
+}
+
+/// Messages a held claim deleted that stay: put them back with the attempt counted, their
+/// next due time and what they hold of their key (as [`write_stay_leased`]), seen; leased
+/// for `lease` ms under `token` when given.
 pub(super) async fn write_stay_held(
     tx: &mut Transaction<'_, Postgres>,
     stay: &[Stay<'_>],
+    parked: &HashSet<Uuid>,
     created_at: &HashMap<Uuid, i64>,
     leased: Option<(Uuid, i64)>,
 ) -> Result<()> {
     if stay.is_empty() {
         return Ok(());
     }
+    let parks = parks(stay, parked);
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                            lock_token, locked_until, seen, ordering_key, seq)
+                            lock_token, locked_until, seen, ordering_key, seq, holds, parked)
          SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
                 COALESCE(created, wharf_now_ms()), $9,
                 -- now() is when the held transaction began; the lease starts now.
-                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true, key, seq
+                (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true, key, seq,
+                holds, parks
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                     $7::bigint[], $8::bigint[], $11::text[], $12::bigint[])
-             AS t(id, queue, kind, headers, payload, attempts, delay, created, key, seq)",
+                     $7::bigint[], $8::bigint[], $11::text[], $12::bigint[], $13::text[],
+                     $14::bool[])
+             AS t(id, queue, kind, headers, payload, attempts, delay, created, key, seq, holds,
+                  parks)",
     )
     .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
     .bind(
@@ -320,11 +358,7 @@ pub(super) async fn write_stay_held(
             .map(|s| s.message.attempts as i32 + i32::from(s.counts))
             .collect::<Vec<_>>(),
     )
-    .bind(
-        stay.iter()
-            .map(|s| s.delay.as_millis() as i64)
-            .collect::<Vec<_>>(),
-    )
+    .bind(delays(stay, &parks))
     .bind(
         stay.iter()
             .map(|s| created_at.get(&s.message.id).copied())
@@ -338,6 +372,8 @@ pub(super) async fn write_stay_held(
             .collect::<Vec<_>>(),
     )
     .bind(stay.iter().map(|s| s.message.seq).collect::<Vec<_>>())
+    .bind(stay.iter().map(|s| s.holds.as_deref()).collect::<Vec<_>>())
+    .bind(&parks)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -17,7 +17,9 @@
 //!     counts;
 //!   - **dead** (and a message refused before any plugin ran): an attempt error (not for
 //!     a refusal) and a failed-message row;
-//!   - **deferred** (breaker open): the message stays, the attempt does not count.
+//!   - **deferred** (breaker open): the message stays, the attempt does not count;
+//!   - **waits** (an ordered plugin whose key an earlier message still holds): the same,
+//!     parked until a settle moves the key on (`keys`: what a settle does to ordering keys).
 //!
 //!   A handled result whose writes would take its plugin over its state quota is dead
 //!   instead ([`quota`]: the plan is built again that way only when the first plan shows
@@ -37,6 +39,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+mod keys;
 mod quota;
 mod rows;
 pub(super) mod statements;
@@ -44,6 +47,7 @@ mod transaction;
 mod usage;
 mod view;
 
+pub(crate) use keys::{KeyHold, KeyStep, PARK_AT_MOST, parked};
 pub(crate) use quota::Quotas;
 pub use quota::{SettleBudget, StateQuota};
 pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
@@ -108,6 +112,11 @@ pub struct SettlePlan<'a> {
     pub(crate) stay: Vec<Stay<'a>>,
     /// Messages that are done (every plugin handled or gave up).
     pub(crate) done: Vec<Uuid>,
+    /// Every keyed message claimed with keys kept in order, settled or staying: the keys
+    /// a store locks, and those whose later messages it wakes.
+    pub(crate) keys: Vec<KeyStep<'a>>,
+    /// Keys an ordered plugin's dead letter holds.
+    pub(crate) held: Vec<KeyHold<'a>>,
     /// By plugin, what its state gains or loses (plugins whose state changes); only
     /// known from a plan built over a view.
     pub(crate) usage: BTreeMap<&'a str, StateUsage>,
@@ -172,6 +181,7 @@ impl<'a> SettlePlan<'a> {
         quotas: &mut Option<Quotas<'_>>,
     ) {
         let message = &s.message;
+        let mut order = keys::Order::of(message);
         // The next attempt: the longest delay any plugin asked for, and whether it counts.
         let mut stay: Option<(Duration, bool)> = None;
         let mut schedule = |delay: Duration, counts: bool| {
@@ -195,7 +205,10 @@ impl<'a> SettlePlan<'a> {
                 verdict,
             } = result;
             let runs = self.summary.plugins.entry(plugin.name.clone()).or_default();
-            if !matches!(verdict, Verdict::Deferred { .. } | Verdict::RunAtSettle) {
+            if !matches!(
+                verdict,
+                Verdict::Deferred { .. } | Verdict::RunAtSettle | Verdict::Waits
+            ) {
                 runs.runs += 1;
             }
             match verdict {
@@ -217,10 +230,12 @@ impl<'a> SettlePlan<'a> {
                     runs.settled += 1;
                     if let Err(error) = charged {
                         tracing::warn!(message_id = %message.id, plugin = name, "{error}");
+                        order.dead(name, &mut self.held);
                         self.dead(message, plugin, *attempt, Cow::Owned(error));
                         continue;
                     }
                     runs.handled += 1;
+                    order.handled(name);
                     self.record_handled(message, plugin, &effects.publishes);
                     for (key, value) in &effects.writes {
                         let key = (name, key.as_str());
@@ -252,6 +267,7 @@ impl<'a> SettlePlan<'a> {
                 }
                 Verdict::Dead { error } => {
                     runs.settled += 1;
+                    order.dead(&plugin.name, &mut self.held);
                     self.dead(message, plugin, *attempt, Cow::Borrowed(error));
                 }
                 Verdict::Deferred { delay } => {
@@ -262,13 +278,25 @@ impl<'a> SettlePlan<'a> {
                     runs.rescheduled += 1;
                     schedule(Duration::ZERO, false);
                 }
+                Verdict::Waits => {}
             }
         }
+        let (holds, parks) = order.after(&s.results);
+        self.keys.extend(order.step());
         match stay {
             Some((delay, counts)) => self.stay.push(Stay {
                 message,
                 counts,
                 delay,
+                holds,
+                parks,
+            }),
+            None if parks => self.stay.push(Stay {
+                message,
+                counts: false,
+                delay: Duration::ZERO,
+                holds,
+                parks,
             }),
             None => self.done.push(message.id),
         }

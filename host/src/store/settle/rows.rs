@@ -66,6 +66,12 @@ pub(crate) struct Stay<'a> {
     pub counts: bool,
     /// Wait before it is due: the longest delay any of its plugins asked for.
     pub delay: Duration,
+    /// For a keyed message claimed with keys kept in order: the ordered plugins that
+    /// still owe it a verdict, space-separated (`inbox.holds`); `None` otherwise.
+    pub holds: Option<String>,
+    /// Every plugin it still owes waits for an earlier message of its key
+    /// ([`crate::outcome::Verdict::Waits`]): it parks until a settle wakes it.
+    pub parks: bool,
 }
 
 impl<'a> Stay<'a> {
@@ -78,6 +84,8 @@ impl<'a> Stay<'a> {
                 message,
                 counts: false,
                 delay: Duration::ZERO,
+                holds: message.turn.as_ref().and_then(|t| t.holds.clone()),
+                parks: false,
             })
             .collect()
     }

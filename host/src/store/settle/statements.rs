@@ -87,7 +87,8 @@ async fn dead<DB: Sql>(conn: &mut DB::Connection, rows: &[DeadRow<'_>], now: i64
     let mut dead = QueryBuilder::<DB>::new(
         "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
                                       queue, kind, headers, payload, error, attempts, status,
-                                      failed_at, source_exchange, source_routing_key) ",
+                                      failed_at, source_exchange, source_routing_key,
+                                      ordering_key, seq) ",
     );
     dead.rows(rows, |row, d| {
         let m = d.message;
@@ -110,6 +111,7 @@ async fn dead<DB: Sql>(conn: &mut DB::Connection, rows: &[DeadRow<'_>], now: i64
             .value(m.amqp_route().map(|(e, _)| e.to_owned()));
         row.push(", ")
             .value(m.amqp_route().map(|(_, k)| k.to_owned()));
+        row.push(", ").value(m.key.clone()).push(", ").value(m.seq);
     });
     let changes = [
         ("plugin_version", Change::Take),

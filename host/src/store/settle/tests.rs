@@ -17,6 +17,7 @@ fn message(n: u8, attempts: u32) -> Envelope {
         due_at: None,
         key: None,
         seq: None,
+        turn: None,
     }
 }
 

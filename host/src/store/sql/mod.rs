@@ -16,8 +16,10 @@ use sqlx::{
 use super::Result;
 
 mod dialect;
+mod keys;
 
 pub(super) use dialect::{Change, Dialect, MYSQL_NOW_MS};
+pub(super) use keys::turns;
 
 /// The most values one statement binds: SQLite's limit (MariaDB's is 65,535).
 const MAX_BINDS: usize = 32_766;

@@ -6,6 +6,7 @@
 
 mod delivered;
 mod failed;
+mod keys;
 mod outbox;
 mod queues;
 mod registry;
@@ -20,9 +21,9 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::Inbox;
-use super::sql::SqlStore;
+use super::sql::{SqlStore, turns};
 use super::{
-    Claim, ClaimMode, Hold, Result, SettleTransaction, StoreError, headers_json, now_ms,
+    Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, StoreError, headers_json, now_ms,
     parse_headers,
 };
 use crate::envelope::{Envelope, NewMessage};
@@ -146,6 +147,7 @@ impl Inbox for SqliteStore {
         queues: &[String],
         limit: u32,
         _mode: ClaimMode,
+        order: KeyOrder,
         lease: Duration,
     ) -> Result<Claim> {
         let now = now_ms();
@@ -155,9 +157,15 @@ impl Inbox for SqliteStore {
         let rows = sqlx::query(
             "UPDATE inbox SET locked_until = ?1, lock_token = ?2
              WHERE id IN (
-                 SELECT id FROM inbox
+                 SELECT id FROM inbox i
                  WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
                    AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
+                   -- With keys kept in order: not while an earlier message of the key has
+                   -- not run yet or runs for the first time.
+                   AND (NOT ?6 OR i.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM inbox p
+                       WHERE p.queue = i.queue AND p.ordering_key = i.ordering_key
+                         AND p.seq < i.seq AND p.holds IS NULL))
                  ORDER BY available_at LIMIT ?5)
              RETURNING id, queue, kind, headers, payload, attempts, available_at, seen,
                        ordering_key, seq",
@@ -167,6 +175,7 @@ impl Inbox for SqliteStore {
         .bind(now)
         .bind(&queues)
         .bind(limit)
+        .bind(order == KeyOrder::Keep)
         .fetch_all(&mut *tx)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -186,10 +195,15 @@ impl Inbox for SqliteStore {
                 due_at: Some(row.get("available_at")),
                 key: row.get("ordering_key"),
                 seq: row.get("seq"),
+                turn: None,
             });
             if row.get::<bool, _>("seen") {
                 seen.push(claimed[claimed.len() - 1].id);
             }
+        }
+        if order == KeyOrder::Keep {
+            // The claim left what waits: nothing is blocked here.
+            turns::<sqlx::Sqlite>(&mut tx, &mut claimed).await?;
         }
         if !seen.is_empty() {
             let mut by_id = settled_of(&mut tx, &seen).await?;

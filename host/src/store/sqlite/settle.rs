@@ -9,7 +9,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::insert_new;
-use crate::store::settle::statements;
+use super::keys;
+use crate::store::settle::{PARK_AT_MOST, statements};
 use crate::store::{
     Result, SettlePlan, SettleTransaction, Settlement, SharedView, StateLocks, StateUsage,
     StoreError,
@@ -116,6 +117,7 @@ async fn write(
     now: i64,
     settling: Settling,
 ) -> Result<()> {
+    let parked = keys::lock(conn, &plan.keys).await?;
     for (id, plugin) in &plan.handled {
         let id = id.to_string();
         sqlx::query(
@@ -169,11 +171,17 @@ async fn write(
         return Ok(());
     }
     for stay in &plan.stay {
+        let parks = stay.parks && parked.contains(&stay.message.id);
+        let delay = if parks { PARK_AT_MOST } else { stay.delay };
         sqlx::query(
-            "UPDATE inbox SET attempts = attempts + ?, available_at = ?, seen = 1 WHERE id = ?",
+            "UPDATE inbox SET attempts = attempts + ?, available_at = ?, seen = 1, holds = ?,
+                              parked = ?
+             WHERE id = ?",
         )
         .bind(i64::from(stay.counts))
-        .bind(now + stay.delay.as_millis() as i64)
+        .bind(now + delay.as_millis() as i64)
+        .bind(stay.holds.as_deref())
+        .bind(parks)
         .bind(stay.message.id.to_string())
         .execute(&mut *conn)
         .await?;
@@ -184,5 +192,5 @@ async fn write(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    keys::write(conn, &plan.keys, &plan.held, now).await
 }

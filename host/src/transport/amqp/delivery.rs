@@ -103,6 +103,8 @@ pub fn envelope(
             "{invalid}; fix the publisher (see \"Limits and quotas\" in wharf's README for the rules)"
         ))
     });
+    // A refused message keeps no key: an invalid one would not fit the failed messages.
+    let key = key.filter(|_| refused.is_none());
     let envelope = Envelope {
         id,
         queue: spec.queue.clone(),
@@ -119,6 +121,7 @@ pub fn envelope(
         due_at: None,
         key,
         seq: None,
+        turn: None,
     };
     (envelope, refused)
 }

@@ -220,7 +220,13 @@ impl Source for Lane {
         worker.free_unsettled().await?;
         let Claim { messages, hold } = worker
             .store
-            .claim(&self.queues, limit, worker.mode, self.lease())
+            .claim(
+                &self.queues,
+                limit,
+                worker.mode,
+                worker.dispatcher.key_order(),
+                self.lease(),
+            )
             .await?;
         Ok((!messages.is_empty()).then(|| Batch {
             taken: messages.len() as u64,

@@ -1,0 +1,141 @@
+//! What a settle does to ordering keys, for the plugins that keep their order.
+//!
+//! A keyed message claimed with keys kept in order ([`crate::store::KeyOrder::Keep`])
+//! carries its [`KeyTurn`]. Its settle records which ordered plugins still owe it a
+//! verdict (`holds`: a later message of the key waits for those); parks it when every
+//! plugin it still owes waits for an earlier message ([`Verdict::Waits`]); holds the key
+//! for a plugin that dead-lettered it (unless that plugin's policy skips); and when an
+//! ordered plugin settled it, moves the key on: the key's `turn` grows and its first
+//! parked later message is woken.
+//!
+//! A store writes these with the key rows (`ordering_keys`) locked, in one order, so a
+//! settle parking a message and one moving its key on cannot miss each other: the parking
+//! one sees the key's turn moved since its claim and leaves the message due instead.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::envelope::{DeadLetterKey, Envelope, KeyTurn};
+use crate::outcome::Verdict;
+use crate::store::PluginResult;
+
+/// A parked message is due again after this even if no settle woke it (a plugin no
+/// longer ordered, a host whose config differs): a wasted claim, never a stuck key.
+pub(crate) const PARK_AT_MOST: Duration = Duration::from_secs(300);
+
+/// A keyed message of a settled batch, claimed with keys kept in order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyStep<'a> {
+    /// Its queue.
+    pub queue: &'a str,
+    /// Its key.
+    pub key: &'a str,
+    /// Its place in the key.
+    pub seq: i64,
+    /// The key's turn when it was claimed.
+    pub turn: i64,
+    /// The message.
+    pub message: Uuid,
+    /// This settle lets the key's later messages go on for a plugin: their turn moves.
+    pub moves: bool,
+}
+
+/// A key an ordered plugin's dead letter holds: its later messages wait for the plugin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyHold<'a> {
+    /// The dead-lettered message (its queue, key and seq).
+    pub message: &'a Envelope,
+    /// The plugin.
+    pub plugin: &'a str,
+}
+
+/// What one message's results do to its key, gathered while its plan is built.
+pub(super) struct Order<'a> {
+    message: &'a Envelope,
+    turn: Option<&'a KeyTurn>,
+    /// Plugins that handled it or gave up on it in this settle.
+    settled: BTreeSet<&'a str>,
+    moves: bool,
+}
+
+impl<'a> Order<'a> {
+    pub(super) fn of(message: &'a Envelope) -> Self {
+        Self {
+            message,
+            turn: message.turn.as_ref(),
+            settled: BTreeSet::new(),
+            moves: false,
+        }
+    }
+
+    fn policy(&self, plugin: &str) -> Option<DeadLetterKey> {
+        self.turn?.ordered.get(plugin).copied()
+    }
+
+    /// `plugin` handled the message.
+    pub(super) fn handled(&mut self, plugin: &'a str) {
+        self.settled.insert(plugin);
+        self.moves |= self.policy(plugin).is_some();
+    }
+
+    /// `plugin` gave up on the message: the key is held for it, or moves on.
+    pub(super) fn dead(&mut self, plugin: &'a str, held: &mut Vec<KeyHold<'a>>) {
+        self.settled.insert(plugin);
+        match self.policy(plugin) {
+            Some(DeadLetterKey::Hold) if self.message.key.is_some() => held.push(KeyHold {
+                message: self.message,
+                plugin,
+            }),
+            Some(_) => self.moves = true,
+            None => {}
+        }
+    }
+
+    /// The message's `holds` and whether it parks, from all its `results`: it parks when
+    /// every plugin it still owes waits.
+    pub(super) fn after(&self, results: &[PluginResult]) -> (Option<String>, bool) {
+        let Some(turn) = self.turn else {
+            return (None, false);
+        };
+        let mut pending = results
+            .iter()
+            .filter(|r| !self.settled.contains(r.plugin.name.as_str()))
+            .peekable();
+        let parks = pending.peek().is_some()
+            && pending.clone().all(|r| matches!(r.verdict, Verdict::Waits));
+        let holds: Vec<&str> = pending
+            .map(|r| r.plugin.name.as_str())
+            .filter(|p| turn.ordered.contains_key(*p))
+            .collect();
+        (Some(holds.join(" ")), parks)
+    }
+
+    /// The message's step, when it was claimed with keys kept in order.
+    pub(super) fn step(&self) -> Option<KeyStep<'a>> {
+        let turn = self.turn?;
+        Some(KeyStep {
+            queue: &self.message.queue,
+            key: self.message.key.as_deref()?,
+            seq: self.message.seq?,
+            turn: turn.turn,
+            message: self.message.id,
+            moves: self.moves,
+        })
+    }
+}
+
+/// Of the messages `steps` covers that want to park, those whose key did not move since
+/// they were claimed (`turns`: each key's turn, read with its row locked); the others stay
+/// due, since the settle that moved their key could not see them parked.
+pub(crate) fn parked(
+    steps: &[KeyStep<'_>],
+    turns: &HashMap<(String, String), i64>,
+) -> HashSet<Uuid> {
+    steps
+        .iter()
+        .filter(|s| turns.get(&(s.queue.to_owned(), s.key.to_owned())) == Some(&s.turn))
+        .map(|s| s.message)
+        .collect()
+}
