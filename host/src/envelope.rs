@@ -95,6 +95,9 @@ pub struct KeyTurn {
     /// The plugins routed to it that keep the order of keys, and what a dead letter of
     /// theirs does to the key (filled by dispatch).
     pub ordered: BTreeMap<String, DeadLetterKey>,
+    /// Ordered plugins an earlier message of its key in the same batch runs first: they
+    /// run it inside the settle, after that one (filled by dispatch).
+    pub runs_after: BTreeSet<String>,
 }
 
 /// What happens to a key when an ordered plugin dead-letters one of its messages.

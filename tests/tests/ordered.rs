@@ -105,13 +105,14 @@ fn now_ms() -> u64 {
 
 async fn two_hosts_handle_each_key_in_publish_order_through_retries(backend: Backend) {
     let order = ordered(&[("sequence-a", DeadLetterKey::Hold)]);
-    let host = Host::start_with(backend, PLUGINS, order).await;
+    let plugins = &["fixture-sequence-a"];
+    let host = Host::start_with(backend, plugins, order).await;
     let other = {
         let dir = tempfile::tempdir().unwrap();
         let mut config = host.config.clone();
         config.plugins.dir = dir.path().join("plugins");
         config.plugins.cache_dir = dir.path().join("cache");
-        Host::start_on(config, PLUGINS, dir).await
+        Host::start_on(config, plugins, dir).await
     };
     // 12 keys, 25 messages each, interleaved; every tenth asks sequence-a for a retry.
     let mut steps = Vec::new();

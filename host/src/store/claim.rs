@@ -94,5 +94,6 @@ pub(crate) fn key_turn(
             .collect(),
         holds,
         ordered: Default::default(),
+        runs_after: Default::default(),
     })
 }

@@ -65,11 +65,11 @@ pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Undeliverable};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
 pub use retention::Cleaned;
-pub(crate) use settle::{Quotas, state_keys};
 pub use settle::{
-    SettleBudget, SettlePlan, SettleTransaction, SharedView, StateLocks, StateQuota, StateUsage,
-    StateView,
+    InBatch, SettleBudget, SettlePlan, SettleTransaction, SharedView, StateLocks, StateQuota,
+    StateUsage, StateView,
 };
+pub(crate) use settle::{Quotas, state_keys};
 pub use sqlite::SqliteStore;
 
 /// Result alias for store calls.

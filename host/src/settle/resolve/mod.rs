@@ -51,8 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::envelope::Envelope;
 use crate::outcome::Verdict;
 use crate::store::{
-    PluginResult, PluginRuns, Result, SettleBudget, Settlement, SharedView, StateLocks, StateQuota,
-    StateView, state_keys,
+    InBatch, PluginResult, PluginRuns, Result, SettleBudget, Settlement, SharedView, StateLocks,
+    StateQuota, StateView, state_keys,
 };
 
 /// A handler's request, while it runs inside the settle, for a state key not in the
@@ -161,26 +161,32 @@ pub(super) async fn resolve(
     // same view and ask for the same key, refused again, so their results left go back
     // unrun (measured on MariaDB: a counter's settle ran 50 handlers to keep one).
     let mut refused = BTreeSet::new();
+    // An ordered plugin's results on a key's later messages wait while an earlier message
+    // of the key in the batch did not end handled for it.
+    let mut order = InBatch::default();
     for s in batch.iter_mut() {
         let Settlement {
             message, results, ..
         } = &mut **s;
         for result in results.iter_mut() {
             let name = result.plugin.name.clone();
-            let stale = match &result.verdict {
-                Verdict::Handled(effects) => {
-                    let stale = view_of(&view).stale(&name, effects).is_some();
-                    if !stale {
-                        view_of(&view).apply(&name, &effects.writes);
-                        continue;
-                    }
-                    true
+            if order.waits(message, &name) && result.verdict == Verdict::RunAtSettle {
+                result.verdict = Verdict::Waits;
+            }
+            // `None`: nothing to run; `Some(stale)`: a stale result or one left to run here.
+            let todo = match &result.verdict {
+                Verdict::Handled(effects) if view_of(&view).stale(&name, effects).is_none() => {
+                    view_of(&view).apply(&name, &effects.writes);
+                    None
                 }
-                Verdict::RunAtSettle => false,
-                _ => continue,
+                Verdict::Handled(_) => Some(true),
+                Verdict::RunAtSettle => Some(false),
+                _ => None,
             };
+            let mut kept = todo.is_none() && matches!(result.verdict, Verdict::Handled(_));
             // Runs whose result is not kept count here; the plan counts the kept one.
-            while spent < budget.runs
+            while let Some(stale) = todo
+                && spent < budget.runs
                 && started.elapsed() < budget.within
                 && !refused.contains(&name)
             {
@@ -204,6 +210,7 @@ pub(super) async fn resolve(
                         continue;
                     }
                     view_of(&view).apply(&name, &effects.writes);
+                    kept = true;
                 }
                 if stale {
                     tally.runs += 1;
@@ -212,6 +219,7 @@ pub(super) async fn resolve(
                 *result = ran;
                 break;
             }
+            order.settled(message, &name, &result.verdict, kept);
         }
     }
     if spent > 0 {

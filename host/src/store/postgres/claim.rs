@@ -18,40 +18,50 @@ use crate::store::{
     Claim, ClaimMode, HeldTransaction, Hold, KeyOrder, Result, StoreError, key_turn,
 };
 
-/// The due rows a claim of `queues` takes, `$2` of them (`$1` is `queues`), keyed ones as
-/// `order` says.
-fn due_rows(queues: &[String], order: KeyOrder) -> String {
-    format!(
-        "SELECT id FROM inbox i
+/// The due rows a claim of `queues` takes, `$2` of them (`$1` is `queues`): the ids to
+/// claim, as a query (`order` ignored), or with keys kept in order the CTE `due` of
+/// candidates and the ids of those to claim.
+fn due_rows(queues: &[String], order: KeyOrder) -> (String, String) {
+    let due = format!(
+        "SELECT {} FROM inbox
          WHERE available_at <= wharf_now_ms()
            AND (locked_until IS NULL OR locked_until <= wharf_now_ms())
-           {} {}
+           {}
          ORDER BY available_at LIMIT $2
          FOR UPDATE SKIP LOCKED",
-        queue_filter(queues),
         match order {
-            KeyOrder::Ignore => "",
-            KeyOrder::Keep => KEY_GATE,
-        }
-    )
+            KeyOrder::Ignore => "id",
+            KeyOrder::Keep => "id, queue, ordering_key, seq",
+        },
+        queue_filter(queues),
+    );
+    match order {
+        KeyOrder::Ignore => (String::new(), due),
+        KeyOrder::Keep => (format!("due AS ({due}),"), FREE_OF_EARLIER.to_owned()),
+    }
 }
 
-/// With keys kept in order: a keyed message waits while an earlier one of its key has not
-/// run yet or runs for the first time (`holds` is set by its first settle).
-const KEY_GATE: &str = "AND (i.ordering_key IS NULL OR NOT EXISTS (
+/// With keys kept in order, the candidates (`due`) to claim: a keyed message waits while
+/// an earlier one of its key that is not a candidate too has not run yet or runs for the
+/// first time (`holds` is set by its first settle). Earlier candidates are claimed with it
+/// and run first (its later candidates' earlier messages are its own: one left waiting
+/// leaves them waiting too).
+const FREE_OF_EARLIER: &str = "SELECT id FROM due i
+         WHERE i.ordering_key IS NULL OR NOT EXISTS (
              SELECT 1 FROM inbox p
              WHERE p.queue = i.queue AND p.ordering_key = i.ordering_key AND p.seq < i.seq
-               AND p.holds IS NULL))";
+               AND p.holds IS NULL AND p.id NOT IN (SELECT id FROM due))";
 
 /// With keys kept in order, a claimed keyed message's turn: the key's `turn`, and the
-/// ordered plugins it waits for (those its earlier messages hold, and those a dead letter
-/// holds the key for), space-separated.
+/// ordered plugins it waits for (those its earlier messages not claimed with it hold, and
+/// those a dead letter holds the key for), space-separated.
 const KEY_TURN: &str = "CASE WHEN c.ordering_key IS NOT NULL THEN
             (SELECT o.turn FROM ordering_keys o WHERE o.queue = c.queue AND o.key = c.ordering_key)
         END AS turn,
         CASE WHEN c.ordering_key IS NOT NULL THEN concat_ws(' ',
-            (SELECT string_agg(p.holds, ' ') FROM inbox p
-             WHERE p.queue = c.queue AND p.ordering_key = c.ordering_key AND p.seq < c.seq),
+            (SELECT string_agg(DISTINCT p.holds, ' ') FROM inbox p
+             WHERE p.queue = c.queue AND p.ordering_key = c.ordering_key AND p.seq < c.seq
+               AND p.id NOT IN (SELECT id FROM c)),
             (SELECT string_agg(h.plugin, ' ') FROM held_keys h
              WHERE h.queue = c.queue AND h.key = c.ordering_key AND h.seq < c.seq))
         END AS waits";
@@ -143,12 +153,12 @@ async fn claim_on(
     lease: Duration,
     per_call: bool,
 ) -> Result<Claim> {
-    let (due, claimed) = (due_rows(queues, order), claimed_rows(order));
+    let ((candidates, due), claimed) = (due_rows(queues, order), claimed_rows(order));
     match mode {
         ClaimMode::Lease => {
             let token = Uuid::now_v7();
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH c AS (
+                "WITH {candidates} c AS (
                      UPDATE inbox SET locked_until = wharf_now_ms() + $3, lock_token = $4
                      WHERE id IN ({due}) RETURNING *) {claimed}"
             )))
@@ -175,7 +185,8 @@ async fn claim_on(
                 )))
                 .await?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH c AS (DELETE FROM inbox WHERE id IN ({due}) RETURNING *) {claimed}"
+                "WITH {candidates} c AS (DELETE FROM inbox WHERE id IN ({due}) RETURNING *)
+                 {claimed}"
             )))
             .persistent(!per_call)
             .bind(queues)

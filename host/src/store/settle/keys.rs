@@ -139,3 +139,40 @@ pub(crate) fn parked(
         .map(|s| s.message)
         .collect()
 }
+
+/// A batch's keys as the settle walks its messages in order: which ordered plugins a key
+/// is blocked for by an earlier message of the batch (one the plugin did not handle, or
+/// dead-lettered with its key held), so the key's later messages wait for them
+/// ([`Verdict::Waits`]) instead of running inside the settle.
+#[derive(Debug, Default)]
+pub struct InBatch {
+    blocked: HashSet<(String, String, String)>,
+}
+
+impl InBatch {
+    fn entry(message: &Envelope, plugin: &str) -> Option<(String, String, String)> {
+        let turn = message.turn.as_ref()?;
+        turn.ordered.contains_key(plugin).then_some(())?;
+        let key = message.key.clone()?;
+        Some((message.queue.clone(), key, plugin.to_owned()))
+    }
+
+    /// Whether `plugin` on `message` waits for an earlier message of the batch.
+    pub fn waits(&self, message: &Envelope, plugin: &str) -> bool {
+        Self::entry(message, plugin).is_some_and(|e| self.blocked.contains(&e))
+    }
+
+    /// `plugin`'s final result on `message`: `kept` when it is handled and its writes
+    /// applied. Anything else but a dead letter its policy skips blocks the key.
+    pub fn settled(&mut self, message: &Envelope, plugin: &str, verdict: &Verdict, kept: bool) {
+        let Some(entry) = Self::entry(message, plugin) else {
+            return;
+        };
+        let skips = matches!(verdict, Verdict::Dead { .. })
+            && message.turn.as_ref().and_then(|t| t.ordered.get(plugin))
+                == Some(&DeadLetterKey::Skip);
+        if !(kept || skips) {
+            self.blocked.insert(entry);
+        }
+    }
+}

@@ -47,6 +47,7 @@ mod transaction;
 mod usage;
 mod view;
 
+pub use keys::InBatch;
 pub(crate) use keys::{KeyHold, KeyStep, PARK_AT_MOST, parked};
 pub(crate) use quota::Quotas;
 pub use quota::{SettleBudget, StateQuota};

@@ -222,3 +222,45 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
         (batch[0].message.id, "p", "ex", "rk")
     );
 }
+
+/// Message `n` of key `k`, claimed with keys kept in order, `a` ordered with `policy`.
+fn keyed(n: u8, policy: crate::envelope::DeadLetterKey) -> Envelope {
+    let mut turn = crate::envelope::KeyTurn::default();
+    turn.ordered.insert("a".into(), policy);
+    Envelope {
+        key: Some("k".into()),
+        seq: Some(i64::from(n)),
+        turn: Some(turn),
+        ..message(n, 0)
+    }
+}
+
+#[test]
+fn in_a_batch_a_key_waits_for_what_an_earlier_message_left_unhandled() {
+    use crate::envelope::DeadLetterKey::{Hold, Skip};
+    let retry = Verdict::Retry {
+        error: "e".into(),
+        delay: Duration::ZERO,
+    };
+    let dead = Verdict::Dead { error: "e".into() };
+    let handled = Verdict::Handled(Effects::default());
+    for (verdict, kept, policy, waits) in [
+        (&handled, true, Hold, false),
+        (&handled, false, Hold, true),
+        (&retry, false, Hold, true),
+        (&Verdict::RunAtSettle, false, Hold, true),
+        (&Verdict::Waits, false, Hold, true),
+        (&dead, false, Hold, true),
+        (&dead, false, Skip, false),
+    ] {
+        let mut order = InBatch::default();
+        let (first, second) = (keyed(1, policy), keyed(2, policy));
+        assert!(!order.waits(&first, "a"));
+        order.settled(&first, "a", verdict, kept);
+        assert_eq!(order.waits(&second, "a"), waits, "{verdict:?} kept {kept}");
+        assert!(
+            !order.waits(&second, "b"),
+            "an unordered plugin never waits"
+        );
+    }
+}

@@ -10,9 +10,11 @@ use super::{Sql, Statement};
 use crate::envelope::Envelope;
 use crate::store::{Result, StoreError, key_turn};
 
-/// Give the keyed ones of `messages` (claimed with keys kept in order) their turn, and
-/// return the ids of those an earlier message of their key has not run for yet (`holds`
-/// unset): they are not to be claimed. Reads what other transactions committed.
+/// Give the keyed ones of `messages` (the candidates of a claim that keeps keys in order)
+/// their turn, and return the ids of those an earlier message of their key that is not a
+/// candidate too has not run for yet (`holds` unset): they are not to be claimed. What an
+/// earlier candidate holds is not waited for: it runs first, in the same batch. Reads what
+/// other transactions committed.
 pub(in crate::store) async fn turns<DB: Sql>(
     conn: &mut DB::Connection,
     messages: &mut [Envelope],
@@ -25,28 +27,32 @@ pub(in crate::store) async fn turns<DB: Sql>(
         return Ok(HashSet::new());
     }
     let k = DB::KEY;
+    let all: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
     let mut query = QueryBuilder::<DB>::new(format!(
         "SELECT {} AS id, c.holds,
              CASE WHEN EXISTS (
                  SELECT 1 FROM inbox p
                  WHERE p.queue = c.queue AND p.ordering_key = c.ordering_key AND p.seq < c.seq
-                   AND p.holds IS NULL) THEN 1 ELSE 0 END AS blocked,
+                   AND p.holds IS NULL AND p.id NOT IN (",
+        DB::uuid_text("c.id")
+    ));
+    ids(&mut query, &all);
+    query.push(format!(
+        ")) THEN 1 ELSE 0 END AS blocked,
              (SELECT o.turn FROM ordering_keys o
               WHERE o.queue = c.queue AND o.{k} = c.ordering_key) AS turn,
              (SELECT GROUP_CONCAT(DISTINCT p.holds) FROM inbox p
-              WHERE p.queue = c.queue AND p.ordering_key = c.ordering_key AND p.seq < c.seq)
-                 AS holding,
+              WHERE p.queue = c.queue AND p.ordering_key = c.ordering_key AND p.seq < c.seq
+                AND p.id NOT IN ("
+    ));
+    ids(&mut query, &all);
+    query.push(format!(
+        ")) AS holding,
              (SELECT GROUP_CONCAT(DISTINCT h.plugin) FROM held_keys h
               WHERE h.queue = c.queue AND h.{k} = c.ordering_key AND h.seq < c.seq) AS held
-         FROM inbox c WHERE c.id IN (",
-        DB::uuid_text("c.id")
+         FROM inbox c WHERE c.id IN ("
     ));
-    for (i, id) in keyed.into_iter().enumerate() {
-        if i > 0 {
-            query.push(", ");
-        }
-        query.id(id);
-    }
+    ids(&mut query, &keyed);
     query.push(")");
     let mut blocked = HashSet::new();
     let mut by_id = HashMap::new();
@@ -74,4 +80,14 @@ pub(in crate::store) async fn turns<DB: Sql>(
         }
     }
     Ok(blocked)
+}
+
+/// `ids` as a list of bound message ids.
+fn ids<DB: Sql>(query: &mut QueryBuilder<DB>, ids: &[Uuid]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            query.push(", ");
+        }
+        query.id(*id);
+    }
 }

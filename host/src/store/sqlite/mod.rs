@@ -155,18 +155,21 @@ impl Inbox for SqliteStore {
         let queues = serde_json::to_string(queues).expect("strings serialise");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "UPDATE inbox SET locked_until = ?1, lock_token = ?2
-             WHERE id IN (
-                 SELECT id FROM inbox i
+            "WITH due AS (
+                 SELECT id, queue, ordering_key, seq FROM inbox
                  WHERE available_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
                    AND (?4 = '[]' OR queue IN (SELECT value FROM json_each(?4)))
-                   -- With keys kept in order: not while an earlier message of the key has
-                   -- not run yet or runs for the first time.
-                   AND (NOT ?6 OR i.ordering_key IS NULL OR NOT EXISTS (
-                       SELECT 1 FROM inbox p
-                       WHERE p.queue = i.queue AND p.ordering_key = i.ordering_key
-                         AND p.seq < i.seq AND p.holds IS NULL))
                  ORDER BY available_at LIMIT ?5)
+             UPDATE inbox SET locked_until = ?1, lock_token = ?2
+             WHERE id IN (
+                 SELECT id FROM due i
+                 -- With keys kept in order: not while an earlier message of the key that is
+                 -- not claimed with it has not run yet or runs for the first time.
+                 WHERE NOT ?6 OR i.ordering_key IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM inbox p
+                     WHERE p.queue = i.queue AND p.ordering_key = i.ordering_key
+                       AND p.seq < i.seq AND p.holds IS NULL
+                       AND p.id NOT IN (SELECT id FROM due)))
              RETURNING id, queue, kind, headers, payload, attempts, available_at, seen,
                        ordering_key, seq",
         )
