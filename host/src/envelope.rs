@@ -85,7 +85,8 @@ pub struct Envelope {
 pub struct KeyTurn {
     /// How many times the key's order had moved on when it was claimed
     /// (`ordering_keys.turn`): a settle parking the message checks it did not move since.
-    pub turn: i64,
+    /// `None` where the store checks otherwise (PostgreSQL looks again under a lock).
+    pub turn: Option<i64>,
     /// Ordered plugins an earlier message of the key still owes a verdict, or whose key is
     /// held by a dead letter: they wait.
     pub waits_for: BTreeSet<String>,

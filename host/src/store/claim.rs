@@ -78,18 +78,21 @@ pub struct Claim {
     pub hold: Hold,
 }
 
-/// A claimed keyed message's [`KeyTurn`] from its columns: the key's `turn` (`None`
-/// unless the claim kept keys in order), the plugins it waits for and those it holds, each
-/// space-separated.
+/// A claimed message's [`KeyTurn`] when it is `keyed` and the claim kept keys in order,
+/// from its columns: the key's `turn` (where the store counts them), the plugins it waits
+/// for and those it holds, each space-separated.
 pub(crate) fn key_turn(
+    keyed: bool,
     turn: Option<i64>,
     waits: Option<String>,
     holds: Option<String>,
 ) -> Option<KeyTurn> {
+    keyed.then_some(())?;
     Some(KeyTurn {
-        turn: turn?,
+        turn,
         waits_for: (waits.iter())
-            .flat_map(|w| w.split_ascii_whitespace())
+            .flat_map(|w| w.split([' ', ',']))
+            .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
         holds,

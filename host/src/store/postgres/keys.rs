@@ -1,43 +1,23 @@
-//! A settle's ordering keys on PostgreSQL (see `store::settle::keys`): the batch's key
-//! rows locked in (queue, key) order with their turns read, the keys dead letters hold,
-//! and the keys that move on (their turn grows, their first parked message is woken).
+//! A settle's ordering keys on PostgreSQL (see `store::settle::keys`), without counting
+//! turns or locking keys, so the settle that moves a key on (nearly every one) pays one
+//! statement: it wakes the first parked message after the one it settled. A settle
+//! parking a message first locks (`FOR SHARE`) the rows that make it wait, its key's
+//! earlier messages and the key's holds, then looks at them again. A settle moving the
+//! key on changes one of those rows: if it did so first, the parking settle waited for it
+//! to commit and sees the key moved (the message stays due); if not, it waits for the
+//! parking settle to commit, and its wake, a statement after that change, sees the
+//! message parked. Neither misses the other.
 
-use std::collections::{HashMap, HashSet};
-
-use sqlx::{Postgres, Row, Transaction};
-use uuid::Uuid;
+use sqlx::{Postgres, Transaction};
 
 use crate::store::Result;
-use crate::store::settle::{KeyHold, KeyStep, parked};
+use crate::store::settle::{KeyHold, KeyStep, PARK_AT_MOST};
 
-/// Lock the key rows of `steps` and read their turns; returns the messages that may park
-/// (their key did not move since their claim).
-pub(super) async fn lock(
-    tx: &mut Transaction<'_, Postgres>,
-    steps: &[KeyStep<'_>],
-) -> Result<HashSet<Uuid>> {
-    if steps.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let (queues, keys): (Vec<&str>, Vec<&str>) = steps.iter().map(|s| (s.queue, s.key)).unzip();
-    let rows = sqlx::query(
-        "SELECT o.queue, o.key, o.turn FROM ordering_keys o
-         WHERE (o.queue, o.key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-         ORDER BY o.queue, o.key FOR UPDATE",
-    )
-    .bind(&queues)
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    let turns: HashMap<(String, String), i64> = rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
-    Ok(parked(steps, &turns))
-}
-
-/// Hold the keys of `held` for their plugins, and move on the keys of `steps` that move:
-/// their turn grows and the first parked message after the settled one is due now.
+/// Hold the keys of `held` for their plugins; wake the first parked message after each
+/// moving step; park the messages of `steps` that still wait for every plugin they
+/// waited for (their earlier messages, as committed now, still hold it, or a dead letter
+/// holds the key for it). Runs after the batch's messages are written, each statement
+/// after the ones before it returned (see the module docs).
 pub(super) async fn write(
     tx: &mut Transaction<'_, Postgres>,
     steps: &[KeyStep<'_>],
@@ -68,27 +48,80 @@ pub(super) async fn write(
         .await?;
     }
     let moving: Vec<&KeyStep> = steps.iter().filter(|s| s.moves).collect();
-    if moving.is_empty() {
+    if !moving.is_empty() {
+        sqlx::query(
+            "WITH m AS (
+                 SELECT DISTINCT ON (queue, key) queue, key, seq
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(queue, key, seq)
+                 ORDER BY queue, key, seq)
+             UPDATE inbox i SET parked = false, available_at = wharf_now_ms()
+             FROM m
+             WHERE i.id = (SELECT p.id FROM inbox p
+                           WHERE p.queue = m.queue AND p.ordering_key = m.key
+                             AND p.seq > m.seq AND p.parked
+                           ORDER BY p.seq LIMIT 1)",
+        )
+        .bind(moving.iter().map(|s| s.queue).collect::<Vec<_>>())
+        .bind(moving.iter().map(|s| s.key).collect::<Vec<_>>())
+        .bind(moving.iter().map(|s| s.seq).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let parking: Vec<&KeyStep> = steps.iter().filter(|s| !s.waits.is_empty()).collect();
+    if parking.is_empty() {
         return Ok(());
     }
+    let (ids, queues, keys, seqs) = (
+        parking.iter().map(|s| s.message).collect::<Vec<_>>(),
+        parking.iter().map(|s| s.queue).collect::<Vec<_>>(),
+        parking.iter().map(|s| s.key).collect::<Vec<_>>(),
+        parking.iter().map(|s| s.seq).collect::<Vec<_>>(),
+    );
     sqlx::query(
-        "WITH m AS (
-             SELECT DISTINCT ON (queue, key) queue, key, seq
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(queue, key, seq)
-             ORDER BY queue, key, seq),
-         turned AS (
-             UPDATE ordering_keys o SET turn = o.turn + 1
-             FROM m WHERE o.queue = m.queue AND o.key = m.key)
-         UPDATE inbox i SET parked = false, available_at = wharf_now_ms()
-         FROM m
-         WHERE i.id = (SELECT p.id FROM inbox p
-                       WHERE p.queue = m.queue AND p.ordering_key = m.key AND p.seq > m.seq
-                         AND p.parked
-                       ORDER BY p.seq LIMIT 1)",
+        "SELECT 1 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(queue, key, seq)
+         JOIN inbox p ON p.queue = t.queue AND p.ordering_key = t.key AND p.seq < t.seq
+         FOR SHARE OF p",
     )
-    .bind(moving.iter().map(|s| s.queue).collect::<Vec<_>>())
-    .bind(moving.iter().map(|s| s.key).collect::<Vec<_>>())
-    .bind(moving.iter().map(|s| s.seq).collect::<Vec<_>>())
+    .bind(&queues)
+    .bind(&keys)
+    .bind(&seqs)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "SELECT 1 FROM UNNEST($1::text[], $2::text[]) AS t(queue, key)
+         JOIN held_keys h ON h.queue = t.queue AND h.key = t.key
+         FOR SHARE OF h",
+    )
+    .bind(&queues)
+    .bind(&keys)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE inbox i SET parked = true, available_at = wharf_now_ms() + $6
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+             AS t(id, queue, key, seq, waits)
+         WHERE i.id = t.id AND NOT EXISTS (
+             SELECT 1 FROM unnest(string_to_array(t.waits, ' ')) AS w(plugin)
+             WHERE NOT EXISTS (
+                       SELECT 1 FROM inbox p
+                       WHERE p.queue = t.queue AND p.ordering_key = t.key AND p.seq < t.seq
+                         AND (p.holds IS NULL OR w.plugin = ANY(string_to_array(p.holds, ' '))))
+               AND NOT EXISTS (
+                       SELECT 1 FROM held_keys h
+                       WHERE h.queue = t.queue AND h.key = t.key AND h.plugin = w.plugin
+                         AND h.seq < t.seq))",
+    )
+    .bind(&ids)
+    .bind(&queues)
+    .bind(&keys)
+    .bind(&seqs)
+    .bind(
+        parking
+            .iter()
+            .map(|s| s.waits.join(" "))
+            .collect::<Vec<_>>(),
+    )
+    .bind(PARK_AT_MOST.as_millis() as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! The bulk statements that write a [`SettlePlan`]: each kind of row with one statement
 //! over arrays (`UNNEST`), so a batch costs a handful of round trips.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::enqueue::insert_new;
 use super::keys;
 use super::notify;
-use crate::store::settle::{PARK_AT_MOST, SettlePlan, Stay};
+use crate::store::settle::{SettlePlan, Stay};
 use crate::store::{Result, StoreError, headers_json};
 
 /// What is being settled.
@@ -30,7 +30,6 @@ pub(super) async fn write(
     plan: &SettlePlan<'_>,
     settling: &Settling,
 ) -> Result<()> {
-    let parked = keys::lock(tx, &plan.keys).await?;
     write_handled(tx, plan).await?;
     insert_new(tx, channel, &plan.publishes).await?;
     write_outbox(tx, plan).await?;
@@ -39,7 +38,7 @@ pub(super) async fn write(
     write_dead(tx, plan).await?;
     match settling {
         Settling::Leased => {
-            write_stay_leased(tx, &plan.stay, &parked).await?;
+            write_stay_leased(tx, &plan.stay).await?;
             if !plan.done.is_empty() {
                 sqlx::query("DELETE FROM inbox WHERE id = ANY($1)")
                     .bind(&plan.done)
@@ -48,9 +47,7 @@ pub(super) async fn write(
             }
         }
         // The claim deleted every message; done ones simply stay deleted.
-        Settling::Held(created_at) => {
-            write_stay_held(tx, &plan.stay, &parked, created_at, None).await?
-        }
+        Settling::Held(created_at) => write_stay_held(tx, &plan.stay, created_at, None).await?,
         Settling::Delivered => return Ok(()),
     }
     keys::write(tx, &plan.keys, &plan.held).await?;
@@ -260,48 +257,32 @@ async fn write_dead(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>) -
     Ok(())
 }
 
-/// Leased messages that stay: count the attempt, set when the next one is due (those
-/// that park, `parked` of them, after [`PARK_AT_MOST`]), what they hold of their key, and
-/// mark them seen (their next claim looks up which plugins settled them).
-async fn write_stay_leased(
-    tx: &mut Transaction<'_, Postgres>,
-    stay: &[Stay<'_>],
-    parked: &HashSet<Uuid>,
-) -> Result<()> {
+/// Leased messages that stay: count the attempt, set when the next one is due and what
+/// they hold of their key, and mark them seen (their next claim looks up which plugins
+/// settled them). Those that park are parked after (`keys::write`).
+async fn write_stay_leased(tx: &mut Transaction<'_, Postgres>, stay: &[Stay<'_>]) -> Result<()> {
     if stay.is_empty() {
         return Ok(());
     }
-    let parks = parks(stay, parked);
     sqlx::query(
         "UPDATE inbox i SET attempts = i.attempts + a.counts, available_at = wharf_now_ms() + a.delay,
-                           seen = true, holds = a.holds, parked = a.parks
-         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::bool[])
-             AS a(id, counts, delay, holds, parks)
+                           seen = true, holds = a.holds, parked = false
+         FROM UNNEST($1::uuid[], $2::int[], $3::bigint[], $4::text[])
+             AS a(id, counts, delay, holds)
          WHERE i.id = a.id",
     )
     .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
     .bind(stay.iter().map(|s| i32::from(s.counts)).collect::<Vec<_>>())
-    .bind(delays(stay, &parks))
+    .bind(delays(stay))
     .bind(stay.iter().map(|s| s.holds.as_deref()).collect::<Vec<_>>())
-    .bind(&parks)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Which of `stay` park: those that want to and whose key did not move (`parked`).
-fn parks(stay: &[Stay<'_>], parked: &HashSet<Uuid>) -> Vec<bool> {
-    stay.iter()
-        .map(|s| s.parks && parked.contains(&s.message.id))
-        .collect()
-}
-
 /// When each of `stay` is due, in ms from now.
-fn delays(stay: &[Stay<'_>], parks: &[bool]) -> Vec<i64> {
-    stay.iter()
-        .zip(parks)
-        .map(|(s, parks)| if *parks { PARK_AT_MOST } else { s.delay }.as_millis() as i64)
-        .collect()
+fn delays(stay: &[Stay<'_>]) -> Vec<i64> {
+    stay.iter().map(|s| s.delay.as_millis() as i64).collect()
 }
 
 /// Messages a held claim deleted that stay: put them back with the attempt counted, their
@@ -310,27 +291,23 @@ fn delays(stay: &[Stay<'_>], parks: &[bool]) -> Vec<i64> {
 pub(super) async fn write_stay_held(
     tx: &mut Transaction<'_, Postgres>,
     stay: &[Stay<'_>],
-    parked: &HashSet<Uuid>,
     created_at: &HashMap<Uuid, i64>,
     leased: Option<(Uuid, i64)>,
 ) -> Result<()> {
     if stay.is_empty() {
         return Ok(());
     }
-    let parks = parks(stay, parked);
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at,
-                            lock_token, locked_until, seen, ordering_key, seq, holds, parked)
+                            lock_token, locked_until, seen, ordering_key, seq, holds)
          SELECT id, queue, kind, headers::jsonb, payload, attempts, wharf_now_ms() + delay,
                 COALESCE(created, wharf_now_ms()), $9,
                 -- now() is when the held transaction began; the lease starts now.
                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $10, true, key, seq,
-                holds, parks
+                holds
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                     $7::bigint[], $8::bigint[], $11::text[], $12::bigint[], $13::text[],
-                     $14::bool[])
-             AS t(id, queue, kind, headers, payload, attempts, delay, created, key, seq, holds,
-                  parks)",
+                     $7::bigint[], $8::bigint[], $11::text[], $12::bigint[], $13::text[])
+             AS t(id, queue, kind, headers, payload, attempts, delay, created, key, seq, holds)",
     )
     .bind(stay.iter().map(|s| s.message.id).collect::<Vec<_>>())
     .bind(
@@ -358,7 +335,7 @@ pub(super) async fn write_stay_held(
             .map(|s| s.message.attempts as i32 + i32::from(s.counts))
             .collect::<Vec<_>>(),
     )
-    .bind(delays(stay, &parks))
+    .bind(delays(stay))
     .bind(
         stay.iter()
             .map(|s| created_at.get(&s.message.id).copied())
@@ -373,7 +350,6 @@ pub(super) async fn write_stay_held(
     )
     .bind(stay.iter().map(|s| s.message.seq).collect::<Vec<_>>())
     .bind(stay.iter().map(|s| s.holds.as_deref()).collect::<Vec<_>>())
-    .bind(&parks)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -26,7 +26,7 @@ use crate::store::PluginResult;
 pub(crate) const PARK_AT_MOST: Duration = Duration::from_secs(300);
 
 /// A keyed message of a settled batch, claimed with keys kept in order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct KeyStep<'a> {
     /// Its queue.
     pub queue: &'a str,
@@ -34,12 +34,14 @@ pub(crate) struct KeyStep<'a> {
     pub key: &'a str,
     /// Its place in the key.
     pub seq: i64,
-    /// The key's turn when it was claimed.
-    pub turn: i64,
+    /// The key's turn when it was claimed, where the store counts turns.
+    pub turn: Option<i64>,
     /// The message.
     pub message: Uuid,
     /// This settle lets the key's later messages go on for a plugin: their turn moves.
     pub moves: bool,
+    /// The message parks, waiting for these plugins (empty: it does not park).
+    pub waits: Vec<&'a str>,
 }
 
 /// A key an ordered plugin's dead letter holds: its later messages wait for the plugin.
@@ -58,6 +60,8 @@ pub(super) struct Order<'a> {
     /// Plugins that handled it or gave up on it in this settle.
     settled: BTreeSet<&'a str>,
     moves: bool,
+    /// The plugins it parks waiting for.
+    waits: Vec<&'a str>,
 }
 
 impl<'a> Order<'a> {
@@ -67,6 +71,7 @@ impl<'a> Order<'a> {
             turn: message.turn.as_ref(),
             settled: BTreeSet::new(),
             moves: false,
+            waits: Vec::new(),
         }
     }
 
@@ -95,7 +100,7 @@ impl<'a> Order<'a> {
 
     /// The message's `holds` and whether it parks, from all its `results`: it parks when
     /// every plugin it still owes waits.
-    pub(super) fn after(&self, results: &[PluginResult]) -> (Option<String>, bool) {
+    pub(super) fn after(&mut self, results: &'a [PluginResult]) -> (Option<String>, bool) {
         let Some(turn) = self.turn else {
             return (None, false);
         };
@@ -105,6 +110,9 @@ impl<'a> Order<'a> {
             .peekable();
         let parks = pending.peek().is_some()
             && pending.clone().all(|r| matches!(r.verdict, Verdict::Waits));
+        if parks {
+            self.waits = pending.clone().map(|r| r.plugin.name.as_str()).collect();
+        }
         let holds: Vec<&str> = pending
             .map(|r| r.plugin.name.as_str())
             .filter(|p| turn.ordered.contains_key(*p))
@@ -122,6 +130,7 @@ impl<'a> Order<'a> {
             turn: turn.turn,
             message: self.message.id,
             moves: self.moves,
+            waits: self.waits.clone(),
         })
     }
 }
@@ -135,7 +144,7 @@ pub(crate) fn parked(
 ) -> HashSet<Uuid> {
     steps
         .iter()
-        .filter(|s| turns.get(&(s.queue.to_owned(), s.key.to_owned())) == Some(&s.turn))
+        .filter(|s| turns.get(&(s.queue.to_owned(), s.key.to_owned())) == s.turn.as_ref())
         .map(|s| s.message)
         .collect()
 }

@@ -68,6 +68,7 @@ pub(in crate::store) async fn turns<DB: Sql>(
         let held: Option<String> = DB::column(&row, "held");
         let waits = [holding, held].into_iter().flatten().collect::<Vec<_>>();
         let turn = key_turn(
+            true,
             DB::column(&row, "turn"),
             Some(waits.join(" ")),
             DB::column(&row, "holds"),
