@@ -201,8 +201,15 @@ impl Dispatcher {
                 slots.entry((&m.queue, key)).or_default().push(i);
             }
         }
+        slots.retain(|_, positions| positions.len() > 1);
+        if slots.is_empty() {
+            return;
+        }
+        let shared: HashSet<(String, String)> = (slots.keys())
+            .map(|(q, k)| ((*q).to_owned(), (*k).to_owned()))
+            .collect();
         let mut order: Vec<usize> = (0..messages.len()).collect();
-        for positions in slots.values().filter(|p| p.len() > 1) {
+        for positions in slots.values() {
             let mut by_seq = positions.clone();
             by_seq.sort_by_key(|&i| messages[i].seq);
             for (&slot, from) in positions.iter().zip(by_seq) {
@@ -220,6 +227,9 @@ impl Dispatcher {
             let (Some(key), Some(turn)) = (&m.key, &mut m.turn) else {
                 continue;
             };
+            if !shared.contains(&(m.queue.clone(), key.clone())) {
+                continue;
+            }
             for p in self.plugins.route(&m.kind) {
                 let name = p.name();
                 let pending = !m.settled_plugins.contains(name) && !turn.waits_for.contains(name);
