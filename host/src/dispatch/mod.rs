@@ -4,7 +4,9 @@
 //! AMQP consumers.
 //!
 //! A batch's messages run concurrently, except a contended plugin's, which are left to
-//! run inside the settle (`contention`). The settle (`crate::settle`) runs those, and
+//! run inside the settle (`contention`), and an ordered plugin's on a key's later messages
+//! of the batch (`order`), and those an earlier message of the key holds
+//! ([`Verdict::Waits`]). The settle (`crate::settle`) runs those, and
 //! handlers whose state reads went stale, through [`Dispatcher::call_again`]. One call,
 //! from its slots to its verdict, is `call`; what the host counts per minute for the flow
 //! history, `flow`.
@@ -13,11 +15,12 @@ pub mod breaker;
 mod call;
 mod contention;
 mod flow;
+mod order;
 pub mod report;
 mod span;
 mod throughput;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,7 +182,7 @@ impl Dispatcher {
         mut messages: Vec<Envelope>,
         delays: Delays,
     ) -> Vec<Settlement> {
-        self.in_key_order(&mut messages);
+        order::in_key_order(self, &mut messages);
         let mut settlements = Vec::with_capacity(messages.len());
         if self.owes_a_first_look(&messages) {
             let rest = messages.split_off(FIRST_LOOK.min(messages.len()));
@@ -189,58 +192,6 @@ impl Dispatcher {
         }
         settlements.extend(self.handle_concurrently(messages, delays).await);
         settlements
-    }
-
-    /// Within a batch, a key's messages run in order for its ordered plugins: in the
-    /// order of their numbers (a claim takes them in due order), the first here, the later
-    /// ones inside the settle, after it ([`crate::store::InBatch`]).
-    fn in_key_order(&self, messages: &mut Vec<Envelope>) {
-        let mut slots: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for (i, m) in messages.iter().enumerate() {
-            if let (Some(key), Some(_)) = (&m.key, &m.turn) {
-                slots.entry((&m.queue, key)).or_default().push(i);
-            }
-        }
-        slots.retain(|_, positions| positions.len() > 1);
-        if slots.is_empty() {
-            return;
-        }
-        let shared: HashSet<(String, String)> = (slots.keys())
-            .map(|(q, k)| ((*q).to_owned(), (*k).to_owned()))
-            .collect();
-        let mut order: Vec<usize> = (0..messages.len()).collect();
-        for positions in slots.values() {
-            let mut by_seq = positions.clone();
-            by_seq.sort_by_key(|&i| messages[i].seq);
-            for (&slot, from) in positions.iter().zip(by_seq) {
-                order[slot] = from;
-            }
-        }
-        if order.iter().enumerate().any(|(i, &from)| i != from) {
-            let mut taken: Vec<Option<Envelope>> = messages.drain(..).map(Some).collect();
-            *messages = (order.into_iter())
-                .map(|from| taken[from].take().expect("a permutation"))
-                .collect();
-        }
-        let mut first = HashSet::new();
-        for m in messages.iter_mut() {
-            let (Some(key), Some(turn)) = (&m.key, &mut m.turn) else {
-                continue;
-            };
-            if !shared.contains(&(m.queue.clone(), key.clone())) {
-                continue;
-            }
-            for p in self.plugins.route(&m.kind) {
-                let name = p.name();
-                let pending = !m.settled_plugins.contains(name) && !turn.waits_for.contains(name);
-                if self.ordered(&p).is_some()
-                    && pending
-                    && !first.insert((m.queue.clone(), key.clone(), name.to_owned()))
-                {
-                    turn.runs_after.insert(name.to_owned());
-                }
-            }
-        }
     }
 
     /// Whether a plugin subscribed to a kind of `messages` has not been measured yet:

@@ -27,22 +27,7 @@ pub async fn held(
     State(api): State<Arc<Api>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match query.as_deref().and_then(|q| q.strip_prefix("limit=")) {
-        None => 100,
-        Some(n) => n
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_HELD_KEYS).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "limit {:?} must be a number from 1 to {MAX_HELD_KEYS}",
-                        names::storable(n)
-                    ),
-                )
-            })?,
-    };
+    let limit = super::limit(query.as_deref(), MAX_HELD_KEYS)?;
     let items = api.store.held_keys(limit).await?;
     Ok(Json(json!({ "items": items })))
 }

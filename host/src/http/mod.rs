@@ -59,6 +59,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::names;
 use crate::plugins::Catalog;
 use crate::runtime::Runtime;
 use crate::store::{AuditEntry, Store};
@@ -124,6 +125,26 @@ impl Api {
     }
 }
 
+/// A list's `?limit=N` in `query`: 1 to `most`, 100 when absent.
+fn limit(query: Option<&str>, most: u32) -> Result<u32, ApiError> {
+    match query.and_then(|q| q.strip_prefix("limit=")) {
+        None => Ok(100),
+        Some(n) => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=most).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "limit {:?} must be a number from 1 to {most}",
+                        names::storable(n)
+                    ),
+                )
+            }),
+    }
+}
+
 /// Most audit entries one call returns.
 const MAX_AUDIT_ENTRIES: u32 = 1_000;
 
@@ -133,19 +154,7 @@ async fn audit(
     State(api): State<Arc<Api>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match query.as_deref().and_then(|q| q.strip_prefix("limit=")) {
-        None => 100,
-        Some(n) => n
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_AUDIT_ENTRIES).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit {n:?} must be a number from 1 to {MAX_AUDIT_ENTRIES}"),
-                )
-            })?,
-    };
+    let limit = limit(query.as_deref(), MAX_AUDIT_ENTRIES)?;
     let entries = api.store.audit_list(limit).await?;
     Ok(Json(serde_json::json!({ "items": entries })))
 }
