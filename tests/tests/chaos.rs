@@ -4,7 +4,8 @@
 //! counter that also publishes to an exchange), alternating held and leased claims; then
 //! a host finishes the rest. A checker compares what the database holds with what the
 //! messages asked for and reports lost, duplicated and double-applied effects: it must
-//! find none.
+//! find none. And ordered keys through two hosts killed mid-batch: not one message out of
+//! its key's order.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -149,4 +150,104 @@ async fn check(host: &Host, messages: &[NewMessage]) -> Found {
     let (held, recorded) = host.state_usage().await;
     found.usage_off = held != recorded;
     found
+}
+
+/// Ordered messages on each of a few keys.
+const ORDERED_KEYS: usize = 6;
+/// Messages per key.
+const PER_KEY: usize = 150;
+
+/// Two `wharf run` processes on PostgreSQL take the same ordered keys at once, one held and
+/// one leased, each killed with SIGKILL mid-batch and replaced, while a tenth of the
+/// messages ask for a retry; then a host finishes the rest. `sequence-a` rejects any
+/// message of a key that does not follow the last it handled: not one may be rejected,
+/// and every key ends at its last message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_killed_mid_batch_keep_each_key_in_order() {
+    let url = fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.database.url = url.clone();
+    config.inbox.lease_ms = 1_500;
+    config.runtime.deadline_ms = 1_000;
+    let ordered = wharf_host::plugins::PluginConfig {
+        ordered: Some(true),
+        ..Default::default()
+    };
+    config.plugin.insert("sequence-a".into(), ordered);
+    let checker = Host::start_on(
+        config,
+        &["fixture-sequence-a"],
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let toml = dir.path().join("ordered.toml");
+    std::fs::write(&toml, "[plugin.sequence-a]\nordered = true\n").unwrap();
+    let mut messages = Vec::new();
+    for n in 1..=PER_KEY {
+        for k in 0..ORDERED_KEYS {
+            let mut step = json!({"key": format!("k{k}"), "n": n});
+            if (n + k) % 10 == 3 {
+                step["retry_once"] = json!(["sequence-a"]);
+            }
+            let body = step.to_string().into_bytes();
+            messages.push(NewMessage::new("test", "test.seq", body).with_key(&format!("k{k}")));
+        }
+    }
+    checker.store.enqueue(&messages).await.unwrap();
+    let total = messages.len() as i64;
+    let spawn = |held: &str, cache: &str| {
+        let mut command = victim_command(
+            env!("CARGO_BIN_EXE_wharf-under-test"),
+            &url,
+            &checker.config.plugins.dir,
+            &dir.path().join(cache),
+            held,
+        );
+        command.arg("--config").arg(&toml);
+        command.spawn().expect("start a wharf run process")
+    };
+    let mut killed_at = Vec::new();
+    for round in 0..2 {
+        let mut hosts = [spawn("10000", "cache-a"), spawn("0", "cache-b")];
+        let target = (round as i64 + 1) * total / 3;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while handled(&checker).await < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress to {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for host in &mut hosts {
+            host.kill().unwrap();
+            host.wait().unwrap();
+        }
+        killed_at.push(handled(&checker).await);
+    }
+    checker.drain().await;
+    eprintln!(
+        "ordered chaos: {total} messages on {ORDERED_KEYS} keys, two hosts killed twice at {killed_at:?} handled"
+    );
+    let failed: Vec<String> = checker
+        .failed()
+        .await
+        .into_iter()
+        .map(|f| f.error)
+        .collect();
+    assert_eq!(failed, Vec::<String>::new(), "nothing out of order");
+    let rows = checker
+        .rows(
+            "SELECT key, convert_from(value, 'UTF8') FROM plugin_state WHERE plugin = 'sequence-a'",
+        )
+        .await;
+    let last: BTreeMap<String, usize> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<String, _>(1).parse().unwrap()))
+        .collect();
+    let expected: BTreeMap<String, usize> = (0..ORDERED_KEYS)
+        .map(|k| (format!("last:k{k}"), PER_KEY))
+        .collect();
+    assert_eq!(last, expected);
+    assert_eq!(handled(&checker).await, total, "each handled once");
 }
