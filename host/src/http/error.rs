@@ -19,6 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// A failed call with `status`.
+    /// A 400 saying what is wrong with the request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,

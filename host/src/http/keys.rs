@@ -41,10 +41,6 @@ struct Skip {
     plugin: String,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
 /// `POST /api/keys/held/skip` with `{"queue", "key", "plugin"}`.
 pub async fn skip(
     Operator(who): Operator,
@@ -55,7 +51,7 @@ pub async fn skip(
         .map_err(|r| ApiError::new(r.status(), r.body_text()))
         .and_then(|body| {
             serde_json::from_slice::<Skip>(&body).map_err(|e| {
-                bad(format!(
+                ApiError::bad_request(format!(
                     "the body is not a skip ({e}); send {{\"queue\": \"orders\", \"key\": \"order-42\", \"plugin\": \"audit-log\"}} (GET /api/keys/held lists them)"
                 ))
             })
@@ -64,7 +60,7 @@ pub async fn skip(
             names::queue(&s.queue)
                 .and_then(|()| names::ordering_key(&s.key))
                 .and_then(|()| names::plugin(&s.plugin))
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             Ok(s)
         });
     let target = match &request {

@@ -59,10 +59,6 @@ const DEFAULT_PAGE: u32 = 50;
 /// Most failed messages per page, and per bulk retry or delete.
 const MAX_PAGE: u32 = 1000;
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
 /// The filter and page of a list's query string.
 fn list_query(pairs: Vec<(String, String)>) -> Result<(FailedFilter, PageRequest), ApiError> {
     let mut filter = FailedFilter::default();
@@ -80,15 +76,15 @@ fn list_query(pairs: Vec<(String, String)>) -> Result<(FailedFilter, PageRequest
             "error" => filter.error = Some(value),
             "status" => {
                 filter.status = Some(FailedStatus::parse(&value).ok_or_else(|| {
-                    bad(format!(
+                    ApiError::bad_request(format!(
                         "status {value:?} is not one of pending, failed, retrying, resolved"
                     ))
                 })?)
             }
-            "since" => filter.since = Some(parse_time(&value).map_err(bad)?),
-            "until" => filter.until = Some(parse_time(&value).map_err(bad)?),
+            "since" => filter.since = Some(parse_time(&value).map_err(ApiError::bad_request)?),
+            "until" => filter.until = Some(parse_time(&value).map_err(ApiError::bad_request)?),
             "before" => page.before = Some(value.parse().map_err(|_| {
-                bad(format!(
+                ApiError::bad_request(format!(
                     "before {value:?} is not a failed message id (the `next` of the previous page)"
                 ))
             })?),
@@ -98,13 +94,13 @@ fn list_query(pairs: Vec<(String, String)>) -> Result<(FailedFilter, PageRequest
                     .ok()
                     .filter(|n| (1..=MAX_PAGE).contains(n))
                     .ok_or_else(|| {
-                        bad(format!(
+                        ApiError::bad_request(format!(
                             "limit {value:?} must be a number from 1 to {MAX_PAGE}"
                         ))
                     })?
             }
             other => {
-                return Err(bad(format!(
+                return Err(ApiError::bad_request(format!(
                     "unknown query parameter {other:?}: filter by plugin, plugin_version, kind, queue, source, error, status, since, until; page with before and limit"
                 )));
             }
@@ -120,9 +116,9 @@ pub async fn failed_list(
     State(api): State<Arc<Api>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<FailedPage>, ApiError> {
-    let Query(pairs) = query.map_err(|r| bad(r.body_text()))?;
+    let Query(pairs) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
     let (filter, page) = list_query(pairs)?;
-    filter.check().map_err(bad)?;
+    filter.check().map_err(ApiError::bad_request)?;
     Ok(Json(api.store.failed_list(&filter, page).await?))
 }
 
@@ -149,21 +145,23 @@ impl Bulk {
     ) -> Result<(Self, FailedFilter, u64), ApiError> {
         let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
         let bulk: Bulk = serde_json::from_slice(&body).map_err(|e| {
-            bad(format!(
+            ApiError::bad_request(format!(
                 "the body does not select failed messages ({e}); send {{\"ids\": [1, 2]}}, {{\"filter\": {{\"plugin\": \"billing\", \"error\": \"timeout\"}}}} or {{\"all\": true}}"
             ))
         })?;
         let mut filter = bulk.filter.clone();
         filter.ids.extend(&bulk.ids);
-        filter.check().map_err(bad)?;
+        filter.check().map_err(ApiError::bad_request)?;
         if filter.is_everything() && !bulk.all {
-            return Err(bad(format!(
+            return Err(ApiError::bad_request(format!(
                 "name the failed messages to {verb}: \"ids\", a \"filter\", or \"all\": true for every one"
             )));
         }
         let limit = bulk.limit.unwrap_or(MAX_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(bad(format!("limit {limit} must be from 1 to {MAX_PAGE}")));
+            return Err(ApiError::bad_request(format!(
+                "limit {limit} must be from 1 to {MAX_PAGE}"
+            )));
         }
         Ok((bulk, filter, u64::from(limit)))
     }

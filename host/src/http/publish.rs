@@ -40,10 +40,6 @@ struct PublishRequest {
     key: Option<String>,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
 /// `POST /api/messages/publish`
 pub async fn publish(
     Operator(who): Operator,
@@ -55,7 +51,7 @@ pub async fn publish(
         .map_err(|r| ApiError::new(r.status(), r.body_text()))
         .and_then(|body| {
             serde_json::from_slice::<PublishRequest>(&body).map_err(|e| {
-                bad(format!(
+                ApiError::bad_request(format!(
                     "the body is not a publish request ({e}); send {{\"queue\": \"orders\", \"kind\": \"order.created\", \"message\": {{...}}}} or {{\"exchange\": \"orders\", \"routing_key\": \"order.created\", \"message\": {{...}}}}"
                 ))
             })
@@ -91,7 +87,8 @@ pub async fn publish(
 }
 
 async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiError> {
-    let payload = serde_json::to_vec(&request.message).map_err(|e| bad(e.to_string()))?;
+    let payload =
+        serde_json::to_vec(&request.message).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if payload.len() > api.max_payload_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -109,10 +106,10 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
         (Some(queue), None) => {
             let kind = request
                 .kind
-                .ok_or_else(|| bad("a message for a queue needs a \"kind\""))?;
+                .ok_or_else(|| ApiError::bad_request("a message for a queue needs a \"kind\""))?;
             let destination = Destination::Queue(queue.clone());
             names::publish(&destination, &kind, &headers, key.as_deref())
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let message = NewMessage {
                 id,
                 queue: queue.clone(),
@@ -135,7 +132,7 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
                 routing_key: routing_key.clone(),
             };
             names::publish(&destination, &kind, &headers, key.as_deref())
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let queued = api
                 .store
                 .outbox_add(id, (&exchange, &routing_key), &kind, &headers, &payload)
@@ -144,7 +141,7 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
                 json!({ "id": id, "exchange": exchange, "queued": queued }),
             ))
         }
-        _ => Err(bad(
+        _ => Err(ApiError::bad_request(
             "give \"queue\" (an inbox queue) or \"exchange\" (with \"routing_key\"), one of them",
         )),
     }

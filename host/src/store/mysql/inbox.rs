@@ -82,7 +82,7 @@ pub(super) async fn put_back(
     );
     rows.push_values(stay, |mut row, s| {
         let m = s.message;
-        let parks = s.parks && parked.contains(&m.id);
+        let parks = parked.contains(&m.id);
         let delay = if parks { PARK_AT_MOST } else { s.delay };
         row.push_bind(m.id)
             .push_bind(&m.queue)

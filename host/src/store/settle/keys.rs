@@ -135,15 +135,16 @@ impl<'a> Order<'a> {
     }
 }
 
-/// Of the messages `steps` covers that want to park, those whose key did not move since
-/// they were claimed (`turns`: each key's turn, read with its row locked); the others stay
-/// due, since the settle that moved their key could not see them parked.
+/// The messages of `steps` that park: those waiting ([`KeyStep::waits`]) whose key did not
+/// move since they were claimed (`turns`: each key's turn, read with its row locked); the
+/// others stay due, since the settle that moved their key could not see them parked.
 pub(crate) fn parked(
     steps: &[KeyStep<'_>],
     turns: &HashMap<(String, String), i64>,
 ) -> HashSet<Uuid> {
     steps
         .iter()
+        .filter(|s| !s.waits.is_empty())
         .filter(|s| turns.get(&(s.queue.to_owned(), s.key.to_owned())) == s.turn.as_ref())
         .map(|s| s.message)
         .collect()

@@ -290,14 +290,12 @@ impl<'a> SettlePlan<'a> {
                 counts,
                 delay,
                 holds,
-                parks,
             }),
             None if parks => self.stay.push(Stay {
                 message,
                 counts: false,
                 delay: Duration::ZERO,
                 holds,
-                parks,
             }),
             None => self.done.push(message.id),
         }

@@ -69,9 +69,6 @@ pub(crate) struct Stay<'a> {
     /// For a keyed message claimed with keys kept in order: the ordered plugins that
     /// still owe it a verdict, space-separated (`inbox.holds`); `None` otherwise.
     pub holds: Option<String>,
-    /// Every plugin it still owes waits for an earlier message of its key
-    /// ([`crate::outcome::Verdict::Waits`]): it parks until a settle wakes it.
-    pub parks: bool,
 }
 
 impl<'a> Stay<'a> {
@@ -85,7 +82,6 @@ impl<'a> Stay<'a> {
                 counts: false,
                 delay: Duration::ZERO,
                 holds: message.turn.as_ref().and_then(|t| t.holds.clone()),
-                parks: false,
             })
             .collect()
     }

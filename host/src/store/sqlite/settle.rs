@@ -171,7 +171,7 @@ async fn write(
         return Ok(());
     }
     for stay in &plan.stay {
-        let parks = stay.parks && parked.contains(&stay.message.id);
+        let parks = parked.contains(&stay.message.id);
         let delay = if parks { PARK_AT_MOST } else { stay.delay };
         sqlx::query(
             "UPDATE inbox SET attempts = attempts + ?, available_at = ?, seen = 1, holds = ?,
