@@ -125,10 +125,12 @@ async fn two_hosts_handle_each_key_in_publish_order_through_retries(backend: Bac
             steps.push(step);
         }
     }
-    publish(&host, &steps).await;
+    // The second host waits for work before any arrives, so both take part.
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = other.worker.clone();
     let second = tokio::spawn(async move { worker.run(StopWhen::default(), rx).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    publish(&host, &steps).await;
     let report = host.drain().await;
     stop.send(true).unwrap();
     let second = second.await.unwrap().unwrap();
