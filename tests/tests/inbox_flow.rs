@@ -1,11 +1,13 @@
 //! End-to-end flows through the inbox with real plugins, on every store: deadlines and
-//! memory caps, fresh instances, fan-out, the example chain, `failed retry`. What every
+//! memory caps, fresh instances, fan-out, the example chain, `failed retry`, a run until
+//! idle that waits for its other lanes. What every
 //! transport promises (dedup, retry, reject, exhaustion, exactly-once effects) is in
 //! `transports.rs`.
 
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::store::{FailedFilter, Retried};
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 
 async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backend: Backend) {
@@ -185,6 +187,47 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
     assert_eq!(ledger[0].get::<String, _>(0), message.id.to_string());
 }
 
+/// A run until idle stops a lane whose queue is empty only once no other lane holds a
+/// batch: here the `jobs` lane's handler publishes to `results`, whose lane came up empty
+/// at the start (and on MariaDB a held claim of one queue can lock the first row of the
+/// next one until it commits).
+async fn a_run_until_idle_leaves_nothing_due_that_another_lane_made(backend: Backend) {
+    let host = Host::start_with(backend, &["fixture-flaky"], |c| {
+        c.inbox.queues = vec!["jobs".into(), "results".into()];
+    })
+    .await;
+    host.publish("jobs", "test.flaky", json!({ "succeed_on": 1 }))
+        .await;
+    let (_, rx) = tokio::sync::watch::channel(false);
+    let report = host
+        .worker
+        .run(
+            StopWhen {
+                until_idle: true,
+                ..StopWhen::default()
+            },
+            rx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.messages, 2,
+        "the published test.done was taken in the same run: {report:?}"
+    );
+    let left: Vec<_> = host.store.queue_stats().await.unwrap();
+    assert!(
+        left.iter()
+            .all(|q| q.pending + q.in_flight + q.scheduled == 0),
+        "{left:?}"
+    );
+    let failed = host.failed().await;
+    assert_eq!(
+        (failed.len(), failed[0].kind.as_str()),
+        (1, "test.done"),
+        "nothing subscribes to test.done: it was taken, and failed"
+    );
+}
+
 conformance!(
     an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow,
     a_memory_bomb_hits_the_cap_and_costs_only_its_own_message,
@@ -192,4 +235,5 @@ conformance!(
     fan_out_settles_per_plugin_and_a_retrying_plugin_does_not_rerun_the_other,
     the_example_chain_runs_end_to_end_and_records_versions,
     no_handler_fails_the_message_and_failed_retry_brings_it_back,
+    a_run_until_idle_leaves_nothing_due_that_another_lane_made,
 );

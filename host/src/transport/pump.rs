@@ -4,10 +4,10 @@
 //! until a stop condition or shutdown; it backs off while a database or broker is away.
 //! A source that allows it is pipelined: the next batch is taken and handled while one is
 //! being finished. Lanes of one run share a [`Progress`] (its totals, the `--limit`,
-//! and a progress line every 5 s).
+//! how many batches are being taken or held, and a progress line every 5 s).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -26,7 +26,10 @@ pub struct StopWhen {
     pub limit: Option<u64>,
     /// After this much time.
     pub time_limit: Option<Duration>,
-    /// As soon as nothing is due.
+    /// As soon as nothing is due: each lane once a take comes up empty while no lane of
+    /// the run is taking or holding a batch and none finished one during the take. Until
+    /// then it goes on polling, as another lane's batch may hold back a message of its
+    /// queues (a claim's lock on MariaDB) or publish or put one back.
     pub until_idle: bool,
 }
 
@@ -77,6 +80,10 @@ pub struct Progress {
     report: Mutex<(Report, Instant)>,
     /// Messages taken or being taken, against [`StopWhen::limit`] (untouched without one).
     reserved: AtomicU64,
+    /// Batches being taken or taken and not yet finished, across the lanes.
+    in_hand: AtomicUsize,
+    /// Batches taken and then finished (or dropped), across the lanes.
+    done: AtomicU64,
 }
 
 impl Progress {
@@ -88,6 +95,8 @@ impl Progress {
             started: Instant::now(),
             report: Mutex::new((Report::default(), Instant::now())),
             reserved: AtomicU64::new(0),
+            in_hand: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
         }
     }
 
@@ -123,6 +132,30 @@ impl Progress {
         }
     }
 
+    /// A batch being taken, counted in [`Progress::in_hand`] until it is dropped (after
+    /// its finish, or when the take comes up empty or fails).
+    fn take_in_hand(&self) -> InHand<'_> {
+        self.in_hand.fetch_add(1, Ordering::SeqCst);
+        InHand {
+            progress: self,
+            taken: false,
+        }
+    }
+
+    /// How many batches were done so far, to be given to [`Progress::idle`].
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Whether a lane whose take came up empty stops: on [`StopWhen::until_idle`], once
+    /// no lane is taking or holding a batch and none was done since `done` was read
+    /// (before the take: a batch that committed while it ran may have made work for it).
+    fn idle(&self, done: u64) -> bool {
+        self.stop.until_idle
+            && self.in_hand.load(Ordering::SeqCst) == 0
+            && self.done.load(Ordering::SeqCst) == done
+    }
+
     fn add(&self, messages: u64, settled: SettleSummary) {
         let mut guard = self.report.lock().expect("no lane panicked");
         let (report, last_logged) = &mut *guard;
@@ -134,11 +167,28 @@ impl Progress {
     }
 }
 
+/// A batch counted as in hand by its run's lanes while this lives, and as done after
+/// when it was `taken`.
+struct InHand<'p> {
+    progress: &'p Progress,
+    taken: bool,
+}
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            self.progress.done.fetch_add(1, Ordering::SeqCst);
+        }
+        self.progress.in_hand.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A batch whose handlers ran, waiting to be finished.
-struct Handled<H> {
+struct Handled<'p, H> {
     taken: u64,
     held: H,
     settlements: Vec<Settlement>,
+    in_hand: InHand<'p>,
 }
 
 /// One lane: take, handle and finish batches of `source` until the run's stop condition
@@ -161,9 +211,10 @@ pub async fn run<S: Source>(
                 let Some(limit) = progress.reserve(source.batch_size()) else {
                     return Ok(());
                 };
+                let done = progress.done();
                 match take_and_handle(source, dispatcher, limit, progress).await {
                     Ok(Some(handled)) => handled,
-                    Ok(None) if progress.stop.until_idle => return Ok(()),
+                    Ok(None) if progress.idle(done) => return Ok(()),
                     Ok(None) => {
                         match source.wait(&mut shutdown).await {
                             Ok(()) => failures = 0,
@@ -218,12 +269,13 @@ pub async fn once<S: Source>(
 
 /// Take a batch of up to `limit` (reserved in `progress`; what was not taken is given
 /// back) and run its handlers.
-async fn take_and_handle<S: Source>(
+async fn take_and_handle<'p, S: Source>(
     source: &S,
     dispatcher: &Dispatcher,
     limit: u32,
-    progress: &Progress,
-) -> Result<Option<Handled<S::Held>>, S::Error> {
+    progress: &'p Progress,
+) -> Result<Option<Handled<'p, S::Held>>, S::Error> {
+    let mut in_hand = progress.take_in_hand();
     let taking = SystemTime::now();
     let taken = source.take(limit).await;
     let untaken = match &taken {
@@ -234,6 +286,7 @@ async fn take_and_handle<S: Source>(
     let Some(mut batch) = taken? else {
         return Ok(None);
     };
+    in_hand.taken = true;
     trace::start_missing(&mut batch.messages);
     trace::batch_span("wharf.claim", taking, &batch.messages, Vec::new);
     crate::metrics::claimed(&batch.messages);
@@ -242,6 +295,7 @@ async fn take_and_handle<S: Source>(
         taken: batch.taken,
         held: batch.held,
         settlements,
+        in_hand,
     }))
 }
 
@@ -249,15 +303,17 @@ async fn take_and_handle<S: Source>(
 async fn finish<S: Source>(
     source: &S,
     dispatcher: &Dispatcher,
-    handled: Handled<S::Held>,
+    handled: Handled<'_, S::Held>,
 ) -> Result<(u64, SettleSummary), S::Error> {
     let Handled {
         taken,
         held,
         mut settlements,
+        in_hand,
     } = handled;
     let settling = SystemTime::now();
     let summary = source.finish(held, &mut settlements, dispatcher).await?;
+    drop(in_hand);
     if !settlements.is_empty() {
         let messages = settlements.iter().map(|s| &s.message);
         trace::batch_span("wharf.settle", settling, messages, || {

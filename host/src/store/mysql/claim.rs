@@ -2,6 +2,11 @@
 //! LOCKED`, either taken (deleted) in the claim's transaction, held open until the
 //! settle commits it (MariaDB), or stamped with a lease and a fencing token in one short
 //! transaction; and keeping either alive while the handlers run.
+//!
+//! A locking scan also locks the row that ends it, on MariaDB even under READ COMMITTED:
+//! with several queues, the first due row of the next queue in `inbox_queue_due`, until
+//! the claim commits, or is handed over to leases after `HOLD_AT_MOST`. That queue's
+//! lanes skip it meanwhile; a run until idle waits for it (`StopWhen::until_idle`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;

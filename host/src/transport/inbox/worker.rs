@@ -237,9 +237,11 @@ impl Source for Lane {
 
     async fn wait(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         let poll = Duration::from_millis(self.worker.config.poll_interval_ms);
+        // A closed channel (its sender dropped: no shutdown will come) is no reason to
+        // stop waiting.
         tokio::select! {
             woke = self.worker.store.wait_for_work(&self.queues, poll) => woke,
-            _ = shutdown.changed() => Ok(()),
+            Ok(()) = shutdown.changed() => Ok(()),
         }
     }
 
