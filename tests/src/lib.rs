@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod browser;
 pub mod collector;
+pub mod held;
 pub mod http;
 mod inspect;
 pub mod mail_api;

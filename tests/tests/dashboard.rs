@@ -8,7 +8,9 @@
 //! attempt, rolls a plugin back; a bookmark opens its page and Back returns to the page
 //! before; readiness says a host without a broker does not use one; a read token sees no
 //! button that changes something; the
-//! overview fits a phone's width. A screenshot of each page is kept under
+//! overview fits a phone's width. Held keys: a reader sees which message holds a key and
+//! how many wait (a key written as markup shows as text), an operator skips it and the
+//! key's next message runs. A screenshot of each page is kept under
 //! the test's output directory (`target/tmp/dashboard/`).
 
 use std::path::PathBuf;
@@ -17,11 +19,13 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use serde_json::json;
 use wharf_host::dispatch::report;
+use wharf_host::transport::pump::StopWhen;
 use wharf_tests::browser::{
     self, Driver, click, confirm, present, screenshot, session, table_rows, wait_text,
 };
-use wharf_tests::http::{OPERATE, READ, serve};
-use wharf_tests::{Backend, Host, plugin_wasm};
+use wharf_tests::held::holding;
+use wharf_tests::http::{OPERATE, READ, get, serve};
+use wharf_tests::{Backend, Host, plugin_wasm, wait_for};
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(base).await.unwrap();
@@ -307,4 +311,83 @@ async fn an_operator_works_through_the_dashboard_and_a_reader_only_looks() {
     screenshot(&client, &screenshots, "overview-phone").await;
     client.close().await.unwrap();
     eprintln!("screenshots in {}", screenshots.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_a_held_key_and_an_operator_skips_it() {
+    browser::ensure_installed();
+    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let key = "<img src=x onerror=document.title='owned'>";
+    let (host, messages) = holding(Backend::Sqlite, key).await;
+    let base = serve(&host).await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let worker = host.worker.clone();
+    tokio::spawn(async move { worker.run(StopWhen::default(), rx).await });
+    wait_for("the key held", Duration::from_secs(20), async || {
+        let (_, held) = get(&base, "/api/keys/held", READ).await;
+        held["items"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let client = session(&driver, profile.path()).await;
+    sign_in(&client, &base, READ).await;
+    click(&client, r#"#nav a[data-page="keys"]"#).await;
+    wait_text(&client, "#page table", &messages[1].id.to_string()).await;
+    let rows = table_rows(&client, "#page table").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        (
+            &row["Queue"],
+            &row["Key"],
+            &row["Plugin"],
+            &row["Seq"],
+            &row["Waiting"]
+        ),
+        (
+            &json!("test"),
+            &json!(key),
+            &json!("sequence-a"),
+            &json!("2"),
+            &json!("1")
+        ),
+        "{row:?}"
+    );
+    assert!(
+        !present(&client, "#page img").await,
+        "the key is shown as text, not markup"
+    );
+    assert!(
+        !present(&client, "[data-skip]").await,
+        "a read token sees no Skip"
+    );
+    screenshot(&client, &screenshots, "held-keys-read-only").await;
+
+    click(&client, "#signout").await;
+    sign_in(&client, &base, OPERATE).await;
+    click(&client, r#"#nav a[data-page="keys"]"#).await;
+    click(&client, "[data-skip]").await;
+    let asked = confirm(&client).await;
+    assert!(
+        asked.contains(key) && asked.contains("The 1 waiting behind it run without it"),
+        "{asked}"
+    );
+    wait_text(&client, "#keys-result", "Skipped key").await;
+    wait_text(&client, "#no-held-keys", "No key is held.").await;
+    screenshot(&client, &screenshots, "held-keys-skipped").await;
+    assert_ne!(
+        client.title().await.unwrap(),
+        "owned",
+        "no markup of the key ran"
+    );
+    wait_for(
+        "the key's third message handled",
+        Duration::from_secs(20),
+        async || host.count("SELECT COUNT(*) FROM inbox").await == 0,
+    )
+    .await;
+    client.close().await.unwrap();
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_host::envelope::{DeadLetterKey, NewMessage};
-use wharf_host::plugins::PluginConfig;
 use wharf_host::transport::pump::StopWhen;
+use wharf_tests::held::holding;
 use wharf_tests::http::{OPERATE, READ, get, send, serve};
 use wharf_tests::{Backend, Host, conformance, wait_for};
 
@@ -28,33 +27,8 @@ async fn skip(base: &str, token: &str, body: &Value) -> (StatusCode, Value) {
     .await
 }
 
-/// A host whose `sequence-a` keeps key order, and three messages of key `k`, the second
-/// of which it rejects (holding `k`).
-async fn holding(backend: Backend) -> (Host, Vec<NewMessage>) {
-    let host = Host::start_with(backend, &["fixture-sequence-a"], |c| {
-        let ordered = PluginConfig {
-            ordered: Some(true),
-            dead_letter_key: DeadLetterKey::Hold,
-            ..PluginConfig::default()
-        };
-        c.plugin.insert("sequence-a".into(), ordered);
-    })
-    .await;
-    let steps = [
-        json!({"key": "k", "n": 1}),
-        json!({"key": "k", "n": 2, "reject": ["sequence-a"]}),
-        json!({"key": "k", "n": 3, "after": 1}),
-    ];
-    let messages: Vec<NewMessage> = steps
-        .iter()
-        .map(|s| NewMessage::new("test", "test.seq", s.to_string().into_bytes()).with_key("k"))
-        .collect();
-    host.store.enqueue(&messages).await.unwrap();
-    (host, messages)
-}
-
 async fn held_keys_are_listed_and_skipped_once(backend: Backend) {
-    let (host, messages) = holding(backend).await;
+    let (host, messages) = holding(backend, "k").await;
     let base = serve(&host).await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = host.worker.clone();
@@ -199,7 +173,7 @@ fn keys(host: &Host, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_and_skips_held_keys() {
-    let (host, messages) = holding(Backend::Sqlite).await;
+    let (host, messages) = holding(Backend::Sqlite, "k").await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let worker = host.worker.clone();
     let running = tokio::spawn(async move { worker.run(StopWhen::default(), rx).await });

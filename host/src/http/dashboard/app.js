@@ -357,7 +357,39 @@ async function flow(auto) {
 
 // --- navigation, refresh, sign-in ----------------------------------------------------
 
-const PAGES = { overview, flow, failed, plugins };
+// Held keys: an ordered plugin's dead letter holds its key (GET /api/keys/held); an
+// operator skips it (POST /api/keys/held/skip) or retries the failed message.
+async function keys() {
+  const view = state.view;
+  const answer = await api("GET", "/api/keys/held?limit=500");
+  if (view !== state.view) return;
+  show(
+    el("h1", {}, "Held keys"),
+    el("p", { class: "hint" }, "A dead letter of an ordered plugin holds its key: the key's later messages wait behind it. Retry the failed message (the key goes on once it is handled) or skip it (the key goes on without it)."),
+    el("p", { id: "keys-result", class: "muted" }, state.notice),
+    answer.items.length === 0 ? el("p", { id: "no-held-keys", class: "muted" }, "No key is held.") : table([
+      { title: "Queue", value: (k) => k.queue },
+      { title: "Key", wrap: true, value: (k) => k.key },
+      { title: "Plugin", value: (k) => k.plugin },
+      { title: "Held by message", value: (k) => k.message_id },
+      { title: "Seq", num: true, value: (k) => k.seq },
+      { title: "Held since", value: (k) => time(k.held_at) },
+      { title: "Waiting", num: true, value: (k) => k.waiting },
+      { title: "", value: (k) => canOperate() ? el("button", { class: "danger", "data-skip": k.key, onclick: () => skipKey(k) }, "Skip") : null },
+    ], answer.items),
+  );
+}
+
+async function skipKey(k) {
+  if (!confirm("Skip the message holding key " + k.key + " of queue " + k.queue + " for " + k.plugin + "? The " + k.waiting + " waiting behind it run without it.")) return;
+  try {
+    await api("POST", "/api/keys/held/skip", { queue: k.queue, key: k.key, plugin: k.plugin });
+    state.notice = "Skipped key " + k.key + " of queue " + k.queue + " for " + k.plugin + ".";
+    refresh();
+  } catch (error) { report(error); }
+}
+
+const PAGES = { overview, flow, failed, keys, plugins };
 
 function report(error) {
   const page = document.getElementById("page");
