@@ -2,14 +2,19 @@
 //! and ledger rows of messages that left the inbox, sent outbox rows, resolved failures),
 //! keeps dead letters waiting for an operator and the dedup rows of ids the ledger or a
 //! dead letter still knows, and a duplicate arriving after its dedup row was deleted is
-//! handled again (the documented dedup window).
+//! handled again (the documented dedup window). An ordering key's numbering is deleted
+//! once idle and nothing carries its numbers (no message in the inbox, no held key, no
+//! unresolved failed message), and starts again at 1.
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use wharf_host::envelope::NewMessage;
 use wharf_host::store::{Cleaned, FailedFilter};
-use wharf_tests::{Backend, Host, conformance};
+use wharf_host::transport::pump::StopWhen;
+use wharf_tests::held::holding;
+use wharf_tests::{Backend, Host, conformance, wait_for};
 
 async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backend: Backend) {
     // A host without a plugin for test.noop dead-letters it; test.reject is rejected.
@@ -65,6 +70,7 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
             failed: 1,
             // The resolved orphan's refusal ("no handler"), its one attempt.
             attempt_errors: 1,
+            ordering_keys: 0,
         }
     );
     assert_eq!(
@@ -96,6 +102,80 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
     assert!(
         stdout.starts_with("deleted rows older than 7days: 0 dedup, 0 ledger"),
         "{stdout}"
+    );
+}
+
+async fn an_idle_ordering_key_is_deleted_once_nothing_carries_its_numbers(backend: Backend) {
+    // Key `k`: its second message a dead letter holding it, its third waiting; key
+    // `done`: one message, handled.
+    let (host, messages) = holding(backend, "k").await;
+    let done = NewMessage::new(
+        "test",
+        "test.seq",
+        json!({"key": "done", "n": 1}).to_string().into_bytes(),
+    )
+    .with_key("done");
+    host.store.enqueue(&[done]).await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = host.worker.clone();
+    let running = tokio::spawn(async move { worker.run(StopWhen::default(), rx).await });
+    wait_for(
+        "k held, done handled",
+        Duration::from_secs(20),
+        async || {
+            host.count("SELECT COUNT(*) FROM held_keys").await == 1
+                && host.count("SELECT COUNT(*) FROM processed").await == 2
+        },
+    )
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+    let keys = || host.count("SELECT COUNT(*) FROM ordering_keys");
+    assert_eq!(keys().await, 2);
+
+    let cleanup = |older_than| host.store.cleanup(older_than);
+    assert_eq!(
+        cleanup(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .ordering_keys,
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        cleanup(Duration::ZERO).await.unwrap().ordering_keys,
+        1,
+        "done is idle; k is held, with a message waiting"
+    );
+    assert!(
+        host.store
+            .skip_held_key("test", "k", "sequence-a")
+            .await
+            .unwrap()
+    );
+    host.drain().await;
+    assert_eq!(
+        cleanup(Duration::ZERO).await.unwrap().ordering_keys,
+        0,
+        "k's dead letter may still be sent back with its number"
+    );
+    let dead = host.failed().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, messages[1].id);
+    host.store
+        .failed_delete(&FailedFilter::id(dead[0].id), 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(cleanup(Duration::ZERO).await.unwrap().ordering_keys, 1);
+    assert_eq!(keys().await, 0);
+
+    let again = NewMessage::new("test", "test.noop", b"{}".to_vec()).with_key("k");
+    host.store.enqueue(&[again]).await.unwrap();
+    assert_eq!(
+        host.count("SELECT seq FROM inbox").await,
+        1,
+        "the key is numbered from 1 again"
     );
 }
 
@@ -141,4 +221,5 @@ async fn a_dedup_row_stays_while_the_ledger_keeps_its_id(backend: Backend) {
 conformance!(
     cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window,
     a_dedup_row_stays_while_the_ledger_keeps_its_id,
+    an_idle_ordering_key_is_deleted_once_nothing_carries_its_numbers,
 );

@@ -29,8 +29,9 @@ pub trait Admin: Send + Sync {
 
     /// Retention: delete, in one transaction, what is older than `older_than` and
     /// finished: dedup and ledger rows of messages no longer in the inbox, sent outbox
-    /// rows, resolved failures, and attempt errors nothing refers to any more. Dead
-    /// letters still waiting for an operator are kept whatever their age.
+    /// rows, resolved failures, attempt errors nothing refers to any more, and the
+    /// numbering of ordering keys nothing carries a number of. Dead letters still waiting
+    /// for an operator are kept whatever their age.
     async fn cleanup(&self, older_than: Duration) -> Result<Cleaned>;
 }
 

@@ -26,27 +26,41 @@ pub struct Cleaned {
     pub failed: u64,
     /// Attempt errors of messages no longer in the inbox or the pending dead letters.
     pub attempt_errors: u64,
+    /// Ordering keys given no number since the cut and with nothing left that carries one
+    /// (a message in the inbox, a held key, a failed message that may be sent back): a
+    /// key's next message starts again at 1.
+    pub ordering_keys: u64,
 }
 
 impl std::fmt::Display for Cleaned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors",
-            self.received, self.processed, self.outbox, self.failed, self.attempt_errors
+            "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors, {} idle ordering keys",
+            self.received,
+            self.processed,
+            self.outbox,
+            self.failed,
+            self.attempt_errors,
+            self.ordering_keys
         )
     }
 }
 
 impl Cleaned {
-    /// From the rows each of [`CLEANUP`]'s statements deleted, in order.
-    fn of([processed, received, outbox, attempt_errors, failed]: [u64; 5]) -> Self {
+    /// From the rows each of [`CLEANUP`]'s statements deleted, in order, and the idle
+    /// ordering keys.
+    fn of(
+        [processed, received, outbox, attempt_errors, failed]: [u64; 5],
+        ordering_keys: u64,
+    ) -> Self {
         Self {
             received,
             processed,
             outbox,
             failed,
             attempt_errors,
+            ordering_keys,
         }
     }
 }
@@ -94,5 +108,20 @@ pub(super) async fn clean<DB: Sql>(
         statement.value(cut).push(after);
         *n = DB::execute(conn, &mut statement).await?;
     }
-    Ok(Cleaned::of(deleted))
+    // Last: the failed messages that carry a key's numbers are the unresolved ones left.
+    // An enqueue numbering the key meanwhile holds its row: the delete waits for it and
+    // finds it no longer idle, or the enqueue waits and numbers the key from 1 again.
+    let k = DB::KEY;
+    let mut idle = QueryBuilder::<DB>::new("DELETE FROM ordering_keys WHERE updated_at < ");
+    idle.value(cut).push(format!(
+        " AND NOT EXISTS (SELECT 1 FROM inbox i
+                          WHERE i.queue = ordering_keys.queue AND i.ordering_key = ordering_keys.{k})
+          AND NOT EXISTS (SELECT 1 FROM held_keys h
+                          WHERE h.queue = ordering_keys.queue AND h.{k} = ordering_keys.{k})
+          AND NOT EXISTS (SELECT 1 FROM failed_messages f
+                          WHERE f.queue = ordering_keys.queue
+                            AND f.ordering_key = ordering_keys.{k} AND f.status <> 'resolved')"
+    ));
+    let ordering_keys = DB::execute(conn, &mut idle).await?;
+    Ok(Cleaned::of(deleted, ordering_keys))
 }
