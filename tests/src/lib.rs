@@ -247,23 +247,21 @@ impl Host {
         message
     }
 
+    /// One run of the worker until nothing is due (`wharf run --until-idle`).
+    pub async fn run_until_idle(&self) -> Report {
+        let (_, rx) = tokio::sync::watch::channel(false);
+        let until_idle = StopWhen {
+            until_idle: true,
+            ..StopWhen::default()
+        };
+        self.worker.run(until_idle, rx).await.unwrap()
+    }
+
     /// Run until the inbox is empty, waiting out retry delays (bounded: panics after 10 s).
     pub async fn drain(&self) -> Report {
         let mut total = Report::default();
         for _ in 0..2_000 {
-            let (_, rx) = tokio::sync::watch::channel(false);
-            let report = self
-                .worker
-                .run(
-                    StopWhen {
-                        until_idle: true,
-                        ..StopWhen::default()
-                    },
-                    rx,
-                )
-                .await
-                .unwrap();
-            total += report;
+            total += self.run_until_idle().await;
             let left: u64 = self
                 .store
                 .queue_stats()

@@ -7,7 +7,6 @@
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::store::{FailedFilter, Retried};
-use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, conformance};
 
 async fn an_infinite_loop_is_cut_by_the_deadline_while_other_messages_flow(backend: Backend) {
@@ -198,18 +197,7 @@ async fn a_run_until_idle_leaves_nothing_due_that_another_lane_made(backend: Bac
     .await;
     host.publish("jobs", "test.flaky", json!({ "succeed_on": 1 }))
         .await;
-    let (_, rx) = tokio::sync::watch::channel(false);
-    let report = host
-        .worker
-        .run(
-            StopWhen {
-                until_idle: true,
-                ..StopWhen::default()
-            },
-            rx,
-        )
-        .await
-        .unwrap();
+    let report = host.run_until_idle().await;
     assert_eq!(
         report.messages, 2,
         "the published test.done was taken in the same run: {report:?}"
