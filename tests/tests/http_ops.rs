@@ -316,6 +316,7 @@ async fn the_dashboard_is_served_and_told_who_calls() {
             r#"<script src="/dashboard/app.js" defer></script>"#,
         ),
         ("/dashboard/app.js", "text/javascript", "/api/whoami"),
+        ("/dashboard/flow.js", "text/javascript", "/api/flow"),
         (
             "/dashboard/app.css",
             "text/css",

@@ -164,6 +164,7 @@ pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
     let routes = Router::new()
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/flow.js", get(dashboard::flow_script))
         .route("/dashboard/app.css", get(dashboard::style))
         .route("/api/whoami", get(dashboard::whoami))
         .route("/api/health", get(health::live))

@@ -4,8 +4,8 @@
 //! it). Its pages: overview (queues, readiness, hosts), flow (per-minute charts of the
 //! last hour, per queue and plugin: handled, retried, dead, call time; SVG drawn by the
 //! script), failed messages (filters, bulk retry and delete of a selection or of all
-//! matching, detail with attempts), plugins (per host, registry, history, deploy,
-//! rollback); a read token sees no buttons that change something. `GET /api/whoami`
+//! matching, detail with attempts), held keys (skip), plugins (per host, registry,
+//! history, deploy, rollback); a read token sees no buttons that change something. `GET /api/whoami`
 //! tells the page who the token is.
 
 use axum::Json;
@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 
 use super::auth::Reader;
 
-/// The page, its script and its style sheet.
+/// The page, its scripts and its style sheet.
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
+const FLOW_SCRIPT: &str = include_str!("flow.js");
 const STYLE: &str = include_str!("app.css");
 
 /// Scripts and styles only from this origin, no inline code, no framing.
@@ -43,6 +44,11 @@ pub async fn index() -> impl IntoResponse {
 /// `GET /dashboard/app.js`
 pub async fn script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// `GET /dashboard/flow.js`
+pub async fn flow_script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", FLOW_SCRIPT)
 }
 
 /// `GET /dashboard/app.css`
