@@ -95,13 +95,18 @@ const CLEANUP: [(&str, &str); 5] = [
     ),
 ];
 
+/// How long an ordering key stays numbered after its last message at least, whatever
+/// the cleanup's `older_than`: far longer than an enqueue transaction lasts.
+const KEYS_IDLE_AT_LEAST: Duration = Duration::from_secs(60);
+
 /// Delete what is older than `older_than` and finished, inside the transaction `conn` is
 /// in; see [`super::Admin::cleanup`].
 pub(super) async fn clean<DB: Sql>(
     conn: &mut DB::Connection,
     older_than: Duration,
 ) -> Result<Cleaned> {
-    let cut = clock::<DB>(conn).await? - older_than.as_millis() as i64;
+    let now = clock::<DB>(conn).await?;
+    let cut = now - older_than.as_millis() as i64;
     let mut deleted = [0u64; 5];
     for (n, (before, after)) in deleted.iter_mut().zip(CLEANUP) {
         let mut statement = QueryBuilder::<DB>::new(before);
@@ -110,10 +115,13 @@ pub(super) async fn clean<DB: Sql>(
     }
     // Last: the failed messages that carry a key's numbers are the unresolved ones left.
     // An enqueue numbering the key meanwhile holds its row: the delete waits for it and
-    // finds it no longer idle, or the enqueue waits and numbers the key from 1 again.
+    // finds it numbered since the cut, or the enqueue waits and numbers the key from 1
+    // again. (After the wait the delete sees the row anew but the inbox as it was when it
+    // began: an enqueue that numbered the key before the cut and had not committed yet
+    // would go unseen, hence a cut at least a minute back.)
     let k = DB::KEY;
     let mut idle = QueryBuilder::<DB>::new("DELETE FROM ordering_keys WHERE updated_at < ");
-    idle.value(cut).push(format!(
+    idle.value(cut.min(now - KEYS_IDLE_AT_LEAST.as_millis() as i64)).push(format!(
         " AND NOT EXISTS (SELECT 1 FROM inbox i
                           WHERE i.queue = ordering_keys.queue AND i.ordering_key = ordering_keys.{k})
           AND NOT EXISTS (SELECT 1 FROM held_keys h
