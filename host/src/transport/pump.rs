@@ -26,10 +26,11 @@ pub struct StopWhen {
     pub limit: Option<u64>,
     /// After this much time.
     pub time_limit: Option<Duration>,
-    /// As soon as nothing is due: each lane once a take comes up empty while no lane of
-    /// the run is taking or holding a batch and none finished one during the take. Until
-    /// then it goes on polling, as another lane's batch may hold back a message of its
-    /// queues (a claim's lock on MariaDB) or publish or put one back.
+    /// As soon as nothing is due: once every lane of the run ([`Progress::lanes`]) came
+    /// up empty since the last batch was finished, and none is taking or holding one.
+    /// Until then a lane that came up empty goes on polling, as another lane's batch may
+    /// hold back a message of its queues (a claim's lock on MariaDB) or publish or put
+    /// one back.
     pub until_idle: bool,
 }
 
@@ -84,6 +85,12 @@ pub struct Progress {
     in_hand: AtomicUsize,
     /// Batches taken and then finished (or dropped), across the lanes.
     done: AtomicU64,
+    /// Per lane, how many batches were done when its last take that came up empty began;
+    /// and whether all were idle once (the run is over: the others stop on their next
+    /// empty take).
+    empty_at: Mutex<(Vec<Option<u64>>, bool)>,
+    /// The next lane's place in `empty_at`.
+    next_lane: AtomicUsize,
 }
 
 impl Progress {
@@ -97,7 +104,15 @@ impl Progress {
             reserved: AtomicU64::new(0),
             in_hand: AtomicUsize::new(0),
             done: AtomicU64::new(0),
+            empty_at: Mutex::new((Vec::new(), false)),
+            next_lane: AtomicUsize::new(0),
         }
+    }
+
+    /// A run of `lanes` lanes: [`StopWhen::until_idle`] waits for each of them.
+    pub fn lanes(self, lanes: usize) -> Self {
+        self.empty_at.lock().expect("no lane panicked").0 = vec![None; lanes];
+        self
     }
 
     /// The totals so far.
@@ -147,13 +162,24 @@ impl Progress {
         self.done.load(Ordering::SeqCst)
     }
 
-    /// Whether a lane whose take came up empty stops: on [`StopWhen::until_idle`], once
-    /// no lane is taking or holding a batch and none was done since `done` was read
-    /// (before the take: a batch that committed while it ran may have made work for it).
-    fn idle(&self, done: u64) -> bool {
-        self.stop.until_idle
-            && self.in_hand.load(Ordering::SeqCst) == 0
-            && self.done.load(Ordering::SeqCst) == done
+    /// Whether `lane`, whose take that began when `done` batches were done came up empty,
+    /// stops: on [`StopWhen::until_idle`], once every lane came up empty since the last
+    /// batch was done (a batch that committed while a take ran may have made work for
+    /// it) and no lane is taking or holding one.
+    fn idle(&self, lane: usize, done: u64) -> bool {
+        if !self.stop.until_idle {
+            return false;
+        }
+        let mut guard = self.empty_at.lock().expect("no lane panicked");
+        let (empty_at, over) = &mut *guard;
+        if let Some(at) = empty_at.get_mut(lane) {
+            *at = Some(done);
+        }
+        let now = self.done.load(Ordering::SeqCst);
+        *over = *over
+            || (empty_at.iter().all(|at| *at == Some(now))
+                && self.in_hand.load(Ordering::SeqCst) == 0);
+        *over
     }
 
     fn add(&self, messages: u64, settled: SettleSummary) {
@@ -199,6 +225,7 @@ pub async fn run<S: Source>(
     mut shutdown: watch::Receiver<bool>,
     progress: &Progress,
 ) -> Result<(), S::Error> {
+    let lane = progress.next_lane.fetch_add(1, Ordering::SeqCst);
     let mut failures = 0;
     let mut pending = None;
     loop {
@@ -214,7 +241,7 @@ pub async fn run<S: Source>(
                 let done = progress.done();
                 match take_and_handle(source, dispatcher, limit, progress).await {
                     Ok(Some(handled)) => handled,
-                    Ok(None) if progress.idle(done) => return Ok(()),
+                    Ok(None) if progress.idle(lane, done) => return Ok(()),
                     Ok(None) => {
                         match source.wait(&mut shutdown).await {
                             Ok(()) => failures = 0,

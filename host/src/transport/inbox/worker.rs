@@ -65,9 +65,10 @@ impl Worker {
         stop: StopWhen,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Report, StoreError> {
-        let progress = Arc::new(Progress::new("inbox", stop));
+        let lanes = lanes(&self.config.queues, self.config.batches_in_flight);
+        let progress = Arc::new(Progress::new("inbox", stop).lanes(lanes.len()));
         let mut running = JoinSet::new();
-        for queues in lanes(&self.config.queues, self.config.batches_in_flight) {
+        for queues in lanes {
             let lane = Lane {
                 worker: self.clone(),
                 queues,
