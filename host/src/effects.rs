@@ -33,6 +33,8 @@ pub struct Publish {
     pub headers: BTreeMap<String, String>,
     /// Body.
     pub payload: Vec<u8>,
+    /// Ordering key, to an inbox queue (to an exchange it is in `headers`).
+    pub key: Option<String>,
 }
 
 /// Everything one call wants to change.

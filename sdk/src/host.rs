@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use crate::bindings::wharf::plugin0_2_0::types as wit;
-use crate::bindings::wharf::plugin0_3_0::types as wit_0_3;
+use crate::bindings::wharf::plugin0_4_0::types as wit_0_4;
 use crate::{Error, Manifest, Message, Plugin};
 
 /// The `manifest` export: convert the plugin's manifest to the WIT type.
-pub fn guest_manifest<P: Plugin>() -> wit_0_3::Manifest {
+pub fn guest_manifest<P: Plugin>() -> wit_0_4::Manifest {
     let Manifest {
         name,
         version,
@@ -16,8 +16,9 @@ pub fn guest_manifest<P: Plugin>() -> wit_0_3::Manifest {
         retry,
         limits,
         allowed_hosts,
+        ordered,
     } = P::manifest();
-    wit_0_3::Manifest {
+    wit_0_4::Manifest {
         name,
         version,
         subscriptions,
@@ -35,6 +36,7 @@ pub fn guest_manifest<P: Plugin>() -> wit_0_3::Manifest {
             max_concurrency: l.max_concurrency,
         }),
         allowed_hosts,
+        ordered,
     }
 }
 
@@ -45,7 +47,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// The `handle` export: convert the message in and the outcome out.
-pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::HandlerError> {
+pub fn guest_handle<P: Plugin>(message: wit_0_4::Message) -> Result<(), wit::HandlerError> {
     let message = Message {
         id: message.id,
         kind: message.kind,
@@ -57,6 +59,7 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
             .collect(),
         payload: message.payload,
         attempt: message.attempt,
+        key: message.key,
     };
     P::handle(&message).map_err(|e| match e {
         Error::Retry { reason, delay } => wit::HandlerError::Retry(wit::RetryRequest {
@@ -69,8 +72,10 @@ pub fn guest_handle<P: Plugin>(message: wit::Message) -> Result<(), wit::Handler
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use super::wit;
-    use crate::bindings::wharf::plugin0_2_0::{config, log, outbox, state};
+    use super::{wit, wit_0_4};
+    use crate::Outgoing;
+    use crate::bindings::wharf::plugin0_2_0::{config, log, state};
+    use crate::bindings::wharf::plugin0_4_0::outbox;
     use crate::requests::{Destination, Level};
     use crate::requests::{HttpError, Request, Response, Url};
 
@@ -95,13 +100,8 @@ mod imp {
         log::log(level, message, &headers(fields));
     }
 
-    pub fn publish(
-        destination: Destination,
-        kind: &str,
-        headers_: &[(&str, &str)],
-        payload: &[u8],
-    ) -> crate::Result<String> {
-        let destination = match destination {
+    pub fn publish(message: Outgoing, payload: &[u8]) -> crate::Result<String> {
+        let destination = match message.destination {
             Destination::Queue(q) => wit::Destination::Queue(q),
             Destination::Exchange {
                 exchange,
@@ -111,7 +111,17 @@ mod imp {
                 routing_key,
             }),
         };
-        outbox::publish(&destination, kind, &headers(headers_), payload).map_err(crate::reject)
+        let headers = (message.headers.into_iter())
+            .map(|(key, value)| wit::Header { key, value })
+            .collect();
+        outbox::publish(&wit_0_4::Outgoing {
+            destination,
+            kind: message.kind,
+            headers,
+            payload: payload.to_vec(),
+            key: message.key,
+        })
+        .map_err(crate::reject)
     }
 
     pub fn state_get(key: &str) -> Option<Vec<u8>> {
@@ -246,7 +256,8 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use crate::requests::{Destination, Level};
+    use crate::Outgoing;
+    use crate::requests::Level;
     use crate::requests::{HttpError, Request, Response};
     use crate::testing::with_current;
 
@@ -254,13 +265,8 @@ mod imp {
         with_current(|h| h.log(level, message, fields))
     }
 
-    pub fn publish(
-        destination: Destination,
-        kind: &str,
-        headers: &[(&str, &str)],
-        payload: &[u8],
-    ) -> crate::Result<String> {
-        with_current(|h| h.publish(destination, kind, headers, payload))
+    pub fn publish(message: Outgoing, payload: &[u8]) -> crate::Result<String> {
+        with_current(|h| h.publish(message, payload))
     }
 
     pub fn state_get(key: &str) -> Option<Vec<u8>> {

@@ -36,6 +36,7 @@ mod host;
 pub mod http;
 mod manifest;
 mod message;
+mod publish;
 mod requests;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -43,6 +44,7 @@ pub mod testing;
 pub use error::{Error, Result, reject, retry, retry_after};
 pub use manifest::{Limits, Manifest, RetryPolicy};
 pub use message::Message;
+pub use publish::{Outgoing, publish, publish_to_exchange};
 
 /// Generated bindings of the `wharf:plugin` world. Plugin authors do not need these.
 #[doc(hidden)]
@@ -51,7 +53,7 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
         path: "../wit",
-        // 0.3.0 imports 0.2.0's unchanged interfaces: generate them too.
+        // 0.4.0 imports the unchanged interfaces of 0.2.0: generate them too.
         generate_all,
         pub_export_macro: true,
         export_macro_name: "export_world",
@@ -86,12 +88,12 @@ macro_rules! export {
             struct WharfExport;
 
             impl $crate::bindings::Guest for WharfExport {
-                fn manifest() -> $crate::bindings::wharf::plugin0_3_0::types::Manifest {
+                fn manifest() -> $crate::bindings::wharf::plugin0_4_0::types::Manifest {
                     $crate::__private::guest_manifest::<$plugin>()
                 }
 
                 fn handle(
-                    message: $crate::bindings::wharf::plugin0_2_0::types::Message,
+                    message: $crate::bindings::wharf::plugin0_4_0::types::Message,
                 ) -> ::core::result::Result<
                     (),
                     $crate::bindings::wharf::plugin0_2_0::types::HandlerError,
@@ -103,39 +105,6 @@ macro_rules! export {
     $crate::bindings::export_world!(WharfExport with_types_in $crate::bindings);
         };
     };
-}
-
-/// Publish a message to an inbox queue; it is delivered once the current message is
-/// handled successfully. Returns the new message's id.
-///
-/// A queue or kind the host does not accept (see "Limits and quotas" in wharf's README)
-/// is an error, a *reject* when passed on with `?`. Publishing more messages or bytes
-/// than the host allows one call ends the call: the message is rejected.
-pub fn publish(queue: &str, kind: &str, payload: &serde_json::Value) -> Result<String> {
-    host::publish(
-        requests::Destination::Queue(queue.to_owned()),
-        kind,
-        &[],
-        &serde_json::to_vec(payload).map_err(|e| reject(format!("cannot encode payload: {e}")))?,
-    )
-}
-
-/// Publish a message to an AMQP exchange through the outbox relay.
-pub fn publish_to_exchange(
-    exchange: &str,
-    routing_key: &str,
-    kind: &str,
-    payload: &serde_json::Value,
-) -> Result<String> {
-    host::publish(
-        requests::Destination::Exchange {
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-        },
-        kind,
-        &[],
-        &serde_json::to_vec(payload).map_err(|e| reject(format!("cannot encode payload: {e}")))?,
-    )
 }
 
 /// Key/value state private to this plugin, committed with the message's outcome.

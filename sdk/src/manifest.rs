@@ -1,5 +1,6 @@
 //! The plugin's self-description: name, version, subscriptions, default retry policy,
-//! limits, and the hosts it asks to call.
+//! limits, the hosts it asks to call, and whether it handles the messages of a key in
+//! order.
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub struct Manifest {
     /// Hosts the plugin asks to call (`https://api.example.com`), as an operator grants
     /// them in `[plugin.<name>] allowed_hosts`.
     pub allowed_hosts: Vec<String>,
+    /// Handle the messages of one ordering key one at a time, in publish order; the
+    /// operator's `[plugin.<name>] ordered` overrides it.
+    pub ordered: bool,
 }
 
 /// Resources one plugin's calls may use. `None` fields take the host's defaults, and the
@@ -60,6 +64,7 @@ impl Manifest {
             retry: None,
             limits: None,
             allowed_hosts: Vec::new(),
+            ordered: false,
         }
     }
 
@@ -86,6 +91,16 @@ impl Manifest {
     /// and the host says when it loads the plugin which of them are not granted.
     pub fn calls(mut self, hosts: &str) -> Self {
         self.allowed_hosts.push(hosts.to_owned());
+        self
+    }
+
+    /// Ask for the messages of one ordering key one at a time, in the order they were
+    /// published, across the fleet: a key's next message waits until this plugin handled
+    /// the one before it (or, after a dead letter, until an operator releases the key).
+    /// Messages without a key are not ordered. The operator's `[plugin.<name>] ordered`
+    /// overrides it.
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
         self
     }
 }

@@ -18,6 +18,8 @@ pub struct Message {
     pub payload: Vec<u8>,
     /// 1 on the first attempt.
     pub attempt: u32,
+    /// The ordering key the producer gave it, if any.
+    pub key: Option<String>,
 }
 
 impl Message {
@@ -30,7 +32,14 @@ impl Message {
             headers: Vec::new(),
             payload: serde_json::to_vec(payload).expect("serialising to a Vec cannot fail"),
             attempt: 1,
+            key: None,
         }
+    }
+
+    /// This message with ordering key `key`, for tests.
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_owned());
+        self
     }
 
     /// Decode the payload as JSON. A payload that does not decode is a *reject* carrying

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::requests::{Destination, Level};
 use crate::requests::{HttpError, Request, Response};
-use crate::{Message, Plugin};
+use crate::{Message, Outgoing, Plugin};
 
 /// A message the handler published.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Published {
     pub headers: Vec<(String, String)>,
     /// Its body.
     pub payload: Vec<u8>,
+    /// Its ordering key.
+    pub key: Option<String>,
 }
 
 impl Published {
@@ -165,22 +167,14 @@ impl TestHost {
         });
     }
 
-    pub(crate) fn publish(
-        &mut self,
-        destination: Destination,
-        kind: &str,
-        headers: &[(&str, &str)],
-        payload: &[u8],
-    ) -> crate::Result<String> {
+    pub(crate) fn publish(&mut self, message: Outgoing, payload: &[u8]) -> crate::Result<String> {
         self.pending.next_id += 1;
         self.pending.published.push(Published {
-            destination,
-            kind: kind.to_owned(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            destination: message.destination,
+            kind: message.kind,
+            headers: message.headers,
             payload: payload.to_owned(),
+            key: message.key,
         });
         Ok(format!("test-{}", self.pending.next_id))
     }

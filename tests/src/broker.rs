@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
+use wharf_host::envelope::KEY_HEADER;
 use wharf_host::transport::amqp::consumer::Consumer;
 use wharf_host::transport::amqp::supervisor::{SuperviseReport, Supervisor};
 use wharf_host::transport::amqp::topology;
@@ -74,6 +75,17 @@ impl Broker {
         if let Some(id) = id {
             properties = properties.with_message_id(id.into());
         }
+        self.publish_with(properties, body).await;
+    }
+
+    /// Publish a message of `kind` with id `id` and ordering key `key` (the
+    /// `partition_key` header), confirmed.
+    pub async fn publish_keyed(&self, kind: &str, id: &str, key: &str, body: &[u8]) {
+        let mut headers = FieldTable::default();
+        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
+        let properties = (BasicProperties::default().with_type(kind.into()))
+            .with_message_id(id.into())
+            .with_headers(headers);
         self.publish_with(properties, body).await;
     }
 

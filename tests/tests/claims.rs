@@ -24,6 +24,7 @@ fn handled(message: &Envelope, tag: &str) -> Settlement {
         kind: "test.out".into(),
         headers: Default::default(),
         payload: tag.as_bytes().to_vec(),
+        key: None,
     });
     effects
         .writes
@@ -150,6 +151,7 @@ async fn a_settle_writes_more_rows_than_one_statement_binds(backend: Backend) {
                         kind: "test.out".into(),
                         headers: [("n".to_owned(), "1".to_owned())].into(),
                         payload: b"{}".to_vec(),
+                        key: None,
                     });
                 }
             }

@@ -58,6 +58,12 @@ fn abuses() -> Vec<(&'static str, serde_json::Value, Option<&'static str>)> {
             json!({}),
             Some("is 1048576 bytes long, over the limit of 255 bytes"),
         ),
+        ("hostile.huge-key", json!({}), Some("ordering key \"kkkk")),
+        (
+            "hostile.forged-key",
+            json!({}),
+            Some("contains '\\u{1b}'; allowed: text without control characters"),
+        ),
         (
             "hostile.key-flood",
             json!({}),

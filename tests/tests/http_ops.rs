@@ -284,7 +284,7 @@ async fn plugins_are_deployed_by_upload_rolled_back_and_listed(backend: Backend)
     assert_eq!(
         served,
         [
-            ("noop", "0.3.0", &json!([])),
+            ("noop", "0.4.0", &json!([])),
             ("world-0-2", "0.2.0", &json!([]))
         ],
         "{plugins}"

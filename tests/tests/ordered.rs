@@ -4,6 +4,8 @@
 //! (until the failed message is retried, or the key is skipped) or, by policy, lets the
 //! key go on. The `sequence-a` / `sequence-b` fixtures reject any message that does not
 //! follow the last one they handled of its key, so a key out of order dead-letters.
+//! `sequence-a`'s manifest asks for order (the operator's config overrides it), and it
+//! sees each message's key and publishes with it (world 0.4.0).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +22,7 @@ use wharf_tests::{Backend, Host, conformance, wait_for};
 conformance!(
     two_hosts_handle_each_key_in_publish_order_through_retries,
     without_ordering_the_fixture_sees_keys_out_of_order,
+    a_manifest_asks_for_order_and_a_handler_publishes_with_its_key,
     a_plugin_failing_holds_only_its_own_order,
     a_dead_letter_holds_its_key_until_the_message_is_retried,
     a_held_key_skipped_goes_on_without_its_message,
@@ -149,7 +152,12 @@ async fn two_hosts_handle_each_key_in_publish_order_through_retries(backend: Bac
 }
 
 async fn without_ordering_the_fixture_sees_keys_out_of_order(backend: Backend) {
-    let host = Host::start(backend, &["fixture-sequence-a"]).await;
+    // The operator's `ordered = false` overrides the manifest's ask.
+    let unordered = |config: &mut Config| {
+        let plugin = config.plugin.entry("sequence-a".into()).or_default();
+        plugin.ordered = Some(false);
+    };
+    let host = Host::start_with(backend, &["fixture-sequence-a"], unordered).await;
     let steps: Vec<_> = (1..=20u64)
         .map(|n| {
             let mut step = json!({"key": "k", "n": n});
@@ -167,6 +175,46 @@ async fn without_ordering_the_fixture_sees_keys_out_of_order(backend: Backend) {
         .filter(|(_, e)| e.contains("out of order"))
         .count();
     assert!(out_of_order > 0, "the check this file relies on can fail");
+}
+
+async fn a_manifest_asks_for_order_and_a_handler_publishes_with_its_key(backend: Backend) {
+    // No config: sequence-a's manifest asks for order. Each message it handles it
+    // forwards with its own key; every third fails once first.
+    let host = Host::start(backend, &["fixture-sequence-a"]).await;
+    let mut steps = Vec::new();
+    for n in 1..=10u64 {
+        for k in ["order-1", "order-2"] {
+            let mut step = json!({"key": k, "n": n, "forward": true});
+            if n % 3 == 0 {
+                step["retry_once"] = json!(["sequence-a"]);
+            }
+            steps.push(step);
+        }
+    }
+    publish(&host, &steps).await;
+    host.drain().await;
+    assert_eq!(failures(&host).await, vec![], "nothing out of order");
+    let rows = host
+        .rows("SELECT ordering_key, seq, payload FROM inbox WHERE queue = 'forwarded'")
+        .await;
+    let mut forwarded: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for row in &rows {
+        let payload: serde_json::Value = serde_json::from_slice(&row.get::<Vec<u8>, _>(2)).unwrap();
+        let key: String = row.get(0);
+        assert_eq!(
+            payload["key"],
+            json!(key),
+            "the handler saw the key it carries"
+        );
+        let n = payload["n"].as_u64().unwrap();
+        forwarded.entry(key).or_default().push((row.get(1), n));
+    }
+    for (key, mut numbered) in forwarded.clone() {
+        numbered.sort();
+        let expected: Vec<(i64, u64)> = (1..=10).map(|n| (n as i64, n as u64)).collect();
+        assert_eq!(numbered, expected, "{key}: numbered in the order published");
+    }
+    assert_eq!(forwarded.len(), 2, "{forwarded:?}");
 }
 
 async fn a_plugin_failing_holds_only_its_own_order(backend: Backend) {

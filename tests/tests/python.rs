@@ -1,14 +1,16 @@
 //! A handler written in Python (`plugins/python/audit-log`, built with componentize-py
 //! against the same WIT) run by the host on SQLite and PostgreSQL, with the guarantees a
-//! Rust handler gets: handled with its state and publishes committed once, retried after
-//! the delay it asked for, rejected to the failed messages, an uncaught exception a
-//! trap (a failed attempt) named by its type and message, and a redelivered message not
-//! run twice; an exit is named with its status and a retry hint of 1e30 s waits the
+//! Rust handler gets: each entity's records handled in publish order (its manifest asks
+//! for order; it sees each record's key and publishes with it), state and publishes
+//! committed once, rejected to the failed messages, an uncaught exception a trap (a
+//! failed attempt) named by its type and message, and a redelivered message not run
+//! twice; an exit is named with its status and a retry hint of 1e30 s waits the
 //! policy's longest delay; and a host whose memory limit is below the interpreter's says
 //! what to raise.
 
 use serde_json::json;
 use sqlx::Row;
+use wharf_host::envelope::NewMessage;
 use wharf_tests::broker::Broker;
 use wharf_tests::{Backend, Host, python};
 
@@ -30,7 +32,7 @@ macro_rules! on_sqlite_and_postgres {
 }
 
 on_sqlite_and_postgres!(
-    records_are_handled_retried_after_their_delay_and_rejected,
+    records_are_numbered_in_publish_order_and_rejected,
     an_uncaught_exception_is_a_failed_attempt,
     a_redelivered_record_is_not_run_twice,
 );
@@ -54,8 +56,7 @@ async fn a_memory_limit_below_the_interpreter_s_names_the_setting_to_raise() {
 }
 
 async fn audit_log(backend: Backend) -> Host {
-    // The plugin's 50 ms hint within the policy's longest delay (the tests' is 5 ms).
-    python::host(backend, "audit-log", |c| c.retry.max_delay_ms = 1_000).await
+    python::host(backend, "audit-log", |_| {}).await
 }
 
 async fn state_json(host: &Host, key: &str) -> Option<serde_json::Value> {
@@ -68,90 +69,94 @@ async fn state_json(host: &Host, key: &str) -> Option<serde_json::Value> {
         .map(|r| serde_json::from_slice(&r.get::<Vec<u8>, _>(0)).unwrap())
 }
 
-async fn records_are_handled_retried_after_their_delay_and_rejected(backend: Backend) {
+/// An `audit.record` of `entity` (its ordering key, if any) with `record` as payload.
+fn record(entity: Option<&str>, record: serde_json::Value) -> NewMessage {
+    let message = NewMessage::new("test", "audit.record", record.to_string().into_bytes());
+    match entity {
+        Some(entity) => message.with_key(entity),
+        None => message,
+    }
+}
+
+async fn records_are_numbered_in_publish_order_and_rejected(backend: Backend) {
     let host = audit_log(backend).await;
-    let queues = vec!["test".to_owned()];
-
-    // A record that follows entry 1 of an entity that has none yet: retried, after the
-    // 50 ms it asks for (the host's own backoff here is 1-5 ms).
-    let follows = host
-        .publish(
-            "test",
-            "audit.record",
-            json!({"entity": "o1", "actor": "bob", "action": "ship", "after": 1}),
-        )
-        .await;
-    let (_, first) = host.worker.run_batch(&queues, 10).await.unwrap();
-    assert_eq!((first.handled, first.retried), (0, 1), "{first:?}");
-    let delays = host
-        .rows("SELECT delay_ms, error FROM attempt_errors")
-        .await;
-    assert_eq!(delays.len(), 1);
-    assert_eq!(delays[0].get::<Option<i64>, _>(0), Some(50));
-    assert!(
-        delays[0]
-            .get::<String, _>(1)
-            .contains("o1 is at entry 0, this record follows 1"),
-        "{}",
-        delays[0].get::<String, _>(1)
-    );
-
-    // The entry it follows, and a record without an action.
-    host.publish(
-        "test",
-        "audit.record",
-        json!({"entity": "o1", "actor": "ana", "action": "pack"}),
-    )
-    .await;
-    let incomplete = host
-        .publish(
-            "test",
-            "audit.record",
-            json!({"entity": "o1", "actor": "eve"}),
-        )
-        .await;
+    let actions = ["pack", "ship", "refund", "close"];
+    // Two entities' records interleaved in one enqueue: one batch holds several records
+    // of each, which the plugin's order runs one at a time.
+    let mut records: Vec<NewMessage> = (actions.iter())
+        .flat_map(|action| {
+            ["o1", "o2"].map(|e| record(Some(e), json!({"actor": "ana", "action": action})))
+        })
+        .collect();
+    let keyless = record(None, json!({"actor": "ana", "action": "pack"}));
+    let incomplete = record(Some("o3"), json!({"actor": "eve"}));
+    records.extend([keyless.clone(), incomplete.clone()]);
+    host.store.enqueue(&records).await.unwrap();
     let drained = host.drain().await;
-    assert_eq!(drained.settled.handled, 2, "{drained:?}");
-    assert_eq!(drained.settled.dead, 1, "{drained:?}");
+    assert_eq!(drained.settled.handled, 8, "{drained:?}");
+    assert_eq!(drained.settled.dead, 2, "{drained:?}");
 
-    assert_eq!(state_json(&host, "seq:o1").await, Some(json!(2)));
-    let second = state_json(&host, "entry:o1:2").await.unwrap();
-    assert_eq!(second["action"], "ship");
-    assert_eq!(second["message"], follows.id.to_string());
+    for entity in ["o1", "o2"] {
+        assert_eq!(
+            state_json(&host, &format!("seq:{entity}")).await,
+            Some(json!(4))
+        );
+        for (n, action) in actions.iter().enumerate() {
+            let entry = state_json(&host, &format!("entry:{entity}:{}", n + 1)).await;
+            assert_eq!(
+                entry.unwrap()["action"],
+                *action,
+                "{entity} in publish order"
+            );
+        }
+    }
+    // The feed carries each entity as its key, numbered in the order of its entries.
+    let feed = host
+        .rows("SELECT ordering_key, seq, payload FROM inbox WHERE queue = 'audit-feed'")
+        .await;
     assert_eq!(
-        host.count("SELECT COUNT(*) FROM plugin_state WHERE plugin = 'audit-log'")
-            .await,
-        3,
-        "seq:o1 and two entries"
-    );
-    assert_eq!(
-        host.count("SELECT COUNT(*) FROM inbox WHERE queue = 'audit-feed'")
-            .await,
-        2,
+        feed.len(),
+        8,
         "one audit.recorded per entry, published once each"
     );
-    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 2);
+    for row in &feed {
+        let entry: serde_json::Value = serde_json::from_slice(&row.get::<Vec<u8>, _>(2)).unwrap();
+        assert_eq!(entry["entity"], row.get::<String, _>(0));
+        assert_eq!(entry["seq"], row.get::<i64, _>(1));
+    }
+    assert_eq!(host.count("SELECT COUNT(*) FROM processed").await, 8);
 
-    let failed = host.failed().await;
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].message_id, incomplete.id);
-    assert_eq!(failed[0].plugin, "audit-log");
-    assert_eq!(
-        failed[0].error,
-        format!("rejected: audit record {} has no action", incomplete.id)
-    );
+    let mut failed: Vec<(uuid::Uuid, String)> = (host.failed().await.into_iter())
+        .map(|f| (f.message_id, f.error))
+        .collect();
+    failed.sort();
+    let mut expected = vec![
+        (
+            keyless.id,
+            format!(
+                "rejected: audit record {} has no ordering key; publish it with its entity as key (wharf publish --key order-7)",
+                keyless.id
+            ),
+        ),
+        (
+            incomplete.id,
+            format!("rejected: audit record {} has no action", incomplete.id),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(failed, expected);
 }
 
 async fn an_uncaught_exception_is_a_failed_attempt(backend: Backend) {
     let host = audit_log(backend).await;
-    // `after` is not a number: comparing it raises TypeError, which the handler does not
-    // catch; like a Rust panic, the attempt fails and nothing it did is kept.
-    host.publish(
-        "test",
-        "audit.record",
-        json!({"entity": "o1", "actor": "ana", "action": "pack", "after": "one"}),
-    )
-    .await;
+    // A note that is not text: cutting it to 200 characters raises TypeError, which the
+    // handler does not catch; like a Rust panic, the attempt fails and nothing it did is
+    // kept.
+    let note = record(
+        Some("o1"),
+        json!({"actor": "ana", "action": "pack", "note": 5}),
+    );
+    host.store.enqueue(&[note]).await.unwrap();
     let (_, settled) = host
         .worker
         .run_batch(&["test".to_owned()], 10)
@@ -175,20 +180,19 @@ async fn an_uncaught_exception_is_a_failed_attempt(backend: Backend) {
 async fn a_redelivered_record_is_not_run_twice(backend: Backend) {
     let broker = Broker::start_with(backend, &[], |c| python::serve(c, "audit-log")).await;
     let id = uuid::Uuid::now_v7().to_string();
-    let body = json!({"entity": "o9", "actor": "ana", "action": "refund"}).to_string();
+    let body = json!({"actor": "ana", "action": "refund"}).to_string();
     // The same message twice, as a publisher's retry after a lost confirm would send it,
     // then another: the queue is FIFO, so once the last is handled both copies were
     // settled.
     broker
-        .publish("audit.record", Some(&id), body.as_bytes())
+        .publish_keyed("audit.record", &id, "o9", body.as_bytes())
         .await;
     broker
-        .publish("audit.record", Some(&id), body.as_bytes())
+        .publish_keyed("audit.record", &id, "o9", body.as_bytes())
         .await;
-    let last = json!({"entity": "o10", "actor": "ana", "action": "refund"}).to_string();
     let last_id = uuid::Uuid::now_v7().to_string();
     broker
-        .publish("audit.record", Some(&last_id), last.as_bytes())
+        .publish_keyed("audit.record", &last_id, "o10", body.as_bytes())
         .await;
     let report = broker
         .consume_until("the last record handled", async |h| {

@@ -1,7 +1,7 @@
-//! The `wharf:plugin` world versions a host serves: a component built against the released
-//! 0.2.0 world (with wit-bindgen alone, as a team's `.wasm` file from before 0.3.0 is)
-//! loads and runs unchanged beside 0.3.0 ones; a 0.3.0 manifest asks for the hosts it
-//! calls, and the host says which of them its grants do not cover.
+//! The `wharf:plugin` world versions a host serves: components built against the released
+//! 0.2.0 and 0.3.0 worlds (with wit-bindgen alone, as a team's `.wasm` files from before
+//! 0.4.0 are) load and run unchanged beside 0.4.0 ones; a manifest (0.3.0 on) asks for the
+//! hosts it calls, and the host says which of them its grants do not cover.
 
 use serde_json::json;
 use sqlx::Row;
@@ -19,16 +19,29 @@ fn runtime(dir: &std::path::Path, grants: &[&str]) -> Runtime {
 async fn each_component_is_served_as_the_world_it_was_built_against() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path(), &[]);
-    let legacy = rt.load(&plugin_wasm("fixture-world-0-2")).await.unwrap();
-    assert_eq!((legacy.name(), legacy.world()), ("world-0-2", "0.2.0"));
-    assert!(legacy.manifest.allowed_hosts.is_empty());
-    assert!(legacy.not_granted.is_empty());
-    let current = rt.load(&plugin_wasm("fixture-noop")).await.unwrap();
-    assert_eq!(current.world(), "0.3.0");
+    let v0_2 = rt.load(&plugin_wasm("fixture-world-0-2")).await.unwrap();
+    assert_eq!((v0_2.name(), v0_2.world()), ("world-0-2", "0.2.0"));
+    assert!(v0_2.manifest.allowed_hosts.is_empty());
+    assert!(v0_2.not_granted.is_empty());
+    let v0_3 = rt.load(&plugin_wasm("fixture-world-0-3")).await.unwrap();
+    assert_eq!((v0_3.name(), v0_3.world()), ("world-0-3", "0.3.0"));
+    assert_eq!(v0_3.not_granted, ["https://api.legacy.example"]);
+    assert!(!v0_2.manifest.ordered && !v0_3.manifest.ordered);
+    let current = rt.load(&plugin_wasm("fixture-sequence-a")).await.unwrap();
+    assert_eq!(current.world(), "0.4.0");
+    assert!(current.manifest.ordered, "its manifest asks for order");
+    let noop = rt.load(&plugin_wasm("fixture-noop")).await.unwrap();
+    assert_eq!((noop.world(), noop.manifest.ordered), ("0.4.0", false));
 }
 
-async fn a_0_2_0_component_handles_messages_with_every_effect(backend: Backend) {
-    let host = Host::start_with(backend, &["fixture-world-0-2"], |c| {
+/// The component of `fixture` (built against a released world, named `name`) handles
+/// messages with every effect of that world.
+async fn a_released_component_handles_messages_with_every_effect(
+    backend: Backend,
+    fixture: &str,
+    name: &str,
+) {
+    let host = Host::start_with(backend, &[fixture], |c| {
         c.inbox.queues = vec!["legacy".into()];
     })
     .await;
@@ -58,7 +71,9 @@ async fn a_0_2_0_component_handles_messages_with_every_effect(backend: Backend) 
     counts.sort();
     assert_eq!(counts, [1, 2]);
     let state = host
-        .rows(r#"SELECT value FROM plugin_state WHERE plugin = 'world-0-2' AND "key" = 'count'"#)
+        .query_rows(format!(
+            r#"SELECT value FROM plugin_state WHERE plugin = '{name}' AND "key" = 'count'"#
+        ))
         .await;
     assert_eq!(state[0].get::<Vec<u8>, _>(0), b"2");
     let failed = host.failed().await;
@@ -72,12 +87,26 @@ async fn a_0_2_0_component_handles_messages_with_every_effect(backend: Backend) 
 
 #[tokio::test]
 async fn a_0_2_0_component_handles_messages_with_every_effect_sqlite() {
-    a_0_2_0_component_handles_messages_with_every_effect(Backend::Sqlite).await;
+    let (fixture, name) = ("fixture-world-0-2", "world-0-2");
+    a_released_component_handles_messages_with_every_effect(Backend::Sqlite, fixture, name).await;
 }
 
 #[tokio::test]
 async fn a_0_2_0_component_handles_messages_with_every_effect_postgres() {
-    a_0_2_0_component_handles_messages_with_every_effect(Backend::Postgres).await;
+    let (fixture, name) = ("fixture-world-0-2", "world-0-2");
+    a_released_component_handles_messages_with_every_effect(Backend::Postgres, fixture, name).await;
+}
+
+#[tokio::test]
+async fn a_0_3_0_component_handles_messages_with_every_effect_sqlite() {
+    let (fixture, name) = ("fixture-world-0-3", "world-0-3");
+    a_released_component_handles_messages_with_every_effect(Backend::Sqlite, fixture, name).await;
+}
+
+#[tokio::test]
+async fn a_0_3_0_component_handles_messages_with_every_effect_postgres() {
+    let (fixture, name) = ("fixture-world-0-3", "world-0-3");
+    a_released_component_handles_messages_with_every_effect(Backend::Postgres, fixture, name).await;
 }
 
 #[tokio::test]
@@ -103,7 +132,7 @@ async fn the_hosts_a_manifest_asks_for_and_is_not_granted_are_named() {
         ),
     ] {
         let plugin = runtime(dir.path(), grants).load(&email).await.unwrap();
-        assert_eq!(plugin.world(), "0.3.0");
+        assert_eq!(plugin.world(), "0.4.0");
         assert_eq!(plugin.manifest.allowed_hosts, ["https://api.mail.example"]);
         assert_eq!(plugin.not_granted, not_granted, "granted {grants:?}");
     }

@@ -129,11 +129,13 @@ impl Dispatcher {
         &self.plugins
     }
 
-    /// Whether `plugin` keeps the order of keys (`[plugin.<name>] ordered`), and if so
-    /// what its dead letters do to a key.
+    /// Whether `plugin` keeps the order of keys (`[plugin.<name>] ordered`, else its
+    /// manifest's), and if so what its dead letters do to a key.
     pub fn ordered(&self, plugin: &Plugin) -> Option<DeadLetterKey> {
-        let config = self.config.plugin.get(plugin.name())?;
-        config.ordered?.then_some(config.dead_letter_key)
+        let config = self.config.plugin.get(plugin.name());
+        let ordered = config.and_then(|c| c.ordered);
+        (ordered.unwrap_or(plugin.manifest.ordered))
+            .then(|| config.map(|c| c.dead_letter_key).unwrap_or_default())
     }
 
     /// How claims treat keys: kept in order while a served plugin keeps it.

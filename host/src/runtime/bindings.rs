@@ -1,6 +1,6 @@
-//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.3.0 (`wit/plugin.wit`)
-//! and 0.2.0 (`wit/deps/wharf-plugin-0.2.0`), whose interfaces 0.3.0 imports unchanged, so
-//! one implementation of them serves both.
+//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.4.0 (`wit/plugin.wit`),
+//! 0.3.0 and 0.2.0 (`wit/deps/`). Each imports the interfaces of the versions before it
+//! that it did not change, so one implementation of each interface serves every version.
 
 /// `wharf:plugin/plugin@0.2.0`: its interfaces, and components built against it.
 pub mod v0_2 {
@@ -24,6 +24,23 @@ pub mod v0_3 {
             "wharf:plugin/types@0.2.0": super::v0_2::wharf::plugin0_2_0::types,
             "wharf:plugin/log@0.2.0": super::v0_2::wharf::plugin0_2_0::log,
             "wharf:plugin/outbox@0.2.0": super::v0_2::wharf::plugin0_2_0::outbox,
+            "wharf:plugin/state@0.2.0": super::v0_2::wharf::plugin0_2_0::state,
+            "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
+        },
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+/// `wharf:plugin/plugin@0.4.0`: ordering keys on the message handled, on what it
+/// publishes (its own `outbox`) and in the manifest.
+pub mod v0_4 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wharf:plugin/plugin@0.4.0",
+        with: {
+            "wharf:plugin/types@0.2.0": super::v0_2::wharf::plugin0_2_0::types,
+            "wharf:plugin/log@0.2.0": super::v0_2::wharf::plugin0_2_0::log,
             "wharf:plugin/state@0.2.0": super::v0_2::wharf::plugin0_2_0::state,
             "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
         },

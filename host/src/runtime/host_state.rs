@@ -3,7 +3,8 @@
 //! each charged to the call's [`Budget`] first; names are checked by [`crate::names`].
 //! A charge the budget refuses, or a malformed state key (the state imports return no
 //! errors), ends the call: a trap the runtime reports as the [`Rejection`] recorded here,
-//! and rejects. A malformed publish is an error the guest sees.
+//! and rejects. A malformed publish is an error the guest sees. Each world version's
+//! outbox is one publish here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,12 +14,14 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::v0_2::wharf::plugin0_2_0::{config, log, outbox, state, types};
+use super::bindings::v0_4::wharf::plugin0_4_0 as v0_4;
 use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
 use super::outbound::OutboundCall;
 use super::state::StateReader;
 use super::stdio::Captured;
 use crate::effects::{Destination, Effects, Publish};
+use crate::envelope::KEY_HEADER;
 use crate::names::{self, InvalidName};
 use crate::text;
 use crate::trace::{self, TraceContext};
@@ -119,6 +122,8 @@ impl types::Host for HostState {}
 
 impl super::bindings::v0_3::wharf::plugin0_3_0::types::Host for HostState {}
 
+impl v0_4::types::Host for HostState {}
+
 impl log::Host for HostState {
     fn log(
         &mut self,
@@ -168,6 +173,37 @@ impl outbox::Host for HostState {
         headers: Vec<types::Header>,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<String, String>> {
+        self.publish(destination, kind, headers, payload, None)
+    }
+}
+
+impl v0_4::outbox::Host for HostState {
+    fn publish(
+        &mut self,
+        message: v0_4::types::Outgoing,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let v0_4::types::Outgoing {
+            destination,
+            kind,
+            headers,
+            payload,
+            key,
+        } = message;
+        self.publish(destination, kind, headers, payload, key)
+    }
+}
+
+impl HostState {
+    /// Buffer a publish of any world version; to an exchange, its key goes in the
+    /// [`KEY_HEADER`] header, where a consumer of the queue reads it.
+    fn publish(
+        &mut self,
+        destination: types::Destination,
+        kind: String,
+        headers: Vec<types::Header>,
+        payload: Vec<u8>,
+        key: Option<String>,
+    ) -> wasmtime::Result<Result<String, String>> {
         let (destination, route_bytes) = match destination {
             types::Destination::Queue(queue) => {
                 let bytes = queue.len();
@@ -187,11 +223,17 @@ impl outbox::Host for HostState {
         headers
             .entry(trace::HEADER.to_owned())
             .or_insert_with(|| self.call.trace.to_string());
-        if let Err(invalid) = names::publish(&destination, &kind, &headers, None) {
+        let to_exchange = matches!(destination, Destination::Exchange { .. });
+        if let (true, Some(key)) = (to_exchange, &key) {
+            headers.insert(KEY_HEADER.to_owned(), key.clone());
+        }
+        if let Err(invalid) = names::publish(&destination, &kind, &headers, key.as_deref()) {
             return Ok(Err(invalid.to_string()));
         }
+        let key = key.filter(|_| !to_exchange);
         let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let bytes = route_bytes + kind.len() + header_bytes + payload.len();
+        let key_bytes = key.as_ref().map_or(0, String::len);
+        let bytes = route_bytes + kind.len() + header_bytes + key_bytes + payload.len();
         if let Err(refused) = self.budget.publish(payload.len(), bytes) {
             return Err(self.over(refused));
         }
@@ -202,6 +244,7 @@ impl outbox::Host for HostState {
             kind,
             headers,
             payload,
+            key,
         });
         Ok(Ok(id.to_string()))
     }

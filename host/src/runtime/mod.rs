@@ -139,8 +139,16 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        // 0.3.0's imports are 0.2.0's and its own types: every version's.
+        // 0.3.0's imports are 0.2.0's and its own types; 0.4.0 adds its outbox.
         bindings::v0_3::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::v0_4::wharf::plugin0_4_0::types::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        bindings::v0_4::wharf::plugin0_4_0::outbox::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
@@ -266,7 +274,8 @@ impl Runtime {
         // response, a state read) is woken straight in this task, saving a task's
         // hand-off between threads each way (~20 us of latency here). Once it yields at a
         // tick, it goes on as a task of its own.
-        let mut call = Box::pin(run(plugin.pre().clone(), store, input, limits));
+        let key = message.key.clone();
+        let mut call = Box::pin(run(plugin.pre().clone(), store, input, key, limits));
         let here = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
             Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
             Poll::Pending if ticked.load(Ordering::Relaxed) => Poll::Ready(None),
@@ -299,11 +308,12 @@ async fn run(
     pre: world::Pre,
     mut store: Store<HostState>,
     input: types::Message,
+    key: Option<String>,
     limits: Limits,
 ) -> Outcome {
     // The epoch deadline interrupts guest code; this one also ends a call that waits in
     // the host past its deadline (a guest sleeping in a WASI poll).
-    let call = pre.handle(&mut store, &input);
+    let call = pre.handle(&mut store, input, key);
     let result = match tokio::time::timeout(limits.deadline + EPOCH_TICK * 2, call).await {
         Ok(result) => result,
         Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),

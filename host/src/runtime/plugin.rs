@@ -58,6 +58,8 @@ pub struct Manifest {
     pub limits: Requested,
     /// The hosts it asks to call (world 0.3.0 on), checked to read as grants.
     pub allowed_hosts: Vec<String>,
+    /// Whether it asks for the messages of a key in order (world 0.4.0 on).
+    pub ordered: bool,
 }
 
 /// Why a `.wasm` file was refused. Each message names the file.
@@ -95,7 +97,7 @@ pub enum LoadError {
     },
     /// A component, but not of the `wharf:plugin/plugin` world.
     #[error(
-        "{path}: does not implement the wharf:plugin/plugin world, 0.3.0 or 0.2.0 ({reason}); build it with wharf-sdk's export! macro"
+        "{path}: does not implement the wharf:plugin/plugin world, 0.4.0, 0.3.0 or 0.2.0 ({reason}); build it with wharf-sdk's export! macro"
     )]
     WrongWorld {
         /// The file.

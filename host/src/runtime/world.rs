@@ -1,11 +1,11 @@
 //! Which version of the `wharf:plugin` world a component was built against, and calling
 //! its exports as that version: `manifest` read into one [`Manifest`] shape, `handle`
-//! (the same in every version).
+//! given the message as that version has it (0.4.0 on: with its ordering key).
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{v0_2, v0_3};
+use super::bindings::{v0_2, v0_3, v0_4};
 use super::limits::Requested;
 use super::{HostState, Manifest};
 use crate::retry::RetryPolicy;
@@ -20,17 +20,21 @@ pub(super) enum Pre {
     V0_2(v0_2::PluginPre<HostState>),
     /// Built against `wharf:plugin@0.3.0`.
     V0_3(v0_3::PluginPre<HostState>),
+    /// Built against `wharf:plugin@0.4.0`.
+    V0_4(v0_4::PluginPre<HostState>),
 }
 
 impl Pre {
     /// The newest version whose exports `pre` has; the error is the newest version's.
     pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        match v0_3::PluginPre::new(pre.clone()) {
-            Ok(pre) => Ok(Self::V0_3(pre)),
-            Err(newest) => v0_2::PluginPre::new(pre)
-                .map(Self::V0_2)
-                .map_err(|_| newest),
-        }
+        let newest = match v0_4::PluginPre::new(pre.clone()) {
+            Ok(pre) => return Ok(Self::V0_4(pre)),
+            Err(newest) => newest,
+        };
+        v0_3::PluginPre::new(pre.clone())
+            .map(Self::V0_3)
+            .or_else(|_| v0_2::PluginPre::new(pre).map(Self::V0_2))
+            .map_err(|_| newest)
     }
 
     /// The version, as the WIT package writes it.
@@ -38,6 +42,7 @@ impl Pre {
         match self {
             Self::V0_2(_) => "0.2.0",
             Self::V0_3(_) => "0.3.0",
+            Self::V0_4(_) => "0.4.0",
         }
     }
 
@@ -61,6 +66,24 @@ impl Pre {
                     vec![],
                 )
             }
+            Self::V0_4(pre) => {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(instantiated)?;
+                let m = instance.call_manifest(store).await.map_err(trapped)?;
+                Manifest {
+                    ordered: m.ordered,
+                    ..read(
+                        m.name,
+                        m.version,
+                        m.subscriptions,
+                        m.retry,
+                        m.limits,
+                        m.allowed_hosts,
+                    )
+                }
+            }
             Self::V0_3(pre) => {
                 let instance = pre
                     .instantiate_async(&mut *store)
@@ -79,20 +102,34 @@ impl Pre {
         })
     }
 
-    /// Instantiate and call `handle`.
+    /// Instantiate and call `handle` with `message` and, from 0.4.0 on, its `key`.
     pub(super) async fn handle(
         &self,
         store: &mut Store<HostState>,
-        message: &types::Message,
+        message: types::Message,
+        key: Option<String>,
     ) -> wasmtime::Result<Result<(), types::HandlerError>> {
         match self {
             Self::V0_2(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_handle(store, message).await
+                instance.call_handle(store, &message).await
             }
             Self::V0_3(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_handle(store, message).await
+                instance.call_handle(store, &message).await
+            }
+            Self::V0_4(pre) => {
+                let message = v0_4::wharf::plugin0_4_0::types::Message {
+                    id: message.id,
+                    kind: message.kind,
+                    source: message.source,
+                    headers: message.headers,
+                    payload: message.payload,
+                    attempt: message.attempt,
+                    key,
+                };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, &message).await
             }
         }
     }
@@ -126,5 +163,6 @@ fn read(
             ..Requested::default()
         }),
         allowed_hosts,
+        ordered: false,
     }
 }

@@ -1,38 +1,43 @@
-"""audit-log: an append-only audit trail per entity, written in Python.
+"""audit-log: an append-only audit trail per entity, written in Python, relying on order.
 
-``audit.record`` carries ``{"entity": "order-7", "actor": "ana", "action": "refund"}``.
-Each entity's entries are numbered 1, 2, 3... in state (``seq:<entity>``, and the entry at
-``entry:<entity>:<n>``), and every recorded entry is published to the ``audit-feed``
-queue. A record may say it must follow entry ``after`` of its entity: until that entry is
-recorded it asks to be retried in ``retry_ms`` (config, default 50 ms). A record without
-an entity, actor or action is rejected: retrying would not complete it.
+``audit.record`` carries ``{"actor": "ana", "action": "refund"}`` (and an optional
+``note``, kept to its first 200 characters) and is published with its entity as ordering
+key (``wharf publish --key order-7``). The plugin asks for order, so wharf hands it one
+entity's records one at a time, in the order they were published, through retries and
+across the fleet: it never sees a gap to wait for. Each entity's entries are numbered 1,
+2, 3... in state (``seq:<entity>``, and the entry at ``entry:<entity>:<n>``), and every
+entry is published to the ``audit-feed`` queue with the entity as its key, so the feed
+keeps the order too. A record without a key, an actor or an action is rejected: retrying
+would not complete it.
 """
 
-from wharf_sdk import Manifest, Message, Plugin, Reject, Retry, config, export, log, publish, state
+from wharf_sdk import Manifest, Message, Plugin, Reject, export, log, publish, state
 
 
 class AuditLog(Plugin):
     def manifest(self) -> Manifest:
-        return Manifest("audit-log", "1.0.0").subscribe("audit.record")
+        return Manifest("audit-log", "2.0.0").subscribe("audit.record").ordered()
 
     def handle(self, message: Message) -> None:
+        entity = message.key
+        if not entity:
+            raise Reject(
+                f"audit record {message.id} has no ordering key; "
+                "publish it with its entity as key (wharf publish --key order-7)"
+            )
         record = message.json()
         if not isinstance(record, dict):
             raise Reject(f"an audit record is a JSON object, not {type(record).__name__}")
-        missing = [k for k in ("entity", "actor", "action") if not record.get(k)]
+        missing = [k for k in ("actor", "action") if not record.get(k)]
         if missing:
             raise Reject(f"audit record {message.id} has no {', '.join(missing)}")
-        entity = str(record["entity"])
-        seq = state.get_json(f"seq:{entity}", 0)
-        after = record.get("after")
-        if after is not None and seq < after:
-            delay_ms = config.get_or("retry_ms", 50)
-            raise Retry(f"{entity} is at entry {seq}, this record follows {after}", delay=delay_ms / 1000)
-        seq += 1
+        seq = state.get_json(f"seq:{entity}", 0) + 1
         entry = {"seq": seq, "actor": record["actor"], "action": record["action"], "message": message.id}
+        if "note" in record:
+            entry["note"] = record["note"][:200]
         state.set_json(f"seq:{entity}", seq)
         state.set_json(f"entry:{entity}:{seq}", entry)
-        publish("audit-feed", "audit.recorded", {"entity": entity, **entry})
+        publish("audit-feed", "audit.recorded", {"entity": entity, **entry}, key=entity)
         log.info(f"{entity} entry {seq}: {record['actor']} {record['action']}", entity=entity)
 
 

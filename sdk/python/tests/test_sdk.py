@@ -171,6 +171,23 @@ def test_the_manifest_builds_like_the_rust_one():
     assert manifest.subscriptions == ["audit.*", "order.#"]
     assert manifest.retry_policy.max_retries == 3
     assert manifest.resource_limits.memory_mib == 64
+    assert not manifest.keeps_order and manifest.ordered().keeps_order
+
+
+def test_a_handler_sees_its_message_s_key_and_publishes_with_one():
+    class Chain(Plugin):
+        def handle(self, message):
+            publish("next", "chained", {}, key=message.key)
+            publish_to_exchange("events", "chained", "chained", {}, key="k2")
+
+    host = TestHost()
+    host.handle(Chain, Message.new("x", {}, key="order-7"))
+    assert [(p.destination, p.key) for p in host.published] == [
+        (Queue("next"), "order-7"),
+        (Exchange(("events", "chained")), "k2"),
+    ]
+    with pytest.raises(Reject, match="key is empty"):
+        host.handle(Chain, Message.new("x", {}, key=""))
 
 
 def test_host_functions_outside_a_handler_say_how_to_test():

@@ -20,7 +20,7 @@ try:
     from wit_world.imports import outbox as _outbox
     from wit_world.imports import state as _state
     from wit_world.imports import wharf_plugin_types_0_2_0 as _types
-    from wit_world.imports import wharf_plugin_types_0_3_0 as _types_0_3
+    from wit_world.imports import wharf_plugin_types_0_4_0 as _types_0_4
 
     try:
         # The plugin-http world: wasi:http's bindings too.
@@ -48,14 +48,15 @@ class Imports:
         level = getattr(_types.Level, level.upper())
         _log.log(level, message, [_types.Header(k, v) for k, v in fields])
 
-    def publish(self, destination, kind, headers, payload):
+    def publish(self, destination, kind, headers, payload, key):
         if isinstance(destination, Exchange):
             exchange, routing_key = destination
             target = _types.Destination_Exchange(_types.ExchangeTarget(exchange, routing_key))
         else:
             target = _types.Destination_Queue(str(destination))
+        headers = [_types.Header(k, v) for k, v in headers]
         try:
-            return _outbox.publish(target, kind, [_types.Header(k, v) for k, v in headers], payload)
+            return _outbox.publish(_types_0_4.Outgoing(target, kind, headers, payload, key))
         except _Err as e:
             raise Reject(f"cannot publish {kind}: {e.value}") from None
 
@@ -199,6 +200,7 @@ def _message(message) -> Message:
         headers=[(h.key, h.value) for h in message.headers],
         payload=bytes(message.payload),
         attempt=message.attempt,
+        key=message.key,
     )
 
 
@@ -207,7 +209,7 @@ def _wit_manifest(manifest: Manifest):
         raise TypeError(f"manifest() returned {type(manifest).__name__}, not a wharf_sdk.Manifest")
     retry = manifest.retry_policy
     limits = manifest.resource_limits
-    return _types_0_3.Manifest(
+    return _types_0_4.Manifest(
         name=manifest.name,
         version=manifest.version,
         subscriptions=list(manifest.subscriptions),
@@ -229,4 +231,5 @@ def _wit_manifest(manifest: Manifest):
             max_concurrency=limits.max_concurrency,
         ),
         allowed_hosts=[str(host) for host in manifest.allowed_hosts],
+        ordered=bool(manifest.keeps_order),
     )

@@ -22,7 +22,12 @@ class Host(Protocol):
     def log(self, level: str, message: str, fields: List[Tuple[str, str]]) -> None: ...
 
     def publish(
-        self, destination: Destination, kind: str, headers: List[Tuple[str, str]], payload: bytes
+        self,
+        destination: Destination,
+        kind: str,
+        headers: List[Tuple[str, str]],
+        payload: bytes,
+        key: Optional[str],
     ) -> str:
         """The new message's id; raises :class:`wharf_sdk.Reject` when refused."""
         ...

@@ -1,5 +1,5 @@
-"""The plugin's self-description: name, version, subscriptions, retry policy, limits, and
-the hosts it asks to call."""
+"""The plugin's self-description: name, version, subscriptions, retry policy, limits, the
+hosts it asks to call, and whether it handles the messages of a key in order."""
 
 import math
 from dataclasses import dataclass, field, replace
@@ -61,6 +61,7 @@ class Manifest:
     retry_policy: Optional[RetryPolicy] = None
     resource_limits: Optional[Limits] = None
     allowed_hosts: List[str] = field(default_factory=list)
+    keeps_order: bool = False
 
     def subscribe(self, pattern: str) -> "Manifest":
         """Also receive kinds matching ``pattern`` (``*`` one word, ``#`` any words)."""
@@ -80,3 +81,11 @@ class Manifest:
         ``[plugin.<name>] allowed_hosts``, and the host says when it loads the plugin
         which of them are not granted."""
         return replace(self, allowed_hosts=[*self.allowed_hosts, hosts])
+
+    def ordered(self) -> "Manifest":
+        """Ask for the messages of one ordering key one at a time, in the order they
+        were published, across the fleet: a key's next message waits until this plugin
+        handled the one before it (or, after a dead letter, until an operator releases
+        the key). Messages without a key are not ordered. The operator's
+        ``[plugin.<name>] ordered`` overrides it."""
+        return replace(self, keeps_order=True)

@@ -24,15 +24,18 @@ class Message:
     """The raw body, usually JSON."""
     attempt: int = 1
     """1 on the first attempt."""
+    key: Optional[str] = None
+    """The ordering key the producer gave it, if any."""
 
     @classmethod
-    def new(cls, kind: str, payload: Any) -> "Message":
-        """A first-attempt message with a JSON payload, for tests."""
+    def new(cls, kind: str, payload: Any, key: Optional[str] = None) -> "Message":
+        """A first-attempt message with a JSON payload (and an ordering key), for tests."""
         return cls(
             id="00000000-0000-7000-8000-000000000001",
             kind=kind,
             source="inbox:test",
             payload=json.dumps(payload).encode(),
+            key=key,
         )
 
     def json(self) -> Any:

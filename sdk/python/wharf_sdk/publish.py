@@ -20,12 +20,21 @@ def _headers(headers: Optional[Dict[str, str]]):
     return sorted((headers or {}).items())
 
 
-def publish(queue: str, kind: str, payload: Any, headers: Optional[Dict[str, str]] = None) -> str:
+def publish(
+    queue: str,
+    kind: str,
+    payload: Any,
+    headers: Optional[Dict[str, str]] = None,
+    key: Optional[str] = None,
+) -> str:
     """Publish a message to an inbox queue (``payload``: JSON-encoded unless ``bytes``);
     it is delivered once the current message is handled successfully. Returns the new
-    message's id. A queue or kind the host does not accept raises :class:`Reject`;
+    message's id. ``key`` is its ordering key: the messages a handler publishes with one
+    key to one queue keep the order it published them in, for the plugins that handle
+    keys in order. A queue, kind or key the host does not accept raises :class:`Reject`;
     publishing more than the host allows one call ends the call (rejected)."""
-    return host.current().publish(host.Queue(queue), kind, _headers(headers), _encode(payload))
+    destination = host.Queue(queue)
+    return host.current().publish(destination, kind, _headers(headers), _encode(payload), key)
 
 
 def publish_to_exchange(
@@ -34,7 +43,9 @@ def publish_to_exchange(
     kind: str,
     payload: Any,
     headers: Optional[Dict[str, str]] = None,
+    key: Optional[str] = None,
 ) -> str:
-    """Publish a message to an AMQP exchange through the outbox relay."""
+    """Publish a message to an AMQP exchange through the outbox relay; its ``key``
+    travels in the ``partition_key`` header."""
     destination = host.Exchange((exchange, routing_key))
-    return host.current().publish(destination, kind, _headers(headers), _encode(payload))
+    return host.current().publish(destination, kind, _headers(headers), _encode(payload), key)

@@ -30,6 +30,8 @@ class Published:
     kind: str
     headers: List[Tuple[str, str]]
     payload: bytes
+    key: Optional[str] = None
+    """Its ordering key."""
 
     def json(self) -> Any:
         """The payload decoded as JSON."""
@@ -114,13 +116,15 @@ class TestHost:
     def log(self, level, message, fields):
         self.logs.append(LogLine(level, message, list(fields)))
 
-    def publish(self, destination, kind, headers, payload):
+    def publish(self, destination, kind, headers, payload, key):
         if not kind:
             raise Reject("cannot publish: the kind is empty")
         if isinstance(destination, Queue) and not destination:
             raise Reject(f"cannot publish {kind}: the queue is empty")
         self._next_id += 1
-        self._publishing.append(Published(destination, kind, list(headers), bytes(payload)))
+        if key is not None and not key:
+            raise Reject(f"cannot publish {kind}: the key is empty")
+        self._publishing.append(Published(destination, kind, list(headers), bytes(payload), key))
         return f"00000000-0000-7000-8000-{self._next_id:012x}"
 
     def state_get(self, key):

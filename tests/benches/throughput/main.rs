@@ -63,7 +63,7 @@ async fn sandbox_cost() -> f64 {
     call_cost(
         &runtime,
         &plugin,
-        "bench.noop",
+        ("bench.noop", None),
         payload_1k(),
         state,
         SANDBOX_CALLS,
@@ -71,12 +71,12 @@ async fn sandbox_cost() -> f64 {
     .await
 }
 
-/// Microseconds per call of `plugin` on a `kind` message of `payload`, reading `state`:
-/// a fresh instance, the call and its drop, after a warm-up.
+/// Microseconds per call of `plugin` on a `kind` message of `payload` (with ordering key
+/// `key`), reading `state`: a fresh instance, the call and its drop, after a warm-up.
 async fn call_cost(
     runtime: &Runtime,
     plugin: &Plugin,
-    kind: &str,
+    (kind, key): (&str, Option<&str>),
     payload: Vec<u8>,
     state: Arc<dyn StateReader>,
     calls: u32,
@@ -92,7 +92,7 @@ async fn call_cost(
         settled_plugins: Default::default(),
         origin: Default::default(),
         due_at: None,
-        key: None,
+        key: key.map(str::to_owned),
         seq: None,
         turn: None,
     };

@@ -40,10 +40,10 @@ pub async fn costs(rust_per_call: f64) {
         again.load(&wasm).await.unwrap();
         let cached = started.elapsed();
         let (kind, payload) = match name {
-            "noop" => ("bench.noop", super::payload_1k()),
+            "noop" => (("bench.noop", None), super::payload_1k()),
             _ => (
-                "audit.record",
-                json!({"entity": "o1", "actor": "ana", "action": "refund"})
+                ("audit.record", Some("o1")),
+                json!({"actor": "ana", "action": "refund"})
                     .to_string()
                     .into_bytes(),
             ),

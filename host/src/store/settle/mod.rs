@@ -343,7 +343,7 @@ impl<'a> SettlePlan<'a> {
                     kind: publish.kind.clone(),
                     headers: publish.headers.clone(),
                     payload: publish.payload.clone(),
-                    key: None,
+                    key: publish.key.clone(),
                 }),
                 Destination::Exchange {
                     exchange,

@@ -200,6 +200,7 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
         kind: "k".into(),
         headers: Default::default(),
         payload: b"x".to_vec(),
+        key: None,
     };
     let effects = Effects {
         publishes: vec![
