@@ -80,6 +80,21 @@ pub struct Envelope {
     pub turn: Option<KeyTurn>,
 }
 
+impl Envelope {
+    /// This message as one to enqueue into the inbox queue `queue`, with its id, headers
+    /// and key.
+    pub fn into_inbox(self, queue: &str) -> NewMessage {
+        NewMessage {
+            id: self.id,
+            queue: queue.to_owned(),
+            kind: self.kind,
+            headers: self.headers,
+            payload: self.payload,
+            key: self.key,
+        }
+    }
+}
+
 /// A keyed message's place in its key's order, as claimed, for the plugins that keep it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyTurn {

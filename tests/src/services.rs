@@ -221,6 +221,7 @@ pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
         overflow: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
+        single_active_consumer: false,
         bindings: vec![BindingSpec {
             exchange: exchange.to_owned(),
             routing_key: "orders".into(),
@@ -234,6 +235,7 @@ pub fn route_orders(config: &mut Config, exchange: &str, queue: &str) {
         kind_from: KindFrom::Type,
         to_inbox: None,
         key_header: KEY_HEADER.into(),
+        ordered: false,
     }];
 }
 

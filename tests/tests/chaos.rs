@@ -4,16 +4,23 @@
 //! counter that also publishes to an exchange), alternating held and leased claims; then
 //! a host finishes the rest. A checker compares what the database holds with what the
 //! messages asked for and reports lost, duplicated and double-applied effects: it must
-//! find none. And ordered keys through two hosts killed mid-batch: not one message out of
-//! its key's order.
+//! find none. And ordered keys through two hosts killed mid-batch, from the inbox and from
+//! an ordered AMQP queue: not one message out of its key's order.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::envelope::NewMessage;
-use wharf_tests::{Host, fresh_postgres_schema, test_config, victim_command};
+use wharf_host::envelope::{KEY_HEADER, NewMessage};
+use wharf_host::transport::amqp::topology;
+use wharf_tests::broker::run_until;
+use wharf_tests::{
+    Host, amqp_url, confirming_channel, fresh_postgres_schema, route_orders, test_config,
+    unique_name, victim_command,
+};
 
 /// Messages drained.
 const MESSAGES: usize = 3_000;
@@ -183,17 +190,9 @@ async fn two_hosts_killed_mid_batch_keep_each_key_in_order() {
     .await;
     let toml = dir.path().join("ordered.toml");
     std::fs::write(&toml, "[plugin.sequence-a]\nordered = true\n").unwrap();
-    let mut messages = Vec::new();
-    for n in 1..=PER_KEY {
-        for k in 0..ORDERED_KEYS {
-            let mut step = json!({"key": format!("k{k}"), "n": n});
-            if (n + k) % 10 == 3 {
-                step["retry_once"] = json!(["sequence-a"]);
-            }
-            let body = step.to_string().into_bytes();
-            messages.push(NewMessage::new("test", "test.seq", body).with_key(&format!("k{k}")));
-        }
-    }
+    let messages: Vec<NewMessage> = (ordered_steps().into_iter())
+        .map(|(key, body)| NewMessage::new("test", "test.seq", body).with_key(&key))
+        .collect();
     checker.store.enqueue(&messages).await.unwrap();
     let total = messages.len() as i64;
     let spawn = |held: &str, cache: &str| {
@@ -236,6 +235,144 @@ async fn two_hosts_killed_mid_batch_keep_each_key_in_order() {
         .map(|f| f.error)
         .collect();
     assert_eq!(failed, Vec::<String>::new(), "nothing out of order");
+    every_key_at_its_last(&checker).await;
+    assert_eq!(handled(&checker).await, total, "each handled once");
+}
+
+/// The steps of the ordered chaos tests: `PER_KEY` messages on each of `ORDERED_KEYS`
+/// keys, interleaved, a tenth asking for a retry, as (key, payload).
+fn ordered_steps() -> Vec<(String, Vec<u8>)> {
+    let mut steps = Vec::new();
+    for n in 1..=PER_KEY {
+        for k in 0..ORDERED_KEYS {
+            let mut step = json!({"key": format!("k{k}"), "n": n});
+            if (n + k) % 10 == 3 {
+                step["retry_once"] = json!(["sequence-a"]);
+            }
+            steps.push((format!("k{k}"), step.to_string().into_bytes()));
+        }
+    }
+    steps
+}
+
+/// Two `wharf run` processes consume an ordered AMQP queue (one active consumer at a
+/// time; the retried keys move into the inbox, which both drain), each killed with
+/// SIGKILL mid-batch and replaced, twice; then a host finishes the rest. Not one message
+/// may be out of its key's order, and each is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_killed_mid_batch_keep_each_key_of_an_amqp_queue_in_order() {
+    let url = fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (exchange, queue) = (unique_name("ex"), unique_name("q"));
+    let mut config = test_config(dir.path());
+    config.database.url = url.clone();
+    config.inbox.queues = vec![queue.clone()];
+    route_orders(&mut config, &exchange, &queue);
+    config.amqp.consume[0].ordered = true;
+    config.amqp.queues[0].single_active_consumer = true;
+    let checker = Host::start_on(
+        config,
+        &["fixture-sequence-a"],
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let (connection, channel) = confirming_channel().await;
+    let amqp = &checker.config.amqp;
+    topology::declare(&channel, &amqp.exchanges, &amqp.queues)
+        .await
+        .unwrap();
+    let toml = dir.path().join("ordered.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[inbox]\nqueues = [\"{queue}\"]\n\n[amqp]\nurl = \"{}\"\nbatch_size = 20\n\n[[amqp.exchanges]]\nname = \"{exchange}\"\n\n[[amqp.queues]]\nname = \"{queue}\"\nsingle_active_consumer = true\nbindings = [{{ exchange = \"{exchange}\", routing_key = \"orders\" }}]\n\n[[amqp.consume]]\nqueue = \"{queue}\"\nordered = true\n",
+            amqp_url()
+        ),
+    )
+    .unwrap();
+    let steps = ordered_steps();
+    let total = steps.len() as i64;
+    let mut confirms = Vec::new();
+    for (key, body) in steps {
+        let mut headers = FieldTable::default();
+        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
+        let properties = BasicProperties::default()
+            .with_type("test.seq".into())
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_headers(headers);
+        let options = lapin::options::BasicPublishOptions::default();
+        let published = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                "orders".into(),
+                options,
+                &body,
+                properties,
+            )
+            .await
+            .unwrap();
+        confirms.push(published);
+    }
+    for confirm in confirms {
+        assert!(
+            confirm.await.unwrap().is_ack(),
+            "the broker took the message"
+        );
+    }
+    let spawn = |held: &str, cache: &str| {
+        let mut command = victim_command(
+            env!("CARGO_BIN_EXE_wharf-under-test"),
+            &url,
+            &checker.config.plugins.dir,
+            &dir.path().join(cache),
+            held,
+        );
+        command.arg("--config").arg(&toml);
+        command.spawn().expect("start a wharf run process")
+    };
+    let mut killed_at = Vec::new();
+    for round in 0..2 {
+        let mut hosts = [spawn("10000", "cache-a"), spawn("0", "cache-b")];
+        let target = (round as i64 + 1) * total / 3;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while handled(&checker).await < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress to {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for host in &mut hosts {
+            host.kill().unwrap();
+            host.wait().unwrap();
+        }
+        killed_at.push(handled(&checker).await);
+    }
+    run_until(&[&checker], "every message handled", async || {
+        handled(&checker).await >= total || !checker.failed().await.is_empty()
+    })
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+    eprintln!(
+        "ordered AMQP chaos: {total} messages on {ORDERED_KEYS} keys, two hosts killed twice at {killed_at:?} handled"
+    );
+    let failed: Vec<String> = (checker.failed().await.into_iter())
+        .map(|f| f.error)
+        .collect();
+    assert_eq!(failed, Vec::<String>::new(), "nothing out of order");
+    let moved = checker
+        .query_rows(format!(
+            "SELECT COUNT(*) FROM received WHERE queue = '{queue}'"
+        ))
+        .await[0]
+        .get::<i64, _>(0);
+    assert!(moved > 0, "retried keys went through the inbox");
+    every_key_at_its_last(&checker).await;
+    assert_eq!(handled(&checker).await, total, "each handled once");
+}
+
+/// `sequence-a` handled every key up to its last message.
+async fn every_key_at_its_last(checker: &Host) {
     let rows = checker
         .rows(
             "SELECT key, convert_from(value, 'UTF8') FROM plugin_state WHERE plugin = 'sequence-a'",
@@ -249,5 +386,4 @@ async fn two_hosts_killed_mid_batch_keep_each_key_in_order() {
         .map(|k| (format!("last:k{k}"), PER_KEY))
         .collect();
     assert_eq!(last, expected);
-    assert_eq!(handled(&checker).await, total, "each handled once");
 }

@@ -30,6 +30,7 @@ fn consume(queue: &str) -> ConsumeSpec {
         kind_from: KindFrom::Type,
         to_inbox: None,
         key_header: KEY_HEADER.into(),
+        ordered: false,
     }
 }
 

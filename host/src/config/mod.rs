@@ -106,6 +106,18 @@ impl Config {
             plugin.validate(name, &self.runtime, self.inbox.max_payload_bytes)?;
         }
         self.amqp.validate()?;
+        let unserved = (self.amqp.consume.iter())
+            .filter(|c| c.ordered && !self.inbox.queues.is_empty())
+            .find(|c| !self.inbox.queues.contains(&c.queue));
+        if let Some(c) = unserved {
+            return Err(InvalidSetting::new(
+                "inbox.queues",
+                format!(
+                    "does not list {0}, where the ordered consumer of AMQP queue {0} moves the keys it cannot handle at once; add it (or leave inbox.queues empty: every queue)",
+                    c.queue
+                ),
+            ));
+        }
         self.http.validate()?;
         self.tracing.validate()?;
         self.retry.validate("retry")
@@ -161,6 +173,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ordered_consumer_s_queue_must_be_an_inbox_queue_the_host_serves() {
+        let mut config = Config::default();
+        config.amqp.consume = vec![crate::transport::amqp::ConsumeSpec {
+            queue: "orders".into(),
+            prefetch: 10,
+            consumers: 1,
+            kind_from: Default::default(),
+            to_inbox: None,
+            key_header: "partition_key".into(),
+            ordered: true,
+        }];
+        config.validate().unwrap();
+        config.inbox.queues = vec!["payments".into()];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("inbox.queues") && error.contains("does not list orders"),
+            "{error}"
+        );
+        config.inbox.queues.push("orders".into());
+        config.validate().unwrap();
+    }
 
     #[test]
     fn the_rabbitmq_example_is_a_valid_config() {

@@ -19,6 +19,9 @@ pub struct NextAttempt {
     pub delay: Duration,
     /// Whether the attempt counts (false when it only re-runs after a stale state read).
     pub counts: bool,
+    /// An ordered plugin still owes it a verdict (a delivery of an ordered consumer): it
+    /// goes into the inbox with its key's later messages, not back to the broker.
+    pub to_inbox: bool,
 }
 
 /// What [`super::delivered`] did.
@@ -44,6 +47,7 @@ impl Delivered {
                 id: s.message.id,
                 delay: s.delay,
                 counts: s.counts,
+                to_inbox: s.holds.as_deref().is_some_and(|h| !h.is_empty()),
             })
             .collect();
         // One dead letter per message, with its first error.

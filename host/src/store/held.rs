@@ -2,7 +2,10 @@
 //! dead-lettered one of its messages (`store::settle::keys`). Operators list them, with
 //! the message that holds each and how many wait behind it, and skip one (the key goes on
 //! without the message); retrying the failed message releases its key instead, once it is
-//! handled (`failed`).
+//! handled (`failed`). An ordered AMQP consumer asks which of its keys are held or wait in
+//! the inbox: their next deliveries join them there.
+
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use sqlx::QueryBuilder;
@@ -42,6 +45,10 @@ pub trait HeldKeys: Send + Sync {
     /// Let the key `(queue, key)` go on for `plugin` without the message that holds it:
     /// its next waiting message is due now. `false` when it was not held.
     async fn skip_held_key(&self, queue: &str, key: &str, plugin: &str) -> Result<bool>;
+
+    /// Of `keys`, those of inbox queue `queue` that have messages in the inbox or are
+    /// held: a message of one of them that arrives another way goes in behind them.
+    async fn keys_in_inbox(&self, queue: &str, keys: &[&str]) -> Result<BTreeSet<String>>;
 }
 
 #[async_trait::async_trait]
@@ -59,6 +66,13 @@ impl<S: SqlStore> HeldKeys for S {
         let skipped = skip::<S::DB>(&mut tx, queue, key, plugin).await?;
         tx.commit().await?;
         Ok(skipped)
+    }
+
+    async fn keys_in_inbox(&self, queue: &str, keys: &[&str]) -> Result<BTreeSet<String>> {
+        if keys.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        in_inbox::<S::DB>(&mut *self.pool().acquire().await?, queue, keys).await
     }
 }
 
@@ -89,6 +103,24 @@ async fn list<DB: Sql>(conn: &mut DB::Connection, limit: u32) -> Result<Vec<Held
             })
         })
         .collect()
+}
+
+async fn in_inbox<DB: Sql>(
+    conn: &mut DB::Connection,
+    queue: &str,
+    keys: &[&str],
+) -> Result<BTreeSet<String>> {
+    let k = DB::KEY;
+    let mut query = QueryBuilder::<DB>::new("SELECT ordering_key AS k FROM inbox WHERE queue = ");
+    query.value(queue).push(" AND ordering_key IN (");
+    query.list(keys.iter().copied()).push(")");
+    query.push(format!(
+        " UNION SELECT {k} AS k FROM held_keys WHERE queue = "
+    ));
+    query.value(queue).push(format!(" AND {k} IN ("));
+    query.list(keys.iter().copied()).push(")");
+    let rows = DB::fetch_all(conn, &mut query).await?;
+    Ok(rows.iter().map(|row| DB::column(row, "k")).collect())
 }
 
 async fn by_plugin<DB: Sql>(conn: &mut DB::Connection) -> Result<Vec<(String, u64)>> {

@@ -239,6 +239,7 @@ pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
             kind_from: KindFrom::Type,
             to_inbox: None,
             key_header: KEY_HEADER.into(),
+            ordered: false,
         }];
     })
     .await

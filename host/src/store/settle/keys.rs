@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::envelope::{DeadLetterKey, Envelope, KeyTurn};
+use crate::envelope::{DeadLetterKey, Envelope, KeyTurn, Origin};
 use crate::outcome::Verdict;
 use crate::store::PluginResult;
 
@@ -79,6 +79,14 @@ impl<'a> Order<'a> {
         self.turn?.ordered.get(plugin).copied()
     }
 
+    /// Whether `plugin` not handling the message moves it into the inbox instead of
+    /// retrying or dead-lettering it here: a delivery of an ordered consumer
+    /// (`[[amqp.consume]] ordered`) to a plugin that keeps the order. The inbox runs it
+    /// again in its key's order, and retries or holds the key there.
+    pub(super) fn moves_to_inbox(&self, plugin: &str) -> bool {
+        self.policy(plugin).is_some() && matches!(self.message.origin, Origin::Amqp { .. })
+    }
+
     /// `plugin` handled the message.
     pub(super) fn handled(&mut self, plugin: &'a str) {
         self.settled.insert(plugin);
@@ -89,10 +97,15 @@ impl<'a> Order<'a> {
     pub(super) fn dead(&mut self, plugin: &'a str, held: &mut Vec<KeyHold<'a>>) {
         self.settled.insert(plugin);
         match self.policy(plugin) {
-            Some(DeadLetterKey::Hold) if self.message.key.is_some() => held.push(KeyHold {
-                message: self.message,
-                plugin,
-            }),
+            // An inbox message's: one of a transport has no place in the key to hold it at.
+            Some(DeadLetterKey::Hold)
+                if self.message.key.is_some() && self.message.seq.is_some() =>
+            {
+                held.push(KeyHold {
+                    message: self.message,
+                    plugin,
+                })
+            }
             Some(_) => self.moves = true,
             None => {}
         }

@@ -20,6 +20,8 @@
 //!   - **deferred** (breaker open): the message stays, the attempt does not count;
 //!   - **waits** (an ordered plugin whose key an earlier message still holds): the same,
 //!     parked until a settle moves the key on (`keys`: what a settle does to ordering keys).
+//!     A delivery of an ordered consumer that an ordered plugin retries or dead-letters
+//!     waits too: its transport moves it into the inbox, where it runs again in order.
 //!
 //!   A handled result whose writes would take its plugin over its state quota is dead
 //!   instead ([`quota`]: the plan is built again that way only when the first plan shows
@@ -252,6 +254,13 @@ impl<'a> SettlePlan<'a> {
                     }
                     self.summary.handled += 1;
                     self.summary.outcomes.of(message, name).handled += 1;
+                }
+                Verdict::Retry { .. } | Verdict::Dead { .. }
+                    if order.moves_to_inbox(&plugin.name) =>
+                {
+                    tracing::debug!(message_id = %message.id, plugin = plugin.name, "an ordered plugin did not handle a delivery of an ordered consumer; it moves into the inbox with its key");
+                    runs.rescheduled += 1;
+                    schedule(Duration::ZERO, false);
                 }
                 Verdict::Retry { error, delay } => {
                     runs.settled += 1;

@@ -74,6 +74,36 @@ impl AmqpConfig {
                     format!("(queue {}): key_header: {invalid}", c.queue),
                 ));
             }
+            self.check_ordered(c)?;
+        }
+        Ok(())
+    }
+}
+
+impl AmqpConfig {
+    /// An ordered consumer needs one consumer at a time on its queue, and an inbox queue
+    /// of its name for the keys it moves there.
+    fn check_ordered(&self, c: &ConsumeSpec) -> Result<(), InvalidSetting> {
+        if !c.ordered {
+            return Ok(());
+        }
+        let queue = &c.queue;
+        let refused = |why: String| Err(InvalidSetting::new("amqp.consume", why));
+        if c.to_inbox.is_some() {
+            return refused(format!(
+                "(queue {queue}): ordered and to_inbox exclude each other; a bridge hands the order to the inbox (declare the queue with single_active_consumer = true to keep the delivery order into it)"
+            ));
+        }
+        if let Err(invalid) = names::queue(queue) {
+            return refused(format!(
+                "(queue {queue}): ordered moves failing keys into the inbox queue of the same name, which is not a valid inbox queue name: {invalid}"
+            ));
+        }
+        let declared = self.queues.iter().find(|q| &q.name == queue);
+        if declared.is_some_and(|q| !q.single_active_consumer) {
+            return refused(format!(
+                "(queue {queue}): ordered needs one consumer at a time across the fleet; set single_active_consumer = true on [[amqp.queues]] {queue}"
+            ));
         }
         Ok(())
     }
@@ -118,6 +148,13 @@ pub struct ConsumeSpec {
     /// The header that carries a delivery's ordering key.
     #[serde(default = "default_key_header")]
     pub key_header: String,
+    /// Keep the order of keys for the ordered plugins (see "Ordering" in the README): the
+    /// queue has one active consumer in the fleet (`single_active_consumer`), a batch runs
+    /// a key's messages in delivery order, and a key whose message an ordered plugin does
+    /// not handle at once moves, with its later messages, into the inbox queue of the
+    /// same name, where they run in order.
+    #[serde(default)]
+    pub ordered: bool,
 }
 
 /// Source of a delivery's kind.
@@ -169,6 +206,51 @@ mod tests {
         };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("amqp.url"), "{error}");
+    }
+
+    #[test]
+    fn an_ordered_consumer_needs_one_consumer_at_a_time_and_an_inbox_queue_name() {
+        let read = |text: &str| -> Result<AmqpConfig, String> {
+            Figment::from(Serialized::defaults(AmqpConfig::default()))
+                .merge(Toml::string(text))
+                .extract::<AmqpConfig>()
+                .map_err(|e| e.to_string())
+        };
+        let queue =
+            |sac: bool| format!("[[queues]]\nname = \"orders\"\nsingle_active_consumer = {sac}\n");
+        let consume = "[[consume]]\nqueue = \"orders\"\nordered = true\n";
+        let fine = read(&format!("{}{consume}", queue(true))).unwrap();
+        assert!(fine.consume[0].ordered);
+        fine.validate().unwrap();
+        // A queue wharf does not declare: the operator's to declare with one consumer.
+        read(consume).unwrap().validate().unwrap();
+        for (text, words) in [
+            (
+                format!("{}{consume}", queue(false)),
+                "set single_active_consumer = true on [[amqp.queues]] orders",
+            ),
+            (
+                format!("{consume}to_inbox = \"elsewhere\"\n"),
+                "ordered and to_inbox exclude each other",
+            ),
+            (
+                "[[consume]]\nqueue = \"or ders\\u001b\"\nordered = true\n".to_owned(),
+                "not a valid inbox queue name",
+            ),
+        ] {
+            let error = read(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(
+                error.contains("amqp.consume") && error.contains(words),
+                "{text}: {error}"
+            );
+        }
+        let error = read("[[consume]]\nqueue = \"orders\"\nordered = \"yes\"\n").unwrap_err();
+        assert!(
+            error.contains("ordered") && error.contains("bool"),
+            "{error}"
+        );
+        let error = read(&queue(true).replace("true", "1")).unwrap_err();
+        assert!(error.contains("single_active_consumer"), "{error}");
     }
 
     #[test]

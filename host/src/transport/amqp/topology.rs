@@ -70,6 +70,10 @@ pub struct QueueSpec {
     /// Routing key for those (`x-dead-letter-routing-key`).
     #[serde(default)]
     pub dead_letter_routing_key: Option<String>,
+    /// One consumer at a time across the fleet (`x-single-active-consumer`): the broker
+    /// delivers to one, and to the next once it is gone. What an ordered consumer needs.
+    #[serde(default)]
+    pub single_active_consumer: bool,
     /// Bindings of this queue to exchanges.
     #[serde(default)]
     pub bindings: Vec<BindingSpec>,
@@ -189,6 +193,9 @@ fn queue_arguments(q: &QueueSpec) -> FieldTable {
     let mut a = FieldTable::default();
     if q.queue_type == QueueType::Quorum {
         a.insert("x-queue-type".into(), text("quorum"));
+    }
+    if q.single_active_consumer {
+        a.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     if let Some(ttl) = q.message_ttl_ms {
         a.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));

@@ -53,17 +53,8 @@ impl Consumer {
         if envelopes.is_empty() {
             return Ok(0);
         }
-        let messages: Vec<NewMessage> = envelopes
-            .into_iter()
-            .map(|m| NewMessage {
-                id: m.id,
-                queue: inbox.to_owned(),
-                kind: m.kind,
-                headers: m.headers,
-                payload: m.payload,
-                key: m.key,
-            })
-            .collect();
+        let messages: Vec<NewMessage> =
+            envelopes.into_iter().map(|m| m.into_inbox(inbox)).collect();
         let new = self.store.enqueue(&messages).await?;
         Ok(messages.len() as u64 - new)
     }

@@ -7,9 +7,10 @@
 //! ledger and not run again. Pipelined: while a batch settles, the next one already
 //! buffered is looked up and handled; acks stay in delivery order. As a bridge
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
-//! once the insert committed.
+//! once the insert committed. An ordered consumer keeps each key's order (`order`).
 
 mod handle;
+mod order;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
 use handle::needs_database;
+use order::{Keys, Moved, Turn};
 
 impl SourceError for ConsumeError {
     fn is_transient(&self) -> bool {
@@ -127,6 +129,7 @@ impl Consumer {
             label: format!("amqp:{}", self.spec.queue),
             deliveries: Mutex::new((deliveries, None)),
             republisher: Mutex::new(republisher),
+            keys: self.spec.ordered.then(Keys::new),
         };
         pump::run(&queue, &self.dispatcher, shutdown, progress).await
     }
@@ -140,6 +143,8 @@ struct Queue<'a> {
     /// The deliveries, and the one [`Source::wait`] received first.
     deliveries: Mutex<(lapin::Consumer, Option<Delivery>)>,
     republisher: Mutex<Republisher<'a>>,
+    /// An ordered consumer's batches and keys.
+    keys: Option<Keys>,
 }
 
 /// A batch of deliveries taken, not acked yet.
@@ -151,6 +156,8 @@ struct Deliveries {
     refused: Vec<Settlement>,
     /// Deliveries of messages already settled, found so far.
     duplicates: u64,
+    /// An ordered consumer's: the batch's turn, and what it moves into the inbox.
+    order: Option<(Turn, Moved)>,
 }
 
 impl Source for Queue<'_> {
@@ -183,7 +190,14 @@ impl Source for Queue<'_> {
                 }
             }
         }
-        Ok((!batch.is_empty()).then(|| self.consumer.read(batch)))
+        Ok((!batch.is_empty()).then(|| {
+            let mut batch = self.consumer.read(batch);
+            if let Some(keys) = &self.keys {
+                let turn = keys.take(&mut batch.messages);
+                batch.held.order = Some((turn, Moved::default()));
+            }
+            batch
+        }))
     }
 
     async fn wait(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
@@ -220,6 +234,13 @@ impl Source for Queue<'_> {
                 Vec::new()
             }
             None => {
+                let envelopes = match (&self.keys, &mut held.order) {
+                    (Some(keys), Some((turn, moved))) => consumer
+                        .behind_the_inbox(keys, turn, envelopes, &held.by_id, moved)
+                        .await
+                        .map_err(consumer.store_error())?,
+                    _ => envelopes,
+                };
                 // Only a redelivery or a retry can have been settled already (`handle`).
                 let seen = held.batch.iter().any(|d| d.redelivered)
                     || envelopes.iter().any(|m| m.attempts > 0);
@@ -251,6 +272,7 @@ impl Source for Queue<'_> {
             batch,
             by_id,
             duplicates,
+            order,
             ..
         } = held;
         let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
@@ -266,9 +288,20 @@ impl Source for Queue<'_> {
                 .map_err(consumer.store_error())?
         };
         summary.duplicates += duplicates;
+        let moved = match order {
+            Some((_turn, moved)) => consumer
+                .move_to_inbox(moved, &try_again, settlements, &by_id)
+                .await
+                .map_err(consumer.store_error())?,
+            None => Default::default(),
+        };
         let mut republisher = self.republisher.lock().await;
         let mut confirms = Vec::new();
-        for NextAttempt { id, delay, counts } in &try_again {
+        let back = try_again.iter().filter(|a| !moved.contains(&a.id));
+        for NextAttempt {
+            id, delay, counts, ..
+        } in back
+        {
             let (i, attempts) = by_id[id];
             let attempts = attempts + u32::from(*counts);
             confirms.push(republisher.retry(&batch[i], *delay, attempts).await?);
@@ -337,6 +370,7 @@ impl Consumer {
                 by_id,
                 refused,
                 duplicates,
+                order: None,
             },
         }
     }

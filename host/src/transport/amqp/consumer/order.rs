@@ -1,0 +1,158 @@
+//! What an ordered consumer (`[[amqp.consume]] ordered`, on a queue with one active
+//! consumer in the fleet) adds to its batches, so each key's messages are handled in
+//! delivery order by the ordered plugins:
+//!
+//! - its keyed messages carry a turn: dispatch runs a key's messages of one batch in
+//!   delivery order, the later ones inside the settle (as the inbox does);
+//! - a batch holding a key of the batch before it waits for that one's finish, so a key's
+//!   next message never runs before the one before it settled;
+//! - a key with messages in the inbox queue of the consumer's name (or held there by a
+//!   dead letter) sends its deliveries there, behind them;
+//! - a delivery an ordered plugin did not handle at once (a retry, a dead letter, a
+//!   deferral) goes there too, with the key's later messages of the batch (the settle
+//!   made them wait): the inbox runs them again in order, with its retries and holds.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+use super::Consumer;
+use crate::envelope::{Envelope, KeyTurn, NewMessage};
+use crate::settle::NextAttempt;
+use crate::store::{Settlement, StoreError};
+
+/// An ordered consumer's memory of its batches.
+pub(super) struct Keys {
+    /// The number and keys of the batch handled last.
+    last: Mutex<(u64, BTreeSet<String>)>,
+    /// The highest number of a batch finished (or dropped).
+    finished: watch::Sender<u64>,
+    /// The number of the next batch, from 1.
+    next: AtomicU64,
+}
+
+/// A batch's place among its consumer's batches; finishing or dropping it lets the batch
+/// after it that shares a key run.
+pub(super) struct Turn {
+    number: u64,
+    finished: watch::Sender<u64>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let number = self.number;
+        self.finished.send_modify(|n| *n = (*n).max(number));
+    }
+}
+
+impl Keys {
+    pub(super) fn new() -> Self {
+        Self {
+            last: Mutex::new((0, BTreeSet::new())),
+            finished: watch::Sender::new(0),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Give the keyed messages of a batch a turn; the batch's own.
+    pub(super) fn take(&self, messages: &mut [Envelope]) -> Turn {
+        for m in messages.iter_mut().filter(|m| m.key.is_some()) {
+            m.turn = Some(KeyTurn::default());
+        }
+        Turn {
+            number: self.next.fetch_add(1, Ordering::Relaxed),
+            finished: self.finished.clone(),
+        }
+    }
+
+    /// Before the batch `turn` of `messages` runs: wait for the batch before it to finish
+    /// when it holds one of the same keys. Returns the batch's keys.
+    pub(super) async fn wait_turn(&self, turn: &Turn, messages: &[Envelope]) -> BTreeSet<String> {
+        let keys: BTreeSet<String> = messages.iter().filter_map(|m| m.key.clone()).collect();
+        let mut last = self.last.lock().await;
+        if !last.1.is_disjoint(&keys) {
+            let before = last.0;
+            // The sender lives in `self`: waiting ends once that batch is finished.
+            let _ = self.finished.subscribe().wait_for(|n| *n >= before).await;
+        }
+        *last = (turn.number, keys.clone());
+        keys
+    }
+}
+
+impl Consumer {
+    /// Once the batch before it that shares a key finished (`turn`), split a batch's
+    /// `messages`: those whose key has messages in the inbox (or is held there) join them
+    /// ([`Moved::early`], with their place in the batch, from `by_id`); the others run.
+    pub(super) async fn behind_the_inbox(
+        &self,
+        keys: &Keys,
+        turn: &Turn,
+        messages: Vec<Envelope>,
+        by_id: &HashMap<Uuid, (usize, u32)>,
+        moved: &mut Moved,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let batch_keys = keys.wait_turn(turn, &messages).await;
+        let batch_keys: Vec<&str> = batch_keys.iter().map(String::as_str).collect();
+        let waiting = self
+            .store
+            .keys_in_inbox(&self.spec.queue, &batch_keys)
+            .await?;
+        if waiting.is_empty() {
+            return Ok(messages);
+        }
+        let (behind, run): (Vec<Envelope>, Vec<Envelope>) = messages
+            .into_iter()
+            .partition(|m| m.key.as_ref().is_some_and(|k| waiting.contains(k)));
+        moved
+            .early
+            .extend(behind.into_iter().map(|m| (by_id[&m.id].0, m)));
+        Ok(run)
+    }
+
+    /// Enqueue into the inbox queue of the consumer's name, in delivery order, what the
+    /// batch moves there: `moved` and the messages of `try_again` an ordered plugin still
+    /// owes a verdict (from `settlements`). Returns the ids moved.
+    pub(super) async fn move_to_inbox(
+        &self,
+        moved: Moved,
+        try_again: &[NextAttempt],
+        settlements: &[Settlement],
+        by_id: &HashMap<Uuid, (usize, u32)>,
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        let later: HashSet<Uuid> = (try_again.iter())
+            .filter(|a| a.to_inbox)
+            .map(|a| a.id)
+            .collect();
+        let mut going = moved.early;
+        going.extend(
+            (settlements.iter())
+                .filter(|s| later.contains(&s.message.id))
+                .map(|s| (by_id[&s.message.id].0, s.message.clone())),
+        );
+        let ids = going.iter().map(|(_, m)| m.id).collect();
+        if going.is_empty() {
+            return Ok(ids);
+        }
+        going.sort_by_key(|(i, _)| *i);
+        let messages: Vec<NewMessage> = (going.into_iter())
+            .map(|(_, m)| m.into_inbox(&self.spec.queue))
+            .collect();
+        tracing::debug!(
+            moved = messages.len(),
+            queue = self.spec.queue,
+            "keys an ordered plugin did not handle at once move into the inbox"
+        );
+        self.store.enqueue(&messages).await?;
+        Ok(ids)
+    }
+}
+
+/// Deliveries of a batch that go into the inbox without running: their key waits there.
+#[derive(Default)]
+pub(super) struct Moved {
+    /// Each with its place in the batch.
+    early: Vec<(usize, Envelope)>,
+}
