@@ -13,7 +13,7 @@ use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 use wharf_host::envelope::KEY_HEADER;
@@ -34,16 +34,16 @@ pub async fn versus_bare_loop(sandbox_us: f64) {
     let body = payload();
 
     let queue = fresh_queue(&channel, "bench_bare").await;
-    fill(&channel, &queue, &body).await;
+    fill(&channel, &queue, &body, None).await;
     let (bare, bare_cpu) =
         CpuCost::of(RABBITMQ, MESSAGES, lapin_loop(&connection, &queue, None)).await;
 
     let queue = fresh_queue(&channel, "bench_ledger").await;
-    let database = amqp_host(&queue, true).await;
+    let database = amqp_host(&queue, true, false).await;
     let pool = sqlx::PgPool::connect(&database.config.database.url)
         .await
         .unwrap();
-    fill(&channel, &queue, &body).await;
+    fill(&channel, &queue, &body, None).await;
     let (paid, paid_cpu) =
         CpuCost::of(BOTH, MESSAGES, lapin_loop(&connection, &queue, Some(&pool))).await;
 
@@ -93,8 +93,8 @@ pub async fn versus_bare_loop(sandbox_us: f64) {
 /// id is returned with it.
 async fn filled_host(channel: &Channel, ledger: bool, body: &[u8]) -> (Host, uuid::Uuid) {
     let queue = fresh_queue(channel, "bench_wharf").await;
-    let host = amqp_host(&queue, ledger).await;
-    fill(channel, &queue, body).await;
+    let host = amqp_host(&queue, ledger, false).await;
+    fill(channel, &queue, body, None).await;
     (host, sentinel(channel, &queue).await)
 }
 
@@ -121,15 +121,22 @@ pub(crate) async fn fresh_queue(channel: &Channel, what: &str) -> String {
     queue
 }
 
-/// Publish `MESSAGES` persistent `bench.noop` messages to `queue`, confirmed.
-pub(crate) async fn fill(channel: &Channel, queue: &str, body: &[u8]) {
-    for _ in 0..MESSAGES / 1_000 {
+/// Publish `MESSAGES` persistent `bench.noop` messages to `queue`, confirmed; over
+/// `keys` ordering keys, if given (the n-th message's key is `key-<n % keys>`).
+pub(crate) async fn fill(channel: &Channel, queue: &str, body: &[u8], keys: Option<usize>) {
+    for chunk in 0..MESSAGES / 1_000 {
         let mut confirms = Vec::with_capacity(1_000);
-        for _ in 0..1_000 {
-            let properties = BasicProperties::default()
+        for i in 0..1_000 {
+            let mut properties = BasicProperties::default()
                 .with_message_id(uuid::Uuid::now_v7().to_string().into())
                 .with_type("bench.noop".into())
                 .with_delivery_mode(2);
+            if let Some(keys) = keys {
+                let key = format!("key-{}", (chunk * 1_000 + i) % keys);
+                let mut headers = FieldTable::default();
+                headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
+                properties = properties.with_headers(headers);
+            }
             confirms.push(
                 channel
                     .basic_publish(
@@ -224,8 +231,9 @@ async fn lapin_loop(connection: &Connection, queue: &str, ledger: Option<&sqlx::
     rate
 }
 
-/// A PostgreSQL host consuming `queue` with one consumer, prefetch 1000, batches of 50.
-pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
+/// A PostgreSQL host consuming `queue` with one consumer, prefetch 1000, batches of 50;
+/// `ordered`, keeping the order of keys for the noop plugin.
+pub(crate) async fn amqp_host(queue: &str, ledger: bool, ordered: bool) -> Host {
     Host::start_with(Backend::Postgres, &["fixture-noop", "fixture-once"], |c| {
         c.amqp.url = wharf_tests::amqp_url();
         c.amqp.ledger = ledger;
@@ -239,8 +247,13 @@ pub(crate) async fn amqp_host(queue: &str, ledger: bool) -> Host {
             kind_from: KindFrom::Type,
             to_inbox: None,
             key_header: KEY_HEADER.into(),
-            ordered: false,
+            ordered,
         }];
+        if ordered {
+            c.inbox.queues.push(queue.to_owned());
+            let noop = c.plugin.entry("noop".into()).or_default();
+            noop.ordered = Some(true);
+        }
     })
     .await
 }

@@ -34,8 +34,8 @@ pub async fn on_off() {
         for on in [round % 2 == 1, round % 2 == 0] {
             metrics::set_recording(on);
             let queue = amqp::fresh_queue(&channel, "bench_metrics").await;
-            let host = amqp::amqp_host(&queue, true).await;
-            amqp::fill(&channel, &queue, &body).await;
+            let host = amqp::amqp_host(&queue, true, false).await;
+            amqp::fill(&channel, &queue, &body, None).await;
             let last = amqp::sentinel(&channel, &queue).await;
             consumed[usize::from(on)].push(amqp::consume_all(host, last).await);
         }
