@@ -81,11 +81,7 @@ impl Broker {
     /// Publish a message of `kind` with id `id` and ordering key `key` (the
     /// `partition_key` header), confirmed.
     pub async fn publish_keyed(&self, kind: &str, id: &str, key: &str, body: &[u8]) {
-        let mut headers = FieldTable::default();
-        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
-        let properties = (BasicProperties::default().with_type(kind.into()))
-            .with_message_id(id.into())
-            .with_headers(headers);
+        let properties = keyed(kind, key).with_message_id(id.into());
         self.publish_with(properties, body).await;
     }
 
@@ -100,27 +96,7 @@ impl Broker {
         &self,
         messages: impl IntoIterator<Item = (BasicProperties, Vec<u8>)>,
     ) {
-        let mut confirms = Vec::new();
-        for (properties, body) in messages {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    "orders".into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    properties,
-                )
-                .await
-                .unwrap();
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            assert!(
-                confirm.await.unwrap().is_ack(),
-                "the broker took the message"
-            );
-        }
+        publish_orders(&self.channel, &self.exchange, messages).await;
     }
 
     /// Run a consumer until `done` holds (panics after 20 s), then stop it.
@@ -230,6 +206,46 @@ pub async fn run_until(hosts: &[&Host], what: &str, done: impl AsyncFn() -> bool
             .await
             .unwrap()
             .expect("the inbox worker ran without errors");
+    }
+}
+
+/// Properties of a message of `kind` with ordering key `key` (in the `partition_key`
+/// header) and a fresh id.
+pub fn keyed(kind: &str, key: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
+    BasicProperties::default()
+        .with_type(kind.into())
+        .with_message_id(uuid::Uuid::now_v7().to_string().into())
+        .with_headers(headers)
+}
+
+/// Publish each (properties, body) on `channel` to `exchange` with routing key `orders`,
+/// all before waiting for their confirms.
+pub async fn publish_orders(
+    channel: &Channel,
+    exchange: &str,
+    messages: impl IntoIterator<Item = (BasicProperties, Vec<u8>)>,
+) {
+    let mut confirms = Vec::new();
+    for (properties, body) in messages {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                "orders".into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        assert!(
+            confirm.await.unwrap().is_ack(),
+            "the broker took the message"
+        );
     }
 }
 

@@ -14,6 +14,7 @@ pub mod mail_api;
 pub mod outbound;
 pub mod proxy;
 pub mod python;
+pub mod sequence;
 pub mod served;
 mod services;
 pub mod transports;

@@ -8,13 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::config::Config;
-use wharf_host::envelope::KEY_HEADER;
-use wharf_tests::broker::{Broker, run_until};
+use wharf_tests::broker::{Broker, keyed, run_until};
 use wharf_tests::{Backend, Host, conformance};
 
 conformance!(
@@ -37,31 +34,15 @@ fn ordered(config: &mut Config) {
 /// Publish `steps` (payloads of `test.seq`), each with its `key` in the key header.
 async fn publish(broker: &Broker, steps: &[serde_json::Value]) {
     let messages = steps.iter().map(|step| {
-        let mut headers = FieldTable::default();
         let key = step["key"].as_str().unwrap();
-        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
-        let properties = BasicProperties::default()
-            .with_type("test.seq".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().into())
-            .with_headers(headers);
-        (properties, step.to_string().into_bytes())
+        (keyed("test.seq", key), step.to_string().into_bytes())
     });
     broker.publish_all(messages).await;
 }
 
 /// The last `n` sequence-a handled per key.
 async fn last(host: &Host) -> BTreeMap<String, u64> {
-    let rows = host
-        .rows(r#"SELECT "key", value FROM plugin_state WHERE plugin = 'sequence-a'"#)
-        .await;
-    rows.iter()
-        .map(|r| {
-            let key: String = r.get(0);
-            let value: Vec<u8> = r.get(1);
-            let key = key.strip_prefix("last:").unwrap().to_owned();
-            (key, serde_json::from_slice(&value).unwrap())
-        })
-        .collect()
+    wharf_tests::sequence::last(host, "sequence-a").await
 }
 
 /// `keys` keys of `per_key` messages each, interleaved; every tenth asks sequence-a for a

@@ -10,13 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use sqlx::Row;
-use wharf_host::envelope::{KEY_HEADER, NewMessage};
+use wharf_host::envelope::NewMessage;
 use wharf_host::transport::amqp::topology;
-use wharf_tests::broker::run_until;
+use wharf_tests::broker::{keyed, publish_orders, run_until};
 use wharf_tests::{
     Host, amqp_url, confirming_channel, fresh_postgres_schema, route_orders, test_config,
     unique_name, victim_command,
@@ -195,35 +193,7 @@ async fn two_hosts_killed_mid_batch_keep_each_key_in_order() {
         .collect();
     checker.store.enqueue(&messages).await.unwrap();
     let total = messages.len() as i64;
-    let spawn = |held: &str, cache: &str| {
-        let mut command = victim_command(
-            env!("CARGO_BIN_EXE_wharf-under-test"),
-            &url,
-            &checker.config.plugins.dir,
-            &dir.path().join(cache),
-            held,
-        );
-        command.arg("--config").arg(&toml);
-        command.spawn().expect("start a wharf run process")
-    };
-    let mut killed_at = Vec::new();
-    for round in 0..2 {
-        let mut hosts = [spawn("10000", "cache-a"), spawn("0", "cache-b")];
-        let target = (round as i64 + 1) * total / 3;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while handled(&checker).await < target {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no progress to {target}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for host in &mut hosts {
-            host.kill().unwrap();
-            host.wait().unwrap();
-        }
-        killed_at.push(handled(&checker).await);
-    }
+    let killed_at = kill_twice_midway(&checker, &url, dir.path(), &toml, total).await;
     checker.drain().await;
     eprintln!(
         "ordered chaos: {total} messages on {ORDERED_KEYS} keys, two hosts killed twice at {killed_at:?} handled"
@@ -292,62 +262,9 @@ async fn two_hosts_killed_mid_batch_keep_each_key_of_an_amqp_queue_in_order() {
     .unwrap();
     let steps = ordered_steps();
     let total = steps.len() as i64;
-    let mut confirms = Vec::new();
-    for (key, body) in steps {
-        let mut headers = FieldTable::default();
-        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
-        let properties = BasicProperties::default()
-            .with_type("test.seq".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().into())
-            .with_headers(headers);
-        let options = lapin::options::BasicPublishOptions::default();
-        let published = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                "orders".into(),
-                options,
-                &body,
-                properties,
-            )
-            .await
-            .unwrap();
-        confirms.push(published);
-    }
-    for confirm in confirms {
-        assert!(
-            confirm.await.unwrap().is_ack(),
-            "the broker took the message"
-        );
-    }
-    let spawn = |held: &str, cache: &str| {
-        let mut command = victim_command(
-            env!("CARGO_BIN_EXE_wharf-under-test"),
-            &url,
-            &checker.config.plugins.dir,
-            &dir.path().join(cache),
-            held,
-        );
-        command.arg("--config").arg(&toml);
-        command.spawn().expect("start a wharf run process")
-    };
-    let mut killed_at = Vec::new();
-    for round in 0..2 {
-        let mut hosts = [spawn("10000", "cache-a"), spawn("0", "cache-b")];
-        let target = (round as i64 + 1) * total / 3;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while handled(&checker).await < target {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no progress to {target}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for host in &mut hosts {
-            host.kill().unwrap();
-            host.wait().unwrap();
-        }
-        killed_at.push(handled(&checker).await);
-    }
+    let messages = (steps.into_iter()).map(|(key, body)| (keyed("test.seq", &key), body));
+    publish_orders(&channel, &exchange, messages).await;
+    let killed_at = kill_twice_midway(&checker, &url, dir.path(), &toml, total).await;
     run_until(&[&checker], "every message handled", async || {
         handled(&checker).await >= total || !checker.failed().await.is_empty()
     })
@@ -371,19 +288,53 @@ async fn two_hosts_killed_mid_batch_keep_each_key_of_an_amqp_queue_in_order() {
     assert_eq!(handled(&checker).await, total, "each handled once");
 }
 
+/// Two `wharf run` processes with `config` (one holding its claims, one leasing them),
+/// killed with SIGKILL once `checker` sees a third of `total` handled, then two more killed
+/// at two thirds. Returns how many were handled at each kill.
+async fn kill_twice_midway(
+    checker: &Host,
+    url: &str,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    total: i64,
+) -> Vec<i64> {
+    let spawn = |held: &str, cache: &str| {
+        let mut command = victim_command(
+            env!("CARGO_BIN_EXE_wharf-under-test"),
+            url,
+            &checker.config.plugins.dir,
+            &dir.join(cache),
+            held,
+        );
+        command.arg("--config").arg(config);
+        command.spawn().expect("start a wharf run process")
+    };
+    let mut killed_at = Vec::new();
+    for round in 0..2 {
+        let mut hosts = [spawn("10000", "cache-a"), spawn("0", "cache-b")];
+        let target = (round as i64 + 1) * total / 3;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while handled(checker).await < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress to {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for host in &mut hosts {
+            host.kill().unwrap();
+            host.wait().unwrap();
+        }
+        killed_at.push(handled(checker).await);
+    }
+    killed_at
+}
+
 /// `sequence-a` handled every key up to its last message.
 async fn every_key_at_its_last(checker: &Host) {
-    let rows = checker
-        .rows(
-            "SELECT key, convert_from(value, 'UTF8') FROM plugin_state WHERE plugin = 'sequence-a'",
-        )
-        .await;
-    let last: BTreeMap<String, usize> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get::<String, _>(1).parse().unwrap()))
-        .collect();
-    let expected: BTreeMap<String, usize> = (0..ORDERED_KEYS)
-        .map(|k| (format!("last:k{k}"), PER_KEY))
+    let last = wharf_tests::sequence::last(checker, "sequence-a").await;
+    let expected: BTreeMap<String, u64> = (0..ORDERED_KEYS)
+        .map(|k| (format!("k{k}"), PER_KEY as u64))
         .collect();
     assert_eq!(last, expected);
 }

@@ -17,6 +17,7 @@ use wharf_host::envelope::{DeadLetterKey, NewMessage};
 use wharf_host::plugins::PluginConfig;
 use wharf_host::store::FailedFilter;
 use wharf_host::transport::pump::StopWhen;
+use wharf_tests::sequence::last;
 use wharf_tests::{Backend, Host, conformance, wait_for};
 
 conformance!(
@@ -61,23 +62,6 @@ async fn publish(host: &Host, steps: &[serde_json::Value]) -> Vec<NewMessage> {
         .collect();
     host.store.enqueue(&messages).await.unwrap();
     messages
-}
-
-/// The last `n` `plugin` handled per key.
-async fn last(host: &Host, plugin: &str) -> BTreeMap<String, u64> {
-    let rows = host
-        .query_rows(format!(
-            r#"SELECT "key", value FROM plugin_state WHERE plugin = '{plugin}'"#
-        ))
-        .await;
-    rows.iter()
-        .map(|r| {
-            let key: String = r.get(0);
-            let value: Vec<u8> = r.get(1);
-            let key = key.strip_prefix("last:").unwrap().to_owned();
-            (key, serde_json::from_slice(&value).unwrap())
-        })
-        .collect()
 }
 
 /// Failed messages as (plugin, error).

@@ -48,15 +48,20 @@ impl Pre {
 
     /// Instantiate and call `manifest`.
     pub(super) async fn manifest(&self, store: &mut Store<HostState>) -> Result<Manifest, String> {
-        let instantiated = |e: wasmtime::Error| format!("instantiation failed: {e:#}");
-        let trapped = |e: wasmtime::Error| format!("manifest() trapped: {e:#}");
+        // Each version's bindings are types of their own: the same two calls on each.
+        macro_rules! call_manifest {
+            ($pre:expr) => {
+                $pre.instantiate_async(&mut *store)
+                    .await
+                    .map_err(|e| format!("instantiation failed: {e:#}"))?
+                    .call_manifest(&mut *store)
+                    .await
+                    .map_err(|e| format!("manifest() trapped: {e:#}"))?
+            };
+        }
         Ok(match self {
             Self::V0_2(pre) => {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(instantiated)?;
-                let m = instance.call_manifest(store).await.map_err(trapped)?;
+                let m = call_manifest!(pre);
                 read(
                     m.name,
                     m.version,
@@ -66,38 +71,18 @@ impl Pre {
                     vec![],
                 )
             }
+            Self::V0_3(pre) => {
+                let m = call_manifest!(pre);
+                let hosts = m.allowed_hosts;
+                read(m.name, m.version, m.subscriptions, m.retry, m.limits, hosts)
+            }
             Self::V0_4(pre) => {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(instantiated)?;
-                let m = instance.call_manifest(store).await.map_err(trapped)?;
+                let m = call_manifest!(pre);
+                let hosts = m.allowed_hosts;
                 Manifest {
                     ordered: m.ordered,
-                    ..read(
-                        m.name,
-                        m.version,
-                        m.subscriptions,
-                        m.retry,
-                        m.limits,
-                        m.allowed_hosts,
-                    )
+                    ..read(m.name, m.version, m.subscriptions, m.retry, m.limits, hosts)
                 }
-            }
-            Self::V0_3(pre) => {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(instantiated)?;
-                let m = instance.call_manifest(store).await.map_err(trapped)?;
-                read(
-                    m.name,
-                    m.version,
-                    m.subscriptions,
-                    m.retry,
-                    m.limits,
-                    m.allowed_hosts,
-                )
             }
         })
     }
