@@ -31,7 +31,8 @@ pub fn on_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     (tx, rx)
 }
 
-/// Sleep for `delay` unless shutdown comes first; false on shutdown.
+/// Sleep for `delay` unless shutdown comes first; false on shutdown. A closed channel
+/// (its sender dropped: no shutdown will come) sleeps the whole delay.
 pub async fn sleep_or_stop(
     delay: std::time::Duration,
     shutdown: &mut watch::Receiver<bool>,
@@ -41,6 +42,30 @@ pub async fn sleep_or_stop(
     }
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
-        _ = shutdown.changed() => false,
+        Ok(()) = shutdown.changed() => !*shutdown.borrow(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_channel_sleeps_the_whole_delay_and_a_shutdown_ends_it() {
+        let (tx, mut rx) = watch::channel(false);
+        drop(tx);
+        let started = Instant::now();
+        assert!(sleep_or_stop(Duration::from_millis(50), &mut rx).await);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let (tx, mut rx) = watch::channel(false);
+        let stopping = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send(true).unwrap();
+            tx
+        });
+        assert!(!sleep_or_stop(Duration::from_secs(60), &mut rx).await);
+        stopping.await.unwrap();
     }
 }

@@ -4,6 +4,8 @@
 //! transport promises (dedup, retry, reject, exhaustion, exactly-once effects) is in
 //! `transports.rs`.
 
+use std::time::Duration;
+
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::store::{FailedFilter, Retried};
@@ -189,15 +191,19 @@ async fn no_handler_fails_the_message_and_failed_retry_brings_it_back(backend: B
 /// A run until idle stops a lane whose queue is empty only once no other lane holds a
 /// batch: here the `jobs` lane's handler publishes to `results`, whose lane came up empty
 /// at the start (and on MariaDB a held claim of one queue can lock the first row of the
-/// next one until it commits).
+/// next one until it commits). The idle lane takes again once the other's batch is done,
+/// not a poll interval (a minute here) later.
 async fn a_run_until_idle_leaves_nothing_due_that_another_lane_made(backend: Backend) {
     let host = Host::start_with(backend, &["fixture-flaky"], |c| {
         c.inbox.queues = vec!["jobs".into(), "results".into()];
+        c.inbox.poll_interval_ms = 60_000;
     })
     .await;
     host.publish("jobs", "test.flaky", json!({ "succeed_on": 1 }))
         .await;
-    let report = host.run_until_idle().await;
+    let report = tokio::time::timeout(Duration::from_secs(30), host.run_until_idle())
+        .await
+        .expect("the idle lane took again once the other lane's batch was done");
     assert_eq!(
         report.messages, 2,
         "the published test.done was taken in the same run: {report:?}"

@@ -30,7 +30,11 @@ pub struct StopWhen {
     /// up empty since the last batch was finished, and none is taking or holding one.
     /// Until then a lane that came up empty goes on polling, as another lane's batch may
     /// hold back a message of its queues (a claim's lock on MariaDB) or publish or put
-    /// one back.
+    /// one back; it takes again as soon as another lane finished a batch (or found the
+    /// run over), not a poll interval later. An empty take that ran while another lane
+    /// was taking does not count (on MariaDB a claim's scan locks the row that ends it,
+    /// the first due row of the next queue, which another lane's claim then skips): the
+    /// lane takes again a moment later, lanes staggered, to take alone.
     pub until_idle: bool,
 }
 
@@ -91,6 +95,12 @@ pub struct Progress {
     empty_at: Mutex<(Vec<Option<u64>>, bool)>,
     /// The next lane's place in `empty_at`.
     next_lane: AtomicUsize,
+    /// Counts what may end an idle lane's wait in a run until idle: a batch done, the run
+    /// found over.
+    moved: watch::Sender<u64>,
+    /// Takes running now, and takes begun so far, across the lanes.
+    taking: AtomicUsize,
+    takes: AtomicU64,
 }
 
 impl Progress {
@@ -106,6 +116,9 @@ impl Progress {
             done: AtomicU64::new(0),
             empty_at: Mutex::new((Vec::new(), false)),
             next_lane: AtomicUsize::new(0),
+            moved: watch::Sender::new(0),
+            taking: AtomicUsize::new(0),
+            takes: AtomicU64::new(0),
         }
     }
 
@@ -176,10 +189,37 @@ impl Progress {
             *at = Some(done);
         }
         let now = self.done.load(Ordering::SeqCst);
-        *over = *over
-            || (empty_at.iter().all(|at| *at == Some(now))
-                && self.in_hand.load(Ordering::SeqCst) == 0);
+        if !*over
+            && empty_at.iter().all(|at| *at == Some(now))
+            && self.in_hand.load(Ordering::SeqCst) == 0
+        {
+            *over = true;
+            self.moved.send_modify(|n| *n += 1);
+        }
         *over
+    }
+
+    /// Before a take: how many others were running, and how many had begun.
+    fn begin_take(&self) -> (usize, u64) {
+        (
+            self.taking.fetch_add(1, Ordering::SeqCst),
+            self.takes.fetch_add(1, Ordering::SeqCst),
+        )
+    }
+
+    /// After the take `begun` ([`Progress::begin_take`]): whether it ran alone, no other
+    /// take running at its start or begun during it.
+    fn end_take(&self, (others, begun): (usize, u64)) -> bool {
+        self.taking.fetch_sub(1, Ordering::SeqCst);
+        others == 0 && self.takes.load(Ordering::SeqCst) == begun + 1
+    }
+
+    /// Until `moved` (subscribed before a take that came up empty) sees a batch done or
+    /// the run over since, in a run until idle; never otherwise.
+    async fn moves(&self, mut moved: watch::Receiver<u64>) {
+        if !self.stop.until_idle || moved.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn add(&self, messages: u64, settled: SettleSummary) {
@@ -206,6 +246,9 @@ impl Drop for InHand<'_> {
             self.progress.done.fetch_add(1, Ordering::SeqCst);
         }
         self.progress.in_hand.fetch_sub(1, Ordering::SeqCst);
+        if self.taken {
+            self.progress.moved.send_modify(|n| *n += 1);
+        }
     }
 }
 
@@ -216,6 +259,10 @@ struct Handled<'p, H> {
     settlements: Vec<Settlement>,
     in_hand: InHand<'p>,
 }
+
+/// How long after an empty take that did not run alone a lane of a run until idle takes
+/// again, times its place among the lanes (up to 8).
+const TAKE_ALONE_AFTER: Duration = Duration::from_millis(15);
 
 /// One lane: take, handle and finish batches of `source` until the run's stop condition
 /// or `shutdown` (the batch in hand is always finished), adding to `progress`.
@@ -238,12 +285,24 @@ pub async fn run<S: Source>(
                 let Some(limit) = progress.reserve(source.batch_size()) else {
                     return Ok(());
                 };
+                let moved = progress.moved.subscribe();
                 let done = progress.done();
-                match take_and_handle(source, dispatcher, limit, progress).await {
+                let mut alone = true;
+                match take_and_handle(source, dispatcher, limit, progress, &mut alone).await {
                     Ok(Some(handled)) => handled,
+                    Ok(None) if progress.stop.until_idle && !alone => {
+                        // Taken again a moment later, each lane at its own moment.
+                        let moment = TAKE_ALONE_AFTER * (lane as u32 % 8 + 1);
+                        sleep_or_stop(moment, &mut shutdown).await;
+                        continue;
+                    }
                     Ok(None) if progress.idle(lane, done) => return Ok(()),
                     Ok(None) => {
-                        match source.wait(&mut shutdown).await {
+                        let waited = tokio::select! {
+                            waited = source.wait(&mut shutdown) => waited,
+                            () = progress.moves(moved) => Ok(()),
+                        };
+                        match waited {
                             Ok(()) => failures = 0,
                             Err(e) => back_off(source, e, &mut failures, &mut shutdown).await?,
                         }
@@ -260,11 +319,12 @@ pub async fn run<S: Source>(
             true => progress.reserve(source.batch_size()),
             false => None,
         };
+        let mut next_alone = true;
         let (finished, next) = match next {
             None => (finish(source, dispatcher, current).await, Ok(None)),
             Some(limit) => tokio::join!(
                 finish(source, dispatcher, current),
-                take_and_handle(source, dispatcher, limit, progress)
+                take_and_handle(source, dispatcher, limit, progress, &mut next_alone)
             ),
         };
         match finished.and_then(|(taken, summary)| {
@@ -288,23 +348,27 @@ pub async fn once<S: Source>(
     limit: u32,
 ) -> Result<(u64, SettleSummary), S::Error> {
     let progress = Progress::new(source.label(), StopWhen::default());
-    match take_and_handle(source, dispatcher, limit, &progress).await? {
+    match take_and_handle(source, dispatcher, limit, &progress, &mut true).await? {
         Some(handled) => finish(source, dispatcher, handled).await,
         None => Ok((0, SettleSummary::default())),
     }
 }
 
 /// Take a batch of up to `limit` (reserved in `progress`; what was not taken is given
-/// back) and run its handlers.
+/// back) and run its handlers. `alone` says whether the take ran while no other lane of
+/// the run was taking.
 async fn take_and_handle<'p, S: Source>(
     source: &S,
     dispatcher: &Dispatcher,
     limit: u32,
     progress: &'p Progress,
+    alone: &mut bool,
 ) -> Result<Option<Handled<'p, S::Held>>, S::Error> {
     let mut in_hand = progress.take_in_hand();
     let taking = SystemTime::now();
+    let begun = progress.begin_take();
     let taken = source.take(limit).await;
+    *alone = progress.end_take(begun);
     let untaken = match &taken {
         Ok(Some(batch)) => u64::from(limit).saturating_sub(batch.taken),
         _ => u64::from(limit),
