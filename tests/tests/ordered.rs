@@ -93,7 +93,13 @@ fn now_ms() -> u64 {
 async fn two_hosts_handle_each_key_in_publish_order_through_retries(backend: Backend) {
     let order = ordered(&[("sequence-a", DeadLetterKey::Hold)]);
     let plugins = &["fixture-sequence-a"];
-    let host = Host::start_with(backend, plugins, order).await;
+    // Small batches: a host that took a batch of every key would leave the other host
+    // only messages waiting for that batch (seen on SQLite: one host did everything).
+    let host = Host::start_with(backend, plugins, |c| {
+        order(c);
+        c.inbox.batch_size = 4;
+    })
+    .await;
     let other = {
         let dir = tempfile::tempdir().unwrap();
         let mut config = host.config.clone();

@@ -17,6 +17,7 @@ use wharf_host::transport::pump::StopWhen;
 use wharf_tests::{Backend, Host, confirming_channel};
 
 use super::amqp;
+use super::cpu::{self, CpuCost};
 
 const MESSAGES: usize = 20_000;
 
@@ -58,13 +59,17 @@ async fn enqueue(host: &Host, messages: &[NewMessage]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Messages/s of draining `messages` on a fresh host configured by `tune`.
-async fn rate(tune: impl Fn(&mut Config), messages: &[NewMessage]) -> f64 {
+/// Messages/s of draining `messages` on a fresh host configured by `tune`, and the CPU
+/// it cost this process and PostgreSQL.
+async fn rate(tune: impl Fn(&mut Config), messages: &[NewMessage]) -> (f64, CpuCost) {
     let host = Host::start_with(Backend::Postgres, &["fixture-noop"], tune).await;
     enqueue(&host, messages).await;
     let started = Instant::now();
-    host.drain().await;
-    messages.len() as f64 / started.elapsed().as_secs_f64()
+    let (_, cost) = CpuCost::of(cpu::POSTGRES, messages.len(), host.drain()).await;
+    (
+        messages.len() as f64 / started.elapsed().as_secs_f64(),
+        cost,
+    )
 }
 
 /// Run `host`'s worker until `plugin` handled `count` messages; the seconds it took.
@@ -133,15 +138,15 @@ pub async fn scenarios() {
     println!("ordering: PostgreSQL inbox, 1 host, {MESSAGES} messages per run");
     for keys in [10_000, 100] {
         let messages = noops(keys);
-        let free = rate(unordered, &messages).await;
-        let kept = rate(ordered("noop"), &messages).await;
+        let (free, free_cost) = rate(unordered, &messages).await;
+        let (kept, kept_cost) = rate(ordered("noop"), &messages).await;
         println!(
-            "ordering {keys} keys: ordered {kept:.0} msgs/s, unordered {free:.0} msgs/s: {:.2}x (target >= 0.8x)",
+            "ordering {keys} keys: ordered {kept:.0} msgs/s, unordered {free:.0} msgs/s: {:.2}x (target >= 0.8x); ordered {kept_cost}, unordered {free_cost}",
             kept / free
         );
     }
     let one: Vec<NewMessage> = noops(1).into_iter().take(2_000).collect();
-    let serial = rate(ordered("noop"), &one).await;
+    let (serial, _) = rate(ordered("noop"), &one).await;
     println!(
         "ordering 1 key: {serial:.0} msgs/s ordered, {:.3} ms per message (a batch at a time, in order: the first run in dispatch, the rest inside the settle)",
         1e3 / serial

@@ -20,7 +20,10 @@ use crate::store::{
 
 /// The due rows a claim of `queues` takes, `$2` of them (`$1` is `queues`): the ids to
 /// claim, as a query (`order` ignored), or with keys kept in order the CTEs of the
-/// candidates (`due`, [`LOOK`]) and the ids of those to claim.
+/// candidates (`due`, [`LOOK`]) and the ids of those to claim. A claim takes them as an
+/// array (`id = ANY(ARRAY(..))`): joined to the rows it changes, the cached generic plan,
+/// taking a bound `LIMIT` for a tenth of the table, hashes every row of the inbox
+/// (measured beside 20,000 rows, a claim of 64: 0.95 ms joined, 0.83 ms as an array).
 fn due_rows(queues: &[String], order: KeyOrder) -> (String, String) {
     let due = format!(
         "SELECT {} FROM inbox
@@ -47,14 +50,20 @@ fn due_rows(queues: &[String], order: KeyOrder) -> (String, String) {
 /// and is claimed otherwise, with the ordered plugins they hold (`holding`). Earlier
 /// candidates are claimed with it and run first (a candidate left waiting leaves its
 /// key's later candidates waiting too: what it waits for comes before them as well).
+/// The look-up is a lateral subquery kept apart (`OFFSET 0`), so every plan probes the
+/// key's index per candidate: the cached generic plan takes a bound `LIMIT` for a tenth
+/// of the table and, allowed to, joins the candidates by hashing every row of the inbox
+/// (measured beside 20,000 rows, a claim of 64 on that plan: 1.50 ms, probing 1.27 ms).
 const LOOK: &str = "look AS (
-             SELECT d.id, x.blocked, x.holding FROM due d
+             SELECT d.id, bool_or(x.id IS NOT NULL AND x.holds IS NULL) AS blocked,
+                    string_agg(x.holds, ' ') AS holding
+             FROM due d
              LEFT JOIN LATERAL (
-                 SELECT bool_or(p.holds IS NULL) AS blocked,
-                        string_agg(DISTINCT p.holds, ' ') AS holding
-                 FROM inbox p
+                 SELECT p.id, p.holds FROM inbox p
                  WHERE p.queue = d.queue AND p.ordering_key = d.ordering_key
-                   AND p.seq < d.seq AND p.id NOT IN (SELECT id FROM due)) x ON true),";
+                   AND p.seq < d.seq AND p.id NOT IN (SELECT id FROM due)
+                 OFFSET 0) x ON true
+             GROUP BY d.id),";
 
 /// The candidates a claim that keeps keys in order takes (see [`LOOK`]).
 const FREE: &str = "SELECT id FROM look WHERE blocked IS NOT TRUE";
@@ -62,7 +71,7 @@ const FREE: &str = "SELECT id FROM look WHERE blocked IS NOT TRUE";
 /// With keys kept in order, what a claimed keyed message waits for: the ordered plugins
 /// its earlier messages hold, and those a dead letter holds its key for, space-separated.
 const KEY_TURN: &str = "CASE WHEN c.ordering_key IS NOT NULL THEN concat_ws(' ',
-            (SELECT l.holding FROM look l WHERE l.id = c.id),
+            l.holding,
             CASE WHEN EXISTS (SELECT 1 FROM held_keys) THEN
                 (SELECT string_agg(h.plugin, ' ') FROM held_keys h
                  WHERE h.queue = c.queue AND h.key = c.ordering_key AND h.seq < c.seq)
@@ -98,6 +107,10 @@ pub(super) fn plan_per_call(queues: &[String], idle: &HashSet<String>) -> bool {
 /// 1,000 messages).
 /// With keys kept in order, each keyed one comes with what it waits for (`KEY_TURN`).
 fn claimed_rows(order: KeyOrder) -> String {
+    let (waits, look) = match order {
+        KeyOrder::Ignore => ("NULL::text AS waits", ""),
+        KeyOrder::Keep => (KEY_TURN, "LEFT JOIN look l ON l.id = c.id"),
+    };
     format!(
         "SELECT c.id, c.queue, c.kind, c.headers::text AS headers, c.payload, c.attempts,
             c.created_at, c.available_at, c.ordering_key, c.seq, c.holds,
@@ -107,12 +120,8 @@ fn claimed_rows(order: KeyOrder) -> String {
                       SELECT plugin FROM failed_messages f
                       WHERE f.message_id = c.id AND f.status IN ('failed', 'pending'))
             ELSE '{{}}' END AS settled,
-            {}
-         FROM c ORDER BY c.available_at",
-        match order {
-            KeyOrder::Ignore => "NULL::text AS waits",
-            KeyOrder::Keep => KEY_TURN,
-        }
+            {waits}
+         FROM c {look} ORDER BY c.available_at"
     )
 }
 
@@ -163,7 +172,7 @@ async fn claim_on(
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "WITH {candidates} c AS (
                      UPDATE inbox SET locked_until = wharf_now_ms() + $3, lock_token = $4
-                     WHERE id IN ({due}) RETURNING *) {claimed}"
+                     WHERE id = ANY(ARRAY({due})) RETURNING *) {claimed}"
             )))
             .persistent(!per_call)
             .bind(queues)
@@ -188,7 +197,7 @@ async fn claim_on(
                 )))
                 .await?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH {candidates} c AS (DELETE FROM inbox WHERE id IN ({due}) RETURNING *)
+                "WITH {candidates} c AS (DELETE FROM inbox WHERE id = ANY(ARRAY({due})) RETURNING *)
                  {claimed}"
             )))
             .persistent(!per_call)
