@@ -37,6 +37,15 @@ pub struct Publish {
     pub key: Option<String>,
 }
 
+/// A handler's answer to the request it handled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub payload: Vec<u8>,
+}
+
 /// Everything one call wants to change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
@@ -47,4 +56,6 @@ pub struct Effects {
     /// Version of each state key the call read from the store (0 = absent). The settle
     /// refuses the effects when any of them changed meanwhile, and the message runs again.
     pub reads: BTreeMap<String, i64>,
+    /// Its answer, when the message is a request and the handler answered.
+    pub reply: Option<Reply>,
 }

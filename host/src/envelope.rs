@@ -7,6 +7,26 @@ use uuid::Uuid;
 /// The AMQP header that carries a message's ordering key (seed 004's `partition_key`).
 pub const KEY_HEADER: &str = "partition_key";
 
+/// The header that makes a message a request: where its answer goes. The one address a
+/// host serves is [`CALLER`].
+pub const REPLY_TO_HEADER: &str = "reply-to";
+
+/// [`REPLY_TO_HEADER`] of a request whose caller waits on a host of the fleet
+/// (`POST /api/messages/request`, `wharf request`): the answer goes into the `replies`
+/// table under the request's id. Not a queue name (those have no `:`).
+pub const CALLER: &str = "wharf:caller";
+
+/// The header that says when (Unix ms) a request's caller stops waiting: a request due
+/// after it is not handled.
+pub const EXPIRES_HEADER: &str = "expires-at";
+
+/// Where the answer to a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// A caller waiting on a host of the fleet ([`CALLER`]).
+    Caller,
+}
+
 /// A message to put into the inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
@@ -165,6 +185,16 @@ impl Envelope {
     pub fn same_queue(&self, other: &Envelope) -> bool {
         self.queue == other.queue
             && matches!(self.origin, Origin::Inbox) == matches!(other.origin, Origin::Inbox)
+    }
+
+    /// Where its answer goes, when it is a request.
+    pub fn reply_to(&self) -> Option<ReplyTo> {
+        (self.headers.get(REPLY_TO_HEADER)? == CALLER).then_some(ReplyTo::Caller)
+    }
+
+    /// When its requester stops waiting (Unix ms), when it said.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.headers.get(EXPIRES_HEADER)?.parse().ok()
     }
 
     /// Exchange and routing key of a message that came from AMQP.

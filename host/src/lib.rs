@@ -30,7 +30,9 @@
 //!                                     committed state + batch writes (the dispatcher)
 //!   -> store::settle::SettlePlan      what the batch writes, decided once for every store
 //!   -> store::SettleTransaction       each store writes it: ledger rows + effects,
-//!                                     retries, failed messages with attempt history
+//!                                     retries, failed messages with attempt history, and
+//!                                     a request's answer for the caller waiting on it
+//!                                     (requester, store::Replies)
 //! ```
 //!
 //! `server` puts a host together from its config and runs it; `cli` is the `wharf`
@@ -65,6 +67,8 @@
 //!   writes, logs; one table of them in `runtime::effect_limits`, charged by
 //!   `runtime::budget`); a call over an effect limit is rejected, naming the setting. **quota**: what one plugin's state may hold in all, checked at settle
 //!   (`store::settle::quota`). **names**: the rules for kinds, queues, headers and keys.
+//! - **request**: a message whose caller waits for its answer (`reply-to`); the first
+//!   answer committed is the one (a handler's, or why it was dead-lettered or refused).
 //! - **contended plugin**: one whose messages mostly read keys earlier messages of their
 //!   batch wrote; its messages run inside the settle, in order (`dispatch::contention`).
 
@@ -78,6 +82,7 @@ pub mod metrics;
 pub mod names;
 pub mod outcome;
 pub mod plugins;
+pub mod requester;
 pub mod retry;
 pub mod router;
 pub mod runtime;

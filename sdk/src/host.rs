@@ -76,6 +76,7 @@ mod imp {
     use crate::Outgoing;
     use crate::bindings::wharf::plugin0_2_0::{config, log, state};
     use crate::bindings::wharf::plugin0_4_0::outbox;
+    use crate::bindings::wharf::plugin0_5_0::reply;
     use crate::requests::{Destination, Level};
     use crate::requests::{HttpError, Request, Response, Url};
 
@@ -120,6 +121,14 @@ mod imp {
             headers,
             payload: payload.to_vec(),
             key: message.key,
+        })
+        .map_err(crate::reject)
+    }
+
+    pub fn reply(payload: &[u8], pairs: &[(&str, &str)]) -> crate::Result<()> {
+        reply::send(&reply::Answer {
+            headers: headers(pairs),
+            payload: payload.to_vec(),
         })
         .map_err(crate::reject)
     }
@@ -267,6 +276,10 @@ mod imp {
 
     pub fn publish(message: Outgoing, payload: &[u8]) -> crate::Result<String> {
         with_current(|h| h.publish(message, payload))
+    }
+
+    pub fn reply(payload: &[u8], headers: &[(&str, &str)]) -> crate::Result<()> {
+        with_current(|h| h.reply(payload, headers))
     }
 
     pub fn state_get(key: &str) -> Option<Vec<u8>> {

@@ -61,6 +61,25 @@ impl Message {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Answer this message, a request, with a JSON body (header
+    /// `content-type: application/json`). The answer is sent once, when the message is
+    /// handled: a retried or redelivered request answers once, a failed call not at all.
+    ///
+    /// An error (a *reject* when passed on with `?`) when the message is not a request,
+    /// when the call answered already, or when the host refuses a header; an answer over
+    /// the host's size limits ends the call, as a publish over them does.
+    pub fn reply(&self, body: &serde_json::Value) -> crate::Result<()> {
+        let payload = serde_json::to_vec(body)
+            .map_err(|e| crate::reject(format!("cannot encode the answer: {e}")))?;
+        crate::host::reply(&payload, &[("content-type", "application/json")])
+    }
+
+    /// Answer this message, a request, with a raw body and `headers` (see
+    /// [`Self::reply`]).
+    pub fn reply_bytes(&self, payload: &[u8], headers: &[(&str, &str)]) -> crate::Result<()> {
+        crate::host::reply(payload, headers)
+    }
+
     /// A key for an effect outside the host, derived from the message id and a label
     /// naming the effect (`"charge-card"`). The same message and label always give the same
     /// key, across retries and redeliveries, so a remote API that deduplicates on it

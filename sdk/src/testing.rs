@@ -37,6 +37,22 @@ impl Published {
     }
 }
 
+/// The answer a handler gave to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// The payload decoded as JSON (panics when it is not JSON: this is test code).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("the answer is JSON")
+    }
+}
+
 /// A log line the handler wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
@@ -55,6 +71,7 @@ pub struct TestHost {
     logs: Vec<LogLine>,
     answers: Vec<(String, String, Response)>,
     requests: Vec<Request>,
+    replies: Vec<Reply>,
     /// Effects of the call in progress.
     pending: Pending,
 }
@@ -64,6 +81,9 @@ struct Pending {
     writes: BTreeMap<String, Option<Vec<u8>>>,
     published: Vec<Published>,
     next_id: u64,
+    /// Whether the message handled is a request, and its answer.
+    request: bool,
+    reply: Option<Reply>,
 }
 
 thread_local! {
@@ -102,6 +122,17 @@ impl TestHost {
     /// Run `P::handle` on `message`. On `Ok` the call's state writes and publishes are
     /// committed; on `Err` they are discarded, as the real host does.
     pub fn handle<P: Plugin>(&mut self, message: &Message) -> crate::Result<()> {
+        self.run::<P>(message, false)
+    }
+
+    /// Run `P::handle` on `message` sent as a request: as [`Self::handle`], and the
+    /// answer of a call that returns `Ok` is kept ([`Self::replies`]).
+    pub fn request<P: Plugin>(&mut self, message: &Message) -> crate::Result<()> {
+        self.run::<P>(message, true)
+    }
+
+    fn run<P: Plugin>(&mut self, message: &Message, request: bool) -> crate::Result<()> {
+        self.pending.request = request;
         let host = std::mem::take(self);
         CURRENT.with(|c| *c.borrow_mut() = Some(host));
         let outcome = P::handle(message);
@@ -117,6 +148,7 @@ impl TestHost {
                 };
             }
             self.published.extend(pending.published);
+            self.replies.extend(pending.reply);
         }
         outcome
     }
@@ -155,6 +187,11 @@ impl TestHost {
         &self.published
     }
 
+    /// Answers of successful calls to requests ([`Self::request`]).
+    pub fn replies(&self) -> &[Reply] {
+        &self.replies
+    }
+
     /// Every log line, including those of failed calls.
     pub fn logs(&self) -> &[LogLine] {
         &self.logs
@@ -177,6 +214,25 @@ impl TestHost {
             key: message.key,
         });
         Ok(format!("test-{}", self.pending.next_id))
+    }
+
+    /// As the host answers: one answer per call, to a request only.
+    pub(crate) fn reply(&mut self, payload: &[u8], headers: &[(&str, &str)]) -> crate::Result<()> {
+        if !self.pending.request {
+            return Err(crate::reject(
+                "this message is not a request: no one waits for an answer",
+            ));
+        }
+        if self.pending.reply.is_some() {
+            return Err(crate::reject("this call answered the request already"));
+        }
+        self.pending.reply = Some(Reply {
+            headers: (headers.iter())
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            payload: payload.to_owned(),
+        });
+        Ok(())
     }
 
     pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
@@ -211,5 +267,62 @@ impl TestHost {
                 request.method, request.url
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::TestHost;
+    use crate::{Manifest, Message, Plugin, Result, retry};
+
+    /// Answers with the message's attempt; asks for a retry on the first.
+    struct Answers;
+
+    impl Plugin for Answers {
+        fn manifest() -> Manifest {
+            Manifest::new("answers", "1.0.0").subscribe("ask")
+        }
+
+        fn handle(message: &Message) -> Result<()> {
+            message.reply(&json!({ "attempt": message.attempt }))?;
+            if message.reply_bytes(b"again", &[]).is_ok() {
+                return Err(crate::reject("a second answer was taken"));
+            }
+            if message.attempt == 1 {
+                return Err(retry("once more"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_request_keeps_the_answer_of_its_successful_call_only() {
+        let mut host = TestHost::new();
+        let mut message = Message::new("ask", &json!({}));
+        assert!(host.request::<Answers>(&message).is_err());
+        assert!(
+            host.replies().is_empty(),
+            "a failed call's answer is dropped"
+        );
+        message.attempt = 2;
+        host.request::<Answers>(&message).unwrap();
+        assert_eq!(host.replies().len(), 1);
+        assert_eq!(host.replies()[0].json(), json!({ "attempt": 2 }));
+        assert_eq!(
+            host.replies()[0].headers,
+            [("content-type".to_owned(), "application/json".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_message_that_is_not_a_request_cannot_be_answered() {
+        let mut host = TestHost::new();
+        let mut message = Message::new("ask", &json!({}));
+        message.attempt = 2;
+        let error = host.handle::<Answers>(&message).unwrap_err();
+        assert!(error.to_string().contains("not a request"), "{error}");
+        assert!(host.replies().is_empty());
     }
 }

@@ -41,6 +41,7 @@ pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
         broker,
         amqp: host.config.amqp.clone(),
         max_payload_bytes: host.config.inbox.max_payload_bytes,
+        max_request_timeout: std::time::Duration::from_millis(config.max_request_timeout_ms),
         tokens: Tokens::from_config(&config).unwrap(),
         handles: true,
     };

@@ -60,6 +60,18 @@ fn abuses() -> Vec<(&'static str, serde_json::Value, Option<&'static str>)> {
         ),
         ("hostile.huge-key", json!({}), Some("ordering key \"kkkk")),
         (
+            "hostile.huge-answer",
+            json!({ "bytes": 2_000_000 }),
+            Some(
+                "bytes, over the limit of 1048576 bytes; raise [plugin.hostile] max_payload_bytes",
+            ),
+        ),
+        (
+            "hostile.forged-answer",
+            json!({}),
+            Some("contains '\\u{1b}'; allowed:"),
+        ),
+        (
             "hostile.forged-key",
             json!({}),
             Some("contains '\\u{1b}'; allowed: text without control characters"),

@@ -41,7 +41,9 @@ async fn garbage_a_core_module_and_the_wrong_world_are_refused_clearly() {
     let text = err.to_string();
     assert!(text.starts_with(&wrong.display().to_string()), "{text}");
     assert!(
-        text.contains("does not implement the wharf:plugin/plugin world, 0.4.0, 0.3.0 or 0.2.0"),
+        text.contains(
+            "does not implement the wharf:plugin/plugin world, 0.5.0, 0.4.0, 0.3.0 or 0.2.0"
+        ),
         "{text}"
     );
 

@@ -2,7 +2,8 @@
 //! against the same WIT) run by the host on SQLite and PostgreSQL, with the guarantees a
 //! Rust handler gets: each entity's records handled in publish order (its manifest asks
 //! for order; it sees each record's key and publishes with it), state and publishes
-//! committed once, rejected to the failed messages, an uncaught exception a trap (a
+//! committed once, a request answered through the SDK's reply, rejected to the failed
+//! messages, an uncaught exception a trap (a
 //! failed attempt) named by its type and message, and a redelivered message not run
 //! twice; an exit is named with its status and a retry hint of 1e30 s waits the
 //! policy's longest delay; and a host whose memory limit is below the interpreter's says
@@ -11,6 +12,8 @@
 use serde_json::json;
 use sqlx::Row;
 use wharf_host::envelope::NewMessage;
+use wharf_host::requester;
+use wharf_host::store::Answer;
 use wharf_tests::broker::Broker;
 use wharf_tests::{Backend, Host, python};
 
@@ -145,6 +148,26 @@ async fn records_are_numbered_in_publish_order_and_rejected(backend: Backend) {
     ];
     expected.sort();
     assert_eq!(failed, expected);
+
+    // A request for an entity's entries, answered through the Python SDK's reply.
+    let id = uuid::Uuid::now_v7();
+    let ask = requester::message(
+        id,
+        ("test", "audit.entries"),
+        Default::default(),
+        json!({"entity": "o1"}).to_string().into_bytes(),
+        None,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    host.store.enqueue(&[ask]).await.unwrap();
+    host.drain().await;
+    let Some(Answer::Answered { payload, .. }) = host.store.answer(id).await.unwrap() else {
+        panic!("no answer to {id}");
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(answer["entries"], 4);
+    assert_eq!(answer["last"]["action"], "close");
 }
 
 async fn an_uncaught_exception_is_a_failed_attempt(backend: Backend) {

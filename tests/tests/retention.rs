@@ -71,6 +71,7 @@ async fn cleanup_deletes_only_old_finished_rows_and_ends_the_dedup_window(backen
             // The resolved orphan's refusal ("no handler"), its one attempt.
             attempt_errors: 1,
             ordering_keys: 0,
+            replies: 0,
         }
     );
     assert_eq!(

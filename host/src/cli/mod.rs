@@ -9,6 +9,7 @@ mod ndjson;
 mod plugins;
 mod publish;
 mod queues;
+mod request;
 mod run;
 
 use std::io::IsTerminal;
@@ -39,6 +40,8 @@ enum Command {
     Demo,
     /// Put a message into an inbox queue.
     Publish(publish::PublishArgs),
+    /// Send a request to an inbox queue and wait for a handler's answer.
+    Request(request::RequestArgs),
     /// Inspect and recover failed messages (dead letters).
     #[command(subcommand)]
     Failed(failed::FailedCommand),
@@ -79,6 +82,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Serve => crate::server::admin(config).await,
         Command::Demo => exporting(&config, run::demo(config.clone())).await,
         Command::Publish(args) => publish::publish(config, args).await,
+        Command::Request(args) => request::request(config, args).await,
         Command::Failed(cmd) => failed::failed(config, cmd).await,
         Command::Keys(cmd) => keys::keys(config, cmd).await,
         Command::Queues { json } => queues::queues(config, json).await,

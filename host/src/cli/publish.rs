@@ -68,7 +68,7 @@ pub struct PublishArgs {
     ndjson: Option<PathBuf>,
 }
 
-fn parse_header(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("header {s:?} must look like key=value")),

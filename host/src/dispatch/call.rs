@@ -114,6 +114,7 @@ impl Dispatcher {
             config: self.plugin_config.get(name).cloned().unwrap_or_default(),
             state,
             trace,
+            request: message.reply_to().is_some(),
         };
         let queued = Instant::now();
         let _plugin_permit = self

@@ -229,6 +229,14 @@ impl Dispatcher {
     /// Run every plugin still owing a verdict on `message`, except the ordered ones an
     /// earlier message of its key holds ([`Verdict::Waits`]).
     async fn handle(&self, mut message: Envelope, delays: Delays) -> Settlement {
+        if let Some(expired) = expired(&message) {
+            tracing::warn!(message_id = %message.id, kind = message.kind, "{expired}; moving it to the failed messages");
+            return Settlement {
+                message,
+                results: Vec::new(),
+                refused: Some(expired),
+            };
+        }
         let routed = self.plugins.route(&message.kind);
         if let Some(turn) = &mut message.turn {
             turn.ordered = (routed.iter())
@@ -341,4 +349,16 @@ impl StateReader for StoreState {
     async fn read(&self, plugin: &str, key: &str) -> Result<Option<(Vec<u8>, i64)>, StateError> {
         Ok(self.0.state_get(plugin, key).await?)
     }
+}
+
+/// Why `message`, a request whose caller stopped waiting, is not handled.
+fn expired(message: &Envelope) -> Option<String> {
+    let at = message.expires_at()?;
+    let now = crate::store::now_ms();
+    (at <= now).then(|| {
+        format!(
+            "expired: its requester stopped waiting {} ms before it was handled (expires-at {at}); it was not handled",
+            now - at
+        )
+    })
 }

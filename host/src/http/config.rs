@@ -39,6 +39,9 @@ pub struct HttpConfig {
     /// When the host stops: time the requests in flight have to finish, in ms; then their
     /// connections close (idle ones close at once).
     pub shutdown_grace_ms: u64,
+    /// The longest a caller of `POST /api/messages/request` may wait for an answer
+    /// (`timeout_ms`), in ms.
+    pub max_request_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +54,7 @@ impl Default for HttpConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 60_000,
             shutdown_grace_ms: 5_000,
+            max_request_timeout_ms: 60_000,
         }
     }
 }
@@ -181,6 +185,7 @@ impl HttpConfig {
             ("http.header_timeout_ms", self.header_timeout_ms),
             ("http.body_timeout_ms", self.body_timeout_ms),
             ("http.shutdown_grace_ms", self.shutdown_grace_ms),
+            ("http.max_request_timeout_ms", self.max_request_timeout_ms),
         ];
         if let Some((key, _)) = times
             .into_iter()

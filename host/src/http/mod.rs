@@ -44,6 +44,7 @@ mod metrics;
 mod plugins;
 mod publish;
 mod queues;
+mod request;
 mod server;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct Api {
     pub amqp: AmqpConfig,
     /// `inbox.max_payload_bytes`: the largest message the API publishes.
     pub max_payload_bytes: usize,
+    /// `http.max_request_timeout_ms`: the longest a request's caller waits.
+    pub max_request_timeout: Duration,
     /// Who may call (`Tokens::from_config`).
     pub tokens: Tokens,
     /// Whether this host handles messages (`wharf run`), or only serves the API (`wharf
@@ -181,6 +184,7 @@ pub fn router(api: Arc<Api>, limits: guard::BodyLimits) -> Router {
         .route("/api/messages/retry", post(messages::bulk_retry))
         .route("/api/messages/delete", post(messages::bulk_delete))
         .route("/api/messages/publish", post(publish::publish))
+        .route("/api/messages/request", post(request::request))
         .route("/api/keys/held", get(keys::held))
         .route("/api/keys/held/skip", post(keys::skip))
         .route("/api/plugins", get(plugins::list).post(plugins::deploy))

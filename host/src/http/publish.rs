@@ -68,16 +68,7 @@ pub async fn publish(
     };
     let outcome = match request {
         Ok(mut request) => {
-            // The caller's trace, unless the message carries one of its own.
-            if let Some(traceparent) = http_headers
-                .get(trace::HEADER)
-                .and_then(|v| v.to_str().ok())
-            {
-                request
-                    .headers
-                    .entry(trace::HEADER.to_owned())
-                    .or_insert_with(|| traceparent.to_owned());
-            }
+            trace_into(&mut request.headers, &http_headers);
             send(&api, request).await
         }
         Err(e) => Err(e),
@@ -86,9 +77,9 @@ pub async fn publish(
     outcome
 }
 
-async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiError> {
-    let payload =
-        serde_json::to_vec(&request.message).map_err(|e| ApiError::bad_request(e.to_string()))?;
+/// `message` as the payload the API publishes, within `inbox.max_payload_bytes`.
+pub(super) fn payload(api: &Api, message: &Value) -> Result<Vec<u8>, ApiError> {
+    let payload = serde_json::to_vec(message).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if payload.len() > api.max_payload_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -99,6 +90,23 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
             ),
         ));
     }
+    Ok(payload)
+}
+
+/// The caller's trace (a `traceparent` HTTP header) into `headers`, unless they carry one.
+pub(super) fn trace_into(headers: &mut BTreeMap<String, String>, http_headers: &HeaderMap) {
+    if let Some(traceparent) = http_headers
+        .get(trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        headers
+            .entry(trace::HEADER.to_owned())
+            .or_insert_with(|| traceparent.to_owned());
+    }
+}
+
+async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiError> {
+    let payload = payload(api, &request.message)?;
     let id = request.id.unwrap_or_else(Uuid::now_v7);
     let mut headers = request.headers;
     let key = request.key;

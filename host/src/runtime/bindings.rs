@@ -1,5 +1,5 @@
-//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.4.0 (`wit/plugin.wit`),
-//! 0.3.0 and 0.2.0 (`wit/deps/`). Each imports the interfaces of the versions before it
+//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.5.0 (`wit/plugin.wit`),
+//! 0.4.0, 0.3.0 and 0.2.0 (`wit/deps/`). Each imports the interfaces of the versions before it
 //! that it did not change, so one implementation of each interface serves every version.
 
 /// `wharf:plugin/plugin@0.2.0`: its interfaces, and components built against it.
@@ -43,6 +43,24 @@ pub mod v0_4 {
             "wharf:plugin/log@0.2.0": super::v0_2::wharf::plugin0_2_0::log,
             "wharf:plugin/state@0.2.0": super::v0_2::wharf::plugin0_2_0::state,
             "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
+        },
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+/// `wharf:plugin/plugin@0.5.0`: 0.4.0's message, outbox and manifest, and replies.
+pub mod v0_5 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wharf:plugin/plugin@0.5.0",
+        with: {
+            "wharf:plugin/types@0.2.0": super::v0_2::wharf::plugin0_2_0::types,
+            "wharf:plugin/log@0.2.0": super::v0_2::wharf::plugin0_2_0::log,
+            "wharf:plugin/state@0.2.0": super::v0_2::wharf::plugin0_2_0::state,
+            "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
+            "wharf:plugin/types@0.4.0": super::v0_4::wharf::plugin0_4_0::types,
+            "wharf:plugin/outbox@0.4.0": super::v0_4::wharf::plugin0_4_0::outbox,
         },
         imports: { default: trappable },
         exports: { default: async },

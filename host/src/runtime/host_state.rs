@@ -1,5 +1,5 @@
 //! The per-call store data (`HostState`) and the host side of the plugin's imports: log,
-//! outbox, state and config. Publishes and state writes are buffered in [`Effects`],
+//! outbox, reply, state and config. Publishes and state writes are buffered in [`Effects`],
 //! each charged to the call's [`Budget`] first; names are checked by [`crate::names`].
 //! A charge the budget refuses, or a malformed state key (the state imports return no
 //! errors), ends the call: a trap the runtime reports as the [`Rejection`] recorded here,
@@ -15,12 +15,13 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::v0_2::wharf::plugin0_2_0::{config, log, outbox, state, types};
 use super::bindings::v0_4::wharf::plugin0_4_0 as v0_4;
+use super::bindings::v0_5::wharf::plugin0_5_0::reply;
 use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
 use super::outbound::OutboundCall;
 use super::state::StateReader;
 use super::stdio::Captured;
-use crate::effects::{Destination, Effects, Publish};
+use crate::effects::{Destination, Effects, Publish, Reply};
 use crate::envelope::KEY_HEADER;
 use crate::names::{self, InvalidName};
 use crate::text;
@@ -66,6 +67,9 @@ pub struct CallContext {
     /// The call's trace context: the plugin sees it as the message's `traceparent`, and
     /// its publishes carry it unless they set their own.
     pub trace: TraceContext,
+    /// Whether someone waits for an answer to the message (it carries a reply address):
+    /// only then may the handler reply.
+    pub request: bool,
 }
 
 /// Why the host ended a call: it would end the same way again, so it is a reject.
@@ -247,6 +251,40 @@ impl HostState {
             key,
         });
         Ok(Ok(id.to_string()))
+    }
+}
+
+impl reply::Host for HostState {
+    /// Checked as a publish is (headers, then the call's limits) before whether there is
+    /// a request to answer, so an answer breaking the rules fails the same either way.
+    fn send(&mut self, answer: reply::Answer) -> wasmtime::Result<Result<(), String>> {
+        let reply::Answer { headers, payload } = answer;
+        let mut headers: BTreeMap<String, String> =
+            headers.into_iter().map(|h| (h.key, h.value)).collect();
+        headers
+            .entry(trace::HEADER.to_owned())
+            .or_insert_with(|| self.call.trace.to_string());
+        if let Err(invalid) = names::header_map(&headers) {
+            return Ok(Err(invalid.to_string()));
+        }
+        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // Charged as one more message published: it is one.
+        if let Err(refused) = self
+            .budget
+            .publish(payload.len(), header_bytes + payload.len())
+        {
+            return Err(self.over(refused));
+        }
+        if !self.call.request {
+            return Ok(Err(
+                "this message is not a request: no one waits for an answer".to_owned(),
+            ));
+        }
+        if self.effects.reply.is_some() {
+            return Ok(Err("this call answered the request already".to_owned()));
+        }
+        self.effects.reply = Some(Reply { headers, payload });
+        Ok(Ok(()))
     }
 }
 

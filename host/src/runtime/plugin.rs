@@ -97,7 +97,7 @@ pub enum LoadError {
     },
     /// A component, but not of the `wharf:plugin/plugin` world.
     #[error(
-        "{path}: does not implement the wharf:plugin/plugin world, 0.4.0, 0.3.0 or 0.2.0 ({reason}); build it with wharf-sdk's export! macro"
+        "{path}: does not implement the wharf:plugin/plugin world, 0.5.0, 0.4.0, 0.3.0 or 0.2.0 ({reason}); build it with wharf-sdk's export! macro"
     )]
     WrongWorld {
         /// The file.
@@ -276,6 +276,7 @@ impl Runtime {
                 config: Arc::new(BTreeMap::new()),
                 state: Arc::new(super::NoState),
                 trace: TraceContext::for_call(&BTreeMap::new()),
+                request: false,
             },
             &self.limits,
             Arc::new(Outbound::none(self.limits.effects)),

@@ -1,16 +1,18 @@
 //! Which version of the `wharf:plugin` world a component was built against, and calling
 //! its exports as that version: `manifest` read into one [`Manifest`] shape, `handle`
-//! given the message as that version has it (0.4.0 on: with its ordering key).
+//! given the message as that version has it (0.4.0 on: with its ordering key; 0.5.0 has
+//! 0.4.0's message and manifest).
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{v0_2, v0_3, v0_4};
+use super::bindings::{v0_2, v0_3, v0_4, v0_5};
 use super::limits::Requested;
 use super::{HostState, Manifest};
 use crate::retry::RetryPolicy;
 
 use v0_2::wharf::plugin0_2_0::types;
+use v0_4::wharf::plugin0_4_0::types as v0_4_types;
 
 /// A component pre-linked as the world version it implements; instantiating it per
 /// message is cheap.
@@ -22,19 +24,30 @@ pub(super) enum Pre {
     V0_3(v0_3::PluginPre<HostState>),
     /// Built against `wharf:plugin@0.4.0`.
     V0_4(v0_4::PluginPre<HostState>),
+    /// Built against `wharf:plugin@0.5.0`.
+    V0_5(v0_5::PluginPre<HostState>),
 }
 
 impl Pre {
-    /// The newest version whose exports `pre` has; the error is the newest version's.
+    /// The newest version whose exports `pre` has and whose interfaces it imports; the
+    /// error is the newest version's. 0.5.0's exports are 0.4.0's: a component is 0.5.0's
+    /// when it imports what 0.5.0 adds (`reply`). One built against 0.5.0 that never
+    /// answers imports nothing of it (unused imports are left out of a component) and is
+    /// served as, and said to be, 0.4.0's: the same calls.
     pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        let newest = match v0_4::PluginPre::new(pre.clone()) {
-            Ok(pre) => return Ok(Self::V0_4(pre)),
-            Err(newest) => newest,
+        let answers = (pre.component().component_type())
+            .imports(pre.engine())
+            .any(|(name, _)| name.starts_with("wharf:plugin/reply@0.5."));
+        let newest = match v0_5::PluginPre::new(pre.clone()) {
+            Ok(pre) if answers => return Ok(Self::V0_5(pre)),
+            Ok(_) => None,
+            Err(newest) => Some(newest),
         };
-        v0_3::PluginPre::new(pre.clone())
-            .map(Self::V0_3)
+        v0_4::PluginPre::new(pre.clone())
+            .map(Self::V0_4)
+            .or_else(|_| v0_3::PluginPre::new(pre.clone()).map(Self::V0_3))
             .or_else(|_| v0_2::PluginPre::new(pre).map(Self::V0_2))
-            .map_err(|_| newest)
+            .map_err(|e| newest.unwrap_or(e))
     }
 
     /// The version, as the WIT package writes it.
@@ -43,6 +56,7 @@ impl Pre {
             Self::V0_2(_) => "0.2.0",
             Self::V0_3(_) => "0.3.0",
             Self::V0_4(_) => "0.4.0",
+            Self::V0_5(_) => "0.5.0",
         }
     }
 
@@ -76,14 +90,8 @@ impl Pre {
                 let hosts = m.allowed_hosts;
                 read(m.name, m.version, m.subscriptions, m.retry, m.limits, hosts)
             }
-            Self::V0_4(pre) => {
-                let m = call_manifest!(pre);
-                let hosts = m.allowed_hosts;
-                Manifest {
-                    ordered: m.ordered,
-                    ..read(m.name, m.version, m.subscriptions, m.retry, m.limits, hosts)
-                }
-            }
+            Self::V0_4(pre) => read_0_4(call_manifest!(pre)),
+            Self::V0_5(pre) => read_0_4(call_manifest!(pre)),
         })
     }
 
@@ -104,19 +112,38 @@ impl Pre {
                 instance.call_handle(store, &message).await
             }
             Self::V0_4(pre) => {
-                let message = v0_4::wharf::plugin0_4_0::types::Message {
-                    id: message.id,
-                    kind: message.kind,
-                    source: message.source,
-                    headers: message.headers,
-                    payload: message.payload,
-                    attempt: message.attempt,
-                    key,
-                };
+                let message = with_key(message, key);
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, &message).await
+            }
+            Self::V0_5(pre) => {
+                let message = with_key(message, key);
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.call_handle(store, &message).await
             }
         }
+    }
+}
+
+/// The message as 0.4.0 has it: with its ordering `key`.
+fn with_key(message: types::Message, key: Option<String>) -> v0_4_types::Message {
+    v0_4_types::Message {
+        id: message.id,
+        kind: message.kind,
+        source: message.source,
+        headers: message.headers,
+        payload: message.payload,
+        attempt: message.attempt,
+        key,
+    }
+}
+
+/// A 0.4.0 manifest (0.5.0's too) as the component returned it, before it is checked.
+fn read_0_4(m: v0_4_types::Manifest) -> Manifest {
+    let hosts = m.allowed_hosts;
+    Manifest {
+        ordered: m.ordered,
+        ..read(m.name, m.version, m.subscriptions, m.retry, m.limits, hosts)
     }
 }
 

@@ -116,6 +116,9 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
                 broker: supervisor.as_ref().map(Supervisor::link),
                 amqp: config.amqp.clone(),
                 max_payload_bytes: config.inbox.max_payload_bytes,
+                max_request_timeout: std::time::Duration::from_millis(
+                    config.http.max_request_timeout_ms,
+                ),
                 tokens: Tokens::from_config(&config.http)?,
                 handles: true,
             };
@@ -184,6 +187,7 @@ pub async fn admin(config: Config) -> anyhow::Result<()> {
         broker: None,
         amqp: config.amqp.clone(),
         max_payload_bytes: config.inbox.max_payload_bytes,
+        max_request_timeout: std::time::Duration::from_millis(config.http.max_request_timeout_ms),
         tokens: Tokens::from_config(&config.http)?,
         handles: false,
     };

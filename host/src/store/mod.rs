@@ -33,6 +33,7 @@ mod outbox;
 mod postgres;
 mod queues;
 pub mod registry;
+mod replies;
 mod retention;
 mod settle;
 mod sql;
@@ -64,6 +65,7 @@ pub use mysql::MySqlStore;
 pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Undeliverable};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
+pub use replies::{Answer, Replies};
 pub use retention::Cleaned;
 pub use settle::{
     InBatch, SettleBudget, SettlePlan, SettleTransaction, SharedView, StateLocks, StateQuota,
@@ -202,7 +204,16 @@ impl std::iter::Sum for PluginRuns {
 /// The store seam, as the union of its roles; a part of the host takes only the roles it
 /// uses. Implementations: [`SqliteStore`], [`PostgresStore`], [`MySqlStore`].
 pub trait Store:
-    Inbox + Ledger + FailedMessages + Outbox + Admin + AuditLog + Registry + FlowHistory + HeldKeys
+    Inbox
+    + Ledger
+    + FailedMessages
+    + Outbox
+    + Admin
+    + AuditLog
+    + Registry
+    + FlowHistory
+    + HeldKeys
+    + Replies
 {
 }
 
@@ -216,6 +227,7 @@ impl<T> Store for T where
         + Registry
         + FlowHistory
         + HeldKeys
+        + Replies
 {
 }
 

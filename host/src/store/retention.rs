@@ -30,19 +30,23 @@ pub struct Cleaned {
     /// (a message in the inbox, a held key, a failed message that may be sent back): a
     /// key's next message starts again at 1.
     pub ordering_keys: u64,
+    /// Answers to requests of callers waiting on a host (a request repeated with the same
+    /// id gets its first answer until then).
+    pub replies: u64,
 }
 
 impl std::fmt::Display for Cleaned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors, {} idle ordering keys",
+            "{} dedup, {} ledger, {} sent outbox, {} resolved failures, {} attempt errors, {} idle ordering keys, {} answers",
             self.received,
             self.processed,
             self.outbox,
             self.failed,
             self.attempt_errors,
-            self.ordering_keys
+            self.ordering_keys,
+            self.replies
         )
     }
 }
@@ -51,7 +55,7 @@ impl Cleaned {
     /// From the rows each of [`CLEANUP`]'s statements deleted, in order, and the idle
     /// ordering keys.
     fn of(
-        [processed, received, outbox, attempt_errors, failed]: [u64; 5],
+        [processed, received, outbox, attempt_errors, failed, replies]: [u64; 6],
         ordering_keys: u64,
     ) -> Self {
         Self {
@@ -61,13 +65,14 @@ impl Cleaned {
             failed,
             attempt_errors,
             ordering_keys,
+            replies,
         }
     }
 }
 
 /// Retention as statements around the cut (Unix ms), run in this order in one
 /// transaction; see [`super::Admin::cleanup`].
-const CLEANUP: [(&str, &str); 5] = [
+const CLEANUP: [(&str, &str); 6] = [
     (
         "DELETE FROM processed WHERE handled_at < ",
         " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.id = processed.message_id)",
@@ -93,6 +98,7 @@ const CLEANUP: [(&str, &str); 5] = [
         "DELETE FROM failed_messages WHERE status = 'resolved' AND resolved_at < ",
         "",
     ),
+    ("DELETE FROM replies WHERE created_at < ", ""),
 ];
 
 /// How long an ordering key stays numbered after its last message at least, whatever
@@ -107,7 +113,7 @@ pub(super) async fn clean<DB: Sql>(
 ) -> Result<Cleaned> {
     let now = clock::<DB>(conn).await?;
     let cut = now - older_than.as_millis() as i64;
-    let mut deleted = [0u64; 5];
+    let mut deleted = [0u64; 6];
     for (n, (before, after)) in deleted.iter_mut().zip(CLEANUP) {
         let mut statement = QueryBuilder::<DB>::new(before);
         statement.value(cut).push(after);

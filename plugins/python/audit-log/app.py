@@ -9,6 +9,9 @@ across the fleet: it never sees a gap to wait for. Each entity's entries are num
 entry is published to the ``audit-feed`` queue with the entity as its key, so the feed
 keeps the order too. A record without a key, an actor or an action is rejected: retrying
 would not complete it.
+
+``audit.entries`` is a request (``wharf request --kind audit.entries --json
+'{"entity": "order-7"}'``): it answers how many entries the entity has and its last one.
 """
 
 from wharf_sdk import Manifest, Message, Plugin, Reject, export, log, publish, state
@@ -16,9 +19,22 @@ from wharf_sdk import Manifest, Message, Plugin, Reject, export, log, publish, s
 
 class AuditLog(Plugin):
     def manifest(self) -> Manifest:
-        return Manifest("audit-log", "2.0.0").subscribe("audit.record").ordered()
+        return (
+            Manifest("audit-log", "2.1.0")
+            .subscribe("audit.record")
+            .subscribe("audit.entries")
+            .ordered()
+        )
 
     def handle(self, message: Message) -> None:
+        if message.kind == "audit.entries":
+            entity = message.json().get("entity")
+            if not isinstance(entity, str) or not entity:
+                raise Reject('audit.entries asks for {"entity": "<ordering key>"}')
+            count = state.get_json(f"seq:{entity}", 0)
+            last = state.get_json(f"entry:{entity}:{count}") if count else None
+            message.reply({"entity": entity, "entries": count, "last": last})
+            return
         entity = message.key
         if not entity:
             raise Reject(

@@ -64,3 +64,15 @@ def test_a_note_that_is_not_text_is_an_uncaught_error_and_keeps_nothing():
     with pytest.raises(TypeError):
         host.handle(AuditLog, record("order-7", actor="ana", action="pack", note=5))
     assert host.published == [] and host.state_value("seq:order-7") is None
+
+
+def test_a_request_for_an_entity_s_entries_is_answered():
+    host = TestHost()
+    host.handle(AuditLog, Message.new("audit.record", {"actor": "ana", "action": "refund"}, key="order-7"))
+    host.request(AuditLog, Message.new("audit.entries", {"entity": "order-7"}))
+    host.request(AuditLog, Message.new("audit.entries", {"entity": "order-8"}))
+    answers = [r.json() for r in host.replies]
+    assert answers[0]["entries"] == 1 and answers[0]["last"]["action"] == "refund"
+    assert answers[1] == {"entity": "order-8", "entries": 0, "last": None}
+    with pytest.raises(Reject, match="asks for"):
+        host.request(AuditLog, Message.new("audit.entries", {}))

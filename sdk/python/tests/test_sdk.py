@@ -244,3 +244,35 @@ def test_redirects_stop_after_five():
     with pytest.raises(HttpError, match="more than 5 redirects"):
         host.handle(Follow, Message.new("go", {}))
     assert len(host.requests) == 6
+
+
+class Answers(Plugin):
+    """Answers with the message's attempt, then tries a second answer; asks for a retry
+    on the first attempt."""
+
+    def manifest(self):
+        return Manifest("answers", "1.0.0").subscribe("ask")
+
+    def handle(self, message):
+        message.reply({"attempt": message.attempt})
+        with pytest.raises(Reject, match="answered the request already"):
+            message.reply_bytes(b"again")
+        if message.attempt == 1:
+            raise Retry("once more")
+
+
+def test_a_request_keeps_the_answer_of_its_successful_call_only():
+    host = TestHost()
+    with pytest.raises(Retry):
+        host.request(Answers, Message.new("ask", {}))
+    assert host.replies == [], "a failed call's answer is dropped"
+    host.request(Answers, Message("1", "ask", "inbox:test", payload=b"{}", attempt=2))
+    assert [r.json() for r in host.replies] == [{"attempt": 2}]
+    assert host.replies[0].headers == [("content-type", "application/json")]
+
+
+def test_a_message_that_is_not_a_request_cannot_be_answered():
+    host = TestHost()
+    with pytest.raises(Reject, match="not a request"):
+        host.handle(Answers, Message.new("ask", {}))
+    assert host.replies == []

@@ -18,6 +18,7 @@ try:
     from wit_world.imports import config as _config
     from wit_world.imports import log as _log
     from wit_world.imports import outbox as _outbox
+    from wit_world.imports import reply as _reply
     from wit_world.imports import state as _state
     from wit_world.imports import wharf_plugin_types_0_2_0 as _types
     from wit_world.imports import wharf_plugin_types_0_4_0 as _types_0_4
@@ -59,6 +60,13 @@ class Imports:
             return _outbox.publish(_types_0_4.Outgoing(target, kind, headers, payload, key))
         except _Err as e:
             raise Reject(f"cannot publish {kind}: {e.value}") from None
+
+    def reply(self, payload, headers):
+        headers = [_types.Header(k, v) for k, v in headers]
+        try:
+            _reply.send(_reply.Answer(headers, payload))
+        except _Err as e:
+            raise Reject(f"cannot answer: {e.value}") from None
 
     def state_get(self, key):
         return _state.get(key)

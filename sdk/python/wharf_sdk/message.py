@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
+from . import host as _host
 from .errors import Reject
 
 
@@ -56,3 +57,16 @@ class Message:
         same as the Rust SDK's."""
         digest = hashlib.sha256(self.id.encode() + b"\0" + label.encode()).digest()
         return digest[:16].hex()
+
+    def reply(self, body: Any) -> None:
+        """Answer this message, a request, with a JSON body (header ``content-type:
+        application/json``). The answer is sent once, when the message is handled: a
+        retried or redelivered request answers once, a failed call not at all. Raises
+        :class:`Reject` when the message is not a request, when the call answered
+        already, or when the host refuses a header."""
+        self.reply_bytes(json.dumps(body).encode(), [("content-type", "application/json")])
+
+    def reply_bytes(self, payload: bytes, headers: Optional[List[Tuple[str, str]]] = None) -> None:
+        """Answer this message, a request, with a raw body and ``headers`` (see
+        :meth:`reply`)."""
+        _host.current().reply(bytes(payload), list(headers or []))

@@ -39,6 +39,18 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """The answer a handler gave to a request."""
+
+    headers: List[Tuple[str, str]]
+    payload: bytes
+
+    def json(self) -> Any:
+        """The payload decoded as JSON."""
+        return json.loads(self.payload)
+
+
+@dataclass(frozen=True)
 class LogLine:
     """A log line the handler wrote."""
 
@@ -61,10 +73,14 @@ class TestHost:
     """Every log line, including those of failed calls."""
     requests: List[Request] = field(default_factory=list)
     """Every HTTP request sent, including those of failed calls."""
+    replies: List[Reply] = field(default_factory=list)
+    """Answers of calls to requests (:meth:`request`) that returned."""
     _answers: List[Tuple[str, str, Response]] = field(default_factory=list)
     _writes: Dict[str, Optional[bytes]] = field(default_factory=dict)
     _publishing: List[Published] = field(default_factory=list)
     _next_id: int = 0
+    _asked: bool = False
+    _answer: Optional[Reply] = None
 
     def config(self, key: str, value: str) -> "TestHost":
         """Set a config value the plugin can read."""
@@ -87,20 +103,32 @@ class TestHost:
         """Run ``plugin().handle(message)``. When it returns, the call's state writes and
         publishes are committed; when it raises, they are discarded, as the real host
         does, and the exception reaches the test."""
+        self._run(plugin, message, False)
+
+    def request(self, plugin: Type[Plugin], message: Message) -> None:
+        """Run ``plugin().handle(message)`` with the message sent as a request: as
+        :meth:`handle`, and the answer of a call that returns is kept (:attr:`replies`)."""
+        self._run(plugin, message, True)
+
+    def _run(self, plugin: Type[Plugin], message: Message, asked: bool) -> None:
         self._writes, self._publishing = {}, []
+        self._asked, self._answer = asked, None
         previous = _host.install(self)
         try:
             plugin().handle(message)
         finally:
             _host.install(previous)
-            writes, publishing = self._writes, self._publishing
+            writes, publishing, answer = self._writes, self._publishing, self._answer
             self._writes, self._publishing = {}, []
+            self._asked, self._answer = False, None
         for key, value in writes.items():
             if value is None:
                 self._state.pop(key, None)
             else:
                 self._state[key] = value
         self.published.extend(publishing)
+        if answer is not None:
+            self.replies.append(answer)
 
     def state_value(self, key: str) -> Optional[bytes]:
         """Committed state value."""
@@ -126,6 +154,13 @@ class TestHost:
             raise Reject(f"cannot publish {kind}: the key is empty")
         self._publishing.append(Published(destination, kind, list(headers), bytes(payload), key))
         return f"00000000-0000-7000-8000-{self._next_id:012x}"
+
+    def reply(self, payload, headers):
+        if not self._asked:
+            raise Reject("cannot answer: this message is not a request: no one waits for an answer")
+        if self._answer is not None:
+            raise Reject("cannot answer: this call answered the request already")
+        self._answer = Reply(list(headers), bytes(payload))
 
     def state_get(self, key):
         if key in self._writes:

@@ -102,6 +102,7 @@ async fn call_cost(
         config: Arc::default(),
         state,
         trace: wharf_host::trace::TraceContext::for_call(&envelope.headers),
+        request: false,
     };
     for _ in 0..calls / 20 {
         runtime.call(plugin, &envelope, 1, context.clone()).await;

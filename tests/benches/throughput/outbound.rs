@@ -99,6 +99,7 @@ async fn handler_calls(origin: &str, mail_api: Option<&str>) -> (f64, f64) {
         config: Arc::new(values),
         state: Arc::new(NoState),
         trace: wharf_host::trace::TraceContext::for_call(&envelope.headers),
+        request: false,
     };
     let mut took = Vec::with_capacity(CALLS);
     for i in 0..CALLS + CALLS / 10 {

@@ -262,6 +262,7 @@ async fn write(
     }
     insert_new(conn, &plan.publishes, now).await?;
     statements::outbox::<MySql>(conn, plan, now).await?;
+    statements::replies::<MySql>(conn, plan).await?;
     let (written, deleted): (Vec<_>, Vec<_>) =
         plan.state.iter().partition(|(_, w)| w.value.is_some());
     if !written.is_empty() {

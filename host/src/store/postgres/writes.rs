@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::enqueue::insert_new;
 use super::keys;
 use super::notify;
-use crate::store::settle::{SettlePlan, Stay};
+use crate::store::settle::{SettlePlan, Stay, statements};
 use crate::store::{Result, StoreError, headers_json};
 
 /// What is being settled.
@@ -33,6 +33,7 @@ pub(super) async fn write(
     write_handled(tx, plan).await?;
     insert_new(tx, channel, &plan.publishes).await?;
     write_outbox(tx, plan).await?;
+    statements::replies::<Postgres>(&mut **tx, plan).await?;
     write_deleted_state(tx, plan).await?;
     write_attempt_errors(tx, plan).await?;
     write_dead(tx, plan).await?;

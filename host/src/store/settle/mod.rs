@@ -53,7 +53,7 @@ pub use keys::InBatch;
 pub(crate) use keys::{KeyHold, KeyStep, PARK_AT_MOST, parked};
 pub(crate) use quota::Quotas;
 pub use quota::{SettleBudget, StateQuota};
-pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, StateWrite, Stay};
+pub(crate) use rows::{Answering, AttemptRow, DeadRow, OutboxRow, ReplyRow, StateWrite, Stay};
 pub use transaction::{SettleTransaction, StateLocks};
 pub use usage::StateUsage;
 pub(crate) use view::next_version;
@@ -105,6 +105,8 @@ pub struct SettlePlan<'a> {
     pub(crate) publishes: Vec<NewMessage>,
     /// Messages the handlers published to AMQP exchanges, in order.
     pub(crate) outbox: Vec<OutboxRow<'a>>,
+    /// Answers to requests whose callers wait on a host.
+    pub(crate) replies: Vec<ReplyRow<'a>>,
     /// The final value and version of every written key.
     pub(crate) state: BTreeMap<StateKey<'a>, StateWrite<'a>>,
     /// Attempt errors, in order.
@@ -185,6 +187,8 @@ impl<'a> SettlePlan<'a> {
     ) {
         let message = &s.message;
         let mut order = keys::Order::of(message);
+        // A request's first answer: a handler's, or the reason it was given up on.
+        let mut answer: Option<Answering<'a>> = None;
         // The next attempt: the longest delay any plugin asked for, and whether it counts.
         let mut stay: Option<(Duration, bool)> = None;
         let mut schedule = |delay: Duration, counts: bool| {
@@ -200,6 +204,7 @@ impl<'a> SettlePlan<'a> {
                 message.attempts + 1,
                 Cow::Borrowed(error),
             );
+            answer.get_or_insert(Answering::Rejected(Cow::Borrowed(error)));
         }
         for result in &s.results {
             let PluginResult {
@@ -234,11 +239,15 @@ impl<'a> SettlePlan<'a> {
                     if let Err(error) = charged {
                         tracing::warn!(message_id = %message.id, plugin = name, "{error}");
                         order.dead(name, &mut self.held);
+                        answer.get_or_insert(Answering::Rejected(Cow::Owned(error.clone())));
                         self.dead(message, plugin, *attempt, Cow::Owned(error));
                         continue;
                     }
                     runs.handled += 1;
                     order.handled(name);
+                    if let Some(reply) = &effects.reply {
+                        answer.get_or_insert(Answering::Given(reply));
+                    }
                     self.record_handled(message, plugin, &effects.publishes);
                     for (key, value) in &effects.writes {
                         let key = (name, key.as_str());
@@ -278,6 +287,7 @@ impl<'a> SettlePlan<'a> {
                 Verdict::Dead { error } => {
                     runs.settled += 1;
                     order.dead(&plugin.name, &mut self.held);
+                    answer.get_or_insert(Answering::Rejected(Cow::Borrowed(error)));
                     self.dead(message, plugin, *attempt, Cow::Borrowed(error));
                 }
                 Verdict::Deferred { delay } => {
@@ -293,6 +303,15 @@ impl<'a> SettlePlan<'a> {
         }
         let (holds, parks) = order.after(&s.results);
         self.keys.extend(order.step());
+        let done = stay.is_none() && !parks;
+        if message.reply_to().is_some()
+            && let Some(answer) = answer.or(done.then_some(Answering::Handled))
+        {
+            self.replies.push(ReplyRow {
+                request: message.id,
+                answer,
+            });
+        }
         match stay {
             Some((delay, counts)) => self.stay.push(Stay {
                 message,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::effects::Publish;
+use crate::effects::{Publish, Reply};
 use crate::envelope::Envelope;
 use crate::store::PluginVersion;
 
@@ -21,6 +21,35 @@ pub(crate) struct OutboxRow<'a> {
     pub routing_key: &'a str,
     /// Id, kind, headers and payload.
     pub publish: &'a Publish,
+}
+
+/// The answer to a request whose caller waits on a host, for the `replies` table.
+pub(crate) struct ReplyRow<'a> {
+    /// The request.
+    pub request: Uuid,
+    /// What it was answered.
+    pub answer: Answering<'a>,
+}
+
+/// What a request was answered: the first of these a settle meets is kept.
+pub(crate) enum Answering<'a> {
+    /// A handler's answer.
+    Given(&'a Reply),
+    /// It was dead-lettered or refused, for this reason.
+    Rejected(Cow<'a, str>),
+    /// Every plugin handled it and none answered.
+    Handled,
+}
+
+impl Answering<'_> {
+    /// The `status` column.
+    pub(crate) fn status(&self) -> &'static str {
+        match self {
+            Self::Given(_) => "answered",
+            Self::Rejected(_) => "rejected",
+            Self::Handled => "handled",
+        }
+    }
 }
 
 /// The final value of a written state key.

@@ -3,7 +3,7 @@
 
 use sqlx::QueryBuilder;
 
-use super::{DeadRow, SettlePlan};
+use super::{Answering, DeadRow, SettlePlan};
 use crate::store::sql::{Change, Sql, Statement, per_statement};
 use crate::store::{Result, headers_json};
 
@@ -27,6 +27,33 @@ pub(in crate::store) async fn outbox<DB: Sql>(
             row.push(", ").value(now);
         });
         DB::execute(conn, &mut outbox).await?;
+    }
+    Ok(())
+}
+
+/// Write the plan's answers to requests whose callers wait on a host; a request answered
+/// before keeps its first answer.
+pub(in crate::store) async fn replies<DB: Sql>(
+    conn: &mut DB::Connection,
+    plan: &SettlePlan<'_>,
+) -> Result<()> {
+    let empty = std::collections::BTreeMap::new();
+    for rows in per_statement(&plan.replies, 6) {
+        let mut replies = QueryBuilder::<DB>::new(DB::INSERT_NEW);
+        replies.push(" replies (request_id, status, error, headers, payload, created_at) ");
+        replies.rows(rows, |row, r| {
+            let (error, headers, payload) = match &r.answer {
+                Answering::Given(reply) => (None, &reply.headers, reply.payload.as_slice()),
+                Answering::Rejected(error) => (Some(&**error), &empty, &[][..]),
+                Answering::Handled => (None, &empty, &[][..]),
+            };
+            row.id(r.request).push(", ").value(r.answer.status());
+            row.push(", ").value(error.map(str::to_owned));
+            row.push(", ").json(headers_json(headers));
+            row.push(", ").value(payload).push(", ").now();
+        });
+        replies.push(DB::SKIP_EXISTING);
+        DB::execute(conn, &mut replies).await?;
     }
     Ok(())
 }

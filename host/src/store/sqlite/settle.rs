@@ -146,6 +146,7 @@ async fn write(
         insert_new(conn, message, now).await?;
     }
     statements::outbox::<Sqlite>(conn, plan, now).await?;
+    statements::replies::<Sqlite>(conn, plan).await?;
     for ((plugin, key), write) in &plan.state {
         match write.value {
             Some(value) => sqlx::query(
