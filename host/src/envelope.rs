@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+use crate::reply::ReplyTo;
+
 /// The AMQP header that carries a message's ordering key (seed 004's `partition_key`).
 pub const KEY_HEADER: &str = "partition_key";
 
-/// The header that makes a message a request: where its answer goes. The one address a
-/// host serves is [`CALLER`].
+/// The header that makes a message a request: where its answer goes
+/// ([`crate::reply::ReplyTo`]: [`CALLER`], `amqp:<queue>`, or an inbox queue).
 pub const REPLY_TO_HEADER: &str = "reply-to";
 
 /// [`REPLY_TO_HEADER`] of a request whose caller waits on a host of the fleet
@@ -19,13 +21,6 @@ pub const CALLER: &str = "wharf:caller";
 /// The header that says when (Unix ms) a request's caller stops waiting: a request due
 /// after it is not handled.
 pub const EXPIRES_HEADER: &str = "expires-at";
-
-/// Where the answer to a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyTo {
-    /// A caller waiting on a host of the fleet ([`CALLER`]).
-    Caller,
-}
 
 /// A message to put into the inbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,8 +183,8 @@ impl Envelope {
     }
 
     /// Where its answer goes, when it is a request.
-    pub fn reply_to(&self) -> Option<ReplyTo> {
-        (self.headers.get(REPLY_TO_HEADER)? == CALLER).then_some(ReplyTo::Caller)
+    pub fn reply_to(&self) -> Option<ReplyTo<'_>> {
+        Some(ReplyTo::parse(self.headers.get(REPLY_TO_HEADER)?))
     }
 
     /// When its requester stops waiting (Unix ms), when it said.

@@ -82,6 +82,7 @@ pub mod metrics;
 pub mod names;
 pub mod outcome;
 pub mod plugins;
+pub mod reply;
 pub mod requester;
 pub mod retry;
 pub mod router;

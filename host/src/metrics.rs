@@ -116,6 +116,7 @@ pub fn settled(source: &str, summary: &SettleSummary) {
         }
     }
     dedup_skipped(source, summary.duplicates);
+    late_replies("expired", summary.late_replies);
     for (plugin, runs) in &summary.plugins {
         for (why, n) in [("stale", runs.resolved), ("rescheduled", runs.rescheduled)] {
             if n > 0 {
@@ -134,6 +135,18 @@ pub fn dedup_skipped(source: &str, n: u64) {
     }
     if n > 0 {
         counter!("wharf_dedup_skipped_total", "source" => source.to_owned()).increment(n);
+    }
+}
+
+/// `n` answers came too late for their requesters: `wharf_replies_late_total{why}`, where
+/// `why` is `expired` (committed after the request's deadline) or `unroutable` (the
+/// reply queue was gone when the relay sent it).
+pub fn late_replies(why: &'static str, n: u64) {
+    if !recording() {
+        return;
+    }
+    if n > 0 {
+        counter!("wharf_replies_late_total", "why" => why).increment(n);
     }
 }
 

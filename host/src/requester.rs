@@ -1,6 +1,6 @@
 //! Asking the fleet and waiting for its answer, for a caller on a host (`POST
-//! /api/messages/request`, `wharf request`): the request is an inbox message marked as
-//! one whose caller waits on the fleet (`reply-to: wharf:caller`) until a deadline
+//! /api/messages/request`, `wharf request`): the request is a message for an inbox queue
+//! or an exchange (through the outbox) marked as one whose caller waits on the fleet (`reply-to: wharf:caller`) until a deadline
 //! (`expires-at`: a host that takes it later does not handle it); its answer is the first
 //! the fleet commits for it, read from the store.
 
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::effects::Destination;
-use crate::envelope::{CALLER, EXPIRES_HEADER, NewMessage, REPLY_TO_HEADER};
-use crate::names::{self, InvalidName};
+use crate::effects::{Destination, Publish};
+use crate::envelope::{CALLER, EXPIRES_HEADER, REPLY_TO_HEADER};
+use crate::names::InvalidName;
 use crate::store::{Answer, Replies, StoreError, now_ms};
 
 /// The longest pause between two looks for the answer.
@@ -30,15 +30,16 @@ pub enum RequestError {
     Name(#[from] InvalidName),
 }
 
-/// The request `id` for inbox queue `queue` whose caller waits `timeout` from now.
+/// The request `id` for `destination` (an inbox queue, or an exchange through the
+/// outbox) whose caller waits `timeout` from now.
 pub fn message(
     id: Uuid,
-    (queue, kind): (&str, &str),
+    (destination, kind): (Destination, String),
     mut headers: BTreeMap<String, String>,
     payload: Vec<u8>,
     key: Option<String>,
     timeout: Duration,
-) -> Result<NewMessage, RequestError> {
+) -> Result<Publish, RequestError> {
     for reserved in [REPLY_TO_HEADER, EXPIRES_HEADER] {
         if headers.contains_key(reserved) {
             return Err(RequestError::Reserved(reserved));
@@ -47,20 +48,14 @@ pub fn message(
     headers.insert(REPLY_TO_HEADER.to_owned(), CALLER.to_owned());
     let expires_at = now_ms() + timeout.as_millis() as i64;
     headers.insert(EXPIRES_HEADER.to_owned(), expires_at.to_string());
-    names::publish(
-        &Destination::Queue(queue.to_owned()),
-        kind,
-        &headers,
-        key.as_deref(),
-    )?;
-    Ok(NewMessage {
+    Ok(Publish::checked(
         id,
-        queue: queue.to_owned(),
-        kind: kind.to_owned(),
+        destination,
+        kind,
         headers,
         payload,
         key,
-    })
+    )?)
 }
 
 /// The answer to request `id` once committed, looking again after a pause that doubles

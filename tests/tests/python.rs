@@ -11,6 +11,7 @@
 
 use serde_json::json;
 use sqlx::Row;
+use wharf_host::effects::Destination;
 use wharf_host::envelope::NewMessage;
 use wharf_host::requester;
 use wharf_host::store::Answer;
@@ -153,14 +154,14 @@ async fn records_are_numbered_in_publish_order_and_rejected(backend: Backend) {
     let id = uuid::Uuid::now_v7();
     let ask = requester::message(
         id,
-        ("test", "audit.entries"),
+        (Destination::Queue("test".into()), "audit.entries".into()),
         Default::default(),
         json!({"entity": "o1"}).to_string().into_bytes(),
         None,
         std::time::Duration::from_secs(30),
     )
     .unwrap();
-    host.store.enqueue(&[ask]).await.unwrap();
+    wharf_host::store::put(&*host.store, &ask).await.unwrap();
     host.drain().await;
     let Some(Answer::Answered { payload, .. }) = host.store.answer(id).await.unwrap() else {
         panic!("no answer to {id}");

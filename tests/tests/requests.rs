@@ -213,7 +213,7 @@ async fn bad_requests_are_refused_naming_the_problem() {
         (
             json!({"queue": "test", "message": {}}),
             StatusCode::BAD_REQUEST,
-            "missing field `kind`",
+            "needs a \"kind\"",
         ),
         (
             reserved,

@@ -142,18 +142,25 @@ fn check(
     destination: &Destination,
     max_payload_bytes: usize,
 ) -> anyhow::Result<()> {
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&message.payload) {
-        bail!("payload is not valid JSON: {e}");
-    }
-    if message.payload.len() > max_payload_bytes {
-        bail!(
-            "payload of {} bytes exceeds inbox.max_payload_bytes ({max_payload_bytes})",
-            message.payload.len(),
-        );
-    }
+    check_payload(&message.payload, max_payload_bytes)?;
     let key = message.key.as_deref();
     if let Err(invalid) = names::publish(destination, &message.kind, &message.headers, key) {
         bail!("{invalid}; see \"Limits and quotas\" in the README for what is allowed");
+    }
+    Ok(())
+}
+
+/// What `wharf publish` and `wharf request` refuse of a payload: not JSON, or over the
+/// payload limit.
+pub(super) fn check_payload(payload: &[u8], max_payload_bytes: usize) -> anyhow::Result<()> {
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(payload) {
+        bail!("payload is not valid JSON: {e}");
+    }
+    if payload.len() > max_payload_bytes {
+        bail!(
+            "payload of {} bytes exceeds inbox.max_payload_bytes ({max_payload_bytes})",
+            payload.len(),
+        );
     }
     Ok(())
 }

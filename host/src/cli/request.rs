@@ -1,4 +1,5 @@
-//! `wharf request`: put a request into an inbox queue and wait for its answer (see
+//! `wharf request`: put a request into an inbox queue (or, through the outbox, to an
+//! exchange) and wait for its answer (see
 //! `crate::requester`), printing it: a handler's answer on stdout (JSON pretty-printed,
 //! anything else with its control characters escaped), why it was not handled as an
 //! error, or that none came in time.
@@ -11,16 +12,25 @@ use clap::Args;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::effects::Destination;
 use crate::requester;
-use crate::store::Answer;
+use crate::store::{self, Answer};
 use crate::text;
 
 /// Options of `wharf request`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("to").required(true).args(["queue", "exchange"]))]
 pub struct RequestArgs {
     /// Inbox queue.
     #[arg(long)]
-    queue: String,
+    queue: Option<String>,
+    /// An AMQP exchange instead of an inbox queue: the request goes through the outbox
+    /// (a host's relay sends it), and a host consuming it answers.
+    #[arg(long)]
+    exchange: Option<String>,
+    /// With --exchange: the routing key (empty when omitted).
+    #[arg(long, conflicts_with = "queue")]
+    routing_key: Option<String>,
     /// Request kind, e.g. quote.requested.
     #[arg(long)]
     kind: String,
@@ -48,21 +58,25 @@ pub async fn request(config: Config, args: RequestArgs) -> anyhow::Result<()> {
         bail!("--timeout must be between 1ms and 1h");
     }
     let payload = args.json.into_bytes();
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&payload) {
-        bail!("--json is not valid JSON: {e}");
-    }
-    if payload.len() > config.inbox.max_payload_bytes {
-        bail!(
-            "payload of {} bytes exceeds inbox.max_payload_bytes ({})",
-            payload.len(),
-            config.inbox.max_payload_bytes
-        );
-    }
+    super::publish::check_payload(&payload, config.inbox.max_payload_bytes)?;
     let id = args.id.unwrap_or_else(Uuid::now_v7);
     let headers: BTreeMap<String, String> = args.headers.into_iter().collect();
+    let (destination, to) = match (args.queue, args.exchange) {
+        (Some(queue), _) => (Destination::Queue(queue.clone()), format!("queue {queue}")),
+        (None, Some(exchange)) => {
+            let routing_key = args.routing_key.unwrap_or_default();
+            let to = format!("exchange {exchange:?} (routing key {routing_key:?})");
+            let destination = Destination::Exchange {
+                exchange,
+                routing_key,
+            };
+            (destination, to)
+        }
+        (None, None) => unreachable!("clap requires --queue or --exchange"),
+    };
     let message = requester::message(
         id,
-        (&args.queue, &args.kind),
+        (destination, args.kind),
         headers,
         payload,
         args.key,
@@ -70,10 +84,10 @@ pub async fn request(config: Config, args: RequestArgs) -> anyhow::Result<()> {
     )
     .context("the request cannot be sent")?;
     let store = crate::server::open_store(&config).await?;
-    store.enqueue(std::slice::from_ref(&message)).await?;
+    store::put(&*store, &message).await?;
     eprintln!(
-        "request {id} sent to queue {}; waiting up to {} for its answer",
-        args.queue,
+        "request {id} sent to {}; waiting up to {} for its answer",
+        text::escape_controls(&to),
         humantime::format_duration(args.timeout)
     );
     match requester::answer(&*store, id, args.timeout).await? {

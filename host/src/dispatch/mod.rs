@@ -25,11 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
-use crate::envelope::{DeadLetterKey, Envelope};
+use crate::envelope::{CALLER, DeadLetterKey, Envelope, REPLY_TO_HEADER};
 use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
+use crate::reply::ReplyTo;
 use crate::retry::RetryPolicy;
 use crate::runtime::{Plugin, Runtime, StateError, StateReader};
 use crate::store::{
@@ -93,6 +94,8 @@ pub struct Dispatcher {
     /// Messages handled per queue over the last minute.
     throughput: Throughput,
     flow: Flow,
+    /// Notified when a settle wrote to the outbox, so this host's relay sends it at once.
+    outbox: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -119,6 +122,7 @@ impl Dispatcher {
             contention: Contention::default(),
             throughput: Throughput::default(),
             flow: Flow::default(),
+            outbox: Arc::default(),
             config,
             plugin_config,
         }
@@ -166,6 +170,11 @@ impl Dispatcher {
     /// Messages this host handled per queue over the last minute.
     pub fn throughput(&self) -> &Throughput {
         &self.throughput
+    }
+
+    /// Notified when a settle of this host wrote to the outbox: its relay waits on it.
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox.clone()
     }
 
     /// What this host settled and called per minute since its last report.
@@ -229,12 +238,12 @@ impl Dispatcher {
     /// Run every plugin still owing a verdict on `message`, except the ordered ones an
     /// earlier message of its key holds ([`Verdict::Waits`]).
     async fn handle(&self, mut message: Envelope, delays: Delays) -> Settlement {
-        if let Some(expired) = expired(&message) {
-            tracing::warn!(message_id = %message.id, kind = message.kind, "{expired}; moving it to the failed messages");
+        if let Some(refused) = unanswerable(&message) {
+            tracing::warn!(message_id = %message.id, kind = message.kind, "{refused}; moving it to the failed messages");
             return Settlement {
                 message,
                 results: Vec::new(),
-                refused: Some(expired),
+                refused: Some(refused),
             };
         }
         let routed = self.plugins.route(&message.kind);
@@ -291,6 +300,9 @@ impl Dispatcher {
     pub fn observe(&self, batch: &[Settlement], summary: &SettleSummary) {
         self.throughput.record_handled(batch);
         self.flow.settled(summary);
+        if summary.outboxed > 0 {
+            self.outbox.notify_one();
+        }
         for (name, results) in by_plugin(batch) {
             self.contention.observe(name, results);
         }
@@ -351,8 +363,15 @@ impl StateReader for StoreState {
     }
 }
 
-/// Why `message`, a request whose caller stopped waiting, is not handled.
-fn expired(message: &Envelope) -> Option<String> {
+/// Why `message` is a request that must not be handled, if it is one: its caller stopped
+/// waiting, or its reply address names no queue an answer could go to.
+fn unanswerable(message: &Envelope) -> Option<String> {
+    if let Some(Err(invalid)) = message.reply_to().map(ReplyTo::check) {
+        let to = crate::text::bounded(message.headers[REPLY_TO_HEADER].clone(), 300);
+        return Some(format!(
+            "reply-to {to:?} names nowhere an answer can go ({invalid}); it was not handled. Send the request again with reply-to naming an inbox queue, amqp:<queue>, or {CALLER}"
+        ));
+    }
     let at = message.expires_at()?;
     let now = crate::store::now_ms();
     (at <= now).then(|| {

@@ -19,9 +19,8 @@ use uuid::Uuid;
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
-use crate::effects::Destination;
-use crate::envelope::{KEY_HEADER, NewMessage};
-use crate::names;
+use crate::effects::{Destination, Publish};
+use crate::store;
 use crate::trace;
 
 /// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it);
@@ -108,46 +107,45 @@ pub(super) fn trace_into(headers: &mut BTreeMap<String, String>, http_headers: &
 async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiError> {
     let payload = payload(api, &request.message)?;
     let id = request.id.unwrap_or_else(Uuid::now_v7);
-    let mut headers = request.headers;
-    let key = request.key;
-    match (request.queue, request.exchange) {
+    let (destination, kind) = destination(
+        request.queue,
+        request.exchange,
+        request.routing_key,
+        request.kind,
+    )?;
+    let message = Publish::checked(id, destination, kind, request.headers, payload, request.key)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let queued = store::put(&*api.store, &message).await?;
+    Ok(Json(match message.destination {
+        Destination::Queue(queue) => json!({ "id": id, "queue": queue, "queued": queued }),
+        Destination::Exchange { exchange, .. } => {
+            json!({ "id": id, "exchange": exchange, "queued": queued })
+        }
+    }))
+}
+
+/// Where a body's `queue`, or `exchange` and `routing_key`, send a message, and its kind
+/// (to an exchange, the routing key when it gives none).
+pub(super) fn destination(
+    queue: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    kind: Option<String>,
+) -> Result<(Destination, String), ApiError> {
+    match (queue, exchange) {
         (Some(queue), None) => {
-            let kind = request
-                .kind
+            let kind = kind
                 .ok_or_else(|| ApiError::bad_request("a message for a queue needs a \"kind\""))?;
-            let destination = Destination::Queue(queue.clone());
-            names::publish(&destination, &kind, &headers, key.as_deref())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let message = NewMessage {
-                id,
-                queue: queue.clone(),
-                kind,
-                headers,
-                payload,
-                key,
-            };
-            let queued = api.store.enqueue(std::slice::from_ref(&message)).await? == 1;
-            Ok(Json(json!({ "id": id, "queue": queue, "queued": queued })))
+            Ok((Destination::Queue(queue), kind))
         }
         (None, Some(exchange)) => {
-            let routing_key = request.routing_key.unwrap_or_default();
-            if let Some(key) = &key {
-                headers.insert(KEY_HEADER.to_owned(), key.clone());
-            }
-            let kind = request.kind.unwrap_or_else(|| routing_key.clone());
+            let routing_key = routing_key.unwrap_or_default();
+            let kind = kind.unwrap_or_else(|| routing_key.clone());
             let destination = Destination::Exchange {
-                exchange: exchange.clone(),
-                routing_key: routing_key.clone(),
+                exchange,
+                routing_key,
             };
-            names::publish(&destination, &kind, &headers, key.as_deref())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let queued = api
-                .store
-                .outbox_add(id, (&exchange, &routing_key), &kind, &headers, &payload)
-                .await?;
-            Ok(Json(
-                json!({ "id": id, "exchange": exchange, "queued": queued }),
-            ))
+            Ok((destination, kind))
         }
         _ => Err(ApiError::bad_request(
             "give \"queue\" (an inbox queue) or \"exchange\" (with \"routing_key\"), one of them",

@@ -1,4 +1,5 @@
-//! `POST /api/messages/request`: a request into an inbox queue (see `crate::requester`),
+//! `POST /api/messages/request`: a request into an inbox queue, or to an exchange through
+//! the outbox (see `crate::requester`),
 //! checked as `POST /api/messages/publish` checks a message, and its answer: a handler's
 //! (200), the reason it was dead-lettered or refused (422, so the caller does not wait out
 //! the timeout), handled without an answer (200, `"answer": null`), or none within
@@ -21,19 +22,22 @@ use uuid::Uuid;
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
-use super::publish::{payload, trace_into};
+use super::publish::{destination, payload, trace_into};
 use crate::requester;
-use crate::store::Answer;
+use crate::store::{self, Answer};
 
 /// How long a caller waits when it does not say.
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
-/// The body: a message for an inbox queue, and how long to wait for its answer.
+/// The body: a message for an inbox queue or an exchange (as `POST
+/// /api/messages/publish` takes it), and how long to wait for its answer.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestBody {
-    queue: String,
-    kind: String,
+    queue: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    kind: Option<String>,
     message: Value,
     id: Option<Uuid>,
     #[serde(default)]
@@ -59,8 +63,14 @@ pub async fn request(
             })
         });
     let target = match &request {
-        Ok(r) => format!("queue {}", r.queue),
-        Err(_) => "(no destination)".to_owned(),
+        Ok(RequestBody {
+            queue: Some(queue), ..
+        }) => format!("queue {queue}"),
+        Ok(RequestBody {
+            exchange: Some(exchange),
+            ..
+        }) => format!("exchange {exchange}"),
+        _ => "(no destination)".to_owned(),
     };
     let sent = match request {
         Ok(mut request) => {
@@ -99,16 +109,22 @@ async fn enqueue(api: &Api, request: RequestBody) -> Result<(Uuid, bool, Duratio
     }
     let timeout = Duration::from_millis(timeout_ms);
     let id = request.id.unwrap_or_else(Uuid::now_v7);
+    let destination = destination(
+        request.queue,
+        request.exchange,
+        request.routing_key,
+        request.kind,
+    )?;
     let message = requester::message(
         id,
-        (&request.queue, &request.kind),
+        destination,
         request.headers,
         payload(api, &request.message)?,
         request.key,
         timeout,
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let queued = api.store.enqueue(std::slice::from_ref(&message)).await? == 1;
+    let queued = store::put(&*api.store, &message).await?;
     Ok((id, queued, timeout))
 }
 

@@ -222,11 +222,7 @@ impl HostState {
                 (destination, bytes)
             }
         };
-        let mut headers: BTreeMap<String, String> =
-            headers.into_iter().map(|h| (h.key, h.value)).collect();
-        headers
-            .entry(trace::HEADER.to_owned())
-            .or_insert_with(|| self.call.trace.to_string());
+        let mut headers = self.traced(headers);
         let to_exchange = matches!(destination, Destination::Exchange { .. });
         if let (true, Some(key)) = (to_exchange, &key) {
             headers.insert(KEY_HEADER.to_owned(), key.clone());
@@ -235,9 +231,8 @@ impl HostState {
             return Ok(Err(invalid.to_string()));
         }
         let key = key.filter(|_| !to_exchange);
-        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         let key_bytes = key.as_ref().map_or(0, String::len);
-        let bytes = route_bytes + kind.len() + header_bytes + key_bytes + payload.len();
+        let bytes = route_bytes + kind.len() + header_bytes(&headers) + key_bytes + payload.len();
         if let Err(refused) = self.budget.publish(payload.len(), bytes) {
             return Err(self.over(refused));
         }
@@ -254,25 +249,35 @@ impl HostState {
     }
 }
 
-impl reply::Host for HostState {
-    /// Checked as a publish is (headers, then the call's limits) before whether there is
-    /// a request to answer, so an answer breaking the rules fails the same either way.
-    fn send(&mut self, answer: reply::Answer) -> wasmtime::Result<Result<(), String>> {
-        let reply::Answer { headers, payload } = answer;
+impl HostState {
+    /// A handler's headers as a map, carrying the call's trace unless they carry one.
+    fn traced(&self, headers: Vec<types::Header>) -> BTreeMap<String, String> {
         let mut headers: BTreeMap<String, String> =
             headers.into_iter().map(|h| (h.key, h.value)).collect();
         headers
             .entry(trace::HEADER.to_owned())
             .or_insert_with(|| self.call.trace.to_string());
+        headers
+    }
+}
+
+/// What `headers` weigh against a call's publish budget.
+fn header_bytes(headers: &BTreeMap<String, String>) -> usize {
+    headers.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+impl reply::Host for HostState {
+    /// Checked as a publish is (headers, then the call's limits) before whether there is
+    /// a request to answer, so an answer breaking the rules fails the same either way.
+    fn send(&mut self, answer: reply::Answer) -> wasmtime::Result<Result<(), String>> {
+        let reply::Answer { headers, payload } = answer;
+        let headers = self.traced(headers);
         if let Err(invalid) = names::header_map(&headers) {
             return Ok(Err(invalid.to_string()));
         }
-        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         // Charged as one more message published: it is one.
-        if let Err(refused) = self
-            .budget
-            .publish(payload.len(), header_bytes + payload.len())
-        {
+        let bytes = header_bytes(&headers) + payload.len();
+        if let Err(refused) = self.budget.publish(payload.len(), bytes) {
             return Err(self.over(refused));
         }
         if !self.call.request {

@@ -43,7 +43,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::envelope::Envelope;
+use crate::effects::{Destination, Publish};
+use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use flow::FlowHistory;
 use registry::Registry;
@@ -128,6 +129,10 @@ pub struct SettleSummary {
     /// Delivered messages another consumer settled first (a duplicate delivered twice
     /// at once); the results of the plugins it settled were not written.
     pub duplicates: u64,
+    /// Answers to requests whose callers had stopped waiting (`expires-at` passed).
+    pub late_replies: u64,
+    /// Messages written to the outbox (publishes to exchanges, answers to AMQP queues).
+    pub outboxed: u64,
     /// Handler runs and stale reads, by plugin.
     pub plugins: BTreeMap<String, PluginRuns>,
     /// Handled, retried and dead pairs by source and plugin, for the flow history.
@@ -150,6 +155,8 @@ impl std::ops::AddAssign for SettleSummary {
         self.deferred += other.deferred;
         self.fenced += other.fenced;
         self.duplicates += other.duplicates;
+        self.late_replies += other.late_replies;
+        self.outboxed += other.outboxed;
         add_runs(&mut self.plugins, other.plugins);
         self.outcomes += other.outcomes;
     }
@@ -198,6 +205,33 @@ impl std::iter::Sum for PluginRuns {
             total += runs;
         }
         total
+    }
+}
+
+/// Put `message` where it goes outside a settle (the HTTP API, the CLI): into its inbox
+/// queue, or into the outbox for a relay to send to its exchange; `false` when its id
+/// was there already.
+pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
+    match &message.destination {
+        Destination::Queue(queue) => {
+            let new = NewMessage {
+                id: message.id,
+                queue: queue.clone(),
+                kind: message.kind.clone(),
+                headers: message.headers.clone(),
+                payload: message.payload.clone(),
+                key: message.key.clone(),
+            };
+            Ok(store.enqueue(std::slice::from_ref(&new)).await? == 1)
+        }
+        Destination::Exchange {
+            exchange,
+            routing_key,
+        } => {
+            let route = (exchange.as_str(), routing_key.as_str());
+            let (kind, headers) = (&message.kind, &message.headers);
+            (store.outbox_add(message.id, route, kind, headers, &message.payload)).await
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod plugins;
 mod profile;
 mod python;
 mod recording;
+mod requests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -382,6 +383,9 @@ async fn main() {
     }
     if wanted("outbound") {
         outbound::versus_plain_client().await;
+    }
+    if wanted("requests") {
+        requests::versus_bare_rpc().await;
     }
     if wanted("python") {
         python::costs(per_call).await;

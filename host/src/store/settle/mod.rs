@@ -44,6 +44,7 @@ use uuid::Uuid;
 mod keys;
 mod quota;
 mod rows;
+mod sends;
 pub(super) mod statements;
 mod transaction;
 mod usage;
@@ -53,16 +54,17 @@ pub use keys::InBatch;
 pub(crate) use keys::{KeyHold, KeyStep, PARK_AT_MOST, parked};
 pub(crate) use quota::Quotas;
 pub use quota::{SettleBudget, StateQuota};
-pub(crate) use rows::{Answering, AttemptRow, DeadRow, OutboxRow, ReplyRow, StateWrite, Stay};
+pub(crate) use rows::{AttemptRow, DeadRow, OutboxRow, ReplyRow, StateWrite, Stay};
 pub use transaction::{SettleTransaction, StateLocks};
 pub use usage::StateUsage;
 pub(crate) use view::next_version;
 pub use view::{SharedView, StateView};
 
 use super::{PluginResult, PluginRuns, PluginVersion, SettleSummary, Settlement};
-use crate::effects::{Destination, Publish};
+
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
+use crate::reply::Answering;
 
 /// A state key of one plugin: (plugin, key).
 pub(crate) type StateKey<'a> = (&'a str, &'a str);
@@ -105,7 +107,8 @@ pub struct SettlePlan<'a> {
     pub(crate) publishes: Vec<NewMessage>,
     /// Messages the handlers published to AMQP exchanges, in order.
     pub(crate) outbox: Vec<OutboxRow<'a>>,
-    /// Answers to requests whose callers wait on a host.
+    /// Answers to requests whose callers wait on a host (answers to a queue are among
+    /// `publishes` and `outbox`).
     pub(crate) replies: Vec<ReplyRow<'a>>,
     /// The final value and version of every written key.
     pub(crate) state: BTreeMap<StateKey<'a>, StateWrite<'a>>,
@@ -141,6 +144,7 @@ impl<'a> SettlePlan<'a> {
         for s in batch {
             plan.add(s, &mut versions, &mut quotas);
         }
+        plan.summary.outboxed = plan.outbox.len() as u64;
         plan
     }
 
@@ -307,10 +311,7 @@ impl<'a> SettlePlan<'a> {
         if message.reply_to().is_some()
             && let Some(answer) = answer.or(done.then_some(Answering::Handled))
         {
-            self.replies.push(ReplyRow {
-                request: message.id,
-                answer,
-            });
+            self.answer(message, answer);
         }
         match stay {
             Some((delay, counts)) => self.stay.push(Stay {
@@ -353,38 +354,6 @@ impl<'a> SettlePlan<'a> {
         });
         self.summary.dead += 1;
         self.summary.outcomes.of(message, &plugin.name).dead += 1;
-    }
-
-    /// The ledger row of a handled pair and its publishes.
-    fn record_handled(
-        &mut self,
-        message: &'a Envelope,
-        plugin: &'a PluginVersion,
-        publishes: &'a [Publish],
-    ) {
-        self.handled.push((message.id, plugin));
-        for publish in publishes {
-            match &publish.destination {
-                Destination::Queue(queue) => self.publishes.push(NewMessage {
-                    id: publish.id,
-                    queue: queue.clone(),
-                    kind: publish.kind.clone(),
-                    headers: publish.headers.clone(),
-                    payload: publish.payload.clone(),
-                    key: publish.key.clone(),
-                }),
-                Destination::Exchange {
-                    exchange,
-                    routing_key,
-                } => self.outbox.push(OutboxRow {
-                    source: message.id,
-                    plugin: &plugin.name,
-                    exchange,
-                    routing_key,
-                    publish,
-                }),
-            }
-        }
     }
 }
 

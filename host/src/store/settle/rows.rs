@@ -5,22 +5,33 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::effects::{Publish, Reply};
+use crate::effects::{Destination, Publish};
 use crate::envelope::Envelope;
+use crate::reply::Answering;
 use crate::store::PluginVersion;
 
-/// A message published to an AMQP exchange, for the outbox.
+/// A message published to an AMQP exchange (or an answer to an AMQP queue), for the
+/// outbox.
 pub(crate) struct OutboxRow<'a> {
     /// The message whose handler published it.
     pub source: Uuid,
-    /// That handler's plugin.
+    /// That handler's plugin (empty for an answer).
     pub plugin: &'a str,
-    /// Target exchange.
-    pub exchange: &'a str,
-    /// Routing key.
-    pub routing_key: &'a str,
-    /// Id, kind, headers and payload.
-    pub publish: &'a Publish,
+    /// Id, exchange and routing key, kind, headers and payload.
+    pub publish: Cow<'a, Publish>,
+}
+
+impl OutboxRow<'_> {
+    /// Its exchange and routing key.
+    pub(crate) fn route(&self) -> (&str, &str) {
+        match &self.publish.destination {
+            Destination::Exchange {
+                exchange,
+                routing_key,
+            } => (exchange, routing_key),
+            Destination::Queue(_) => unreachable!("an outbox row goes to an exchange"),
+        }
+    }
 }
 
 /// The answer to a request whose caller waits on a host, for the `replies` table.
@@ -29,27 +40,6 @@ pub(crate) struct ReplyRow<'a> {
     pub request: Uuid,
     /// What it was answered.
     pub answer: Answering<'a>,
-}
-
-/// What a request was answered: the first of these a settle meets is kept.
-pub(crate) enum Answering<'a> {
-    /// A handler's answer.
-    Given(&'a Reply),
-    /// It was dead-lettered or refused, for this reason.
-    Rejected(Cow<'a, str>),
-    /// Every plugin handled it and none answered.
-    Handled,
-}
-
-impl Answering<'_> {
-    /// The `status` column.
-    pub(crate) fn status(&self) -> &'static str {
-        match self {
-            Self::Given(_) => "answered",
-            Self::Rejected(_) => "rejected",
-            Self::Handled => "handled",
-        }
-    }
 }
 
 /// The final value of a written state key.

@@ -1,7 +1,9 @@
 //! The settle rules, checked without a database.
 
 use super::*;
-use crate::effects::Effects;
+use crate::effects::{Destination, Effects, Publish, Reply};
+use crate::envelope::REPLY_TO_HEADER;
+use crate::reply::{CORRELATION_HEADER, STATUS_HEADER};
 
 fn message(n: u8, attempts: u32) -> Envelope {
     Envelope {
@@ -219,7 +221,7 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
     assert_eq!(plan.outbox.len(), 1);
     let o = &plan.outbox[0];
     assert_eq!(
-        (o.source, o.plugin, o.exchange, o.routing_key),
+        (o.source, o.plugin, o.route().0, o.route().1),
         (batch[0].message.id, "p", "ex", "rk")
     );
 }
@@ -264,4 +266,89 @@ fn in_a_batch_a_key_waits_for_what_an_earlier_message_left_unhandled() {
             "an unordered plugin never waits"
         );
     }
+}
+
+/// Message `n`, a request answered at `reply_to`.
+fn request(n: u8, reply_to: &str, results: Vec<PluginResult>) -> Settlement {
+    let mut s = settlement(n, results);
+    (s.message.headers).insert(REPLY_TO_HEADER.into(), reply_to.into());
+    s
+}
+
+#[test]
+fn answers_go_where_the_request_says_with_its_correlation_id_and_one_id_per_request() {
+    let reply = Reply {
+        headers: [("h".to_owned(), "v".to_owned())].into(),
+        payload: b"{\"price\":3}".to_vec(),
+    };
+    let answered = || {
+        Verdict::Handled(Effects {
+            reply: Some(reply.clone()),
+            ..Effects::default()
+        })
+    };
+    let dead = || Verdict::Dead {
+        error: "out of stock".into(),
+    };
+    let mut amqp = request(
+        2,
+        "amqp:amq.rabbitmq.reply-to.abc",
+        vec![result("p", dead())],
+    );
+    (amqp.message.headers).insert(CORRELATION_HEADER.into(), "c-7".into());
+    let batch = [
+        request(1, "wharf:caller", vec![result("p", answered())]),
+        amqp,
+        request(3, "inbox:gateway", vec![result("p", answered())]),
+        request(
+            4,
+            "gateway",
+            vec![result("p", Verdict::Handled(Effects::default()))],
+        ),
+        request(5, "amqp:", vec![result("p", answered())]),
+    ];
+    let plan = build(&batch, &[]);
+    assert_eq!(plan.replies.len(), 1);
+    assert_eq!(plan.replies[0].request, batch[0].message.id);
+    assert_eq!(
+        plan.outbox.len(),
+        1,
+        "an AMQP answer; none to an empty queue name"
+    );
+    let o = &plan.outbox[0];
+    assert_eq!(o.route(), ("", "amq.rabbitmq.reply-to.abc"));
+    assert_eq!(o.publish.id, crate::reply::id(batch[1].message.id));
+    assert_eq!(o.publish.headers[CORRELATION_HEADER], "c-7");
+    assert_eq!(o.publish.headers[STATUS_HEADER], "rejected");
+    assert_eq!(o.publish.payload, br#"{"error":"out of stock"}"#);
+    assert_eq!(o.publish.kind, "k.reply");
+    let [to_3, to_4] = &plan.publishes[..] else {
+        panic!("two answers to inbox queues: {:?}", plan.publishes);
+    };
+    assert_eq!(
+        (to_3.queue.as_str(), to_4.queue.as_str()),
+        ("gateway", "gateway")
+    );
+    assert_eq!(to_3.payload, reply.payload);
+    assert_eq!(to_3.headers["h"], "v");
+    assert_eq!(to_3.headers[STATUS_HEADER], "answered");
+    assert_eq!(
+        to_3.headers[CORRELATION_HEADER],
+        batch[2].message.id.to_string()
+    );
+    assert_eq!(to_4.headers[STATUS_HEADER], "handled");
+    assert_eq!(to_4.payload, b"null");
+    assert_eq!(plan.summary.outboxed, 1);
+}
+
+#[test]
+fn a_request_that_stays_for_another_attempt_is_not_answered_yet() {
+    let retry = Verdict::Retry {
+        error: "busy".into(),
+        delay: Duration::from_millis(5),
+    };
+    let batch = [request(1, "amqp:replies", vec![result("p", retry)])];
+    let plan = build(&batch, &[]);
+    assert!(plan.outbox.is_empty() && plan.replies.is_empty());
+    assert!(plan.publishes.is_empty());
 }

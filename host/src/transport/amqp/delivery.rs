@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::topology::text;
 use super::{ConsumeSpec, KindFrom, MissingMessageId};
-use crate::envelope::{Envelope, Origin};
+use crate::envelope::{EXPIRES_HEADER, Envelope, Origin, REPLY_TO_HEADER};
 use crate::names;
+use crate::reply::{AMQP_PREFIX, CORRELATION_HEADER};
 
 /// Header carrying the attempts already made.
 pub const RETRY_COUNT: &str = "x-retry-count";
@@ -54,7 +55,10 @@ pub fn envelope(
     max_payload_bytes: usize,
 ) -> (Envelope, Option<String>) {
     let p = &delivery.properties;
-    let (id, refused) = match p.message_id() {
+    // A request of RabbitMQ's RPC pattern often has only a correlation id: it is unique
+    // per request, so it serves as the message id.
+    let id = p.message_id().as_ref().or(p.correlation_id().as_ref());
+    let (id, refused) = match id {
         Some(id) => (message_uuid(id.as_str()), None),
         None => {
             let id = hashed_uuid(b"body:", &delivery.data);
@@ -93,6 +97,7 @@ pub fn envelope(
     if let Some(content_type) = p.content_type() {
         headers.insert("content-type".to_owned(), content_type.as_str().to_owned());
     }
+    request_headers(p, &mut headers);
     let key = headers.get(&spec.key_header).cloned();
     let refused = refused.or_else(|| {
         let checked = names::kind(kind)
@@ -126,6 +131,32 @@ pub fn envelope(
     (envelope, refused)
 }
 
+/// What makes a delivery a request, as the headers wharf reads it from: its `reply_to`
+/// property as `reply-to: amqp:<queue>`, its `correlation_id` as `correlation-id`, and
+/// its `expiration` (a TTL in ms) as the deadline `expires-at`, counted from now, unless
+/// an earlier attempt set one.
+fn request_headers(p: &BasicProperties, headers: &mut BTreeMap<String, String>) {
+    if let Some(to) = p.reply_to() {
+        let to = format!("{AMQP_PREFIX}{}", to.as_str());
+        headers.insert(REPLY_TO_HEADER.to_owned(), to);
+    }
+    if let Some(correlation) = p.correlation_id() {
+        let correlation = correlation.as_str().to_owned();
+        headers.insert(CORRELATION_HEADER.to_owned(), correlation);
+    }
+    if let Some(at) = deadline(p)
+        && !headers.contains_key(EXPIRES_HEADER)
+    {
+        headers.insert(EXPIRES_HEADER.to_owned(), at.to_string());
+    }
+}
+
+/// The deadline (Unix ms) an `expiration` property sets, counted from now.
+fn deadline(p: &BasicProperties) -> Option<i64> {
+    let ttl: i64 = p.expiration().as_ref()?.as_str().parse().ok()?;
+    Some(crate::store::now_ms().saturating_add(ttl))
+}
+
 /// A `message_id` as a UUID: itself when it is one, else a UUID derived from its sha256
 /// (the same id always maps to the same UUID, so dedup works for any id scheme).
 pub fn message_uuid(id: &str) -> Uuid {
@@ -141,17 +172,49 @@ fn hashed_uuid(domain: &[u8], bytes: &[u8]) -> Uuid {
 }
 
 /// The properties of `delivery` for its next attempt: `x-retry-count` set to `attempts`,
-/// and where it was first published.
+/// and where it was first published. An `expiration` becomes the `expires-at` header:
+/// left on, it would cut the wait in the delay queue short.
 pub fn for_retry(delivery: &Delivery, attempts: u32) -> BasicProperties {
     let (exchange, routing_key) = origin(delivery);
-    with_headers(
-        &delivery.properties,
-        [
-            (RETRY_COUNT, AMQPValue::LongUInt(attempts)),
-            (ORIGINAL_EXCHANGE, text(&exchange)),
-            (ORIGINAL_ROUTING_KEY, text(&routing_key)),
-        ],
-    )
+    let mut added = vec![
+        (RETRY_COUNT, AMQPValue::LongUInt(attempts)),
+        (ORIGINAL_EXCHANGE, text(&exchange)),
+        (ORIGINAL_ROUTING_KEY, text(&routing_key)),
+    ];
+    let has_deadline = (delivery.properties.headers().as_ref())
+        .is_some_and(|h| h.inner().contains_key(EXPIRES_HEADER));
+    if let (false, Some(at)) = (has_deadline, deadline(&delivery.properties)) {
+        added.push((EXPIRES_HEADER, text(&at.to_string())));
+    }
+    without_expiration(with_headers(&delivery.properties, added))
+}
+
+/// `properties` without an `expiration` (lapin has no way to unset one property).
+fn without_expiration(p: BasicProperties) -> BasicProperties {
+    let mut kept = BasicProperties::default();
+    macro_rules! keep {
+        ($($get:ident => $set:ident),*) => {
+            $(if let Some(value) = p.$get().clone() {
+                kept = kept.$set(value);
+            })*
+        };
+    }
+    keep!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id
+    );
+    kept
 }
 
 /// The properties with headers added or replaced.
@@ -168,18 +231,20 @@ fn with_headers<'a>(
 
 /// The properties of a dead-letter copy of `delivery`: the error (cut to a header
 /// value's limit, so the copy's headers fit the broker's frame), and where it was first
-/// published.
+/// published; no `expiration` (as RabbitMQ's own dead-lettering does), or the copy would
+/// vanish from the dead-letter queue.
 pub fn for_dead_letter(delivery: &Delivery, error: &str) -> BasicProperties {
     let (exchange, routing_key) = origin(delivery);
     let error = crate::text::bounded(error.to_owned(), names::MAX_HEADER_VALUE_BYTES);
-    with_headers(
+    let properties = with_headers(
         &delivery.properties,
         [
             ("x-wharf-error", text(&error)),
             (ORIGINAL_EXCHANGE, text(&exchange)),
             (ORIGINAL_ROUTING_KEY, text(&routing_key)),
         ],
-    )
+    );
+    without_expiration(properties)
 }
 
 fn as_u32(value: &AMQPValue) -> Option<u32> {
@@ -232,5 +297,31 @@ mod tests {
         assert_eq!(message_uuid(&uuid.to_string()), uuid);
         assert_eq!(message_uuid("order-1001"), message_uuid("order-1001"));
         assert_ne!(message_uuid("order-1001"), message_uuid("order-1002"));
+    }
+
+    #[test]
+    fn a_retry_carries_the_deadline_as_a_header_not_as_an_expiration() {
+        let properties = BasicProperties::default()
+            .with_expiration("200".into())
+            .with_reply_to("amq.rabbitmq.reply-to.x".into())
+            .with_correlation_id("c-1".into())
+            .with_message_id("m-1".into())
+            .with_type("quote.ask".into())
+            .with_priority(3);
+        let kept = without_expiration(properties.clone());
+        assert_eq!(kept.expiration(), &None);
+        assert_eq!(kept.with_expiration("200".into()), properties);
+
+        let mut headers = BTreeMap::new();
+        let before = crate::store::now_ms();
+        request_headers(&properties, &mut headers);
+        assert_eq!(headers[REPLY_TO_HEADER], "amqp:amq.rabbitmq.reply-to.x");
+        assert_eq!(headers[CORRELATION_HEADER], "c-1");
+        let at: i64 = headers[EXPIRES_HEADER].parse().unwrap();
+        assert!((before + 200..=crate::store::now_ms() + 200).contains(&at));
+        // A deadline an earlier attempt set stays.
+        headers.insert(EXPIRES_HEADER.into(), "7".into());
+        request_headers(&properties, &mut headers);
+        assert_eq!(headers[EXPIRES_HEADER], "7");
     }
 }

@@ -1,5 +1,6 @@
 //! Publishing wharf's own messages to the broker (the outbox relay, `wharf publish
-//! --amqp`): persistent, with the message id, kind and headers as AMQP properties, on a
+//! --amqp`): persistent, with the message id, kind, headers and a `correlation-id`
+//! header (an answer's) as AMQP properties, on a
 //! channel in confirm mode, `mandatory` so a message no queue is bound for comes back
 //! instead of vanishing.
 
@@ -11,6 +12,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 use uuid::Uuid;
 
 use super::topology::text;
+use crate::reply::CORRELATION_HEADER;
 
 /// One message to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,15 @@ pub async fn send(
     for (k, v) in message.headers {
         headers.insert(k.as_str().into(), text(v));
     }
-    let properties = BasicProperties::default()
+    let mut properties = BasicProperties::default();
+    // An answer's correlation id goes where RPC clients look for it (a property holds
+    // at most 255 bytes; a longer one stays a header only).
+    if let Some(correlation) = message.headers.get(CORRELATION_HEADER)
+        && correlation.len() <= 255
+    {
+        properties = properties.with_correlation_id(correlation.as_str().into());
+    }
+    let properties = properties
         .with_message_id(ShortString::from(message.id.to_string()))
         .with_type(message.kind.into())
         .with_content_type("application/json".into())

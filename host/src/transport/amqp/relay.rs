@@ -15,9 +15,10 @@ use lapin::options::ExchangeDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::publish::{Outgoing, Published, answer, confirming_channel, send};
+use crate::reply::STATUS_HEADER;
 use crate::store::{Outbox, OutboxMessage, StoreError, Undeliverable};
 
 /// Why the relay stopped.
@@ -60,16 +61,19 @@ pub struct Relay {
     store: Arc<dyn Outbox>,
     batch_size: u32,
     poll: Duration,
+    wake: Arc<Notify>,
 }
 
 impl Relay {
     /// A relay taking `batch_size` messages at a time and looking for new ones every
-    /// `poll` while the outbox is empty.
-    pub fn new(store: Arc<dyn Outbox>, batch_size: u32, poll: Duration) -> Self {
+    /// `poll` while the outbox is empty, or at once when `wake` is notified (this host's
+    /// settles wrote to the outbox: an answer waits to be sent).
+    pub fn new(store: Arc<dyn Outbox>, batch_size: u32, poll: Duration, wake: Arc<Notify>) -> Self {
         Self {
             store,
             batch_size,
             poll,
+            wake,
         }
     }
 
@@ -104,6 +108,7 @@ impl Relay {
             if claim.messages.is_empty() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.poll) => {}
+                    _ = self.wake.notified() => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
@@ -162,6 +167,15 @@ impl Relay {
         for (message, confirm) in messages.iter().zip(confirms) {
             match answer(confirm).await? {
                 Published::Stored => report.sent += 1,
+                Published::Unroutable if message.headers.contains_key(STATUS_HEADER) => {
+                    tracing::info!(
+                        message_id = %message.id,
+                        "an answer found no queue {:?}: its requester left (its reply queue or Direct Reply-To channel is gone); counted in wharf_replies_late_total",
+                        message.routing_key
+                    );
+                    crate::metrics::late_replies("unroutable", 1);
+                    report.unroutable += 1;
+                }
                 Published::Unroutable => {
                     tracing::warn!(
                         message_id = %message.id,

@@ -158,6 +158,7 @@ impl Supervisor {
             self.store.clone(),
             self.config.batch_size as u32,
             self.relay_poll,
+            self.dispatcher.outbox_written(),
         );
         let mut task = Supervised::Relay(relay, RelayReport::default());
         let restarts = keep_running(shared, "outbox relay", shutdown, &mut task).await?;
