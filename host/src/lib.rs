@@ -32,7 +32,8 @@
 //!   -> store::SettleTransaction       each store writes it: ledger rows + effects,
 //!                                     retries, failed messages with attempt history, and
 //!                                     a request's answer for the caller waiting on it
-//!                                     (requester, store::Replies)
+//!                                     (requester, store::Replies) or as a message to
+//!                                     its reply queue (reply)
 //! ```
 //!
 //! `server` puts a host together from its config and runs it; `cli` is the `wharf`
@@ -67,8 +68,9 @@
 //!   writes, logs; one table of them in `runtime::effect_limits`, charged by
 //!   `runtime::budget`); a call over an effect limit is rejected, naming the setting. **quota**: what one plugin's state may hold in all, checked at settle
 //!   (`store::settle::quota`). **names**: the rules for kinds, queues, headers and keys.
-//! - **request**: a message whose caller waits for its answer (`reply-to`); the first
-//!   answer committed is the one (a handler's, or why it was dead-lettered or refused).
+//! - **request**: a message whose caller waits for its answer (`reply-to`: a caller on a
+//!   host, an inbox queue, or an AMQP queue; `reply`); the first answer committed is the
+//!   one (a handler's, or why it was dead-lettered or refused).
 //! - **contended plugin**: one whose messages mostly read keys earlier messages of their
 //!   batch wrote; its messages run inside the settle, in order (`dispatch::contention`).
 

@@ -381,19 +381,8 @@ async fn an_http_request_to_an_exchange_is_answered_by_the_host_consuming_its_qu
 
 /// `wharf request <args>` against the database of `host`.
 async fn wharf_request(host: &wharf_tests::Host, args: &[&str]) -> std::process::Output {
-    let url = host.config.database.url.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
-            .arg("request")
-            .args(&args)
-            .env("WHARF_DATABASE_URL", url)
-            .env("WHARF_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let bin = env!("CARGO_BIN_EXE_wharf-under-test");
+    wharf_tests::wharf_on(bin, host, &[&["request"], args].concat()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,4 +418,22 @@ async fn wharf_request_to_an_exchange_prints_the_answer() {
     stop.send(true).unwrap();
     running.await.unwrap().unwrap();
     assert_eq!(broker.host.count("SELECT COUNT(*) FROM outbox").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_requester_left_is_counted_unroutable_not_retried() {
+    let broker = Broker::start(Backend::Postgres, &["fixture-answer"]).await;
+    let gone = wharf_tests::unique_name("gone");
+    let properties = request("quote.ask", &gone, "c-gone", None);
+    broker.publish_with(properties, br#"{"qty": 1}"#).await;
+    let report = broker
+        .supervise_until("the answer relayed", async |b| {
+            b.host
+                .count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL")
+                .await
+                == 1
+        })
+        .await;
+    assert_eq!(report.relayed.unroutable, 1, "{report:?}");
+    assert_eq!(broker.host.count("SELECT COUNT(*) FROM processed").await, 1);
 }

@@ -1,12 +1,16 @@
 //! `/metrics` after a known run, scraped like Prometheus does (no token): the handler
 //! calls by plugin and outcome with their durations, the queue wait, the settles by
 //! result, the inbox depth and oldest age, the failed messages by plugin, the plugins
-//! served; a drained queue's and a plugin's deleted dead letters' gauges read 0. One test
+//! served; a drained queue's and a plugin's deleted dead letters' gauges read 0; an
+//! expired request's answer counted late. One test
 //! in its own binary: the recorder is the process's.
 
 use std::time::Duration;
 
 use serde_json::json;
+use wharf_host::effects::Destination;
+use wharf_host::requester;
+use wharf_host::store::{Answer, Replies};
 use wharf_tests::http::serve;
 use wharf_tests::{Backend, Host};
 
@@ -19,9 +23,16 @@ fn value(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
+/// `/metrics` as text.
+async fn scrape(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    response.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_run() {
-    let host = Host::start(Backend::Sqlite, &["fixture-noop", "fixture-always-reject"]).await;
+    let plugins = ["fixture-noop", "fixture-always-reject", "fixture-answer"];
+    let host = Host::start(Backend::Sqlite, &plugins).await;
     let base = serve(&host).await;
     for _ in 0..10 {
         host.publish("test", "test.noop", json!({})).await;
@@ -106,12 +117,7 @@ async fn metrics_count_a_known_run() {
     host.drain().await;
     let filter = wharf_host::store::FailedFilter::default();
     assert_eq!(host.store.failed_delete(&filter, 100).await.unwrap(), 3);
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&base).await;
     for series in [
         r#"wharf_inbox_messages{queue="test",state="ready"}"#,
         r#"wharf_inbox_oldest_message_age_seconds{queue="test"}"#,
@@ -123,4 +129,33 @@ async fn metrics_count_a_known_run() {
             "{series} after the drain and the delete"
         );
     }
+
+    // A request taken after its caller stopped waiting: not handled, and its answer (why)
+    // is counted late.
+    let id = uuid::Uuid::now_v7();
+    let to = (Destination::Queue("test".into()), "quote.ask".into());
+    let body = json!({"qty": 1}).to_string().into_bytes();
+    let request = requester::message(
+        id,
+        to,
+        Default::default(),
+        body,
+        None,
+        Duration::from_millis(1),
+    );
+    wharf_host::store::put(&*host.store, &request.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    host.drain().await;
+    let answer = host.store.answer(id).await.unwrap();
+    assert!(
+        matches!(answer, Some(Answer::Rejected { .. })),
+        "{answer:?}"
+    );
+    let text = scrape(&base).await;
+    assert_eq!(
+        value(&text, r#"wharf_replies_late_total{why="expired"}"#),
+        1.0
+    );
 }

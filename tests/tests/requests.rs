@@ -301,19 +301,8 @@ async fn a_caller_that_gives_up_early_gets_the_answer_by_asking_again() {
 
 /// `wharf request <args>` against the database of `host`.
 async fn wharf_request(host: &Host, args: &[&str]) -> std::process::Output {
-    let url = host.config.database.url.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
-            .arg("request")
-            .args(&args)
-            .env("WHARF_DATABASE_URL", url)
-            .env("WHARF_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let bin = env!("CARGO_BIN_EXE_wharf-under-test");
+    wharf_tests::wharf_on(bin, host, &[&["request"], args].concat()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
