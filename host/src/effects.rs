@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::envelope::KEY_HEADER;
-use crate::names::{self, InvalidName};
-
 /// Where a published message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -38,33 +35,6 @@ pub struct Publish {
     pub payload: Vec<u8>,
     /// Ordering key, to an inbox queue (to an exchange it is in `headers`).
     pub key: Option<String>,
-}
-
-impl Publish {
-    /// A message `id` for `destination`, its names checked; to an exchange, its ordering
-    /// key goes in the [`KEY_HEADER`] header, where a consumer of the queue reads it.
-    pub fn checked(
-        id: Uuid,
-        destination: Destination,
-        kind: String,
-        mut headers: BTreeMap<String, String>,
-        payload: Vec<u8>,
-        key: Option<String>,
-    ) -> Result<Self, InvalidName> {
-        let to_exchange = matches!(destination, Destination::Exchange { .. });
-        if let (true, Some(key)) = (to_exchange, &key) {
-            headers.insert(KEY_HEADER.to_owned(), key.clone());
-        }
-        names::publish(&destination, &kind, &headers, key.as_deref())?;
-        Ok(Self {
-            id,
-            destination,
-            kind,
-            headers,
-            payload,
-            key: key.filter(|_| !to_exchange),
-        })
-    }
 }
 
 /// A handler's answer to the request it handled.

@@ -4,19 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::reply::ReplyTo;
-
 /// The AMQP header that carries a message's ordering key (seed 004's `partition_key`).
 pub const KEY_HEADER: &str = "partition_key";
-
-/// The header that makes a message a request: where its answer goes
-/// ([`crate::reply::ReplyTo`]: [`CALLER`], `amqp:<queue>`, or an inbox queue).
-pub const REPLY_TO_HEADER: &str = "reply-to";
-
-/// [`REPLY_TO_HEADER`] of a request whose caller waits on a host of the fleet
-/// (`POST /api/messages/request`, `wharf request`): the answer goes into the `replies`
-/// table under the request's id. Not a queue name (those have no `:`).
-pub const CALLER: &str = "wharf:caller";
 
 /// The header that says when (Unix ms) a request's caller stops waiting: a request due
 /// after it is not handled.
@@ -180,11 +169,6 @@ impl Envelope {
     pub fn same_queue(&self, other: &Envelope) -> bool {
         self.queue == other.queue
             && matches!(self.origin, Origin::Inbox) == matches!(other.origin, Origin::Inbox)
-    }
-
-    /// Where its answer goes, when it is a request.
-    pub fn reply_to(&self) -> Option<ReplyTo<'_>> {
-        Some(ReplyTo::parse(self.headers.get(REPLY_TO_HEADER)?))
     }
 
     /// When its requester stops waiting (Unix ms), when it said.

@@ -17,7 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::effects::Destination;
+use uuid::Uuid;
+
+use crate::effects::{Destination, Publish};
+use crate::envelope::KEY_HEADER;
 
 /// Longest kind, queue, exchange, routing key or header key, in bytes (AMQP's short
 /// strings).
@@ -193,6 +196,31 @@ pub fn publish(
     }
     self::kind(kind)?;
     header_map(headers)
+}
+
+/// A message `id` for `destination`, checked by [`publish`]; to an exchange, its ordering
+/// key goes in the [`KEY_HEADER`] header, where a consumer of the queue reads it.
+pub fn checked_publish(
+    id: Uuid,
+    destination: Destination,
+    kind: String,
+    mut headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+    key: Option<String>,
+) -> Result<Publish, InvalidName> {
+    let to_exchange = matches!(destination, Destination::Exchange { .. });
+    if let (true, Some(key)) = (to_exchange, &key) {
+        headers.insert(KEY_HEADER.to_owned(), key.clone());
+    }
+    publish(&destination, &kind, &headers, key.as_deref())?;
+    Ok(Publish {
+        id,
+        destination,
+        kind,
+        headers,
+        payload,
+        key: key.filter(|_| !to_exchange),
+    })
 }
 
 /// [`headers`] of a header map.

@@ -11,9 +11,17 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::effects::{Destination, Publish, Reply};
-use crate::envelope::{CALLER, Envelope};
+use crate::envelope::Envelope;
 use crate::names::{self, InvalidName};
-use crate::trace;
+
+/// The header that makes a message a request: where its answer goes ([`ReplyTo`]:
+/// [`CALLER`], `amqp:<queue>`, or an inbox queue).
+pub const REPLY_TO_HEADER: &str = "reply-to";
+
+/// [`REPLY_TO_HEADER`] of a request whose caller waits on a host of the fleet
+/// (`POST /api/messages/request`, `wharf request`): the answer goes into the `replies`
+/// table under the request's id. Not a queue name (those have no `:`).
+pub const CALLER: &str = "wharf:caller";
 
 /// The header an answer carries the request's correlation id in: the request's own
 /// `correlation-id` header (an AMQP delivery's `correlation_id` property), else its
@@ -67,6 +75,13 @@ impl<'a> ReplyTo<'a> {
     }
 }
 
+impl Envelope {
+    /// Where its answer goes, when it is a request.
+    pub fn reply_to(&self) -> Option<ReplyTo<'_>> {
+        Some(ReplyTo::parse(self.headers.get(REPLY_TO_HEADER)?))
+    }
+}
+
 /// What a request was answered: the first of these a settle meets is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answering<'a> {
@@ -113,11 +128,6 @@ pub fn message(request: &Envelope, answer: &Answering<'_>) -> Option<Publish> {
         }
         Answering::Handled => (BTreeMap::new(), b"null".to_vec()),
     };
-    if let Some(trace) = request.headers.get(trace::HEADER) {
-        headers
-            .entry(trace::HEADER.to_owned())
-            .or_insert_with(|| trace.clone());
-    }
     let correlation = (request.headers.get(CORRELATION_HEADER))
         .map_or_else(|| request.id.to_string(), Clone::clone);
     headers.insert(CORRELATION_HEADER.to_owned(), correlation);

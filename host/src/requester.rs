@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::effects::{Destination, Publish};
-use crate::envelope::{CALLER, EXPIRES_HEADER, REPLY_TO_HEADER};
-use crate::names::InvalidName;
+use crate::envelope::EXPIRES_HEADER;
+use crate::names::{self, InvalidName};
+use crate::reply::{CALLER, REPLY_TO_HEADER};
 use crate::store::{Answer, Replies, StoreError, now_ms};
 
 /// The longest pause between two looks for the answer.
@@ -48,7 +49,7 @@ pub fn message(
     headers.insert(REPLY_TO_HEADER.to_owned(), CALLER.to_owned());
     let expires_at = now_ms() + timeout.as_millis() as i64;
     headers.insert(EXPIRES_HEADER.to_owned(), expires_at.to_string());
-    Ok(Publish::checked(
+    Ok(names::checked_publish(
         id,
         destination,
         kind,

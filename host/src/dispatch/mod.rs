@@ -27,10 +27,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::envelope::{CALLER, DeadLetterKey, Envelope, REPLY_TO_HEADER};
+use crate::envelope::{DeadLetterKey, Envelope};
 use crate::outcome::Verdict;
 use crate::plugins::{Catalog, PluginConfig};
-use crate::reply::ReplyTo;
+use crate::reply::{CALLER, REPLY_TO_HEADER, ReplyTo};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Plugin, Runtime, StateError, StateReader};
 use crate::store::{

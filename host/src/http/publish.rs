@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
-use crate::effects::{Destination, Publish};
+use crate::effects::Destination;
+use crate::names;
 use crate::store;
 use crate::trace;
 
@@ -113,8 +114,9 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
         request.routing_key,
         request.kind,
     )?;
-    let message = Publish::checked(id, destination, kind, request.headers, payload, request.key)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let message =
+        names::checked_publish(id, destination, kind, request.headers, payload, request.key)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let queued = store::put(&*api.store, &message).await?;
     Ok(Json(match message.destination {
         Destination::Queue(queue) => json!({ "id": id, "queue": queue, "queued": queued }),

@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::effects::{Destination, Effects, Publish, Reply};
-use crate::envelope::REPLY_TO_HEADER;
-use crate::reply::{CORRELATION_HEADER, STATUS_HEADER};
+use crate::reply::{CORRELATION_HEADER, REPLY_TO_HEADER, STATUS_HEADER};
 
 fn message(n: u8, attempts: u32) -> Envelope {
     Envelope {

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use super::topology::text;
 use super::{ConsumeSpec, KindFrom, MissingMessageId};
-use crate::envelope::{EXPIRES_HEADER, Envelope, Origin, REPLY_TO_HEADER};
+use crate::envelope::{EXPIRES_HEADER, Envelope, Origin};
 use crate::names;
-use crate::reply::{AMQP_PREFIX, CORRELATION_HEADER};
+use crate::reply::{AMQP_PREFIX, CORRELATION_HEADER, REPLY_TO_HEADER};
 
 /// Header carrying the attempts already made.
 pub const RETRY_COUNT: &str = "x-retry-count";
