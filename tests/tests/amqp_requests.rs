@@ -225,14 +225,16 @@ async fn an_rpc_client_gets_its_answers_on_a_reply_queue_and_by_direct_reply_to(
 
 /// `[plugin.quote]` retrying once after `delay_ms`.
 fn slow_retry(c: &mut wharf_host::config::Config, delay_ms: u64) {
-    let mut quote = wharf_host::plugins::PluginConfig::default();
-    quote.retry = Some(RetryPolicy {
-        max_retries: 1,
-        base_delay_ms: delay_ms,
-        multiplier: 1.0,
-        max_delay_ms: delay_ms,
-        jitter: 0.0,
-    });
+    let quote = wharf_host::plugins::PluginConfig {
+        retry: Some(RetryPolicy {
+            max_retries: 1,
+            base_delay_ms: delay_ms,
+            multiplier: 1.0,
+            max_delay_ms: delay_ms,
+            jitter: 0.0,
+        }),
+        ..Default::default()
+    };
     c.plugin.insert("quote".into(), quote);
 }
 

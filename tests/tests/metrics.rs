@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use wharf_host::effects::Destination;
 use wharf_host::requester;
-use wharf_host::store::{Answer, Replies};
+use wharf_host::store::Answer;
 use wharf_tests::http::serve;
 use wharf_tests::{Backend, Host};
 

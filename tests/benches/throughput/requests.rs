@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 use wharf_host::transport::amqp::{ConsumeSpec, KindFrom};
 use wharf_tests::broker::supervisor;
@@ -29,7 +29,8 @@ pub async fn versus_bare_rpc() {
     let (connection, channel) = confirming_channel().await;
     let bare_queue = fresh_queue(&channel, "bench_rpc_bare").await;
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(bare_server(connection.clone(), bare_queue.clone(), stopped));
+    let server_channel = connection.create_channel().await.unwrap();
+    let server = tokio::spawn(bare_server(server_channel, bare_queue.clone(), stopped));
     let wharf_queue = fresh_queue(&channel, "bench_rpc_wharf").await;
     let host = std::sync::Arc::new(rpc_host(&wharf_queue).await);
     let (stop_host, host_stopped) = watch::channel(false);
@@ -140,8 +141,7 @@ async fn client(
 
 /// The tutorial's server: answer each request on its `reply_to` with its correlation id,
 /// then ack it.
-async fn bare_server(connection: Connection, queue: String, mut stop: watch::Receiver<bool>) {
-    let channel = connection.create_channel().await.unwrap();
+async fn bare_server(channel: Channel, queue: String, mut stop: watch::Receiver<bool>) {
     channel
         .basic_qos(100, BasicQosOptions::default())
         .await
