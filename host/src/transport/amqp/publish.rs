@@ -2,7 +2,7 @@
 //! --amqp`): persistent, with the message id, kind, headers and a `correlation-id`
 //! header (an answer's) as AMQP properties, on a
 //! channel in confirm mode, `mandatory` so a message no queue is bound for comes back
-//! instead of vanishing.
+//! instead of vanishing (except an answer by Direct Reply-To).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 use super::topology::text;
 use crate::reply::CORRELATION_HEADER;
+
+/// The routing keys of Direct Reply-To's pseudo-queues.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to.";
 
 /// One message to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +78,16 @@ pub async fn send(
         .with_content_type("application/json".into())
         .with_headers(headers)
         .with_delivery_mode(2);
+    // RabbitMQ delivers an answer by Direct Reply-To past its queues, and returns it as
+    // unroutable too when it is mandatory: it is not (one whose requester left is dropped).
+    let direct_reply =
+        message.exchange.is_empty() && message.routing_key.starts_with(DIRECT_REPLY_TO);
     channel
         .basic_publish(
             message.exchange.into(),
             message.routing_key.into(),
             BasicPublishOptions {
-                mandatory: true,
+                mandatory: !direct_reply,
                 ..BasicPublishOptions::default()
             },
             message.payload,
