@@ -4,24 +4,19 @@
 //! locked rows; a relay that dies or stalls past `idle_in_transaction_session_timeout`
 //! loses the transaction and the rows are sent again (at least once).
 
-use std::time::Duration;
-
 use super::PostgresStore;
 use super::claim::HeldClaim;
 use crate::store::outbox::{FAILED_SOURCE, OutboxSql, outbox_message};
 use crate::store::{HeldTransaction, Hold, OutboxClaim, Result, Undeliverable};
 
-/// How long a relay may hold its rows between statements (publishing, awaiting confirms).
-const HOLD: Duration = Duration::from_secs(30);
+/// How a relay's transaction begins, in one round trip: it may hold its rows 30 s
+/// between statements (publishing, awaiting confirms).
+const BEGIN: &str = "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 30000";
 
 #[async_trait::async_trait]
 impl OutboxSql for PostgresStore {
     async fn take(&self, limit: u32) -> Result<OutboxClaim> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-            .bind(HOLD.as_millis().to_string())
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin_with(BEGIN).await?;
         let rows = sqlx::query(
             "SELECT seq, id::text AS id, exchange, routing_key, kind, headers::text AS headers, payload
              FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
