@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod cli;
 pub mod collector;
 pub mod held;
 pub mod http;
@@ -384,24 +385,6 @@ pub async fn handled_once_by_their_version(
         by_id.insert(row.get::<String, _>(0), version);
     }
     (counts, by_id)
-}
-
-/// `wharf <args>` of the binary `bin` (an integration test's
-/// `env!("CARGO_BIN_EXE_wharf-under-test")`) against the database of `host`, logging
-/// warnings only; run off the async threads.
-pub async fn wharf_on(bin: &'static str, host: &Host, args: &[&str]) -> std::process::Output {
-    let url = host.config.database.url.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
-            .args(&args)
-            .env("WHARF_DATABASE_URL", url)
-            .env("WHARF_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 /// Wait until `done` holds, checking every 20 ms; panics naming `what` after `limit`.

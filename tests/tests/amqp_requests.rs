@@ -5,8 +5,9 @@
 //! without an answer, an answer of a failed attempt never sent, a duplicate request
 //! answered once. On PostgreSQL: a request whose `expiration` passes while it waits out a
 //! retry is not handled; a host that committed an answer and stopped before its relay sent
-//! it leaves it for another host's relay, which sends it once; `POST /api/messages/request`
-//! to an exchange, answered by a host consuming the queue.
+//! it leaves it for another host's relay, which sends it once; an answer whose reply queue
+//! is gone is counted unroutable. Requests to an exchange from the API and the CLI are in
+//! `exchange_requests.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,13 +16,11 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 use wharf_host::retry::RetryPolicy;
-use wharf_tests::broker::{Broker, supervisor};
-use wharf_tests::http::{OPERATE, send, serve};
+use wharf_tests::broker::Broker;
 use wharf_tests::{Backend, conformance, wait_for};
 
 conformance!(an_rpc_client_gets_its_answers_on_a_reply_queue_and_by_direct_reply_to);
@@ -330,96 +329,6 @@ async fn an_answer_committed_by_a_host_that_stopped_before_sending_it_is_sent_on
     assert_eq!(sent.body, json!({ "price": 21 }));
     assert_eq!(broker.host.count("SELECT COUNT(*) FROM outbox").await, 1);
     assert_eq!(broker.host.count("SELECT COUNT(*) FROM processed").await, 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http_request_to_an_exchange_is_answered_by_the_host_consuming_its_queue() {
-    let broker = Broker::start(Backend::Postgres, &["fixture-answer"]).await;
-    let base = serve(&broker.host).await;
-    let (stop, stopped) = watch::channel(false);
-    let supervising = supervisor(&broker.host);
-    let running = tokio::spawn(async move { supervising.run(stopped).await });
-    let ask = |kind: &str| {
-        json!({
-            "exchange": broker.exchange, "routing_key": "orders", "kind": kind,
-            "message": {"qty": 5}, "timeout_ms": 20_000,
-        })
-    };
-    let path = "/api/messages/request";
-    let (status, answer) = send(
-        &base,
-        Method::POST,
-        path,
-        Some(OPERATE),
-        Some(&ask("quote.ask")),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["answer"], json!({ "price": 15 }));
-    let (status, answer) = send(
-        &base,
-        Method::POST,
-        path,
-        Some(OPERATE),
-        Some(&ask("quote.refuse")),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("out of stock"),
-        "{answer}"
-    );
-    // Hostile: both a queue and an exchange; an exchange name breaking the rules.
-    let both = json!({ "queue": "test", "exchange": "x", "kind": "k", "message": {} });
-    let (status, answer) = send(&base, Method::POST, path, Some(OPERATE), Some(&both)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let bad = json!({ "exchange": "a\u{1b}[2Jb", "kind": "k", "message": {} });
-    let (status, answer) = send(&base, Method::POST, path, Some(OPERATE), Some(&bad)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    stop.send(true).unwrap();
-    running.await.unwrap().unwrap();
-    assert_eq!(broker.host.count("SELECT COUNT(*) FROM replies").await, 2);
-}
-
-/// `wharf request <args>` against the database of `host`.
-async fn wharf_request(host: &wharf_tests::Host, args: &[&str]) -> std::process::Output {
-    let bin = env!("CARGO_BIN_EXE_wharf-under-test");
-    wharf_tests::wharf_on(bin, host, &[&["request"], args].concat()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wharf_request_to_an_exchange_prints_the_answer() {
-    let broker = Broker::start(Backend::Postgres, &["fixture-answer"]).await;
-    let (stop, stopped) = watch::channel(false);
-    let supervising = supervisor(&broker.host);
-    let running = tokio::spawn(async move { supervising.run(stopped).await });
-    let exchange = broker.exchange.as_str();
-    let to = ["--exchange", exchange, "--routing-key", "orders"];
-    let mut ask = to.to_vec();
-    ask.extend(["--kind", "quote.ask", "--json", r#"{"qty": 2}"#]);
-    let answered = wharf_request(&broker.host, &ask).await;
-    assert!(answered.status.success(), "{answered:?}");
-    let answer: Value = serde_json::from_slice(&answered.stdout).unwrap();
-    assert_eq!(answer, json!({ "price": 6 }));
-    for (args, says) in [
-        (
-            &["--queue", "test", "--exchange", exchange][..],
-            "cannot be used with",
-        ),
-        (&["--queue", "test", "--routing-key", "x"][..], "--exchange"),
-        (&["--exchange", "bad\u{7}name"][..], "exchange"),
-    ] {
-        let mut all = args.to_vec();
-        all.extend(["--kind", "quote.ask", "--json", "{}"]);
-        let refused = wharf_request(&broker.host, &all).await;
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success(), "{args:?}");
-        assert!(stderr.contains(says), "{args:?}: {stderr}");
-        assert!(!stderr.contains('\u{7}'), "{stderr}");
-    }
-    stop.send(true).unwrap();
-    running.await.unwrap().unwrap();
-    assert_eq!(broker.host.count("SELECT COUNT(*) FROM outbox").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

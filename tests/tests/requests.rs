@@ -302,7 +302,7 @@ async fn a_caller_that_gives_up_early_gets_the_answer_by_asking_again() {
 /// `wharf request <args>` against the database of `host`.
 async fn wharf_request(host: &Host, args: &[&str]) -> std::process::Output {
     let bin = env!("CARGO_BIN_EXE_wharf-under-test");
-    wharf_tests::wharf_on(bin, host, &[&["request"], args].concat()).await
+    wharf_tests::cli::wharf_on(bin, host, &[&["request"], args].concat()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -47,24 +48,14 @@ pub async fn publish(
     http_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = body
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))
-        .and_then(|body| {
-            serde_json::from_slice::<PublishRequest>(&body).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body is not a publish request ({e}); send {{\"queue\": \"orders\", \"kind\": \"order.created\", \"message\": {{...}}}} or {{\"exchange\": \"orders\", \"routing_key\": \"order.created\", \"message\": {{...}}}}"
-                ))
-            })
-        });
+    let request = body_as::<PublishRequest>(
+        body,
+        "a publish request",
+        r#"{"queue": "orders", "kind": "order.created", "message": {...}} or {"exchange": "orders", "routing_key": "order.created", "message": {...}}"#,
+    );
     let target = match &request {
-        Ok(PublishRequest {
-            queue: Some(queue), ..
-        }) => format!("queue {queue}"),
-        Ok(PublishRequest {
-            exchange: Some(exchange),
-            ..
-        }) => format!("exchange {exchange}"),
-        _ => "(no destination)".to_owned(),
+        Ok(r) => target(r.queue.as_deref(), r.exchange.as_deref()),
+        Err(_) => target(None, None),
     };
     let outcome = match request {
         Ok(mut request) => {
@@ -75,6 +66,26 @@ pub async fn publish(
     };
     api.record(&who, "publish", target, &outcome).await;
     outcome
+}
+
+/// `body` as the JSON of `T`, or a 400 saying it is not `what` and to send `example`.
+pub(super) fn body_as<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+    example: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not {what} ({e}); send {example}")))
+}
+
+/// Where a message goes, as the audit log names it.
+pub(super) fn target(queue: Option<&str>, exchange: Option<&str>) -> String {
+    match (queue, exchange) {
+        (Some(queue), _) => format!("queue {queue}"),
+        (None, Some(exchange)) => format!("exchange {exchange}"),
+        (None, None) => "(no destination)".to_owned(),
+    }
 }
 
 /// `message` as the payload the API publishes, within `inbox.max_payload_bytes`.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
-use super::publish::{destination, payload, trace_into};
+use super::publish::{body_as, destination, payload, target, trace_into};
 use crate::requester;
 use crate::store::{self, Answer};
 
@@ -53,24 +53,14 @@ pub async fn request(
     http_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request = body
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))
-        .and_then(|body| {
-            serde_json::from_slice::<RequestBody>(&body).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body is not a request ({e}); send {{\"queue\": \"quotes\", \"kind\": \"quote.requested\", \"message\": {{...}}, \"timeout_ms\": 5000}}"
-                ))
-            })
-        });
+    let request = body_as::<RequestBody>(
+        body,
+        "a request",
+        r#"{"queue": "quotes", "kind": "quote.requested", "message": {...}, "timeout_ms": 5000}"#,
+    );
     let target = match &request {
-        Ok(RequestBody {
-            queue: Some(queue), ..
-        }) => format!("queue {queue}"),
-        Ok(RequestBody {
-            exchange: Some(exchange),
-            ..
-        }) => format!("exchange {exchange}"),
-        _ => "(no destination)".to_owned(),
+        Ok(r) => target(r.queue.as_deref(), r.exchange.as_deref()),
+        Err(_) => target(None, None),
     };
     let sent = match request {
         Ok(mut request) => {

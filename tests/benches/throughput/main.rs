@@ -9,7 +9,8 @@
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
 //! keys beside a stateless plugin, and (`contention-amqp`) over AMQP; (`mariadb`) the
 //! MariaDB inbox against a raw claim loop on the same server; (`outbound`) a handler's HTTP
-//! call against a plain Rust client's; (`ordering`) ordered plugins against unordered.
+//! call against a plain Rust client's; (`ordering`) ordered plugins against unordered;
+//! (`requests`) request-reply over AMQP against a bare RPC server.
 
 mod amqp;
 mod contention;
@@ -22,99 +23,25 @@ mod profile;
 mod python;
 mod recording;
 mod requests;
+mod sandbox;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use uuid::Uuid;
-use wharf_host::envelope::{Envelope, NewMessage};
-use wharf_host::outcome::Outcome;
-use wharf_host::runtime::{CallContext, Plugin, Runtime, StateReader};
+use wharf_host::envelope::NewMessage;
 use wharf_host::transport::inbox::InboxConfig;
 use wharf_host::transport::pump::StopWhen;
-use wharf_tests::{Backend, Host, plugin_wasm, test_config};
+use wharf_tests::{Backend, Host};
 
 use cpu::{CpuCost, POSTGRES, print_apart};
+use sandbox::{payload_1k, sandbox_cost};
 
-const SANDBOX_CALLS: u32 = 20_000;
 const INBOX_MESSAGES: usize = 20_000;
 const PG_MESSAGES: usize = 20_000;
 const PG_BATCH: u32 = 100;
 const LATENCY_SAMPLES: usize = 200;
-
-fn payload_1k() -> Vec<u8> {
-    let items: Vec<_> = (0..14)
-        .map(|i| serde_json::json!({"sku": format!("SKU-{i:05}"), "quantity": i}))
-        .collect();
-    let mut body =
-        serde_json::json!({"order_id": "o-1", "customer_email": "a@example.com", "items": items})
-            .to_string()
-            .into_bytes();
-    body.resize(1024, b' ');
-    body
-}
-
-async fn sandbox_cost() -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path());
-    let runtime = config.sandbox().unwrap();
-    let plugin = runtime.load(&plugin_wasm("fixture-noop")).await.unwrap();
-    let state = Arc::new(wharf_host::runtime::NoState);
-    call_cost(
-        &runtime,
-        &plugin,
-        ("bench.noop", None),
-        payload_1k(),
-        state,
-        SANDBOX_CALLS,
-    )
-    .await
-}
-
-/// Microseconds per call of `plugin` on a `kind` message of `payload` (with ordering key
-/// `key`), reading `state`: a fresh instance, the call and its drop, after a warm-up.
-async fn call_cost(
-    runtime: &Runtime,
-    plugin: &Plugin,
-    (kind, key): (&str, Option<&str>),
-    payload: Vec<u8>,
-    state: Arc<dyn StateReader>,
-    calls: u32,
-) -> f64 {
-    let envelope = Envelope {
-        id: Uuid::now_v7(),
-        queue: "bench".into(),
-        kind: kind.into(),
-        headers: Default::default(),
-        payload,
-        attempts: 0,
-        lock_token: Uuid::nil(),
-        settled_plugins: Default::default(),
-        origin: Default::default(),
-        due_at: None,
-        key: key.map(str::to_owned),
-        seq: None,
-        turn: None,
-    };
-    let context = CallContext {
-        plugin: Arc::from(plugin.name()),
-        message_id: envelope.id,
-        config: Arc::default(),
-        state,
-        trace: wharf_host::trace::TraceContext::for_call(&envelope.headers),
-        request: false,
-    };
-    for _ in 0..calls / 20 {
-        runtime.call(plugin, &envelope, 1, context.clone()).await;
-    }
-    let started = Instant::now();
-    for _ in 0..calls {
-        let outcome = runtime.call(plugin, &envelope, 1, context.clone()).await;
-        assert!(matches!(outcome, Outcome::Ok(_)), "{outcome:?}");
-    }
-    started.elapsed().as_secs_f64() * 1e6 / calls as f64
-}
 
 async fn inbox_throughput() -> (f64, f64) {
     let host = Host::start_with(Backend::Sqlite, &["fixture-noop"], |c| {

@@ -10,7 +10,7 @@ use serde_json::json;
 use wharf_host::runtime::{LoadError, StateError, StateReader};
 use wharf_tests::{python, test_config};
 
-use super::call_cost;
+use super::sandbox::{call_cost, payload_1k};
 
 const CALLS: u32 = 2_000;
 
@@ -40,7 +40,7 @@ pub async fn costs(rust_per_call: f64) {
         again.load(&wasm).await.unwrap();
         let cached = started.elapsed();
         let (kind, payload) = match name {
-            "noop" => (("bench.noop", None), super::payload_1k()),
+            "noop" => (("bench.noop", None), payload_1k()),
             _ => (
                 ("audit.record", Some("o1")),
                 json!({"actor": "ana", "action": "refund"})
