@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The AMQP header that carries a message's ordering key (seed 004's `partition_key`).
@@ -145,30 +146,45 @@ pub enum Origin {
         /// Its routing key.
         routing_key: String,
     },
+    /// A record of a Kafka topic (`queue` is the topic).
+    Kafka {
+        /// Its partition.
+        partition: i32,
+        /// Its offset in the partition.
+        offset: i64,
+    },
+}
+
+impl Origin {
+    /// Whether a broker delivered it (AMQP, Kafka), as opposed to an inbox row.
+    pub fn is_delivery(&self) -> bool {
+        !matches!(self, Origin::Inbox)
+    }
+
+    /// How its source name starts: `inbox:`, `amqp:`, `kafka:`.
+    fn prefix(&self) -> &'static str {
+        match self {
+            Origin::Inbox => "inbox:",
+            Origin::Amqp { .. } => "amqp:",
+            Origin::Kafka { .. } => "kafka:",
+        }
+    }
 }
 
 impl Envelope {
     /// The source name shown to handlers and stored with failures.
     pub fn source(&self) -> String {
-        match self.origin {
-            Origin::Inbox => format!("inbox:{}", self.queue),
-            Origin::Amqp { .. } => format!("amqp:{}", self.queue),
-        }
+        format!("{}{}", self.origin.prefix(), self.queue)
     }
 
     /// Whether `source` is this message's [`Self::source`] (without building it).
     pub fn is_from(&self, source: &str) -> bool {
-        let prefix = match self.origin {
-            Origin::Inbox => "inbox:",
-            Origin::Amqp { .. } => "amqp:",
-        };
-        source.strip_prefix(prefix) == Some(self.queue.as_str())
+        source.strip_prefix(self.origin.prefix()) == Some(self.queue.as_str())
     }
 
     /// Whether `other` came from the same queue ([`Self::source`]) as this message.
     pub fn same_queue(&self, other: &Envelope) -> bool {
-        self.queue == other.queue
-            && matches!(self.origin, Origin::Inbox) == matches!(other.origin, Origin::Inbox)
+        self.queue == other.queue && self.origin.prefix() == other.origin.prefix()
     }
 
     /// When its requester stops waiting (Unix ms), when it said.
@@ -179,11 +195,26 @@ impl Envelope {
     /// Exchange and routing key of a message that came from AMQP.
     pub fn amqp_route(&self) -> Option<(&str, &str)> {
         match &self.origin {
-            Origin::Inbox => None,
             Origin::Amqp {
                 exchange,
                 routing_key,
             } => Some((exchange, routing_key)),
+            Origin::Inbox | Origin::Kafka { .. } => None,
         }
     }
+}
+
+/// A `message_id` as a UUID: itself when it is one, else a UUID derived from its sha256
+/// (the same id always maps to the same UUID, so dedup works for any id scheme).
+pub fn message_uuid(id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap_or_else(|_| hashed_uuid(b"message_id:", id.as_bytes()))
+}
+
+/// A UUID (v8) derived from the sha256 of `domain` and `bytes`.
+pub fn hashed_uuid(domain: &[u8], bytes: &[u8]) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(domain)
+        .chain_update(bytes)
+        .finalize();
+    Uuid::new_v8(digest[..16].try_into().expect("sha256 has 32 bytes"))
 }

@@ -286,6 +286,27 @@ pub fn amqp_connected(connected: bool) {
     gauge!("wharf_amqp_connected").set(f64::from(u8::from(connected)));
 }
 
+/// Whether a Kafka broker is reachable: `wharf_kafka_connected`.
+pub fn kafka_connected(connected: bool) {
+    if !recording() {
+        return;
+    }
+    gauge!("wharf_kafka_connected").set(f64::from(u8::from(connected)));
+}
+
+/// Records of `topic`'s `partition` (one this host owns; 0 once it does not) not
+/// committed yet by the group: `wharf_kafka_lag{topic,partition}`.
+pub fn kafka_lag(topic: &str, partition: i32, lag: i64) {
+    if !recording() {
+        return;
+    }
+    let labels = [
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!("wharf_kafka_lag", &labels).set(lag as f64);
+}
+
 /// The plugins served now, as (name, version, sha256): `wharf_plugin_info{plugin,version,
 /// sha256}` is 1 for each, and 0 for a version served earlier and replaced.
 pub fn plugins(served: BTreeSet<(String, String, String)>) {

@@ -161,11 +161,7 @@ impl Broker {
 
     /// Another host on the same database and broker topology, with other plugins.
     pub async fn second_host(&self, plugins: &[&str]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = self.host.config.clone();
-        config.plugins.dir = dir.path().join("plugins");
-        config.plugins.cache_dir = dir.path().join("cache");
-        Host::start_on(config, plugins, dir).await
+        self.host.second(plugins).await
     }
 
     /// Ready messages in a queue, asked on a connection of its own: the consumers share

@@ -39,6 +39,7 @@ pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
         plugins: host.catalog.clone(),
         runtime: host.runtime.clone(),
         broker,
+        kafka: None,
         amqp: host.config.amqp.clone(),
         max_payload_bytes: host.config.inbox.max_payload_bytes,
         max_request_timeout: std::time::Duration::from_millis(config.max_request_timeout_ms),

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod held;
 pub mod http;
 mod inspect;
+pub mod kafka;
 pub mod mail_api;
 pub mod outbound;
 pub mod proxy;
@@ -237,6 +238,16 @@ impl Host {
             config,
             dir,
         }
+    }
+
+    /// Another host on the same database and config, serving `plugins` from a directory
+    /// of its own.
+    pub async fn second(&self, plugins: &[&str]) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.config.clone();
+        config.plugins.dir = dir.path().join("plugins");
+        config.plugins.cache_dir = dir.path().join("cache");
+        Host::start_on(config, plugins, dir).await
     }
 
     /// Enqueue a JSON message; returns it.

@@ -28,6 +28,7 @@ use crate::store::{DatabaseConfig, SettleBudget, StateQuota};
 use crate::trace::config::TracingConfig;
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::inbox::InboxConfig;
+use crate::transport::kafka::KafkaConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -46,6 +47,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The AMQP broker (used by the AMQP transport).
     pub amqp: AmqpConfig,
+    /// The Kafka brokers (used by the Kafka transport).
+    pub kafka: KafkaConfig,
     /// The admin HTTP API.
     pub http: HttpConfig,
     /// Trace export.
@@ -115,6 +118,18 @@ impl Config {
                 format!(
                     "does not list {0}, where the ordered consumer of AMQP queue {0} moves the keys it cannot handle at once; add it (or leave inbox.queues empty: every queue)",
                     c.queue
+                ),
+            ));
+        }
+        self.kafka.validate()?;
+        let unserved = (self.kafka.consume.iter())
+            .find(|t| !self.inbox.queues.is_empty() && !self.inbox.queues.contains(&t.topic));
+        if let Some(t) = unserved {
+            return Err(InvalidSetting::new(
+                "inbox.queues",
+                format!(
+                    "does not list {0}, where the consumer of Kafka topic {0} moves the records that need another attempt; add it (or leave inbox.queues empty: every queue)",
+                    t.topic
                 ),
             ));
         }

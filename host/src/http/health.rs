@@ -1,6 +1,6 @@
 //! Probes for an orchestrator, open to everyone: liveness (`/api/health`: the process
-//! answers) and readiness (`/api/health/ready`: the database answers, the broker is
-//! connected when this host consumes from it, plugins are loaded); 503 naming each check
+//! answers) and readiness (`/api/health/ready`: the database answers, the AMQP broker
+//! and a Kafka broker are reachable when this host uses them, plugins are loaded); 503 naming each check
 //! that fails.
 
 use std::sync::Arc;
@@ -36,6 +36,13 @@ pub async fn ready(State(api): State<Arc<Api>>) -> (StatusCode, Json<Value>) {
         Some(_) => Ok("ok"),
         None => Ok("not used"),
     };
+    let kafka = match &api.kafka {
+        Some(kafka) if !kafka.link.connected() => {
+            Err("no Kafka broker reachable (kafka.brokers)".to_owned())
+        }
+        Some(_) => Ok("ok"),
+        None => Ok("not used"),
+    };
     let plugins = match api.plugins.current().len() {
         0 if api.handles => Err("no plugins loaded".to_owned()),
         _ => Ok("ok"),
@@ -43,6 +50,7 @@ pub async fn ready(State(api): State<Arc<Api>>) -> (StatusCode, Json<Value>) {
     let checks = [
         ("database", database),
         ("broker", broker),
+        ("kafka", kafka),
         ("plugins", plugins),
     ];
     let failing: Vec<&str> = checks

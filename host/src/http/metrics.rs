@@ -45,6 +45,9 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> impl IntoResponse {
     if let Some(link) = &api.broker {
         metrics::amqp_connected(link.connected());
     }
+    if let Some(kafka) = &api.kafka {
+        metrics::kafka_connected(kafka.link.connected());
+    }
     metrics::plugins(
         api.plugins
             .current()

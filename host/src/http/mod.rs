@@ -66,6 +66,7 @@ use crate::runtime::Runtime;
 use crate::store::{AuditEntry, Store};
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::amqp::connection::BrokerLink;
+use crate::transport::kafka::KafkaView;
 use error::ApiError;
 
 pub use auth::Tokens;
@@ -83,6 +84,8 @@ pub struct Api {
     pub runtime: Arc<Runtime>,
     /// The broker connection, when this host consumes from or relays to one.
     pub broker: Option<BrokerLink>,
+    /// The Kafka clients, when this host consumes topics or relays to them.
+    pub kafka: Option<KafkaView>,
     /// The broker and the queues this host consumes (`[amqp]`), for their depths and purge.
     pub amqp: AmqpConfig,
     /// `inbox.max_payload_bytes`: the largest message the API publishes.

@@ -14,6 +14,7 @@
 //! | headers | at most 100, 64 KiB in all | |
 //! | state key | 1-1024 bytes | the same |
 //! | ordering key | 1-255 bytes | the same |
+//! | Kafka topic | 1-249 bytes, not `.` or `..` | ASCII letters, digits, `.` `_` `-` |
 
 use std::collections::BTreeMap;
 
@@ -67,6 +68,14 @@ pub enum InvalidName {
         /// The characters that are.
         allowed: &'static str,
     },
+    /// A name the other side keeps for itself.
+    #[error("{what} {shown} is reserved")]
+    Reserved {
+        /// What it names.
+        what: &'static str,
+        /// It, quoted.
+        shown: String,
+    },
     /// More headers than allowed.
     #[error("{count} headers, over the limit of {MAX_HEADERS}")]
     TooManyHeaders {
@@ -111,6 +120,17 @@ const PLUGIN: Rule = Rule {
     allowed_text: "ASCII letters, digits, '-', '_' and '.'",
 };
 
+const TOPIC: Rule = Rule {
+    what: "Kafka topic",
+    min: 1,
+    max: MAX_TOPIC_BYTES,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+    allowed_text: "ASCII letters, digits, '.', '_' and '-'",
+};
+
+/// Longest Kafka topic name, in bytes (Kafka's own limit).
+pub const MAX_TOPIC_BYTES: usize = 249;
+
 /// Longest plugin name (a manifest's `name`), in bytes.
 pub const MAX_PLUGIN_NAME_BYTES: usize = 64;
 
@@ -137,6 +157,18 @@ pub fn exchange(name: &str) -> Result<(), InvalidName> {
 /// An AMQP routing key.
 pub fn routing_key(key: &str) -> Result<(), InvalidName> {
     ROUTING_KEY.check(key)
+}
+
+/// A Kafka topic (which is also a valid inbox queue name).
+pub fn topic(name: &str) -> Result<(), InvalidName> {
+    TOPIC.check(name)?;
+    match name {
+        "." | ".." => Err(InvalidName::Reserved {
+            what: TOPIC.what,
+            shown: shown(name),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A header key.

@@ -44,6 +44,28 @@ fn names_follow_the_table() {
 }
 
 #[test]
+fn kafka_topics_follow_kafka_s_rules_and_name_inbox_queues() {
+    for fine in ["orders", "orders.dlq", "a_b-C.9", &"t".repeat(249)] {
+        topic(fine).unwrap();
+        queue(fine).unwrap();
+    }
+    for (bad, words) in [
+        ("", "is empty"),
+        (".", "is reserved"),
+        ("..", "is reserved"),
+        ("a:b", "contains ':'"),
+        ("a/b", "contains '/'"),
+        ("a b", "contains ' '"),
+        ("a\u{1b}[2J", "contains '\\u{1b}'"),
+        (&"t".repeat(250), "over the limit of 249 bytes"),
+    ] {
+        let error = topic(bad).unwrap_err().to_string();
+        assert!(error.contains(words), "{bad:?}: {error}");
+        assert!(error.len() < 150, "{error}");
+    }
+}
+
+#[test]
 fn headers_are_checked_one_by_one_and_in_all() {
     headers([("content-type", "application/json"), ("trace", "a\tb\r\nc")]).unwrap();
     assert!(matches!(

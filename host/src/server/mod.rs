@@ -21,6 +21,7 @@ use crate::plugins::{Catalog, directory};
 use crate::store::add_runs;
 use crate::transport::amqp::supervisor::Supervisor;
 use crate::transport::inbox::Worker;
+use crate::transport::kafka;
 use crate::transport::pump::{Report, StopWhen};
 
 /// A transport running on this host; it ends with its name and totals.
@@ -59,6 +60,7 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
         database = config.database.url,
         plugins = plugins.current().len(),
         amqp_queues = ?config.amqp.consume.iter().map(|c| &c.queue).collect::<Vec<_>>(),
+        kafka_topics = ?config.kafka.consume.iter().map(|t| &t.topic).collect::<Vec<_>>(),
         "wharf running"
     );
     let dispatcher = Arc::new(Dispatcher::new(
@@ -82,6 +84,9 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
             dispatcher.clone(),
         )
     });
+    let kafka = config.kafka.used().then(|| {
+        kafka::supervisor::Supervisor::new(config.kafka.clone(), store.clone(), dispatcher.clone())
+    });
     // The transports. The inbox's stop conditions (--limit, --until-idle, --time-limit)
     // apply to it; whichever transport ends first (those, or an error) stops the others.
     let mut transports: Vec<Running<'_>> = vec![Box::pin(async {
@@ -100,6 +105,11 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
             Ok(("amqp", amqp.consumed))
         }));
     }
+    if let Some(kafka) = &kafka {
+        transports.push(Box::pin(async {
+            Ok(("kafka", kafka.run(shutdown.clone()).await?))
+        }));
+    }
     let transports = futures::future::join_all(transports.into_iter().map(|running| async {
         let ended = running.await;
         let _ = stop_all.send(true);
@@ -114,6 +124,7 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
                 plugins: dispatcher.plugins().clone(),
                 runtime: runtime.clone(),
                 broker: supervisor.as_ref().map(Supervisor::link),
+                kafka: kafka.as_ref().map(kafka::supervisor::Supervisor::view),
                 amqp: config.amqp.clone(),
                 max_payload_bytes: config.inbox.max_payload_bytes,
                 max_request_timeout: std::time::Duration::from_millis(
@@ -185,6 +196,7 @@ pub async fn admin(config: Config) -> anyhow::Result<()> {
         plugins: Arc::new(Catalog::new()),
         runtime: Arc::new(runtime),
         broker: None,
+        kafka: None,
         amqp: config.amqp.clone(),
         max_payload_bytes: config.inbox.max_payload_bytes,
         max_request_timeout: std::time::Duration::from_millis(config.http.max_request_timeout_ms),

@@ -1,10 +1,14 @@
 //! Transports: where messages come from. Each is a [`source::Source`] (take a batch
 //! with what holds it, keep it held while its handlers run, settle it and release it at
 //! the source), driven by the one [`pump`]: `inbox` claims batches from the store's inbox
-//! table; `amqp` consumes RabbitMQ queues (and relays the outbox to exchanges).
+//! table; `amqp` consumes RabbitMQ queues (and relays the outbox to exchanges); `kafka`
+//! consumes Kafka topics in the fleet's group; what the consumers of a broker share is in
+//! `broker`.
 
 pub mod amqp;
+pub mod broker;
 pub mod inbox;
+pub mod kafka;
 pub mod pump;
 pub mod source;
 

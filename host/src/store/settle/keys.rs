@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::envelope::{DeadLetterKey, Envelope, KeyTurn, Origin};
+use crate::envelope::{DeadLetterKey, Envelope, KeyTurn};
 use crate::outcome::Verdict;
 use crate::store::PluginResult;
 
@@ -81,10 +81,10 @@ impl<'a> Order<'a> {
 
     /// Whether `plugin` not handling the message moves it into the inbox instead of
     /// retrying or dead-lettering it here: a delivery of an ordered consumer
-    /// (`[[amqp.consume]] ordered`) to a plugin that keeps the order. The inbox runs it
-    /// again in its key's order, and retries or holds the key there.
+    /// (`[[amqp.consume]] ordered`, or of a Kafka topic) to a plugin that keeps the order.
+    /// The inbox runs it again in its key's order, and retries or holds the key there.
     pub(super) fn moves_to_inbox(&self, plugin: &str) -> bool {
-        self.policy(plugin).is_some() && matches!(self.message.origin, Origin::Amqp { .. })
+        self.policy(plugin).is_some() && self.message.origin.is_delivery()
     }
 
     /// `plugin` handled the message.

@@ -12,12 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::topology::text;
 use super::{ConsumeSpec, KindFrom, MissingMessageId};
-use crate::envelope::{EXPIRES_HEADER, Envelope, Origin};
+use crate::envelope::{EXPIRES_HEADER, Envelope, Origin, hashed_uuid, message_uuid};
 use crate::names;
 use crate::reply::{AMQP_PREFIX, CORRELATION_HEADER, REPLY_TO_HEADER};
 
@@ -155,20 +154,6 @@ fn request_headers(p: &BasicProperties, headers: &mut BTreeMap<String, String>) 
 fn deadline(p: &BasicProperties) -> Option<i64> {
     let ttl: i64 = p.expiration().as_ref()?.as_str().parse().ok()?;
     Some(crate::store::now_ms().saturating_add(ttl))
-}
-
-/// A `message_id` as a UUID: itself when it is one, else a UUID derived from its sha256
-/// (the same id always maps to the same UUID, so dedup works for any id scheme).
-pub fn message_uuid(id: &str) -> Uuid {
-    Uuid::parse_str(id).unwrap_or_else(|_| hashed_uuid(b"message_id:", id.as_bytes()))
-}
-
-fn hashed_uuid(domain: &[u8], bytes: &[u8]) -> Uuid {
-    let digest = Sha256::new()
-        .chain_update(domain)
-        .chain_update(bytes)
-        .finalize();
-    Uuid::new_v8(digest[..16].try_into().expect("sha256 has 32 bytes"))
 }
 
 /// The properties of `delivery` for its next attempt: `x-retry-count` set to `attempts`,

@@ -9,8 +9,7 @@
 //! (`to_inbox`), the batch is inserted into an inbox queue instead of handled, and acked
 //! once the insert committed. An ordered consumer keeps each key's order (`order`).
 
-mod handle;
-mod order;
+mod bridge;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,10 +28,10 @@ use super::{AmqpConfig, ConsumeError, ConsumeSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::settle::{self, Delivered, NextAttempt};
 use crate::store::{SettleSummary, Settlement, Store, StoreError};
+use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
+use crate::transport::broker::{self, needs_database};
 use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
-use handle::needs_database;
-use order::{Keys, Moved, Turn};
 
 impl SourceError for ConsumeError {
     fn is_transient(&self) -> bool {
@@ -68,6 +67,14 @@ impl Consumer {
         |source| ConsumeError::Amqp {
             queue: self.spec.queue.clone(),
             source,
+        }
+    }
+
+    /// The inbox queue of the consumed queue's name, where an ordered consumer's keys wait.
+    fn parking(&self) -> Parking<'_> {
+        Parking {
+            store: &*self.store,
+            queue: &self.spec.queue,
         }
     }
 
@@ -129,7 +136,7 @@ impl Consumer {
             label: format!("amqp:{}", self.spec.queue),
             deliveries: Mutex::new((deliveries, None)),
             republisher: Mutex::new(republisher),
-            keys: self.spec.ordered.then(Keys::new),
+            keys: self.spec.ordered.then(Keys::default),
         };
         pump::run(&queue, &self.dispatcher, shutdown, progress).await
     }
@@ -236,6 +243,7 @@ impl Source for Queue<'_> {
             None => {
                 let envelopes = match (&self.keys, &mut held.order) {
                     (Some(keys), Some((turn, moved))) => consumer
+                        .parking()
                         .behind_the_inbox(keys, turn, envelopes, &held.by_id, moved)
                         .await
                         .map_err(consumer.store_error())?,
@@ -244,10 +252,11 @@ impl Source for Queue<'_> {
                 // Only a redelivery or a retry can have been settled already (`handle`).
                 let seen = held.batch.iter().any(|d| d.redelivered)
                     || envelopes.iter().any(|m| m.attempts > 0);
-                let (settlements, ran_nothing) = consumer
-                    .handle(envelopes, seen, dispatcher)
-                    .await
-                    .map_err(consumer.store_error())?;
+                let store = &*consumer.store;
+                let (settlements, ran_nothing) =
+                    broker::handle(store, consumer.amqp.ledger, envelopes, seen, dispatcher)
+                        .await
+                        .map_err(consumer.store_error())?;
                 held.duplicates += ran_nothing;
                 settlements
             }
@@ -289,10 +298,17 @@ impl Source for Queue<'_> {
         };
         summary.duplicates += duplicates;
         let moved = match order {
-            Some((_turn, moved)) => consumer
-                .move_to_inbox(moved, &try_again, settlements, &by_id)
-                .await
-                .map_err(consumer.store_error())?,
+            Some((_turn, moved)) => {
+                let later = (try_again.iter())
+                    .filter(|a| a.to_inbox)
+                    .map(|a| a.id)
+                    .collect();
+                consumer
+                    .parking()
+                    .move_to_inbox(moved, later, settlements, &by_id)
+                    .await
+                    .map_err(consumer.store_error())?
+            }
             None => Default::default(),
         };
         let mut republisher = self.republisher.lock().await;

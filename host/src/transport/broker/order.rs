@@ -1,13 +1,14 @@
-//! What an ordered consumer (`[[amqp.consume]] ordered`, on a queue with one active
-//! consumer in the fleet) adds to its batches, so each key's messages are handled in
-//! delivery order by the ordered plugins:
+//! What an ordered consumer of a broker (`[[amqp.consume]] ordered`, on a queue with one
+//! active consumer in the fleet; every Kafka consumer, on the partitions it owns) adds to
+//! its batches, so each key's messages are handled in delivery order by the ordered
+//! plugins:
 //!
 //! - its keyed messages carry a turn: dispatch runs a key's messages of one batch in
 //!   delivery order, the later ones inside the settle (as the inbox does);
 //! - a batch holding a key of the batch before it waits for that one's finish, so a key's
 //!   next message never runs before the one before it settled;
-//! - a key with messages in the inbox queue of the consumer's name (or held there by a
-//!   dead letter) sends its deliveries there, behind them;
+//! - a key with messages in the inbox queue of the consumer's name (its queue's or
+//!   topic's; or held there by a dead letter) sends its deliveries there, behind them;
 //! - a delivery an ordered plugin did not handle at once (a retry, a dead letter, a
 //!   deferral) goes there too, with the key's later messages of the batch (the settle
 //!   made them wait): the inbox runs them again in order, with its retries and holds.
@@ -18,13 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
-use super::Consumer;
 use crate::envelope::{Envelope, KeyTurn, NewMessage};
-use crate::settle::NextAttempt;
-use crate::store::{Settlement, StoreError};
+use crate::store::{Settlement, Store, StoreError};
 
 /// An ordered consumer's memory of its batches.
-pub(super) struct Keys {
+pub struct Keys {
     /// The number and keys of the batch handled last.
     last: Mutex<(u64, BTreeSet<String>)>,
     /// The highest number of a batch finished (or dropped).
@@ -35,7 +34,7 @@ pub(super) struct Keys {
 
 /// A batch's place among its consumer's batches; finishing or dropping it lets the batch
 /// after it that shares a key run.
-pub(super) struct Turn {
+pub struct Turn {
     number: u64,
     finished: watch::Sender<u64>,
 }
@@ -47,17 +46,20 @@ impl Drop for Turn {
     }
 }
 
-impl Keys {
-    pub(super) fn new() -> Self {
+impl Default for Keys {
+    /// No batch taken yet.
+    fn default() -> Self {
         Self {
             last: Mutex::new((0, BTreeSet::new())),
             finished: watch::Sender::new(0),
             next: AtomicU64::new(1),
         }
     }
+}
 
+impl Keys {
     /// Give the keyed messages of a batch a turn; the batch's own.
-    pub(super) fn take(&self, messages: &mut [Envelope]) -> Turn {
+    pub fn take(&self, messages: &mut [Envelope]) -> Turn {
         for m in messages.iter_mut().filter(|m| m.key.is_some()) {
             m.turn = Some(KeyTurn::default());
         }
@@ -69,7 +71,7 @@ impl Keys {
 
     /// Before the batch `turn` of `messages` runs: wait for the batch before it to finish
     /// when it holds one of the same keys. Returns the batch's keys.
-    pub(super) async fn wait_turn(&self, turn: &Turn, messages: &[Envelope]) -> BTreeSet<String> {
+    pub async fn wait_turn(&self, turn: &Turn, messages: &[Envelope]) -> BTreeSet<String> {
         let keys: BTreeSet<String> = messages.iter().filter_map(|m| m.key.clone()).collect();
         let mut last = self.last.lock().await;
         if !last.1.is_disjoint(&keys) {
@@ -82,11 +84,20 @@ impl Keys {
     }
 }
 
-impl Consumer {
+/// The inbox queue where a broker consumer's keys wait: of the name of the queue or topic
+/// it consumes.
+pub struct Parking<'a> {
+    /// The shared store.
+    pub store: &'a dyn Store,
+    /// The inbox queue.
+    pub queue: &'a str,
+}
+
+impl Parking<'_> {
     /// Once the batch before it that shares a key finished (`turn`), split a batch's
     /// `messages`: those whose key has messages in the inbox (or is held there) join them
     /// ([`Moved::early`], with their place in the batch, from `by_id`); the others run.
-    pub(super) async fn behind_the_inbox(
+    pub async fn behind_the_inbox(
         &self,
         keys: &Keys,
         turn: &Turn,
@@ -96,10 +107,7 @@ impl Consumer {
     ) -> Result<Vec<Envelope>, StoreError> {
         let batch_keys = keys.wait_turn(turn, &messages).await;
         let batch_keys: Vec<&str> = batch_keys.iter().map(String::as_str).collect();
-        let waiting = self
-            .store
-            .keys_in_inbox(&self.spec.queue, &batch_keys)
-            .await?;
+        let waiting = self.store.keys_in_inbox(self.queue, &batch_keys).await?;
         if waiting.is_empty() {
             return Ok(messages);
         }
@@ -112,20 +120,17 @@ impl Consumer {
         Ok(run)
     }
 
-    /// Enqueue into the inbox queue of the consumer's name, in delivery order, what the
-    /// batch moves there: `moved` and the messages of `try_again` an ordered plugin still
-    /// owes a verdict (from `settlements`). Returns the ids moved.
-    pub(super) async fn move_to_inbox(
+    /// Enqueue into the inbox queue, in delivery order, what the batch moves there:
+    /// `moved` and the messages of `settlements` that go `later` (those an ordered plugin
+    /// still owes a verdict; from Kafka, every one that needs another attempt). Returns
+    /// the ids moved.
+    pub async fn move_to_inbox(
         &self,
         moved: Moved,
-        try_again: &[NextAttempt],
+        later: HashSet<Uuid>,
         settlements: &[Settlement],
         by_id: &HashMap<Uuid, (usize, u32)>,
     ) -> Result<HashSet<Uuid>, StoreError> {
-        let later: HashSet<Uuid> = (try_again.iter())
-            .filter(|a| a.to_inbox)
-            .map(|a| a.id)
-            .collect();
         let mut going = moved.early;
         going.extend(
             (settlements.iter())
@@ -138,12 +143,12 @@ impl Consumer {
         }
         going.sort_by_key(|(i, _)| *i);
         let messages: Vec<NewMessage> = (going.into_iter())
-            .map(|(_, m)| m.into_inbox(&self.spec.queue))
+            .map(|(_, m)| m.into_inbox(self.queue))
             .collect();
         tracing::debug!(
             moved = messages.len(),
-            queue = self.spec.queue,
-            "keys an ordered plugin did not handle at once move into the inbox"
+            queue = self.queue,
+            "messages not handled at once move into the inbox, with their keys' later ones"
         );
         self.store.enqueue(&messages).await?;
         Ok(ids)
@@ -152,7 +157,7 @@ impl Consumer {
 
 /// Deliveries of a batch that go into the inbox without running: their key waits there.
 #[derive(Default)]
-pub(super) struct Moved {
+pub struct Moved {
     /// Each with its place in the batch.
     early: Vec<(usize, Envelope)>,
 }

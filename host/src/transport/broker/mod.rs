@@ -1,0 +1,59 @@
+//! What the consumers of a broker (AMQP queues, Kafka topics) share between reading a
+//! batch of deliveries and releasing it at the broker: looking up in the dedup ledger
+//! the messages it may have settled already and running the others' handlers
+//! ([`handle`]), writing only what needs the database when the ledger is off
+//! ([`needs_database`]), and keeping each key's order with the inbox queue of the
+//! consumer's name ([`order`]).
+
+pub mod order;
+
+use crate::dispatch::{Delays, Dispatcher};
+use crate::envelope::Envelope;
+use crate::outcome::Verdict;
+use crate::store::{Settlement, Store, StoreError};
+
+/// Skip the plugins the ledger says already settled each message, run the others.
+/// Returns the settlements and how many messages ran nothing (every plugin had settled
+/// them already: a redelivery).
+///
+/// Only a batch that may have been `seen` (a redelivery by the broker, or a retry) is
+/// looked up, and only with the `ledger` on: in a batch of first deliveries only a
+/// publisher's duplicate of a settled message could be found, and the settle finds it
+/// under its lock anyway and drops what its handlers did. Saved: a round trip per batch
+/// (with the settle's locks taken in its `BEGIN`, the host's CPU per message with the
+/// PostgreSQL ledger went from 28 to 25-26 us).
+pub async fn handle(
+    store: &dyn Store,
+    ledger: bool,
+    mut envelopes: Vec<Envelope>,
+    seen: bool,
+    dispatcher: &Dispatcher,
+) -> Result<(Vec<Settlement>, u64), StoreError> {
+    if ledger && seen && !envelopes.is_empty() {
+        let ids: Vec<_> = envelopes.iter().map(|m| m.id).collect();
+        let mut settled = store.settled_plugins(&ids).await?;
+        for message in &mut envelopes {
+            if let Some(plugins) = settled.remove(&message.id) {
+                message.settled_plugins = plugins;
+            }
+        }
+    }
+    let settlements = dispatcher.handle_batch(envelopes, Delays::Exact).await;
+    let ran_nothing = settlements
+        .iter()
+        .filter(|s| s.results.is_empty() && s.refused.is_none())
+        .count() as u64;
+    Ok((settlements, ran_nothing))
+}
+
+/// With the ledger off, only settlements that write something go to the database:
+/// effects, retries' attempt history, dead letters.
+pub fn needs_database(s: &Settlement) -> bool {
+    s.refused.is_some()
+        || s.results.iter().any(|r| match &r.verdict {
+            Verdict::Handled(effects) => {
+                !effects.publishes.is_empty() || !effects.writes.is_empty()
+            }
+            _ => true,
+        })
+}
