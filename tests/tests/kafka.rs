@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
 use sqlx::Row;
+use wharf_host::store::FailedFilter;
 use wharf_tests::kafka::{Record, consume, kafka, run_until};
 use wharf_tests::{Backend, Host, conformance};
 
@@ -124,6 +125,20 @@ async fn poison_records_go_to_the_failed_messages_and_the_dead_letter_topic(back
             "{words}: {errors:#?}"
         );
     }
+    // An operator's retry puts the consumer's dead letters into the topic's inbox queue.
+    let filter = FailedFilter {
+        source: Some(format!("kafka:{topic}")),
+        ..FailedFilter::default()
+    };
+    let retried = host.store.failed_retry(&filter, 100).await.unwrap();
+    assert_eq!((retried.inbox, retried.broker), (refused.len() as u64, 0));
+    let back: i64 = host
+        .query_rows(format!(
+            "SELECT COUNT(*) FROM inbox WHERE queue = '{topic}'"
+        ))
+        .await[0]
+        .get(0);
+    assert_eq!(back, refused.len() as i64);
     // Each refused record in the dead-letter topic, once.
     let dead = kafka.read(&format!("{topic}.dlq"), refused.len()).await;
     for record in &dead {

@@ -64,14 +64,17 @@ impl AmqpConfig {
                     "amqp.consume",
                     format!(
                         "(queue {}): consumers and prefetch must be greater than 0",
-                        c.queue
+                        names::storable(&c.queue)
                     ),
                 ));
             }
             if let Err(invalid) = names::header_key(&c.key_header) {
                 return Err(InvalidSetting::new(
                     "amqp.consume",
-                    format!("(queue {}): key_header: {invalid}", c.queue),
+                    format!(
+                        "(queue {}): key_header: {invalid}",
+                        names::storable(&c.queue)
+                    ),
                 ));
             }
             self.check_ordered(c)?;
@@ -87,19 +90,19 @@ impl AmqpConfig {
         if !c.ordered {
             return Ok(());
         }
-        let queue = &c.queue;
+        let queue = &names::storable(&c.queue);
         let refused = |why: String| Err(InvalidSetting::new("amqp.consume", why));
         if c.to_inbox.is_some() {
             return refused(format!(
                 "(queue {queue}): ordered and to_inbox exclude each other; a bridge hands the order to the inbox (declare the queue with single_active_consumer = true to keep the delivery order into it)"
             ));
         }
-        if let Err(invalid) = names::queue(queue) {
+        if let Err(invalid) = names::queue(&c.queue) {
             return refused(format!(
                 "(queue {queue}): ordered moves failing keys into the inbox queue of the same name, which is not a valid inbox queue name: {invalid}"
             ));
         }
-        let declared = self.queues.iter().find(|q| &q.name == queue);
+        let declared = self.queues.iter().find(|q| q.name == c.queue);
         if declared.is_some_and(|q| !q.single_active_consumer) {
             return refused(format!(
                 "(queue {queue}): ordered needs one consumer at a time across the fleet; set single_active_consumer = true on [[amqp.queues]] {queue}"
@@ -243,6 +246,7 @@ mod tests {
                 error.contains("amqp.consume") && error.contains(words),
                 "{text}: {error}"
             );
+            assert!(!error.contains('\u{1b}'), "{error}");
         }
         let error = read("[[consume]]\nqueue = \"orders\"\nordered = \"yes\"\n").unwrap_err();
         assert!(

@@ -19,6 +19,7 @@ use super::{ConsumeSpec, KindFrom, MissingMessageId};
 use crate::envelope::{EXPIRES_HEADER, Envelope, Origin, hashed_uuid, message_uuid};
 use crate::names;
 use crate::reply::{AMQP_PREFIX, CORRELATION_HEADER, REPLY_TO_HEADER};
+use crate::transport::broker::breaks_the_rules;
 
 /// Header carrying the attempts already made.
 pub const RETRY_COUNT: &str = "x-retry-count";
@@ -98,15 +99,7 @@ pub fn envelope(
     }
     request_headers(p, &mut headers);
     let key = headers.get(&spec.key_header).cloned();
-    let refused = refused.or_else(|| {
-        let checked = names::kind(kind)
-            .and_then(|()| names::header_map(&headers))
-            .and_then(|()| key.as_deref().map_or(Ok(()), names::ordering_key));
-        let invalid = checked.err()?;
-        Some(format!(
-            "{invalid}; fix the publisher (see \"Limits and quotas\" in wharf's README for the rules)"
-        ))
-    });
+    let refused = refused.or_else(|| breaks_the_rules(kind, &headers, key.as_deref(), "publisher"));
     // A refused message keeps no key: an invalid one would not fit the failed messages.
     let key = key.filter(|_| refused.is_none());
     let envelope = Envelope {

@@ -7,8 +7,11 @@
 
 pub mod order;
 
+use std::collections::BTreeMap;
+
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
+use crate::names;
 use crate::outcome::Verdict;
 use crate::store::{Settlement, Store, StoreError};
 
@@ -56,4 +59,21 @@ pub fn needs_database(s: &Settlement) -> bool {
             }
             _ => true,
         })
+}
+
+/// Why a delivery whose kind, headers or ordering key break the rules of [`names`] is
+/// refused, naming the rule; `sender` (the publisher, the producer) is who must fix it.
+pub fn breaks_the_rules(
+    kind: &str,
+    headers: &BTreeMap<String, String>,
+    key: Option<&str>,
+    sender: &str,
+) -> Option<String> {
+    let checked = names::kind(kind)
+        .and_then(|()| names::header_map(headers))
+        .and_then(|()| key.map_or(Ok(()), names::ordering_key));
+    let invalid = checked.err()?;
+    Some(format!(
+        "{invalid}; fix the {sender} (see \"Limits and quotas\" in wharf's README for the rules)"
+    ))
 }

@@ -83,22 +83,22 @@ impl KafkaConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.consume {
-            let topic = &t.topic;
-            if !seen.insert(topic) {
+            let topic = &names::storable(&t.topic);
+            if !seen.insert(&t.topic) {
                 return invalid(
                     "kafka.consume",
                     format!("lists topic {topic} twice; one entry per topic"),
                 );
             }
             let dead_letters = t.dead_letter_topic();
-            let checked = names::topic(topic)
+            let checked = names::topic(&t.topic)
                 .and_then(|()| names::topic(&dead_letters))
                 .and_then(|()| names::header_key(&t.id_header))
                 .and_then(|()| names::header_key(&t.kind_header));
             if let Err(problem) = checked {
                 return invalid("kafka.consume", format!("(topic {topic}): {problem}"));
             }
-            if &dead_letters == topic {
+            if dead_letters == t.topic {
                 return invalid(
                     "kafka.consume",
                     format!(
@@ -188,4 +188,80 @@ fn default_id_header() -> String {
 
 fn default_kind_header() -> String {
     "kind".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
+    use super::*;
+
+    fn read(text: &str) -> Result<KafkaConfig, String> {
+        Figment::from(Serialized::defaults(KafkaConfig::default()))
+            .merge(Toml::string(text))
+            .extract::<KafkaConfig>()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_topic_gets_defaults_and_its_dead_letter_topic() {
+        let config = read("[[consume]]\ntopic = \"orders\"\n").unwrap();
+        config.validate().unwrap();
+        let t = &config.consume[0];
+        assert_eq!(t.dead_letter_topic(), "orders.dlq");
+        assert_eq!(
+            (t.id_header.as_str(), t.kind_header.as_str()),
+            ("message-id", "kind")
+        );
+        assert_eq!((t.require_key, t.start), (false, Start::Earliest));
+        assert!(config.relays() && config.used());
+        assert!(!KafkaConfig::default().used());
+    }
+
+    #[test]
+    fn bad_settings_name_the_key_and_the_rule() {
+        let topic = "[[consume]]\ntopic = \"orders\"\n";
+        for (text, words) in [
+            ("brokers = \" \"\n".to_owned(), "kafka.brokers"),
+            ("group = \"\"\n".to_owned(), "kafka.group"),
+            ("batch_size = 0\n".to_owned(), "kafka.batch_size"),
+            (
+                format!("[client]\n\"enable.auto.commit\" = \"true\"\n{topic}"),
+                "sets enable.auto.commit, which wharf sets itself",
+            ),
+            (format!("{topic}{topic}"), "lists topic orders twice"),
+            (
+                "[[consume]]\ntopic = \"a:b\"\n".to_owned(),
+                "Kafka topic \"a:b\" contains ':'",
+            ),
+            ("[[consume]]\ntopic = \"..\"\n".to_owned(), "is reserved"),
+            (
+                "[[consume]]\ntopic = \"o\\u001b[2J\"\n".to_owned(),
+                "contains '\\u{1b}'",
+            ),
+            (
+                format!("{topic}dead_letter_topic = \"orders\"\n"),
+                "is the topic itself",
+            ),
+            (
+                format!("{topic}dead_letter_topic = \"a b\"\n"),
+                "contains ' '",
+            ),
+            (format!("{topic}id_header = \"has space\"\n"), "header key"),
+        ] {
+            let error = read(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains(words), "{text}: {error}");
+            assert!(!error.contains('\u{1b}'), "{error}");
+        }
+        for (text, words) in [
+            (format!("{topic}require_key = \"yes\"\n"), "require_key"),
+            (format!("{topic}start = \"middle\"\n"), "start"),
+            (format!("{topic}partitions = 3\n"), "partitions"),
+            ("brokers = 9092\n".to_owned(), "brokers"),
+        ] {
+            let error = read(&text).unwrap_err();
+            assert!(error.contains(words), "{text}: {error}");
+        }
+    }
 }

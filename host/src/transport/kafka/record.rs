@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::TopicSpec;
 use crate::envelope::{Envelope, Origin, hashed_uuid, message_uuid};
 use crate::names;
+use crate::transport::broker::breaks_the_rules;
 
 /// The envelope of `record` (consumed as `spec`), and why it must go to the failed
 /// messages unhandled, if it must.
@@ -56,15 +57,7 @@ pub fn envelope(
             }
         },
     };
-    let refused = refused.or_else(|| {
-        let checked = names::kind(kind)
-            .and_then(|()| names::header_map(&headers))
-            .and_then(|()| key.as_deref().map_or(Ok(()), names::ordering_key));
-        let invalid = checked.err()?;
-        Some(format!(
-            "{invalid}; fix the producer (see \"Limits and quotas\" in wharf's README for the rules)"
-        ))
-    });
+    let refused = refused.or_else(|| breaks_the_rules(kind, &headers, key.as_deref(), "producer"));
     // A refused record keeps no key: an invalid one would not fit the failed messages.
     let key = key.filter(|_| refused.is_none());
     let envelope = Envelope {

@@ -14,17 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::message::OwnedMessage;
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use super::client::{self, Context, KafkaLink, Lags};
 use super::dead_letters::DeadLetters;
-use super::record::envelope;
 use super::{ConsumeError, KafkaConfig, TopicSpec};
 use crate::dispatch::{Delays, Dispatcher};
 use crate::settle::{self, Delivered};
@@ -33,6 +30,8 @@ use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
 use crate::transport::broker::{self, needs_database};
 use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
+
+mod records;
 
 impl SourceError for ConsumeError {
     fn is_transient(&self) -> bool {
@@ -332,98 +331,5 @@ impl Source for Topic<'_> {
         }
         self.commit(&batch).map_err(consumer.kafka_error())?;
         Ok(summary)
-    }
-}
-
-impl Topic<'_> {
-    /// Read a batch of records into envelopes: refuse those that cannot be handled, count
-    /// a message given twice in the batch once, and give the keyed ones their turn.
-    fn read(&self, batch: Vec<OwnedMessage>) -> Batch<Records> {
-        let consumer = self.consumer;
-        let max_payload = consumer.dispatcher.max_payload_bytes();
-        let mut duplicates = 0;
-        let mut refused = Vec::new();
-        let mut envelopes = Vec::with_capacity(batch.len());
-        let mut by_id: HashMap<Uuid, (usize, u32)> = HashMap::with_capacity(batch.len());
-        for (i, record) in batch.iter().enumerate() {
-            let (message, refusal) = envelope(record, &consumer.spec, max_payload);
-            if by_id.insert(message.id, (i, 0)).is_some() {
-                tracing::debug!(message_id = %message.id, "a message twice in one batch; committed with it");
-                duplicates += 1;
-                continue;
-            }
-            match refusal {
-                Some(reason) => {
-                    tracing::warn!(message_id = %message.id, topic = consumer.spec.topic, "{reason}");
-                    refused.push(Settlement {
-                        message,
-                        results: Vec::new(),
-                        refused: Some(reason),
-                    });
-                }
-                None => envelopes.push(message),
-            }
-        }
-        let seen = self.seen(&batch);
-        let turn = self.keys.take(&mut envelopes);
-        Batch {
-            messages: envelopes,
-            taken: batch.len() as u64,
-            held: Records {
-                batch,
-                by_id,
-                refused,
-                duplicates,
-                seen,
-                turn,
-                moved: Moved::default(),
-            },
-        }
-    }
-
-    /// Whether a record of `batch` may have been handed out before: the first of its
-    /// partition does not follow on from the last one taken (this consumer just got the
-    /// partition, or got it back after another host had it). Notes where each partition
-    /// is up to.
-    fn seen(&self, batch: &[OwnedMessage]) -> bool {
-        let mut taken_up_to = self.taken_up_to.lock().expect("no panic holds the offsets");
-        let mut seen = false;
-        for record in batch {
-            let next = taken_up_to.insert(record.partition(), record.offset() + 1);
-            seen |= next != Some(record.offset());
-        }
-        seen
-    }
-
-    /// Commit, after the settle, the offset after each partition's last record of
-    /// `batch`, for the partitions this host still owns: a revoked one's next owner
-    /// reads it from the group's last commit, and the ledger skips what was settled.
-    fn commit(&self, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in batch {
-            let at = next.entry(record.partition()).or_default();
-            *at = (*at).max(record.offset() + 1);
-        }
-        let offsets = self.offsets(&next)?;
-        if offsets.count() > 0 {
-            self.kafka.commit(&offsets, CommitMode::Async)?;
-            let mut committed = self.committed.lock().expect("no panic holds the offsets");
-            committed.extend(next);
-        }
-        Ok(())
-    }
-
-    /// `next` (offset by partition) as a list, without the partitions this host does not
-    /// own now.
-    fn offsets(&self, next: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, KafkaError> {
-        let owned = self.kafka.assignment()?;
-        let topic = &self.consumer.spec.topic;
-        let mut offsets = TopicPartitionList::new();
-        for (&partition, &offset) in next {
-            if owned.find_partition(topic, partition).is_some() {
-                offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-            }
-        }
-        Ok(offsets)
     }
 }
