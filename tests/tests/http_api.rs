@@ -23,7 +23,7 @@ async fn health_is_open_and_readiness_names_what_fails() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["checks"],
-        json!({"database": "ok", "broker": "not used", "plugins": "ok"}),
+        json!({"database": "ok", "broker": "not used", "kafka": "not used", "plugins": "ok"}),
         "a host with no broker does not use one"
     );
 
