@@ -174,35 +174,14 @@ impl Broker {
     }
 }
 
-/// Run the consumers and inbox workers of `hosts` until `done`.
+/// Run the AMQP supervisors and inbox workers of `hosts` until `done`.
 pub async fn run_until(hosts: &[&Host], what: &str, done: impl AsyncFn() -> bool) {
-    let (stop, stopped) = watch::channel(false);
-    let mut consumers = Vec::new();
-    let mut workers = Vec::new();
-    for host in hosts {
+    let limit = Duration::from_secs(40);
+    crate::running::run_until(hosts, (what, limit), done, |host, shutdown| {
         let supervisor = supervisor(host);
-        let shutdown = stopped.clone();
-        consumers.push(tokio::spawn(async move { supervisor.run(shutdown).await }));
-        let worker = host.worker.clone();
-        let shutdown = stopped.clone();
-        workers.push(tokio::spawn(async move {
-            worker.run(StopWhen::default(), shutdown).await
-        }));
-    }
-    crate::wait_for(what, Duration::from_secs(40), done).await;
-    stop.send(true).unwrap();
-    for consumer in consumers {
-        consumer
-            .await
-            .unwrap()
-            .expect("the consumers ran without errors");
-    }
-    for worker in workers {
-        worker
-            .await
-            .unwrap()
-            .expect("the inbox worker ran without errors");
-    }
+        tokio::spawn(async move { supervisor.run(shutdown).await })
+    })
+    .await
 }
 
 /// Properties of a message of `kind` with ordering key `key` (in the `partition_key`

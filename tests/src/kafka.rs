@@ -14,11 +14,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::OnceCell;
 use wharf_host::config::Config;
 use wharf_host::transport::kafka::TopicSpec;
 use wharf_host::transport::kafka::supervisor::Supervisor;
-use wharf_host::transport::pump::{Report, StopWhen};
 
 use crate::{Host, unique_name};
 
@@ -238,36 +237,14 @@ pub fn consume(kafka: &Kafka, config: &mut Config, topic: &str, spec: impl FnOnc
     config.validate().expect("the Kafka test config is valid");
 }
 
-/// Run the Kafka supervisors and inbox workers of `hosts` until `done`; their Kafka
-/// totals.
-pub async fn run_until(hosts: &[&Host], what: &str, done: impl AsyncFn() -> bool) -> Vec<Report> {
-    let (stop, stopped) = watch::channel(false);
-    let mut consumers = Vec::new();
-    let mut workers = Vec::new();
-    for host in hosts {
+/// Run the Kafka supervisors and inbox workers of `hosts` until `done`.
+pub async fn run_until(hosts: &[&Host], what: &str, done: impl AsyncFn() -> bool) {
+    let limit = Duration::from_secs(60);
+    crate::running::run_until(hosts, (what, limit), done, |host, shutdown| {
         let supervisor = supervisor(host);
-        let shutdown = stopped.clone();
-        consumers.push(tokio::spawn(async move { supervisor.run(shutdown).await }));
-        let worker = host.worker.clone();
-        let shutdown = stopped.clone();
-        workers.push(tokio::spawn(async move {
-            worker.run(StopWhen::default(), shutdown).await
-        }));
-    }
-    crate::wait_for(what, Duration::from_secs(60), done).await;
-    stop.send(true).unwrap();
-    let mut reports = Vec::new();
-    for consumer in consumers {
-        let report = consumer.await.unwrap();
-        reports.push(report.expect("the Kafka consumers ran without errors"));
-    }
-    for worker in workers {
-        worker
-            .await
-            .unwrap()
-            .expect("the inbox worker ran without errors");
-    }
-    reports
+        tokio::spawn(async move { supervisor.run(shutdown).await })
+    })
+    .await
 }
 
 /// The Kafka supervisor of `host`.

@@ -16,6 +16,7 @@ pub mod mail_api;
 pub mod outbound;
 pub mod proxy;
 pub mod python;
+pub mod running;
 pub mod sequence;
 pub mod served;
 mod services;
@@ -238,16 +239,6 @@ impl Host {
             config,
             dir,
         }
-    }
-
-    /// Another host on the same database and config, serving `plugins` from a directory
-    /// of its own.
-    pub async fn second(&self, plugins: &[&str]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = self.config.clone();
-        config.plugins.dir = dir.path().join("plugins");
-        config.plugins.cache_dir = dir.path().join("cache");
-        Host::start_on(config, plugins, dir).await
     }
 
     /// Enqueue a JSON message; returns it.

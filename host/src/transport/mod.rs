@@ -12,6 +12,8 @@ pub mod kafka;
 pub mod pump;
 pub mod source;
 
+use std::time::{Duration, Instant};
+
 use crate::retry::RetryPolicy;
 
 /// Waits between tries while a database or a broker is away: 100 ms doubling up to 10 s.
@@ -22,3 +24,27 @@ pub const OUTAGE_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay_ms: 10_000,
     jitter: 0.2,
 };
+
+/// A supervised task that ran this long before failing starts its backoff over.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// How a supervisor backs off before starting a failed task again: [`OUTAGE_BACKOFF`]
+/// by the failures in a row, counted from 1 again after a run of [`HEALTHY_RUN`].
+#[derive(Debug, Default)]
+pub struct Restarts {
+    failures: u32,
+}
+
+impl Restarts {
+    /// The task started at `started` failed: the failures in a row, and how long to wait.
+    pub fn failed(&mut self, started: Instant) -> (u32, Duration) {
+        if started.elapsed() >= HEALTHY_RUN {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        (
+            self.failures,
+            OUTAGE_BACKOFF.delay(self.failures, &mut rand::rng()),
+        )
+    }
+}

@@ -25,11 +25,8 @@ use super::{AmqpConfig, ConsumeError};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
-use crate::transport::OUTAGE_BACKOFF;
+use crate::transport::Restarts;
 use crate::transport::pump::{Progress, Report, StopWhen};
-
-/// A task that ran this long before failing starts its backoff over.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// Why the supervisor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +213,7 @@ async fn keep_running(
     task: &mut Supervised<'_>,
 ) -> Result<u64, SuperviseError> {
     let mut restarts = 0;
-    let mut failures = 0;
+    let mut restarting = Restarts::default();
     loop {
         let Some(connection) = shared.connection(&mut shutdown).await? else {
             return Ok(restarts);
@@ -227,11 +224,7 @@ async fn keep_running(
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
-        if started.elapsed() >= HEALTHY_RUN {
-            failures = 0;
-        }
-        failures += 1;
-        let delay = OUTAGE_BACKOFF.delay(failures, &mut rand::rng());
+        let (failures, delay) = restarting.failed(started);
         tracing::warn!(
             failures,
             ?delay,

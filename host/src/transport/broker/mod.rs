@@ -1,5 +1,6 @@
 //! What the consumers of a broker (AMQP queues, Kafka topics) share between reading a
-//! batch of deliveries and releasing it at the broker: looking up in the dedup ledger
+//! batch of deliveries and releasing it at the broker: sorting what was read into
+//! messages to handle, refused ones and repeats ([`read`]), looking up in the dedup ledger
 //! the messages it may have settled already and running the others' handlers
 //! ([`handle`]), writing only what needs the database when the ledger is off
 //! ([`needs_database`]), and keeping each key's order with the inbox queue of the
@@ -7,13 +8,66 @@
 
 pub mod order;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
 
 use crate::dispatch::{Delays, Dispatcher};
 use crate::envelope::Envelope;
 use crate::names;
 use crate::outcome::Verdict;
+use crate::settle::{self, Delivered};
 use crate::store::{Settlement, Store, StoreError};
+
+/// A batch of deliveries read into envelopes.
+pub struct Read {
+    /// The messages to handle.
+    pub envelopes: Vec<Envelope>,
+    /// Index in the batch of each message id's delivery, and its attempts so far.
+    pub by_id: HashMap<Uuid, (usize, u32)>,
+    /// Deliveries refused before any plugin ran (unreadable, oversize).
+    pub refused: Vec<Settlement>,
+    /// Deliveries of a message given earlier in the batch: the first one settles it.
+    pub duplicates: u64,
+}
+
+/// Sort a batch's `deliveries` (each read as its envelope, and why it is refused) into
+/// the messages to handle and those refused (logged as from `source`), counting a
+/// message given twice once.
+pub fn read(
+    deliveries: impl ExactSizeIterator<Item = (Envelope, Option<String>)>,
+    source: &str,
+) -> Read {
+    let mut read = Read {
+        envelopes: Vec::with_capacity(deliveries.len()),
+        by_id: HashMap::with_capacity(deliveries.len()),
+        refused: Vec::new(),
+        duplicates: 0,
+    };
+    for (i, (message, refusal)) in deliveries.enumerate() {
+        if read
+            .by_id
+            .insert(message.id, (i, message.attempts))
+            .is_some()
+        {
+            tracing::debug!(message_id = %message.id, source, "a message twice in one batch; released with it");
+            read.duplicates += 1;
+            continue;
+        }
+        match refusal {
+            Some(reason) => {
+                tracing::warn!(message_id = %message.id, source, "{reason}");
+                read.refused.push(Settlement {
+                    message,
+                    results: Vec::new(),
+                    refused: Some(reason),
+                });
+            }
+            None => read.envelopes.push(message),
+        }
+    }
+    read
+}
 
 /// Skip the plugins the ledger says already settled each message, run the others.
 /// Returns the settlements and how many messages ran nothing (every plugin had settled
@@ -47,6 +101,23 @@ pub async fn handle(
         .filter(|s| s.results.is_empty() && s.refused.is_none())
         .count() as u64;
     Ok((settlements, ran_nothing))
+}
+
+/// Settle a batch's `settlements` (none: nothing to write) and count the `duplicates`
+/// its reading and handling found: what the consumer acts on before releasing the batch.
+pub async fn settle(
+    store: &dyn Store,
+    settlements: &mut [Settlement],
+    duplicates: u64,
+    dispatcher: &Dispatcher,
+) -> Result<Delivered, StoreError> {
+    let mut delivered = if settlements.is_empty() {
+        Delivered::default()
+    } else {
+        settle::delivered(store, settlements, dispatcher, Delays::Exact).await?
+    };
+    delivered.summary.duplicates += duplicates;
+    Ok(delivered)
 }
 
 /// With the ledger off, only settlements that write something go to the database:

@@ -13,8 +13,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::KafkaConfig;
 use super::client::Context;
+use super::{ConsumeError, KafkaConfig, TopicSpec};
 use crate::names;
 
 /// Headers a dead letter carries besides the record's own.
@@ -34,19 +34,39 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The dead-letter topic of one consumed topic, and the producer that sends to it.
 pub struct DeadLetters {
-    /// Its name.
-    pub topic: String,
+    /// The consumed topic.
+    of: String,
+    /// Its dead-letter topic.
+    topic: String,
     producer: FutureProducer<Context>,
 }
 
 impl DeadLetters {
-    /// Send to `topic` with `producer`.
-    pub fn new(topic: String, producer: FutureProducer<Context>) -> Self {
-        Self { topic, producer }
+    /// Send the dead letters of `spec.topic` with `producer`.
+    pub fn new(spec: &TopicSpec, producer: FutureProducer<Context>) -> Self {
+        Self {
+            of: spec.topic.clone(),
+            topic: spec.dead_letter_topic(),
+            producer,
+        }
+    }
+
+    fn error(&self, source: KafkaError) -> ConsumeError {
+        ConsumeError::DeadLetter {
+            topic: self.of.clone(),
+            dead_letters: self.topic.clone(),
+            source,
+        }
     }
 
     /// Create the topic with `partitions` when it does not exist.
-    pub async fn create(&self, config: &KafkaConfig, partitions: i32) -> Result<(), KafkaError> {
+    pub async fn create(&self, config: &KafkaConfig, partitions: i32) -> Result<(), ConsumeError> {
+        self.create_topic(config, partitions)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn create_topic(&self, config: &KafkaConfig, partitions: i32) -> Result<(), KafkaError> {
         let mut client = ClientConfig::new();
         for (key, value) in &config.client {
             client.set(key, value);
@@ -71,7 +91,7 @@ impl DeadLetters {
     }
 
     /// Send each `(record, error)` and wait until the brokers took them all.
-    pub async fn send(&self, dead: &[(&OwnedMessage, &str)]) -> Result<(), KafkaError> {
+    pub async fn send(&self, dead: &[(&OwnedMessage, &str)]) -> Result<(), ConsumeError> {
         let sends = dead.iter().map(|(record, error)| async move {
             let mut headers = OwnedHeaders::new_with_capacity(4);
             if let Some(given) = record.headers() {
@@ -105,7 +125,7 @@ impl DeadLetters {
                 .map_err(|(e, _)| e)
         });
         for sent in futures::future::join_all(sends).await {
-            sent?;
+            sent.map_err(|e| self.error(e))?;
         }
         Ok(())
     }

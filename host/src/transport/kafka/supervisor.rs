@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -17,11 +17,8 @@ use super::{ConsumeError, KafkaConfig, KafkaLink, KafkaView, Lags, TopicSpec};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
 use crate::store::Store;
-use crate::transport::OUTAGE_BACKOFF;
+use crate::transport::Restarts;
 use crate::transport::pump::{Progress, Report, StopWhen};
-
-/// A consumer that ran this long before failing starts its backoff over.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// The Kafka work of one host.
 pub struct Supervisor {
@@ -77,7 +74,7 @@ impl Supervisor {
             self.dispatcher.clone(),
             (self.link.clone(), self.lags.clone()),
         );
-        let mut failures = 0;
+        let mut restarting = Restarts::default();
         loop {
             let started = Instant::now();
             // Boxed as a `dyn Future`: the pump's future is deep, and proving it `Send`
@@ -89,11 +86,7 @@ impl Supervisor {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            if started.elapsed() >= HEALTHY_RUN {
-                failures = 0;
-            }
-            failures += 1;
-            let delay = OUTAGE_BACKOFF.delay(failures, &mut rand::rng());
+            let (failures, delay) = restarting.failed(started);
             tracing::warn!(
                 topic = spec.topic,
                 failures,

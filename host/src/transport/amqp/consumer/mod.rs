@@ -25,11 +25,11 @@ use uuid::Uuid;
 use super::delivery::envelope;
 use super::republish::Republisher;
 use super::{AmqpConfig, ConsumeError, ConsumeSpec};
-use crate::dispatch::{Delays, Dispatcher};
-use crate::settle::{self, Delivered, NextAttempt};
+use crate::dispatch::Dispatcher;
+use crate::settle::{Delivered, NextAttempt};
 use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
-use crate::transport::broker::{self, needs_database};
+use crate::transport::broker::{self, Read, needs_database};
 use crate::transport::pump::{self, Progress};
 use crate::transport::source::{Batch, Source, SourceError};
 
@@ -286,17 +286,12 @@ impl Source for Queue<'_> {
         } = held;
         let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
         let Delivered {
-            mut summary,
+            summary,
             try_again,
             dead,
-        } = if settlements.is_empty() {
-            Delivered::default()
-        } else {
-            settle::delivered(&*consumer.store, settlements, dispatcher, Delays::Exact)
-                .await
-                .map_err(consumer.store_error())?
-        };
-        summary.duplicates += duplicates;
+        } = broker::settle(&*consumer.store, settlements, duplicates, dispatcher)
+            .await
+            .map_err(consumer.store_error())?;
         let moved = match order {
             Some((_turn, moved)) => {
                 let later = (try_again.iter())
@@ -349,35 +344,20 @@ impl Consumer {
     /// Read a batch of deliveries into envelopes: refuse those that cannot be handled,
     /// and count a message delivered twice in the batch once.
     fn read(&self, batch: Vec<Delivery>) -> Batch<Deliveries> {
-        let mut duplicates = 0;
-        let mut refused = Vec::new();
-        let mut envelopes = Vec::with_capacity(batch.len());
-        let mut by_id: HashMap<Uuid, (usize, u32)> = HashMap::with_capacity(batch.len());
-        for (i, delivery) in batch.iter().enumerate() {
-            let (message, refusal) = envelope(
+        let deliveries = batch.iter().map(|delivery| {
+            envelope(
                 delivery,
                 &self.spec,
                 self.amqp.missing_message_id,
                 self.dispatcher.max_payload_bytes(),
-            );
-            if by_id.insert(message.id, (i, message.attempts)).is_some() {
-                // The same message twice in one batch: the first one settles it.
-                tracing::debug!(message_id = %message.id, "duplicate delivery in one batch; acked with it");
-                duplicates += 1;
-                continue;
-            }
-            match refusal {
-                Some(reason) => {
-                    tracing::warn!(message_id = %message.id, queue = self.spec.queue, "{reason}");
-                    refused.push(Settlement {
-                        message,
-                        results: Vec::new(),
-                        refused: Some(reason),
-                    });
-                }
-                None => envelopes.push(message),
-            }
-        }
+            )
+        });
+        let Read {
+            envelopes,
+            by_id,
+            refused,
+            duplicates,
+        } = broker::read(deliveries, &format!("amqp:{}", self.spec.queue));
         Batch {
             messages: envelopes,
             taken: batch.len() as u64,

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::client::{self, Context, KafkaLink, Lags};
 use super::dead_letters::DeadLetters;
 use super::{ConsumeError, KafkaConfig, TopicSpec};
-use crate::dispatch::{Delays, Dispatcher};
-use crate::settle::{self, Delivered};
+use crate::dispatch::Dispatcher;
+use crate::settle::Delivered;
 use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
 use crate::transport::broker::{self, needs_database};
@@ -100,13 +100,8 @@ impl Consumer {
         );
         let partitions = self.partitions(&kafka).await?;
         let producer = client::producer(&self.config, &self.link, &self.lags).map_err(&err)?;
-        let dead_letters = DeadLetters::new(self.spec.dead_letter_topic(), producer);
-        let dead_letter_error = |source| ConsumeError::DeadLetter {
-            topic: self.spec.topic.clone(),
-            dead_letters: dead_letters.topic.clone(),
-            source,
-        };
-        (dead_letters.create(&self.config, partitions).await).map_err(dead_letter_error)?;
+        let dead_letters = DeadLetters::new(&self.spec, producer);
+        dead_letters.create(&self.config, partitions).await?;
         kafka.subscribe(&[&self.spec.topic]).map_err(&err)?;
         let topic = Topic {
             consumer: self,
@@ -298,17 +293,12 @@ impl Source for Topic<'_> {
             ..
         } = held;
         let Delivered {
-            mut summary,
+            summary,
             try_again,
             dead,
-        } = if settlements.is_empty() {
-            Delivered::default()
-        } else {
-            settle::delivered(&*consumer.store, settlements, dispatcher, Delays::Exact)
-                .await
-                .map_err(consumer.store_error())?
-        };
-        summary.duplicates += duplicates;
+        } = broker::settle(&*consumer.store, settlements, duplicates, dispatcher)
+            .await
+            .map_err(consumer.store_error())?;
         // Kafka has no delay queues: every record that needs another attempt waits in the
         // inbox, in its key's order.
         let later: HashSet<Uuid> = try_again.iter().map(|a| a.id).collect();
@@ -320,14 +310,7 @@ impl Source for Topic<'_> {
             .map(|(id, error)| (&batch[by_id[id].0], error.as_str()))
             .collect();
         if !dead.is_empty() {
-            self.dead_letters
-                .send(&dead)
-                .await
-                .map_err(|source| ConsumeError::DeadLetter {
-                    topic: consumer.spec.topic.clone(),
-                    dead_letters: self.dead_letters.topic.clone(),
-                    source,
-                })?;
+            self.dead_letters.send(&dead).await?;
         }
         self.commit(&batch).map_err(consumer.kafka_error())?;
         Ok(summary)

@@ -2,18 +2,17 @@
 //! (refusals, a message twice, the keys' turn), whether one may have been handed out
 //! before, and committing the offsets after it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use uuid::Uuid;
 
 use super::{Records, Topic};
-use crate::store::Settlement;
 use crate::transport::broker::order::Moved;
+use crate::transport::broker::{self, Read};
 use crate::transport::kafka::record::envelope;
 use crate::transport::source::Batch;
 
@@ -23,29 +22,15 @@ impl Topic<'_> {
     pub(super) fn read(&self, batch: Vec<OwnedMessage>) -> Batch<Records> {
         let consumer = self.consumer;
         let max_payload = consumer.dispatcher.max_payload_bytes();
-        let mut duplicates = 0;
-        let mut refused = Vec::new();
-        let mut envelopes = Vec::with_capacity(batch.len());
-        let mut by_id: HashMap<Uuid, (usize, u32)> = HashMap::with_capacity(batch.len());
-        for (i, record) in batch.iter().enumerate() {
-            let (message, refusal) = envelope(record, &consumer.spec, max_payload);
-            if by_id.insert(message.id, (i, 0)).is_some() {
-                tracing::debug!(message_id = %message.id, "a message twice in one batch; committed with it");
-                duplicates += 1;
-                continue;
-            }
-            match refusal {
-                Some(reason) => {
-                    tracing::warn!(message_id = %message.id, topic = consumer.spec.topic, "{reason}");
-                    refused.push(Settlement {
-                        message,
-                        results: Vec::new(),
-                        refused: Some(reason),
-                    });
-                }
-                None => envelopes.push(message),
-            }
-        }
+        let records = batch
+            .iter()
+            .map(|r| envelope(r, &consumer.spec, max_payload));
+        let Read {
+            mut envelopes,
+            by_id,
+            refused,
+            duplicates,
+        } = broker::read(records, &self.label);
         let seen = self.seen(&batch);
         let turn = self.keys.take(&mut envelopes);
         Batch {
