@@ -18,6 +18,23 @@ pub enum Destination {
         /// Routing key.
         routing_key: String,
     },
+    /// A Kafka topic: written to the outbox for the Kafka relay; the publish's key is
+    /// the record's key.
+    Topic(String),
+}
+
+impl Destination {
+    /// What its names weigh against a call's publish budget.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Destination::Queue(queue) => queue.len(),
+            Destination::Exchange {
+                exchange,
+                routing_key,
+            } => exchange.len() + routing_key.len(),
+            Destination::Topic(topic) => topic.len(),
+        }
+    }
 }
 
 /// One buffered publish.
@@ -33,7 +50,7 @@ pub struct Publish {
     pub headers: BTreeMap<String, String>,
     /// Body.
     pub payload: Vec<u8>,
-    /// Ordering key, to an inbox queue (to an exchange it is in `headers`).
+    /// Ordering key, to an inbox queue or a topic (to an exchange it is in `headers`).
     pub key: Option<String>,
 }
 

@@ -72,11 +72,11 @@ pub fn guest_handle<P: Plugin>(message: wit_0_4::Message) -> Result<(), wit::Han
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use super::{wit, wit_0_4};
+    use super::wit;
     use crate::Outgoing;
     use crate::bindings::wharf::plugin0_2_0::{config, log, state};
-    use crate::bindings::wharf::plugin0_4_0::outbox;
     use crate::bindings::wharf::plugin0_5_0::reply;
+    use crate::bindings::wharf::plugin0_6_0::{outbox, types as wit_0_6};
     use crate::requests::{Destination, Level};
     use crate::requests::{HttpError, Request, Response, Url};
 
@@ -103,19 +103,20 @@ mod imp {
 
     pub fn publish(message: Outgoing, payload: &[u8]) -> crate::Result<String> {
         let destination = match message.destination {
-            Destination::Queue(q) => wit::Destination::Queue(q),
+            Destination::Queue(q) => wit_0_6::Destination::Queue(q),
             Destination::Exchange {
                 exchange,
                 routing_key,
-            } => wit::Destination::Exchange(wit::ExchangeTarget {
+            } => wit_0_6::Destination::Exchange(wit::ExchangeTarget {
                 exchange,
                 routing_key,
             }),
+            Destination::Topic(topic) => wit_0_6::Destination::Topic(topic),
         };
         let headers = (message.headers.into_iter())
             .map(|(key, value)| wit::Header { key, value })
             .collect();
-        outbox::publish(&wit_0_4::Outgoing {
+        outbox::publish(&wit_0_6::Outgoing {
             destination,
             kind: message.kind,
             headers,

@@ -44,7 +44,7 @@ pub mod testing;
 pub use error::{Error, Result, reject, retry, retry_after};
 pub use manifest::{Limits, Manifest, RetryPolicy};
 pub use message::Message;
-pub use publish::{Outgoing, publish, publish_to_exchange};
+pub use publish::{Outgoing, publish, publish_to_exchange, publish_to_topic};
 
 /// Generated bindings of the `wharf:plugin` world. Plugin authors do not need these.
 #[doc(hidden)]
@@ -53,7 +53,7 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
         path: "../wit",
-        // 0.4.0 imports the unchanged interfaces of 0.2.0: generate them too.
+        // 0.6.0 imports the unchanged interfaces of 0.2.0 to 0.5.0: generate them too.
         generate_all,
         pub_export_macro: true,
         export_macro_name: "export_world",

@@ -37,6 +37,13 @@ impl Outgoing {
         Self::to(destination, kind)
     }
 
+    /// A message of `kind` to a Kafka topic, through the outbox relay: its [`key`](Self::key)
+    /// is the record's key (so its partition: the records of one key keep their order),
+    /// its id and kind travel in the `message-id` and `kind` headers.
+    pub fn topic(topic: &str, kind: &str) -> Self {
+        Self::to(Destination::Topic(topic.to_owned()), kind)
+    }
+
     fn to(destination: Destination, kind: &str) -> Self {
         Self {
             destination,
@@ -48,7 +55,8 @@ impl Outgoing {
 
     /// Its ordering key: the messages a handler publishes with one key to one queue keep
     /// the order it published them in, for the plugins that handle keys in order (to an
-    /// exchange, the key travels in the `partition_key` header).
+    /// exchange, the key travels in the `partition_key` header; to a topic, it is the
+    /// record's key).
     pub fn key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
         self
@@ -94,4 +102,15 @@ pub fn publish_to_exchange(
     payload: &serde_json::Value,
 ) -> Result<String> {
     Outgoing::exchange(exchange, routing_key, kind).send(payload)
+}
+
+/// Publish a record to a Kafka topic with `key` through the outbox relay (see
+/// [`Outgoing`] for headers).
+pub fn publish_to_topic(
+    topic: &str,
+    key: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<String> {
+    Outgoing::topic(topic, kind).key(key).send(payload)
 }

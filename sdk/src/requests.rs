@@ -31,6 +31,8 @@ pub enum Destination {
         /// Routing key.
         routing_key: String,
     },
+    /// A Kafka topic (the message's key is the record's key).
+    Topic(String),
 }
 
 /// An HTTP request to send.

@@ -11,7 +11,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::requests::{Destination, Level};
+pub use crate::requests::Destination;
+use crate::requests::Level;
 use crate::requests::{HttpError, Request, Response};
 use crate::{Message, Outgoing, Plugin};
 
@@ -274,8 +275,8 @@ impl TestHost {
 mod tests {
     use serde_json::json;
 
-    use super::TestHost;
-    use crate::{Manifest, Message, Plugin, Result, retry};
+    use super::{Destination, TestHost};
+    use crate::{Manifest, Message, Outgoing, Plugin, Result, publish_to_topic, retry};
 
     /// Answers with the message's attempt; asks for a retry on the first.
     struct Answers;
@@ -324,5 +325,39 @@ mod tests {
         let error = host.handle::<Answers>(&message).unwrap_err();
         assert!(error.to_string().contains("not a request"), "{error}");
         assert!(host.replies().is_empty());
+    }
+
+    /// Ships an order: a record keyed by the order to a Kafka topic.
+    struct Shipper;
+
+    impl Plugin for Shipper {
+        fn manifest() -> Manifest {
+            Manifest::new("shipper", "1.0.0").subscribe("order.*")
+        }
+
+        fn handle(message: &Message) -> Result<()> {
+            let body: serde_json::Value = message.json()?;
+            let order = body["order"].as_str().unwrap_or_default();
+            publish_to_topic("shipments", order, "order.shipped", &json!({}))?;
+            Outgoing::topic("audit", "order.seen").send(&json!({}))?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_for_a_topic_keeps_its_topic_and_key() {
+        let mut host = TestHost::new();
+        host.handle::<Shipper>(&Message::new("order.paid", &json!({ "order": "o-7" })))
+            .unwrap();
+        let sent: Vec<_> = (host.published().iter())
+            .map(|p| (&p.destination, p.key.as_deref()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (&Destination::Topic("shipments".into()), Some("o-7")),
+                (&Destination::Topic("audit".into()), None),
+            ]
+        );
     }
 }

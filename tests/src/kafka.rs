@@ -253,5 +253,6 @@ pub fn supervisor(host: &Host) -> Supervisor {
         host.config.kafka.clone(),
         host.store.clone(),
         host.dispatcher.clone(),
+        std::time::Duration::from_millis(host.config.inbox.poll_interval_ms),
     )
 }

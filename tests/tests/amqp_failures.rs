@@ -243,7 +243,16 @@ async fn an_outbox_message_to_a_missing_exchange_fails_alone_and_is_retried_once
     let headers = Default::default();
     for (id, exchange) in [(lost, missing.as_str()), (behind, broker.exchange.as_str())] {
         host.store
-            .outbox_add(id, (exchange, "elsewhere"), "test.noop", &headers, b"{}")
+            .outbox_add(
+                id,
+                wharf_host::store::Route::Exchange {
+                    exchange,
+                    routing_key: "elsewhere",
+                },
+                "test.noop",
+                &headers,
+                b"{}",
+            )
             .await
             .unwrap();
     }

@@ -1,6 +1,7 @@
 //! `POST /api/messages/publish` with a real HTTP client against a served host, on each
-//! store: into an inbox queue (a repeated id queued once) or to an exchange through the
-//! outbox, ordering keys numbered in the inbox or carried as the `partition_key` header,
+//! store: into an inbox queue (a repeated id queued once) or to an exchange or a Kafka
+//! topic through the outbox, ordering keys numbered in the inbox, carried as the
+//! `partition_key` header or kept as the record's key,
 //! refusals naming the rule, the payload limit, and every publish in the audit trail.
 
 use reqwest::{Method, StatusCode};
@@ -71,7 +72,52 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
     let headers: Value = serde_json::from_str(&sqlx::Row::get::<String, _>(&rows[0], 0)).unwrap();
     assert_eq!(headers["partition_key"], "order 7");
 
+    // To a Kafka topic: a row for the Kafka relay, with the record's key.
+    let id = uuid::Uuid::now_v7();
+    let (status, answer) = publish(
+        &base,
+        json!({ "topic": "orders", "key": "order 7", "kind": "order.paid", "message": {}, "id": id }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({ "id": id, "topic": "orders", "queued": true })
+    );
+    let rows = host
+        .rows("SELECT transport, exchange, ordering_key FROM outbox WHERE ordering_key IS NOT NULL")
+        .await;
+    let row = |i| sqlx::Row::get::<String, _>(&rows[0], i);
+    assert_eq!(
+        (row(0), row(1), row(2)),
+        ("kafka".into(), "orders".into(), "order 7".into())
+    );
+
     let refused = [
+        (
+            json!({ "topic": "orders", "message": {} }),
+            "a message for a topic needs a \"kind\"",
+        ),
+        (
+            json!({ "topic": "orders", "queue": "test", "kind": "k", "message": {} }),
+            "one of them",
+        ),
+        (
+            json!({ "topic": "no such\ntopic", "kind": "k", "message": {} }),
+            "topic \"no such\\ntopic\"",
+        ),
+        (
+            json!({ "topic": "t".repeat(300), "kind": "k", "message": {} }),
+            "over the limit of 249 bytes",
+        ),
+        (
+            json!({ "topic": "..", "kind": "k", "message": {} }),
+            "reserved",
+        ),
+        (
+            json!({ "topic": ["orders"], "kind": "k", "message": {} }),
+            "not a publish request",
+        ),
         (
             json!({ "queue": "test", "message": {} }),
             "needs a \"kind\"",
@@ -148,7 +194,7 @@ async fn messages_are_published_into_a_queue_or_the_outbox_over_http(backend: Ba
         .filter(|e| e["action"] == "publish")
         .count();
     assert_eq!(
-        publishes, 16,
+        publishes, 23,
         "every publish, refused or not, is in the audit trail"
     );
 }

@@ -14,9 +14,15 @@ use wharf_tests::{amqp_connection, amqp_url, unique_name};
 
 /// `wharf publish <args>` on the SQLite database in `dir`, `input` on stdin.
 fn publish(dir: &std::path::Path, args: &[&str], input: &str) -> Output {
+    publish_with(dir, &[], args, input)
+}
+
+/// [`publish`] with more environment variables.
+fn publish_with(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-under-test"))
         .arg("publish")
         .args(args)
+        .envs(env.iter().copied())
         .env(
             "WHARF_DATABASE_URL",
             format!("sqlite://{}", dir.join("w.db").display()),
@@ -236,4 +242,73 @@ async fn keys_from_the_flag_and_the_lines_are_numbered_and_bad_keys_refused() {
         .await
         .unwrap();
     assert_eq!(count, 4, "nothing refused was queued");
+}
+
+#[tokio::test]
+async fn many_records_go_to_a_kafka_topic_with_their_key_and_id() {
+    use rdkafka::message::{Headers, Message};
+    let kafka = wharf_tests::kafka::kafka().await;
+    let topic = kafka.topic(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WHARF_KAFKA_BROKERS", kafka.brokers.as_str())];
+    let kind = ["--kind", "order.created"];
+    let args = ["--topic", &topic, "--key", "order-7", "--ndjson", "-"];
+    let out = publish_with(dir.path(), &env, &[&args[..], &kind].concat(), &lines(300));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("300 messages published to topic {topic}")),
+        "{stdout}"
+    );
+    let records = kafka.read(&topic, 300).await;
+    let ids: std::collections::BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r.key(), Some(&b"order-7"[..]));
+            let headers = r.headers().unwrap();
+            let header = |name: &str| {
+                let h = headers.iter().find(|h| h.key == name).unwrap();
+                String::from_utf8(h.value.unwrap().to_vec()).unwrap()
+            };
+            assert_eq!(header("kind"), "order.created");
+            header("message-id")
+        })
+        .collect();
+    assert_eq!(ids.len(), 300, "each record carries its own id");
+    let orders: Vec<u64> = (records.iter())
+        .map(|r| serde_json::from_slice::<serde_json::Value>(r.payload().unwrap()).unwrap())
+        .map(|v| v["order_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        orders,
+        (0..300).collect::<Vec<_>>(),
+        "one key: one partition, in order"
+    );
+
+    let missing = unique_name("missing");
+    for (args, expected) in [
+        (
+            vec!["--topic", missing.as_str(), "--json", "{}"],
+            format!("topic {missing} does not exist"),
+        ),
+        (
+            vec!["--topic", "bad\u{1b}[2Jtopic", "--json", "{}"],
+            "topic \"bad\\u{1b}[2Jtopic\"".to_owned(),
+        ),
+        (
+            vec!["--topic", &topic, "--queue", "q", "--json", "{}"],
+            "cannot be used with".to_owned(),
+        ),
+    ] {
+        let out = publish_with(dir.path(), &env, &[&args[..], &kind].concat(), "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&expected),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! The `wharf:plugin` world versions a host serves: components built against the released
-//! 0.2.0, 0.3.0 and 0.4.0 worlds (with wit-bindgen alone, as a team's `.wasm` files from
-//! before 0.5.0 are) load and run unchanged beside 0.5.0 ones (a component is 0.5.0's
-//! when it answers requests: 0.5.0's exports are 0.4.0's); a manifest (0.3.0 on) asks for the
-//! hosts it calls, and the host says which of them its grants do not cover.
+//! 0.2.0, 0.3.0, 0.4.0 and 0.5.0 worlds (with wit-bindgen alone, as a team's `.wasm` files
+//! from before 0.6.0 are) load and run unchanged beside 0.6.0 ones (a component is 0.6.0's
+//! when it publishes through 0.6.0's outbox, else 0.5.0's when it answers requests: their
+//! exports are 0.4.0's); a manifest (0.3.0 on) asks for the hosts it calls, and the host
+//! says which of them its grants do not cover.
 
 use serde_json::json;
 use sqlx::Row;
@@ -31,12 +32,16 @@ async fn each_component_is_served_as_the_world_it_was_built_against() {
     let v0_4 = rt.load(&plugin_wasm("fixture-world-0-4")).await.unwrap();
     assert_eq!((v0_4.name(), v0_4.world()), ("world-0-4", "0.4.0"));
     assert!(v0_4.manifest.ordered, "its manifest asks for order");
-    let current = rt.load(&plugin_wasm("fixture-answer")).await.unwrap();
-    assert_eq!(current.world(), "0.5.0", "it answers requests");
-    // Built with the SDK on 0.5.0, they never answer: nothing of 0.5.0 is imported, and
-    // they are served as what they use.
+    let v0_5 = rt.load(&plugin_wasm("fixture-world-0-5")).await.unwrap();
+    assert_eq!((v0_5.name(), v0_5.world()), ("world-0-5", "0.5.0"));
+    let current = rt.load(&plugin_wasm("fixture-producer")).await.unwrap();
+    assert_eq!(current.world(), "0.6.0", "it publishes");
+    // Built with the SDK on 0.6.0, a plugin imports only what it uses, and is served as
+    // the version that has it.
+    let answers = rt.load(&plugin_wasm("fixture-answer")).await.unwrap();
+    assert_eq!(answers.world(), "0.5.0", "it answers requests");
     let ordered = rt.load(&plugin_wasm("fixture-sequence-a")).await.unwrap();
-    assert_eq!(ordered.world(), "0.4.0");
+    assert_eq!(ordered.world(), "0.6.0", "it publishes");
     assert!(ordered.manifest.ordered, "its manifest asks for order");
     let noop = rt.load(&plugin_wasm("fixture-noop")).await.unwrap();
     assert_eq!((noop.world(), noop.manifest.ordered), ("0.4.0", false));
@@ -126,6 +131,18 @@ async fn a_0_4_0_component_handles_messages_with_every_effect_sqlite() {
 #[tokio::test]
 async fn a_0_4_0_component_handles_messages_with_every_effect_postgres() {
     let (fixture, name) = ("fixture-world-0-4", "world-0-4");
+    a_released_component_handles_messages_with_every_effect(Backend::Postgres, fixture, name).await;
+}
+
+#[tokio::test]
+async fn a_0_5_0_component_handles_messages_with_every_effect_sqlite() {
+    let (fixture, name) = ("fixture-world-0-5", "world-0-5");
+    a_released_component_handles_messages_with_every_effect(Backend::Sqlite, fixture, name).await;
+}
+
+#[tokio::test]
+async fn a_0_5_0_component_handles_messages_with_every_effect_postgres() {
+    let (fixture, name) = ("fixture-world-0-5", "world-0-5");
     a_released_component_handles_messages_with_every_effect(Backend::Postgres, fixture, name).await;
 }
 

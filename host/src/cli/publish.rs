@@ -1,5 +1,6 @@
 //! `wharf publish`: put messages into an inbox queue, or (`--amqp`) publish them to an
-//! exchange of the AMQP broker with publisher confirms: one (`--json`, `--file`) or many,
+//! exchange of the AMQP broker with publisher confirms, or (`--topic`) produce them to a
+//! Kafka topic with the idempotent producer: one (`--json`, `--file`) or many,
 //! one per line (`--ndjson`, see `ndjson`), in batches with a progress line. Every
 //! message is checked (JSON, size, names) before the first one goes out.
 
@@ -19,6 +20,7 @@ use crate::envelope::{KEY_HEADER, NewMessage};
 use crate::names;
 use crate::transport::amqp::connection::display_url;
 use crate::transport::amqp::publish::{Outgoing, Published, answer, confirming_channel, send};
+use crate::transport::kafka::{self, produce};
 
 /// Messages inserted into the inbox per transaction, or awaiting broker confirms at once.
 const BATCH: usize = 500;
@@ -30,8 +32,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 #[command(group = clap::ArgGroup::new("body").required(true).args(["json", "file", "ndjson"]))]
 pub struct PublishArgs {
     /// Inbox queue.
-    #[arg(long, required_unless_present = "amqp", conflicts_with = "amqp")]
+    #[arg(long, required_unless_present_any = ["amqp", "topic"], conflicts_with_all = ["amqp", "topic"])]
     queue: Option<String>,
+    /// Produce to this Kafka topic (`kafka.brokers`) instead of the inbox; --key is the
+    /// record's key.
+    #[arg(long, conflicts_with = "amqp")]
+    topic: Option<String>,
     /// Publish to the AMQP broker (`amqp.url`) instead of the inbox.
     #[arg(long, requires = "exchange")]
     amqp: bool,
@@ -50,7 +56,7 @@ pub struct PublishArgs {
     id: Option<Uuid>,
     /// Ordering key: the messages of one key are handled in publish order by plugins that
     /// ask for it (with --ndjson: of the lines that give none; with --amqp: the
-    /// `partition_key` header).
+    /// `partition_key` header; with --topic: the record's key).
     #[arg(long)]
     key: Option<String>,
     /// A header, repeatable (with --ndjson: added to every line's).
@@ -107,13 +113,14 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         }
         (None, None, None) => unreachable!("clap requires --json, --file or --ndjson"),
     };
-    let destination = match (&args.queue, &args.exchange) {
-        (Some(queue), _) => Destination::Queue(queue.clone()),
-        (None, Some(exchange)) => Destination::Exchange {
+    let destination = match (&args.queue, &args.exchange, &args.topic) {
+        (Some(queue), _, _) => Destination::Queue(queue.clone()),
+        (None, Some(exchange), _) => Destination::Exchange {
             exchange: exchange.clone(),
             routing_key: args.routing_key.clone(),
         },
-        (None, None) => unreachable!("clap requires --queue or --amqp --exchange"),
+        (None, None, Some(topic)) => Destination::Topic(topic.clone()),
+        (None, None, None) => unreachable!("clap requires --queue, --amqp --exchange or --topic"),
     };
     for message in &mut messages {
         if let (Destination::Exchange { .. }, Some(key)) = (&destination, &message.key) {
@@ -132,6 +139,7 @@ pub async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             exchange,
             routing_key,
         } => to_broker(&config, exchange, routing_key, messages).await,
+        Destination::Topic(topic) => to_kafka(&config, topic, messages).await,
     }
 }
 
@@ -288,6 +296,51 @@ async fn to_broker(
     match done.as_slice() {
         [id] => println!("{id}"),
         _ => println!("{total} messages published to exchange {exchange:?}"),
+    }
+    Ok(())
+}
+
+async fn to_kafka(config: &Config, topic: &str, messages: Vec<Message>) -> anyhow::Result<()> {
+    let brokers = &config.kafka.brokers;
+    let producer = kafka::client::producer(&config.kafka, &Default::default(), &Default::default())
+        .with_context(|| format!("cannot make a Kafka producer for {brokers} ([kafka])"))?;
+    let unreachable = || {
+        format!("cannot reach the Kafka brokers at {brokers}; are they running? (kafka.brokers)")
+    };
+    if !(produce::topic_exists(&producer, topic).await).with_context(unreachable)? {
+        bail!("{}", produce::missing_topic(topic, brokers));
+    }
+    let total = messages.len();
+    let mut progress = Progress::new(total);
+    let mut done = 0;
+    for batch in messages.chunks(BATCH) {
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for m in batch {
+            let outgoing = produce::Outgoing {
+                id: m.id,
+                topic,
+                key: m.key.as_deref(),
+                kind: &m.kind,
+                headers: &m.headers,
+                payload: &m.payload,
+            };
+            let queued = producer.send_result(outgoing.record());
+            deliveries.push(queued.map_err(|(e, _)| e).with_context(unreachable)?);
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => done += 1,
+                Ok(Err((e, _))) => bail!(
+                    "the Kafka brokers refused a message after {done} of {total} ({e}); publish them again (their ids make it safe)"
+                ),
+                Err(_) => bail!("the Kafka producer stopped after {done} of {total} messages"),
+            }
+        }
+        progress.done(done);
+    }
+    match messages.as_slice() {
+        [m] => println!("{}", m.id),
+        _ => println!("{total} messages published to topic {topic}"),
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ use crate::reply::{CALLER, REPLY_TO_HEADER, ReplyTo};
 use crate::retry::RetryPolicy;
 use crate::runtime::{Plugin, Runtime, StateError, StateReader};
 use crate::store::{
-    KeyOrder, Ledger, PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota,
+    KeyOrder, Ledger, PluginResult, SettleBudget, SettleSummary, Settlement, StateQuota, Transport,
 };
 use breaker::Breakers;
 use call::version_of;
@@ -94,8 +94,9 @@ pub struct Dispatcher {
     /// Messages handled per queue over the last minute.
     throughput: Throughput,
     flow: Flow,
-    /// Notified when a settle wrote to the outbox, so this host's relay sends it at once.
-    outbox: Arc<Notify>,
+    /// Notified when a settle wrote to the outbox, so this host's relays (AMQP, Kafka)
+    /// send it at once.
+    outbox: [Arc<Notify>; 2],
 }
 
 impl Dispatcher {
@@ -122,7 +123,7 @@ impl Dispatcher {
             contention: Contention::default(),
             throughput: Throughput::default(),
             flow: Flow::default(),
-            outbox: Arc::default(),
+            outbox: Default::default(),
             config,
             plugin_config,
         }
@@ -172,9 +173,10 @@ impl Dispatcher {
         &self.throughput
     }
 
-    /// Notified when a settle of this host wrote to the outbox: its relay waits on it.
-    pub fn outbox_written(&self) -> Arc<Notify> {
-        self.outbox.clone()
+    /// Notified when a settle of this host wrote to the outbox: the relay of `transport`
+    /// waits on it.
+    pub fn outbox_written(&self, transport: Transport) -> Arc<Notify> {
+        self.outbox[transport as usize].clone()
     }
 
     /// What this host settled and called per minute since its last report.
@@ -301,7 +303,7 @@ impl Dispatcher {
         self.throughput.record_handled(batch);
         self.flow.settled(summary);
         if summary.outboxed > 0 {
-            self.outbox.notify_one();
+            self.outbox.iter().for_each(|relay| relay.notify_one());
         }
         for (name, results) in by_plugin(batch) {
             self.contention.observe(name, results);

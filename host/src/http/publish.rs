@@ -1,6 +1,6 @@
-//! `POST /api/messages/publish`: a message into an inbox queue, or to an exchange through
-//! the outbox (so a relay publishes it with a confirm, and a broker outage only delays
-//! it). Checked as `wharf publish` checks: the naming rules and the payload limit; the
+//! `POST /api/messages/publish`: a message into an inbox queue, or to an exchange or a
+//! Kafka topic through the outbox (so a relay publishes it with a confirm, and a broker
+//! outage only delays it). Checked as `wharf publish` checks: the naming rules and the payload limit; the
 //! id makes a repeat harmless. A `traceparent` HTTP header goes on the message, unless its
 //! `headers` carry one.
 
@@ -25,14 +25,16 @@ use crate::names;
 use crate::store;
 use crate::trace;
 
-/// The body: `queue` + `kind`, or `exchange` + `routing_key` (`kind` defaults to it);
-/// `key` is the ordering key (to an exchange: the `partition_key` header).
+/// The body: `queue` + `kind`, `exchange` + `routing_key` (`kind` defaults to it), or
+/// `topic` + `kind`; `key` is the ordering key (to an exchange: the `partition_key`
+/// header; to a topic: the record's key).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
     queue: Option<String>,
     exchange: Option<String>,
     routing_key: Option<String>,
+    topic: Option<String>,
     kind: Option<String>,
     message: Value,
     id: Option<Uuid>,
@@ -51,11 +53,15 @@ pub async fn publish(
     let request = body_as::<PublishRequest>(
         body,
         "a publish request",
-        r#"{"queue": "orders", "kind": "order.created", "message": {...}} or {"exchange": "orders", "routing_key": "order.created", "message": {...}}"#,
+        r#"{"queue": "orders", "kind": "order.created", "message": {...}} or {"exchange": "orders", "routing_key": "order.created", "message": {...}} or {"topic": "orders", "key": "order-7", "kind": "order.created", "message": {...}}"#,
     );
     let target = match &request {
-        Ok(r) => target(r.queue.as_deref(), r.exchange.as_deref()),
-        Err(_) => target(None, None),
+        Ok(r) => target(
+            r.queue.as_deref(),
+            r.exchange.as_deref(),
+            r.topic.as_deref(),
+        ),
+        Err(_) => target(None, None, None),
     };
     let outcome = match request {
         Ok(mut request) => {
@@ -80,11 +86,12 @@ pub(super) fn body_as<T: DeserializeOwned>(
 }
 
 /// Where a message goes, as the audit log names it.
-pub(super) fn target(queue: Option<&str>, exchange: Option<&str>) -> String {
-    match (queue, exchange) {
-        (Some(queue), _) => format!("queue {queue}"),
-        (None, Some(exchange)) => format!("exchange {exchange}"),
-        (None, None) => "(no destination)".to_owned(),
+pub(super) fn target(queue: Option<&str>, exchange: Option<&str>, topic: Option<&str>) -> String {
+    match (queue, exchange, topic) {
+        (Some(queue), _, _) => format!("queue {queue}"),
+        (None, Some(exchange), _) => format!("exchange {exchange}"),
+        (None, None, Some(topic)) => format!("topic {topic}"),
+        (None, None, None) => "(no destination)".to_owned(),
     }
 }
 
@@ -120,8 +127,7 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
     let payload = payload(api, &request.message)?;
     let id = request.id.unwrap_or_else(Uuid::now_v7);
     let (destination, kind) = destination(
-        request.queue,
-        request.exchange,
+        (request.queue, request.exchange, request.topic),
         request.routing_key,
         request.kind,
     )?;
@@ -134,24 +140,26 @@ async fn send(api: &Api, request: PublishRequest) -> Result<Json<Value>, ApiErro
         Destination::Exchange { exchange, .. } => {
             json!({ "id": id, "exchange": exchange, "queued": queued })
         }
+        Destination::Topic(topic) => json!({ "id": id, "topic": topic, "queued": queued }),
     }))
 }
 
-/// Where a body's `queue`, or `exchange` and `routing_key`, send a message, and its kind
-/// (to an exchange, the routing key when it gives none).
+/// Where a body's `queue`, `exchange` and `routing_key`, or `topic` send a message, and its
+/// kind (to an exchange, the routing key when it gives none).
 pub(super) fn destination(
-    queue: Option<String>,
-    exchange: Option<String>,
+    (queue, exchange, topic): (Option<String>, Option<String>, Option<String>),
     routing_key: Option<String>,
     kind: Option<String>,
 ) -> Result<(Destination, String), ApiError> {
-    match (queue, exchange) {
-        (Some(queue), None) => {
-            let kind = kind
-                .ok_or_else(|| ApiError::bad_request("a message for a queue needs a \"kind\""))?;
-            Ok((Destination::Queue(queue), kind))
-        }
-        (None, Some(exchange)) => {
+    let kind_for = |what: &str| {
+        kind.clone().ok_or_else(|| {
+            ApiError::bad_request(format!("a message for a {what} needs a \"kind\""))
+        })
+    };
+    match (queue, exchange, topic) {
+        (Some(queue), None, None) => Ok((Destination::Queue(queue), kind_for("queue")?)),
+        (None, None, Some(topic)) => Ok((Destination::Topic(topic), kind_for("topic")?)),
+        (None, Some(exchange), None) => {
             let routing_key = routing_key.unwrap_or_default();
             let kind = kind.unwrap_or_else(|| routing_key.clone());
             let destination = Destination::Exchange {
@@ -161,7 +169,7 @@ pub(super) fn destination(
             Ok((destination, kind))
         }
         _ => Err(ApiError::bad_request(
-            "give \"queue\" (an inbox queue) or \"exchange\" (with \"routing_key\"), one of them",
+            "give \"queue\" (an inbox queue), \"exchange\" (with \"routing_key\") or \"topic\" (a Kafka topic), one of them",
         )),
     }
 }

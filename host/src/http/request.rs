@@ -59,8 +59,8 @@ pub async fn request(
         r#"{"queue": "quotes", "kind": "quote.requested", "message": {...}, "timeout_ms": 5000}"#,
     );
     let target = match &request {
-        Ok(r) => target(r.queue.as_deref(), r.exchange.as_deref()),
-        Err(_) => target(None, None),
+        Ok(r) => target(r.queue.as_deref(), r.exchange.as_deref(), None),
+        Err(_) => target(None, None, None),
     };
     let sent = match request {
         Ok(mut request) => {
@@ -100,8 +100,7 @@ async fn enqueue(api: &Api, request: RequestBody) -> Result<(Uuid, bool, Duratio
     let timeout = Duration::from_millis(timeout_ms);
     let id = request.id.unwrap_or_else(Uuid::now_v7);
     let destination = destination(
-        request.queue,
-        request.exchange,
+        (request.queue, request.exchange, None),
         request.routing_key,
         request.kind,
     )?;

@@ -225,6 +225,7 @@ pub fn publish(
             exchange(name)?;
             routing_key(key)?;
         }
+        Destination::Topic(name) => topic(name)?,
     }
     self::kind(kind)?;
     header_map(headers)

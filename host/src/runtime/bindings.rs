@@ -1,5 +1,5 @@
-//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.5.0 (`wit/plugin.wit`),
-//! 0.4.0, 0.3.0 and 0.2.0 (`wit/deps/`). Each imports the interfaces of the versions before it
+//! Host-side bindings of the `wharf:plugin` worlds a host serves: 0.6.0 (`wit/plugin.wit`),
+//! 0.5.0, 0.4.0, 0.3.0 and 0.2.0 (`wit/deps/`). Each imports the interfaces of the versions before it
 //! that it did not change, so one implementation of each interface serves every version.
 
 /// `wharf:plugin/plugin@0.2.0`: its interfaces, and components built against it.
@@ -61,6 +61,25 @@ pub mod v0_5 {
             "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
             "wharf:plugin/types@0.4.0": super::v0_4::wharf::plugin0_4_0::types,
             "wharf:plugin/outbox@0.4.0": super::v0_4::wharf::plugin0_4_0::outbox,
+        },
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+/// `wharf:plugin/plugin@0.6.0`: 0.5.0's world with an outbox that publishes to Kafka
+/// topics too.
+pub mod v0_6 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wharf:plugin/plugin@0.6.0",
+        with: {
+            "wharf:plugin/types@0.2.0": super::v0_2::wharf::plugin0_2_0::types,
+            "wharf:plugin/log@0.2.0": super::v0_2::wharf::plugin0_2_0::log,
+            "wharf:plugin/state@0.2.0": super::v0_2::wharf::plugin0_2_0::state,
+            "wharf:plugin/config@0.2.0": super::v0_2::wharf::plugin0_2_0::config,
+            "wharf:plugin/types@0.4.0": super::v0_4::wharf::plugin0_4_0::types,
+            "wharf:plugin/reply@0.5.0": super::v0_5::wharf::plugin0_5_0::reply,
         },
         imports: { default: trappable },
         exports: { default: async },

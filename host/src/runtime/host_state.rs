@@ -16,6 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::v0_2::wharf::plugin0_2_0::{config, log, outbox, state, types};
 use super::bindings::v0_4::wharf::plugin0_4_0 as v0_4;
 use super::bindings::v0_5::wharf::plugin0_5_0::reply;
+use super::bindings::v0_6::wharf::plugin0_6_0 as v0_6;
 use super::budget::{Budget, LimitExceeded, Refused};
 use super::limits::MemoryLimiter;
 use super::outbound::OutboundCall;
@@ -128,6 +129,8 @@ impl super::bindings::v0_3::wharf::plugin0_3_0::types::Host for HostState {}
 
 impl v0_4::types::Host for HostState {}
 
+impl v0_6::types::Host for HostState {}
+
 impl log::Host for HostState {
     fn log(
         &mut self,
@@ -177,7 +180,7 @@ impl outbox::Host for HostState {
         headers: Vec<types::Header>,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<String, String>> {
-        self.publish(destination, kind, headers, payload, None)
+        self.publish(destination.into(), kind, headers, payload, None)
     }
 }
 
@@ -193,35 +196,58 @@ impl v0_4::outbox::Host for HostState {
             payload,
             key,
         } = message;
+        self.publish(destination.into(), kind, headers, payload, key)
+    }
+}
+
+impl v0_6::outbox::Host for HostState {
+    fn publish(
+        &mut self,
+        message: v0_6::types::Outgoing,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let v0_6::types::Outgoing {
+            destination,
+            kind,
+            headers,
+            payload,
+            key,
+        } = message;
+        let destination = match destination {
+            v0_6::types::Destination::Queue(queue) => Destination::Queue(queue),
+            v0_6::types::Destination::Exchange(target) => {
+                types::Destination::Exchange(target).into()
+            }
+            v0_6::types::Destination::Topic(topic) => Destination::Topic(topic),
+        };
         self.publish(destination, kind, headers, payload, key)
+    }
+}
+
+impl From<types::Destination> for Destination {
+    fn from(destination: types::Destination) -> Self {
+        match destination {
+            types::Destination::Queue(queue) => Destination::Queue(queue),
+            types::Destination::Exchange(t) => Destination::Exchange {
+                exchange: t.exchange,
+                routing_key: t.routing_key,
+            },
+        }
     }
 }
 
 impl HostState {
     /// Buffer a publish of any world version; to an exchange, its key goes in the
-    /// [`KEY_HEADER`] header, where a consumer of the queue reads it.
+    /// [`KEY_HEADER`] header, where a consumer of the queue reads it (to a topic it is the
+    /// record's key).
     fn publish(
         &mut self,
-        destination: types::Destination,
+        destination: Destination,
         kind: String,
         headers: Vec<types::Header>,
         payload: Vec<u8>,
         key: Option<String>,
     ) -> wasmtime::Result<Result<String, String>> {
-        let (destination, route_bytes) = match destination {
-            types::Destination::Queue(queue) => {
-                let bytes = queue.len();
-                (Destination::Queue(queue), bytes)
-            }
-            types::Destination::Exchange(t) => {
-                let bytes = t.exchange.len() + t.routing_key.len();
-                let destination = Destination::Exchange {
-                    exchange: t.exchange,
-                    routing_key: t.routing_key,
-                };
-                (destination, bytes)
-            }
-        };
+        let route_bytes = destination.bytes();
         let mut headers = self.traced(headers);
         let to_exchange = matches!(destination, Destination::Exchange { .. });
         if let (true, Some(key)) = (to_exchange, &key) {

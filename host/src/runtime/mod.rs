@@ -140,7 +140,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         // 0.3.0's imports are 0.2.0's and its own types; 0.4.0 adds its outbox, 0.5.0
-        // its reply.
+        // its reply, 0.6.0 its outbox.
         bindings::v0_3::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         bindings::v0_4::wharf::plugin0_4_0::types::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
@@ -151,6 +151,14 @@ impl Runtime {
             |s| s,
         )?;
         bindings::v0_5::wharf::plugin0_5_0::reply::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        bindings::v0_6::wharf::plugin0_6_0::types::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        bindings::v0_6::wharf::plugin0_6_0::outbox::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |s| s,
         )?;

@@ -1,12 +1,12 @@
 //! Which version of the `wharf:plugin` world a component was built against, and calling
 //! its exports as that version: `manifest` read into one [`Manifest`] shape, `handle`
-//! given the message as that version has it (0.4.0 on: with its ordering key; 0.5.0 has
-//! 0.4.0's message and manifest).
+//! given the message as that version has it (0.4.0 on: with its ordering key; 0.5.0 and
+//! 0.6.0 have 0.4.0's message and manifest).
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{v0_2, v0_3, v0_4, v0_5};
+use super::bindings::{v0_2, v0_3, v0_4, v0_5, v0_6};
 use super::limits::Requested;
 use super::{HostState, Manifest};
 use crate::retry::RetryPolicy;
@@ -26,22 +26,36 @@ pub(super) enum Pre {
     V0_4(v0_4::PluginPre<HostState>),
     /// Built against `wharf:plugin@0.5.0`.
     V0_5(v0_5::PluginPre<HostState>),
+    /// Built against `wharf:plugin@0.6.0`.
+    V0_6(v0_6::PluginPre<HostState>),
 }
 
 impl Pre {
     /// The newest version whose exports `pre` has and whose interfaces it imports; the
-    /// error is the newest version's. 0.5.0's exports are 0.4.0's: a component is 0.5.0's
-    /// when it imports what 0.5.0 adds (`reply`). One built against 0.5.0 that never
-    /// answers imports nothing of it (unused imports are left out of a component) and is
-    /// served as, and said to be, 0.4.0's: the same calls.
+    /// error is the newest version's. 0.5.0's and 0.6.0's exports are 0.4.0's: a
+    /// component is 0.6.0's when it imports what 0.6.0 adds (its `outbox`), else 0.5.0's
+    /// when it imports what 0.5.0 adds (`reply`). One built against 0.6.0 that never
+    /// publishes imports nothing of its outbox (unused imports are left out of a
+    /// component) and is served as, and said to be, 0.5.0's or 0.4.0's: the same calls.
     pub(super) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        let answers = (pre.component().component_type())
-            .imports(pre.engine())
-            .any(|(name, _)| name.starts_with("wharf:plugin/reply@0.5."));
-        let newest = match v0_5::PluginPre::new(pre.clone()) {
-            Ok(pre) if answers => return Ok(Self::V0_5(pre)),
+        let imports = |prefix: &str| {
+            (pre.component().component_type())
+                .imports(pre.engine())
+                .any(|(name, _)| name.starts_with(prefix))
+        };
+        let (publishes, answers) = (
+            imports("wharf:plugin/outbox@0.6."),
+            imports("wharf:plugin/reply@0.5."),
+        );
+        let newest = match v0_6::PluginPre::new(pre.clone()) {
+            Ok(pre) if publishes => return Ok(Self::V0_6(pre)),
             Ok(_) => None,
             Err(newest) => Some(newest),
+        };
+        let newest = match v0_5::PluginPre::new(pre.clone()) {
+            Ok(pre) if answers => return Ok(Self::V0_5(pre)),
+            Ok(_) => newest,
+            Err(e) => newest.or(Some(e)),
         };
         v0_4::PluginPre::new(pre.clone())
             .map(Self::V0_4)
@@ -57,6 +71,7 @@ impl Pre {
             Self::V0_3(_) => "0.3.0",
             Self::V0_4(_) => "0.4.0",
             Self::V0_5(_) => "0.5.0",
+            Self::V0_6(_) => "0.6.0",
         }
     }
 
@@ -92,6 +107,7 @@ impl Pre {
             }
             Self::V0_4(pre) => read_0_4(call_manifest!(pre)),
             Self::V0_5(pre) => read_0_4(call_manifest!(pre)),
+            Self::V0_6(pre) => read_0_4(call_manifest!(pre)),
         })
     }
 
@@ -121,6 +137,11 @@ impl Pre {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.call_handle(store, &message).await
             }
+            Self::V0_6(pre) => {
+                let message = with_key(message, key);
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, &message).await
+            }
         }
     }
 }
@@ -138,7 +159,7 @@ fn with_key(message: types::Message, key: Option<String>) -> v0_4_types::Message
     }
 }
 
-/// A 0.4.0 manifest (0.5.0's too) as the component returned it, before it is checked.
+/// A 0.4.0 manifest (0.5.0's and 0.6.0's too) as the component returned it, before it is checked.
 fn read_0_4(m: v0_4_types::Manifest) -> Manifest {
     let hosts = m.allowed_hosts;
     Manifest {

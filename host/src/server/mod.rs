@@ -85,7 +85,12 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
         )
     });
     let kafka = config.kafka.used().then(|| {
-        kafka::supervisor::Supervisor::new(config.kafka.clone(), store.clone(), dispatcher.clone())
+        kafka::supervisor::Supervisor::new(
+            config.kafka.clone(),
+            store.clone(),
+            dispatcher.clone(),
+            Duration::from_millis(config.inbox.poll_interval_ms),
+        )
     });
     // The transports. The inbox's stop conditions (--limit, --until-idle, --time-limit)
     // apply to it; whichever transport ends first (those, or an error) stops the others.
@@ -107,7 +112,13 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
     }
     if let Some(kafka) = &kafka {
         transports.push(Box::pin(async {
-            Ok(("kafka", kafka.run(shutdown.clone()).await?))
+            let ran = kafka.run(shutdown.clone()).await?;
+            tracing::info!(
+                relayed = ran.relayed.sent,
+                undeliverable = ran.relayed.undeliverable,
+                "Kafka outbox relay stopped"
+            );
+            Ok(("kafka", ran.consumed))
         }));
     }
     let transports = futures::future::join_all(transports.into_iter().map(|running| async {

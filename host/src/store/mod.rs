@@ -63,7 +63,7 @@ pub use held::{HeldKey, HeldKeys};
 pub use inbox::Inbox;
 pub use ledger::{DeliveredSettle, Ledger, SettledPlugins};
 pub use mysql::MySqlStore;
-pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Undeliverable};
+pub use outbox::{Outbox, OutboxClaim, OutboxMessage, Route, Transport, Undeliverable};
 pub use postgres::PostgresStore;
 pub use queues::{Backlog, QueueSource, QueueStats};
 pub use replies::{Answer, Replies};
@@ -209,11 +209,16 @@ impl std::iter::Sum for PluginRuns {
 }
 
 /// Put `message` where it goes outside a settle (the HTTP API, the CLI): into its inbox
-/// queue, or into the outbox for a relay to send to its exchange; `false` when its id
-/// was there already.
+/// queue, or into the outbox for a relay to send to its exchange or topic; `false` when
+/// its id was there already.
 pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
-    match &message.destination {
-        Destination::Queue(queue) => {
+    let route = Route::of(&message.destination, message.key.as_deref());
+    match (&message.destination, route) {
+        (_, Some(route)) => {
+            let (kind, headers) = (&message.kind, &message.headers);
+            (store.outbox_add(message.id, route, kind, headers, &message.payload)).await
+        }
+        (Destination::Queue(queue), None) => {
             let new = NewMessage {
                 id: message.id,
                 queue: queue.clone(),
@@ -224,14 +229,7 @@ pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
             };
             Ok(store.enqueue(std::slice::from_ref(&new)).await? == 1)
         }
-        Destination::Exchange {
-            exchange,
-            routing_key,
-        } => {
-            let route = (exchange.as_str(), routing_key.as_str());
-            let (kind, headers) = (&message.kind, &message.headers);
-            (store.outbox_add(message.id, route, kind, headers, &message.payload)).await
-        }
+        (_, None) => unreachable!("only a queue is not relayed"),
     }
 }
 

@@ -1,7 +1,7 @@
-//! The outbox as the relay sees it ([`Outbox`]): messages handlers published to AMQP
-//! exchanges, committed with their results and waiting to be sent. Adding one is written
-//! once over every SQL store; a store writes how a relay takes and settles them
-//! ([`OutboxSql`]).
+//! The outbox as the relays see it ([`Outbox`]): messages handlers published to AMQP
+//! exchanges and Kafka topics, committed with their results and waiting to be sent, each
+//! by the relay of its [`Transport`]. Adding one is written once over every SQL store; a
+//! store writes how a relay takes and settles them ([`OutboxSql`]).
 
 use std::collections::BTreeMap;
 
@@ -10,18 +10,90 @@ use uuid::Uuid;
 
 use super::sql::{Change, Dialect, Run, Sql, SqlStore, Statement, clock};
 use super::{Hold, Result, StoreError, headers_json, parse_headers};
+use crate::effects::Destination;
 
-/// A message a handler published to an AMQP exchange, waiting in the outbox.
+/// Which relay sends an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The AMQP relay: to an exchange with a routing key.
+    Amqp,
+    /// The Kafka relay: to a topic with the record's key.
+    Kafka,
+}
+
+impl Transport {
+    /// Its name in the outbox's `transport` column.
+    pub(super) fn column(self) -> &'static str {
+        match self {
+            Transport::Amqp => "amqp",
+            Transport::Kafka => "kafka",
+        }
+    }
+}
+
+/// Where an outbox message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// An AMQP exchange and routing key.
+    Exchange {
+        /// Exchange name.
+        exchange: &'a str,
+        /// Routing key.
+        routing_key: &'a str,
+    },
+    /// A Kafka topic, and the record's key.
+    Topic {
+        /// Topic name.
+        topic: &'a str,
+        /// The record's key.
+        key: Option<&'a str>,
+    },
+}
+
+impl<'a> Route<'a> {
+    /// Where a publish to `destination` with ordering `key` goes through the outbox;
+    /// `None` for an inbox queue (inserted into the inbox, not relayed).
+    pub fn of(destination: &'a Destination, key: Option<&'a str>) -> Option<Self> {
+        match destination {
+            Destination::Queue(_) => None,
+            Destination::Exchange {
+                exchange,
+                routing_key,
+            } => Some(Route::Exchange {
+                exchange,
+                routing_key,
+            }),
+            Destination::Topic(topic) => Some(Route::Topic { topic, key }),
+        }
+    }
+
+    /// Its outbox columns: `transport`, `exchange` (or topic), `routing_key` (empty to a
+    /// topic) and `ordering_key` (a record's key).
+    pub(super) fn columns(self) -> (&'static str, &'a str, &'a str, Option<&'a str>) {
+        match self {
+            Route::Exchange {
+                exchange,
+                routing_key,
+            } => (Transport::Amqp.column(), exchange, routing_key, None),
+            Route::Topic { topic, key } => (Transport::Kafka.column(), topic, "", key),
+        }
+    }
+}
+
+/// A message a handler published to an AMQP exchange or a Kafka topic, waiting in the
+/// outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     /// Order of insertion.
     pub seq: i64,
     /// The published message's id.
     pub id: Uuid,
-    /// Target exchange.
+    /// Target exchange, or topic.
     pub exchange: String,
-    /// Routing key.
+    /// Routing key (empty to a topic).
     pub routing_key: String,
+    /// A Kafka record's key.
+    pub key: Option<String>,
     /// Kind (the AMQP `type`).
     pub kind: String,
     /// Headers.
@@ -40,8 +112,19 @@ pub struct Undeliverable {
     pub error: String,
 }
 
-/// What the rows of an undeliverable outbox message become in `failed_messages`.
-pub(super) const FAILED_SOURCE: &str = "outbox";
+/// The `source` of an undeliverable outbox row in `failed_messages`, by the row's
+/// `transport` column: `outbox` (AMQP) or `outbox:kafka`. A retry puts it back in the
+/// outbox for the same relay.
+pub(super) const FAILED_SOURCE: &str =
+    "CASE transport WHEN 'kafka' THEN 'outbox:kafka' ELSE 'outbox' END";
+
+/// The `source`s of failed outbox rows (see [`FAILED_SOURCE`]), as an SQL list.
+pub(super) const FAILED_SOURCES: &str = "('outbox', 'outbox:kafka')";
+
+/// The transport a failed message's `source` sends it back through (see
+/// [`FAILED_SOURCE`]), as an SQL expression.
+pub(super) const TRANSPORT_OF_FAILED: &str =
+    "CASE source WHEN 'outbox:kafka' THEN 'kafka' ELSE 'amqp' END";
 
 /// Outbox messages taken by [`super::Outbox::claim_outbox`].
 #[derive(Debug)]
@@ -53,7 +136,8 @@ pub struct OutboxClaim {
 }
 
 /// The columns [`outbox_message`] reads, with the id and headers as text.
-pub(super) const OUTBOX_COLUMNS: &str = "seq, id, exchange, routing_key, kind, headers, payload";
+pub(super) const OUTBOX_COLUMNS: &str =
+    "seq, id, exchange, routing_key, ordering_key, kind, headers, payload";
 
 /// An outbox message from a row of [`OUTBOX_COLUMNS`] (PostgreSQL casts `id` and
 /// `headers` to text), on either database.
@@ -61,6 +145,7 @@ pub(super) fn outbox_message<R: Row>(row: &R) -> Result<OutboxMessage>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
@@ -70,35 +155,38 @@ where
         id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))?,
         exchange: row.get("exchange"),
         routing_key: row.get("routing_key"),
+        key: row.get("ordering_key"),
         kind: row.get("kind"),
         headers: parse_headers(&row.get::<String, _>("headers"))?,
         payload: row.get("payload"),
     })
 }
 
-/// The outbox role of a store: what the relay takes, and what the HTTP API publishes.
+/// The outbox role of a store: what the relays take, and what the HTTP API publishes.
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync {
-    /// Put a message in the outbox, for a relay to publish to `exchange` with
-    /// `routing_key` (the HTTP API's publish); `false` when the outbox has its id already.
+    /// Put a message in the outbox, for a relay to publish to `route` (the HTTP API's
+    /// publish); `false` when the outbox has its id already.
     async fn outbox_add(
         &self,
         id: Uuid,
-        (exchange, routing_key): (&str, &str),
+        route: Route<'_>,
         kind: &str,
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool>;
 
-    /// Take up to `limit` unsent outbox messages, oldest first, for the relay.
+    /// Take up to `limit` unsent outbox messages of `transport`, oldest first, for its
+    /// relay.
     /// PostgreSQL locks them in a transaction held until [`Outbox::outbox_sent`] (other
     /// hosts' relays skip them; a relay that dies releases them); SQLite, one host's
     /// store, holds nothing.
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim>;
+    async fn claim_outbox(&self, transport: Transport, limit: u32) -> Result<OutboxClaim>;
 
     /// Settle a claim and release it: mark `sent` (the broker confirmed them) sent, and
-    /// move the `undeliverable` ones to the failed messages (source `outbox`, with their
-    /// exchange and routing key: a retry puts them back in the outbox), each with an
+    /// move the `undeliverable` ones to the failed messages (source `outbox` or
+    /// `outbox:kafka`, with their exchange and routing key or topic and key: a retry puts
+    /// them back in the outbox), each with an
     /// attempt recording why. A failed outbox message an operator retried and the broker
     /// now confirmed is resolved.
     async fn outbox_sent(
@@ -114,7 +202,7 @@ pub trait Outbox: Send + Sync {
 #[async_trait::async_trait]
 pub(super) trait OutboxSql {
     /// [`Outbox::claim_outbox`].
-    async fn take(&self, limit: u32) -> Result<OutboxClaim>;
+    async fn take(&self, transport: Transport, limit: u32) -> Result<OutboxClaim>;
 
     /// [`Outbox::outbox_sent`].
     async fn settle_taken(
@@ -130,17 +218,19 @@ impl<S: SqlStore + OutboxSql> Outbox for S {
     async fn outbox_add(
         &self,
         id: Uuid,
-        (exchange, routing_key): (&str, &str),
+        route: Route<'_>,
         kind: &str,
         headers: &BTreeMap<String, String>,
         payload: &[u8],
     ) -> Result<bool> {
+        let (transport, exchange, routing_key, key) = route.columns();
         let mut add = QueryBuilder::new(S::DB::INSERT_NEW);
         add.push(
-            " outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) VALUES (",
+            " outbox (id, source_message_id, plugin, transport, exchange, routing_key, ordering_key, kind, headers, payload, created_at) VALUES (",
         );
-        add.id(id).push(", ").id(id).push(", '', ");
-        add.value(exchange).push(", ").value(routing_key).push(", ");
+        add.id(id).push(", ").id(id).push(", '', ").value(transport);
+        add.push(", ").value(exchange).push(", ").value(routing_key);
+        add.push(", ").value(key.map(str::to_owned)).push(", ");
         add.value(kind)
             .push(", ")
             .json(headers_json(headers))
@@ -151,8 +241,8 @@ impl<S: SqlStore + OutboxSql> Outbox for S {
         Ok(S::DB::execute(conn, &mut add).await? == 1)
     }
 
-    async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim> {
-        self.take(limit).await
+    async fn claim_outbox(&self, transport: Transport, limit: u32) -> Result<OutboxClaim> {
+        self.take(transport, limit).await
     }
 
     async fn outbox_sent(
@@ -181,30 +271,27 @@ pub(super) async fn settle_sent<DB: Sql>(
         let mut resolved = QueryBuilder::<DB>::new(
             "UPDATE failed_messages SET status = 'resolved', resolved_at = ",
         );
-        resolved
-            .value(now)
-            .push(" WHERE status = 'retrying' AND source = ");
-        resolved.value(FAILED_SOURCE);
-        resolved.push(" AND message_id IN (SELECT id FROM outbox WHERE seq IN (");
+        resolved.value(now).push(format!(
+            " WHERE status = 'retrying' AND source IN {FAILED_SOURCES}
+              AND message_id IN (SELECT id FROM outbox WHERE seq IN ("
+        ));
         resolved.list(sent.iter().copied()).push("))");
         DB::execute(conn, &mut resolved).await?;
     }
     for u in undeliverable {
-        let mut failed = QueryBuilder::<DB>::new(
+        let mut failed = QueryBuilder::<DB>::new(format!(
             "INSERT INTO failed_messages (message_id, plugin, plugin_version, plugin_sha256, source,
                                           queue, kind, headers, payload, error, attempts, status,
-                                          failed_at, source_exchange, source_routing_key)
-             SELECT id, plugin, '', '', ",
-        );
-        failed
-            .value(FAILED_SOURCE)
-            .push(", '', kind, headers, payload, ");
+                                          failed_at, source_exchange, source_routing_key,
+                                          ordering_key)
+             SELECT id, plugin, '', '', {FAILED_SOURCE}, '', kind, headers, payload, "
+        ));
         failed
             .value(u.error.as_str())
             .push(", 1, 'failed', ")
             .value(now);
         failed
-            .push(", exchange, routing_key FROM outbox WHERE seq = ")
+            .push(", exchange, routing_key, ordering_key FROM outbox WHERE seq = ")
             .value(u.seq);
         let changes = [
             ("error", Change::Take),

@@ -17,9 +17,10 @@ from wharf_sdk import (
     log,
     publish,
     publish_to_exchange,
+    publish_to_topic,
     state,
 )
-from wharf_sdk.testing import Exchange, Queue, TestHost
+from wharf_sdk.testing import Exchange, Queue, TestHost, Topic
 
 
 class Counter(Plugin):
@@ -58,6 +59,38 @@ def test_a_call_that_returns_commits_its_state_and_publishes():
     assert host.published[2].json() == {"count": 2}
     assert host.published[2].headers == [("key", "a")]
     assert host.published[3].payload == b"raw"
+
+
+class Shipper(Plugin):
+    """Publishes a record to a Kafka topic, keyed by the order."""
+
+    def manifest(self):
+        return Manifest("shipper", "1.0.0").subscribe("order.*")
+
+    def handle(self, message):
+        order = message.json()["order"]
+        publish_to_topic("shipments", order, "order.shipped", {"order": order})
+
+
+def test_a_record_published_to_a_topic_keeps_its_key():
+    host = TestHost()
+    host.handle(Shipper, Message.new("order.paid", {"order": "order-7"}))
+    [record] = host.published
+    assert type(record.destination) is Topic and record.destination == "shipments"
+    assert (record.kind, record.key, record.json()) == (
+        "order.shipped",
+        "order-7",
+        {"order": "order-7"},
+    )
+
+
+def test_a_record_to_an_empty_topic_is_refused():
+    class Nowhere(Shipper):
+        def handle(self, message):
+            publish_to_topic("", "k", "order.shipped", {})
+
+    with pytest.raises(Reject, match="the topic is empty"):
+        TestHost().handle(Nowhere, Message.new("order.paid", {}))
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from .component import export
 from .manifest import Limits, Manifest, RetryPolicy
 from .message import Message
 from .plugin import Plugin
-from .publish import publish, publish_to_exchange
+from .publish import publish, publish_to_exchange, publish_to_topic
 
 __all__ = [
     "Limits",
@@ -45,5 +45,6 @@ __all__ = [
     "log",
     "publish",
     "publish_to_exchange",
+    "publish_to_topic",
     "state",
 ]

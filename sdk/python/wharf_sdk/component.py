@@ -5,7 +5,7 @@ when it builds the component), the host functions they import, and exporting a
 from typing import Type
 
 from .errors import Reject, Retry
-from .host import Exchange, by_default
+from .host import Exchange, Topic, by_default
 from .http import HttpError, Response, split_url
 from .manifest import Manifest, _ms
 from .message import Message
@@ -22,6 +22,7 @@ try:
     from wit_world.imports import state as _state
     from wit_world.imports import wharf_plugin_types_0_2_0 as _types
     from wit_world.imports import wharf_plugin_types_0_4_0 as _types_0_4
+    from wit_world.imports import wharf_plugin_types_0_6_0 as _types_0_6
 
     try:
         # The plugin-http world: wasi:http's bindings too.
@@ -52,12 +53,14 @@ class Imports:
     def publish(self, destination, kind, headers, payload, key):
         if isinstance(destination, Exchange):
             exchange, routing_key = destination
-            target = _types.Destination_Exchange(_types.ExchangeTarget(exchange, routing_key))
+            target = _types_0_6.Destination_Exchange(_types.ExchangeTarget(exchange, routing_key))
+        elif isinstance(destination, Topic):
+            target = _types_0_6.Destination_Topic(str(destination))
         else:
-            target = _types.Destination_Queue(str(destination))
+            target = _types_0_6.Destination_Queue(str(destination))
         headers = [_types.Header(k, v) for k, v in headers]
         try:
-            return _outbox.publish(_types_0_4.Outgoing(target, kind, headers, payload, key))
+            return _outbox.publish(_types_0_6.Outgoing(target, kind, headers, payload, key))
         except _Err as e:
             raise Reject(f"cannot publish {kind}: {e.value}") from None
 

@@ -13,7 +13,11 @@ class Exchange(tuple):
     """A publish destination: an AMQP exchange and routing key."""
 
 
-Destination = Union[Queue, Exchange]
+class Topic(str):
+    """A publish destination: a Kafka topic (the publish's key is the record's key)."""
+
+
+Destination = Union[Queue, Exchange, Topic]
 
 
 class Host(Protocol):

@@ -49,3 +49,17 @@ def publish_to_exchange(
     travels in the ``partition_key`` header."""
     destination = host.Exchange((exchange, routing_key))
     return host.current().publish(destination, kind, _headers(headers), _encode(payload), key)
+
+
+def publish_to_topic(
+    topic: str,
+    key: Optional[str],
+    kind: str,
+    payload: Any,
+    headers: Optional[Dict[str, str]] = None,
+) -> str:
+    """Publish a record to a Kafka topic through the outbox relay's idempotent producer:
+    ``key`` is the record's key (so its partition: the records of one key keep their
+    order), its id and kind travel in the ``message-id`` and ``kind`` headers."""
+    destination = host.Topic(topic)
+    return host.current().publish(destination, kind, _headers(headers), _encode(payload), key)

@@ -19,6 +19,7 @@ from .plugin import Plugin
 
 Queue = _host.Queue
 Exchange = _host.Exchange
+Topic = _host.Topic
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Published:
     """A message the handler published."""
 
     destination: _host.Destination
-    """``Queue(name)`` or ``Exchange((exchange, routing_key))``."""
+    """``Queue(name)``, ``Exchange((exchange, routing_key))`` or ``Topic(name)``."""
     kind: str
     headers: List[Tuple[str, str]]
     payload: bytes
@@ -149,6 +150,8 @@ class TestHost:
             raise Reject("cannot publish: the kind is empty")
         if isinstance(destination, Queue) and not destination:
             raise Reject(f"cannot publish {kind}: the queue is empty")
+        if isinstance(destination, Topic) and not destination:
+            raise Reject(f"cannot publish {kind}: the topic is empty")
         self._next_id += 1
         if key is not None and not key:
             raise Reject(f"cannot publish {kind}: the key is empty")

@@ -7,6 +7,7 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::{FailedFilter, Operation, Retried};
+use crate::store::outbox::TRANSPORT_OF_FAILED;
 use crate::store::sql::{Change, Sql, Statement, clock};
 use crate::store::{Result, StoreError};
 
@@ -36,7 +37,7 @@ pub(in crate::store) async fn send_back<DB: Sql>(
     DB::execute(conn, mark.push(")")).await?;
     let mut rows = QueryBuilder::<DB>::new(format!(
         "SELECT {} AS message_id, plugin, queue, kind, {} AS headers, payload, source_exchange,
-                source_routing_key, ordering_key, seq
+                source_routing_key, ordering_key, seq, {TRANSPORT_OF_FAILED} AS transport
          FROM failed_messages WHERE id IN (",
         DB::uuid_text("message_id"),
         DB::json_text("headers"),
@@ -53,8 +54,9 @@ pub(in crate::store) async fn send_back<DB: Sql>(
                                     queue, created_at, attempts, seen, ordering_key, seq) VALUES ("
             }
             Some(_) => {
-                "INSERT INTO outbox (id, kind, headers, payload, created_at,
-                                     plugin, exchange, routing_key, source_message_id) VALUES ("
+                "INSERT INTO outbox (id, kind, headers, payload, created_at, plugin, transport,
+                                     exchange, routing_key, ordering_key, source_message_id)
+                 VALUES ("
             }
         });
         let kind: String = DB::column(&row, "kind");
@@ -83,10 +85,13 @@ pub(in crate::store) async fn send_back<DB: Sql>(
             Some(exchange) => {
                 retried.broker += 1;
                 let plugin: String = DB::column(&row, "plugin");
+                let transport: String = DB::column(&row, "transport");
                 let routing_key: Option<String> = DB::column(&row, "source_routing_key");
-                back.push(", ").value(plugin).push(", ").value(exchange);
+                let key: Option<String> = DB::column(&row, "ordering_key");
+                back.push(", ").value(plugin).push(", ").value(transport);
+                back.push(", ").value(exchange);
                 back.push(", ").value(routing_key.unwrap_or_default());
-                back.push(", ").id(id).push(")");
+                back.push(", ").value(key).push(", ").id(id).push(")");
                 let clear: Vec<_> = (DB::OUTBOX_SENT.iter())
                     .map(|&c| (c, Change::Clear))
                     .collect();

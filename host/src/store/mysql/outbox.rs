@@ -8,7 +8,7 @@ use sqlx::{MySql, QueryBuilder};
 
 use super::MySqlStore;
 use super::{now, push_list, uuid_text};
-use crate::store::outbox::{OutboxSql, outbox_message, settle_sent};
+use crate::store::outbox::{OutboxSql, Transport, outbox_message, settle_sent};
 use crate::store::{Hold, OutboxClaim, Result, Undeliverable};
 
 /// How long a relay holds the rows it took before another may send them.
@@ -16,16 +16,18 @@ const OUTBOX_LEASE: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
 impl OutboxSql for MySqlStore {
-    async fn take(&self, limit: u32) -> Result<OutboxClaim> {
+    async fn take(&self, transport: Transport, limit: u32) -> Result<OutboxClaim> {
         let mut tx = self.pool.begin().await?;
         let now = now(&mut tx).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT seq, {} AS id, exchange, routing_key, kind, headers, payload
+            "SELECT seq, {} AS id, exchange, routing_key, ordering_key, kind, headers, payload
              FROM outbox FORCE INDEX (outbox_unsent)
-             WHERE sent_at IS NULL AND (locked_until IS NULL OR locked_until <= ?)
+             WHERE transport = ? AND sent_at IS NULL
+               AND (locked_until IS NULL OR locked_until <= ?)
              ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
             uuid_text("id")
         )))
+        .bind(transport.column())
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)

@@ -8,6 +8,7 @@ use super::PostgresStore;
 use super::notify;
 use crate::store::failed::FailedSql;
 use crate::store::failed::Operation;
+use crate::store::outbox::TRANSPORT_OF_FAILED;
 use crate::store::{FailedFilter, Result, Retried};
 
 #[async_trait::async_trait]
@@ -23,7 +24,7 @@ impl FailedSql for PostgresStore {
         query.push(Operation::Retry.statuses()).push(" AND id IN (");
         filter.push_ids(&mut query, Operation::Retry, limit);
         query.push(
-            ") RETURNING message_id, plugin, queue, kind, headers, payload,
+            ") RETURNING message_id, plugin, queue, kind, headers, payload, source,
                            source_exchange, source_routing_key, ordering_key, seq),
              released AS (
                  DELETE FROM held_keys h USING retried r
@@ -37,10 +38,13 @@ impl FailedSql for PostgresStore {
                  ON CONFLICT (id) DO UPDATE
                  SET available_at = LEAST(inbox.available_at, excluded.available_at), seen = true),
              out AS (
-                 INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind,
-                                     headers, payload, created_at)
-                 SELECT DISTINCT ON (message_id) message_id, message_id, plugin, source_exchange,
-                        source_routing_key, kind, headers, payload, wharf_now_ms()
+                 INSERT INTO outbox (id, source_message_id, plugin, transport, exchange, routing_key,
+                                     ordering_key, kind, headers, payload, created_at)
+                 SELECT DISTINCT ON (message_id) message_id, message_id, plugin, ",
+        );
+        query.push(TRANSPORT_OF_FAILED).push(
+            ", source_exchange, source_routing_key, ordering_key, kind, headers, payload,
+                        wharf_now_ms()
                  FROM retried WHERE source_exchange IS NOT NULL
                  ON CONFLICT (id) DO UPDATE SET sent_at = NULL)
              SELECT COUNT(*) FILTER (WHERE source_exchange IS NULL) AS inbox,

@@ -125,17 +125,22 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>)
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at)
-         SELECT id, source, plugin, exchange, key, kind, headers::jsonb, payload, wharf_now_ms()
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
-             AS t(id, source, plugin, exchange, key, kind, headers, payload)
+        "INSERT INTO outbox (id, source_message_id, plugin, transport, exchange, routing_key, ordering_key,
+                             kind, headers, payload, created_at)
+         SELECT id, source, plugin, transport, exchange, route, key, kind, headers::jsonb, payload,
+                wharf_now_ms()
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::bytea[])
+             AS t(id, source, plugin, transport, exchange, route, key, kind, headers, payload)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(rows.iter().map(|o| o.publish.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.source).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.plugin).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.route().columns().0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.route().columns().1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.route().columns().2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|o| o.route().columns().3).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.publish.kind.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| headers_json(&o.publish.headers)).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.publish.payload.as_slice()).collect::<Vec<_>>())

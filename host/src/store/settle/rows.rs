@@ -5,32 +5,28 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::effects::{Destination, Publish};
+use crate::effects::Publish;
 use crate::envelope::Envelope;
 use crate::reply::Answering;
 use crate::store::PluginVersion;
+use crate::store::outbox::Route;
 
-/// A message published to an AMQP exchange (or an answer to an AMQP queue), for the
-/// outbox.
+/// A message published to an AMQP exchange or a Kafka topic (or an answer to an AMQP
+/// queue), for the outbox.
 pub(crate) struct OutboxRow<'a> {
     /// The message whose handler published it.
     pub source: Uuid,
     /// That handler's plugin (empty for an answer).
     pub plugin: &'a str,
-    /// Id, exchange and routing key, kind, headers and payload.
+    /// Id, exchange and routing key or topic and key, kind, headers and payload.
     pub publish: Cow<'a, Publish>,
 }
 
 impl OutboxRow<'_> {
-    /// Its exchange and routing key.
-    pub(crate) fn route(&self) -> (&str, &str) {
-        match &self.publish.destination {
-            Destination::Exchange {
-                exchange,
-                routing_key,
-            } => (exchange, routing_key),
-            Destination::Queue(_) => unreachable!("an outbox row goes to an exchange"),
-        }
+    /// Where it goes.
+    pub(crate) fn route(&self) -> Route<'_> {
+        Route::of(&self.publish.destination, self.publish.key.as_deref())
+            .expect("an outbox row goes to an exchange or a topic")
     }
 }
 

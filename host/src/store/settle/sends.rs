@@ -39,7 +39,7 @@ impl<'a> SettlePlan<'a> {
                 payload: publish.payload,
                 key: None,
             }),
-            Destination::Exchange { .. } => self.outbox.push(OutboxRow {
+            Destination::Exchange { .. } | Destination::Topic(_) => self.outbox.push(OutboxRow {
                 source: request.id,
                 plugin: "",
                 publish: Cow::Owned(publish),
@@ -65,11 +65,13 @@ impl<'a> SettlePlan<'a> {
                     payload: publish.payload.clone(),
                     key: publish.key.clone(),
                 }),
-                Destination::Exchange { .. } => self.outbox.push(OutboxRow {
-                    source: message.id,
-                    plugin: &plugin.name,
-                    publish: Cow::Borrowed(publish),
-                }),
+                Destination::Exchange { .. } | Destination::Topic(_) => {
+                    self.outbox.push(OutboxRow {
+                        source: message.id,
+                        plugin: &plugin.name,
+                        publish: Cow::Borrowed(publish),
+                    })
+                }
             }
         }
     }

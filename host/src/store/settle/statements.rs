@@ -8,23 +8,24 @@ use crate::reply::Answering;
 use crate::store::sql::{Change, Sql, Statement, per_statement};
 use crate::store::{Result, headers_json};
 
-/// Write the messages the plan publishes to AMQP exchanges (and its answers to AMQP
-/// queues) into the outbox, at `now`.
+/// Write the messages the plan publishes to AMQP exchanges and Kafka topics (and its
+/// answers to AMQP queues) into the outbox, at `now`.
 pub(in crate::store) async fn outbox<DB: Sql>(
     conn: &mut DB::Connection,
     plan: &SettlePlan<'_>,
     now: i64,
 ) -> Result<()> {
-    for rows in per_statement(&plan.outbox, 9) {
+    for rows in per_statement(&plan.outbox, 11) {
         let mut outbox = QueryBuilder::<DB>::new(DB::INSERT_NEW);
         outbox.push(
-            " outbox (id, source_message_id, plugin, exchange, routing_key, kind, headers, payload, created_at) ",
+            " outbox (id, source_message_id, plugin, transport, exchange, routing_key, ordering_key, kind, headers, payload, created_at) ",
         );
         outbox.rows(rows, |row, o| {
-            let (exchange, routing_key) = o.route();
+            let (transport, exchange, routing_key, key) = o.route().columns();
             row.id(o.publish.id).push(", ").id(o.source).push(", ");
-            row.value(o.plugin).push(", ").value(exchange).push(", ");
-            row.value(routing_key).push(", ");
+            row.value(o.plugin).push(", ").value(transport).push(", ");
+            row.value(exchange).push(", ").value(routing_key).push(", ");
+            row.value(key.map(str::to_owned)).push(", ");
             row.value(o.publish.kind.as_str()).push(", ");
             row.json(headers_json(&o.publish.headers)).push(", ");
             row.value(o.publish.payload.as_slice());

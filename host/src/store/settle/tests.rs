@@ -3,6 +3,7 @@
 use super::*;
 use crate::effects::{Destination, Effects, Publish, Reply};
 use crate::reply::{CORRELATION_HEADER, REPLY_TO_HEADER, STATUS_HEADER};
+use crate::store::Route;
 
 fn message(n: u8, attempts: u32) -> Envelope {
     Envelope {
@@ -210,6 +211,10 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
                 exchange: "ex".into(),
                 routing_key: "rk".into(),
             }),
+            Publish {
+                key: Some("order-7".into()),
+                ..publish(Destination::Topic("orders".into()))
+            },
         ],
         ..Effects::default()
     };
@@ -217,11 +222,16 @@ fn publishes_go_to_the_inbox_or_the_outbox_by_destination() {
     let plan = build(&batch, &[]);
     assert_eq!(plan.publishes.len(), 1);
     assert_eq!(plan.publishes[0].queue, "next");
-    assert_eq!(plan.outbox.len(), 1);
-    let o = &plan.outbox[0];
+    let outbox: Vec<_> = (plan.outbox.iter())
+        .map(|o| (o.source, o.plugin, o.route().columns()))
+        .collect();
+    let source = batch[0].message.id;
     assert_eq!(
-        (o.source, o.plugin, o.route().0, o.route().1),
-        (batch[0].message.id, "p", "ex", "rk")
+        outbox,
+        [
+            (source, "p", ("amqp", "ex", "rk", None)),
+            (source, "p", ("kafka", "orders", "", Some("order-7"))),
+        ]
     );
 }
 
@@ -315,7 +325,11 @@ fn answers_go_where_the_request_says_with_its_correlation_id_and_one_id_per_requ
         "an AMQP answer; none to an empty queue name"
     );
     let o = &plan.outbox[0];
-    assert_eq!(o.route(), ("", "amq.rabbitmq.reply-to.abc"));
+    let route = Route::Exchange {
+        exchange: "",
+        routing_key: "amq.rabbitmq.reply-to.abc",
+    };
+    assert_eq!(o.route(), route);
     assert_eq!(o.publish.id, crate::reply::id(batch[1].message.id));
     assert_eq!(o.publish.headers[CORRELATION_HEADER], "c-7");
     assert_eq!(o.publish.headers[STATUS_HEADER], "rejected");

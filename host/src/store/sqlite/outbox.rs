@@ -5,16 +5,18 @@
 use sqlx::Sqlite;
 
 use super::SqliteStore;
-use crate::store::outbox::{OUTBOX_COLUMNS, OutboxSql, outbox_message, settle_sent};
+use crate::store::outbox::{OUTBOX_COLUMNS, OutboxSql, Transport, outbox_message, settle_sent};
 use crate::store::sql::SqlStore;
 use crate::store::{Hold, OutboxClaim, Result, Undeliverable};
 
 #[async_trait::async_trait]
 impl OutboxSql for SqliteStore {
-    async fn take(&self, limit: u32) -> Result<OutboxClaim> {
+    async fn take(&self, transport: Transport, limit: u32) -> Result<OutboxClaim> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE transport = ? AND sent_at IS NULL
+             ORDER BY seq LIMIT ?"
         )))
+        .bind(transport.column())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

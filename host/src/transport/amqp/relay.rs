@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::publish::{Outgoing, Published, answer, confirming_channel, send};
 use crate::reply::STATUS_HEADER;
-use crate::store::{Outbox, OutboxMessage, StoreError, Undeliverable};
+use crate::store::{Outbox, OutboxMessage, StoreError, Transport, Undeliverable};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,10 @@ impl Relay {
         // deleted meanwhile closes the channel, and the relay restarts).
         let mut known = HashSet::new();
         while !*shutdown.borrow() {
-            let claim = self.store.claim_outbox(self.batch_size).await?;
+            let claim = self
+                .store
+                .claim_outbox(Transport::Amqp, self.batch_size)
+                .await?;
             if claim.messages.is_empty() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.poll) => {}

@@ -24,7 +24,7 @@ use super::relay::{Relay, RelayError, RelayReport};
 use super::{AmqpConfig, ConsumeError};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::sleep_or_stop;
-use crate::store::Store;
+use crate::store::{Store, Transport};
 use crate::transport::Restarts;
 use crate::transport::pump::{Progress, Report, StopWhen};
 
@@ -155,7 +155,7 @@ impl Supervisor {
             self.store.clone(),
             self.config.batch_size as u32,
             self.relay_poll,
-            self.dispatcher.outbox_written(),
+            self.dispatcher.outbox_written(Transport::Amqp),
         );
         let mut task = Supervised::Relay(relay, RelayReport::default());
         let restarts = keep_running(shared, "outbox relay", shutdown, &mut task).await?;

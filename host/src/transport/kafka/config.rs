@@ -182,12 +182,19 @@ pub enum Start {
     Latest,
 }
 
+/// The header a record's message id travels in, unless `id_header` says otherwise: the
+/// relay writes it, consumers read it.
+pub const ID_HEADER: &str = "message-id";
+
+/// The header a record's kind travels in, unless `kind_header` says otherwise.
+pub const KIND_HEADER: &str = "kind";
+
 fn default_id_header() -> String {
-    "message-id".to_owned()
+    ID_HEADER.to_owned()
 }
 
 fn default_kind_header() -> String {
-    "kind".to_owned()
+    KIND_HEADER.to_owned()
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ pub mod client;
 pub mod config;
 mod consumer;
 mod dead_letters;
+pub mod produce;
 pub mod record;
+pub mod relay;
 pub mod supervisor;
 
 pub use client::{KafkaLink, KafkaView, Lags, PartitionLag};
