@@ -203,7 +203,7 @@ async fn a_python_handler_calls_a_granted_service_once_per_message() {
         .iter()
         .find(|p| p.name() == "notify-webhook")
         .unwrap();
-    assert_eq!(plugin.world(), "0.5.0");
+    assert_eq!(plugin.world(), "0.6.0");
     assert_eq!(plugin.not_granted, ["https://hooks.partner.example"]);
     for order in ["o-1", "o-2"] {
         let shipped = json!({"order": order, "carrier": "ups"});
