@@ -212,13 +212,8 @@ impl std::iter::Sum for PluginRuns {
 /// queue, or into the outbox for a relay to send to its exchange or topic; `false` when
 /// its id was there already.
 pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
-    let route = Route::of(&message.destination, message.key.as_deref());
-    match (&message.destination, route) {
-        (_, Some(route)) => {
-            let (kind, headers) = (&message.kind, &message.headers);
-            (store.outbox_add(message.id, route, kind, headers, &message.payload)).await
-        }
-        (Destination::Queue(queue), None) => {
+    match &message.destination {
+        Destination::Queue(queue) => {
             let new = NewMessage {
                 id: message.id,
                 queue: queue.clone(),
@@ -229,7 +224,12 @@ pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
             };
             Ok(store.enqueue(std::slice::from_ref(&new)).await? == 1)
         }
-        (_, None) => unreachable!("only a queue is not relayed"),
+        relayed => {
+            let route = Route::of(relayed, message.key.as_deref())
+                .expect("an exchange or a topic is relayed");
+            let (kind, headers) = (&message.kind, &message.headers);
+            (store.outbox_add(message.id, route, kind, headers, &message.payload)).await
+        }
     }
 }
 

@@ -3,16 +3,19 @@
 //! the source), driven by the one [`pump`]: `inbox` claims batches from the store's inbox
 //! table; `amqp` consumes RabbitMQ queues (and relays the outbox to exchanges); `kafka`
 //! consumes Kafka topics in the fleet's group; what the consumers of a broker share is in
-//! `broker`.
+//! `broker`, what the outbox relays share in `outbox`.
 
 pub mod amqp;
 pub mod broker;
 pub mod inbox;
 pub mod kafka;
+pub mod outbox;
 pub mod pump;
 pub mod source;
 
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::retry::RetryPolicy;
 
@@ -46,5 +49,19 @@ impl Restarts {
             self.failures,
             OUTAGE_BACKOFF.delay(self.failures, &mut rand::rng()),
         )
+    }
+
+    /// The task started at `started` failed with `error`, a failure that passes: log
+    /// `what` stopped, why, and what happens `then`, and wait the backoff. `false` when
+    /// `shutdown` came first (the task is not started again).
+    pub async fn back_off<E: std::fmt::Display + Sync>(
+        &mut self,
+        started: Instant,
+        (what, error, then): (&str, &E, &str),
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let (failures, delay) = self.failed(started);
+        tracing::warn!(failures, ?delay, "{what}: {error}; {then}");
+        crate::shutdown::sleep_or_stop(delay, shutdown).await
     }
 }

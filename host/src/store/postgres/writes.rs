@@ -124,6 +124,7 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>)
     if rows.is_empty() {
         return Ok(());
     }
+    let routes: Vec<_> = rows.iter().map(|o| o.route().columns()).collect();
     sqlx::query(
         "INSERT INTO outbox (id, source_message_id, plugin, transport, exchange, routing_key, ordering_key,
                              kind, headers, payload, created_at)
@@ -137,10 +138,10 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, plan: &SettlePlan<'_>)
     .bind(rows.iter().map(|o| o.publish.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.source).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.plugin).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().columns().0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().columns().1).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().columns().2).collect::<Vec<_>>())
-    .bind(rows.iter().map(|o| o.route().columns().3).collect::<Vec<_>>())
+    .bind(routes.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(routes.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(routes.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(routes.iter().map(|r| r.3).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.publish.kind.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| headers_json(&o.publish.headers)).collect::<Vec<_>>())
     .bind(rows.iter().map(|o| o.publish.payload.as_slice()).collect::<Vec<_>>())

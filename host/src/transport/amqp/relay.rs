@@ -8,18 +8,17 @@
 //! broker's reason, and the messages behind it go on; a retry puts it back in the outbox.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
 
 use lapin::options::ExchangeDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::publish::{Outgoing, Published, answer, confirming_channel, send};
 use crate::reply::STATUS_HEADER;
-use crate::store::{Outbox, OutboxMessage, StoreError, Transport, Undeliverable};
+use crate::store::{OutboxMessage, StoreError, Undeliverable};
+use crate::transport::outbox::OutboxFeed;
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,23 +57,13 @@ pub struct RelayReport {
 
 /// Relays the outbox to the broker.
 pub struct Relay {
-    store: Arc<dyn Outbox>,
-    batch_size: u32,
-    poll: Duration,
-    wake: Arc<Notify>,
+    feed: OutboxFeed,
 }
 
 impl Relay {
-    /// A relay taking `batch_size` messages at a time and looking for new ones every
-    /// `poll` while the outbox is empty, or at once when `wake` is notified (this host's
-    /// settles wrote to the outbox: an answer waits to be sent).
-    pub fn new(store: Arc<dyn Outbox>, batch_size: u32, poll: Duration, wake: Arc<Notify>) -> Self {
-        Self {
-            store,
-            batch_size,
-            poll,
-            wake,
-        }
+    /// A relay of the AMQP rows of `feed` (an answer waits in it to be sent, too).
+    pub fn new(feed: OutboxFeed) -> Self {
+        Self { feed }
     }
 
     /// Relay until `shutdown` (the batch in hand is finished) or a failure, adding to
@@ -103,19 +92,7 @@ impl Relay {
         // Exchanges the broker had when last asked; asked again after a restart (one
         // deleted meanwhile closes the channel, and the relay restarts).
         let mut known = HashSet::new();
-        while !*shutdown.borrow() {
-            let claim = self
-                .store
-                .claim_outbox(Transport::Amqp, self.batch_size)
-                .await?;
-            if claim.messages.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.poll) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
+        while let Some(claim) = self.feed.next(&mut shutdown).await? {
             let missing = missing_exchanges(connection, &claim.messages, &mut known).await?;
             let (deliverable, undeliverable): (Vec<_>, Vec<_>) = claim
                 .messages
@@ -139,10 +116,7 @@ impl Relay {
                 .collect();
             report.undeliverable += undeliverable.len() as u64;
             let sent = self.publish(channel, &deliverable, report).await?;
-            self.store
-                .outbox_sent(claim.hold, &sent, &undeliverable)
-                .await?;
-            crate::metrics::outbox_published(sent.len() as u64);
+            (self.feed).done(claim.hold, &sent, &undeliverable).await?;
         }
         Ok(())
     }

@@ -23,9 +23,9 @@ use super::consumer::Consumer;
 use super::relay::{Relay, RelayError, RelayReport};
 use super::{AmqpConfig, ConsumeError};
 use crate::dispatch::Dispatcher;
-use crate::shutdown::sleep_or_stop;
 use crate::store::{Store, Transport};
 use crate::transport::Restarts;
+use crate::transport::outbox::OutboxFeed;
 use crate::transport::pump::{Progress, Report, StopWhen};
 
 /// Why the supervisor stopped.
@@ -151,12 +151,13 @@ impl Supervisor {
         if !self.config.relays() {
             return Ok((RelayReport::default(), 0));
         }
-        let relay = Relay::new(
+        let relay = Relay::new(OutboxFeed::new(
             self.store.clone(),
+            Transport::Amqp,
             self.config.batch_size as u32,
             self.relay_poll,
             self.dispatcher.outbox_written(Transport::Amqp),
-        );
+        ));
         let mut task = Supervised::Relay(relay, RelayReport::default());
         let restarts = keep_running(shared, "outbox relay", shutdown, &mut task).await?;
         let Supervised::Relay(_, report) = task else {
@@ -224,13 +225,10 @@ async fn keep_running(
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
-        let (failures, delay) = restarting.failed(started);
-        tracing::warn!(
-            failures,
-            ?delay,
-            "AMQP {what} stopped: {error}; what it had not finished goes back to the broker or the outbox; starting again"
-        );
-        if !sleep_or_stop(delay, &mut shutdown).await {
+        let stopped = format!("AMQP {what} stopped");
+        let then = "what it had not finished goes back to the broker or the outbox; starting again";
+        let failed = (stopped.as_str(), &error, then);
+        if !restarting.back_off(started, failed, &mut shutdown).await {
             return Ok(restarts);
         }
         restarts += 1;

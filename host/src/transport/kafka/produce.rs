@@ -41,14 +41,10 @@ impl<'a> Outgoing<'a> {
         let id = self.id.to_string();
         let own = [(ID_HEADER, id.as_str()), (KIND_HEADER, self.kind)];
         let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + own.len());
-        let given = (self.headers.iter()).map(|(k, v)| (k.as_str(), v.as_str()));
-        for (key, value) in given.filter(|(k, _)| !own.iter().any(|(o, _)| o == k)) {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        for (key, value) in own {
+        let given = (self.headers.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !own.iter().any(|(o, _)| o == k));
+        for (key, value) in given.chain(own) {
             headers = headers.insert(Header {
                 key,
                 value: Some(value),

@@ -10,17 +10,15 @@
 //! it back in the outbox.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::client::Context;
-use super::config::KafkaConfig;
 use super::produce::{self, Outgoing};
-use crate::store::{Outbox, OutboxMessage, StoreError, Transport, Undeliverable};
+use crate::store::{OutboxMessage, StoreError, Undeliverable};
+use crate::transport::outbox::OutboxFeed;
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,32 +52,18 @@ pub struct RelayReport {
 
 /// Relays the outbox's rows for Kafka topics.
 pub struct Relay {
-    store: Arc<dyn Outbox>,
+    feed: OutboxFeed,
     producer: FutureProducer<Context>,
     brokers: String,
-    batch_size: u32,
-    poll: Duration,
-    wake: Arc<Notify>,
 }
 
 impl Relay {
-    /// A relay producing with `producer` (to `config.brokers`), taking
-    /// `config.batch_size` rows at a time and looking for new ones every `poll` while the
-    /// outbox has none, or at once when `wake` is notified.
-    pub fn new(
-        store: Arc<dyn Outbox>,
-        producer: FutureProducer<Context>,
-        config: &KafkaConfig,
-        poll: Duration,
-        wake: Arc<Notify>,
-    ) -> Self {
+    /// A relay of the Kafka rows of `feed`, producing with `producer` to `brokers`.
+    pub fn new(feed: OutboxFeed, producer: FutureProducer<Context>, brokers: &str) -> Self {
         Self {
-            store,
+            feed,
             producer,
-            brokers: config.brokers.clone(),
-            batch_size: u32::try_from(config.batch_size).unwrap_or(u32::MAX),
-            poll,
-            wake,
+            brokers: brokers.to_owned(),
         }
     }
 
@@ -92,26 +76,12 @@ impl Relay {
     ) -> Result<(), RelayError> {
         // Topics the brokers had when last asked; asked again after a restart.
         let mut known = HashSet::new();
-        while !*shutdown.borrow() {
-            let claim = (self.store)
-                .claim_outbox(Transport::Kafka, self.batch_size)
-                .await?;
-            if claim.messages.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.poll) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
+        while let Some(claim) = self.feed.next(&mut shutdown).await? {
             let missing = self.missing_topics(&claim.messages, &mut known).await?;
             let (sent, undeliverable) = self.produce(&claim.messages, &missing).await?;
             report.sent += sent.len() as u64;
             report.undeliverable += undeliverable.len() as u64;
-            (self.store)
-                .outbox_sent(claim.hold, &sent, &undeliverable)
-                .await?;
-            crate::metrics::outbox_published(sent.len() as u64);
+            (self.feed).done(claim.hold, &sent, &undeliverable).await?;
         }
         Ok(())
     }

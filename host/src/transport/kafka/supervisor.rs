@@ -19,9 +19,9 @@ use super::consumer::Consumer;
 use super::relay::{Relay, RelayError, RelayReport};
 use super::{ConsumeError, KafkaConfig, KafkaLink, KafkaView, Lags, TopicSpec};
 use crate::dispatch::Dispatcher;
-use crate::shutdown::sleep_or_stop;
 use crate::store::{Store, Transport};
 use crate::transport::Restarts;
+use crate::transport::outbox::OutboxFeed;
 use crate::transport::pump::{Progress, Report, StopWhen};
 
 /// Why the Kafka work of a host stopped.
@@ -115,13 +115,14 @@ impl Supervisor {
             let started = Instant::now();
             let relaying = async {
                 let producer = client::producer(&self.config, &self.link, &self.lags)?;
-                let relay = Relay::new(
+                let feed = OutboxFeed::new(
                     self.store.clone(),
-                    producer,
-                    &self.config,
+                    Transport::Kafka,
+                    u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
                     self.relay_poll,
                     self.dispatcher.outbox_written(Transport::Kafka),
                 );
+                let relay = Relay::new(feed, producer, &self.config.brokers);
                 relay.run(shutdown.clone(), &mut report).await
             };
             let error = match relaying.await {
@@ -129,13 +130,9 @@ impl Supervisor {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            let (failures, delay) = restarting.failed(started);
-            tracing::warn!(
-                failures,
-                ?delay,
-                "Kafka outbox relay stopped: {error}; what it did not mark sent is produced again; starting again"
-            );
-            if !sleep_or_stop(delay, &mut shutdown).await {
+            let then = "what it did not mark sent is produced again; starting again";
+            let failed = ("Kafka outbox relay stopped", &error, then);
+            if !restarting.back_off(started, failed, &mut shutdown).await {
                 return Ok(report);
             }
         }
@@ -155,6 +152,8 @@ impl Supervisor {
             self.dispatcher.clone(),
             (self.link.clone(), self.lags.clone()),
         );
+        let stopped = format!("Kafka consumer of topic {} stopped", spec.topic);
+        let then = "its records not committed are read again; joining the group again";
         let mut restarting = Restarts::default();
         loop {
             let started = Instant::now();
@@ -167,14 +166,8 @@ impl Supervisor {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            let (failures, delay) = restarting.failed(started);
-            tracing::warn!(
-                topic = spec.topic,
-                failures,
-                ?delay,
-                "Kafka consumer stopped: {error}; its records not committed are read again; joining the group again"
-            );
-            if !sleep_or_stop(delay, &mut shutdown).await {
+            let failed = (stopped.as_str(), &error, then);
+            if !restarting.back_off(started, failed, &mut shutdown).await {
                 return Ok(());
             }
         }
