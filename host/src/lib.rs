@@ -76,6 +76,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dead_letter_topic;
 pub mod dispatch;
 pub mod effects;
 pub mod envelope;

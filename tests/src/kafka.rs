@@ -36,6 +36,14 @@ pub async fn kafka() -> &'static Kafka {
     KAFKA.get_or_init(start).await
 }
 
+impl Kafka {
+    /// A broker of the caller's own (to stop it: drop it), for a test of what a host does
+    /// when its brokers go away.
+    pub async fn own() -> Kafka {
+        start().await
+    }
+}
+
 async fn start() -> Kafka {
     let tansu = which_tansu();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -145,10 +153,14 @@ impl Kafka {
         client
     }
 
-    /// An idempotent producer.
+    /// An idempotent producer, one record per record batch: tansu numbers the offsets of
+    /// a partition by batch, not by record, so a consumer that resumes from a committed
+    /// offset inside a batch of several records lands past records it never read (Kafka
+    /// numbers records, and wharf commits record offsets).
     pub fn producer(&self) -> FutureProducer {
         (self.client())
             .set("enable.idempotence", "true")
+            .set("batch.num.messages", "1")
             .set("linger.ms", "5")
             .create()
             .unwrap()

@@ -32,6 +32,9 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 8 << 10;
 pub const MAX_HEADERS: usize = 100;
 /// Most bytes of all header keys and values of one message.
 pub const MAX_HEADERS_BYTES: usize = 64 << 10;
+/// The header where the host names a consumed record's dead-letter topic
+/// (`crate::dead_letter_topic`); no publisher may set it.
+pub const DEAD_LETTER_TOPIC_HEADER: &str = "x-wharf-dead-letter-topic";
 /// Longest state key, in bytes.
 pub const MAX_STATE_KEY_BYTES: usize = 1024;
 
@@ -186,13 +189,20 @@ pub fn ordering_key(key: &str) -> Result<(), InvalidName> {
     ORDERING_KEY.check(key)
 }
 
-/// The headers of one message: each key and value, their number and their size.
+/// The headers of one message: each key and value, their number and their size; none
+/// the host keeps for itself ([`DEAD_LETTER_TOPIC_HEADER`]).
 pub fn headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), InvalidName> {
     let (mut count, mut bytes) = (0, 0);
     for (key, value) in headers {
         HEADER_KEY.check(key)?;
+        if key.eq_ignore_ascii_case(DEAD_LETTER_TOPIC_HEADER) {
+            return Err(InvalidName::Reserved {
+                what: "header",
+                shown: format!("{key:?} (the host names a record's dead-letter topic there)"),
+            });
+        }
         HEADER_VALUE.check(value)?;
         count += 1;
         bytes += key.len() + value.len();

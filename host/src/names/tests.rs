@@ -93,6 +93,22 @@ fn headers_are_checked_one_by_one_and_in_all() {
 }
 
 #[test]
+fn the_dead_letter_topic_header_is_the_hosts_in_any_case() {
+    for key in ["x-wharf-dead-letter-topic", "X-Wharf-Dead-Letter-Topic"] {
+        let refused = headers([(key, "payments")]).unwrap_err();
+        assert!(
+            matches!(refused, InvalidName::Reserved { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("dead-letter topic"),
+            "{refused}"
+        );
+    }
+    headers([("x-wharf-dead-letter", "payments")]).unwrap();
+}
+
+#[test]
 fn storable_text_has_no_control_characters_and_a_bounded_length() {
     assert_eq!(storable("a\u{0}b"), "a\u{fffd}b");
     let long = storable(&"é".repeat(300));

@@ -16,7 +16,8 @@
 //!   - **retry**: an attempt error with the delay; the message stays and the attempt
 //!     counts;
 //!   - **dead** (and a message refused before any plugin ran): an attempt error (not for
-//!     a refusal) and a failed-message row;
+//!     a refusal) and a failed-message row; a message that names a dead-letter topic
+//!     (`crate::dead_letter_topic`) also goes to the outbox for it, once per settle;
 //!   - **deferred** (breaker open): the message stays, the attempt does not count;
 //!   - **waits** (an ordered plugin whose key an earlier message still holds): the same,
 //!     parked until a settle moves the key on (`keys`: what a settle does to ordering keys).
@@ -62,6 +63,7 @@ pub use view::{SharedView, StateView};
 
 use super::{PluginResult, PluginRuns, PluginVersion, SettleSummary, Settlement};
 
+use crate::dead_letter_topic;
 use crate::envelope::{Envelope, NewMessage};
 use crate::outcome::Verdict;
 use crate::reply::Answering;
@@ -105,7 +107,8 @@ pub struct SettlePlan<'a> {
     pub(crate) handled: Vec<(Uuid, &'a PluginVersion)>,
     /// Messages the handlers published to inbox queues, in order.
     pub(crate) publishes: Vec<NewMessage>,
-    /// Messages the handlers published to AMQP exchanges, in order.
+    /// Outbox rows, in order: what the handlers published to AMQP exchanges and Kafka
+    /// topics, and dead letters going to their dead-letter topics.
     pub(crate) outbox: Vec<OutboxRow<'a>>,
     /// Answers to requests whose callers wait on a host (answers to a queue are among
     /// `publishes` and `outbox`).
@@ -331,7 +334,8 @@ impl<'a> SettlePlan<'a> {
     }
 
     /// A pair that gave up on attempt `attempt` with `error`: its last attempt error and
-    /// its failed-message row.
+    /// its failed-message row; the message's first failed row of the batch also sends it
+    /// to its dead-letter topic, if it names one.
     fn dead(
         &mut self,
         message: &'a Envelope,
@@ -339,6 +343,17 @@ impl<'a> SettlePlan<'a> {
         attempt: u32,
         error: Cow<'a, str>,
     ) {
+        let first = !self.dead.iter().any(|d| d.message.id == message.id);
+        if let Some(publish) = first
+            .then(|| dead_letter_topic::publish(message, &error))
+            .flatten()
+        {
+            self.outbox.push(OutboxRow {
+                source: message.id,
+                plugin: &plugin.name,
+                publish: Cow::Owned(publish),
+            });
+        }
         self.attempt_errors.push(AttemptRow {
             message: message.id,
             plugin,

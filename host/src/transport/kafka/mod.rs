@@ -1,14 +1,16 @@
 //! The Kafka transport (librdkafka through `rdkafka`): a consumer per topic in the
 //! fleet's consumer group that settles each batch of records in the database before
 //! committing their offsets, keeps each key's order (records that need another attempt,
-//! and their keys' later records, wait in the inbox queue of the topic's name), sends dead
-//! letters to the topic's dead-letter topic; the outbox relay produces what handlers
-//! published to topics with an idempotent producer; a supervisor keeps them running.
+//! and their keys' later records, wait in the inbox queue of the topic's name); dead
+//! letters reach the topic's dead-letter topic through the outbox, whose relay produces
+//! them and what handlers published to topics with an idempotent producer; a supervisor
+//! keeps them running.
 
 pub mod client;
 pub mod config;
 mod consumer;
 mod dead_letters;
+pub mod lag;
 pub mod produce;
 pub mod record;
 pub mod relay;
@@ -51,8 +53,8 @@ pub enum ConsumeError {
         /// The store's error.
         source: StoreError,
     },
-    /// The dead-letter topic did not take a dead letter (or cannot be created).
-    #[error("Kafka did not take the dead letters of topic {topic} into {dead_letters}: {source}")]
+    /// The dead-letter topic cannot be created.
+    #[error("cannot create {dead_letters}, the dead-letter topic of {topic}: {source}")]
     DeadLetter {
         /// The consumed topic.
         topic: String,

@@ -2,8 +2,9 @@
 //! UUID, or any text hashed to one), else derived from its topic, partition and offset
 //! (the same record always gets the same id, so a redelivery is found in the ledger);
 //! its kind from a header (`kind_header`), else the topic; its key as the ordering key;
-//! its headers as text. A record whose key, headers or value break the rules of
-//! [`crate::names`] (or the topic's `require_key`) is refused with the rule.
+//! its headers as text, and its topic's dead-letter topic in the header the host keeps for
+//! it ([`crate::dead_letter_topic`]). A record whose key, headers or value break the rules
+//! of [`crate::names`] (or the topic's `require_key`) is refused with the rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use uuid::Uuid;
 
 use super::TopicSpec;
+use crate::dead_letter_topic;
 use crate::envelope::{Envelope, Origin, hashed_uuid, message_uuid};
 use crate::names;
 use crate::transport::broker::breaks_the_rules;
@@ -22,7 +24,7 @@ pub fn envelope(
     spec: &TopicSpec,
     max_payload_bytes: usize,
 ) -> (Envelope, Option<String>) {
-    let (headers, mut refused) = text_headers(record);
+    let (mut headers, mut refused) = text_headers(record);
     let id = match headers.get(&spec.id_header) {
         Some(id) => message_uuid(id),
         None => derived_id(record.topic(), record.partition(), record.offset()),
@@ -58,12 +60,14 @@ pub fn envelope(
         },
     };
     let refused = refused.or_else(|| breaks_the_rules(kind, &headers, key.as_deref(), "producer"));
+    let kind = names::storable(kind);
+    dead_letter_topic::name(&mut headers, &spec.dead_letter_topic());
     // A refused record keeps no key: an invalid one would not fit the failed messages.
     let key = key.filter(|_| refused.is_none());
     let envelope = Envelope {
         id,
         queue: spec.topic.clone(),
-        kind: names::storable(kind),
+        kind,
         headers,
         payload: payload.to_vec(),
         attempts: 0,
@@ -160,6 +164,10 @@ mod tests {
         assert_ne!(m.id, derived_id("orders", 2, 42));
         assert_ne!(m.id, derived_id("orders", 1, 41));
         assert_eq!(
+            m.headers.get(dead_letter_topic::HEADER).map(String::as_str),
+            Some("orders.dlq")
+        );
+        assert_eq!(
             m.origin,
             Origin::Kafka {
                 partition: 2,
@@ -207,6 +215,15 @@ mod tests {
                 "message kind",
             ),
             (
+                record(
+                    Some(b"k"),
+                    &[("x-wharf-dead-letter-topic", Some(b"payments"))],
+                    b"{}",
+                ),
+                &spec(),
+                "is reserved",
+            ),
+            (
                 record(Some(b"k"), &[], &[b'x'; 2000]),
                 &spec(),
                 "payload of 2000 bytes exceeds the limit of 1024",
@@ -217,6 +234,8 @@ mod tests {
             assert!(refused.contains(words), "{words}: {refused}");
             assert!(!refused.contains('\u{1b}'), "{refused}");
             assert_eq!(m.key, None);
+            // Refused records go to the topic's dead-letter topic, not one they name.
+            assert_eq!(m.headers[dead_letter_topic::HEADER], "orders.dlq");
         }
     }
 }

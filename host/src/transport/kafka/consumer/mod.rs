@@ -3,13 +3,13 @@
 //! records their turn (a key's records run in offset order), send the keys waiting in the
 //! inbox queue of the topic's name there, run the handlers (skipping, for records that
 //! may have been settled before, the plugins the ledger lists), settle the batch in ONE
-//! database transaction, move the records that need another attempt (and their keys'
-//! later ones) into that inbox queue, send dead letters to the dead-letter topic, and only
-//! then commit the batch's offsets. A crash or a rebalance anywhere before the commit
+//! database transaction (dead letters go to the outbox for the dead-letter topic there),
+//! move the records that need another attempt (and their keys' later ones) into that
+//! inbox queue, and only then commit the batch's offsets. A crash or a rebalance anywhere before the commit
 //! hands the records out again; what was committed is found in the ledger. Pipelined:
 //! the next batch runs while one is being finished; commits stay in offset order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +21,10 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use super::client::{self, Context, KafkaLink, Lags};
-use super::dead_letters::DeadLetters;
+use super::dead_letters;
 use super::{ConsumeError, KafkaConfig, TopicSpec};
 use crate::dispatch::Dispatcher;
-use crate::settle::Delivered;
+use crate::settle::{Delivered, NextAttempt};
 use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
 use crate::transport::broker::{self, needs_database};
@@ -99,9 +99,7 @@ impl Consumer {
             client::consumer(&self.config, &self.spec, &self.link, &self.lags).map_err(&err)?,
         );
         let partitions = self.partitions(&kafka).await?;
-        let producer = client::producer(&self.config, &self.link, &self.lags).map_err(&err)?;
-        let dead_letters = DeadLetters::new(&self.spec, producer);
-        dead_letters.create(&self.config, partitions).await?;
+        dead_letters::create(&self.config, &self.spec, partitions).await?;
         kafka.subscribe(&[&self.spec.topic]).map_err(&err)?;
         let topic = Topic {
             consumer: self,
@@ -111,7 +109,6 @@ impl Consumer {
             taken_up_to: std::sync::Mutex::new(HashMap::new()),
             committed: std::sync::Mutex::new(BTreeMap::new()),
             keys: Keys::default(),
-            dead_letters,
         };
         let consumed = pump::run(&topic, &self.dispatcher, shutdown, progress).await;
         // The last batches' commits went out asynchronously: commit the same offsets
@@ -183,7 +180,6 @@ struct Topic<'a> {
     /// The offsets committed, by partition.
     committed: std::sync::Mutex<BTreeMap<i32, i64>>,
     keys: Keys,
-    dead_letters: DeadLetters,
 }
 
 /// A batch of records taken, not committed yet.
@@ -276,8 +272,8 @@ impl Source for Topic<'_> {
         Ok(settlements)
     }
 
-    /// Settle the batch, move what needs another attempt into the inbox, send its dead
-    /// letters, commit its offsets.
+    /// Settle the batch (its dead letters go to the outbox for the dead-letter topic),
+    /// move what needs another attempt into the inbox, commit its offsets.
     async fn finish(
         &self,
         held: Records,
@@ -293,25 +289,17 @@ impl Source for Topic<'_> {
             ..
         } = held;
         let Delivered {
-            summary,
-            try_again,
-            dead,
+            summary, try_again, ..
         } = broker::settle(&*consumer.store, settlements, duplicates, dispatcher)
             .await
             .map_err(consumer.store_error())?;
         // Kafka has no delay queues: every record that needs another attempt waits in the
         // inbox, in its key's order.
-        let later: HashSet<Uuid> = try_again.iter().map(|a| a.id).collect();
+        let later: Vec<&NextAttempt> = try_again.iter().collect();
         (consumer.parking())
-            .move_to_inbox(moved, later, settlements, &by_id)
+            .move_to_inbox(moved, &later, settlements, &by_id)
             .await
             .map_err(consumer.store_error())?;
-        let dead: Vec<(&OwnedMessage, &str)> = (dead.iter())
-            .map(|(id, error)| (&batch[by_id[id].0], error.as_str()))
-            .collect();
-        if !dead.is_empty() {
-            self.dead_letters.send(&dead).await?;
-        }
         self.commit(&batch).map_err(consumer.kafka_error())?;
         Ok(summary)
     }
