@@ -7,6 +7,7 @@ use serde_json::Value;
 use wharf_host::http::config::{HttpConfig, Token};
 use wharf_host::http::{self, Api, Tokens};
 use wharf_host::transport::amqp::connection::BrokerLink;
+use wharf_host::transport::kafka::KafkaView;
 
 use crate::Host;
 
@@ -25,6 +26,16 @@ pub async fn serve(host: &Host) -> String {
 
 /// [`serve`], with the link to the broker of `host`'s consumers (readiness checks it).
 pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
+    serve_links(host, broker, None).await
+}
+
+/// [`serve`], with the links to the AMQP broker and the Kafka brokers of `host`'s
+/// consumers (readiness checks them).
+pub async fn serve_links(
+    host: &Host,
+    broker: Option<BrokerLink>,
+    kafka: Option<KafkaView>,
+) -> String {
     let config = HttpConfig {
         tokens: vec![
             Token::parse(&format!("viewer:read:{READ}")).unwrap(),
@@ -39,8 +50,9 @@ pub async fn serve_with(host: &Host, broker: Option<BrokerLink>) -> String {
         plugins: host.catalog.clone(),
         runtime: host.runtime.clone(),
         broker,
-        kafka: None,
+        kafka,
         amqp: host.config.amqp.clone(),
+        kafka_config: host.config.kafka.clone(),
         max_payload_bytes: host.config.inbox.max_payload_bytes,
         max_request_timeout: std::time::Duration::from_millis(config.max_request_timeout_ms),
         tokens: Tokens::from_config(&config).unwrap(),

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Api;
+use crate::names;
 
 /// How long the database may take to answer a readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,9 +38,10 @@ pub async fn ready(State(api): State<Arc<Api>>) -> (StatusCode, Json<Value>) {
         None => Ok("not used"),
     };
     let kafka = match &api.kafka {
-        Some(kafka) if !kafka.link.connected() => {
-            Err("no Kafka broker reachable (kafka.brokers)".to_owned())
-        }
+        Some(kafka) if !kafka.link.connected() => Err(format!(
+            "no Kafka broker reachable at {} (kafka.brokers); start them or fix the setting",
+            names::storable(&api.kafka_config.brokers)
+        )),
         Some(_) => Ok("ok"),
         None => Ok("not used"),
     };

@@ -66,7 +66,7 @@ use crate::runtime::Runtime;
 use crate::store::{AuditEntry, Store};
 use crate::transport::amqp::AmqpConfig;
 use crate::transport::amqp::connection::BrokerLink;
-use crate::transport::kafka::KafkaView;
+use crate::transport::kafka::{KafkaConfig, KafkaView};
 use error::ApiError;
 
 pub use auth::Tokens;
@@ -88,6 +88,8 @@ pub struct Api {
     pub kafka: Option<KafkaView>,
     /// The broker and the queues this host consumes (`[amqp]`), for their depths and purge.
     pub amqp: AmqpConfig,
+    /// The brokers and the topics the fleet consumes (`[kafka]`), for their lag.
+    pub kafka_config: KafkaConfig,
     /// `inbox.max_payload_bytes`: the largest message the API publishes.
     pub max_payload_bytes: usize,
     /// `http.max_request_timeout_ms`: the longest a request's caller waits.

@@ -137,6 +137,7 @@ pub async fn run(config: Config, stop: StopWhen, cleanup: Option<Cleanup>) -> an
                 broker: supervisor.as_ref().map(Supervisor::link),
                 kafka: kafka.as_ref().map(kafka::supervisor::Supervisor::view),
                 amqp: config.amqp.clone(),
+                kafka_config: config.kafka.clone(),
                 max_payload_bytes: config.inbox.max_payload_bytes,
                 max_request_timeout: std::time::Duration::from_millis(
                     config.http.max_request_timeout_ms,
@@ -209,6 +210,7 @@ pub async fn admin(config: Config) -> anyhow::Result<()> {
         broker: None,
         kafka: None,
         amqp: config.amqp.clone(),
+        kafka_config: config.kafka.clone(),
         max_payload_bytes: config.inbox.max_payload_bytes,
         max_request_timeout: std::time::Duration::from_millis(config.http.max_request_timeout_ms),
         tokens: Tokens::from_config(&config.http)?,

@@ -14,6 +14,19 @@ pub enum QueueSource {
     Inbox,
     /// A consumed AMQP queue: the store knows only its dead letters.
     Amqp,
+    /// A consumed Kafka topic: the store knows only its dead letters.
+    Kafka,
+}
+
+impl QueueSource {
+    /// How a message's source names it: `inbox`, `amqp`, `kafka`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            QueueSource::Inbox => "inbox",
+            QueueSource::Amqp => "amqp",
+            QueueSource::Kafka => "kafka",
+        }
+    }
 }
 
 /// Depths of one queue as the store sees them: an inbox queue's messages, and the dead
@@ -36,7 +49,8 @@ pub struct QueueStats {
     pub oldest_at: Option<i64>,
 }
 
-/// Dead letters waiting for an operator, by source (`inbox:<queue>`, `amqp:<queue>`):
+/// Dead letters waiting for an operator, by source (`inbox:<queue>`, `amqp:<queue>`,
+/// `kafka:<topic>`):
 /// (source, count) rows.
 pub(in crate::store) const FAILED_BY_SOURCE: &str =
     "SELECT source, COUNT(*) AS failed FROM failed_messages
@@ -106,6 +120,7 @@ pub(in crate::store) fn queue_stats(
     for (source, failed) in failed {
         let (source, queue) = match source.split_once(':') {
             Some(("amqp", queue)) => (QueueSource::Amqp, queue),
+            Some(("kafka", queue)) => (QueueSource::Kafka, queue),
             Some((_, queue)) => (QueueSource::Inbox, queue),
             None => (QueueSource::Inbox, source.as_str()),
         };
@@ -125,6 +140,7 @@ mod tests {
             ("inbox:orders".to_owned(), 5),
             ("amqp:orders".to_owned(), 7),
             ("inbox:audit".to_owned(), 1),
+            ("kafka:orders".to_owned(), 2),
         ];
         let stats = queue_stats(depths, failed);
         let row = |source, queue: &str| {
@@ -148,6 +164,7 @@ mod tests {
         let amqp = row(QueueSource::Amqp, "orders");
         assert_eq!((amqp.pending, amqp.failed, amqp.oldest_at), (0, 7, None));
         assert_eq!(row(QueueSource::Inbox, "audit").failed, 1);
-        assert_eq!(stats.len(), 3);
+        assert_eq!(row(QueueSource::Kafka, "orders").failed, 2);
+        assert_eq!(stats.len(), 4);
     }
 }

@@ -4,7 +4,8 @@
 //! its target or baseline measured in the same run; then the same through the PostgreSQL
 //! inbox against a raw claim+delete loop on the same database, and publish -> handled
 //! latency on an idle host; (`amqp`) the AMQP transport against a bare lapin
-//! consume+ack loop on the same broker; (`swap`) latency across a plugin deploy; (`fair`)
+//! consume+ack loop on the same broker; (`kafka`) the Kafka transport against a bare
+//! rdkafka consume+commit loop on the same broker (tansu); (`swap`) latency across a plugin deploy; (`fair`)
 //! a fast plugin's throughput beside a slow one; (`metrics`) the PostgreSQL inbox and the
 //! AMQP consumer with metrics recorded and not; (`contention`) stateful handlers on hot
 //! keys beside a stateless plugin, and (`contention-amqp`) over AMQP; (`mariadb`) the
@@ -15,6 +16,7 @@
 mod amqp;
 mod contention;
 mod cpu;
+mod kafka;
 mod mariadb;
 mod ordering;
 mod outbound;
@@ -268,7 +270,7 @@ async fn postgres_inbox(sandbox_us: f64) {
     );
 }
 
-/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|swap|fair|metrics|contention|contention-amqp|ordering|outbound|python|sqlite]`: a filter argument runs only the benches whose
+/// `cargo bench -p wharf-tests [-- sandbox|postgres|mariadb|amqp|kafka|swap|fair|metrics|contention|contention-amqp|ordering|outbound|python|sqlite]`: a filter argument runs only the benches whose
 /// name contains it (cargo's own `--bench` flag is ignored).
 #[tokio::main]
 async fn main() {
@@ -289,6 +291,9 @@ async fn main() {
     }
     if wanted("amqp") {
         amqp::versus_bare_loop(per_call).await;
+    }
+    if wanted("kafka") {
+        kafka::versus_bare_loop().await;
     }
     if wanted("swap") {
         plugins::swap().await;

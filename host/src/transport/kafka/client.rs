@@ -50,8 +50,8 @@ pub struct KafkaView {
     pub lags: Lags,
 }
 
-/// How far behind one partition this host owns is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far behind one partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionLag {
     /// The partition's high watermark: the offset its next record will get.
     pub high: i64,
@@ -250,6 +250,15 @@ pub fn consumer(
         .set("auto.offset.reset", start)
         .set("enable.partition.eof", "false")
         .create_with_context(Context::new(link, lags, Some(&spec.topic)))
+}
+
+/// A client of the fleet's group that only asks the brokers for its committed offsets
+/// and the partitions' watermarks: it never joins the group.
+pub fn lag_reader(config: &KafkaConfig) -> KafkaResult<BaseConsumer> {
+    base(config)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .create()
 }
 
 /// An idempotent producer (`acks=all`): a record sent again after a lost answer is
