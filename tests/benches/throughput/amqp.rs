@@ -207,18 +207,7 @@ async fn lapin_loop(connection: &Connection, queue: &str, ledger: Option<&sqlx::
         }
         if n % ACK_EVERY == 0 || n == MESSAGES {
             if let Some(pool) = ledger {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::query(
-                    "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
-                     SELECT id, 'raw', '1', repeat('0', 64), wharf_now_ms() FROM UNNEST($1::uuid[]) AS id
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                ids.clear();
+                commit_ledger_rows(pool, &mut ids).await;
             }
             channel
                 .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
@@ -229,6 +218,23 @@ async fn lapin_loop(connection: &Connection, queue: &str, ledger: Option<&sqlx::
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
     channel.close(200, "done".into()).await.unwrap();
     rate
+}
+
+/// Commit the dedup ledger rows of `ids` (`INSERT ... ON CONFLICT DO NOTHING`), as a
+/// consumer that handles each message once must before it acks, and forget them.
+pub(crate) async fn commit_ledger_rows(pool: &sqlx::PgPool, ids: &mut Vec<uuid::Uuid>) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
+         SELECT id, 'raw', '1', repeat('0', 64), wharf_now_ms() FROM UNNEST($1::uuid[]) AS id
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&*ids)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    ids.clear();
 }
 
 /// A PostgreSQL host consuming `queue` with one consumer, prefetch 1000, batches of 50;

@@ -15,10 +15,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tokio::sync::watch;
 use uuid::Uuid;
-use wharf_host::transport::kafka::TopicSpec;
-use wharf_tests::kafka::{Kafka, Record, kafka, supervisor};
+use wharf_tests::kafka::{Kafka, Record, consume, kafka, supervisor};
 use wharf_tests::{Backend, Host, unique_name};
 
+use super::amqp::commit_ledger_rows;
 use super::cpu::{CpuCost, print_apart};
 
 const RECORDS: usize = 20_000;
@@ -133,18 +133,7 @@ async fn bare_loop(kafka: &Kafka, topic: &str, ledger: Option<&sqlx::PgPool>) ->
         }
         if n % BATCH == 0 || n == RECORDS {
             if let Some(pool) = ledger {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::query(
-                    "INSERT INTO processed (message_id, plugin, plugin_version, plugin_sha256, handled_at)
-                     SELECT id, 'raw', '1', repeat('0', 64), wharf_now_ms() FROM UNNEST($1::uuid[]) AS id
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                ids.clear();
+                commit_ledger_rows(pool, &mut ids).await;
             }
             consumer.commit_message(&record, CommitMode::Async).unwrap();
         }
@@ -155,21 +144,11 @@ async fn bare_loop(kafka: &Kafka, topic: &str, ledger: Option<&sqlx::PgPool>) ->
 /// A PostgreSQL host consuming `topic` in batches of `BATCH`, the relay off.
 async fn kafka_host(kafka: &Kafka, topic: &str, ledger: bool) -> Host {
     Host::start_with(Backend::Postgres, &["fixture-noop", "fixture-once"], |c| {
-        c.kafka.brokers = kafka.brokers.clone();
-        c.kafka.group = unique_name("bench");
+        consume(kafka, c, topic, |_| {});
         c.kafka.batch_size = BATCH;
         c.kafka.ledger = ledger;
         c.kafka.relay = Some(false);
         c.runtime.concurrency = 16;
-        c.kafka.consume = vec![TopicSpec {
-            topic: topic.to_owned(),
-            dead_letter_topic: None,
-            id_header: "message-id".into(),
-            kind_header: "kind".into(),
-            require_key: false,
-            start: Default::default(),
-        }];
-        c.inbox.queues.push(topic.to_owned());
     })
     .await
 }
