@@ -3,7 +3,6 @@
 //! host, else a message to its reply queue, sent like a publish).
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use super::{OutboxRow, ReplyRow, SettlePlan};
 use crate::effects::{Destination, Publish};
@@ -39,8 +38,6 @@ impl<'a> SettlePlan<'a> {
                 headers: publish.headers,
                 payload: publish.payload,
                 key: None,
-                attempts: 0,
-                delay: Duration::ZERO,
             }),
             Destination::Exchange { .. } | Destination::Topic(_) => self.outbox.push(OutboxRow {
                 source: request.id,
@@ -67,8 +64,6 @@ impl<'a> SettlePlan<'a> {
                     headers: publish.headers.clone(),
                     payload: publish.payload.clone(),
                     key: publish.key.clone(),
-                    attempts: 0,
-                    delay: Duration::ZERO,
                 }),
                 Destination::Exchange { .. } | Destination::Topic(_) => {
                     self.outbox.push(OutboxRow {

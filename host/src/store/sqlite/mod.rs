@@ -101,15 +101,14 @@ pub(super) async fn insert_new(
     };
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at, ordering_key, seq)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(&message.queue)
     .bind(&message.kind)
     .bind(headers_json(&message.headers))
     .bind(&message.payload)
-    .bind(i64::from(message.attempts))
-    .bind(now.saturating_add(message.delay_ms()))
+    .bind(now)
     .bind(now)
     .bind(&message.key)
     .bind(seq)

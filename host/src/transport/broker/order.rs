@@ -11,8 +11,7 @@
 //!   topic's; or held there by a dead letter) sends its deliveries there, behind them;
 //! - a delivery an ordered plugin did not handle at once (a retry, a dead letter, a
 //!   deferral) goes there too, with the key's later messages of the batch (the settle
-//!   made them wait): the inbox runs them again in order, with its retries and holds; a
-//!   retried one keeps its attempts and waits out its delay there.
+//!   made them wait): the inbox runs them again in order, with its retries and holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,6 @@ use uuid::Uuid;
 
 use crate::dead_letter_topic;
 use crate::envelope::{Envelope, KeyTurn, NewMessage};
-use crate::settle::NextAttempt;
 use crate::store::{Settlement, Store, StoreError};
 
 /// An ordered consumer's memory of its batches.
@@ -125,40 +123,30 @@ impl Parking<'_> {
 
     /// Enqueue into the inbox queue, in delivery order, what the batch moves there:
     /// `moved` and the messages of `settlements` that go `later` (those an ordered plugin
-    /// still owes a verdict; from Kafka, every one that needs another attempt), each with
-    /// its attempts (from `by_id`, and the one just made if it counts) and its retry
-    /// delay still to wait. Returns the ids moved.
+    /// still owes a verdict; from Kafka, every one that needs another attempt). Returns
+    /// the ids moved.
     pub async fn move_to_inbox(
         &self,
         moved: Moved,
-        later: &[&NextAttempt],
+        later: HashSet<Uuid>,
         settlements: &[Settlement],
         by_id: &HashMap<Uuid, (usize, u32)>,
     ) -> Result<HashSet<Uuid>, StoreError> {
-        let later: HashMap<Uuid, &NextAttempt> = later.iter().map(|a| (a.id, *a)).collect();
-        let mut going: Vec<(usize, Envelope, Option<&NextAttempt>)> = (moved.early.into_iter())
-            .map(|(i, m)| (i, m, None))
-            .collect();
-        going.extend(settlements.iter().filter_map(|s| {
-            let next = later.get(&s.message.id)?;
-            Some((by_id[&s.message.id].0, s.message.clone(), Some(*next)))
-        }));
-        let ids = going.iter().map(|(_, m, _)| m.id).collect();
+        let mut going = moved.early;
+        going.extend(
+            (settlements.iter())
+                .filter(|s| later.contains(&s.message.id))
+                .map(|s| (by_id[&s.message.id].0, s.message.clone())),
+        );
+        let ids = going.iter().map(|(_, m)| m.id).collect();
         if going.is_empty() {
             return Ok(ids);
         }
-        going.sort_by_key(|(i, _, _)| *i);
+        going.sort_by_key(|(i, _)| *i);
         let messages: Vec<NewMessage> = (going.into_iter())
-            .map(|(_, mut m, next)| {
+            .map(|(_, mut m)| {
                 dead_letter_topic::keep_origin(&mut m);
-                let attempts = by_id[&m.id].1;
-                let message = m.into_inbox(self.queue);
-                match next {
-                    Some(next) => {
-                        message.after_attempt(attempts + u32::from(next.counts), next.delay)
-                    }
-                    None => message,
-                }
+                m.into_inbox(self.queue)
             })
             .collect();
         tracing::debug!(

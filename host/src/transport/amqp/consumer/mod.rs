@@ -294,10 +294,13 @@ impl Source for Queue<'_> {
             .map_err(consumer.store_error())?;
         let moved = match order {
             Some((_turn, moved)) => {
-                let later: Vec<&NextAttempt> = try_again.iter().filter(|a| a.to_inbox).collect();
+                let later = (try_again.iter())
+                    .filter(|a| a.to_inbox)
+                    .map(|a| a.id)
+                    .collect();
                 consumer
                     .parking()
-                    .move_to_inbox(moved, &later, settlements, &by_id)
+                    .move_to_inbox(moved, later, settlements, &by_id)
                     .await
                     .map_err(consumer.store_error())?
             }
