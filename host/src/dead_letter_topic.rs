@@ -38,16 +38,23 @@ pub fn name(headers: &mut BTreeMap<String, String>, dead_letters: &str) {
 /// consumer's batch for the inbox (whose rows do not keep it); a message without a
 /// dead-letter topic keeps its headers as they are.
 pub fn keep_origin(message: &mut Envelope) {
-    if !message.headers.contains_key(HEADER) {
-        return;
+    if message.headers.contains_key(HEADER) {
+        let mut headers = std::mem::take(&mut message.headers);
+        add_origin(&mut headers, message);
+        message.headers = headers;
     }
+}
+
+/// Where a record of `message` was consumed from, into `headers`; nothing for a message
+/// the inbox delivered (a moved record keeps it in its own headers).
+fn add_origin(headers: &mut BTreeMap<String, String>, message: &Envelope) {
     if let Origin::Kafka { partition, offset } = message.origin {
         for (key, value) in [
             (ORIGINAL_TOPIC, message.queue.clone()),
             (ORIGINAL_PARTITION, partition.to_string()),
             (ORIGINAL_OFFSET, offset.to_string()),
         ] {
-            message.headers.insert(key.to_owned(), value);
+            headers.insert(key.to_owned(), value);
         }
     }
 }
@@ -59,11 +66,7 @@ pub fn publish(message: &Envelope, error: &str) -> Option<Publish> {
     let topic = message.headers.get(HEADER)?;
     let mut headers = message.headers.clone();
     headers.remove(HEADER);
-    if let Origin::Kafka { partition, offset } = message.origin {
-        headers.insert(ORIGINAL_TOPIC.to_owned(), message.queue.clone());
-        headers.insert(ORIGINAL_PARTITION.to_owned(), partition.to_string());
-        headers.insert(ORIGINAL_OFFSET.to_owned(), offset.to_string());
-    }
+    add_origin(&mut headers, message);
     headers.insert(ORIGINAL_ID.to_owned(), message.id.to_string());
     headers.insert(ERROR_HEADER.to_owned(), names::storable(error));
     Some(Publish {
