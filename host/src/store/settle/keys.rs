@@ -65,12 +65,18 @@ pub(super) struct Order<'a> {
 }
 
 impl<'a> Order<'a> {
+    /// A message that an ordered plugin settled before (a redelivery the ledger knows)
+    /// moves its key on for that plugin as it leaves the inbox: a later message of the key
+    /// may have parked behind it.
     pub(super) fn of(message: &'a Envelope) -> Self {
+        let turn = message.turn.as_ref();
+        let settled_before = turn
+            .is_some_and(|t| (message.settled_plugins.iter()).any(|p| t.ordered.contains_key(p)));
         Self {
             message,
-            turn: message.turn.as_ref(),
+            turn,
             settled: BTreeSet::new(),
-            moves: false,
+            moves: settled_before,
             waits: Vec::new(),
         }
     }

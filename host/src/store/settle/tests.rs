@@ -277,6 +277,27 @@ fn in_a_batch_a_key_waits_for_what_an_earlier_message_left_unhandled() {
     }
 }
 
+#[test]
+fn a_redelivery_an_ordered_plugin_settled_before_moves_its_key_on_as_it_leaves() {
+    use crate::envelope::DeadLetterKey::Hold;
+    for (settled_by, moves) in [("a", true), ("b", false)] {
+        let mut message = keyed(1, Hold);
+        message.settled_plugins.insert(settled_by.into());
+        let batch = [Settlement {
+            message,
+            results: Vec::new(),
+            refused: None,
+        }];
+        let plan = build(&batch, &[]);
+        assert_eq!(plan.done, vec![batch[0].message.id], "it leaves the inbox");
+        assert_eq!(plan.keys.len(), 1);
+        assert_eq!(
+            plan.keys[0].moves, moves,
+            "settled before by {settled_by}: a message parked behind it is woken"
+        );
+    }
+}
+
 /// Message `n`, a request answered at `reply_to`.
 fn request(n: u8, reply_to: &str, results: Vec<PluginResult>) -> Settlement {
     let mut s = settlement(n, results);
