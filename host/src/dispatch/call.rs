@@ -76,7 +76,7 @@ impl Dispatcher {
                         ),
                         Verdict::Dead { error } => about_call!(
                             tracing::Level::ERROR,
-                            "moved to the failed messages: {error}"
+                            "gave up on the message (a dead letter, unless the settle finds what it read changed and runs it again): {error}"
                         ),
                         Verdict::Deferred { .. } | Verdict::RunAtSettle | Verdict::Waits => {}
                     }
