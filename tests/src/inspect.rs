@@ -77,3 +77,73 @@ impl Host {
         }
     }
 }
+
+impl Host {
+    /// What the inbox holds, key by key, and the keys' rows (turns, holds): printed when a
+    /// test times out waiting for its messages, to tell a stalled key from a slow one.
+    pub async fn inbox_report(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let key = match self.config.database.url.starts_with("mysql:") {
+            true => "`key`",
+            false => "\"key\"",
+        };
+        let rows = self
+            .query_rows(format!(
+                "SELECT {id}, queue, COALESCE(ordering_key, ''), COALESCE(seq, -1),
+                        CASE WHEN parked THEN 1 ELSE 0 END, COALESCE(holds, '-'), attempts,
+                        available_at - {now}, COALESCE(locked_until - {now}, 0)
+                 FROM inbox ORDER BY queue, ordering_key, seq LIMIT 200",
+                id = self.uuid_text("id"),
+            ))
+            .await;
+        let mut report = format!("inbox ({} rows shown):\n", rows.len());
+        for r in &rows {
+            report += &format!(
+                "  {} {} key={} seq={} parked={} holds={} attempts={} due_in={}ms lease_left={}ms\n",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<String, _>(2),
+                r.get::<i64, _>(3),
+                r.get::<i32, _>(4),
+                r.get::<String, _>(5),
+                r.get::<i32, _>(6),
+                r.get::<i64, _>(7),
+                r.get::<i64, _>(8),
+            );
+        }
+        let keys = self
+            .query_rows(format!(
+                "SELECT queue, {key}, last_seq, turn FROM ordering_keys ORDER BY queue, {key}"
+            ))
+            .await;
+        report += "ordering_keys:\n";
+        for r in &keys {
+            report += &format!(
+                "  {} key={} last_seq={} turn={}\n",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<i64, _>(2),
+                r.get::<i64, _>(3),
+            );
+        }
+        let held = self
+            .query_rows(format!(
+                "SELECT queue, {key}, plugin, seq FROM held_keys ORDER BY queue, {key}"
+            ))
+            .await;
+        report += "held_keys:\n";
+        for r in &held {
+            report += &format!(
+                "  {} key={} plugin={} seq={}\n",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<String, _>(2),
+                r.get::<i64, _>(3),
+            );
+        }
+        report
+    }
+}

@@ -181,10 +181,13 @@ impl Host {
     }
 
     /// A host with exactly `config` (its database already chosen), keeping `dir` alive.
-    /// The host's warnings go to the test's captured output, shown when it fails.
+    /// The host's warnings (or what `RUST_LOG` asks for) go to the test's captured output,
+    /// shown when it fails.
     pub async fn start_on(config: Config, plugins: &[&str], dir: tempfile::TempDir) -> Host {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
+            .with_env_filter(filter)
             .with_test_writer()
             .try_init();
         std::fs::create_dir_all(&config.plugins.dir).unwrap();

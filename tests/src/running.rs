@@ -24,7 +24,7 @@ impl Host {
 
 /// Run, on each of `hosts`, what `consume` spawns (a broker's consumers, stopping when its
 /// receiver turns true) and the inbox worker, until `done` (failing after `limit`); then
-/// stop them and check each ended without an error.
+/// stop them and check each ended without an error. A timeout shows what the inbox holds.
 pub async fn run_until<T, E: Debug>(
     hosts: &[&Host],
     (what, limit): (&str, Duration),
@@ -42,7 +42,16 @@ pub async fn run_until<T, E: Debug>(
             worker.run(StopWhen::default(), shutdown).await
         }));
     }
-    crate::wait_for(what, limit, done).await;
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done().await {
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for {what}\n{}",
+                hosts[0].inbox_report().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.send(true).unwrap();
     for consumer in consumers {
         consumer

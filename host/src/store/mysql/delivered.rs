@@ -35,10 +35,10 @@ pub(super) async fn settled_of(conn: &mut MySqlConnection, ids: &[Uuid]) -> Resu
     let keys = keyed::ids(ids.iter().copied());
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT p.message_id, p.plugin
-         FROM {IDS} STRAIGHT_JOIN processed p ON p.message_id = UNHEX(j.id)
+         FROM {IDS} STRAIGHT_JOIN processed p FORCE INDEX (PRIMARY) ON p.message_id = UNHEX(j.id)
          UNION ALL
          SELECT f.message_id, IF(f.status = 'retrying', NULL, f.plugin)
-         FROM {IDS} STRAIGHT_JOIN failed_messages f ON f.message_id = UNHEX(j.id)
+         FROM {IDS} STRAIGHT_JOIN failed_messages f FORCE INDEX (failed_messages_pair) ON f.message_id = UNHEX(j.id)
          WHERE f.status IN ('failed', 'pending', 'retrying')"
     )))
     .bind(&keys)

@@ -26,7 +26,7 @@ pub(super) async fn take(
     ids: impl IntoIterator<Item = Uuid>,
 ) -> Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE i FROM {IDS} STRAIGHT_JOIN inbox i ON i.id = UNHEX(j.id)"
+        "DELETE i FROM {IDS} STRAIGHT_JOIN inbox i FORCE INDEX (PRIMARY) ON i.id = UNHEX(j.id)"
     )))
     .bind(keyed::ids(ids))
     .execute(conn)
@@ -39,7 +39,7 @@ pub(super) async fn take(
 pub(super) async fn fence(conn: &mut MySqlConnection, batch: &[Settlement]) -> Result<CreatedAt> {
     let current: Vec<(Uuid, Option<Uuid>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT i.id, i.lock_token, i.created_at
-         FROM {IDS} STRAIGHT_JOIN inbox i ON i.id = UNHEX(j.id)
+         FROM {IDS} STRAIGHT_JOIN inbox i FORCE INDEX (PRIMARY) ON i.id = UNHEX(j.id)
          FOR UPDATE"
     )))
     .bind(keyed::ids(batch.iter().map(|s| s.message.id)))

@@ -1,8 +1,8 @@
 //! A settle's ordering keys on MariaDB/MySQL (see `store::settle::keys`): the batch's key
 //! rows locked in (queue, key) order with their turns read, the keys dead letters hold,
-//! and the keys that move on. Every read here locks, so it sees what other settles
-//! committed, not the snapshot of a claim's transaction; the rows are reached through a
-//! joined key list (`keyed`), never a scan.
+//! and the keys that move on. Every read here sees what other settles committed (READ
+//! COMMITTED, the key rows locked first); the rows are reached through a joined key list
+//! (`keyed`), never a scan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -35,7 +35,7 @@ pub(super) async fn lock(
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT o.queue, o.`key`, o.turn
-         FROM {KEY_STEPS} STRAIGHT_JOIN ordering_keys o ON o.queue = j.queue AND o.`key` = j.k
+         FROM {KEY_STEPS} STRAIGHT_JOIN ordering_keys o FORCE INDEX (PRIMARY) ON o.queue = j.queue AND o.`key` = j.k
          FOR UPDATE"
     )))
     .bind(by_key(steps))
@@ -49,8 +49,7 @@ pub(super) async fn lock(
 }
 
 /// Hold the keys of `held` for their plugins, and move on the keys of `steps` that move:
-/// their turn grows and the first parked message after the settled one is due now (one
-/// another settle holds is skipped: its settle sees the turn moved and leaves it due).
+/// their turn grows and the first parked message after the settled one is due now.
 pub(super) async fn write(
     conn: &mut MySqlConnection,
     steps: &[KeyStep<'_>],
@@ -77,18 +76,21 @@ pub(super) async fn write(
     }
     let keys = by_key(moving);
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {KEY_STEPS} STRAIGHT_JOIN ordering_keys o ON o.queue = j.queue AND o.`key` = j.k
+        "UPDATE {KEY_STEPS} STRAIGHT_JOIN ordering_keys o FORCE INDEX (PRIMARY) ON o.queue = j.queue AND o.`key` = j.k
          SET o.turn = o.turn + 1"
     )))
     .bind(&keys)
     .execute(&mut *conn)
     .await?;
+    // Read, not locked: with the key rows locked, a settle that parks one of them has
+    // committed (READ COMMITTED shows it) or waits and sees the key moved. A locking read
+    // could not skip locked rows either: a claim's scan locks the row that ends it, often
+    // the first parked one, which is then never woken.
     let parked: Vec<(Uuid, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT p.id, p.queue, p.ordering_key, p.seq
          FROM {KEY_STEPS} STRAIGHT_JOIN inbox p FORCE INDEX (inbox_key_seq)
              ON p.queue = j.queue AND p.ordering_key = j.k AND p.seq > j.seq
-         WHERE p.parked
-         FOR UPDATE SKIP LOCKED"
+         WHERE p.parked"
     )))
     .bind(&keys)
     .fetch_all(&mut *conn)
@@ -104,8 +106,9 @@ pub(super) async fn write(
         return Ok(());
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {IDS} STRAIGHT_JOIN inbox i ON i.id = UNHEX(j.id)
-         SET i.parked = FALSE, i.available_at = ?"
+        "UPDATE {IDS} STRAIGHT_JOIN inbox i FORCE INDEX (PRIMARY) ON i.id = UNHEX(j.id)
+         SET i.parked = FALSE, i.available_at = ?
+         WHERE i.parked"
     )))
     .bind(keyed::ids(first.into_values().map(|(_, id)| id)))
     .bind(now)

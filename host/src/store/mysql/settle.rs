@@ -114,7 +114,7 @@ impl StateLocks for Settle {
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT s.plugin, s.`key`, s.value, s.version
-             FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s
+             FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s FORCE INDEX (PRIMARY)
                  ON s.plugin = j.plugin AND s.`key` = j.k"
         )))
         .bind(keyed::json(keys))
@@ -196,7 +196,7 @@ async fn lock_slots(
 ) -> std::result::Result<(), sqlx::Error> {
     let nowait = if wait { "" } else { " NOWAIT" };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT s.slot FROM {SLOTS} STRAIGHT_JOIN state_lock_slots s ON s.slot = j.slot
+        "SELECT s.slot FROM {SLOTS} STRAIGHT_JOIN state_lock_slots s FORCE INDEX (PRIMARY) ON s.slot = j.slot
          FOR UPDATE{nowait}"
     )))
     .bind(keyed::json(slots))
@@ -284,7 +284,7 @@ async fn write(
     }
     if !deleted.is_empty() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE s FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s
+            "DELETE s FROM {STATE_KEYS} STRAIGHT_JOIN plugin_state s FORCE INDEX (PRIMARY)
                  ON s.plugin = j.plugin AND s.`key` = j.k"
         )))
         .bind(keyed::json(deleted.iter().map(|(key, _)| key)))

@@ -5,7 +5,8 @@
 //! key go on. The `sequence-a` / `sequence-b` fixtures reject any message that does not
 //! follow the last one they handled of its key, so a key out of order dead-letters.
 //! `sequence-a`'s manifest asks for order (the operator's config overrides it), and it
-//! sees each message's key and publishes with it (world 0.4.0).
+//! sees each message's key and publishes with it (world 0.4.0). On MariaDB/MySQL, a parked
+//! message another transaction holds locked is still woken when its key moves on (`locked`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,8 @@ use wharf_host::store::FailedFilter;
 use wharf_host::transport::pump::StopWhen;
 use wharf_tests::sequence::last;
 use wharf_tests::{Backend, Host, conformance, wait_for};
+
+mod locked;
 
 conformance!(
     two_hosts_handle_each_key_in_publish_order_through_retries,
