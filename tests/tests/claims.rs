@@ -1,7 +1,8 @@
 //! Claims, on both stores: a settle whose lease token is no longer current is refused
 //! (fencing), a handler that outlives its lease keeps its claim (leased or held in a
 //! transaction) by heartbeat, a held claim keeps other hosts off and is lost as a whole,
-//! and the same id given twice in one publish inserts one row.
+//! the same id given twice in one publish inserts one row, and a settle PostgreSQL chose
+//! as a deadlock victim runs again.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{ClaimMode, Hold, KeyOrder, SettleSummary, Settlement, StoreError};
+use wharf_host::store::{ClaimMode, Hold, Inbox, KeyOrder, SettleSummary, Settlement, StoreError};
 use wharf_tests::{Backend, Host, conformance, noop_settlement, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
@@ -357,3 +358,47 @@ conformance!(
     the_same_id_twice_in_one_publish_inserts_one_row,
     a_settle_writes_more_rows_than_one_statement_binds,
 );
+
+/// A settle the database rolled back to break a deadlock runs again, a bounded number of
+/// times; another error does not make it run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_postgresql_chose_as_a_deadlock_victim_runs_again() {
+    let host = Host::start(Backend::Postgres, &[]).await;
+    let db = &host.db;
+    sqlx::query("CREATE TABLE probe (id int PRIMARY KEY)")
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO probe VALUES (1), (2)")
+        .execute(db)
+        .await
+        .unwrap();
+    let (mut a, mut b) = (db.begin().await.unwrap(), db.begin().await.unwrap());
+    let lock = |id: i32| format!("UPDATE probe SET id = id WHERE id = {id}");
+    sqlx::query(sqlx::AssertSqlSafe(lock(1)))
+        .execute(&mut *a)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(lock(2)))
+        .execute(&mut *b)
+        .await
+        .unwrap();
+    let (crossed_a, crossed_b) = tokio::join!(
+        sqlx::query(sqlx::AssertSqlSafe(lock(2))).execute(&mut *a),
+        sqlx::query(sqlx::AssertSqlSafe(lock(1))).execute(&mut *b),
+    );
+    let victim = StoreError::from(crossed_a.err().or(crossed_b.err()).expect("a deadlock"));
+    assert!(host.store.settle_again(&victim, 1), "{victim}");
+    assert!(!host.store.settle_again(&victim, 6), "bounded");
+    drop((a, b));
+    let duplicate = sqlx::query("INSERT INTO probe VALUES (1)")
+        .execute(db)
+        .await
+        .unwrap_err();
+    let duplicate = StoreError::from(duplicate);
+    assert!(
+        duplicate.to_string().contains("duplicate key"),
+        "{duplicate}"
+    );
+    assert!(!host.store.settle_again(&duplicate, 1));
+}

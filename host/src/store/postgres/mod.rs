@@ -53,7 +53,7 @@ use uuid::Uuid;
 
 use super::Inbox;
 use super::sql::SqlStore;
-use super::{Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, migrate};
+use super::{Claim, ClaimMode, Hold, KeyOrder, Result, SettleTransaction, StoreError, migrate};
 use crate::envelope::NewMessage;
 use enqueue::insert_new;
 use settle::Settle;
@@ -158,6 +158,18 @@ impl SqlStore for PostgresStore {
     }
 }
 
+/// How many times a settle the server rolled back to break a deadlock runs again.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Whether `e` says PostgreSQL rolled the transaction back to break a deadlock (40P01):
+/// it was undone whole, so running it again is the cure.
+fn is_deadlock(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("40P01"),
+        _ => false,
+    }
+}
+
 #[async_trait::async_trait]
 impl Inbox for PostgresStore {
     async fn enqueue(&self, messages: &[NewMessage]) -> Result<u64> {
@@ -206,6 +218,10 @@ impl Inbox for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn settle_again(&self, e: &StoreError, runs: u32) -> bool {
+        is_deadlock(e) && runs <= DEADLOCK_RETRIES
     }
 
     async fn renew(
