@@ -38,8 +38,8 @@ pub trait Inbox: Send + Sync {
     async fn mark_seen(&self, ids: &[Uuid], token: Uuid) -> Result<()>;
 
     /// Whether a settle that failed with `e` on its `runs`-th run is to run again: the
-    /// database rolled it back whole to break a deadlock (MariaDB and PostgreSQL pick a victim), and
-    /// running it again is the cure.
+    /// database rolled it back whole to break a deadlock (MariaDB and PostgreSQL pick a
+    /// victim), and running it again is the cure.
     fn settle_again(&self, e: &StoreError, runs: u32) -> bool {
         let _ = (e, runs);
         false
