@@ -13,7 +13,7 @@ use wharf_host::effects::{Destination, Effects, Publish};
 use wharf_host::envelope::{Envelope, NewMessage};
 use wharf_host::outcome::Verdict;
 use wharf_host::settle;
-use wharf_host::store::{ClaimMode, Hold, Inbox, KeyOrder, SettleSummary, Settlement, StoreError};
+use wharf_host::store::{ClaimMode, Hold, KeyOrder, SettleSummary, Settlement, StoreError};
 use wharf_tests::{Backend, Host, conformance, noop_settlement, test_config, wait_for};
 
 /// A successful result that publishes `tag` to the `out` queue and writes it to state.
