@@ -373,19 +373,13 @@ async fn a_settle_postgresql_chose_as_a_deadlock_victim_runs_again() {
         .execute(db)
         .await
         .unwrap();
+    let lock = |id: i32| sqlx::AssertSqlSafe(format!("UPDATE probe SET id = id WHERE id = {id}"));
     let (mut a, mut b) = (db.begin().await.unwrap(), db.begin().await.unwrap());
-    let lock = |id: i32| format!("UPDATE probe SET id = id WHERE id = {id}");
-    sqlx::query(sqlx::AssertSqlSafe(lock(1)))
-        .execute(&mut *a)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(lock(2)))
-        .execute(&mut *b)
-        .await
-        .unwrap();
+    sqlx::query(lock(1)).execute(&mut *a).await.unwrap();
+    sqlx::query(lock(2)).execute(&mut *b).await.unwrap();
     let (crossed_a, crossed_b) = tokio::join!(
-        sqlx::query(sqlx::AssertSqlSafe(lock(2))).execute(&mut *a),
-        sqlx::query(sqlx::AssertSqlSafe(lock(1))).execute(&mut *b),
+        sqlx::query(lock(2)).execute(&mut *a),
+        sqlx::query(lock(1)).execute(&mut *b),
     );
     let victim = StoreError::from(crossed_a.err().or(crossed_b.err()).expect("a deadlock"));
     assert!(host.store.settle_again(&victim, 1), "{victim}");
