@@ -1,8 +1,9 @@
 //! Circuit breakers, one per plugin: after `failures` consecutive calls that trapped or
 //! asked for a retry, the plugin is not fed for a cool-down; its messages wait, without
 //! using up attempts. After the cool-down one trial call goes ahead (half-open): success
-//! closes the breaker, another failure opens it for a new cool-down. Rejections are
-//! verdicts about a message, not a sick plugin: they close the breaker like successes.
+//! closes the breaker, another failure opens it for a new cool-down; a trial cancelled
+//! before its result (a settle that failed mid-run) lets the next message try. Rejections
+//! are verdicts about a message, not a sick plugin: they close the breaker like successes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -96,9 +97,13 @@ impl Breakers {
         }
     }
 
-    /// Report how a call admitted by [`Breakers::admit`] went: `failed` when it trapped
-    /// or asked for a retry.
-    pub fn record(&self, plugin: &str, trial: bool, failed: bool) {
+    /// Report how a call [`Breakers::admit`] let go ahead ([`Admission::Go`]) went:
+    /// `failed` when it trapped or asked for a retry.
+    pub fn record(&self, plugin: &str, failed: bool) {
+        self.report(plugin, false, failed);
+    }
+
+    fn report(&self, plugin: &str, trial: bool, failed: bool) {
         if self.failures == 0 {
             return;
         }
@@ -137,12 +142,51 @@ impl Breakers {
         }
     }
 
+    /// The trial call [`Breakers::admit`] let go ahead ([`Admission::Trial`]): its result
+    /// is to be recorded with [`TrialCall::record`].
+    pub fn trial<'a>(&'a self, plugin: &'a str) -> TrialCall<'a> {
+        TrialCall {
+            breakers: self,
+            plugin,
+            recorded: false,
+        }
+    }
+
     /// The state of `plugin`'s breaker.
     pub fn state(&self, plugin: &str) -> BreakerState {
         match self.lock().get(plugin).and_then(|b| b.open_until) {
             None => BreakerState::Closed,
             Some(until) if Instant::now() < until => BreakerState::Open,
             Some(_) => BreakerState::HalfOpen,
+        }
+    }
+}
+
+/// A half-open breaker's trial call under way. Dropped before its result was recorded
+/// (the call was cancelled: its settle failed, its consumer stopped), it lets the next
+/// message be the trial; otherwise the breaker would wait for a result that never comes,
+/// and the plugin's messages with it.
+pub struct TrialCall<'a> {
+    breakers: &'a Breakers,
+    plugin: &'a str,
+    recorded: bool,
+}
+
+impl TrialCall<'_> {
+    /// Report how the trial went: `failed` when it trapped or asked for a retry.
+    pub fn record(mut self, failed: bool) {
+        self.recorded = true;
+        self.breakers.report(self.plugin, true, failed);
+    }
+}
+
+impl Drop for TrialCall<'_> {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        if let Some(b) = self.breakers.lock().get_mut(self.plugin) {
+            b.trial_running = false;
         }
     }
 }
@@ -156,10 +200,10 @@ mod tests {
         let b = Breakers::new(3, Duration::from_millis(40));
         for _ in 0..2 {
             assert_eq!(b.admit("p"), Admission::Go);
-            b.record("p", false, true);
+            b.record("p", true);
         }
         assert_eq!(b.state("p"), BreakerState::Closed);
-        b.record("p", false, true);
+        b.record("p", true);
         assert_eq!(b.state("p"), BreakerState::Open);
         assert!(matches!(b.admit("p"), Admission::Wait(d) if d <= Duration::from_millis(40)));
         assert_eq!(b.admit("other"), Admission::Go);
@@ -169,12 +213,12 @@ mod tests {
         assert_eq!(b.admit("p"), Admission::Trial);
         // Only one trial at a time.
         assert!(matches!(b.admit("p"), Admission::Wait(_)));
-        b.record("p", true, true);
+        b.trial("p").record(true);
         assert_eq!(b.state("p"), BreakerState::Open, "a failed trial reopens");
 
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(b.admit("p"), Admission::Trial);
-        b.record("p", true, false);
+        b.trial("p").record(false);
         assert_eq!(b.state("p"), BreakerState::Closed);
         assert_eq!(b.admit("p"), Admission::Go);
     }
@@ -182,15 +226,31 @@ mod tests {
     #[test]
     fn a_success_resets_the_count_and_zero_never_opens() {
         let b = Breakers::new(2, Duration::from_secs(60));
-        b.record("p", false, true);
-        b.record("p", false, false);
-        b.record("p", false, true);
+        b.record("p", true);
+        b.record("p", false);
+        b.record("p", true);
         assert_eq!(b.state("p"), BreakerState::Closed);
 
         let off = Breakers::new(0, Duration::from_secs(60));
         for _ in 0..100 {
-            off.record("p", false, true);
+            off.record("p", true);
         }
         assert_eq!(off.admit("p"), Admission::Go);
+    }
+
+    #[test]
+    fn a_trial_call_dropped_before_its_result_lets_the_next_one_try() {
+        let b = Breakers::new(1, Duration::from_millis(10));
+        b.record("p", true);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(b.admit("p"), Admission::Trial);
+        drop(b.trial("p"));
+        assert_eq!(
+            b.admit("p"),
+            Admission::Trial,
+            "not waiting for the dropped one"
+        );
+        b.trial("p").record(false);
+        assert_eq!(b.state("p"), BreakerState::Closed);
     }
 }

@@ -40,11 +40,14 @@ impl Dispatcher {
                     Verdict::Deferred { delay }
                 }
                 Admission::Go | Admission::Trial => {
+                    let trial = (admission == Admission::Trial).then(|| self.breakers.trial(name));
                     let began = trace::export::enabled().then(SystemTime::now);
                     let (outcome, elapsed) = self.run(plugin, message, attempt, state, trace).await;
                     let failed = matches!(outcome, Outcome::Trap(_) | Outcome::Retry { .. });
-                    self.breakers
-                        .record(name, admission == Admission::Trial, failed);
+                    match trial {
+                        Some(trial) => trial.record(failed),
+                        None => self.breakers.record(name, failed),
+                    }
                     let mut policy = self.policy(plugin).clone();
                     if delays == Delays::Exact {
                         policy.jitter = 0.0;
