@@ -24,7 +24,7 @@ pub mod transports;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
@@ -39,6 +39,7 @@ use wharf_host::store::{self, PluginResult, PluginVersion, Settlement, Store};
 use wharf_host::transport::inbox::Worker;
 use wharf_host::transport::pump::{Report, StopWhen};
 
+pub use running::wait_for;
 pub use services::{
     amqp_connection, amqp_url, confirming_channel, fresh_mysql_database, fresh_postgres_schema,
     mysql_url, postgres_url, route_orders, unique_name,
@@ -180,12 +181,11 @@ impl Host {
         Self::start_on(config, plugins, dir).await
     }
 
-    /// A host with exactly `config` (its database already chosen), keeping `dir` alive.
-    /// The host's warnings (or what `RUST_LOG` asks for) go to the test's captured output,
-    /// shown when it fails.
+    /// A host with exactly `config` (its database already chosen), keeping `dir` alive. Its
+    /// warnings (or what `RUST_LOG` asks) go to the test's output, shown when it fails.
     pub async fn start_on(config: Config, plugins: &[&str], dir: tempfile::TempDir) -> Host {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_test_writer()
@@ -390,13 +390,4 @@ pub async fn handled_once_by_their_version(
         by_id.insert(row.get::<String, _>(0), version);
     }
     (counts, by_id)
-}
-
-/// Wait until `done` holds, checking every 20 ms; panics naming `what` after `limit`.
-pub async fn wait_for(what: &str, limit: Duration, done: impl AsyncFn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

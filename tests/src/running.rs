@@ -1,5 +1,6 @@
 //! A test's fleet: a second host on the same database, and running the transports of
-//! several hosts (a broker's consumers and the inbox workers) until a condition holds.
+//! several hosts (a broker's consumers and the inbox workers) until a condition holds, and
+//! waiting for one.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -42,16 +43,8 @@ pub async fn run_until<T, E: Debug>(
             worker.run(StopWhen::default(), shutdown).await
         }));
     }
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done().await {
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "timed out waiting for {what}\n{}",
-                hosts[0].inbox_report().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let inbox = async || hosts[0].inbox_report().await;
+    wait_for_or_show(what, limit, done, inbox).await;
     stop.send(true).unwrap();
     for consumer in consumers {
         consumer
@@ -64,5 +57,26 @@ pub async fn run_until<T, E: Debug>(
             .await
             .unwrap()
             .expect("the inbox worker ran without errors");
+    }
+}
+
+/// Wait until `done` holds, checking every 20 ms; panics naming `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, done: impl AsyncFn() -> bool) {
+    wait_for_or_show(what, limit, done, async || String::new()).await
+}
+
+/// [`wait_for`], the panic adding what `show` tells.
+async fn wait_for_or_show(
+    what: &str,
+    limit: Duration,
+    done: impl AsyncFn() -> bool,
+    show: impl AsyncFn() -> String,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done().await {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", show().await);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
