@@ -1,6 +1,7 @@
 //! The envelope: one message as the host sees it between its source and the settler.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -27,6 +28,12 @@ pub struct NewMessage {
     pub payload: Vec<u8>,
     /// Ordering key: the inbox numbers the messages of one (queue, key) in enqueue order.
     pub key: Option<String>,
+    /// Attempts already made: 0, but for a broker's delivery moved into the inbox after
+    /// an attempt that counted ([`Self::after_attempt`]).
+    pub attempts: u32,
+    /// How long after it is enqueued it becomes due: none, but for a delivery moved into
+    /// the inbox to wait out its retry delay.
+    pub delay: Duration,
 }
 
 impl NewMessage {
@@ -39,6 +46,23 @@ impl NewMessage {
             headers: BTreeMap::new(),
             payload,
             key: None,
+            attempts: 0,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// [`Self::delay`] in ms, as the stores add it to the time it is enqueued.
+    pub fn delay_ms(&self) -> i64 {
+        i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// This message, after `attempts` attempts (counted), due `delay` after it is
+    /// enqueued.
+    pub fn after_attempt(self, attempts: u32, delay: Duration) -> Self {
+        Self {
+            attempts,
+            delay,
+            ..self
         }
     }
 
@@ -96,6 +120,8 @@ impl Envelope {
             headers: self.headers,
             payload: self.payload,
             key: self.key,
+            attempts: 0,
+            delay: Duration::ZERO,
         }
     }
 }

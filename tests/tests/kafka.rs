@@ -2,9 +2,9 @@
 //! hosts in one group consume a keyed topic of three partitions and each key's records
 //! reach `sequence-a` (which asks for order and rejects a record that does not follow the
 //! last one of its key) in offset order, through retries (which move the key into the
-//! inbox queue of the topic's name), each once; poison records go to the failed messages
-//! with the rule they break and to the dead-letter topic, from the consumer's batch and
-//! from the inbox. The API shows the group's lag by partition; readiness follows the
+//! inbox queue of the topic's name, a retried record with its attempts counted), each
+//! once; poison records go to the failed messages with the rule they break and to the
+//! dead-letter topic, from the consumer's batch and from the inbox. The API shows the group's lag by partition; readiness follows the
 //! brokers.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ use wharf_tests::{Backend, Host, conformance, wait_for};
 
 conformance!(
     two_hosts_handle_each_record_once_in_key_order_through_retries,
+    a_retried_record_keeps_its_attempts_in_the_inbox,
     poison_records_go_to_the_failed_messages_and_the_dead_letter_topic
 );
 
@@ -81,6 +82,51 @@ async fn two_hosts_handle_each_record_once_in_key_order_through_retries(backend:
         moved >= 30,
         "the retried keys went through the inbox: {moved}"
     );
+    assert_eq!(host.count("SELECT COUNT(*) FROM inbox").await, 0);
+}
+
+/// A record that asks for a retry on its first attempt moves into the inbox with that
+/// attempt counted: the inbox runs it as attempt 2 (it succeeds), not as a first attempt
+/// again (which would fail once more).
+async fn a_retried_record_keeps_its_attempts_in_the_inbox(backend: Backend) {
+    let kafka = kafka().await;
+    let topic = kafka.topic(1).await;
+    let host = Host::start_with(backend, &["fixture-sequence-a"], |c| {
+        consume(kafka, c, &topic, |_| {})
+    })
+    .await;
+    let records: Vec<Record> = (1..=4)
+        .map(|n| {
+            let mut step = json!({"key": "k", "n": n});
+            if n == 2 {
+                step["retry_once"] = json!(["sequence-a"]);
+            }
+            Record::keyed("test.seq", "k", &step)
+        })
+        .collect();
+    kafka.produce(&topic, records).await;
+    let expected = BTreeMap::from([("k".to_owned(), 4)]);
+    run_until(&[&host], "the key at its last record", async || {
+        last(&host).await == expected || !host.failed().await.is_empty()
+    })
+    .await;
+    let failed: Vec<String> = host.failed().await.into_iter().map(|f| f.error).collect();
+    assert_eq!(failed, Vec::<String>::new());
+    assert_eq!(last(&host).await, expected);
+    let errors = "SELECT COUNT(*) FROM attempt_errors WHERE plugin = 'sequence-a'";
+    let first = "SELECT COUNT(*) FROM attempt_errors WHERE plugin = 'sequence-a' AND attempt = 1";
+    assert_eq!(
+        (host.count(errors).await, host.count(first).await),
+        (1, 1),
+        "one failed attempt, the first: the inbox ran the record as its second"
+    );
+    let moved: i64 = host
+        .query_rows(format!(
+            "SELECT COUNT(*) FROM received WHERE queue = '{topic}'"
+        ))
+        .await[0]
+        .get(0);
+    assert!(moved >= 1, "the retried record went through the inbox");
     assert_eq!(host.count("SELECT COUNT(*) FROM inbox").await, 0);
 }
 

@@ -207,6 +207,8 @@ async fn to_inbox(config: &Config, queue: &str, messages: Vec<Message>) -> anyho
         headers: m.headers,
         payload: m.payload,
         key: m.key,
+        attempts: 0,
+        delay: Duration::ZERO,
     });
     loop {
         let batch: Vec<NewMessage> = rows.by_ref().take(BATCH).collect();

@@ -143,6 +143,15 @@ impl Dispatcher {
             .then(|| config.map(|c| c.dead_letter_key).unwrap_or_default())
     }
 
+    /// Whether a plugin that keeps the order of keys is routed one of the keyed
+    /// `messages`: only then must a broker consumer keep their keys' order across
+    /// batches (wait for the batch before, send a key waiting in the inbox there).
+    pub fn orders_any(&self, messages: &[Envelope]) -> bool {
+        self.key_order() == KeyOrder::Keep
+            && (messages.iter().filter(|m| m.key.is_some()))
+                .any(|m| (self.plugins.route(&m.kind).iter()).any(|p| self.ordered(p).is_some()))
+    }
+
     /// How claims treat keys: kept in order while a served plugin keeps it.
     pub fn key_order(&self) -> KeyOrder {
         if self

@@ -221,6 +221,8 @@ pub async fn put(store: &dyn Store, message: &Publish) -> Result<bool> {
                 headers: message.headers.clone(),
                 payload: message.payload.clone(),
                 key: message.key.clone(),
+                attempts: 0,
+                delay: std::time::Duration::ZERO,
             };
             Ok(store.enqueue(std::slice::from_ref(&new)).await? == 1)
         }

@@ -75,8 +75,8 @@ async fn insert_run(
             .push_bind(&m.kind)
             .push_bind(headers_json(&m.headers))
             .push_bind(&m.payload)
-            .push_bind(0)
-            .push_bind(now)
+            .push_bind(m.attempts)
+            .push_bind(now.saturating_add(m.delay_ms()))
             .push_bind(now)
             .push_bind(&m.key)
             .push_bind(seq);

@@ -24,6 +24,8 @@ pub(super) async fn insert_new(
     let mut headers = Vec::with_capacity(messages.len());
     let mut payloads = Vec::with_capacity(messages.len());
     let mut keys = Vec::with_capacity(messages.len());
+    let mut attempts = Vec::with_capacity(messages.len());
+    let mut delays = Vec::with_capacity(messages.len());
     for m in messages {
         ids.push(m.id);
         queues.push(m.queue.as_str());
@@ -31,6 +33,8 @@ pub(super) async fn insert_new(
         headers.push(headers_json(&m.headers));
         payloads.push(m.payload.as_slice());
         keys.push(m.key.as_deref());
+        attempts.push(i32::try_from(m.attempts).unwrap_or(i32::MAX));
+        delays.push(m.delay_ms());
     }
     // `received` remembers every id (dedup on arrival, also after the message left the
     // inbox); only ids it did not know go into the inbox. DISTINCT ON keeps the first of
@@ -39,8 +43,8 @@ pub(super) async fn insert_new(
     // locked in (queue, key) order, so two enqueues of the same keys wait, not deadlock.
     let inserted = sqlx::query(
         "WITH m AS (
-             SELECT DISTINCT ON (id) * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
-                 WITH ORDINALITY AS t(id, queue, kind, headers, payload, key, n)
+             SELECT DISTINCT ON (id) * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::int[], $8::bigint[])
+                 WITH ORDINALITY AS t(id, queue, kind, headers, payload, key, attempts, delay, n)
              ORDER BY id, n),
          fresh AS (
              INSERT INTO received (id, queue, received_at)
@@ -60,7 +64,8 @@ pub(super) async fn insert_new(
                      updated_at = EXCLUDED.updated_at
              RETURNING queue, key, last_seq)
          INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at, ordering_key, seq)
-         SELECT new.id, new.queue, new.kind, new.headers::jsonb, new.payload, 0, wharf_now_ms(), wharf_now_ms(),
+         SELECT new.id, new.queue, new.kind, new.headers::jsonb, new.payload, new.attempts,
+                wharf_now_ms() + new.delay, wharf_now_ms(),
                 new.key, numbered.last_seq - new.c + new.r
          FROM new LEFT JOIN numbered ON numbered.queue = new.queue AND numbered.key = new.key",
     )
@@ -70,6 +75,8 @@ pub(super) async fn insert_new(
     .bind(&headers)
     .bind(&payloads)
     .bind(&keys)
+    .bind(&attempts)
+    .bind(&delays)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -3,6 +3,7 @@
 //! host, else a message to its reply queue, sent like a publish).
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use super::{OutboxRow, ReplyRow, SettlePlan};
 use crate::effects::{Destination, Publish};
@@ -38,6 +39,8 @@ impl<'a> SettlePlan<'a> {
                 headers: publish.headers,
                 payload: publish.payload,
                 key: None,
+                attempts: 0,
+                delay: Duration::ZERO,
             }),
             Destination::Exchange { .. } | Destination::Topic(_) => self.outbox.push(OutboxRow {
                 source: request.id,
@@ -64,6 +67,8 @@ impl<'a> SettlePlan<'a> {
                     headers: publish.headers.clone(),
                     payload: publish.payload.clone(),
                     key: publish.key.clone(),
+                    attempts: 0,
+                    delay: Duration::ZERO,
                 }),
                 Destination::Exchange { .. } | Destination::Topic(_) => {
                     self.outbox.push(OutboxRow {

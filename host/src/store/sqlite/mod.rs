@@ -101,14 +101,15 @@ pub(super) async fn insert_new(
     };
     sqlx::query(
         "INSERT INTO inbox (id, queue, kind, headers, payload, attempts, available_at, created_at, ordering_key, seq)
-         VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(&message.queue)
     .bind(&message.kind)
     .bind(headers_json(&message.headers))
     .bind(&message.payload)
-    .bind(now)
+    .bind(i64::from(message.attempts))
+    .bind(now.saturating_add(message.delay_ms()))
     .bind(now)
     .bind(&message.key)
     .bind(seq)

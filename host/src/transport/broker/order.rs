@@ -11,7 +11,8 @@
 //!   topic's; or held there by a dead letter) sends its deliveries there, behind them;
 //! - a delivery an ordered plugin did not handle at once (a retry, a dead letter, a
 //!   deferral) goes there too, with the key's later messages of the batch (the settle
-//!   made them wait): the inbox runs them again in order, with its retries and holds.
+//!   made them wait): the inbox runs them again in order, with its retries and holds; a
+//!   retried one keeps its attempts and waits out its delay there.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,9 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::dead_letter_topic;
+use crate::dispatch::Dispatcher;
 use crate::envelope::{Envelope, KeyTurn, NewMessage};
+use crate::settle::NextAttempt;
 use crate::store::{Settlement, Store, StoreError};
 
 /// An ordered consumer's memory of its batches.
@@ -71,11 +74,17 @@ impl Keys {
     }
 
     /// Before the batch `turn` of `messages` runs: wait for the batch before it to finish
-    /// when it holds one of the same keys. Returns the batch's keys.
-    pub async fn wait_turn(&self, turn: &Turn, messages: &[Envelope]) -> BTreeSet<String> {
+    /// when it holds one of the same keys and the batch is `ordered` (an unordered one
+    /// runs at once, and the next ordered batch waits for it). Returns the batch's keys.
+    pub async fn wait_turn(
+        &self,
+        turn: &Turn,
+        messages: &[Envelope],
+        ordered: bool,
+    ) -> BTreeSet<String> {
         let keys: BTreeSet<String> = messages.iter().filter_map(|m| m.key.clone()).collect();
         let mut last = self.last.lock().await;
-        if !last.1.is_disjoint(&keys) {
+        if ordered && !last.1.is_disjoint(&keys) {
             let before = last.0;
             // The sender lives in `self`: waiting ends once that batch is finished.
             let _ = self.finished.subscribe().wait_for(|n| *n >= before).await;
@@ -98,15 +107,21 @@ impl Parking<'_> {
     /// Once the batch before it that shares a key finished (`turn`), split a batch's
     /// `messages`: those whose key has messages in the inbox (or is held there) join them
     /// ([`Moved::early`], with their place in the batch, from `by_id`); the others run.
+    /// A batch no ordered plugin of the `dispatcher` is routed runs at once, whole: it
+    /// neither waits nor reads the inbox (a round trip per batch saved).
     pub async fn behind_the_inbox(
         &self,
-        keys: &Keys,
-        turn: &Turn,
+        (keys, turn): (&Keys, &Turn),
         messages: Vec<Envelope>,
         by_id: &HashMap<Uuid, (usize, u32)>,
         moved: &mut Moved,
+        dispatcher: &Dispatcher,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let batch_keys = keys.wait_turn(turn, &messages).await;
+        let ordered = dispatcher.orders_any(&messages);
+        let batch_keys = keys.wait_turn(turn, &messages, ordered).await;
+        if !ordered {
+            return Ok(messages);
+        }
         let batch_keys: Vec<&str> = batch_keys.iter().map(String::as_str).collect();
         let waiting = self.store.keys_in_inbox(self.queue, &batch_keys).await?;
         if waiting.is_empty() {
@@ -123,30 +138,40 @@ impl Parking<'_> {
 
     /// Enqueue into the inbox queue, in delivery order, what the batch moves there:
     /// `moved` and the messages of `settlements` that go `later` (those an ordered plugin
-    /// still owes a verdict; from Kafka, every one that needs another attempt). Returns
-    /// the ids moved.
+    /// still owes a verdict; from Kafka, every one that needs another attempt), each with
+    /// its attempts (from `by_id`, and the one just made if it counts) and its retry
+    /// delay still to wait. Returns the ids moved.
     pub async fn move_to_inbox(
         &self,
         moved: Moved,
-        later: HashSet<Uuid>,
+        later: &[&NextAttempt],
         settlements: &[Settlement],
         by_id: &HashMap<Uuid, (usize, u32)>,
     ) -> Result<HashSet<Uuid>, StoreError> {
-        let mut going = moved.early;
-        going.extend(
-            (settlements.iter())
-                .filter(|s| later.contains(&s.message.id))
-                .map(|s| (by_id[&s.message.id].0, s.message.clone())),
-        );
-        let ids = going.iter().map(|(_, m)| m.id).collect();
+        let later: HashMap<Uuid, &NextAttempt> = later.iter().map(|a| (a.id, *a)).collect();
+        let mut going: Vec<(usize, Envelope, Option<&NextAttempt>)> = (moved.early.into_iter())
+            .map(|(i, m)| (i, m, None))
+            .collect();
+        going.extend(settlements.iter().filter_map(|s| {
+            let next = later.get(&s.message.id)?;
+            Some((by_id[&s.message.id].0, s.message.clone(), Some(*next)))
+        }));
+        let ids = going.iter().map(|(_, m, _)| m.id).collect();
         if going.is_empty() {
             return Ok(ids);
         }
-        going.sort_by_key(|(i, _)| *i);
+        going.sort_by_key(|(i, _, _)| *i);
         let messages: Vec<NewMessage> = (going.into_iter())
-            .map(|(_, mut m)| {
+            .map(|(_, mut m, next)| {
                 dead_letter_topic::keep_origin(&mut m);
-                m.into_inbox(self.queue)
+                let attempts = by_id[&m.id].1;
+                let message = m.into_inbox(self.queue);
+                match next {
+                    Some(next) => {
+                        message.after_attempt(attempts + u32::from(next.counts), next.delay)
+                    }
+                    None => message,
+                }
             })
             .collect();
         tracing::debug!(

@@ -244,7 +244,7 @@ impl Source for Queue<'_> {
                 let envelopes = match (&self.keys, &mut held.order) {
                     (Some(keys), Some((turn, moved))) => consumer
                         .parking()
-                        .behind_the_inbox(keys, turn, envelopes, &held.by_id, moved)
+                        .behind_the_inbox((keys, turn), envelopes, &held.by_id, moved, dispatcher)
                         .await
                         .map_err(consumer.store_error())?,
                     _ => envelopes,
@@ -294,13 +294,10 @@ impl Source for Queue<'_> {
             .map_err(consumer.store_error())?;
         let moved = match order {
             Some((_turn, moved)) => {
-                let later = (try_again.iter())
-                    .filter(|a| a.to_inbox)
-                    .map(|a| a.id)
-                    .collect();
+                let later: Vec<&NextAttempt> = try_again.iter().filter(|a| a.to_inbox).collect();
                 consumer
                     .parking()
-                    .move_to_inbox(moved, later, settlements, &by_id)
+                    .move_to_inbox(moved, &later, settlements, &by_id)
                     .await
                     .map_err(consumer.store_error())?
             }

@@ -9,7 +9,7 @@
 //! hands the records out again; what was committed is found in the ledger. Pipelined:
 //! the next batch runs while one is being finished; commits stay in offset order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use super::client::{self, Context, KafkaLink, Lags};
 use super::dead_letters;
 use super::{ConsumeError, KafkaConfig, TopicSpec};
 use crate::dispatch::Dispatcher;
-use crate::settle::Delivered;
+use crate::settle::{Delivered, NextAttempt};
 use crate::store::{SettleSummary, Settlement, Store, StoreError};
 use crate::transport::broker::order::{Keys, Moved, Parking, Turn};
 use crate::transport::broker::{self, needs_database};
@@ -249,11 +249,11 @@ impl Source for Topic<'_> {
         let envelopes = std::mem::take(&mut batch.messages);
         let envelopes = (consumer.parking())
             .behind_the_inbox(
-                &self.keys,
-                &held.turn,
+                (&self.keys, &held.turn),
                 envelopes,
                 &held.by_id,
                 &mut held.moved,
+                dispatcher,
             )
             .await
             .map_err(consumer.store_error())?;
@@ -295,9 +295,9 @@ impl Source for Topic<'_> {
             .map_err(consumer.store_error())?;
         // Kafka has no delay queues: every record that needs another attempt waits in the
         // inbox, in its key's order.
-        let later: HashSet<Uuid> = try_again.iter().map(|a| a.id).collect();
+        let later: Vec<&NextAttempt> = try_again.iter().collect();
         (consumer.parking())
-            .move_to_inbox(moved, later, settlements, &by_id)
+            .move_to_inbox(moved, &later, settlements, &by_id)
             .await
             .map_err(consumer.store_error())?;
         self.commit(&batch).map_err(consumer.kafka_error())?;
