@@ -4,9 +4,11 @@
 //! `BATCH` records (asynchronously, as wharf does); the ledger loop does the same and,
 //! before each commit, commits the batch's dedup ledger rows to PostgreSQL (the durable
 //! work a consumer that handles each record once has to do); wharf consumes the same way
-//! (batches of `BATCH`, each key in offset order), calls the trivial plugin per record and
-//! settles, with the dedup ledger off and on (PostgreSQL). Each is timed from its first
-//! record to its last, leaving out joining the group (seconds, whatever the topic holds).
+//! (batches of `BATCH`; the noop plugin does not ask for order, so batches overlap), calls
+//! the trivial plugin per record and settles, with the dedup ledger off and on
+//! (PostgreSQL), and a profiled run of each shows where the host's CPU goes. Each is timed
+//! from its first record to its last, leaving out joining the group (seconds, whatever
+//! the topic holds).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use wharf_tests::{Backend, Host, unique_name};
 
 use super::amqp::commit_ledger_rows;
 use super::cpu::{CpuCost, print_apart};
+use super::profile::Profile;
 
 const RECORDS: usize = 20_000;
 const KEYS: usize = 100;
@@ -29,8 +32,10 @@ const BATCH: usize = 100;
 const TANSU: &[&str] = &["tansu"];
 const TANSU_AND_POSTGRES: &[&str] = &["tansu", "postgres"];
 
-/// Print records/s of the bare loop and of wharf with the ledger off and on, with ratios.
-pub async fn versus_bare_loop() {
+/// Print records/s of the bare loop and of wharf with the ledger off and on, with ratios,
+/// and where wharf's host CPU goes (a profiled run of each, beside the sandbox bench's
+/// `sandbox_us`).
+pub async fn versus_bare_loop(sandbox_us: f64) {
     let kafka = kafka().await;
     let ledger = kafka_host(kafka, "unused", true).await;
     let pool = sqlx::PgPool::connect(&ledger.config.database.url)
@@ -50,13 +55,16 @@ pub async fn versus_bare_loop() {
     .await;
     let mut wharf = Vec::new();
     for ledger in [false, true] {
-        let topic = kafka.topic(1).await;
-        let first = marker(kafka, &topic).await;
-        fill(kafka, &topic).await;
-        let last = marker(kafka, &topic).await;
-        let host = kafka_host(kafka, &topic, ledger).await;
+        let (host, first, last) = filled_host(kafka, ledger).await;
         let servers = if ledger { TANSU_AND_POSTGRES } else { TANSU };
         wharf.push(CpuCost::of(servers, RECORDS, consume_all(host, first, last)).await);
+    }
+    let mut breakdowns = Vec::new();
+    for ledger in [false, true] {
+        let (host, first, last) = filled_host(kafka, ledger).await;
+        let profile = Profile::start();
+        consume_all(host, first, last).await;
+        breakdowns.push(profile.map(Profile::stop));
     }
     let [(off, off_cpu), (on, on_cpu)] = [&wharf[0], &wharf[1]];
     println!(
@@ -76,6 +84,25 @@ pub async fn versus_bare_loop() {
     );
     print_apart("kafka, ledger off", off_cpu, &bare_cpu, 0.80);
     print_apart("kafka, PostgreSQL ledger", on_cpu, &paid_cpu, 0.75);
+    let runs = [
+        ("kafka, ledger off", off_cpu),
+        ("kafka, PostgreSQL ledger", on_cpu),
+    ];
+    for ((what, cpu), breakdown) in runs.into_iter().zip(breakdowns) {
+        if let Some(breakdown) = breakdown {
+            breakdown.print(what, cpu.client, sandbox_us);
+        }
+    }
+}
+
+/// A host consuming a fresh topic of one partition filled with `RECORDS` between two
+/// markers, whose ids are returned with it.
+async fn filled_host(kafka: &Kafka, ledger: bool) -> (Host, Uuid, Uuid) {
+    let topic = kafka.topic(1).await;
+    let first = marker(kafka, &topic).await;
+    fill(kafka, &topic).await;
+    let last = marker(kafka, &topic).await;
+    (kafka_host(kafka, &topic, ledger).await, first, last)
 }
 
 /// Produce `RECORDS` `bench.noop` records of 256 B over `KEYS` keys to `topic`.

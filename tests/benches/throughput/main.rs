@@ -293,7 +293,7 @@ async fn main() {
         amqp::versus_bare_loop(per_call).await;
     }
     if wanted("kafka") {
-        kafka::versus_bare_loop().await;
+        kafka::versus_bare_loop(per_call).await;
     }
     if wanted("swap") {
         plugins::swap().await;

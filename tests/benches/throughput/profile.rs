@@ -28,6 +28,10 @@ const PARTS: &[(&str, &[&str])] = &[
         "AMQP client (lapin: frames, deliveries, acks)",
         &["lapin", "amq_protocol"],
     ),
+    (
+        "Kafka client (rdkafka, librdkafka: fetch, decode, commit)",
+        &["rdkafka", "rd_kafka"],
+    ),
     ("logging/tracing", &["tracing", "opentelemetry"]),
     ("metrics", &["metrics"]),
     ("JSON (serde_json)", &["serde_json"]),
@@ -44,7 +48,7 @@ const PARTS: &[(&str, &[&str])] = &[
     ),
     ("store logic (claim, settle plan)", &["wharf_host::store"]),
     (
-        "transport (inbox worker, AMQP consumer)",
+        "transport (inbox worker, AMQP and Kafka consumers)",
         &["wharf_host::transport"],
     ),
 ];
